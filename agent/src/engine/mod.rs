@@ -1,0 +1,281 @@
+//! Runs a validated playbook: steps in order, then the notified handlers, emitting
+//! [`RunEvent`]s as it goes.
+//!
+//! Per step: `when` decides whether it runs; its arguments are rendered against the variables
+//! visible at that point; it is attempted up to `1 + retries` times with `delay` between
+//! attempts, each attempt bounded by `timeout`; `failed_when` / `changed_when` judge the result;
+//! `register` stores it. The first failed step ends the run and no handler runs (the host is in
+//! an unknown state; rerun after fixing). Handlers run once each, in the order written, when a
+//! step that notified them changed something.
+//!
+//! The engine writes nothing itself: events go to an [`EventSink`], which may render them,
+//! journal them or stream them.
+
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use backon::{ConstantBuilder, Retryable};
+use serde_json::{Map, Value, json};
+
+use crate::event::{EventSink, RunEvent, StepReport, StepStatus, Summary};
+use crate::jinja::Jinja;
+use crate::playbook::{Condition, FACTS_VAR, Playbook, Step};
+use crate::steps::{Outcome, StepContext};
+
+/// How to run a playbook.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Unique id of this run.
+    pub run_id: String,
+    /// `--check`: report what would change, change nothing.
+    pub check: bool,
+    /// Where relative `src` paths resolve: the playbook's directory.
+    pub base_dir: PathBuf,
+    /// Variables from outside the playbook (`--vars-file`, then `--var`); they win over `[vars]`.
+    pub extra_vars: Map<String, Value>,
+    /// The host's facts, offered as `facts`.
+    pub facts: Value,
+}
+
+/// Runs `playbook`, sending every event to `sink`; returns the summary (also the last event).
+pub async fn run(playbook: &Playbook, opts: &RunOptions, sink: &mut dyn EventSink) -> Summary {
+    let jinja = Jinja::new();
+    let mut summary = Summary::default();
+    sink.emit(&RunEvent::RunStarted {
+        run_id: opts.run_id.clone(),
+        playbook: playbook.name.clone(),
+        check: opts.check,
+        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    });
+
+    let mut vars = match initial_vars(playbook, opts, &jinja) {
+        Ok(v) => v,
+        Err(message) => {
+            let report = StepReport {
+                index: 0,
+                name: "[vars]".into(),
+                action: "vars".into(),
+                handler: false,
+                status: StepStatus::Failed,
+                duration_ms: 0.0,
+                attempts: 1,
+                message: Some(message),
+                diff: None,
+                output: None,
+            };
+            summary.count(StepStatus::Failed);
+            sink.emit(&RunEvent::StepFinished(report));
+            sink.emit(&RunEvent::Summary(summary));
+            return summary;
+        }
+    };
+
+    let mut notified: HashSet<&str> = HashSet::new();
+    let mut failed = false;
+    for (index, step) in playbook.steps.iter().enumerate() {
+        let report = run_step(index, step, false, opts, &jinja, &mut vars, sink).await;
+        summary.count(report.status);
+        if report.status == StepStatus::Changed {
+            notified.extend(step.notify.iter().map(String::as_str));
+        }
+        failed = report.status == StepStatus::Failed;
+        sink.emit(&RunEvent::StepFinished(report));
+        if failed {
+            break;
+        }
+    }
+    if !failed {
+        let handlers = playbook.handlers.iter().filter(|h| notified.contains(h.name.as_str()));
+        for (offset, handler) in handlers.enumerate() {
+            let index = playbook.steps.len() + offset;
+            let report = run_step(index, handler, true, opts, &jinja, &mut vars, sink).await;
+            summary.count(report.status);
+            let stop = report.status == StepStatus::Failed;
+            sink.emit(&RunEvent::StepFinished(report));
+            if stop {
+                break;
+            }
+        }
+    }
+    sink.emit(&RunEvent::Summary(summary));
+    summary
+}
+
+/// `facts`, then `[vars]` in order (strings rendered against what precedes them), then the
+/// outside variables, which win.
+fn initial_vars(playbook: &Playbook, opts: &RunOptions, jinja: &Jinja) -> Result<Map<String, Value>, String> {
+    let mut vars = Map::new();
+    vars.insert(FACTS_VAR.into(), opts.facts.clone());
+    for var in &playbook.vars {
+        if opts.extra_vars.contains_key(&var.name) {
+            continue;
+        }
+        let ctx = minijinja::Value::from_serialize(&vars);
+        let value = jinja
+            .render_value(var.value.clone(), &ctx)
+            .map_err(|e| format!("variable `{}`: {e:#}", var.name))?;
+        vars.insert(var.name.clone(), value);
+    }
+    vars.extend(opts.extra_vars.clone());
+    Ok(vars)
+}
+
+/// The verdict on one attempt.
+struct Attempt {
+    status: StepStatus,
+    outcome: Outcome,
+    error: Option<String>,
+}
+
+async fn run_step(
+    index: usize,
+    step: &Step,
+    handler: bool,
+    opts: &RunOptions,
+    jinja: &Jinja,
+    vars: &mut Map<String, Value>,
+    sink: &mut dyn EventSink,
+) -> StepReport {
+    sink.emit(&RunEvent::StepStarted {
+        index,
+        name: step.name.clone(),
+        action: step.action.key().to_string(),
+        handler,
+    });
+    let started = Instant::now();
+    let ctx_value = minijinja::Value::from_serialize(&*vars);
+    let attempts = Cell::new(0u32);
+
+    let verdict = match step.when.as_deref().map(|w| jinja.eval_bool(w, &ctx_value)) {
+        Some(Ok(false)) => Attempt {
+            status: StepStatus::Skipped,
+            outcome: Outcome { message: Some("`when` is false".into()), ..Outcome::default() },
+            error: None,
+        },
+        Some(Err(e)) => failed(format!("evaluating `when`: {e:#}")),
+        Some(Ok(true)) | None => match step.action.render(jinja, &ctx_value) {
+            Err(e) => failed(format!("rendering arguments: {e:#}")),
+            Ok(action) => {
+                let ctx = StepContext { check: opts.check, base_dir: &opts.base_dir, jinja, vars: &ctx_value };
+                let attempt = || async {
+                    attempts.set(attempts.get() + 1);
+                    let result = match step.timeout {
+                        Some(limit) => tokio::time::timeout(limit, action.run(&ctx))
+                            .await
+                            .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after {}", humantime::format_duration(limit)))),
+                        None => action.run(&ctx).await,
+                    };
+                    let verdict = judge(step, result, opts.check, jinja, &ctx_value);
+                    if verdict.status == StepStatus::Failed { Err(verdict) } else { Ok(verdict) }
+                };
+                let policy = ConstantBuilder::default()
+                    .with_delay(step.delay)
+                    .with_max_times(step.retries as usize);
+                attempt
+                    .retry(policy)
+                    .notify(|v: &Attempt, delay: Duration| {
+                        tracing::info!(step = %step.name, "attempt failed ({}); retrying in {delay:?}", v.error.as_deref().unwrap_or("failed"));
+                    })
+                    .await
+                    .unwrap_or_else(|v| v)
+            }
+        },
+    };
+
+    if let Some(name) = &step.register {
+        vars.insert(name.clone(), result_value(&verdict));
+    }
+    let Attempt { status, outcome, error } = verdict;
+    StepReport {
+        index,
+        name: step.name.clone(),
+        action: step.action.key().to_string(),
+        handler,
+        status,
+        duration_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1000.0,
+        attempts: attempts.get().max(1),
+        message: error.or(outcome.message),
+        diff: outcome.diff,
+        output: outcome.output,
+    }
+}
+
+fn failed(message: String) -> Attempt {
+    Attempt { status: StepStatus::Failed, outcome: Outcome::default(), error: Some(message) }
+}
+
+/// Applies `failed_when` and `changed_when` to what the action returned.
+fn judge(step: &Step, result: anyhow::Result<Outcome>, check: bool, jinja: &Jinja, vars: &minijinja::Value) -> Attempt {
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => return failed(format!("{e:#}")),
+    };
+    let ran = outcome.output.is_some();
+    let mut is_failed = outcome.output.as_ref().is_some_and(|o| o.rc != 0);
+    let mut changed = outcome.changed;
+    // Under --check a command did not run: there is no result for an expression to judge.
+    let judgeable = !check || ran;
+    let result = json!({
+        "changed": changed,
+        "failed": is_failed,
+        "skipped": false,
+        "stdout": outcome.output.as_ref().map(|o| o.stdout.as_str()).unwrap_or_default(),
+        "stderr": outcome.output.as_ref().map(|o| o.stderr.as_str()).unwrap_or_default(),
+        "rc": outcome.output.as_ref().map_or(0, |o| o.rc),
+    });
+    let scope = || minijinja::context! { result => minijinja::Value::from_serialize(&result), ..vars.clone() };
+    let eval = |cond: &Option<Condition>, what: &str| -> Result<Option<bool>, String> {
+        match cond {
+            None => Ok(None),
+            Some(Condition::Fixed(b)) => Ok(Some(*b)),
+            Some(Condition::Expr(_)) if !judgeable => Ok(None),
+            Some(Condition::Expr(e)) => jinja.eval_bool(e, &scope()).map(Some).map_err(|err| format!("evaluating `{what}`: {err:#}")),
+        }
+    };
+    match eval(&step.failed_when, "failed_when") {
+        Ok(Some(f)) => is_failed = f,
+        Ok(None) => {}
+        Err(msg) => return Attempt { error: Some(msg), ..failed_with(outcome) },
+    }
+    match eval(&step.changed_when, "changed_when") {
+        Ok(Some(c)) => changed = c,
+        Ok(None) => {}
+        Err(msg) => return Attempt { error: Some(msg), ..failed_with(outcome) },
+    }
+    let status = if is_failed {
+        StepStatus::Failed
+    } else if changed {
+        StepStatus::Changed
+    } else {
+        StepStatus::Ok
+    };
+    let error = is_failed.then(|| match &outcome.output {
+        Some(o) => format!("exit code {}{}", o.rc, last_line(&o.stderr).map(|l| format!(": {l}")).unwrap_or_default()),
+        None => "failed_when is true".to_string(),
+    });
+    Attempt { status, outcome: Outcome { changed, ..outcome }, error }
+}
+
+fn failed_with(outcome: Outcome) -> Attempt {
+    Attempt { status: StepStatus::Failed, outcome, error: None }
+}
+
+fn last_line(s: &str) -> Option<&str> {
+    s.lines().rev().map(str::trim).find(|l| !l.is_empty())
+}
+
+/// What `register` stores.
+fn result_value(a: &Attempt) -> Value {
+    let out = a.outcome.output.as_ref();
+    json!({
+        "changed": a.status == StepStatus::Changed,
+        "failed": a.status == StepStatus::Failed,
+        "skipped": a.status == StepStatus::Skipped,
+        "stdout": out.map(|o| o.stdout.as_str()).unwrap_or_default(),
+        "stderr": out.map(|o| o.stderr.as_str()).unwrap_or_default(),
+        "rc": out.map_or(0, |o| o.rc),
+        "msg": a.error.as_deref().or(a.outcome.message.as_deref()).unwrap_or_default(),
+    })
+}

@@ -1,0 +1,181 @@
+//! Files: attributes (mode, owner, group) and atomic writes.
+//!
+//! Invariant: a file written through [`write_atomic`] is either its old content or its new
+//! content, never a mix, whatever happens mid-write: the new content goes to a temporary file in
+//! the same directory, is flushed to disk, and is renamed over the old one; the directory is
+//! then flushed so the rename itself survives a crash.
+
+use std::fs::{self, File, Metadata};
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use nix::unistd::{Gid, Group, Uid, User, fchown};
+
+/// Wanted attributes as written in a step; `None` leaves that attribute alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attrs {
+    /// Permission bits, e.g. `0o644`.
+    pub mode: Option<u32>,
+    /// Owner's user id.
+    pub uid: Option<u32>,
+    /// Group id.
+    pub gid: Option<u32>,
+}
+
+impl Attrs {
+    /// Resolves the strings of a step (`mode = "0644"`, `owner = "root"`, `group = "adm"`).
+    pub fn resolve(mode: Option<&str>, owner: Option<&str>, group: Option<&str>) -> anyhow::Result<Self> {
+        Ok(Self {
+            mode: mode.map(parse_mode).transpose().map_err(anyhow::Error::msg)?,
+            uid: owner.map(resolve_user).transpose()?,
+            gid: group.map(resolve_group).transpose()?,
+        })
+    }
+
+    /// What differs between `meta` and these attributes, as short phrases ("mode 0600 → 0644").
+    pub fn differences(&self, meta: &Metadata) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(mode) = self.mode {
+            let have = meta.mode() & 0o7777;
+            if have != mode {
+                out.push(format!("mode {have:04o} → {mode:04o}"));
+            }
+        }
+        if let Some(uid) = self.uid.filter(|u| *u != meta.uid()) {
+            out.push(format!("owner {} → {uid}", meta.uid()));
+        }
+        if let Some(gid) = self.gid.filter(|g| *g != meta.gid()) {
+            out.push(format!("group {} → {gid}", meta.gid()));
+        }
+        out
+    }
+
+    /// Applies the attributes to an existing path (without following a final symlink for
+    /// ownership).
+    pub fn apply(&self, path: &Path) -> anyhow::Result<()> {
+        if self.uid.is_some() || self.gid.is_some() {
+            nix::unistd::fchownat(
+                nix::fcntl::AT_FDCWD,
+                path,
+                self.uid.map(Uid::from_raw),
+                self.gid.map(Gid::from_raw),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .with_context(|| format!("setting owner/group of {}", path.display()))?;
+        }
+        if let Some(mode) = self.mode {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))
+                .with_context(|| format!("setting mode {mode:04o} on {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses an octal mode: `"0644"`, `"644"` or `"0o644"`; at most `07777`.
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o7777 && !digits.is_empty() => Ok(m),
+        _ => Err(format!("mode {s:?} is not an octal mode such as \"0644\" or \"0755\"")),
+    }
+}
+
+fn resolve_user(name: &str) -> anyhow::Result<u32> {
+    if let Ok(id) = name.parse::<u32>() {
+        return Ok(id);
+    }
+    match User::from_name(name).with_context(|| format!("looking up user {name:?}"))? {
+        Some(u) => Ok(u.uid.as_raw()),
+        None => bail!("no user named {name:?} on this host"),
+    }
+}
+
+fn resolve_group(name: &str) -> anyhow::Result<u32> {
+    if let Ok(id) = name.parse::<u32>() {
+        return Ok(id);
+    }
+    match Group::from_name(name).with_context(|| format!("looking up group {name:?}"))? {
+        Some(g) => Ok(g.gid.as_raw()),
+        None => bail!("no group named {name:?} on this host"),
+    }
+}
+
+/// Metadata of `path` without following a final symlink; `None` when nothing is there.
+pub fn lstat(path: &Path) -> anyhow::Result<Option<Metadata>> {
+    match fs::symlink_metadata(path) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Reads a file whole; `None` when it does not exist.
+pub fn read_if_exists(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Replaces `path` with `content` atomically (see the module doc), with `mode` and, when
+/// given, the owner and group in `attrs`. The file never exists with the wrong mode, even
+/// briefly: the temporary file has its final mode before it is renamed into place.
+pub fn write_atomic(path: &Path, content: &[u8], mode: u32, attrs: &Attrs) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.bosun-"))
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(content)
+        .and_then(|()| tmp.as_file().set_permissions(fs::Permissions::from_mode(mode)))
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
+    if attrs.uid.is_some() || attrs.gid.is_some() {
+        fchown(tmp.as_file(), attrs.uid.map(Uid::from_raw), attrs.gid.map(Gid::from_raw))
+            .with_context(|| format!("setting owner/group of {}", path.display()))?;
+    }
+    tmp.as_file().sync_all().with_context(|| format!("flushing {}", tmp.path().display()))?;
+    tmp.persist(path).map_err(|e| e.error).with_context(|| format!("renaming into {}", path.display()))?;
+    sync_dir(dir)
+}
+
+/// Flushes a directory so that a rename or creation inside it survives a crash.
+pub fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("flushing directory {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_in_octal_only() {
+        assert_eq!(parse_mode("0644"), Ok(0o644));
+        assert_eq!(parse_mode("755"), Ok(0o755));
+        assert_eq!(parse_mode("0o1777"), Ok(0o1777));
+        assert!(parse_mode("0899").is_err());
+        assert!(parse_mode("17777").is_err());
+        assert!(parse_mode("").is_err());
+        assert!(parse_mode("rw-r--r--").is_err());
+    }
+
+    #[test]
+    fn atomic_write_sets_mode_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.conf");
+        fs::write(&path, "old").unwrap();
+        write_atomic(&path, b"new\n", 0o600, &Attrs::default()).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new\n");
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o600);
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+}

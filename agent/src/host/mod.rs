@@ -1,0 +1,6 @@
+//! The only layer that touches the operating system directly: files and their attributes,
+//! processes, and facts about the machine. Steps call it; it calls nothing above it.
+
+pub mod facts;
+pub mod fs;
+pub mod process;

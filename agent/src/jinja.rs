@@ -1,0 +1,136 @@
+//! Jinja templates and expressions (minijinja), as playbooks use them.
+//!
+//! One [`Jinja`] is built per run. Undefined variables are errors (strict mode), so a typo
+//! fails the step instead of writing an empty string into a config file. Trailing newlines are
+//! kept, because config files end with one.
+
+use std::collections::HashSet;
+
+use minijinja::{Environment, UndefinedBehavior, Value};
+
+/// The template environment of a run.
+pub struct Jinja {
+    env: Environment<'static>,
+}
+
+impl Default for Jinja {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// True when `s` contains Jinja markup and needs rendering; plain strings skip the engine.
+pub fn is_templated(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%") || s.contains("{#")
+}
+
+impl Jinja {
+    /// A strict environment that keeps trailing newlines.
+    pub fn new() -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_keep_trailing_newline(true);
+        Self { env }
+    }
+
+    /// Renders one template string against `ctx`.
+    pub fn render_str(&self, template: &str, ctx: &Value) -> Result<String, minijinja::Error> {
+        if !is_templated(template) {
+            return Ok(template.to_string());
+        }
+        self.env.render_str(template, ctx)
+    }
+
+    /// Renders a whole template file; errors name `name` and the line.
+    pub fn render_named(&self, name: &str, text: &str, ctx: &Value) -> Result<String, minijinja::Error> {
+        self.env.render_named_str(name, text, ctx)
+    }
+
+    /// Renders every string inside a JSON value (objects and arrays recursively); other values
+    /// are kept as they are.
+    pub fn render_value(
+        &self,
+        value: serde_json::Value,
+        ctx: &Value,
+    ) -> Result<serde_json::Value, minijinja::Error> {
+        Ok(match value {
+            serde_json::Value::String(s) => serde_json::Value::String(self.render_str(&s, ctx)?),
+            serde_json::Value::Array(items) => serde_json::Value::Array(
+                items
+                    .into_iter()
+                    .map(|v| self.render_value(v, ctx))
+                    .collect::<Result<_, _>>()?,
+            ),
+            serde_json::Value::Object(map) => serde_json::Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| Ok((k, self.render_value(v, ctx)?)))
+                    .collect::<Result<_, minijinja::Error>>()?,
+            ),
+            other => other,
+        })
+    }
+
+    /// Evaluates a condition such as `when = "facts.arch == 'x86_64'"` to its truthiness.
+    pub fn eval_bool(&self, expr: &str, ctx: &Value) -> Result<bool, minijinja::Error> {
+        let compiled = self.env.compile_expression(expr)?;
+        Ok(compiled.eval(ctx)?.is_true())
+    }
+
+    /// Top-level variables a template string reads without defining them itself.
+    pub fn template_variables(&self, template: &str) -> Result<HashSet<String>, minijinja::Error> {
+        if !is_templated(template) {
+            return Ok(HashSet::new());
+        }
+        Ok(self
+            .env
+            .template_from_str(template)?
+            .undeclared_variables(false))
+    }
+
+    /// Top-level variables an expression reads.
+    pub fn expression_variables(&self, expr: &str) -> Result<HashSet<String>, minijinja::Error> {
+        Ok(self
+            .env
+            .compile_expression(expr)?
+            .undeclared_variables(false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_keeps_newline_and_is_strict() {
+        let j = Jinja::new();
+        let ctx = Value::from_serialize(serde_json::json!({"greeting": "hello"}));
+        assert_eq!(j.render_str("{{ greeting }}\n", &ctx).unwrap(), "hello\n");
+        let err = j.render_str("{{ nope }}", &ctx).unwrap_err();
+        assert_eq!(err.kind(), minijinja::ErrorKind::UndefinedError);
+    }
+
+    #[test]
+    fn finds_undeclared_variables_but_not_loop_variables() {
+        let j = Jinja::new();
+        let vars = j
+            .template_variables("{% for x in items %}{{ x }}{{ prefix }}{% endfor %}")
+            .unwrap();
+        assert_eq!(
+            vars,
+            HashSet::from(["items".to_string(), "prefix".to_string()])
+        );
+        let vars = j.expression_variables("facts.arch == 'x86_64' and enabled").unwrap();
+        assert_eq!(
+            vars,
+            HashSet::from(["facts".to_string(), "enabled".to_string()])
+        );
+    }
+
+    #[test]
+    fn eval_bool_uses_truthiness() {
+        let j = Jinja::new();
+        let ctx = Value::from_serialize(serde_json::json!({"n": 0, "s": "x"}));
+        assert!(!j.eval_bool("n", &ctx).unwrap());
+        assert!(j.eval_bool("s == 'x'", &ctx).unwrap());
+    }
+}

@@ -1,0 +1,13 @@
+//! bosun's agent library: the playbook model and its validation, the engine and the step kinds,
+//! the run journal, and the event types shared with the control CLI. The `bosund` binary is a
+//! thin command line over it; see ARCHITECTURE.md for the map.
+
+pub mod engine;
+pub mod event;
+pub mod host;
+pub mod jinja;
+pub mod journal;
+pub mod output;
+pub mod playbook;
+pub mod steps;
+pub mod vars;

@@ -1,0 +1,238 @@
+//! `bosund`: the bosun agent's command line. See `bosund --help`.
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use bosun_agent::engine::{self, RunOptions};
+use bosun_agent::event::{EventSink, RunEvent};
+use bosun_agent::host::facts::Facts;
+use bosun_agent::journal::{self, Journal};
+use bosun_agent::output::{Human, JsonLines, OutputFormat};
+use bosun_agent::playbook::{self, Diagnostics, Playbook, Source};
+use bosun_agent::vars;
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Map, Value};
+
+/// Exit code: a step failed.
+const EXIT_FAILED: u8 = 1;
+/// Exit code: the playbook (or the command line) is invalid; nothing ran.
+const EXIT_INVALID: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "bosund", version, about = "bosun's host agent: applies TOML playbooks to this host")]
+struct Cli {
+    /// Where the run journal lives [default: /var/lib/bosun as root, else $XDG_STATE_HOME/bosun]
+    #[arg(long, global = true, env = "BOSUN_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a playbook against this host.
+    Apply(ApplyArgs),
+    /// Validate playbooks without running anything.
+    Check {
+        /// Playbook files (`-` for stdin).
+        #[arg(required = true)]
+        playbooks: Vec<String>,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
+    /// Print the JSON Schema of the playbook format.
+    Schema,
+    /// List recent runs from the journal.
+    History {
+        /// How many runs.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Show the steps of this run.
+        #[arg(long)]
+        run: Option<String>,
+        #[arg(long, value_enum, default_value = "human")]
+        output: OutputFormat,
+    },
+}
+
+#[derive(Args)]
+struct ApplyArgs {
+    /// The playbook file, or `-` to read it from stdin.
+    playbook: String,
+    /// Report what would change; change nothing.
+    #[arg(long)]
+    check: bool,
+    /// Show the diff of every file that changes (or would).
+    #[arg(long)]
+    diff: bool,
+    #[command(flatten)]
+    vars: VarArgs,
+    #[arg(long, value_enum, default_value = "human")]
+    output: OutputFormat,
+}
+
+#[derive(Args)]
+struct VarArgs {
+    /// Set a variable: name=value (wins over [vars] and --vars-file).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    var: Vec<String>,
+    /// Read variables from a TOML (or .json) file.
+    #[arg(long = "vars-file", value_name = "FILE")]
+    vars_file: Vec<PathBuf>,
+}
+
+impl VarArgs {
+    fn collect(&self) -> anyhow::Result<Map<String, Value>> {
+        let mut all = Map::new();
+        for f in &self.vars_file {
+            all.extend(vars::read_vars_file(f)?);
+        }
+        all.extend(vars::parse_var_args(&self.var)?);
+        Ok(all)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BOSUN_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let state_dir = cli.state_dir.clone().unwrap_or_else(journal::default_state_dir);
+    let result = match cli.command {
+        Command::Apply(args) => apply(args, &state_dir),
+        Command::Check { playbooks, vars } => check(&playbooks, &vars),
+        Command::Schema => {
+            print!("{}", playbook::json_schema());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History { limit, run, output } => history(&state_dir, limit, run.as_deref(), output),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("bosund: error: {e:#}");
+        ExitCode::from(EXIT_INVALID)
+    })
+}
+
+/// Reads a playbook file or stdin (`-`).
+fn read_source(arg: &str) -> anyhow::Result<(Source, PathBuf)> {
+    if arg == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("reading the playbook from stdin")?;
+        let cwd = std::env::current_dir().context("finding the current directory")?;
+        return Ok((Source::new("<stdin>", text), cwd));
+    }
+    let path = Path::new(arg);
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading playbook {arg}"))?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    Ok((Source::new(arg, text), dir))
+}
+
+/// Parses and validates; every diagnostic on failure.
+fn load(source: Source, outside: &Map<String, Value>) -> Result<Playbook, Diagnostics> {
+    let playbook = playbook::parse(source)?;
+    let names: Vec<String> = outside.keys().cloned().collect();
+    let problems = playbook::validate(&playbook, &names);
+    if problems.is_empty() { Ok(playbook) } else { Err(Diagnostics::new(playbook.source.clone(), problems)) }
+}
+
+fn apply(args: ApplyArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
+    let outside = args.vars.collect()?;
+    let (source, base_dir) = read_source(&args.playbook)?;
+    let playbook = match load(source, &outside) {
+        Ok(p) => p,
+        Err(diags) => {
+            if args.output == OutputFormat::Json {
+                JsonLines(std::io::stdout().lock()).emit(&RunEvent::Invalid { diagnostics: diags.located() });
+            }
+            eprint!("{}", diags.render(std::io::stderr().is_terminal()));
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mut journal = match Journal::open(state_dir) {
+        Ok(j) => Some(j),
+        Err(e) => {
+            eprintln!("bosund: warning: this run is not journaled: {e:#}");
+            None
+        }
+    };
+    let summary = runtime.block_on(async {
+        let facts = serde_json::to_value(Facts::gather().await).unwrap_or(Value::Null);
+        let opts = RunOptions {
+            run_id: uuid::Uuid::now_v7().to_string(),
+            check: args.check,
+            base_dir: std::path::absolute(&base_dir).unwrap_or(base_dir),
+            extra_vars: outside,
+            facts,
+        };
+        let mut renderer: Box<dyn EventSink> = match args.output {
+            OutputFormat::Json => Box::new(JsonLines(std::io::stdout().lock())),
+            OutputFormat::Human => Box::new(Human::new(std::io::stdout().lock(), args.diff)),
+        };
+        let mut sink = |event: &RunEvent| {
+            renderer.emit(event);
+            if let Some(j) = journal.as_mut() {
+                if let Err(e) = j.record(event) {
+                    tracing::warn!("journal write failed: {e:#}");
+                }
+            }
+        };
+        engine::run(&playbook, &opts, &mut sink).await
+    });
+    Ok(if summary.failed > 0 { ExitCode::from(EXIT_FAILED) } else { ExitCode::SUCCESS })
+}
+
+fn check(files: &[String], vars: &VarArgs) -> anyhow::Result<ExitCode> {
+    let outside = vars.collect()?;
+    let mut invalid = false;
+    for file in files {
+        let (source, _) = read_source(file)?;
+        match load(source, &outside) {
+            Ok(p) => println!("{file}: ok ({} steps, {} handlers)", p.steps.len(), p.handlers.len()),
+            Err(diags) => {
+                invalid = true;
+                eprint!("{}", diags.render(std::io::stderr().is_terminal()));
+            }
+        }
+    }
+    Ok(if invalid { ExitCode::from(EXIT_INVALID) } else { ExitCode::SUCCESS })
+}
+
+fn history(state_dir: &Path, limit: usize, run: Option<&str>, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    let journal = Journal::open(state_dir)?;
+    if let Some(run_id) = run {
+        let steps = journal.steps(run_id)?;
+        match output {
+            OutputFormat::Json => println!("{}", serde_json::to_string(&steps)?),
+            OutputFormat::Human => {
+                for s in steps {
+                    println!("{:>3} {:<8} {:<40} {:>10.1} ms {}", s.index, s.status, s.name, s.duration_ms, s.error.unwrap_or_default());
+                }
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runs = journal.recent_runs(limit)?;
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string(&runs)?),
+        OutputFormat::Human => {
+            println!("{:<29} {:<36} {:<20} {:<8} summary", "started", "run", "playbook", "status");
+            for r in runs {
+                let status = if r.check { format!("{} (check)", r.status) } else { r.status };
+                println!(
+                    "{:<29} {:<36} {:<20} {:<8} ok={} changed={} failed={} skipped={}",
+                    r.started_at, r.id, r.playbook, status, r.ok, r.changed, r.failed, r.skipped
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,285 @@
+//! TOML text → [`Playbook`], collecting every structural error with its span.
+//!
+//! The text is parsed once into toml's spanned tree ([`DeTable`]). Each step is then
+//! deserialised on its own, its common keys and its action separately, so that one wrong step
+//! (or one wrong key in a step) does not hide the errors in the others.
+
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use super::{
+    COMMON_KEYS, DEFAULT_DELAY, Diagnostic, Diagnostics, Playbook, Source, Step, StepCommon,
+    StepSpans, Var,
+};
+use crate::jinja::is_templated;
+use crate::steps::{ACTION_KEYS, Action};
+
+const TOP_KEYS: &[&str] = &["name", "description", "vars", "step", "handler"];
+
+/// Parses a playbook. Returns every diagnostic found when anything is wrong; validation that
+/// needs to know the variables defined outside the text is [`super::validate`].
+pub fn parse(source: Source) -> Result<Playbook, Diagnostics> {
+    let text = source.text.clone();
+    let (root, errors) = DeTable::parse_recoverable(&text);
+    if !errors.is_empty() {
+        let items = errors
+            .iter()
+            .map(|e| {
+                let span = e.span().unwrap_or(0..0);
+                Diagnostic::new(span, format!("invalid TOML: {}", e.message().trim_end()))
+            })
+            .collect();
+        return Err(Diagnostics::new(source, items));
+    }
+
+    let mut diags = Vec::new();
+    let mut name = None;
+    let mut description = None;
+    let mut vars = Vec::new();
+    let mut steps = Vec::new();
+    let mut handlers = Vec::new();
+    for (key, value) in root.get_ref().iter() {
+        match key.get_ref().as_ref() {
+            "name" => name = string(value, "name", &mut diags),
+            "description" => description = string(value, "description", &mut diags),
+            "vars" => vars = parse_vars(value, &mut diags),
+            "step" => steps = parse_steps(value, "step", &mut diags),
+            "handler" => handlers = parse_steps(value, "handler", &mut diags),
+            other => diags.push(
+                Diagnostic::new(key.span(), format!("unknown top-level key `{other}`"))
+                    .with_help(format!("expected one of: {}", TOP_KEYS.join(", "))),
+            ),
+        }
+    }
+    if name.is_none() && !diags.iter().any(|d| d.message.contains("`name` must be")) {
+        diags.push(
+            Diagnostic::new(0..0, "the playbook has no `name`")
+                .with_help("add a first line such as: name = \"bootstrap\""),
+        );
+    }
+    if !diags.is_empty() {
+        return Err(Diagnostics::new(source, diags));
+    }
+    Ok(Playbook {
+        name: name.unwrap_or_default(),
+        description,
+        vars,
+        steps,
+        handlers,
+        source,
+    })
+}
+
+fn string(value: &Spanned<DeValue<'_>>, key: &str, diags: &mut Vec<Diagnostic>) -> Option<String> {
+    match value.get_ref() {
+        DeValue::String(s) => Some(s.to_string()),
+        other => {
+            diags.push(
+                Diagnostic::new(
+                    value.span(),
+                    format!("`{key}` must be a string, found {}", other.type_str()),
+                )
+                .with_help(format!("write it in quotes: {key} = \"...\"")),
+            );
+            None
+        }
+    }
+}
+
+fn parse_vars(value: &Spanned<DeValue<'_>>, diags: &mut Vec<Diagnostic>) -> Vec<Var> {
+    let Some(table) = value.get_ref().as_table() else {
+        diags.push(
+            Diagnostic::new(value.span(), format!("`vars` must be a table, found {}", value.get_ref().type_str()))
+                .with_help("write [vars] followed by lines of name = value"),
+        );
+        return Vec::new();
+    };
+    let mut vars = Vec::new();
+    for (key, value) in table.iter() {
+        let name = key.get_ref().to_string();
+        if !is_identifier(&name) {
+            diags.push(
+                Diagnostic::new(key.span(), format!("`{name}` is not a usable variable name"))
+                    .with_help("use letters, digits and underscores, not starting with a digit"),
+            );
+            continue;
+        }
+        match serde_json::Value::deserialize(ValueDeserializer::from(value.clone())) {
+            Ok(v) => vars.push(Var {
+                name,
+                value: v,
+                span: value.span(),
+            }),
+            Err(e) => diags.push(Diagnostic::new(value.span(), format!("variable `{name}`: {e}"))),
+        }
+    }
+    vars
+}
+
+/// True for names Jinja can read as a plain variable.
+pub(crate) fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn parse_steps(value: &Spanned<DeValue<'_>>, kind: &str, diags: &mut Vec<Diagnostic>) -> Vec<Step> {
+    let Some(items) = value.get_ref().as_array() else {
+        diags.push(
+            Diagnostic::new(value.span(), format!("`{kind}` must be an array of tables"))
+                .with_help(format!("write each one as [[{kind}]], with double brackets")),
+        );
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| parse_step(item, kind, diags))
+        .collect()
+}
+
+fn parse_step(item: &Spanned<DeValue<'_>>, kind: &str, diags: &mut Vec<Diagnostic>) -> Option<Step> {
+    let Some(table) = item.get_ref().as_table() else {
+        diags.push(Diagnostic::new(
+            item.span(),
+            format!("each `{kind}` must be a table, found {}", item.get_ref().type_str()),
+        ));
+        return None;
+    };
+    let before = diags.len();
+    let mut common = DeTable::new();
+    let mut actions: Vec<(&Spanned<_>, &Spanned<DeValue<'_>>)> = Vec::new();
+    for (key, value) in table.iter() {
+        let k: &str = key.get_ref().as_ref();
+        if COMMON_KEYS.contains(&k) {
+            common.insert(key.clone(), value.clone());
+        } else if ACTION_KEYS.contains(&k) {
+            actions.push((key, value));
+        } else {
+            diags.push(
+                Diagnostic::new(key.span(), format!("unknown key `{k}` in {kind}"))
+                    .with_help(format!(
+                        "expected one of: {}; or one action: {}",
+                        COMMON_KEYS.join(", "),
+                        ACTION_KEYS.join(", ")
+                    )),
+            );
+        }
+    }
+
+    let name_span = table.get("name").map_or(item.span(), |v| v.span());
+    let label = table
+        .get("name")
+        .and_then(|v| v.get_ref().as_str())
+        .map_or_else(|| kind.to_string(), |n| format!("{kind} `{n}`"));
+    match actions.as_slice() {
+        [] => diags.push(
+            Diagnostic::new(name_span.clone(), format!("{label} has no action"))
+                .with_help(format!("add exactly one of: {}", ACTION_KEYS.join(", "))),
+        ),
+        [_] => {}
+        [(first, _), rest @ ..] => {
+            for (key, _) in rest {
+                diags.push(
+                    Diagnostic::new(
+                        key.span(),
+                        format!(
+                            "{label} has more than one action: `{}` and `{}`",
+                            first.get_ref(),
+                            key.get_ref()
+                        ),
+                    )
+                    .with_help("a step does exactly one thing: split it into one step per action"),
+                );
+            }
+        }
+    }
+
+    let common_value = Spanned::new(item.span(), DeValue::Table(common));
+    let common = match StepCommon::deserialize(ValueDeserializer::from(common_value)) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            diags.push(serde_diagnostic(&e, item.span(), &label));
+            None
+        }
+    };
+
+    let action = actions.first().and_then(|(key, value)| {
+        let key: &str = key.get_ref().as_ref();
+        match Action::deserialize(key, ValueDeserializer::from((*value).clone()))? {
+            Ok(action) => {
+                for problem in action.validate() {
+                    diags.push(Diagnostic::new(value.span(), format!("{label}: `{key}`: {problem}")));
+                }
+                Some((action, value.span(), value))
+            }
+            Err(e) => {
+                diags.push(serde_diagnostic(&e, value.span(), &format!("{label}: `{key}`")));
+                None
+            }
+        }
+    });
+
+    if diags.len() > before {
+        return None;
+    }
+    let (common, (action, action_span, action_value)) = (common?, action?);
+    let span_of = |k: &str| table.get(k).map(|v| v.span());
+    let mut templates = Vec::new();
+    collect_templates(action_value, &mut templates);
+    let notify_spans = table
+        .get("notify")
+        .and_then(|v| v.get_ref().as_array())
+        .map(|a| a.iter().map(|v| v.span()).collect())
+        .unwrap_or_default();
+    Some(Step {
+        name: common.name,
+        action,
+        when: common.when,
+        retries: common.retries,
+        delay: common.delay.map_or(DEFAULT_DELAY, |d| d.0),
+        timeout: common.timeout.map(|d| d.0),
+        register: common.register,
+        changed_when: common.changed_when,
+        failed_when: common.failed_when,
+        notify: common.notify,
+        spans: StepSpans {
+            table: item.span(),
+            name: name_span,
+            action: action_span,
+            when: span_of("when"),
+            changed_when: span_of("changed_when"),
+            failed_when: span_of("failed_when"),
+            register: span_of("register"),
+            notify: notify_spans,
+            templates,
+        },
+    })
+}
+
+/// A serde error from toml's deserialiser as a diagnostic; its span when it has one, else the
+/// span of what was being read.
+fn serde_diagnostic(e: &toml::de::Error, fallback: Range<usize>, label: &str) -> Diagnostic {
+    let span = e.span().unwrap_or(fallback);
+    let message = e.message().trim_end().to_string();
+    let (message, help) = match message.split_once(", expected ") {
+        Some((what, expected)) => (what.to_string(), Some(format!("expected {expected}"))),
+        None => (message, None),
+    };
+    let d = Diagnostic::new(span, format!("{label}: {message}"));
+    match help {
+        Some(h) => d.with_help(h),
+        None => d,
+    }
+}
+
+fn collect_templates(value: &Spanned<DeValue<'_>>, out: &mut Vec<(String, Range<usize>)>) {
+    match value.get_ref() {
+        DeValue::String(s) if is_templated(s) => out.push((s.to_string(), value.span())),
+        DeValue::Array(items) => items.iter().for_each(|v| collect_templates(v, out)),
+        DeValue::Table(t) => t.iter().for_each(|(_, v)| collect_templates(v, out)),
+        _ => {}
+    }
+}

@@ -1,0 +1,187 @@
+//! Checks that need the whole playbook and the variables defined outside it: every `notify`
+//! names a handler, handler names are unique, and every template and condition reads only
+//! variables that will exist when it is evaluated.
+
+use std::collections::{BTreeSet, HashSet};
+use std::ops::Range;
+
+use super::parse::is_identifier;
+use super::{Condition, Diagnostic, Playbook, Step};
+use crate::jinja::{Jinja, is_templated};
+
+/// The variable holding host facts (`facts.arch`, `facts.ec2.region`, ...).
+pub const FACTS_VAR: &str = "facts";
+/// The variable holding a step's own result inside `changed_when` and `failed_when`.
+pub const RESULT_VAR: &str = "result";
+
+/// Validates `playbook` given the names of variables set from outside it (`--var`,
+/// `--vars-file`). Returns every problem found; empty when the playbook can run.
+pub fn validate(playbook: &Playbook, outside_vars: &[String]) -> Vec<Diagnostic> {
+    let jinja = Jinja::new();
+    let mut diags = Vec::new();
+    let text = &playbook.source.text;
+
+    let mut handler_names = HashSet::new();
+    for h in &playbook.handlers {
+        if !handler_names.insert(h.name.as_str()) {
+            diags.push(
+                Diagnostic::new(h.spans.name.clone(), format!("a handler named `{}` already exists", h.name))
+                    .with_help("give each handler its own name: `notify` finds handlers by name"),
+            );
+        }
+        if !h.notify.is_empty() {
+            diags.push(Diagnostic::new(
+                h.spans.notify[0].clone(),
+                format!("handler `{}` has `notify`; handlers cannot notify other handlers", h.name),
+            ).with_help("list every handler to run in the `notify` of the step itself"));
+        }
+    }
+    let mut known_handlers: Vec<&str> = playbook.handlers.iter().map(|h| h.name.as_str()).collect();
+    known_handlers.sort_unstable();
+    for step in &playbook.steps {
+        for (target, span) in step.notify.iter().zip(&step.spans.notify) {
+            if !handler_names.contains(target.as_str()) {
+                let help = if known_handlers.is_empty() {
+                    "this playbook defines no [[handler]]".to_string()
+                } else {
+                    format!("expected one of the handlers: {}", known_handlers.join(", "))
+                };
+                diags.push(
+                    Diagnostic::new(span.clone(), format!("`notify` names no handler: `{target}`"))
+                        .with_help(help),
+                );
+            }
+        }
+    }
+
+    let mut defined: BTreeSet<String> = outside_vars.iter().cloned().collect();
+    defined.insert(FACTS_VAR.to_string());
+    for var in &playbook.vars {
+        if let serde_json::Value::String(s) = &var.value {
+            check_template(&jinja, s, var.span.clone(), &defined, text, &mut diags);
+        }
+        defined.insert(var.name.clone());
+    }
+    for step in &playbook.steps {
+        check_step(&jinja, step, &defined, text, &mut diags);
+        if let Some(r) = &step.register {
+            defined.insert(r.clone());
+        }
+    }
+    // Handlers run after every step, so every registered variable exists by then.
+    for handler in &playbook.handlers {
+        check_step(&jinja, handler, &defined, text, &mut diags);
+    }
+    diags
+}
+
+fn check_step(jinja: &Jinja, step: &Step, defined: &BTreeSet<String>, text: &str, diags: &mut Vec<Diagnostic>) {
+    if let (Some(r), Some(span)) = (&step.register, &step.spans.register) {
+        if !is_identifier(r) || r == FACTS_VAR || r == RESULT_VAR {
+            diags.push(
+                Diagnostic::new(span.clone(), format!("`register = \"{r}\"` is not a usable variable name"))
+                    .with_help("use letters, digits and underscores; `facts` and `result` are taken"),
+            );
+        }
+    }
+    if let (Some(expr), Some(span)) = (&step.when, &step.spans.when) {
+        check_expression(jinja, expr, span.clone(), defined, text, diags);
+    }
+    for (template, span) in &step.spans.templates {
+        check_template(jinja, template, span.clone(), defined, text, diags);
+    }
+    let mut with_result = defined.clone();
+    with_result.insert(RESULT_VAR.to_string());
+    if let Some(r) = &step.register {
+        with_result.insert(r.clone());
+    }
+    for (cond, span) in [
+        (&step.changed_when, &step.spans.changed_when),
+        (&step.failed_when, &step.spans.failed_when),
+    ] {
+        if let (Some(Condition::Expr(expr)), Some(span)) = (cond, span) {
+            check_expression(jinja, expr, span.clone(), &with_result, text, diags);
+        }
+    }
+}
+
+fn check_template(
+    jinja: &Jinja,
+    template: &str,
+    span: Range<usize>,
+    defined: &BTreeSet<String>,
+    text: &str,
+    diags: &mut Vec<Diagnostic>,
+) {
+    if !is_templated(template) {
+        return;
+    }
+    match jinja.template_variables(template) {
+        Ok(used) => undefined(used, span, defined, text, diags),
+        Err(e) => diags.push(jinja_syntax(&e, span)),
+    }
+}
+
+fn check_expression(
+    jinja: &Jinja,
+    expr: &str,
+    span: Range<usize>,
+    defined: &BTreeSet<String>,
+    text: &str,
+    diags: &mut Vec<Diagnostic>,
+) {
+    match jinja.expression_variables(expr) {
+        Ok(used) => undefined(used, span, defined, text, diags),
+        Err(e) => diags.push(jinja_syntax(&e, span)),
+    }
+}
+
+fn jinja_syntax(e: &minijinja::Error, span: Range<usize>) -> Diagnostic {
+    let detail = e.detail().map_or_else(|| e.kind().to_string(), str::to_string);
+    Diagnostic::new(span, format!("invalid Jinja: {detail}"))
+        .with_help("see https://docs.rs/minijinja/latest/minijinja/syntax/ for the syntax")
+}
+
+fn undefined(
+    used: HashSet<String>,
+    span: Range<usize>,
+    defined: &BTreeSet<String>,
+    text: &str,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let mut missing: Vec<String> = used.into_iter().filter(|v| !defined.contains(v) && !is_builtin(v)).collect();
+    missing.sort();
+    for name in missing {
+        let span = narrow(text, &span, &name);
+        let known: Vec<&str> = defined.iter().map(String::as_str).collect();
+        diags.push(
+            Diagnostic::new(span, format!("undefined variable `{name}`")).with_help(format!(
+                "defined at this point: {} (from [vars], --var, --vars-file, `facts`, and `register` of earlier steps)",
+                known.join(", ")
+            )),
+        );
+    }
+}
+
+/// Names Jinja provides itself.
+fn is_builtin(name: &str) -> bool {
+    matches!(name, "range" | "dict" | "namespace" | "debug" | "true" | "false" | "none" | "loop")
+}
+
+/// The span of the first whole-word occurrence of `name` inside `span`, else `span` itself.
+fn narrow(text: &str, span: &Range<usize>, name: &str) -> Range<usize> {
+    let Some(slice) = text.get(span.clone()) else {
+        return span.clone();
+    };
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    let mut from = 0;
+    while let Some(i) = slice[from..].find(name) {
+        let at = from + i;
+        let end = at + name.len();
+        if !word(slice[..at].chars().next_back()) && !word(slice[end..].chars().next()) {
+            return span.start + at..span.start + end;
+        }
+        from = end;
+    }
+    span.clone()
+}

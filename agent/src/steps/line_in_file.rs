@@ -1,0 +1,188 @@
+//! `line_in_file`: one line present in (or absent from) a file, found by a regular expression or
+//! by its exact text.
+//!
+//! ```toml
+//! line_in_file = { path = "/etc/sysctl.d/90-k3s.conf", regexp = "^vm.swappiness", line = "vm.swappiness=10", create = true }
+//! line_in_file = { path = "/etc/hosts", regexp = "\\sold-name$", state = "absent" }
+//! ```
+//! Present: the last line matching `regexp` is replaced by `line`; with no match, `line` is
+//! appended unless it is already there. Absent: every line matching `regexp` (or equal to
+//! `line`) is removed.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use regex::Regex;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::content::{self, ContentChange};
+use super::{ActionArgs, Check, Outcome, StepContext, StepKind};
+use crate::host::fs::{Attrs, parse_mode, read_if_exists};
+use crate::jinja::is_templated;
+
+/// Arguments of `line_in_file`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineInFileArgs {
+    /// The file to edit.
+    pub path: String,
+    /// The line, without its newline. Needed for `state = "present"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<String>,
+    /// A regular expression (Rust `regex` syntax) finding the line to replace or remove.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regexp: Option<String>,
+    /// `present` (default) or `absent`.
+    #[serde(default)]
+    pub state: LineState,
+    /// Create the file when it does not exist (default false: a missing file is an error).
+    #[serde(default)]
+    pub create: bool,
+    /// Octal permission bits of the file (default: kept; 0644 for a created file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Owner, by name or numeric id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Group, by name or numeric id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// Whether the line must be there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LineState {
+    /// The line is in the file.
+    #[default]
+    Present,
+    /// No matching line is in the file.
+    Absent,
+}
+
+impl ActionArgs for LineInFileArgs {
+    fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        match self.state {
+            LineState::Present if self.line.is_none() => {
+                problems.push("`state = \"present\"` needs `line`".into());
+            }
+            LineState::Absent if self.line.is_none() && self.regexp.is_none() => {
+                problems.push("`state = \"absent\"` needs `regexp` or `line`".into());
+            }
+            _ => {}
+        }
+        if let Some(l) = &self.line {
+            if l.contains('\n') {
+                problems.push("`line` must be a single line (no newline)".into());
+            }
+        }
+        if let Some(r) = self.regexp.as_deref().filter(|r| !is_templated(r)) {
+            if let Err(e) = Regex::new(r) {
+                problems.push(format!("`regexp` is not a valid regular expression: {e}"));
+            }
+        }
+        if let Some(m) = self.mode.as_deref().filter(|m| !is_templated(m)) {
+            problems.extend(parse_mode(m).err());
+        }
+        problems
+    }
+}
+
+impl StepKind for LineInFileArgs {
+    type Change = ContentChange;
+
+    async fn check(&self, ctx: &StepContext<'_>) -> anyhow::Result<Check<ContentChange>> {
+        let path = Path::new(&self.path);
+        let attrs = Attrs::resolve(self.mode.as_deref(), self.owner.as_deref(), self.group.as_deref())?;
+        let regexp = self
+            .regexp
+            .as_deref()
+            .map(Regex::new)
+            .transpose()
+            .context("`regexp` is not a valid regular expression")?;
+        let old = match read_if_exists(path)? {
+            Some(bytes) => Some(String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))?),
+            None => None,
+        };
+        let Some(old) = old else {
+            return match (self.state, self.create) {
+                (LineState::Absent, _) => Ok(Check::unchanged(Some("file does not exist".to_string()))),
+                (LineState::Present, false) => {
+                    bail!("{} does not exist; set `create = true` to create it", path.display())
+                }
+                (LineState::Present, true) => {
+                    let line = self.line.as_deref().unwrap_or_default();
+                    content::check(ctx, path, format!("{line}\n").into_bytes(), attrs)
+                }
+            };
+        };
+        let new = edit(&old, self.state, self.line.as_deref(), regexp.as_ref());
+        content::check(ctx, path, new.into_bytes(), attrs)
+    }
+
+    async fn apply(&self, _ctx: &StepContext<'_>, change: ContentChange) -> anyhow::Result<Outcome> {
+        content::apply(Path::new(&self.path), change)
+    }
+}
+
+/// The text after the edit; equal to `text` when nothing needs to change.
+fn edit(text: &str, state: LineState, line: Option<&str>, regexp: Option<&Regex>) -> String {
+    let mut lines: Vec<&str> = text.lines().collect();
+    let matches = |l: &str| match (regexp, line) {
+        (Some(re), _) => re.is_match(l),
+        (None, Some(want)) => l == want,
+        (None, None) => false,
+    };
+    match state {
+        LineState::Present => {
+            let want = line.unwrap_or_default();
+            if let Some(i) = lines.iter().rposition(|l| matches(l)) {
+                lines[i] = want;
+            } else if !lines.contains(&want) {
+                lines.push(want);
+            }
+        }
+        LineState::Absent => lines.retain(|l| !matches(l)),
+    }
+    let mut out = lines.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    // Keep the file byte-identical when nothing changed, even without a final newline.
+    if out.trim_end_matches('\n') == text.trim_end_matches('\n') { text.to_string() } else { out }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn re(s: &str) -> Regex {
+        Regex::new(s).unwrap()
+    }
+
+    #[test]
+    fn replaces_the_last_match() {
+        let out = edit("port=1\nx\nport=2\n", LineState::Present, Some("port=8080"), Some(&re("^port=")));
+        assert_eq!(out, "port=1\nx\nport=8080\n");
+    }
+
+    #[test]
+    fn appends_when_missing_and_is_idempotent() {
+        let once = edit("a\nb", LineState::Present, Some("c=1"), Some(&re("^c=")));
+        assert_eq!(once, "a\nb\nc=1\n");
+        assert_eq!(edit(&once, LineState::Present, Some("c=1"), Some(&re("^c="))), once);
+    }
+
+    #[test]
+    fn unchanged_text_stays_byte_identical() {
+        assert_eq!(edit("a\nb", LineState::Present, Some("a"), None), "a\nb");
+    }
+
+    #[test]
+    fn absent_removes_every_match() {
+        let out = edit("k=1\nx\nk=2\n", LineState::Absent, None, Some(&re("^k=")));
+        assert_eq!(out, "x\n");
+    }
+}

@@ -1,0 +1,243 @@
+//! Action kinds: what a step does to the host.
+//!
+//! Each kind lives in its own module with its arguments struct (plain serde, `deny_unknown_fields`,
+//! a JSON Schema), its [`StepKind`] implementation and its tests. The [`actions!`] list at the
+//! bottom of this file is the one place that names them all: it generates the [`Action`] enum,
+//! the list of action keys a step may use, and the schema of a step.
+//!
+//! A kind is run in two halves. [`StepKind::check`] looks at the host and says what would change
+//! (with a diff where the change is to a file) and changes nothing; it is all that runs under
+//! `--check`. [`StepKind::apply`] makes the change `check` found. A kind whose `check` finds
+//! nothing to do is reported `ok` and `apply` is never called: that is what makes a second run
+//! of a playbook cheap and unchanged.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::jinja::Jinja;
+
+pub mod command;
+pub mod content;
+pub mod copy;
+pub mod file;
+pub mod line_in_file;
+pub mod template;
+
+/// What a step kind may look at while it runs.
+pub struct StepContext<'a> {
+    /// `--check`: report, change nothing.
+    pub check: bool,
+    /// Directory that relative paths in arguments (`src`) resolve against: the playbook's own.
+    pub base_dir: &'a Path,
+    /// The run's template environment.
+    pub jinja: &'a Jinja,
+    /// The variables visible to this step (vars, facts, registered results).
+    pub vars: &'a minijinja::Value,
+}
+
+impl StepContext<'_> {
+    /// `path` as given when absolute, else relative to the playbook's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+}
+
+/// What a command printed and returned.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CommandOutput {
+    /// Standard output, lossily decoded, capped (see [`command::OUTPUT_CAP`]).
+    pub stdout: String,
+    /// Standard error, lossily decoded, capped.
+    pub stderr: String,
+    /// Exit code; -1 when the process was killed by a signal.
+    pub rc: i32,
+}
+
+/// The finding of [`StepKind::check`].
+pub struct Check<C> {
+    /// `None` when the host is already as the step wants it.
+    pub change: Option<C>,
+    /// A unified diff of what would change, for file contents.
+    pub diff: Option<String>,
+    /// One line on what was found or would be done.
+    pub message: Option<String>,
+}
+
+impl<C> Check<C> {
+    /// Nothing to do.
+    pub fn unchanged(message: impl Into<Option<String>>) -> Self {
+        Self {
+            change: None,
+            diff: None,
+            message: message.into(),
+        }
+    }
+
+    /// `change` needs applying.
+    pub fn change(change: C, message: impl Into<String>) -> Self {
+        Self {
+            change: Some(change),
+            diff: None,
+            message: Some(message.into()),
+        }
+    }
+
+    /// Attaches a diff.
+    pub fn with_diff(mut self, diff: Option<String>) -> Self {
+        self.diff = diff;
+        self
+    }
+}
+
+/// What a step did.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// The host was changed (or, under `--check`, would be).
+    pub changed: bool,
+    /// A unified diff of a file's content.
+    pub diff: Option<String>,
+    /// One line on what was done.
+    pub message: Option<String>,
+    /// For commands: their output and exit code. A non-zero code fails the step unless
+    /// `failed_when` says otherwise.
+    pub output: Option<CommandOutput>,
+}
+
+/// One action kind. Implemented by the kind's arguments struct once its strings are rendered.
+pub trait StepKind: Send + Sync {
+    /// Whatever `check` learned that `apply` needs (new content, which parts differ).
+    type Change: Send;
+
+    /// Looks at the host and says what `apply` would change. Must not change anything.
+    fn check(
+        &self,
+        ctx: &StepContext<'_>,
+    ) -> impl Future<Output = anyhow::Result<Check<Self::Change>>> + Send;
+
+    /// Makes the change `check` found.
+    fn apply(
+        &self,
+        ctx: &StepContext<'_>,
+        change: Self::Change,
+    ) -> impl Future<Output = anyhow::Result<Outcome>> + Send;
+}
+
+/// What every arguments struct provides besides [`StepKind`].
+pub trait ActionArgs: StepKind + Serialize + DeserializeOwned + JsonSchema {
+    /// Checks that serde cannot express (one of two keys, a well-formed mode). Strings that
+    /// still hold Jinja markup are not judged here: they are checked again after rendering.
+    fn validate(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Runs one kind: check, then apply unless in check mode or nothing would change.
+async fn run_kind<K: StepKind>(kind: &K, ctx: &StepContext<'_>) -> anyhow::Result<Outcome> {
+    let found = kind.check(ctx).await?;
+    match found.change {
+        None => Ok(Outcome {
+            changed: false,
+            diff: None,
+            message: found.message,
+            output: None,
+        }),
+        Some(_) if ctx.check => Ok(Outcome {
+            changed: true,
+            diff: found.diff,
+            message: found.message,
+            output: None,
+        }),
+        Some(change) => {
+            let mut outcome = kind.apply(ctx, change).await?;
+            if outcome.diff.is_none() {
+                outcome.diff = found.diff;
+            }
+            Ok(outcome)
+        }
+    }
+}
+
+/// Generates [`Action`], [`ACTION_KEYS`] and [`StepSchema`] from one list of kinds.
+macro_rules! actions {
+    ($( $key:ident => $variant:ident($args:ty) ),* $(,)?) => {
+        /// One step's action, with its arguments.
+        #[derive(Debug, Clone)]
+        pub enum Action {
+            $( #[allow(missing_docs)] $variant($args), )*
+        }
+
+        /// The keys that name an action in a step, in the order kinds are listed.
+        pub const ACTION_KEYS: &[&str] = &[ $( stringify!($key) ),* ];
+
+        impl Action {
+            /// The key this action is written under (`file`, `copy`, ...).
+            pub fn key(&self) -> &'static str {
+                match self { $( Action::$variant(_) => stringify!($key), )* }
+            }
+
+            /// Deserialises the arguments of the action written under `key`; `None` when `key`
+            /// names no action.
+            pub(crate) fn deserialize<'de, D>(key: &str, de: D) -> Option<Result<Action, D::Error>>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                match key {
+                    $( stringify!($key) => Some(<$args>::deserialize(de).map(Action::$variant)), )*
+                    _ => None,
+                }
+            }
+
+            /// Problems serde cannot see (see [`ActionArgs::validate`]).
+            pub fn validate(&self) -> Vec<String> {
+                match self { $( Action::$variant(a) => a.validate(), )* }
+            }
+
+            /// The arguments as JSON, for rendering and for the journal.
+            pub fn to_json(&self) -> serde_json::Value {
+                let v = match self { $( Action::$variant(a) => serde_json::to_value(a), )* };
+                // Serialising plain structs of strings, numbers and maps cannot fail.
+                v.unwrap_or(serde_json::Value::Null)
+            }
+
+            /// A copy whose strings are rendered against `vars`.
+            pub fn render(&self, jinja: &Jinja, vars: &minijinja::Value) -> anyhow::Result<Action> {
+                let rendered = jinja.render_value(self.to_json(), vars)?;
+                Ok(match self {
+                    $( Action::$variant(_) => Action::$variant(serde_json::from_value(rendered)?), )*
+                })
+            }
+
+            /// Runs the action (see [`run_kind`]).
+            pub async fn run(&self, ctx: &StepContext<'_>) -> anyhow::Result<Outcome> {
+                match self { $( Action::$variant(a) => run_kind(a, ctx).await, )* }
+            }
+        }
+
+        /// The shape of one `[[step]]` table, for the JSON Schema only: the common keys and one
+        /// optional key per action kind (exactly one must be present; the schema says so with
+        /// `minProperties`-free `oneOf` generated below).
+        #[derive(JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        pub struct StepSchema {
+            #[serde(flatten)]
+            common: crate::playbook::StepCommon,
+            $( $key: Option<$args>, )*
+        }
+    };
+}
+
+actions! {
+    file => File(file::FileArgs),
+    copy => Copy(copy::CopyArgs),
+    template => Template(template::TemplateArgs),
+    line_in_file => LineInFile(line_in_file::LineInFileArgs),
+    command => Command(command::CommandArgs),
+}
