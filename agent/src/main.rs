@@ -134,10 +134,8 @@ fn read_source(arg: &str) -> anyhow::Result<(Source, PathBuf)> {
 
 /// Parses and validates; every diagnostic on failure.
 fn load(source: Source, outside: &Map<String, Value>) -> Result<Playbook, Diagnostics> {
-    let playbook = playbook::parse(source)?;
     let names: Vec<String> = outside.keys().cloned().collect();
-    let problems = playbook::validate(&playbook, &names);
-    if problems.is_empty() { Ok(playbook) } else { Err(Diagnostics::new(playbook.source.clone(), problems)) }
+    playbook::load(source, &names)
 }
 
 fn apply(args: ApplyArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {

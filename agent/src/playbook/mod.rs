@@ -38,6 +38,25 @@ pub use parse::parse;
 pub use schema::json_schema;
 pub use validate::{FACTS_VAR, RESULT_VAR, validate};
 
+/// Parses and validates a playbook, given the names of the variables set from outside it
+/// (`--var`, `--vars-file`). On failure, every problem found in the text: structural ones and,
+/// for the parts that did parse, undefined variables and unknown handlers.
+pub fn load(source: Source, outside_vars: &[String]) -> Result<Playbook, Diagnostics> {
+    let parsed = parse::parse_partial(source);
+    if parsed.syntax_error {
+        return Err(Diagnostics::new(parsed.playbook.source, parsed.diagnostics));
+    }
+    let mut outside = outside_vars.to_vec();
+    outside.extend(parsed.stray_registers);
+    let mut diagnostics = parsed.diagnostics;
+    diagnostics.extend(validate::validate_with(&parsed.playbook, &outside, &parsed.stray_handlers));
+    if diagnostics.is_empty() {
+        Ok(parsed.playbook)
+    } else {
+        Err(Diagnostics::new(parsed.playbook.source, diagnostics))
+    }
+}
+
 /// A parsed and validated playbook.
 #[derive(Debug, Clone)]
 pub struct Playbook {
@@ -190,7 +209,7 @@ impl<'de> Deserialize<'de> for DurationSpec {
         match Raw::deserialize(de).map_err(|_| serde::de::Error::custom(format!("expected {expected}")))? {
             Raw::Secs(s) => Ok(DurationSpec(Duration::from_secs(s))),
             Raw::Text(t) => humantime::parse_duration(&t).map(DurationSpec).map_err(|e| {
-                serde::de::Error::custom(format!("invalid duration {t:?} ({e}); expected {expected}"))
+                serde::de::Error::custom(format!("invalid duration {t:?} ({e}), expected {expected}"))
             }),
         }
     }

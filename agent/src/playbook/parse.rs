@@ -20,9 +20,34 @@ use crate::steps::{ACTION_KEYS, Action};
 const TOP_KEYS: &[&str] = &["name", "description", "vars", "step", "handler"];
 
 /// Parses a playbook. Returns every diagnostic found when anything is wrong; validation that
-/// needs to know the variables defined outside the text is [`super::validate`].
+/// needs to know the variables defined outside the text is [`super::validate`], and
+/// [`super::load`] does both.
 pub fn parse(source: Source) -> Result<Playbook, Diagnostics> {
+    let parsed = parse_partial(source);
+    if parsed.diagnostics.is_empty() {
+        Ok(parsed.playbook)
+    } else {
+        Err(Diagnostics::new(parsed.playbook.source, parsed.diagnostics))
+    }
+}
+
+/// What parsing made of a text: the playbook from its well-formed parts, the diagnostics for
+/// the rest, and the names that the ill-formed parts would have defined (so that validating the
+/// rest does not report them as missing).
+pub(crate) struct Parsed {
+    pub playbook: Playbook,
+    pub diagnostics: Vec<Diagnostic>,
+    /// `register` names of steps that failed to parse.
+    pub stray_registers: Vec<String>,
+    /// Names of handlers that failed to parse.
+    pub stray_handlers: Vec<String>,
+    /// The text was not even TOML: nothing else is worth checking.
+    pub syntax_error: bool,
+}
+
+pub(crate) fn parse_partial(source: Source) -> Parsed {
     let text = source.text.clone();
+    let mut stray = Stray::default();
     let (root, errors) = DeTable::parse_recoverable(&text);
     if !errors.is_empty() {
         let items = errors
@@ -32,7 +57,13 @@ pub fn parse(source: Source) -> Result<Playbook, Diagnostics> {
                 Diagnostic::new(span, format!("invalid TOML: {}", e.message().trim_end()))
             })
             .collect();
-        return Err(Diagnostics::new(source, items));
+        return Parsed {
+            playbook: empty(source),
+            diagnostics: items,
+            stray_registers: Vec::new(),
+            stray_handlers: Vec::new(),
+            syntax_error: true,
+        };
     }
 
     let mut diags = Vec::new();
@@ -46,8 +77,8 @@ pub fn parse(source: Source) -> Result<Playbook, Diagnostics> {
             "name" => name = string(value, "name", &mut diags),
             "description" => description = string(value, "description", &mut diags),
             "vars" => vars = parse_vars(value, &mut diags),
-            "step" => steps = parse_steps(value, "step", &mut diags),
-            "handler" => handlers = parse_steps(value, "handler", &mut diags),
+            "step" => steps = parse_steps(value, "step", &mut diags, &mut stray),
+            "handler" => handlers = parse_steps(value, "handler", &mut diags, &mut stray),
             other => diags.push(
                 Diagnostic::new(key.span(), format!("unknown top-level key `{other}`"))
                     .with_help(format!("expected one of: {}", TOP_KEYS.join(", "))),
@@ -60,17 +91,38 @@ pub fn parse(source: Source) -> Result<Playbook, Diagnostics> {
                 .with_help("add a first line such as: name = \"bootstrap\""),
         );
     }
-    if !diags.is_empty() {
-        return Err(Diagnostics::new(source, diags));
+    Parsed {
+        playbook: Playbook {
+            name: name.unwrap_or_default(),
+            description,
+            vars,
+            steps,
+            handlers,
+            source,
+        },
+        diagnostics: diags,
+        stray_registers: stray.registers,
+        stray_handlers: stray.handlers,
+        syntax_error: false,
     }
-    Ok(Playbook {
-        name: name.unwrap_or_default(),
-        description,
-        vars,
-        steps,
-        handlers,
+}
+
+fn empty(source: Source) -> Playbook {
+    Playbook {
+        name: String::new(),
+        description: None,
+        vars: Vec::new(),
+        steps: Vec::new(),
+        handlers: Vec::new(),
         source,
-    })
+    }
+}
+
+/// Names defined by steps and handlers that failed to parse.
+#[derive(Default)]
+struct Stray {
+    registers: Vec<String>,
+    handlers: Vec<String>,
 }
 
 fn string(value: &Spanned<DeValue<'_>>, key: &str, diags: &mut Vec<Diagnostic>) -> Option<String> {
@@ -126,7 +178,7 @@ pub(crate) fn is_identifier(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn parse_steps(value: &Spanned<DeValue<'_>>, kind: &str, diags: &mut Vec<Diagnostic>) -> Vec<Step> {
+fn parse_steps(value: &Spanned<DeValue<'_>>, kind: &str, diags: &mut Vec<Diagnostic>, stray: &mut Stray) -> Vec<Step> {
     let Some(items) = value.get_ref().as_array() else {
         diags.push(
             Diagnostic::new(value.span(), format!("`{kind}` must be an array of tables"))
@@ -136,7 +188,17 @@ fn parse_steps(value: &Spanned<DeValue<'_>>, kind: &str, diags: &mut Vec<Diagnos
     };
     items
         .iter()
-        .filter_map(|item| parse_step(item, kind, diags))
+        .filter_map(|item| {
+            let step = parse_step(item, kind, diags);
+            if step.is_none() {
+                let get = |k: &str| item.get_ref().as_table().and_then(|t| t.get(k)).and_then(|v| v.get_ref().as_str()).map(str::to_string);
+                stray.registers.extend(get("register"));
+                if kind == "handler" {
+                    stray.handlers.extend(get("name"));
+                }
+            }
+            step
+        })
         .collect()
 }
 

@@ -17,6 +17,11 @@ pub const RESULT_VAR: &str = "result";
 /// Validates `playbook` given the names of variables set from outside it (`--var`,
 /// `--vars-file`). Returns every problem found; empty when the playbook can run.
 pub fn validate(playbook: &Playbook, outside_vars: &[String]) -> Vec<Diagnostic> {
+    validate_with(playbook, outside_vars, &[])
+}
+
+/// [`validate`], counting `extra_handlers` (handlers that exist but failed to parse) as known.
+pub(crate) fn validate_with(playbook: &Playbook, outside_vars: &[String], extra_handlers: &[String]) -> Vec<Diagnostic> {
     let jinja = Jinja::new();
     let mut diags = Vec::new();
     let text = &playbook.source.text;
@@ -36,7 +41,8 @@ pub fn validate(playbook: &Playbook, outside_vars: &[String]) -> Vec<Diagnostic>
             ).with_help("list every handler to run in the `notify` of the step itself"));
         }
     }
-    let mut known_handlers: Vec<&str> = playbook.handlers.iter().map(|h| h.name.as_str()).collect();
+    handler_names.extend(extra_handlers.iter().map(String::as_str));
+    let mut known_handlers: Vec<&str> = handler_names.iter().copied().collect();
     known_handlers.sort_unstable();
     for step in &playbook.steps {
         for (target, span) in step.notify.iter().zip(&step.spans.notify) {

@@ -1,0 +1,241 @@
+//! Invalid playbooks: every kind of mistake gets a diagnostic at the right line and column with
+//! what was expected, all mistakes are reported at once, and `apply` runs nothing.
+
+use std::path::Path;
+use std::process::Command;
+
+use bosun_agent::playbook::{LocatedDiagnostic, Source, load};
+
+/// Loads `text` as `t.toml` and returns its diagnostics (panics when it is valid).
+fn errors(text: &str) -> Vec<LocatedDiagnostic> {
+    errors_with(text, &[])
+}
+
+fn errors_with(text: &str, outside: &[&str]) -> Vec<LocatedDiagnostic> {
+    let outside: Vec<String> = outside.iter().map(|s| s.to_string()).collect();
+    match load(Source::new("t.toml", text), &outside) {
+        Ok(_) => panic!("expected diagnostics for:\n{text}"),
+        Err(d) => d.located(),
+    }
+}
+
+/// Asserts exactly one diagnostic, at `line`:`column`, whose message contains `message` and
+/// whose help contains `help`.
+#[track_caller]
+fn assert_one(text: &str, line: usize, column: usize, message: &str, help: &str) {
+    let found = errors(text);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let d = &found[0];
+    assert_eq!((d.line, d.column), (line, column), "{d:#?}");
+    assert!(d.message.contains(message), "message {:?} lacks {message:?}", d.message);
+    let h = d.help.as_deref().unwrap_or_default();
+    assert!(h.contains(help), "help {h:?} lacks {help:?}");
+}
+
+#[test]
+fn bad_toml_points_at_the_syntax_error() {
+    assert_one("name = \"x\"\n[[step]\n", 2, 8, "invalid TOML", "");
+}
+
+#[test]
+fn unknown_key_in_a_step_lists_the_keys_expected() {
+    let text = "name = \"x\"\n[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\nretry = 3\n";
+    assert_one(text, 5, 1, "unknown key `retry` in step", "retries");
+}
+
+#[test]
+fn unknown_key_in_an_action_lists_its_fields() {
+    let text = "name = \"x\"\n[[step]]\nname = \"a\"\nfile = { path = \"/tmp/a\", stat = \"directory\" }\n";
+    assert_one(text, 4, 27, "unknown field `stat`", "`state`");
+}
+
+#[test]
+fn unknown_top_level_key() {
+    assert_one("name = \"x\"\nsteps = []\n", 2, 1, "unknown top-level key `steps`", "step, handler");
+}
+
+#[test]
+fn a_step_without_an_action() {
+    let text = "name = \"x\"\n[[step]]\nname = \"nothing\"\n";
+    assert_one(text, 3, 8, "step `nothing` has no action", "exactly one of: file, copy");
+}
+
+#[test]
+fn a_step_with_two_actions_points_at_the_second() {
+    let text = "name = \"x\"\n[[step]]\nname = \"two\"\nfile = { path = \"/tmp/a\" }\ncommand = { run = \"true\" }\n";
+    assert_one(text, 5, 1, "more than one action: `file` and `command`", "split it");
+}
+
+#[test]
+fn a_wrong_type_says_what_was_expected() {
+    let text = "name = \"x\"\n[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\nretries = \"three\"\n";
+    assert_one(text, 5, 11, "invalid type: string \"three\"", "u32");
+    let text = "name = \"x\"\n[[step]]\nname = \"a\"\nfile = { path = \"/tmp/a\", state = \"dir\" }\n";
+    assert_one(text, 4, 35, "unknown variant `dir`", "directory");
+    let text = "name = \"x\"\n[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\ntimeout = \"soon\"\n";
+    assert_one(text, 5, 11, "invalid duration", "\"30s\"");
+}
+
+#[test]
+fn an_undefined_variable_is_underlined_inside_its_string() {
+    let text = "name = \"x\"\n[vars]\nroot = \"/tmp\"\n[[step]]\nname = \"a\"\ncopy = { dest = \"{{ root }}/{{ nmae }}\", content = \"\" }\n";
+    assert_one(text, 6, 32, "undefined variable `nmae`", "root");
+    // The same name given with --var is fine.
+    assert!(load(Source::new("t.toml", text), &["nmae".to_string()]).is_ok());
+}
+
+#[test]
+fn variables_are_defined_in_order() {
+    // `out` is registered by the second step: the first may not read it, a later one may.
+    let text = r#"name = "x"
+[[step]]
+name = "early"
+command = { run = "echo {{ out.stdout }}" }
+[[step]]
+name = "producer"
+command = { run = "echo hi" }
+register = "out"
+[[step]]
+name = "late"
+command = { run = "echo {{ out.stdout }}" }
+when = "out.rc == 0"
+changed_when = "result.rc != 0 or out.changed"
+"#;
+    let found = errors(text);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!((found[0].line, found[0].column), (4, 28));
+}
+
+#[test]
+fn invalid_jinja_is_reported_where_it_is_written() {
+    let text = "name = \"x\"\n[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\nwhen = \"x ==\"\n";
+    let found = errors_with(text, &["x"]);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!((found[0].line, found[0].column), (5, 8));
+    assert!(found[0].message.contains("invalid Jinja"), "{found:#?}");
+}
+
+#[test]
+fn notify_must_name_a_handler() {
+    let text = "name = \"x\"\n[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\nnotify = [\"restart k3s\", \"reload\"]\n[[handler]]\nname = \"reload\"\ncommand = { run = \"true\" }\n";
+    assert_one(text, 5, 11, "`notify` names no handler: `restart k3s`", "reload");
+}
+
+#[test]
+fn semantic_argument_errors_point_at_the_action() {
+    let text = "name = \"x\"\n[[step]]\nname = \"a\"\ncopy = { dest = \"/tmp/a\", content = \"x\", src = \"y\" }\n";
+    assert_one(text, 4, 8, "either `content` or `src`", "");
+    let text = "name = \"x\"\n[[step]]\nname = \"a\"\nfile = { path = \"/tmp/a\", mode = \"0999\" }\n";
+    assert_one(text, 4, 8, "not an octal mode", "");
+    let text = "name = \"x\"\n[[step]]\nname = \"a\"\nline_in_file = { path = \"/tmp/a\", line = \"x\", regexp = \"(\" }\n";
+    assert_one(text, 4, 16, "not a valid regular expression", "");
+}
+
+#[test]
+fn a_missing_name_is_reported() {
+    assert_one("[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\n", 1, 1, "no `name`", "name = ");
+}
+
+#[test]
+fn every_error_is_reported_not_only_the_first() {
+    let text = r#"name = "x"
+bogus = 1
+[[step]]
+name = "no action"
+[[step]]
+name = "bad type"
+command = { run = "true" }
+retries = -1
+[[step]]
+name = "undefined"
+copy = { dest = "/tmp/{{ nope }}", content = "" }
+notify = ["nobody"]
+"#;
+    let found = errors(text);
+    let at: Vec<(usize, usize)> = found.iter().map(|d| (d.line, d.column)).collect();
+    assert_eq!(at, vec![(2, 1), (4, 8), (8, 11), (11, 26), (12, 11)], "{found:#?}");
+}
+
+#[test]
+fn a_handler_that_failed_to_parse_is_not_reported_twice() {
+    // The handler is broken; the step's notify must not also claim it does not exist.
+    let text = "name = \"x\"\n[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\nnotify = [\"h\"]\n[[handler]]\nname = \"h\"\ncommand = { run = 1 }\n";
+    let found = errors(text);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].line, 8);
+}
+
+fn bosund(args: &[&str], state: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_bosund"))
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .output()
+        .expect("running bosund")
+}
+
+#[test]
+fn apply_runs_nothing_when_the_playbook_is_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let book = dir.path().join("bad.toml");
+    std::fs::write(
+        &book,
+        format!(
+            "name = \"x\"\n[[step]]\nname = \"would run first\"\nfile = {{ path = \"{}\", state = \"directory\" }}\n[[step]]\nname = \"broken\"\ncommand = {{ run = \"true\" }}\nnotify = [\"nobody\"]\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let out = bosund(&["apply", book.to_str().unwrap()], &state);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!marker.exists(), "a step ran although the playbook is invalid");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.toml:8:11: error: `notify` names no handler: `nobody`"), "{stderr}");
+    assert!(stderr.contains("nothing was run"), "{stderr}");
+    // The renderer underlines the offending text.
+    assert!(stderr.contains("────"), "{stderr}");
+
+    let out = bosund(&["apply", "--output", "json", book.to_str().unwrap()], &state);
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let event: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(event["event"], "invalid");
+    assert_eq!(event["diagnostics"][0]["line"], 8);
+    assert_eq!(event["diagnostics"][0]["column"], 11);
+    assert!(!marker.exists());
+    // Nothing was journaled either.
+    let out = bosund(&["history", "--output", "json"], &state);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+}
+
+#[test]
+fn check_reports_every_file_and_fails_when_any_is_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&good, "name = \"g\"\n[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\n").unwrap();
+    std::fs::write(&bad, "name = \"b\"\n[[step]]\nname = \"a\"\n").unwrap();
+    let out = bosund(&["check", good.to_str().unwrap(), bad.to_str().unwrap()], &dir.path().join("s"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("good.toml: ok (1 steps, 0 handlers)"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml:3:8: error: step `a` has no action"));
+}
+
+#[test]
+fn every_shipped_playbook_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if let Err(d) = load(Source::new(path.display().to_string(), text), &[]) {
+                panic!("{d}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1);
+}
