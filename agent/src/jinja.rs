@@ -42,7 +42,12 @@ impl Jinja {
     }
 
     /// Renders a whole template file; errors name `name` and the line.
-    pub fn render_named(&self, name: &str, text: &str, ctx: &Value) -> Result<String, minijinja::Error> {
+    pub fn render_named(
+        &self,
+        name: &str,
+        text: &str,
+        ctx: &Value,
+    ) -> Result<String, minijinja::Error> {
         self.env.render_named_str(name, text, ctx)
     }
 
@@ -119,7 +124,9 @@ mod tests {
             vars,
             HashSet::from(["items".to_string(), "prefix".to_string()])
         );
-        let vars = j.expression_variables("facts.arch == 'x86_64' and enabled").unwrap();
+        let vars = j
+            .expression_variables("facts.arch == 'x86_64' and enabled")
+            .unwrap();
         assert_eq!(
             vars,
             HashSet::from(["facts".to_string(), "enabled".to_string()])

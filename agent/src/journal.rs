@@ -112,28 +112,51 @@ impl Journal {
     pub fn open(state_dir: &Path) -> anyhow::Result<Self> {
         create_private_dir(state_dir)?;
         let path = state_dir.join("journal.db");
-        let conn = Connection::open(&path).with_context(|| format!("opening journal {}", path.display()))?;
+        let conn = Connection::open(&path)
+            .with_context(|| format!("opening journal {}", path.display()))?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
         )
         .context("configuring the journal")?;
         migrate(&conn).with_context(|| format!("migrating journal {}", path.display()))?;
-        Ok(Self { conn, current_run: None })
+        Ok(Self {
+            conn,
+            current_run: None,
+        })
     }
 
     /// Records one event of a run.
     pub fn record(&mut self, event: &RunEvent) -> anyhow::Result<()> {
         match event {
-            RunEvent::RunStarted { run_id, playbook, check, started_at } => {
+            RunEvent::RunStarted {
+                run_id,
+                playbook,
+                check,
+                started_at,
+            } => {
                 self.conn.execute(
                     "INSERT INTO runs (id, playbook, check_mode, started_at, status) VALUES (?1, ?2, ?3, ?4, 'running')",
                     params![run_id, playbook, check, started_at],
                 )?;
                 self.current_run = Some(run_id.clone());
             }
-            RunEvent::StepFinished(StepReport { index, name, action, handler, status, duration_ms, attempts, message, .. }) => {
-                let Some(run_id) = &self.current_run else { return Ok(()) };
-                let error = (status.as_str() == "failed").then_some(message.as_deref()).flatten();
+            RunEvent::StepFinished(StepReport {
+                index,
+                name,
+                action,
+                handler,
+                status,
+                duration_ms,
+                attempts,
+                message,
+                ..
+            }) => {
+                let Some(run_id) = &self.current_run else {
+                    return Ok(());
+                };
+                let error = (status.as_str() == "failed")
+                    .then_some(message.as_deref())
+                    .flatten();
                 self.conn.execute(
                     "INSERT OR REPLACE INTO steps (run_id, idx, name, action, handler, status, changed, duration_ms, attempts, error)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -141,7 +164,9 @@ impl Journal {
                 )?;
             }
             RunEvent::Summary(s) => {
-                let Some(run_id) = self.current_run.take() else { return Ok(()) };
+                let Some(run_id) = self.current_run.take() else {
+                    return Ok(());
+                };
                 let status = if s.failed > 0 { "failed" } else { "ok" };
                 self.conn.execute(
                     "UPDATE runs SET finished_at = ?2, status = ?3, ok = ?4, changed = ?5, failed = ?6, skipped = ?7 WHERE id = ?1",
@@ -207,7 +232,10 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let version = usize::try_from(version).unwrap_or(0);
     if version > SCHEMA.len() {
-        anyhow::bail!("the journal has schema version {version}, newer than this bosund knows ({}); use a newer bosund", SCHEMA.len());
+        anyhow::bail!(
+            "the journal has schema version {version}, newer than this bosund knows ({}); use a newer bosund",
+            SCHEMA.len()
+        );
     }
     for (i, sql) in SCHEMA.iter().enumerate().skip(version) {
         let tx = conn.unchecked_transaction()?;
@@ -215,7 +243,9 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
-    let _: Option<i64> = conn.query_row("SELECT 1 FROM runs LIMIT 1", [], |r| r.get(0)).optional()?;
+    let _: Option<i64> = conn
+        .query_row("SELECT 1 FROM runs LIMIT 1", [], |r| r.get(0))
+        .optional()?;
     Ok(())
 }
 
@@ -240,12 +270,33 @@ mod tests {
     fn records_a_run_and_its_steps() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(&dir.path().join("state")).unwrap();
-        j.record(&RunEvent::RunStarted { run_id: "r1".into(), playbook: "demo".into(), check: false, started_at: "2026-01-01T00:00:00Z".into() }).unwrap();
+        j.record(&RunEvent::RunStarted {
+            run_id: "r1".into(),
+            playbook: "demo".into(),
+            check: false,
+            started_at: "2026-01-01T00:00:00Z".into(),
+        })
+        .unwrap();
         j.record(&RunEvent::StepFinished(StepReport {
-            index: 0, name: "s".into(), action: "command".into(), handler: false, status: StepStatus::Failed,
-            duration_ms: 1.5, attempts: 2, message: Some("exit code 1".into()), diff: None, output: None,
-        })).unwrap();
-        j.record(&RunEvent::Summary(Summary { ok: 0, changed: 0, failed: 1, skipped: 0 })).unwrap();
+            index: 0,
+            name: "s".into(),
+            action: "command".into(),
+            handler: false,
+            status: StepStatus::Failed,
+            duration_ms: 1.5,
+            attempts: 2,
+            message: Some("exit code 1".into()),
+            diff: None,
+            output: None,
+        }))
+        .unwrap();
+        j.record(&RunEvent::Summary(Summary {
+            ok: 0,
+            changed: 0,
+            failed: 1,
+            skipped: 0,
+        }))
+        .unwrap();
         let runs = j.recent_runs(10).unwrap();
         assert_eq!(runs.len(), 1);
         assert_eq!((runs[0].status.as_str(), runs[0].failed), ("failed", 1));

@@ -21,7 +21,11 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_INVALID: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "bosund", version, about = "bosun's host agent: applies TOML playbooks to this host")]
+#[command(
+    name = "bosund",
+    version,
+    about = "bosun's host agent: applies TOML playbooks to this host"
+)]
 struct Cli {
     /// Where the run journal lives [default: /var/lib/bosun as root, else $XDG_STATE_HOME/bosun]
     #[arg(long, global = true, env = "BOSUN_STATE_DIR")]
@@ -99,10 +103,14 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BOSUN_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("BOSUN_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let state_dir = cli.state_dir.clone().unwrap_or_else(journal::default_state_dir);
+    let state_dir = cli
+        .state_dir
+        .clone()
+        .unwrap_or_else(journal::default_state_dir);
     let result = match cli.command {
         Command::Apply(args) => apply(args, &state_dir),
         Command::Check { playbooks, vars } => check(&playbooks, &vars),
@@ -110,7 +118,9 @@ fn main() -> ExitCode {
             print!("{}", playbook::json_schema());
             Ok(ExitCode::SUCCESS)
         }
-        Command::History { limit, run, output } => history(&state_dir, limit, run.as_deref(), output),
+        Command::History { limit, run, output } => {
+            history(&state_dir, limit, run.as_deref(), output)
+        }
     };
     result.unwrap_or_else(|e| {
         eprintln!("bosund: error: {e:#}");
@@ -122,13 +132,19 @@ fn main() -> ExitCode {
 fn read_source(arg: &str) -> anyhow::Result<(Source, PathBuf)> {
     if arg == "-" {
         let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).context("reading the playbook from stdin")?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the playbook from stdin")?;
         let cwd = std::env::current_dir().context("finding the current directory")?;
         return Ok((Source::new("<stdin>", text), cwd));
     }
     let path = Path::new(arg);
     let text = std::fs::read_to_string(path).with_context(|| format!("reading playbook {arg}"))?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
     Ok((Source::new(arg, text), dir))
 }
 
@@ -145,7 +161,9 @@ fn apply(args: ApplyArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
         Ok(p) => p,
         Err(diags) => {
             if args.output == OutputFormat::Json {
-                JsonLines(std::io::stdout().lock()).emit(&RunEvent::Invalid { diagnostics: diags.located() });
+                JsonLines(std::io::stdout().lock()).emit(&RunEvent::Invalid {
+                    diagnostics: diags.located(),
+                });
             }
             eprint!("{}", diags.render(std::io::stderr().is_terminal()));
             return Ok(ExitCode::from(EXIT_INVALID));
@@ -177,15 +195,19 @@ fn apply(args: ApplyArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
         };
         let mut sink = |event: &RunEvent| {
             renderer.emit(event);
-            if let Some(j) = journal.as_mut() {
-                if let Err(e) = j.record(event) {
-                    tracing::warn!("journal write failed: {e:#}");
-                }
+            if let Some(j) = journal.as_mut()
+                && let Err(e) = j.record(event)
+            {
+                tracing::warn!("journal write failed: {e:#}");
             }
         };
         engine::run(&playbook, &opts, &mut sink).await
     });
-    Ok(if summary.failed > 0 { ExitCode::from(EXIT_FAILED) } else { ExitCode::SUCCESS })
+    Ok(if summary.failed > 0 {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn check(files: &[String], vars: &VarArgs) -> anyhow::Result<ExitCode> {
@@ -194,17 +216,30 @@ fn check(files: &[String], vars: &VarArgs) -> anyhow::Result<ExitCode> {
     for file in files {
         let (source, _) = read_source(file)?;
         match load(source, &outside) {
-            Ok(p) => println!("{file}: ok ({} steps, {} handlers)", p.steps.len(), p.handlers.len()),
+            Ok(p) => println!(
+                "{file}: ok ({} steps, {} handlers)",
+                p.steps.len(),
+                p.handlers.len()
+            ),
             Err(diags) => {
                 invalid = true;
                 eprint!("{}", diags.render(std::io::stderr().is_terminal()));
             }
         }
     }
-    Ok(if invalid { ExitCode::from(EXIT_INVALID) } else { ExitCode::SUCCESS })
+    Ok(if invalid {
+        ExitCode::from(EXIT_INVALID)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
-fn history(state_dir: &Path, limit: usize, run: Option<&str>, output: OutputFormat) -> anyhow::Result<ExitCode> {
+fn history(
+    state_dir: &Path,
+    limit: usize,
+    run: Option<&str>,
+    output: OutputFormat,
+) -> anyhow::Result<ExitCode> {
     let journal = Journal::open(state_dir)?;
     if let Some(run_id) = run {
         let steps = journal.steps(run_id)?;
@@ -212,7 +247,14 @@ fn history(state_dir: &Path, limit: usize, run: Option<&str>, output: OutputForm
             OutputFormat::Json => println!("{}", serde_json::to_string(&steps)?),
             OutputFormat::Human => {
                 for s in steps {
-                    println!("{:>3} {:<8} {:<40} {:>10.1} ms {}", s.index, s.status, s.name, s.duration_ms, s.error.unwrap_or_default());
+                    println!(
+                        "{:>3} {:<8} {:<40} {:>10.1} ms {}",
+                        s.index,
+                        s.status,
+                        s.name,
+                        s.duration_ms,
+                        s.error.unwrap_or_default()
+                    );
                 }
             }
         }
@@ -222,9 +264,16 @@ fn history(state_dir: &Path, limit: usize, run: Option<&str>, output: OutputForm
     match output {
         OutputFormat::Json => println!("{}", serde_json::to_string(&runs)?),
         OutputFormat::Human => {
-            println!("{:<29} {:<36} {:<20} {:<8} summary", "started", "run", "playbook", "status");
+            println!(
+                "{:<29} {:<36} {:<20} {:<8} summary",
+                "started", "run", "playbook", "status"
+            );
             for r in runs {
-                let status = if r.check { format!("{} (check)", r.status) } else { r.status };
+                let status = if r.check {
+                    format!("{} (check)", r.status)
+                } else {
+                    r.status
+                };
                 println!(
                     "{:<29} {:<36} {:<20} {:<8} ok={} changed={} failed={} skipped={}",
                     r.started_at, r.id, r.playbook, status, r.ok, r.changed, r.failed, r.skipped

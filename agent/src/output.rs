@@ -45,17 +45,36 @@ impl<W: Write> EventSink for Human<W> {
     fn emit(&mut self, event: &RunEvent) {
         let out = &mut self.out;
         let _ = match event {
-            RunEvent::RunStarted { playbook, check, .. } => {
-                writeln!(out, "{playbook}{}", if *check { " (check mode: nothing is changed)" } else { "" })
+            RunEvent::RunStarted {
+                playbook, check, ..
+            } => {
+                writeln!(
+                    out,
+                    "{playbook}{}",
+                    if *check {
+                        " (check mode: nothing is changed)"
+                    } else {
+                        ""
+                    }
+                )
             }
             RunEvent::StepStarted { .. } => Ok(()),
             RunEvent::StepFinished(r) => {
-                let label = if r.handler { format!("handler: {}", r.name) } else { r.name.clone() };
-                let mut line = format!("{:<8} {label} ({})", r.status.as_str(), duration(r.duration_ms));
+                let label = if r.handler {
+                    format!("handler: {}", r.name)
+                } else {
+                    r.name.clone()
+                };
+                let mut line = format!(
+                    "{:<8} {label} ({})",
+                    r.status.as_str(),
+                    duration(r.duration_ms)
+                );
                 if r.attempts > 1 {
                     line.push_str(&format!(" after {} attempts", r.attempts));
                 }
-                if let (StepStatus::Changed | StepStatus::Skipped, Some(m)) = (r.status, &r.message) {
+                if let (StepStatus::Changed | StepStatus::Skipped, Some(m)) = (r.status, &r.message)
+                {
                     line.push_str(&format!(": {m}"));
                 }
                 let mut res = writeln!(out, "{line}");
@@ -64,16 +83,24 @@ impl<W: Write> EventSink for Human<W> {
                         res = res.and_then(|()| writeln!(out, "         error: {m}"));
                     }
                     if let Some(o) = &r.output {
-                        for l in o.stderr.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev() {
+                        for l in o
+                            .stderr
+                            .lines()
+                            .rev()
+                            .take(10)
+                            .collect::<Vec<_>>()
+                            .into_iter()
+                            .rev()
+                        {
                             res = res.and_then(|()| writeln!(out, "         | {l}"));
                         }
                     }
                 }
-                if self.diff {
-                    if let Some(d) = &r.diff {
-                        for l in d.lines() {
-                            res = res.and_then(|()| writeln!(out, "    {l}"));
-                        }
+                if self.diff
+                    && let Some(d) = &r.diff
+                {
+                    for l in d.lines() {
+                        res = res.and_then(|()| writeln!(out, "    {l}"));
                     }
                 }
                 res
@@ -81,12 +108,22 @@ impl<W: Write> EventSink for Human<W> {
             RunEvent::Invalid { diagnostics } => {
                 let mut res = Ok(());
                 for d in diagnostics {
-                    res = res.and_then(|()| writeln!(out, "{}:{}:{}: error: {}", d.file, d.line, d.column, d.message));
+                    res = res.and_then(|()| {
+                        writeln!(
+                            out,
+                            "{}:{}:{}: error: {}",
+                            d.file, d.line, d.column, d.message
+                        )
+                    });
                 }
                 res
             }
             RunEvent::Summary(s) => {
-                writeln!(out, "ok={} changed={} failed={} skipped={}", s.ok, s.changed, s.failed, s.skipped)
+                writeln!(
+                    out,
+                    "ok={} changed={} failed={} skipped={}",
+                    s.ok, s.changed, s.failed, s.skipped
+                )
             }
         };
         let _ = out.flush();

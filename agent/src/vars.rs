@@ -12,8 +12,13 @@ pub fn parse_var_args(args: &[String]) -> anyhow::Result<Map<String, Value>> {
         let Some((name, value)) = arg.split_once('=') else {
             bail!("--var {arg:?}: expected name=value");
         };
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || name.starts_with(|c: char| c.is_ascii_digit()) {
-            bail!("--var {arg:?}: {name:?} is not a usable variable name (letters, digits, underscores)");
+        if name.is_empty()
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || name.starts_with(|c: char| c.is_ascii_digit())
+        {
+            bail!(
+                "--var {arg:?}: {name:?} is not a usable variable name (letters, digits, underscores)"
+            );
         }
         vars.insert(name.to_string(), Value::String(value.to_string()));
     }
@@ -22,11 +27,14 @@ pub fn parse_var_args(args: &[String]) -> anyhow::Result<Map<String, Value>> {
 
 /// Reads a `--vars-file`: a TOML table (or JSON object when the name ends in `.json`).
 pub fn read_vars_file(path: &Path) -> anyhow::Result<Map<String, Value>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading vars file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading vars file {}", path.display()))?;
     let value: Value = if path.extension().is_some_and(|e| e == "json") {
-        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?
     } else {
-        let table: toml::Table = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let table: toml::Table =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         serde_json::to_value(table)?
     };
     match value {

@@ -27,7 +27,11 @@ fn assert_one(text: &str, line: usize, column: usize, message: &str, help: &str)
     assert_eq!(found.len(), 1, "{found:#?}");
     let d = &found[0];
     assert_eq!((d.line, d.column), (line, column), "{d:#?}");
-    assert!(d.message.contains(message), "message {:?} lacks {message:?}", d.message);
+    assert!(
+        d.message.contains(message),
+        "message {:?} lacks {message:?}",
+        d.message
+    );
     let h = d.help.as_deref().unwrap_or_default();
     assert!(h.contains(help), "help {h:?} lacks {help:?}");
 }
@@ -51,28 +55,49 @@ fn unknown_key_in_an_action_lists_its_fields() {
 
 #[test]
 fn unknown_top_level_key() {
-    assert_one("name = \"x\"\nsteps = []\n", 2, 1, "unknown top-level key `steps`", "step, handler");
+    assert_one(
+        "name = \"x\"\nsteps = []\n",
+        2,
+        1,
+        "unknown top-level key `steps`",
+        "step, handler",
+    );
 }
 
 #[test]
 fn a_step_without_an_action() {
     let text = "name = \"x\"\n[[step]]\nname = \"nothing\"\n";
-    assert_one(text, 3, 8, "step `nothing` has no action", "exactly one of: file, copy");
+    assert_one(
+        text,
+        3,
+        8,
+        "step `nothing` has no action",
+        "exactly one of: file, copy",
+    );
 }
 
 #[test]
 fn a_step_with_two_actions_points_at_the_second() {
     let text = "name = \"x\"\n[[step]]\nname = \"two\"\nfile = { path = \"/tmp/a\" }\ncommand = { run = \"true\" }\n";
-    assert_one(text, 5, 1, "more than one action: `file` and `command`", "split it");
+    assert_one(
+        text,
+        5,
+        1,
+        "more than one action: `file` and `command`",
+        "split it",
+    );
 }
 
 #[test]
 fn a_wrong_type_says_what_was_expected() {
-    let text = "name = \"x\"\n[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\nretries = \"three\"\n";
+    let text =
+        "name = \"x\"\n[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\nretries = \"three\"\n";
     assert_one(text, 5, 11, "invalid type: string \"three\"", "u32");
-    let text = "name = \"x\"\n[[step]]\nname = \"a\"\nfile = { path = \"/tmp/a\", state = \"dir\" }\n";
+    let text =
+        "name = \"x\"\n[[step]]\nname = \"a\"\nfile = { path = \"/tmp/a\", state = \"dir\" }\n";
     assert_one(text, 4, 35, "unknown variant `dir`", "directory");
-    let text = "name = \"x\"\n[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\ntimeout = \"soon\"\n";
+    let text =
+        "name = \"x\"\n[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\ntimeout = \"soon\"\n";
     assert_one(text, 5, 11, "invalid duration", "\"30s\"");
 }
 
@@ -108,7 +133,8 @@ changed_when = "result.rc != 0 or out.changed"
 
 #[test]
 fn invalid_jinja_is_reported_where_it_is_written() {
-    let text = "name = \"x\"\n[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\nwhen = \"x ==\"\n";
+    let text =
+        "name = \"x\"\n[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\nwhen = \"x ==\"\n";
     let found = errors_with(text, &["x"]);
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!((found[0].line, found[0].column), (5, 8));
@@ -118,14 +144,21 @@ fn invalid_jinja_is_reported_where_it_is_written() {
 #[test]
 fn notify_must_name_a_handler() {
     let text = "name = \"x\"\n[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\nnotify = [\"restart k3s\", \"reload\"]\n[[handler]]\nname = \"reload\"\ncommand = { run = \"true\" }\n";
-    assert_one(text, 5, 11, "`notify` names no handler: `restart k3s`", "reload");
+    assert_one(
+        text,
+        5,
+        11,
+        "`notify` names no handler: `restart k3s`",
+        "reload",
+    );
 }
 
 #[test]
 fn semantic_argument_errors_point_at_the_action() {
     let text = "name = \"x\"\n[[step]]\nname = \"a\"\ncopy = { dest = \"/tmp/a\", content = \"x\", src = \"y\" }\n";
     assert_one(text, 4, 8, "either `content` or `src`", "");
-    let text = "name = \"x\"\n[[step]]\nname = \"a\"\nfile = { path = \"/tmp/a\", mode = \"0999\" }\n";
+    let text =
+        "name = \"x\"\n[[step]]\nname = \"a\"\nfile = { path = \"/tmp/a\", mode = \"0999\" }\n";
     assert_one(text, 4, 8, "not an octal mode", "");
     let text = "name = \"x\"\n[[step]]\nname = \"a\"\nline_in_file = { path = \"/tmp/a\", line = \"x\", regexp = \"(\" }\n";
     assert_one(text, 4, 16, "not a valid regular expression", "");
@@ -133,7 +166,13 @@ fn semantic_argument_errors_point_at_the_action() {
 
 #[test]
 fn a_missing_name_is_reported() {
-    assert_one("[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\n", 1, 1, "no `name`", "name = ");
+    assert_one(
+        "[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\n",
+        1,
+        1,
+        "no `name`",
+        "name = ",
+    );
 }
 
 #[test]
@@ -153,7 +192,11 @@ notify = ["nobody"]
 "#;
     let found = errors(text);
     let at: Vec<(usize, usize)> = found.iter().map(|d| (d.line, d.column)).collect();
-    assert_eq!(at, vec![(2, 1), (4, 8), (8, 11), (11, 26), (12, 11)], "{found:#?}");
+    assert_eq!(
+        at,
+        vec![(2, 1), (4, 8), (8, 11), (11, 26), (12, 11)],
+        "{found:#?}"
+    );
 }
 
 #[test]
@@ -190,14 +233,23 @@ fn apply_runs_nothing_when_the_playbook_is_invalid() {
     let state = dir.path().join("state");
     let out = bosund(&["apply", book.to_str().unwrap()], &state);
     assert_eq!(out.status.code(), Some(2));
-    assert!(!marker.exists(), "a step ran although the playbook is invalid");
+    assert!(
+        !marker.exists(),
+        "a step ran although the playbook is invalid"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("bad.toml:8:11: error: `notify` names no handler: `nobody`"), "{stderr}");
+    assert!(
+        stderr.contains("bad.toml:8:11: error: `notify` names no handler: `nobody`"),
+        "{stderr}"
+    );
     assert!(stderr.contains("nothing was run"), "{stderr}");
     // The renderer underlines the offending text.
     assert!(stderr.contains("────"), "{stderr}");
 
-    let out = bosund(&["apply", "--output", "json", book.to_str().unwrap()], &state);
+    let out = bosund(
+        &["apply", "--output", "json", book.to_str().unwrap()],
+        &state,
+    );
     assert_eq!(out.status.code(), Some(2));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let event: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
@@ -215,12 +267,22 @@ fn check_reports_every_file_and_fails_when_any_is_invalid() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&good, "name = \"g\"\n[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\n").unwrap();
+    std::fs::write(
+        &good,
+        "name = \"g\"\n[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\n",
+    )
+    .unwrap();
     std::fs::write(&bad, "name = \"b\"\n[[step]]\nname = \"a\"\n").unwrap();
-    let out = bosund(&["check", good.to_str().unwrap(), bad.to_str().unwrap()], &dir.path().join("s"));
+    let out = bosund(
+        &["check", good.to_str().unwrap(), bad.to_str().unwrap()],
+        &dir.path().join("s"),
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stdout).contains("good.toml: ok (1 steps, 0 handlers)"));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml:3:8: error: step `a` has no action"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("bad.toml:3:8: error: step `a` has no action")
+    );
 }
 
 #[test]

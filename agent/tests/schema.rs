@@ -20,11 +20,18 @@ fn committed_schema_is_current() {
 
 #[test]
 fn schema_knows_every_action_and_requires_exactly_one() {
-    let schema: serde_json::Value = serde_json::from_str(&bosun_agent::playbook::json_schema()).unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(&bosun_agent::playbook::json_schema()).unwrap();
     let step = &schema["$defs"]["StepSchema"];
     for key in bosun_agent::steps::ACTION_KEYS {
-        assert!(step["properties"].get(*key).is_some(), "no {key} in {step:#}");
+        assert!(
+            step["properties"].get(*key).is_some(),
+            "no {key} in {step:#}"
+        );
     }
-    assert_eq!(step["oneOf"].as_array().map(Vec::len), Some(bosun_agent::steps::ACTION_KEYS.len()));
+    assert_eq!(
+        step["oneOf"].as_array().map(Vec::len),
+        Some(bosun_agent::steps::ACTION_KEYS.len())
+    );
     assert_eq!(step["additionalProperties"], false, "{step:#}");
 }

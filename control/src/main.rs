@@ -11,7 +11,11 @@ use bosun_agent::playbook::{self, Source};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "bosun", version, about = "bosun's control CLI: drives bosund agents")]
+#[command(
+    name = "bosun",
+    version,
+    about = "bosun's control CLI: drives bosund agents"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,19 +47,31 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { playbooks, var } => {
-            let outside: Vec<String> = bosun_agent::vars::parse_var_args(&var)?.keys().cloned().collect();
+            let outside: Vec<String> = bosun_agent::vars::parse_var_args(&var)?
+                .keys()
+                .cloned()
+                .collect();
             let mut invalid = false;
             for file in playbooks {
-                let text = std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
+                let text =
+                    std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
                 match playbook::load(Source::new(file.clone(), text), &outside) {
-                    Ok(p) => println!("{file}: ok ({} steps, {} handlers)", p.steps.len(), p.handlers.len()),
+                    Ok(p) => println!(
+                        "{file}: ok ({} steps, {} handlers)",
+                        p.steps.len(),
+                        p.handlers.len()
+                    ),
                     Err(d) => {
                         invalid = true;
                         eprint!("{}", d.render(std::io::stderr().is_terminal()));
                     }
                 }
             }
-            Ok(if invalid { ExitCode::from(2) } else { ExitCode::SUCCESS })
+            Ok(if invalid {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }

@@ -87,7 +87,10 @@ pub async fn run(playbook: &Playbook, opts: &RunOptions, sink: &mut dyn EventSin
         }
     }
     if !failed {
-        let handlers = playbook.handlers.iter().filter(|h| notified.contains(h.name.as_str()));
+        let handlers = playbook
+            .handlers
+            .iter()
+            .filter(|h| notified.contains(h.name.as_str()));
         for (offset, handler) in handlers.enumerate() {
             let index = playbook.steps.len() + offset;
             let report = run_step(index, handler, true, opts, &jinja, &mut vars, sink).await;
@@ -105,7 +108,11 @@ pub async fn run(playbook: &Playbook, opts: &RunOptions, sink: &mut dyn EventSin
 
 /// `facts`, then `[vars]` in order (strings rendered against what precedes them), then the
 /// outside variables, which win.
-fn initial_vars(playbook: &Playbook, opts: &RunOptions, jinja: &Jinja) -> Result<Map<String, Value>, String> {
+fn initial_vars(
+    playbook: &Playbook,
+    opts: &RunOptions,
+    jinja: &Jinja,
+) -> Result<Map<String, Value>, String> {
     let mut vars = Map::new();
     vars.insert(FACTS_VAR.into(), opts.facts.clone());
     for var in &playbook.vars {
@@ -151,24 +158,41 @@ async fn run_step(
     let verdict = match step.when.as_deref().map(|w| jinja.eval_bool(w, &ctx_value)) {
         Some(Ok(false)) => Attempt {
             status: StepStatus::Skipped,
-            outcome: Outcome { message: Some("`when` is false".into()), ..Outcome::default() },
+            outcome: Outcome {
+                message: Some("`when` is false".into()),
+                ..Outcome::default()
+            },
             error: None,
         },
         Some(Err(e)) => failed(format!("evaluating `when`: {e:#}")),
         Some(Ok(true)) | None => match step.action.render(jinja, &ctx_value) {
             Err(e) => failed(format!("rendering arguments: {e:#}")),
             Ok(action) => {
-                let ctx = StepContext { check: opts.check, base_dir: &opts.base_dir, jinja, vars: &ctx_value };
+                let ctx = StepContext {
+                    check: opts.check,
+                    base_dir: &opts.base_dir,
+                    jinja,
+                    vars: &ctx_value,
+                };
                 let attempt = || async {
                     attempts.set(attempts.get() + 1);
                     let result = match step.timeout {
                         Some(limit) => tokio::time::timeout(limit, action.run(&ctx))
                             .await
-                            .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after {}", humantime::format_duration(limit)))),
+                            .unwrap_or_else(|_| {
+                                Err(anyhow::anyhow!(
+                                    "timed out after {}",
+                                    humantime::format_duration(limit)
+                                ))
+                            }),
                         None => action.run(&ctx).await,
                     };
                     let verdict = judge(step, result, opts.check, jinja, &ctx_value);
-                    if verdict.status == StepStatus::Failed { Err(verdict) } else { Ok(verdict) }
+                    if verdict.status == StepStatus::Failed {
+                        Err(verdict)
+                    } else {
+                        Ok(verdict)
+                    }
                 };
                 let policy = ConstantBuilder::default()
                     .with_delay(step.delay)
@@ -187,7 +211,11 @@ async fn run_step(
     if let Some(name) = &step.register {
         vars.insert(name.clone(), result_value(&verdict));
     }
-    let Attempt { status, outcome, error } = verdict;
+    let Attempt {
+        status,
+        outcome,
+        error,
+    } = verdict;
     StepReport {
         index,
         name: step.name.clone(),
@@ -203,11 +231,21 @@ async fn run_step(
 }
 
 fn failed(message: String) -> Attempt {
-    Attempt { status: StepStatus::Failed, outcome: Outcome::default(), error: Some(message) }
+    Attempt {
+        status: StepStatus::Failed,
+        outcome: Outcome::default(),
+        error: Some(message),
+    }
 }
 
 /// Applies `failed_when` and `changed_when` to what the action returned.
-fn judge(step: &Step, result: anyhow::Result<Outcome>, check: bool, jinja: &Jinja, vars: &minijinja::Value) -> Attempt {
+fn judge(
+    step: &Step,
+    result: anyhow::Result<Outcome>,
+    check: bool,
+    jinja: &Jinja,
+    vars: &minijinja::Value,
+) -> Attempt {
     let outcome = match result {
         Ok(o) => o,
         Err(e) => return failed(format!("{e:#}")),
@@ -231,18 +269,31 @@ fn judge(step: &Step, result: anyhow::Result<Outcome>, check: bool, jinja: &Jinj
             None => Ok(None),
             Some(Condition::Fixed(b)) => Ok(Some(*b)),
             Some(Condition::Expr(_)) if !judgeable => Ok(None),
-            Some(Condition::Expr(e)) => jinja.eval_bool(e, &scope()).map(Some).map_err(|err| format!("evaluating `{what}`: {err:#}")),
+            Some(Condition::Expr(e)) => jinja
+                .eval_bool(e, &scope())
+                .map(Some)
+                .map_err(|err| format!("evaluating `{what}`: {err:#}")),
         }
     };
     match eval(&step.failed_when, "failed_when") {
         Ok(Some(f)) => is_failed = f,
         Ok(None) => {}
-        Err(msg) => return Attempt { error: Some(msg), ..failed_with(outcome) },
+        Err(msg) => {
+            return Attempt {
+                error: Some(msg),
+                ..failed_with(outcome)
+            };
+        }
     }
     match eval(&step.changed_when, "changed_when") {
         Ok(Some(c)) => changed = c,
         Ok(None) => {}
-        Err(msg) => return Attempt { error: Some(msg), ..failed_with(outcome) },
+        Err(msg) => {
+            return Attempt {
+                error: Some(msg),
+                ..failed_with(outcome)
+            };
+        }
     }
     let status = if is_failed {
         StepStatus::Failed
@@ -252,14 +303,28 @@ fn judge(step: &Step, result: anyhow::Result<Outcome>, check: bool, jinja: &Jinj
         StepStatus::Ok
     };
     let error = is_failed.then(|| match &outcome.output {
-        Some(o) => format!("exit code {}{}", o.rc, last_line(&o.stderr).map(|l| format!(": {l}")).unwrap_or_default()),
+        Some(o) => format!(
+            "exit code {}{}",
+            o.rc,
+            last_line(&o.stderr)
+                .map(|l| format!(": {l}"))
+                .unwrap_or_default()
+        ),
         None => "failed_when is true".to_string(),
     });
-    Attempt { status, outcome: Outcome { changed, ..outcome }, error }
+    Attempt {
+        status,
+        outcome: Outcome { changed, ..outcome },
+        error,
+    }
 }
 
 fn failed_with(outcome: Outcome) -> Attempt {
-    Attempt { status: StepStatus::Failed, outcome, error: None }
+    Attempt {
+        status: StepStatus::Failed,
+        outcome,
+        error: None,
+    }
 }
 
 fn last_line(s: &str) -> Option<&str> {

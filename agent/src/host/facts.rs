@@ -59,7 +59,9 @@ impl Facts {
             match tokio::time::timeout(IMDS_TIMEOUT, imds(&endpoint)).await {
                 Ok(Ok(ec2)) => facts.ec2 = Some(ec2),
                 Ok(Err(e)) => tracing::debug!("no EC2 facts from {endpoint}: {e:#}"),
-                Err(_) => tracing::debug!("no EC2 facts: {endpoint} did not answer in {IMDS_TIMEOUT:?}"),
+                Err(_) => {
+                    tracing::debug!("no EC2 facts: {endpoint} did not answer in {IMDS_TIMEOUT:?}")
+                }
             }
         }
         facts
@@ -68,7 +70,9 @@ impl Facts {
 
 fn local() -> Facts {
     use sysinfo::{MemoryRefreshKind, RefreshKind, System};
-    let sys = System::new_with_specifics(RefreshKind::nothing().with_memory(MemoryRefreshKind::nothing().with_ram()));
+    let sys = System::new_with_specifics(
+        RefreshKind::nothing().with_memory(MemoryRefreshKind::nothing().with_ram()),
+    );
     let arch = std::env::consts::ARCH.to_string();
     let arch_alias = match arch.as_str() {
         "x86_64" => "amd64",
@@ -114,7 +118,11 @@ fn parse_os_release(text: &str) -> (String, String) {
 
 /// EC2 instances (Xen and Nitro) say so in their DMI data.
 fn looks_like_ec2() -> bool {
-    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default().to_ascii_lowercase();
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    };
     read("/sys/class/dmi/id/sys_vendor").contains("amazon")
         || read("/sys/class/dmi/id/bios_vendor").contains("amazon")
         || read("/sys/hypervisor/uuid").starts_with("ec2")
@@ -122,7 +130,10 @@ fn looks_like_ec2() -> bool {
 }
 
 async fn imds(endpoint: &str) -> anyhow::Result<Ec2Facts> {
-    let client = reqwest::Client::builder().timeout(IMDS_TIMEOUT).no_proxy().build()?;
+    let client = reqwest::Client::builder()
+        .timeout(IMDS_TIMEOUT)
+        .no_proxy()
+        .build()?;
     let token = client
         .put(format!("{endpoint}/latest/api/token"))
         .header("X-aws-ec2-metadata-token-ttl-seconds", "60")
@@ -163,7 +174,9 @@ mod tests {
 
     #[test]
     fn os_release_fields_are_unquoted() {
-        let (id, version) = parse_os_release("NAME=\"Amazon Linux\"\nVERSION_ID=\"2023\"\nID=amzn\nID_LIKE=\"fedora\"\n");
+        let (id, version) = parse_os_release(
+            "NAME=\"Amazon Linux\"\nVERSION_ID=\"2023\"\nID=amzn\nID_LIKE=\"fedora\"\n",
+        );
         assert_eq!((id.as_str(), version.as_str()), ("amzn", "2023"));
     }
 

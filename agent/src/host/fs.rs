@@ -26,9 +26,16 @@ pub struct Attrs {
 
 impl Attrs {
     /// Resolves the strings of a step (`mode = "0644"`, `owner = "root"`, `group = "adm"`).
-    pub fn resolve(mode: Option<&str>, owner: Option<&str>, group: Option<&str>) -> anyhow::Result<Self> {
+    pub fn resolve(
+        mode: Option<&str>,
+        owner: Option<&str>,
+        group: Option<&str>,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
-            mode: mode.map(parse_mode).transpose().map_err(anyhow::Error::msg)?,
+            mode: mode
+                .map(parse_mode)
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
             uid: owner.map(resolve_user).transpose()?,
             gid: group.map(resolve_group).transpose()?,
         })
@@ -78,7 +85,9 @@ pub fn parse_mode(s: &str) -> Result<u32, String> {
     let digits = s.strip_prefix("0o").unwrap_or(s);
     match u32::from_str_radix(digits, 8) {
         Ok(m) if m <= 0o7777 && !digits.is_empty() => Ok(m),
-        _ => Err(format!("mode {s:?} is not an octal mode such as \"0644\" or \"0755\"")),
+        _ => Err(format!(
+            "mode {s:?} is not an octal mode such as \"0644\" or \"0755\""
+        )),
     }
 }
 
@@ -128,20 +137,34 @@ pub fn write_atomic(path: &Path, content: &[u8], mode: u32, attrs: &Attrs) -> an
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}.bosun-"))
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     tmp.write_all(content)
-        .and_then(|()| tmp.as_file().set_permissions(fs::Permissions::from_mode(mode)))
+        .and_then(|()| {
+            tmp.as_file()
+                .set_permissions(fs::Permissions::from_mode(mode))
+        })
         .with_context(|| format!("writing {}", tmp.path().display()))?;
     if attrs.uid.is_some() || attrs.gid.is_some() {
-        fchown(tmp.as_file(), attrs.uid.map(Uid::from_raw), attrs.gid.map(Gid::from_raw))
-            .with_context(|| format!("setting owner/group of {}", path.display()))?;
+        fchown(
+            tmp.as_file(),
+            attrs.uid.map(Uid::from_raw),
+            attrs.gid.map(Gid::from_raw),
+        )
+        .with_context(|| format!("setting owner/group of {}", path.display()))?;
     }
-    tmp.as_file().sync_all().with_context(|| format!("flushing {}", tmp.path().display()))?;
-    tmp.persist(path).map_err(|e| e.error).with_context(|| format!("renaming into {}", path.display()))?;
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("flushing {}", tmp.path().display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("renaming into {}", path.display()))?;
     sync_dir(dir)
 }
 
@@ -175,7 +198,10 @@ mod tests {
         write_atomic(&path, b"new\n", 0o600, &Attrs::default()).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"new\n");
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o600);
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "{names:?}");
     }
 }

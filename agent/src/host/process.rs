@@ -35,8 +35,14 @@ impl Drop for GroupGuard {
 
 /// Runs `argv` (program and arguments) with `cwd` and extra `env`, stdin closed, and returns
 /// what it printed and its exit code. Errors only when the program cannot be started.
-pub async fn run(argv: &[String], cwd: Option<&Path>, env: &BTreeMap<String, String>) -> anyhow::Result<CommandOutput> {
-    let (program, args) = argv.split_first().context("empty command: nothing to run")?;
+pub async fn run(
+    argv: &[String],
+    cwd: Option<&Path>,
+    env: &BTreeMap<String, String>,
+) -> anyhow::Result<CommandOutput> {
+    let (program, args) = argv
+        .split_first()
+        .context("empty command: nothing to run")?;
     let mut cmd = Command::new(program);
     cmd.args(args)
         .envs(env)
@@ -52,16 +58,29 @@ pub async fn run(argv: &[String], cwd: Option<&Path>, env: &BTreeMap<String, Str
         Some(dir) => format!("starting {program:?} in {}", dir.display()),
         None => format!("starting {program:?}"),
     })?;
-    let mut guard = GroupGuard(child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw));
-    let stdout = child.stdout.take().context("child stdout was not captured")?;
-    let stderr = child.stderr.take().context("child stderr was not captured")?;
+    let mut guard = GroupGuard(
+        child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(Pid::from_raw),
+    );
+    let stdout = child
+        .stdout
+        .take()
+        .context("child stdout was not captured")?;
+    let stderr = child
+        .stderr
+        .take()
+        .context("child stderr was not captured")?;
     let (out, err, status) = tokio::join!(read_capped(stdout), read_capped(stderr), child.wait());
     let status = status.with_context(|| format!("waiting for {program:?}"))?;
     guard.0 = None;
     Ok(CommandOutput {
         stdout: out.context("reading stdout")?,
         stderr: err.context("reading stderr")?,
-        rc: status.code().unwrap_or_else(|| -status.signal().unwrap_or(1)),
+        rc: status
+            .code()
+            .unwrap_or_else(|| -status.signal().unwrap_or(1)),
     })
 }
 
@@ -95,7 +114,13 @@ mod tests {
 
     #[tokio::test]
     async fn captures_output_and_exit_code() {
-        let out = run(&sh("echo out; echo err >&2; exit 3"), None, &BTreeMap::new()).await.unwrap();
+        let out = run(
+            &sh("echo out; echo err >&2; exit 3"),
+            None,
+            &BTreeMap::new(),
+        )
+        .await
+        .unwrap();
         assert_eq!(out.stdout, "out\n");
         assert_eq!(out.stderr, "err\n");
         assert_eq!(out.rc, 3);
@@ -103,9 +128,14 @@ mod tests {
 
     #[tokio::test]
     async fn caps_output_without_blocking_the_program() {
-        let out = run(&sh("head -c 3000000 /dev/zero"), None, &BTreeMap::new()).await.unwrap();
+        let out = run(&sh("head -c 3000000 /dev/zero"), None, &BTreeMap::new())
+            .await
+            .unwrap();
         assert_eq!(out.rc, 0);
-        assert!(out.stdout.ends_with(&format!("[bosun: {} more bytes not kept]", 3_000_000 - OUTPUT_CAP)));
+        assert!(out.stdout.ends_with(&format!(
+            "[bosun: {} more bytes not kept]",
+            3_000_000 - OUTPUT_CAP
+        )));
     }
 
     #[tokio::test]
@@ -115,8 +145,7 @@ mod tests {
         let line = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
         let argv = sh(&line);
         let env = BTreeMap::new();
-        let fut = run(&argv, None, &env);
-        tokio::pin!(fut);
+        let mut fut = Box::pin(run(&argv, None, &env));
         // Poll until the grandchild has written its pid, then drop the future.
         loop {
             tokio::select! {
@@ -127,12 +156,17 @@ mod tests {
                 break;
             }
         }
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         drop(fut);
         // killpg delivered SIGKILL synchronously; wait for the kernel to reap or mark it.
         let gone = (0..200).any(|_| {
             let alive = nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok()
-                && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "));
+                && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z "));
             if alive {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }

@@ -233,8 +233,11 @@ mod tests {
             vec![Diagnostic::new(11..16, "unknown key `bogus`").with_help("expected one of: name")],
         );
         let out = d.render(false);
-        assert!(out.starts_with("bad.toml:2:1: error: unknown key `bogus`\n"), "{out}");
-        assert!(out.contains("^^^^^"), "{out}");
+        assert!(
+            out.starts_with("bad.toml:2:1: error: unknown key `bogus`\n"),
+            "{out}"
+        );
+        assert!(out.contains("──┬──"), "{out}");
         assert!(out.contains("expected one of: name"), "{out}");
     }
 }

@@ -49,7 +49,11 @@ pub fn load(source: Source, outside_vars: &[String]) -> Result<Playbook, Diagnos
     let mut outside = outside_vars.to_vec();
     outside.extend(parsed.stray_registers);
     let mut diagnostics = parsed.diagnostics;
-    diagnostics.extend(validate::validate_with(&parsed.playbook, &outside, &parsed.stray_handlers));
+    diagnostics.extend(validate::validate_with(
+        &parsed.playbook,
+        &outside,
+        &parsed.stray_handlers,
+    ));
     if diagnostics.is_empty() {
         Ok(parsed.playbook)
     } else {
@@ -206,11 +210,17 @@ impl<'de> Deserialize<'de> for DurationSpec {
             Text(String),
         }
         let expected = "seconds as an integer, or a duration such as \"30s\" or \"5m\"";
-        match Raw::deserialize(de).map_err(|_| serde::de::Error::custom(format!("expected {expected}")))? {
+        match Raw::deserialize(de)
+            .map_err(|_| serde::de::Error::custom(format!("expected {expected}")))?
+        {
             Raw::Secs(s) => Ok(DurationSpec(Duration::from_secs(s))),
-            Raw::Text(t) => humantime::parse_duration(&t).map(DurationSpec).map_err(|e| {
-                serde::de::Error::custom(format!("invalid duration {t:?} ({e}), expected {expected}"))
-            }),
+            Raw::Text(t) => humantime::parse_duration(&t)
+                .map(DurationSpec)
+                .map_err(|e| {
+                    serde::de::Error::custom(format!(
+                        "invalid duration {t:?} ({e}), expected {expected}"
+                    ))
+                }),
         }
     }
 }

@@ -144,8 +144,14 @@ fn string(value: &Spanned<DeValue<'_>>, key: &str, diags: &mut Vec<Diagnostic>) 
 fn parse_vars(value: &Spanned<DeValue<'_>>, diags: &mut Vec<Diagnostic>) -> Vec<Var> {
     let Some(table) = value.get_ref().as_table() else {
         diags.push(
-            Diagnostic::new(value.span(), format!("`vars` must be a table, found {}", value.get_ref().type_str()))
-                .with_help("write [vars] followed by lines of name = value"),
+            Diagnostic::new(
+                value.span(),
+                format!(
+                    "`vars` must be a table, found {}",
+                    value.get_ref().type_str()
+                ),
+            )
+            .with_help("write [vars] followed by lines of name = value"),
         );
         return Vec::new();
     };
@@ -154,8 +160,11 @@ fn parse_vars(value: &Spanned<DeValue<'_>>, diags: &mut Vec<Diagnostic>) -> Vec<
         let name = key.get_ref().to_string();
         if !is_identifier(&name) {
             diags.push(
-                Diagnostic::new(key.span(), format!("`{name}` is not a usable variable name"))
-                    .with_help("use letters, digits and underscores, not starting with a digit"),
+                Diagnostic::new(
+                    key.span(),
+                    format!("`{name}` is not a usable variable name"),
+                )
+                .with_help("use letters, digits and underscores, not starting with a digit"),
             );
             continue;
         }
@@ -165,7 +174,10 @@ fn parse_vars(value: &Spanned<DeValue<'_>>, diags: &mut Vec<Diagnostic>) -> Vec<
                 value: v,
                 span: value.span(),
             }),
-            Err(e) => diags.push(Diagnostic::new(value.span(), format!("variable `{name}`: {e}"))),
+            Err(e) => diags.push(Diagnostic::new(
+                value.span(),
+                format!("variable `{name}`: {e}"),
+            )),
         }
     }
     vars
@@ -178,11 +190,18 @@ pub(crate) fn is_identifier(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn parse_steps(value: &Spanned<DeValue<'_>>, kind: &str, diags: &mut Vec<Diagnostic>, stray: &mut Stray) -> Vec<Step> {
+fn parse_steps(
+    value: &Spanned<DeValue<'_>>,
+    kind: &str,
+    diags: &mut Vec<Diagnostic>,
+    stray: &mut Stray,
+) -> Vec<Step> {
     let Some(items) = value.get_ref().as_array() else {
         diags.push(
             Diagnostic::new(value.span(), format!("`{kind}` must be an array of tables"))
-                .with_help(format!("write each one as [[{kind}]], with double brackets")),
+                .with_help(format!(
+                    "write each one as [[{kind}]], with double brackets"
+                )),
         );
         return Vec::new();
     };
@@ -191,7 +210,13 @@ fn parse_steps(value: &Spanned<DeValue<'_>>, kind: &str, diags: &mut Vec<Diagnos
         .filter_map(|item| {
             let step = parse_step(item, kind, diags);
             if step.is_none() {
-                let get = |k: &str| item.get_ref().as_table().and_then(|t| t.get(k)).and_then(|v| v.get_ref().as_str()).map(str::to_string);
+                let get = |k: &str| {
+                    item.get_ref()
+                        .as_table()
+                        .and_then(|t| t.get(k))
+                        .and_then(|v| v.get_ref().as_str())
+                        .map(str::to_string)
+                };
                 stray.registers.extend(get("register"));
                 if kind == "handler" {
                     stray.handlers.extend(get("name"));
@@ -202,11 +227,18 @@ fn parse_steps(value: &Spanned<DeValue<'_>>, kind: &str, diags: &mut Vec<Diagnos
         .collect()
 }
 
-fn parse_step(item: &Spanned<DeValue<'_>>, kind: &str, diags: &mut Vec<Diagnostic>) -> Option<Step> {
+fn parse_step(
+    item: &Spanned<DeValue<'_>>,
+    kind: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Step> {
     let Some(table) = item.get_ref().as_table() else {
         diags.push(Diagnostic::new(
             item.span(),
-            format!("each `{kind}` must be a table, found {}", item.get_ref().type_str()),
+            format!(
+                "each `{kind}` must be a table, found {}",
+                item.get_ref().type_str()
+            ),
         ));
         return None;
     };
@@ -221,12 +253,13 @@ fn parse_step(item: &Spanned<DeValue<'_>>, kind: &str, diags: &mut Vec<Diagnosti
             actions.push((key, value));
         } else {
             diags.push(
-                Diagnostic::new(key.span(), format!("unknown key `{k}` in {kind}"))
-                    .with_help(format!(
+                Diagnostic::new(key.span(), format!("unknown key `{k}` in {kind}")).with_help(
+                    format!(
                         "expected one of: {}; or one action: {}",
                         COMMON_KEYS.join(", "),
                         ACTION_KEYS.join(", ")
-                    )),
+                    ),
+                ),
             );
         }
     }
@@ -273,12 +306,19 @@ fn parse_step(item: &Spanned<DeValue<'_>>, kind: &str, diags: &mut Vec<Diagnosti
         match Action::deserialize(key, ValueDeserializer::from((*value).clone()))? {
             Ok(action) => {
                 for problem in action.validate() {
-                    diags.push(Diagnostic::new(value.span(), format!("{label}: `{key}`: {problem}")));
+                    diags.push(Diagnostic::new(
+                        value.span(),
+                        format!("{label}: `{key}`: {problem}"),
+                    ));
                 }
                 Some((action, value.span(), value))
             }
             Err(e) => {
-                diags.push(serde_diagnostic(&e, value.span(), &format!("{label}: `{key}`")));
+                diags.push(serde_diagnostic(
+                    &e,
+                    value.span(),
+                    &format!("{label}: `{key}`"),
+                ));
                 None
             }
         }

@@ -26,11 +26,17 @@ struct PlaybookSchema {
 
 /// The schema as pretty-printed JSON with a trailing newline, exactly as committed.
 pub fn json_schema() -> String {
-    let mut schema = serde_json::to_value(schemars::schema_for!(PlaybookSchema))
-        .unwrap_or(Value::Null);
+    let mut schema =
+        serde_json::to_value(schemars::schema_for!(PlaybookSchema)).unwrap_or(Value::Null);
     // serde cannot say "exactly one of these keys"; the schema can.
-    let one_action: Vec<Value> = ACTION_KEYS.iter().map(|k| json!({ "required": [k] })).collect();
-    if let Some(step) = schema.pointer_mut("/$defs/StepSchema").and_then(Value::as_object_mut) {
+    let one_action: Vec<Value> = ACTION_KEYS
+        .iter()
+        .map(|k| json!({ "required": [k] }))
+        .collect();
+    if let Some(step) = schema
+        .pointer_mut("/$defs/StepSchema")
+        .and_then(Value::as_object_mut)
+    {
         step.insert("oneOf".into(), Value::Array(one_action));
     }
     let mut out = serde_json::to_string_pretty(&schema).unwrap_or_default();

@@ -21,7 +21,11 @@ pub fn validate(playbook: &Playbook, outside_vars: &[String]) -> Vec<Diagnostic>
 }
 
 /// [`validate`], counting `extra_handlers` (handlers that exist but failed to parse) as known.
-pub(crate) fn validate_with(playbook: &Playbook, outside_vars: &[String], extra_handlers: &[String]) -> Vec<Diagnostic> {
+pub(crate) fn validate_with(
+    playbook: &Playbook,
+    outside_vars: &[String],
+    extra_handlers: &[String],
+) -> Vec<Diagnostic> {
     let jinja = Jinja::new();
     let mut diags = Vec::new();
     let text = &playbook.source.text;
@@ -30,15 +34,24 @@ pub(crate) fn validate_with(playbook: &Playbook, outside_vars: &[String], extra_
     for h in &playbook.handlers {
         if !handler_names.insert(h.name.as_str()) {
             diags.push(
-                Diagnostic::new(h.spans.name.clone(), format!("a handler named `{}` already exists", h.name))
-                    .with_help("give each handler its own name: `notify` finds handlers by name"),
+                Diagnostic::new(
+                    h.spans.name.clone(),
+                    format!("a handler named `{}` already exists", h.name),
+                )
+                .with_help("give each handler its own name: `notify` finds handlers by name"),
             );
         }
         if !h.notify.is_empty() {
-            diags.push(Diagnostic::new(
-                h.spans.notify[0].clone(),
-                format!("handler `{}` has `notify`; handlers cannot notify other handlers", h.name),
-            ).with_help("list every handler to run in the `notify` of the step itself"));
+            diags.push(
+                Diagnostic::new(
+                    h.spans.notify[0].clone(),
+                    format!(
+                        "handler `{}` has `notify`; handlers cannot notify other handlers",
+                        h.name
+                    ),
+                )
+                .with_help("list every handler to run in the `notify` of the step itself"),
+            );
         }
     }
     handler_names.extend(extra_handlers.iter().map(String::as_str));
@@ -50,11 +63,17 @@ pub(crate) fn validate_with(playbook: &Playbook, outside_vars: &[String], extra_
                 let help = if known_handlers.is_empty() {
                     "this playbook defines no [[handler]]".to_string()
                 } else {
-                    format!("expected one of the handlers: {}", known_handlers.join(", "))
+                    format!(
+                        "expected one of the handlers: {}",
+                        known_handlers.join(", ")
+                    )
                 };
                 diags.push(
-                    Diagnostic::new(span.clone(), format!("`notify` names no handler: `{target}`"))
-                        .with_help(help),
+                    Diagnostic::new(
+                        span.clone(),
+                        format!("`notify` names no handler: `{target}`"),
+                    )
+                    .with_help(help),
                 );
             }
         }
@@ -81,14 +100,23 @@ pub(crate) fn validate_with(playbook: &Playbook, outside_vars: &[String], extra_
     diags
 }
 
-fn check_step(jinja: &Jinja, step: &Step, defined: &BTreeSet<String>, text: &str, diags: &mut Vec<Diagnostic>) {
-    if let (Some(r), Some(span)) = (&step.register, &step.spans.register) {
-        if !is_identifier(r) || r == FACTS_VAR || r == RESULT_VAR {
-            diags.push(
-                Diagnostic::new(span.clone(), format!("`register = \"{r}\"` is not a usable variable name"))
-                    .with_help("use letters, digits and underscores; `facts` and `result` are taken"),
-            );
-        }
+fn check_step(
+    jinja: &Jinja,
+    step: &Step,
+    defined: &BTreeSet<String>,
+    text: &str,
+    diags: &mut Vec<Diagnostic>,
+) {
+    if let (Some(r), Some(span)) = (&step.register, &step.spans.register)
+        && (!is_identifier(r) || r == FACTS_VAR || r == RESULT_VAR)
+    {
+        diags.push(
+            Diagnostic::new(
+                span.clone(),
+                format!("`register = \"{r}\"` is not a usable variable name"),
+            )
+            .with_help("use letters, digits and underscores; `facts` and `result` are taken"),
+        );
     }
     if let (Some(expr), Some(span)) = (&step.when, &step.spans.when) {
         check_expression(jinja, expr, span.clone(), defined, text, diags);
@@ -143,7 +171,9 @@ fn check_expression(
 }
 
 fn jinja_syntax(e: &minijinja::Error, span: Range<usize>) -> Diagnostic {
-    let detail = e.detail().map_or_else(|| e.kind().to_string(), str::to_string);
+    let detail = e
+        .detail()
+        .map_or_else(|| e.kind().to_string(), str::to_string);
     Diagnostic::new(span, format!("invalid Jinja: {detail}"))
         .with_help("see https://docs.rs/minijinja/latest/minijinja/syntax/ for the syntax")
 }
@@ -155,7 +185,10 @@ fn undefined(
     text: &str,
     diags: &mut Vec<Diagnostic>,
 ) {
-    let mut missing: Vec<String> = used.into_iter().filter(|v| !defined.contains(v) && !is_builtin(v)).collect();
+    let mut missing: Vec<String> = used
+        .into_iter()
+        .filter(|v| !defined.contains(v) && !is_builtin(v))
+        .collect();
     missing.sort();
     for name in missing {
         let span = narrow(text, &span, &name);
@@ -171,7 +204,10 @@ fn undefined(
 
 /// Names Jinja provides itself.
 fn is_builtin(name: &str) -> bool {
-    matches!(name, "range" | "dict" | "namespace" | "debug" | "true" | "false" | "none" | "loop")
+    matches!(
+        name,
+        "range" | "dict" | "namespace" | "debug" | "true" | "false" | "none" | "loop"
+    )
 }
 
 /// The span of the first whole-word occurrence of `name` inside `span`, else `span` itself.

@@ -57,9 +57,15 @@ impl CommandArgs {
 impl ActionArgs for CommandArgs {
     fn validate(&self) -> Vec<String> {
         match (&self.run, &self.argv) {
-            (Some(_), Some(_)) => vec!["give either `run` (a shell line) or `argv` (a list), not both".into()],
-            (None, None) => vec!["missing `run` (a shell line) or `argv` (a list): what should run?".into()],
-            (None, Some(a)) if a.is_empty() => vec!["`argv` is empty: it needs at least the program".into()],
+            (Some(_), Some(_)) => {
+                vec!["give either `run` (a shell line) or `argv` (a list), not both".into()]
+            }
+            (None, None) => {
+                vec!["missing `run` (a shell line) or `argv` (a list): what should run?".into()]
+            }
+            (None, Some(a)) if a.is_empty() => {
+                vec!["`argv` is empty: it needs at least the program".into()]
+            }
             _ => Vec::new(),
         }
     }
@@ -73,13 +79,16 @@ impl StepKind for CommandArgs {
             return Ok(Check::unchanged(Some(format!("not run: {p} exists"))));
         }
         if let Some(p) = self.removes.as_deref().filter(|p| !Path::new(p).exists()) {
-            return Ok(Check::unchanged(Some(format!("not run: {p} does not exist"))));
+            return Ok(Check::unchanged(Some(format!(
+                "not run: {p} does not exist"
+            ))));
         }
         Ok(Check::change((), "would run"))
     }
 
     async fn apply(&self, _ctx: &StepContext<'_>, (): ()) -> anyhow::Result<Outcome> {
-        let output = process::run(&self.argv(), self.cwd.as_deref().map(Path::new), &self.env).await?;
+        let output =
+            process::run(&self.argv(), self.cwd.as_deref().map(Path::new), &self.env).await?;
         Ok(Outcome {
             changed: true,
             diff: None,

@@ -31,12 +31,20 @@ pub enum ContentChange {
 
 /// Compares `dest` with `content` and `attrs`. A new file gets `attrs.mode`, or 0644; an
 /// existing file keeps its mode unless `attrs.mode` says otherwise.
-pub fn check(ctx: &StepContext<'_>, dest: &Path, content: Vec<u8>, attrs: Attrs) -> anyhow::Result<Check<ContentChange>> {
+pub fn check(
+    ctx: &StepContext<'_>,
+    dest: &Path,
+    content: Vec<u8>,
+    attrs: Attrs,
+) -> anyhow::Result<Check<ContentChange>> {
     let meta = lstat(dest)?;
     if meta.as_ref().is_some_and(|m| m.is_dir()) {
         bail!("{} is a directory; give the path of a file", dest.display());
     }
-    let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).map(PathBuf::from);
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(PathBuf::from);
     if let Some(parent) = parent.filter(|p| !p.exists()) {
         // Under --check an earlier step may be the one that would create the directory.
         if !ctx.check {
@@ -49,7 +57,10 @@ pub fn check(ctx: &StepContext<'_>, dest: &Path, content: Vec<u8>, attrs: Attrs)
     let old = read_if_exists(dest)?;
     let existing_mode = meta.as_ref().map(|m| m.mode() & 0o7777);
     if old.as_deref() == Some(content.as_slice()) {
-        let diffs = meta.as_ref().map(|m| attrs.differences(m)).unwrap_or_default();
+        let diffs = meta
+            .as_ref()
+            .map(|m| attrs.differences(m))
+            .unwrap_or_default();
         return Ok(if diffs.is_empty() {
             Check::unchanged(None)
         } else {
@@ -62,13 +73,25 @@ pub fn check(ctx: &StepContext<'_>, dest: &Path, content: Vec<u8>, attrs: Attrs)
         Some(o) => format!("update ({} → {} bytes)", o.len(), content.len()),
     };
     let mode = attrs.mode.or(existing_mode).unwrap_or(0o644);
-    Ok(Check::change(ContentChange::Write { content, mode, attrs }, message).with_diff(Some(diff)))
+    Ok(Check::change(
+        ContentChange::Write {
+            content,
+            mode,
+            attrs,
+        },
+        message,
+    )
+    .with_diff(Some(diff)))
 }
 
 /// Makes the change found by [`check`].
 pub fn apply(dest: &Path, change: ContentChange) -> anyhow::Result<Outcome> {
     let message = match change {
-        ContentChange::Write { content, mode, attrs } => {
+        ContentChange::Write {
+            content,
+            mode,
+            attrs,
+        } => {
             write_atomic(dest, &content, mode, &attrs)?;
             format!("wrote {} bytes", content.len())
         }
@@ -77,7 +100,11 @@ pub fn apply(dest: &Path, change: ContentChange) -> anyhow::Result<Outcome> {
             "attributes set".to_string()
         }
     };
-    Ok(Outcome { changed: true, message: Some(message), ..Outcome::default() })
+    Ok(Outcome {
+        changed: true,
+        message: Some(message),
+        ..Outcome::default()
+    })
 }
 
 /// A unified diff (3 lines of context) of a file's old and new content; a one-line summary for
@@ -85,13 +112,26 @@ pub fn apply(dest: &Path, change: ContentChange) -> anyhow::Result<Outcome> {
 pub fn unified_diff(path: &Path, old: Option<&[u8]>, new: &[u8]) -> String {
     let name = path.display().to_string();
     let old_bytes = old.unwrap_or_default();
-    let (Ok(old_text), Ok(new_text)) = (std::str::from_utf8(old_bytes), std::str::from_utf8(new)) else {
-        return format!("Binary files {name} differ ({} → {} bytes)\n", old_bytes.len(), new.len());
+    let (Ok(old_text), Ok(new_text)) = (std::str::from_utf8(old_bytes), std::str::from_utf8(new))
+    else {
+        return format!(
+            "Binary files {name} differ ({} → {} bytes)\n",
+            old_bytes.len(),
+            new.len()
+        );
     };
     if old_text.len() > DIFF_LIMIT || new_text.len() > DIFF_LIMIT {
-        return format!("{name}: content differs ({} → {} bytes; too large to diff)\n", old_text.len(), new_text.len());
+        return format!(
+            "{name}: content differs ({} → {} bytes; too large to diff)\n",
+            old_text.len(),
+            new_text.len()
+        );
     }
-    let old_header = if old.is_some() { format!("{name} (before)") } else { "/dev/null".to_string() };
+    let old_header = if old.is_some() {
+        format!("{name} (before)")
+    } else {
+        "/dev/null".to_string()
+    };
     TextDiff::from_lines(old_text, new_text)
         .unified_diff()
         .context_radius(3)

@@ -44,7 +44,9 @@ impl ActionArgs for CopyArgs {
         let mut problems = Vec::new();
         match (&self.content, &self.src) {
             (Some(_), Some(_)) => problems.push("give either `content` or `src`, not both".into()),
-            (None, None) => problems.push("missing `content` or `src`: what should the file hold?".into()),
+            (None, None) => {
+                problems.push("missing `content` or `src`: what should the file hold?".into())
+            }
             _ => {}
         }
         if let Some(m) = self.mode.as_deref().filter(|m| !is_templated(m)) {
@@ -58,7 +60,11 @@ impl StepKind for CopyArgs {
     type Change = ContentChange;
 
     async fn check(&self, ctx: &StepContext<'_>) -> anyhow::Result<Check<ContentChange>> {
-        let attrs = Attrs::resolve(self.mode.as_deref(), self.owner.as_deref(), self.group.as_deref())?;
+        let attrs = Attrs::resolve(
+            self.mode.as_deref(),
+            self.owner.as_deref(),
+            self.group.as_deref(),
+        )?;
         let bytes = match (&self.content, &self.src) {
             (Some(c), _) => c.clone().into_bytes(),
             (None, Some(src)) => {
@@ -70,7 +76,11 @@ impl StepKind for CopyArgs {
         content::check(ctx, Path::new(&self.dest), bytes, attrs)
     }
 
-    async fn apply(&self, _ctx: &StepContext<'_>, change: ContentChange) -> anyhow::Result<Outcome> {
+    async fn apply(
+        &self,
+        _ctx: &StepContext<'_>,
+        change: ContentChange,
+    ) -> anyhow::Result<Outcome> {
         content::apply(Path::new(&self.dest), change)
     }
 }

@@ -90,13 +90,18 @@ impl ActionArgs for FileArgs {
     fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         match (self.state, &self.src) {
-            (FileState::Link, None) => problems.push("`state = \"link\"` needs `src`, the link's target".into()),
+            (FileState::Link, None) => {
+                problems.push("`state = \"link\"` needs `src`, the link's target".into())
+            }
             (FileState::Link, Some(_)) => {}
             (_, Some(_)) => problems.push("`src` is only for `state = \"link\"`".into()),
             (_, None) => {}
         }
-        if self.state == FileState::Absent && (self.mode.is_some() || self.owner.is_some() || self.group.is_some()) {
-            problems.push("`mode`, `owner` and `group` mean nothing with `state = \"absent\"`".into());
+        if self.state == FileState::Absent
+            && (self.mode.is_some() || self.owner.is_some() || self.group.is_some())
+        {
+            problems
+                .push("`mode`, `owner` and `group` mean nothing with `state = \"absent\"`".into());
         }
         if self.state == FileState::Link && self.mode.is_some() {
             problems.push("a symlink has no mode of its own; set `mode` on its target".into());
@@ -113,14 +118,21 @@ impl StepKind for FileArgs {
 
     async fn check(&self, _ctx: &StepContext<'_>) -> anyhow::Result<Check<FileChange>> {
         let path = Path::new(&self.path);
-        let attrs = Attrs::resolve(self.mode.as_deref(), self.owner.as_deref(), self.group.as_deref())?;
+        let attrs = Attrs::resolve(
+            self.mode.as_deref(),
+            self.owner.as_deref(),
+            self.group.as_deref(),
+        )?;
         let meta = lstat(path)?;
         let is_dir = meta.as_ref().is_some_and(|m| m.is_dir());
         Ok(match self.state {
             FileState::Directory => match meta {
                 None => Check::change(FileChange::CreateDirectory(attrs), "create directory"),
                 Some(m) if m.is_dir() => attributes(attrs, &m),
-                Some(_) => bail!("{} exists and is not a directory; remove it first or choose another path", path.display()),
+                Some(_) => bail!(
+                    "{} exists and is not a directory; remove it first or choose another path",
+                    path.display()
+                ),
             },
             FileState::File => match meta {
                 None => Check::change(FileChange::CreateFile(attrs), "create empty file"),
@@ -129,19 +141,34 @@ impl StepKind for FileArgs {
             },
             FileState::Absent => match meta {
                 None => Check::unchanged(None),
-                Some(_) => Check::change(FileChange::Remove { directory: is_dir }, if is_dir { "remove directory" } else { "remove" }),
+                Some(_) => Check::change(
+                    FileChange::Remove { directory: is_dir },
+                    if is_dir { "remove directory" } else { "remove" },
+                ),
             },
             FileState::Link => {
                 let target = PathBuf::from(self.src.as_deref().unwrap_or_default());
                 match meta {
                     Some(m) if m.file_type().is_symlink() => {
-                        let current = fs::read_link(path).with_context(|| format!("reading link {}", path.display()))?;
+                        let current = fs::read_link(path)
+                            .with_context(|| format!("reading link {}", path.display()))?;
                         if current == target {
-                            let owner_only = Attrs { mode: None, ..attrs };
+                            let owner_only = Attrs {
+                                mode: None,
+                                ..attrs
+                            };
                             attributes(owner_only, &m)
                         } else {
-                            let msg = format!("relink: {} → {}", current.display(), target.display());
-                            Check::change(FileChange::Link { target, remove_first: None, attrs }, msg)
+                            let msg =
+                                format!("relink: {} → {}", current.display(), target.display());
+                            Check::change(
+                                FileChange::Link {
+                                    target,
+                                    remove_first: None,
+                                    attrs,
+                                },
+                                msg,
+                            )
                         }
                     }
                     Some(_) if !self.force => bail!(
@@ -149,10 +176,21 @@ impl StepKind for FileArgs {
                         path.display()
                     ),
                     Some(_) => Check::change(
-                        FileChange::Link { target, remove_first: Some(is_dir), attrs },
+                        FileChange::Link {
+                            target,
+                            remove_first: Some(is_dir),
+                            attrs,
+                        },
                         "replace with a link",
                     ),
-                    None => Check::change(FileChange::Link { target, remove_first: None, attrs }, "create link"),
+                    None => Check::change(
+                        FileChange::Link {
+                            target,
+                            remove_first: None,
+                            attrs,
+                        },
+                        "create link",
+                    ),
                 }
             }
         })
@@ -162,7 +200,8 @@ impl StepKind for FileArgs {
         let path = Path::new(&self.path);
         let message = match change {
             FileChange::CreateDirectory(attrs) => {
-                fs::create_dir_all(path).with_context(|| format!("creating directory {}", path.display()))?;
+                fs::create_dir_all(path)
+                    .with_context(|| format!("creating directory {}", path.display()))?;
                 attrs.apply(path)?;
                 "created directory".to_string()
             }
@@ -185,7 +224,11 @@ impl StepKind for FileArgs {
                 .with_context(|| format!("removing {}", path.display()))?;
                 "removed".to_string()
             }
-            FileChange::Link { target, remove_first, attrs } => {
+            FileChange::Link {
+                target,
+                remove_first,
+                attrs,
+            } => {
                 match remove_first {
                     Some(true) => fs::remove_dir_all(path),
                     Some(false) => fs::remove_file(path),
@@ -193,7 +236,11 @@ impl StepKind for FileArgs {
                 }
                 .with_context(|| format!("removing {} to put a link there", path.display()))?;
                 replace_link(path, &target)?;
-                Attrs { mode: None, ..attrs }.apply(path)?;
+                Attrs {
+                    mode: None,
+                    ..attrs
+                }
+                .apply(path)?;
                 format!("linked to {}", target.display())
             }
             FileChange::Attributes(attrs) => {
@@ -201,7 +248,11 @@ impl StepKind for FileArgs {
                 "attributes set".to_string()
             }
         };
-        Ok(Outcome { changed: true, message: Some(message), ..Outcome::default() })
+        Ok(Outcome {
+            changed: true,
+            message: Some(message),
+            ..Outcome::default()
+        })
     }
 }
 
@@ -216,8 +267,14 @@ fn attributes(attrs: Attrs, meta: &fs::Metadata) -> Check<FileChange> {
 
 /// Points `path` at `target` atomically: a new link beside it, renamed over it.
 fn replace_link(path: &Path, target: &Path) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.bosun-link-{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
     symlink(target, &tmp).with_context(|| format!("creating link {}", tmp.display()))?;

@@ -73,15 +73,13 @@ impl ActionArgs for LineInFileArgs {
             }
             _ => {}
         }
-        if let Some(l) = &self.line {
-            if l.contains('\n') {
-                problems.push("`line` must be a single line (no newline)".into());
-            }
+        if self.line.as_deref().is_some_and(|l| l.contains('\n')) {
+            problems.push("`line` must be a single line (no newline)".into());
         }
-        if let Some(r) = self.regexp.as_deref().filter(|r| !is_templated(r)) {
-            if let Err(e) = Regex::new(r) {
-                problems.push(format!("`regexp` is not a valid regular expression: {e}"));
-            }
+        if let Some(r) = self.regexp.as_deref().filter(|r| !is_templated(r))
+            && let Err(e) = Regex::new(r)
+        {
+            problems.push(format!("`regexp` is not a valid regular expression: {e}"));
         }
         if let Some(m) = self.mode.as_deref().filter(|m| !is_templated(m)) {
             problems.extend(parse_mode(m).err());
@@ -95,7 +93,11 @@ impl StepKind for LineInFileArgs {
 
     async fn check(&self, ctx: &StepContext<'_>) -> anyhow::Result<Check<ContentChange>> {
         let path = Path::new(&self.path);
-        let attrs = Attrs::resolve(self.mode.as_deref(), self.owner.as_deref(), self.group.as_deref())?;
+        let attrs = Attrs::resolve(
+            self.mode.as_deref(),
+            self.owner.as_deref(),
+            self.group.as_deref(),
+        )?;
         let regexp = self
             .regexp
             .as_deref()
@@ -103,14 +105,22 @@ impl StepKind for LineInFileArgs {
             .transpose()
             .context("`regexp` is not a valid regular expression")?;
         let old = match read_if_exists(path)? {
-            Some(bytes) => Some(String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))?),
+            Some(bytes) => Some(
+                String::from_utf8(bytes)
+                    .with_context(|| format!("{} is not UTF-8 text", path.display()))?,
+            ),
             None => None,
         };
         let Some(old) = old else {
             return match (self.state, self.create) {
-                (LineState::Absent, _) => Ok(Check::unchanged(Some("file does not exist".to_string()))),
+                (LineState::Absent, _) => {
+                    Ok(Check::unchanged(Some("file does not exist".to_string())))
+                }
                 (LineState::Present, false) => {
-                    bail!("{} does not exist; set `create = true` to create it", path.display())
+                    bail!(
+                        "{} does not exist; set `create = true` to create it",
+                        path.display()
+                    )
                 }
                 (LineState::Present, true) => {
                     let line = self.line.as_deref().unwrap_or_default();
@@ -122,7 +132,11 @@ impl StepKind for LineInFileArgs {
         content::check(ctx, path, new.into_bytes(), attrs)
     }
 
-    async fn apply(&self, _ctx: &StepContext<'_>, change: ContentChange) -> anyhow::Result<Outcome> {
+    async fn apply(
+        &self,
+        _ctx: &StepContext<'_>,
+        change: ContentChange,
+    ) -> anyhow::Result<Outcome> {
         content::apply(Path::new(&self.path), change)
     }
 }
@@ -151,7 +165,11 @@ fn edit(text: &str, state: LineState, line: Option<&str>, regexp: Option<&Regex>
         out.push('\n');
     }
     // Keep the file byte-identical when nothing changed, even without a final newline.
-    if out.trim_end_matches('\n') == text.trim_end_matches('\n') { text.to_string() } else { out }
+    if out.trim_end_matches('\n') == text.trim_end_matches('\n') {
+        text.to_string()
+    } else {
+        out
+    }
 }
 
 #[cfg(test)]
@@ -164,7 +182,12 @@ mod tests {
 
     #[test]
     fn replaces_the_last_match() {
-        let out = edit("port=1\nx\nport=2\n", LineState::Present, Some("port=8080"), Some(&re("^port=")));
+        let out = edit(
+            "port=1\nx\nport=2\n",
+            LineState::Present,
+            Some("port=8080"),
+            Some(&re("^port=")),
+        );
         assert_eq!(out, "port=1\nx\nport=8080\n");
     }
 
@@ -172,7 +195,10 @@ mod tests {
     fn appends_when_missing_and_is_idempotent() {
         let once = edit("a\nb", LineState::Present, Some("c=1"), Some(&re("^c=")));
         assert_eq!(once, "a\nb\nc=1\n");
-        assert_eq!(edit(&once, LineState::Present, Some("c=1"), Some(&re("^c="))), once);
+        assert_eq!(
+            edit(&once, LineState::Present, Some("c=1"), Some(&re("^c="))),
+            once
+        );
     }
 
     #[test]

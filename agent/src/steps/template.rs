@@ -50,9 +50,14 @@ impl StepKind for TemplateArgs {
     type Change = ContentChange;
 
     async fn check(&self, ctx: &StepContext<'_>) -> anyhow::Result<Check<ContentChange>> {
-        let attrs = Attrs::resolve(self.mode.as_deref(), self.owner.as_deref(), self.group.as_deref())?;
+        let attrs = Attrs::resolve(
+            self.mode.as_deref(),
+            self.owner.as_deref(),
+            self.group.as_deref(),
+        )?;
         let src = ctx.resolve(Path::new(&self.src));
-        let text = std::fs::read_to_string(&src).with_context(|| format!("reading template {}", src.display()))?;
+        let text = std::fs::read_to_string(&src)
+            .with_context(|| format!("reading template {}", src.display()))?;
         let rendered = ctx
             .jinja
             .render_named(&src.display().to_string(), &text, ctx.vars)
@@ -60,7 +65,11 @@ impl StepKind for TemplateArgs {
         content::check(ctx, Path::new(&self.dest), rendered.into_bytes(), attrs)
     }
 
-    async fn apply(&self, _ctx: &StepContext<'_>, change: ContentChange) -> anyhow::Result<Outcome> {
+    async fn apply(
+        &self,
+        _ctx: &StepContext<'_>,
+        change: ContentChange,
+    ) -> anyhow::Result<Outcome> {
         content::apply(Path::new(&self.dest), change)
     }
 }
