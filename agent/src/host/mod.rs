@@ -1,6 +1,8 @@
 //! The only layer that touches the operating system directly: files and their attributes,
 //! processes, and facts about the machine. Steps call it; it calls nothing above it.
 
+pub mod download;
 pub mod facts;
 pub mod fs;
 pub mod process;
+pub mod systemd;

@@ -86,8 +86,14 @@ impl Sandbox {
     /// no inherited `BOSUN_*` settings, and an IMDS endpoint that refuses at once (so facts
     /// gathering is fast and has no `ec2` part on any machine).
     pub fn bosund(&self) -> Command {
-        let mut cmd = Command::new(BOSUND);
+        let mut cmd = self.command(BOSUND);
         cmd.arg("--state-dir").arg(self.state_dir());
+        cmd
+    }
+
+    /// `program` with the environment of [`Sandbox::bosund`], run in the sandbox.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("BOSUN_") {
                 cmd.env_remove(&key);
@@ -202,7 +208,7 @@ impl Run {
     /// Runs `cmd` (feeding `stdin` when given), parses every stdout line as a [`RunEvent`] and
     /// checks the stream's shape: `run_started` first, `summary` last and equal to the counts
     /// of the `step_finished` events, each of which follows its own `step_started`.
-    fn from_command(mut cmd: Command, stdin: Option<String>) -> Run {
+    pub fn from_command(mut cmd: Command, stdin: Option<String>) -> Run {
         let started = Instant::now();
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         if stdin.is_some() {

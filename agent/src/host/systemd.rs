@@ -1,0 +1,45 @@
+//! systemd units through `systemctl`: the state of a unit and the verbs that change it.
+//!
+//! Everything goes through the `systemctl` program (not D-Bus): it is on every systemd host, it
+//! behaves the same inside containers, and its exit codes are a stable contract
+//! (`is-active`/`is-enabled` answer with 0 or non-zero and one word).
+
+use std::collections::BTreeMap;
+
+use anyhow::bail;
+
+use super::process;
+use crate::steps::CommandOutput;
+
+/// Runs `systemctl ARGS...` and returns its output whatever the exit code.
+pub async fn systemctl(args: &[&str]) -> anyhow::Result<CommandOutput> {
+    let mut argv = vec!["systemctl".to_string()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    process::run(&argv, None, &BTreeMap::new()).await
+}
+
+/// Runs `systemctl ARGS...` and fails, with its stderr, when it exits non-zero.
+pub async fn systemctl_ok(args: &[&str]) -> anyhow::Result<CommandOutput> {
+    let out = systemctl(args).await?;
+    if out.rc != 0 {
+        bail!("systemctl {} failed (exit code {}): {}", args.join(" "), out.rc, out.stderr.trim());
+    }
+    Ok(out)
+}
+
+/// `systemctl is-active UNIT`: `active`, `inactive`, `failed`, `activating`, ...
+pub async fn active_state(unit: &str) -> anyhow::Result<String> {
+    Ok(systemctl(&["is-active", unit]).await?.stdout.trim().to_string())
+}
+
+/// `systemctl is-enabled UNIT`: `enabled`, `disabled`, `static`, `masked`, `not-found`, ...
+pub async fn enabled_state(unit: &str) -> anyhow::Result<String> {
+    let out = systemctl(&["is-enabled", unit]).await?;
+    let word = out.stdout.trim();
+    Ok(if word.is_empty() { "not-found".to_string() } else { word.to_string() })
+}
+
+/// `systemctl daemon-reload`.
+pub async fn daemon_reload() -> anyhow::Result<()> {
+    systemctl_ok(&["daemon-reload"]).await.map(|_| ())
+}
