@@ -29,6 +29,7 @@ pub struct ServedRequest {
 ///   [`request_log`](Self::request_log)) so tests can assert e.g. "downloaded only once".
 /// - Dropping it closes the listener and every open connection and joins its threads; the
 ///   port then refuses connections. The directory itself is the caller's and is left alone.
+#[derive(Debug)]
 pub struct ArtifactServer {
     server: HttpServer,
     root: PathBuf,

@@ -107,8 +107,12 @@ pub fn get(url: &str) -> Result<HttpResponse> {
 }
 
 fn parse_response(raw: &[u8], head_only: bool) -> Result<HttpResponse> {
-    let end = find(raw, b"\r\n\r\n")
-        .ok_or_else(|| anyhow!("response has no complete header block ({} bytes)", raw.len()))?;
+    let end = find(raw, b"\r\n\r\n").ok_or_else(|| {
+        anyhow!(
+            "response has no complete header block ({} bytes)",
+            raw.len()
+        )
+    })?;
     let head = String::from_utf8_lossy(&raw[..end]);
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
@@ -238,6 +242,7 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        500 => "Internal Server Error",
         _ => "Status",
     }
 }
@@ -249,6 +254,7 @@ type Connections = Arc<Mutex<Vec<(TcpStream, JoinHandle<()>)>>>;
 /// A loopback HTTP/1.1 server: one thread accepts, one thread per connection (keep-alive
 /// honoured). Dropping it stops accepting, closes open connections and joins every thread,
 /// after which the port refuses connections.
+#[derive(Debug)]
 pub(crate) struct HttpServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -305,7 +311,11 @@ fn accept_loop(listener: TcpListener, stop: Arc<AtomicBool>, conns: Connections,
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        let Ok(stream) = stream else { continue };
+        let Ok(stream) = stream else {
+            // e.g. out of file descriptors: back off instead of spinning.
+            thread::sleep(Duration::from_millis(10));
+            continue;
+        };
         let Ok(clone) = stream.try_clone() else {
             continue;
         };
@@ -325,6 +335,18 @@ fn accept_loop(listener: TcpListener, stop: Arc<AtomicBool>, conns: Connections,
 }
 
 fn serve_connection(stream: TcpStream, handler: &Handler, stop: &AtomicBool) {
+    // The accept loop keeps a clone of this socket (to shut it down on drop), so dropping
+    // ours would not close the connection: shut it down explicitly however we return.
+    struct CloseOnReturn(TcpStream);
+    impl Drop for CloseOnReturn {
+        fn drop(&mut self) {
+            let _ = self.0.shutdown(Shutdown::Both);
+        }
+    }
+    let Ok(guard) = stream.try_clone() else {
+        return;
+    };
+    let _close = CloseOnReturn(guard);
     let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
     let Ok(mut writer) = stream.try_clone() else {
@@ -392,7 +414,10 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Result<Option<(Request, bo
         target: target.to_string(),
         headers,
     };
-    let connection = req.header("connection").unwrap_or_default().to_ascii_lowercase();
+    let connection = req
+        .header("connection")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     let keep_alive = if version == "HTTP/1.0" {
         connection == "keep-alive"
     } else {

@@ -64,6 +64,7 @@ impl Default for ImdsConfig {
 ///   `availabilityZone`, `instanceType`, `imageId`, `privateIp`, `accountId`,
 ///   `architecture`). Anything else: 404.
 /// - Every request is logged ([`requests`](Self::requests)); dropping it stops the server.
+#[derive(Debug)]
 pub struct Imds {
     server: HttpServer,
     config: ImdsConfig,
@@ -124,10 +125,7 @@ impl Imds {
     /// disables IMDS.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
-            (
-                "AWS_EC2_METADATA_SERVICE_ENDPOINT".into(),
-                format!("{}/", self.endpoint()),
-            ),
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), self.endpoint()),
             ("AWS_EC2_METADATA_DISABLED".into(), "false".into()),
         ]
     }
@@ -161,8 +159,10 @@ fn answer(config: &ImdsConfig, tokens: &Mutex<Vec<String>>, req: &Request) -> Re
             .unwrap_or_else(PoisonError::into_inner)
             .push(token.clone());
         let mut resp = Response::text(200, token);
-        resp.extra_headers
-            .push(("X-Aws-Ec2-Metadata-Token-Ttl-Seconds".into(), ttl.to_string()));
+        resp.extra_headers.push((
+            "X-Aws-Ec2-Metadata-Token-Ttl-Seconds".into(),
+            ttl.to_string(),
+        ));
         return resp;
     }
     if req.method != "GET" && req.method != "HEAD" {

@@ -20,10 +20,12 @@
 //!   the race between probing a free port and binding it), it is started again on a fresh
 //!   port, up to 3 times.
 //! - Dropping a peer kills it and waits for it (no zombies), and removes its temporary
-//!   directory; its port then refuses connections. A test killed by SIGKILL cannot run
-//!   destructors, so its peers outlive it; Ctrl-C reaches them through the process group.
+//!   directory; its port then refuses connections. A test process killed by SIGKILL cannot
+//!   run destructors, so its peers outlive it (Ctrl-C in a terminal reaches them too, as they
+//!   stay in the test's process group).
 
 mod artifact;
+pub mod hostbox;
 pub mod http;
 mod imds;
 mod mariadb;
@@ -32,6 +34,7 @@ mod process;
 mod sshd;
 
 pub use artifact::{ArtifactServer, ServedRequest};
+pub use hostbox::HostBox;
 pub use imds::{Imds, ImdsConfig};
 pub use mariadb::MariaDb;
 pub use moto::Moto;

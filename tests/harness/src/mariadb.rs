@@ -40,6 +40,17 @@ pub struct MariaDb {
     dir: TempDir,
 }
 
+impl std::fmt::Debug for MariaDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MariaDb")
+            .field("port", &self.port)
+            .field("pid", &self.process.pid())
+            .field("dir", &self.dir.path())
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
 impl MariaDb {
     /// Initialises a datadir, starts the server on a free port, sets root's password and waits
     /// (up to 30 s) until an authenticated query over TCP succeeds.
@@ -68,6 +79,9 @@ impl MariaDb {
             init.arg("--no-defaults")
                 .arg(format!("--datadir={}", datadir.display()))
                 .arg(format!("--user={user}"))
+                // Its own tmpdir: a bootstrapping server deletes stray #sql files in its
+                // tmpdir, which would break another test's install running in parallel.
+                .arg(format!("--tmpdir={}", d.display()))
                 .args([
                     "--auth-root-authentication-method=normal",
                     "--skip-test-db",
@@ -121,7 +135,9 @@ impl MariaDb {
             // 2. Root gets a password everywhere, via the socket (no password yet).
             db.set_root_password(&socket)?;
             // 3. An authenticated query over TCP works.
-            let check = db.exec("SELECT 1").context("login over TCP with the new password")?;
+            let check = db
+                .exec("SELECT 1")
+                .context("login over TCP with the new password")?;
             if check.trim() != "1" {
                 return Err(StartFailure::Fatal(anyhow::anyhow!(
                     "MariaDB answered {check:?} to SELECT 1"
@@ -245,5 +261,9 @@ fn run_sql(mut cmd: Command, sql: &str) -> Result<String> {
 
 fn abbreviate(sql: &str) -> String {
     let s: String = sql.chars().take(200).collect();
-    if s.len() < sql.len() { format!("{s}...") } else { s }
+    if s.len() < sql.len() {
+        format!("{s}...")
+    } else {
+        s
+    }
 }

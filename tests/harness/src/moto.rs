@@ -23,6 +23,7 @@ const INSTALL_HINT: &str = "run scripts/test, which creates the Python venv with
 /// - Started with `MOTO_IAM_LOAD_MANAGED_POLICIES=true MOTO_ACM_VALIDATION_WAIT=1`.
 /// - Dropping it kills and reaps the process and removes the directory; the port then
 ///   refuses connections.
+#[derive(Debug)]
 pub struct Moto {
     process: PeerProcess,
     port: u16,
@@ -85,8 +86,13 @@ impl Moto {
 
     /// Wipes all state (`POST /moto-api/reset`).
     pub fn reset(&self) -> Result<()> {
-        let resp = http::request("POST", &format!("{}/moto-api/reset", self.endpoint()), &[], &[])
-            .context("moto reset")?;
+        let resp = http::request(
+            "POST",
+            &format!("{}/moto-api/reset", self.endpoint()),
+            &[],
+            &[],
+        )
+        .context("moto reset")?;
         if resp.status != 200 {
             bail!("moto reset answered {}: {}", resp.status, resp.text());
         }

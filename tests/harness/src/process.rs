@@ -171,6 +171,7 @@ pub(crate) fn start_with_retries<T>(
 
 /// A peer process. Its stdout and stderr go to a log file; on drop it is killed (SIGKILL) and
 /// reaped, so no zombie or stray server outlives the test.
+#[derive(Debug)]
 pub(crate) struct PeerProcess {
     name: String,
     child: Option<Child>,
@@ -266,5 +267,76 @@ impl PeerProcess {
 impl Drop for PeerProcess {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_program_names_the_fix() {
+        let err = find_program(
+            "bosun-no-such-program",
+            &["/nonexistent"],
+            "install it with X",
+        )
+        .expect_err("found a program that does not exist");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("bosun-no-such-program not found"), "{msg}");
+        assert!(msg.contains("install it with X"), "{msg}");
+    }
+
+    #[test]
+    fn finds_programs_on_path() {
+        assert!(find_program("sh", &[], "").is_ok());
+    }
+
+    #[test]
+    fn free_ports_are_bindable_and_randomish() {
+        let a = free_port().unwrap();
+        assert!(TcpListener::bind(("127.0.0.1", a)).is_ok());
+        assert_eq!(random_hex(8).unwrap().len(), 16);
+    }
+
+    #[test]
+    fn early_exit_is_retried_then_reported() {
+        let mut tries = 0;
+        let r: Result<()> = start_with_retries("thing", |_port| {
+            tries += 1;
+            Err(StartFailure::Exited(anyhow!("port taken")))
+        });
+        assert_eq!(tries, START_ATTEMPTS);
+        let msg = format!("{:#}", r.expect_err("should fail"));
+        assert!(
+            msg.contains("thing failed to start 3 times") && msg.contains("port taken"),
+            "{msg}"
+        );
+
+        let mut tries = 0;
+        let r: Result<()> = start_with_retries("thing", |_port| {
+            tries += 1;
+            Err(StartFailure::Fatal(anyhow!("no config")))
+        });
+        assert_eq!(tries, 1);
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn a_peer_that_dies_fails_fast_with_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo boom-from-peer >&2; exit 3"]);
+        let mut p = PeerProcess::spawn("dier", cmd, &dir.path().join("log"), &[]).unwrap();
+        let started = Instant::now();
+        let Err(StartFailure::Exited(e)) = p.wait_ready(|| bail!("never ready")) else {
+            panic!("expected an early-exit failure");
+        };
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("dier exited") && msg.contains("boom-from-peer"),
+            "{msg}"
+        );
     }
 }

@@ -30,6 +30,7 @@ const SYSTEM_DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr
 ///   connections. Sessions still open at that moment end when their client disconnects.
 /// - `/run/sshd` must exist (sshd's privilege-separation directory): created when running
 ///   as root, else the error says to run scripts/test.
+#[derive(Debug)]
 pub struct Sshd {
     process: PeerProcess,
     port: u16,
@@ -80,7 +81,8 @@ impl Sshd {
                 .arg(d.join("sshd_config"))
                 .arg("-E")
                 .arg(d.join("sshd.log"));
-            let process = PeerProcess::spawn("sshd", cmd, &d.join("sshd.out"), &[d.join("sshd.log")])?;
+            let process =
+                PeerProcess::spawn("sshd", cmd, &d.join("sshd.out"), &[d.join("sshd.log")])?;
             let mut server = Sshd {
                 process,
                 port,
@@ -220,8 +222,8 @@ fn known_hosts_line(port: u16, key: &str) -> String {
 
 /// `ssh-ed25519 AAAA...` from a `.pub` file, without the comment.
 fn read_pub_key(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut fields = text.split_whitespace();
     match (fields.next(), fields.next()) {
         (Some(kind), Some(key)) => Ok(format!("{kind} {key}")),

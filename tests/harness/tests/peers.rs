@@ -23,8 +23,18 @@ fn moto_answers_s3_and_resets() -> Result<()> {
     }
 
     // moto does not check signatures: a bare path-style PUT creates a bucket.
-    let put = http::request("PUT", &format!("{}/harness-bucket", moto.endpoint()), &[], &[])?;
-    ensure!(put.status == 200, "PUT bucket: {} {}", put.status, put.text());
+    let put = http::request(
+        "PUT",
+        &format!("{}/harness-bucket", moto.endpoint()),
+        &[],
+        &[],
+    )?;
+    ensure!(
+        put.status == 200,
+        "PUT bucket: {} {}",
+        put.status,
+        put.text()
+    );
     let list = http::get(&format!("{}/", moto.endpoint()))?;
     ensure!(
         list.text().contains("<Name>harness-bucket</Name>"),
@@ -34,10 +44,16 @@ fn moto_answers_s3_and_resets() -> Result<()> {
 
     moto.reset()?;
     let list = http::get(&format!("{}/", moto.endpoint()))?;
-    ensure!(!list.text().contains("harness-bucket"), "reset kept the bucket");
+    ensure!(
+        !list.text().contains("harness-bucket"),
+        "reset kept the bucket"
+    );
 
     drop(moto);
-    assert!(!port_is_open(port), "moto port {port} still open after drop");
+    assert!(
+        !port_is_open(port),
+        "moto port {port} still open after drop"
+    );
     Ok(())
 }
 
@@ -58,14 +74,17 @@ fn moto_works_with_boto3_from_the_venv() -> Result<()> {
     // The SDK path: real SigV4-signed requests using only env() for configuration.
     let moto = Moto::start()?;
     let venv = std::env::var("BOSUN_TEST_VENV").unwrap_or_else(|_| {
-        format!("{}/.cache/bosun/venv", std::env::var("HOME").unwrap_or_default())
+        format!(
+            "{}/.cache/bosun/venv",
+            std::env::var("HOME").unwrap_or_default()
+        )
     });
     let out = std::process::Command::new(format!("{venv}/bin/python"))
         .args([
             "-c",
-            "import boto3; s=boto3.client('s3'); s.create_bucket(Bucket='b1'); \
-             s.put_object(Bucket='b1', Key='k', Body=b'hello'); \
-             print(s.get_object(Bucket='b1', Key='k')['Body'].read().decode())",
+            "import boto3; s=boto3.client('s3'); s.create_bucket(Bucket='bkt1'); \
+             s.put_object(Bucket='bkt1', Key='k', Body=b'hello'); \
+             print(s.get_object(Bucket='bkt1', Key='k')['Body'].read().decode())",
         ])
         .env_clear()
         .envs(moto.env())
@@ -151,7 +170,10 @@ fn sshd_runs_commands_and_checks_host_keys() -> Result<()> {
 
     let dir = sshd.dir().to_path_buf();
     drop(sshd);
-    assert!(!port_is_open(port), "sshd port {port} still open after drop");
+    assert!(
+        !port_is_open(port),
+        "sshd port {port} still open after drop"
+    );
     assert!(!dir.exists(), "sshd temp dir {} left behind", dir.display());
     Ok(())
 }
@@ -166,7 +188,8 @@ fn mariadb_stores_and_counts_rows() -> Result<()> {
     db.exec(
         "CREATE DATABASE shop;
          CREATE TABLE shop.orders (id INT PRIMARY KEY, amount DECIMAL(10,2));
-         INSERT INTO shop.orders SELECT seq, seq * 1.5 FROM seq_1_to_1000;",
+         USE shop;
+         INSERT INTO orders SELECT seq, seq * 1.5 FROM seq_1_to_1000;",
     )?;
     assert_eq!(db.exec("SELECT COUNT(*) FROM shop.orders")?.trim(), "1000");
 
@@ -194,7 +217,10 @@ fn mariadb_stores_and_counts_rows() -> Result<()> {
     assert!(db.socket_path().exists());
 
     drop(db);
-    assert!(!port_is_open(port), "mariadb port {port} still open after drop");
+    assert!(
+        !port_is_open(port),
+        "mariadb port {port} still open after drop"
+    );
     Ok(())
 }
 
@@ -202,7 +228,10 @@ fn mariadb_stores_and_counts_rows() -> Result<()> {
 fn artifact_server_serves_files_and_logs_requests() -> Result<()> {
     let dir = tempfile::tempdir()?;
     std::fs::create_dir_all(dir.path().join("k3s/v1.31.4+k3s1"))?;
-    std::fs::write(dir.path().join("k3s/v1.31.4+k3s1/k3s"), b"#!/bin/sh\necho k3s\n")?;
+    std::fs::write(
+        dir.path().join("k3s/v1.31.4+k3s1/k3s"),
+        b"#!/bin/sh\necho k3s\n",
+    )?;
     let server = ArtifactServer::serve(dir.path())?;
     let port = server.port();
 
@@ -224,7 +253,10 @@ fn artifact_server_serves_files_and_logs_requests() -> Result<()> {
 
     assert_eq!(http::get(&format!("{}/nope", server.url()))?.status, 404);
     assert_eq!(http::get(&format!("{}/k3s", server.url()))?.status, 404);
-    assert_eq!(http::get(&format!("{}/../etc/passwd", server.url()))?.status, 400);
+    assert_eq!(
+        http::get(&format!("{}/../etc/passwd", server.url()))?.status,
+        400
+    );
     assert_eq!(
         http::request("POST", &format!("{}/k3s", server.url()), &[], b"x")?.status,
         405
@@ -232,7 +264,10 @@ fn artifact_server_serves_files_and_logs_requests() -> Result<()> {
 
     // Files added after start are served.
     std::fs::write(dir.path().join("late.txt"), b"late")?;
-    assert_eq!(http::get(&format!("{}/late.txt", server.url()))?.text(), "late");
+    assert_eq!(
+        http::get(&format!("{}/late.txt", server.url()))?.text(),
+        "late"
+    );
 
     assert_eq!(server.downloads("/k3s/v1.31.4+k3s1/k3s"), 1);
     assert_eq!(
@@ -249,8 +284,14 @@ fn artifact_server_serves_files_and_logs_requests() -> Result<()> {
     );
 
     drop(server);
-    assert!(!port_is_open(port), "artifact server port {port} still open after drop");
-    assert!(dir.path().join("late.txt").exists(), "served dir must be left alone");
+    assert!(
+        !port_is_open(port),
+        "artifact server port {port} still open after drop"
+    );
+    assert!(
+        dir.path().join("late.txt").exists(),
+        "served dir must be left alone"
+    );
     Ok(())
 }
 
@@ -290,7 +331,10 @@ fn imds_requires_a_token() -> Result<()> {
     let base = imds.endpoint();
 
     // IMDSv1-style GET without a token: 401.
-    assert_eq!(http::get(&format!("{base}/latest/meta-data/instance-id"))?.status, 401);
+    assert_eq!(
+        http::get(&format!("{base}/latest/meta-data/instance-id"))?.status,
+        401
+    );
     // Token PUT without the TTL header: 400.
     assert_eq!(
         http::request("PUT", &format!("{base}/latest/api/token"), &[], &[])?.status,
@@ -316,7 +360,10 @@ fn imds_requires_a_token() -> Result<()> {
     };
     let id = get("/latest/meta-data/instance-id", &token)?;
     assert_eq!((id.status, id.text().as_str()), (200, "i-0abc"));
-    assert_eq!(get("/latest/meta-data/placement/region", &token)?.text(), "eu-west-1");
+    assert_eq!(
+        get("/latest/meta-data/placement/region", &token)?.text(),
+        "eu-west-1"
+    );
     assert_eq!(
         get("/latest/meta-data/placement/availability-zone", &token)?.text(),
         "eu-west-1b"
@@ -334,27 +381,38 @@ fn imds_requires_a_token() -> Result<()> {
         "bosun-host"
     );
     assert!(
-        get("/latest/meta-data/iam/security-credentials/bosun-host", &token)?
-            .text()
-            .contains("\"AccessKeyId\" : \"test\"")
+        get(
+            "/latest/meta-data/iam/security-credentials/bosun-host",
+            &token
+        )?
+        .text()
+        .contains("\"AccessKeyId\" : \"test\"")
     );
     assert_eq!(get("/latest/meta-data/instance-id", "wrong")?.status, 401);
     assert_eq!(get("/latest/meta-data/nope", &token)?.status, 404);
-    assert!(imds.requests().contains(&"PUT /latest/api/token".to_string()));
+    assert!(
+        imds.requests()
+            .contains(&"PUT /latest/api/token".to_string())
+    );
 
     drop(imds);
-    assert!(!port_is_open(port), "imds port {port} still open after drop");
+    assert!(
+        !port_is_open(port),
+        "imds port {port} still open after drop"
+    );
     Ok(())
 }
 
 #[test]
 fn peers_start_in_parallel_on_distinct_ports() -> Result<()> {
     let handles: Vec<_> = (0..3)
-        .map(|_| std::thread::spawn(|| -> Result<(u16, u16)> {
-            let s = Sshd::start()?;
-            let m = MariaDb::start()?;
-            Ok((s.port(), m.port()))
-        }))
+        .map(|_| {
+            std::thread::spawn(|| -> Result<(u16, u16)> {
+                let s = Sshd::start()?;
+                let m = MariaDb::start()?;
+                Ok((s.port(), m.port()))
+            })
+        })
         .collect();
     let mut ports = Vec::new();
     for h in handles {
