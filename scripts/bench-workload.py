@@ -246,6 +246,16 @@ def load_times(path):
     return [float(t) for t in data]
 
 
+def load_cpu(path):
+    """Mean user+sys seconds per run from a hyperfine export; None for the fallback loop."""
+    with open(path) as f:
+        data = json.load(f)
+    if isinstance(data, dict):
+        r = data["results"][0]
+        return float(r["user"]) + float(r["system"])
+    return None
+
+
 def fmt_time(s):
     if s >= 1.0:
         return f"{s:.2f} s"
@@ -264,13 +274,21 @@ def cmd_report(a):
         "tools": {},
     }
     rows = []
-    for tool, times_path, rss_kib, version in (
+    result["loadavg_start"] = a.load_start
+    result["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    for tool, times_path, rss_path, version in (
         ("bosund", a.bosund_times, a.bosund_rss, a.bosund_version),
         ("ansible", a.ansible_times, a.ansible_rss, a.ansible_version),
     ):
         if not times_path:
             continue
         times = load_times(times_path)
+        cpu = load_cpu(times_path)
+        # /usr/bin/time -f '%M %e %U %S' of one idempotent run (KiB, s, s, s)
+        with open(rss_path) as f:
+            rss_kib, rss_wall, rss_user, rss_sys = f.read().split()[-4:]
+        if cpu is None:
+            cpu = float(rss_user) + float(rss_sys)
         entry = {
             "version": version,
             "runs": len(times),
@@ -279,7 +297,9 @@ def cmd_report(a):
             "min_s": min(times),
             "max_s": max(times),
             "mean_s": statistics.fmean(times),
-            "peak_rss_kib": int(rss_kib) if rss_kib else None,
+            "cpu_s": cpu,
+            "peak_rss_kib": int(rss_kib),
+            "rss_run": {"wall_s": float(rss_wall), "user_s": float(rss_user), "sys_s": float(rss_sys)},
         }
         result["tools"][tool] = entry
         rows.append((tool, entry))
@@ -287,8 +307,8 @@ def cmd_report(a):
         b, an = result["tools"]["bosund"], result["tools"]["ansible"]
         result["ratio_median"] = an["median_s"] / b["median_s"]
         result["ratio_min"] = an["min_s"] / b["min_s"]
-        if b["peak_rss_kib"] and an["peak_rss_kib"]:
-            result["ratio_peak_rss"] = an["peak_rss_kib"] / b["peak_rss_kib"]
+        result["ratio_cpu"] = an["cpu_s"] / b["cpu_s"] if b["cpu_s"] else None
+        result["ratio_peak_rss"] = an["peak_rss_kib"] / b["peak_rss_kib"]
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(result, f, indent=2)
@@ -299,14 +319,25 @@ def cmd_report(a):
         f"workload: 50 steps ({N_DIRS} dir, {N_FILES} copy, {N_CMDS} command, {N_LINES} line_in_file), "
         "idempotent second run"
     )
-    print(f"{'tool':<9} {'runs':>4} {'median':>10} {'min':>10} {'peak RSS':>10}")
+    print(f"{'tool':<9} {'runs':>4} {'median':>10} {'min':>10} {'cpu/run':>10} {'peak RSS':>10}")
     for tool, e in rows:
-        rss = f"{e['peak_rss_kib'] / 1024:.1f} MiB" if e["peak_rss_kib"] else "n/a"
-        print(f"{tool:<9} {e['runs']:>4} {fmt_time(e['median_s']):>10} {fmt_time(e['min_s']):>10} {rss:>10}")
+        rss = f"{e['peak_rss_kib'] / 1024:.1f} MiB"
+        print(
+            f"{tool:<9} {e['runs']:>4} {fmt_time(e['median_s']):>10} {fmt_time(e['min_s']):>10} "
+            f"{fmt_time(e['cpu_s']):>10} {rss:>10}"
+        )
     if "ratio_median" in result:
         print(f"ratio (ansible/bosund, median): {result['ratio_median']:.1f} x")
-        if "ratio_peak_rss" in result:
-            print(f"ratio (ansible/bosund, peak RSS): {result['ratio_peak_rss']:.1f} x")
+        if result["ratio_cpu"]:
+            print(f"ratio (ansible/bosund, cpu user+sys): {result['ratio_cpu']:.1f} x")
+        print(f"ratio (ansible/bosund, peak RSS): {result['ratio_peak_rss']:.1f} x")
+    ncpu = os.cpu_count() or 1
+    loads = [float(x) for x in (a.load_start or "0").split()[:1]] + [os.getloadavg()[0]]
+    if max(loads) > ncpu:
+        print(
+            f"warning: load average {max(loads):.1f} > {ncpu} CPUs during the run: wall times are "
+            "inflated by other work; cpu/run is the steadier figure"
+        )
     print(f"raw numbers: {a.out}")
 
 
@@ -331,6 +362,7 @@ def main():
     r = sub.add_parser("report")
     r.add_argument("--out", required=True)
     r.add_argument("--timer", default="hyperfine")
+    r.add_argument("--load-start", help="/proc/loadavg figures when the bench started")
     r.add_argument("--bosund-times")
     r.add_argument("--bosund-rss")
     r.add_argument("--bosund-version")

@@ -30,6 +30,17 @@ impl Jinja {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
+        // Config files (YAML, TOML, INI, sysctl) spell booleans in lower case; Jinja's Python
+        // heritage would write `True`. Everything else is formatted as usual (no escaping:
+        // these are config files, not HTML).
+        env.set_formatter(|out, state, value| {
+            if value.kind() == minijinja::value::ValueKind::Bool {
+                out.write_str(if value.is_true() { "true" } else { "false" })?;
+                Ok(())
+            } else {
+                minijinja::escape_formatter(out, state, value)
+            }
+        });
         Self { env }
     }
 
@@ -131,6 +142,13 @@ mod tests {
             vars,
             HashSet::from(["facts".to_string(), "enabled".to_string()])
         );
+    }
+
+    #[test]
+    fn booleans_render_in_lower_case() {
+        let j = Jinja::new();
+        let ctx = Value::from_serialize(serde_json::json!({"on": true, "n": 1}));
+        assert_eq!(j.render_str("{{ on }} {{ not on }} {{ n }}", &ctx).unwrap(), "true false 1");
     }
 
     #[test]

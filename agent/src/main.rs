@@ -188,6 +188,7 @@ fn apply(args: ApplyArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
             base_dir: std::path::absolute(&base_dir).unwrap_or(base_dir),
             extra_vars: outside,
             facts,
+            state_dir: state_dir.to_path_buf(),
         };
         let mut renderer: Box<dyn EventSink> = match args.output {
             OutputFormat::Json => Box::new(JsonLines(std::io::stdout().lock())),

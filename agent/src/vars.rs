@@ -5,7 +5,8 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use serde_json::{Map, Value};
 
-/// Parses `--var` arguments (`name=value`; the value is kept as a string).
+/// Parses `--var` arguments (`name=value`): `true` and `false` become booleans, everything
+/// else is kept as a string.
 pub fn parse_var_args(args: &[String]) -> anyhow::Result<Map<String, Value>> {
     let mut vars = Map::new();
     for arg in args {
@@ -20,7 +21,14 @@ pub fn parse_var_args(args: &[String]) -> anyhow::Result<Map<String, Value>> {
                 "--var {arg:?}: {name:?} is not a usable variable name (letters, digits, underscores)"
             );
         }
-        vars.insert(name.to_string(), Value::String(value.to_string()));
+        // `--var debug=false` must be false in `when`; every other value stays a string (a
+        // version such as `1.30` must not become a number).
+        let value = match value {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            other => Value::String(other.to_string()),
+        };
+        vars.insert(name.to_string(), value);
     }
     Ok(vars)
 }
@@ -52,6 +60,8 @@ mod tests {
         let v = parse_var_args(&["a=b=c".into(), "x_1=".into()]).unwrap();
         assert_eq!(v["a"], "b=c");
         assert_eq!(v["x_1"], "");
+        let v = parse_var_args(&["on=true".into(), "off=false".into(), "v=1.30".into()]).unwrap();
+        assert_eq!((v["on"].clone(), v["off"].clone(), v["v"].clone()), (true.into(), false.into(), "1.30".into()));
         assert!(parse_var_args(&["novalue".into()]).is_err());
         assert!(parse_var_args(&["1x=2".into()]).is_err());
         assert!(parse_var_args(&["a-b=2".into()]).is_err());

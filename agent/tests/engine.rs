@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bosun_agent::event::{RunEvent, StepStatus};
-use serde_json::json;
 use common::{BOSUND, Run, Sandbox, converge, exists, mode, read, summary};
+use serde_json::json;
 
 // ---------------------------------------------------------------------------------------------
 // handlers
@@ -53,14 +53,26 @@ fn handlers_run_once_in_written_order_and_only_when_a_notifying_step_changed() {
     first.assert_success();
     // `restart b` was notified twice and first; it runs once, after `restart a` as written.
     assert_eq!(read(&log), "a\nb\n");
-    let handlers: Vec<_> = first.reports().into_iter().filter(|r| r.handler).map(|r| (r.index, r.name.as_str())).collect();
+    let handlers: Vec<_> = first
+        .reports()
+        .into_iter()
+        .filter(|r| r.handler)
+        .map(|r| (r.index, r.name.as_str()))
+        .collect();
     assert_eq!(handlers, [(3, "restart a"), (4, "restart b")]);
-    assert!(!first.ran("never"), "a handler ran although its step was ok");
+    assert!(
+        !first.ran("never"),
+        "a handler ran although its step was ok"
+    );
     assert_eq!(first.summary(), summary(1, 4, 0, 0));
 
     let second = sb.apply(&pb, &[]);
     second.assert_success();
-    assert!(second.reports().iter().all(|r| !r.handler), "handlers ran on an unchanged run: {:?}", second.statuses());
+    assert!(
+        second.reports().iter().all(|r| !r.handler),
+        "handlers ran on an unchanged run: {:?}",
+        second.statuses()
+    );
     assert_eq!(second.summary(), summary(3, 0, 0, 0));
     assert_eq!(read(&log), "a\nb\n");
 
@@ -166,7 +178,9 @@ command = {{ run = "touch @ROOT@/handled" }}
         assert_eq!(r.status, StepStatus::Skipped, "{name}");
         assert_eq!(r.output, None, "{name}");
     }
-    assert!(!exists(&sb.path("prod")) && !exists(&sb.path("never")) && !exists(&sb.path("handled")));
+    assert!(
+        !exists(&sb.path("prod")) && !exists(&sb.path("never")) && !exists(&sb.path("handled"))
+    );
     assert!(exists(&sb.path("arch")) && exists(&sb.path("saw-skip")));
 
     let prod = sb.apply(&pb, &["--var", "env=prod"]);
@@ -189,7 +203,7 @@ register = "out"
 changed_when = false
 [[step]]
 name = "use"
-copy = { dest = "@ROOT@/out.txt", content = "{{ out.stdout | trim }} rc={{ out.rc }} err={{ out.stderr | trim }} changed={{ out.changed }}\n" }
+copy = { dest = "@ROOT@/out.txt", content = "{{ out.stdout | trim }} rc={{ out.rc }} err={{ out.stderr | trim }} changed={{ 'yes' if out.changed else 'no' }}\n" }
 [[step]]
 name = "branch"
 command = { run = "touch @ROOT@/saw-hello" }
@@ -198,7 +212,10 @@ when = "'hello' in out.stdout and not out.failed"
     );
     let run = sb.apply(&pb, &[]);
     run.assert_success();
-    assert_eq!(read(&sb.path("out.txt")), "hello rc=0 err=warning changed=false\n");
+    assert_eq!(
+        read(&sb.path("out.txt")),
+        "hello rc=0 err=warning changed=no\n"
+    );
     assert!(exists(&sb.path("saw-hello")));
     assert_eq!(run.step("read").status, StepStatus::Ok);
 }
@@ -240,7 +257,10 @@ command = { run = "touch @ROOT@/handled" }
     let statuses: Vec<_> = run.statuses().into_iter().map(|(_, s)| s).collect();
     use StepStatus::{Changed, Ok};
     assert_eq!(statuses, [Ok, Changed, Ok, Changed, Changed]);
-    assert!(!exists(&sb.path("handled")), "an ok step (changed_when = false) notified its handler");
+    assert!(
+        !exists(&sb.path("handled")),
+        "an ok step (changed_when = false) notified its handler"
+    );
 }
 
 #[test]
@@ -265,7 +285,10 @@ command = { run = "touch @ROOT@/reached" }
     let run = sb.apply(&pb, &[]);
     run.assert_success();
     let r = run.step("grep finds nothing");
-    assert_eq!((r.status, r.output.as_ref().map(|o| o.rc)), (StepStatus::Changed, Some(1)));
+    assert_eq!(
+        (r.status, r.output.as_ref().map(|o| o.rc)),
+        (StepStatus::Changed, Some(1))
+    );
     assert_eq!(run.step("never fails").status, StepStatus::Changed);
     assert!(exists(&sb.path("reached")));
 
@@ -281,7 +304,10 @@ failed_when = "result.rc > 1"
     let run = sb.apply(&pb, &[]);
     assert_eq!(run.code, 1);
     assert_eq!(run.step("real error").status, StepStatus::Failed);
-    assert_eq!(run.step("real error").message.as_deref(), Some("exit code 2"));
+    assert_eq!(
+        run.step("real error").message.as_deref(),
+        Some("exit code 2")
+    );
 
     let pb = sb.playbook(
         r#"
@@ -295,7 +321,10 @@ failed_when = "'ERROR' in result.stdout"
     let run = sb.apply(&pb, &[]);
     assert_eq!(run.code, 1);
     let r = run.step("error in output");
-    assert_eq!((r.status, r.output.as_ref().map(|o| o.rc)), (StepStatus::Failed, Some(0)));
+    assert_eq!(
+        (r.status, r.output.as_ref().map(|o| o.rc)),
+        (StepStatus::Failed, Some(0))
+    );
     assert_eq!(r.message.as_deref(), Some("failed_when is true"));
 }
 
@@ -323,7 +352,11 @@ delay = 0
     run.assert_success();
     let r = run.step("flaky");
     assert_eq!((r.status, r.attempts), (StepStatus::Changed, 3));
-    assert_eq!(r.output.as_ref().map(|o| o.stdout.as_str()), Some("attempt 3\n"), "the report is of the last attempt");
+    assert_eq!(
+        r.output.as_ref().map(|o| o.stdout.as_str()),
+        Some("attempt 3\n"),
+        "the report is of the last attempt"
+    );
     assert_eq!(read(&sb.path("counter")), "3\n");
 }
 
@@ -355,7 +388,7 @@ fn timeout_kills_a_long_command_and_fails_fast() {
 name = "t"
 [[step]]
 name = "slow"
-command = { run = "exec sleep 30" }
+command = { run = "sleep 30; touch @ROOT@/slept" }
 timeout = "1s"
 [[step]]
 name = "after"
@@ -364,15 +397,21 @@ command = { run = "touch @ROOT@/after" }
     );
     // bosund runs with the write end of a pipe as its fd 3, which it and the command it starts
     // inherit; the read end sees EOF only once every holder has exited, so reading it to the end
-    // proves the timed-out `sleep` was killed, not left behind.
+    // proves the timed-out `sleep` (a grandchild: the shell forks it) was killed with its
+    // process group, not left behind.
     let (mut reader, writer) = std::io::pipe().unwrap();
     let mut cmd = sb.command("/bin/sh");
-    cmd.args(["-c", r#"exec "$0" "$@" 3>&0 0</dev/null"#, BOSUND, "--state-dir"])
-        .arg(sb.state_dir())
-        .arg("apply")
-        .arg(&pb)
-        .args(["--output", "json"])
-        .stdin(writer);
+    cmd.args([
+        "-c",
+        r#"exec "$0" "$@" 3>&0 0</dev/null"#,
+        BOSUND,
+        "--state-dir",
+    ])
+    .arg(sb.state_dir())
+    .arg("apply")
+    .arg(&pb)
+    .args(["--output", "json"])
+    .stdin(writer);
     let started = Instant::now();
     let run = Run::from_command(cmd, None);
     reader.read_to_end(&mut Vec::new()).unwrap();
@@ -384,7 +423,11 @@ command = { run = "touch @ROOT@/after" }
     assert_eq!(r.message.as_deref(), Some("timed out after 1s"));
     assert!(r.duration_ms >= 1000.0, "{r:?}");
     assert!(!run.ran("after") && !exists(&sb.path("after")));
-    assert!(elapsed < Duration::from_secs(10), "the run and its command took {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "the run and its command took {elapsed:?}"
+    );
+    assert!(!exists(&sb.path("slept")));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -432,8 +475,17 @@ command = { run = "touch @ROOT@/reloaded" }
     let run = sb.apply(&pb, &["--check"]);
     run.assert_success();
     assert_eq!(sb.snapshot(), before, "--check changed the disk");
-    assert!(matches!(run.events[0], RunEvent::RunStarted { check: true, .. }));
-    assert!(run.statuses().iter().all(|(_, s)| *s == StepStatus::Changed), "{:?}", run.statuses());
+    assert!(matches!(
+        run.events[0],
+        RunEvent::RunStarted { check: true, .. }
+    ));
+    assert!(
+        run.statuses()
+            .iter()
+            .all(|(_, s)| *s == StepStatus::Changed),
+        "{:?}",
+        run.statuses()
+    );
     assert_eq!(run.summary(), summary(0, 8, 0, 0));
     assert!(run.step("reload").handler);
     assert_eq!(run.step("command").output, None);
@@ -444,10 +496,16 @@ command = { run = "touch @ROOT@/reloaded" }
 #[test]
 fn exit_codes_say_ok_failed_or_invalid() {
     let sb = Sandbox::new();
-    let ok = sb.write("ok.toml", "name = \"ok\"\n[[step]]\nname = \"s\"\ncommand = { run = \"true\" }\n");
+    let ok = sb.write(
+        "ok.toml",
+        "name = \"ok\"\n[[step]]\nname = \"s\"\ncommand = { run = \"true\" }\n",
+    );
     assert_eq!(sb.apply(&ok, &[]).code, 0);
 
-    let failed = sb.write("failed.toml", "name = \"f\"\n[[step]]\nname = \"s\"\ncommand = { run = \"false\" }\n");
+    let failed = sb.write(
+        "failed.toml",
+        "name = \"f\"\n[[step]]\nname = \"s\"\ncommand = { run = \"false\" }\n",
+    );
     assert_eq!(sb.apply(&failed, &[]).code, 1);
 
     let invalid = sb.write(
@@ -484,7 +542,9 @@ template = { src = "templates/motd.j2", dest = "@ROOT@/motd" }
 "#;
     let run = sb.apply_stdin(text, &[]);
     run.assert_success();
-    assert!(matches!(&run.events[0], RunEvent::RunStarted { playbook, .. } if playbook == "from stdin"));
+    assert!(
+        matches!(&run.events[0], RunEvent::RunStarted { playbook, .. } if playbook == "from stdin")
+    );
     assert_eq!(run.step("motd").status, StepStatus::Changed);
     assert_eq!(read(&sb.path("motd")), "hello operator\n");
     assert_eq!(sb.apply_stdin(text, &[]).summary(), summary(1, 0, 0, 0));
@@ -516,14 +576,25 @@ copy = { dest = "@ROOT@/vars.txt", content = "a={{ a }} b={{ b }} c={{ c }} d={{
     let vars_file = |p: &Path| p.display().to_string();
 
     sb.apply(&pb, &[]).assert_success();
-    assert_eq!(read(&path), "a=playbook b=playbook c=playbook d=playbook+playbook\n");
+    assert_eq!(
+        read(&path),
+        "a=playbook b=playbook c=playbook d=playbook+playbook\n"
+    );
 
-    sb.apply(&pb, &["--vars-file", &vars_file(&one)]).assert_success();
+    sb.apply(&pb, &["--vars-file", &vars_file(&one)])
+        .assert_success();
     assert_eq!(read(&path), "a=file b=file c=playbook d=file+playbook\n");
 
     // Later files win over earlier ones; --var wins over every file, and [vars] built from an
     // overridden variable see the override.
-    let args = ["--vars-file", &vars_file(&one), "--vars-file", &vars_file(&two), "--var", "a=cli"];
+    let args = [
+        "--vars-file",
+        &vars_file(&one),
+        "--vars-file",
+        &vars_file(&two),
+        "--var",
+        "a=cli",
+    ];
     sb.apply(&pb, &args).assert_success();
     assert_eq!(read(&path), "a=cli b=json c=playbook d=cli+playbook\n");
 
@@ -536,9 +607,14 @@ name = "port"
 copy = { dest = "@ROOT@/port.txt", content = "{{ port }}\n" }
 "#,
     );
-    sb.apply(&pb, &["--vars-file", &vars_file(&one)]).assert_success();
+    sb.apply(&pb, &["--vars-file", &vars_file(&one)])
+        .assert_success();
     assert_eq!(read(&sb.path("port.txt")), "8080\n");
-    assert_eq!(sb.apply(&pb, &[]).code, 2, "an undefined variable must be refused before running");
+    assert_eq!(
+        sb.apply(&pb, &[]).code,
+        2,
+        "an undefined variable must be refused before running"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -574,27 +650,58 @@ when = "false"
     assert_eq!(runs.len(), 4, "{runs:#?}");
     // Newest first.
     let ids: Vec<&str> = runs.iter().map(|r| r["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, [failed.run_id(), check.run_id(), second.run_id(), first.run_id()]);
+    assert_eq!(
+        ids,
+        [
+            failed.run_id(),
+            check.run_id(),
+            second.run_id(),
+            first.run_id()
+        ]
+    );
     for (record, run) in runs.iter().zip([&failed, &check, &second, &first]) {
         let s = run.summary();
-        let counts = json!([record["ok"], record["changed"], record["failed"], record["skipped"]]);
-        assert_eq!(counts, json!([s.ok, s.changed, s.failed, s.skipped]), "{record}");
+        let counts = json!([
+            record["ok"],
+            record["changed"],
+            record["failed"],
+            record["skipped"]
+        ]);
+        assert_eq!(
+            counts,
+            json!([s.ok, s.changed, s.failed, s.skipped]),
+            "{record}"
+        );
         assert!(record["finished_at"].is_string(), "{record}");
     }
     assert_eq!(runs[3]["changed"], 1);
     assert_eq!(runs[2]["changed"], 0);
-    assert_eq!((&runs[1]["check"], &runs[3]["check"]), (&true.into(), &false.into()));
-    assert_eq!((runs[0]["status"].as_str(), runs[1]["status"].as_str()), (Some("failed"), Some("ok")));
+    assert_eq!(
+        (&runs[1]["check"], &runs[3]["check"]),
+        (&true.into(), &false.into())
+    );
+    assert_eq!(
+        (runs[0]["status"].as_str(), runs[1]["status"].as_str()),
+        (Some("failed"), Some("ok"))
+    );
     assert_eq!(runs[0]["playbook"], "failing");
 
     assert_eq!(sb.history(&["--limit", "2"]).as_array().unwrap().len(), 2);
     let steps = sb.history(&["--run", failed.run_id()]);
     let steps = steps.as_array().unwrap();
     assert_eq!(steps.len(), 1);
-    assert_eq!((steps[0]["name"].as_str(), steps[0]["status"].as_str()), (Some("boom"), Some("failed")));
+    assert_eq!(
+        (steps[0]["name"].as_str(), steps[0]["status"].as_str()),
+        (Some("boom"), Some("failed"))
+    );
     assert_eq!(steps[0]["error"], "exit code 7: bad");
     let steps = sb.history(&["--run", first.run_id()]);
-    let statuses: Vec<_> = steps.as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap().to_string()).collect();
+    let statuses: Vec<_> = steps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(statuses, ["changed", "skipped"]);
 }
 
@@ -618,10 +725,18 @@ fn demo_playbook_converges() {
     first.assert_success();
     assert!(first.summary().changed > 0, "{:?}", first.statuses());
     assert_eq!(mode(&root.join("etc/demo.env")), 0o600);
-    assert!(read(&root.join("etc/demo.env")).contains(&format!("DEMO_ARCH={}", std::env::consts::ARCH)));
+    assert!(
+        read(&root.join("etc/demo.env")).contains(&format!("DEMO_ARCH={}", std::env::consts::ARCH))
+    );
     assert_eq!(read(&root.join("etc/overrides.conf")), "port = 8080\n");
-    assert_eq!(fs::read_link(root.join("current")).unwrap(), root.join("etc"));
-    assert!(exists(&root.join("data/reloaded-at")), "the handler did not run");
+    assert_eq!(
+        fs::read_link(root.join("current")).unwrap(),
+        root.join("etc")
+    );
+    assert!(
+        exists(&root.join("data/reloaded-at")),
+        "the handler did not run"
+    );
 
     let second = sb.apply(&demo, &["--var", &var]);
     second.assert_success();

@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub extra_vars: Map<String, Value>,
     /// The host's facts, offered as `facts`.
     pub facts: Value,
+    /// bosund's state directory, where steps keep what must outlive a run (backups).
+    pub state_dir: PathBuf,
 }
 
 /// Runs `playbook`, sending every event to `sink`; returns the summary (also the last event).
@@ -106,8 +108,10 @@ pub async fn run(playbook: &Playbook, opts: &RunOptions, sink: &mut dyn EventSin
     summary
 }
 
-/// `facts`, then `[vars]` in order (strings rendered against what precedes them), then the
-/// outside variables, which win.
+/// `facts` and the outside variables, then `[vars]` in order (strings rendered against what
+/// precedes them). An outside variable wins over the `[vars]` entry of the same name and is
+/// visible to every `[vars]` string, as validation assumes: `conf = "{{ root }}/etc"` sees
+/// `--var root=...`.
 fn initial_vars(
     playbook: &Playbook,
     opts: &RunOptions,
@@ -115,6 +119,7 @@ fn initial_vars(
 ) -> Result<Map<String, Value>, String> {
     let mut vars = Map::new();
     vars.insert(FACTS_VAR.into(), opts.facts.clone());
+    vars.extend(opts.extra_vars.clone());
     for var in &playbook.vars {
         if opts.extra_vars.contains_key(&var.name) {
             continue;
@@ -125,7 +130,6 @@ fn initial_vars(
             .map_err(|e| format!("variable `{}`: {e:#}", var.name))?;
         vars.insert(var.name.clone(), value);
     }
-    vars.extend(opts.extra_vars.clone());
     Ok(vars)
 }
 
@@ -173,6 +177,7 @@ async fn run_step(
                     base_dir: &opts.base_dir,
                     jinja,
                     vars: &ctx_value,
+                    state_dir: &opts.state_dir,
                 };
                 let attempt = || async {
                     attempts.set(attempts.get() + 1);
@@ -303,14 +308,15 @@ fn judge(
         StepStatus::Ok
     };
     let error = is_failed.then(|| match &outcome.output {
-        Some(o) => format!(
+        Some(o) if o.rc != 0 => format!(
             "exit code {}{}",
             o.rc,
             last_line(&o.stderr)
                 .map(|l| format!(": {l}"))
                 .unwrap_or_default()
         ),
-        None => "failed_when is true".to_string(),
+        // A command that exited 0 failed only because `failed_when` said so.
+        Some(_) | None => "failed_when is true".to_string(),
     });
     Attempt {
         status,

@@ -43,3 +43,41 @@ pub async fn enabled_state(unit: &str) -> anyhow::Result<String> {
 pub async fn daemon_reload() -> anyhow::Result<()> {
     systemctl_ok(&["daemon-reload"]).await.map(|_| ())
 }
+
+/// `systemctl show UNIT -p P1,P2...`: the named properties (`LoadState`, `NeedDaemonReload`,
+/// `MainPID`, ...) as written by systemd; a property systemd does not know is absent.
+pub async fn show(unit: &str, properties: &[&str]) -> anyhow::Result<BTreeMap<String, String>> {
+    let props = properties.join(",");
+    let out = systemctl_ok(&["show", unit, "-p", &props]).await?;
+    Ok(parse_show(&out.stdout))
+}
+
+/// Parses `KEY=value` lines of `systemctl show`.
+pub fn parse_show(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The last lines of `systemctl status UNIT` (state, main process, recent log lines), for
+/// error messages when a verb on the unit failed.
+pub async fn status_tail(unit: &str) -> String {
+    match systemctl(&["status", "--no-pager", "--lines=15", "--full", unit]).await {
+        Ok(out) => out.stdout.trim_end().to_string(),
+        Err(e) => format!("(systemctl status {unit}: {e:#})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_output_splits_on_the_first_equals() {
+        let got = parse_show("LoadState=loaded\nNeedDaemonReload=no\nExecStart={ path=/bin/x ; argv[]=a=b }\n");
+        assert_eq!(got["LoadState"], "loaded");
+        assert_eq!(got["NeedDaemonReload"], "no");
+        assert_eq!(got["ExecStart"], "{ path=/bin/x ; argv[]=a=b }");
+    }
+}

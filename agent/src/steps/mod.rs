@@ -22,8 +22,17 @@ use crate::jinja::Jinja;
 pub mod command;
 pub mod content;
 pub mod copy;
+pub mod docker_install;
 pub mod file;
+pub mod helm_install;
+pub mod helm_release;
+pub mod k3s;
+pub mod k3s_install;
+pub mod k3s_upgrade;
 pub mod line_in_file;
+pub mod package;
+pub mod service;
+pub mod swap;
 pub mod template;
 
 /// What a step kind may look at while it runs.
@@ -36,6 +45,9 @@ pub struct StepContext<'a> {
     pub jinja: &'a Jinja,
     /// The variables visible to this step (vars, facts, registered results).
     pub vars: &'a minijinja::Value,
+    /// bosund's state directory (the journal's): where steps keep what must outlive a run,
+    /// such as `k3s_upgrade`'s datastore backups.
+    pub state_dir: &'a Path,
 }
 
 impl StepContext<'_> {
@@ -240,4 +252,12 @@ actions! {
     template => Template(template::TemplateArgs),
     line_in_file => LineInFile(line_in_file::LineInFileArgs),
     command => Command(command::CommandArgs),
+    package => Package(package::PackageArgs),
+    service => Service(service::ServiceArgs),
+    swap => Swap(swap::SwapArgs),
+    docker_install => DockerInstall(docker_install::DockerInstallArgs),
+    helm_install => HelmInstall(helm_install::HelmInstallArgs),
+    helm_release => HelmRelease(helm_release::HelmReleaseArgs),
+    k3s_install => K3sInstall(k3s_install::K3sInstallArgs),
+    k3s_upgrade => K3sUpgrade(k3s_upgrade::K3sUpgradeArgs),
 }

@@ -1,0 +1,764 @@
+//! What [`k3s_install`](super::k3s_install) and [`k3s_upgrade`](super::k3s_upgrade) share:
+//! k3s release versions and where their files are downloaded from, the paths of an
+//! installation, and the probes that say whether k3s is up and healthy.
+//!
+//! Releases follow GitHub's layout: `<mirror>/<version>/<binary>` and
+//! `<mirror>/<version>/sha256sum-<arch>.txt`, the `+` of the version percent-encoded
+//! (`v1.31.4%2Bk3s1`) as GitHub writes it. Channels (`stable`, `latest`, and one per minor,
+//! `v1.31`) are read from the update server's channel list, the JSON document at
+//! `https://update.k3s.io/v1-release/channels`: `{"data": [{"id": "stable", "latest":
+//! "v1.31.4+k3s1"}, {"id": "v1.30", "latest": "v1.30.8+k3s1"}, ...]}`. The same document
+//! gives the latest patch of every minor, which is what stepping through minors needs, so one
+//! request serves both and a mirror of it is one static file.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::host::{download, process, systemd};
+
+/// Official release downloads.
+pub const DEFAULT_MIRROR: &str = "https://github.com/k3s-io/k3s/releases/download";
+/// The official update server's channel list (JSON).
+pub const DEFAULT_CHANNEL_URL: &str = "https://update.k3s.io/v1-release/channels";
+/// Where the official installer puts the binary.
+pub const DEFAULT_BIN_DIR: &str = "/usr/local/bin";
+/// k3s's configuration directory (`config.yaml`, the kubeconfig `k3s.yaml`).
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/rancher/k3s";
+/// Where the unit and its env file go.
+pub const DEFAULT_UNIT_DIR: &str = "/etc/systemd/system";
+/// k3s's default data directory (datastore under `server/db`, token at `server/token`).
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/rancher/k3s";
+/// The systemd unit's name (without `.service`), as the official installer names it.
+pub const SERVICE: &str = "k3s";
+/// Pause between two health probes while waiting.
+const POLL: Duration = Duration::from_millis(500);
+
+pub(crate) fn default_mirror() -> String {
+    DEFAULT_MIRROR.into()
+}
+pub(crate) fn default_channel_url() -> String {
+    DEFAULT_CHANNEL_URL.into()
+}
+pub(crate) fn default_bin_dir() -> String {
+    DEFAULT_BIN_DIR.into()
+}
+pub(crate) fn default_config_dir() -> String {
+    DEFAULT_CONFIG_DIR.into()
+}
+pub(crate) fn default_unit_dir() -> String {
+    DEFAULT_UNIT_DIR.into()
+}
+pub(crate) fn default_data_dir() -> String {
+    DEFAULT_DATA_DIR.into()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Versions
+// ---------------------------------------------------------------------------------------------
+
+/// A k3s release version such as `v1.31.4+k3s1` (Kubernetes version, optional pre-release such
+/// as `-rc1`, then the k3s build). Ordered as releases are: by Kubernetes version, a
+/// pre-release before its release, then by k3s build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct K3sRelease {
+    /// Kubernetes major version (1).
+    pub major: u32,
+    /// Kubernetes minor version: what "one minor at a time" counts.
+    pub minor: u32,
+    /// Kubernetes patch version.
+    pub patch: u32,
+    /// Pre-release tag (`rc1`), if any.
+    pub pre: Option<String>,
+    /// The k3s build number (`k3s1` → 1).
+    pub build: u32,
+}
+
+impl K3sRelease {
+    /// Parses `v1.31.4+k3s1` (the leading `v` is optional).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("{text:?} is not a k3s version; k3s versions look like v1.31.4+k3s1")
+        };
+        let t = text.trim();
+        let t = t.strip_prefix('v').unwrap_or(t);
+        let (kube, build) = t.split_once("+k3s").ok_or_else(bad)?;
+        let build = build.parse().map_err(|_| bad())?;
+        let (core, pre) = match kube.split_once('-') {
+            Some((c, p)) if !p.is_empty() => (c, Some(p.to_string())),
+            Some(_) => return Err(bad()),
+            None => (kube, None),
+        };
+        let nums: Vec<u32> = core
+            .split('.')
+            .map(|n| n.parse().map_err(|_| bad()))
+            .collect::<Result<_, _>>()?;
+        let [major, minor, patch] = nums[..] else {
+            return Err(bad());
+        };
+        Ok(Self {
+            major,
+            minor,
+            patch,
+            pre,
+            build,
+        })
+    }
+
+    /// `v1.31`: the name of the update server's channel for this minor.
+    pub fn minor_channel(&self) -> String {
+        format!("v{}.{}", self.major, self.minor)
+    }
+
+    /// The version as it appears in URLs: `+` percent-encoded, as GitHub's release links do.
+    pub fn url_segment(&self) -> String {
+        self.to_string().replace('+', "%2B")
+    }
+
+    fn order_key(&self) -> (u32, u32, u32, bool, &str, u32) {
+        (
+            self.major,
+            self.minor,
+            self.patch,
+            self.pre.is_none(),
+            self.pre.as_deref().unwrap_or(""),
+            self.build,
+        )
+    }
+}
+
+impl fmt::Display for K3sRelease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}.{}.{}", self.major, self.minor, self.patch)?;
+        if let Some(pre) = &self.pre {
+            write!(f, "-{pre}")?;
+        }
+        write!(f, "+k3s{}", self.build)
+    }
+}
+
+impl PartialOrd for K3sRelease {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for K3sRelease {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.order_key().cmp(&other.order_key())
+    }
+}
+
+/// The version in `k3s --version` output (`k3s version v1.31.4+k3s1 (1a2b3c4d)`).
+pub fn parse_version_output(text: &str) -> Option<K3sRelease> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("k3s version "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| K3sRelease::parse(v).ok())
+}
+
+/// The releases to install, in order, to go from `from` to `to`: just `to` when it is in the
+/// same or the next minor; otherwise, only when `step_through` is set, the latest patch of each
+/// minor in between (from `channels`) and then `to`. Kubernetes supports upgrading one minor
+/// at a time (the version skew policy), so skipping is refused, as are downgrades.
+pub fn upgrade_path(
+    from: &K3sRelease,
+    to: &K3sRelease,
+    step_through: bool,
+    channels: Option<&Channels>,
+) -> Result<Vec<K3sRelease>, String> {
+    if to < from {
+        return Err(format!(
+            "{to} is older than the installed {from}: Kubernetes does not support downgrades; \
+             to go back, restore a datastore backup taken before the upgrade"
+        ));
+    }
+    if to.major != from.major {
+        return Err(format!(
+            "{from} → {to} changes the major version; bosun only upgrades within a major version"
+        ));
+    }
+    if to.minor <= from.minor + 1 {
+        return Ok(vec![to.clone()]);
+    }
+    let between: Vec<String> = (from.minor + 1..to.minor)
+        .map(|m| format!("v{}.{m}", to.major))
+        .collect();
+    if !step_through {
+        return Err(format!(
+            "{from} → {to} skips minor version(s) {}: Kubernetes supports upgrading one minor \
+             at a time. Upgrade to the latest {} first, or set `step_through_minors = true` to \
+             go through the latest patch of each minor in turn",
+            between.join(", "),
+            between[0]
+        ));
+    }
+    let channels = channels.ok_or("stepping through minors needs the channel list")?;
+    let mut path = Vec::new();
+    for name in &between {
+        let latest = channels.latest(name).ok_or_else(|| {
+            format!(
+                "the channel list has no channel {name}, needed to step through it; \
+                 check `channel_url` or upgrade one minor at a time with explicit versions"
+            )
+        })?;
+        path.push(latest);
+    }
+    path.push(to.clone());
+    Ok(path)
+}
+
+/// The update server's channel list.
+#[derive(Debug, Clone, Default)]
+pub struct Channels(Vec<(String, String)>);
+
+impl Channels {
+    /// Parses the channel list document (`{"data": [{"id": ..., "latest": ...}]}`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let doc: Value = serde_json::from_str(text)
+            .map_err(|e| format!("the channel list is not JSON: {e}"))?;
+        let data = doc["data"]
+            .as_array()
+            .ok_or("the channel list has no `data` array")?;
+        Ok(Channels(
+            data.iter()
+                .filter_map(|c| {
+                    let name = c["id"].as_str().or(c["name"].as_str())?;
+                    let latest = c["latest"].as_str()?;
+                    Some((name.to_string(), latest.to_string()))
+                })
+                .collect(),
+        ))
+    }
+
+    /// Downloads and parses the channel list at `url`.
+    pub async fn fetch(client: &reqwest::Client, url: &str) -> anyhow::Result<Self> {
+        let text = download::fetch_text(client, url)
+            .await
+            .context("fetching the k3s channel list (set `channel_url` for a mirror)")?;
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("{url}: {e}"))
+    }
+
+    /// The latest release of channel `name` (`stable`, `v1.30`).
+    pub fn latest(&self, name: &str) -> Option<K3sRelease> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| K3sRelease::parse(v).ok())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Release files
+// ---------------------------------------------------------------------------------------------
+
+/// The release files of one architecture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchFiles {
+    /// The binary's name in a release: `k3s`, `k3s-arm64`, `k3s-armhf`.
+    pub binary: &'static str,
+    /// The checksum list: `sha256sum-amd64.txt`, ...
+    pub checksums: &'static str,
+}
+
+/// Release file names for `arch` (`amd64`, `arm64`, `arm`; Rust's `x86_64` and `aarch64` too),
+/// or for the machine bosund runs on when `None`.
+pub fn arch_files(arch: Option<&str>) -> Result<ArchFiles, String> {
+    let arch = arch.unwrap_or(std::env::consts::ARCH);
+    Ok(match arch {
+        "amd64" | "x86_64" => ArchFiles {
+            binary: "k3s",
+            checksums: "sha256sum-amd64.txt",
+        },
+        "arm64" | "aarch64" => ArchFiles {
+            binary: "k3s-arm64",
+            checksums: "sha256sum-arm64.txt",
+        },
+        "arm" | "armhf" => ArchFiles {
+            binary: "k3s-armhf",
+            checksums: "sha256sum-arm.txt",
+        },
+        other => {
+            return Err(format!(
+                "k3s is not released for architecture {other:?}; use amd64, arm64 or arm"
+            ));
+        }
+    })
+}
+
+/// `<mirror>/<version>/<file>`.
+pub fn release_url(mirror: &str, version: &K3sRelease, file: &str) -> String {
+    format!(
+        "{}/{}/{file}",
+        mirror.trim_end_matches('/'),
+        version.url_segment()
+    )
+}
+
+/// Downloads the k3s binary of `version` into a staging file in `bin_dir` (so that the final
+/// rename is atomic), verified against the release's checksum list, and checks that it reports
+/// `version`. Returns the staged path; the caller renames it into place. On any failure nothing
+/// is left behind.
+pub async fn stage_release(
+    client: &reqwest::Client,
+    mirror: &str,
+    arch: Option<&str>,
+    version: &K3sRelease,
+    bin_dir: &Path,
+) -> anyhow::Result<PathBuf> {
+    let files = arch_files(arch).map_err(anyhow::Error::msg)?;
+    let list_url = release_url(mirror, version, files.checksums);
+    let list = download::fetch_text(client, &list_url)
+        .await
+        .with_context(|| format!("fetching the checksums of k3s {version}"))?;
+    let digest = download::digest_in_list(&list, files.binary).with_context(|| {
+        format!(
+            "{list_url} lists no SHA-256 for {}: refusing to install an unverified binary",
+            files.binary
+        )
+    })?;
+    let staged = bin_dir.join(format!(".k3s-{version}.bosun-staged"));
+    let url = release_url(mirror, version, files.binary);
+    download::fetch_verified(client, &url, &digest, &staged, 0o755).await?;
+    let reported = installed_version(&staged).await;
+    match reported {
+        Ok(Some(v)) if &v == version => Ok(staged),
+        other => {
+            let _ = std::fs::remove_file(&staged);
+            let said = match other {
+                Ok(Some(v)) => v.to_string(),
+                Ok(None) => "nothing".into(),
+                Err(e) => format!("an error ({e:#})"),
+            };
+            bail!(
+                "{url} passed its checksum but reports version {said}, not {version}: the \
+                 mirror serves the wrong file; nothing was installed"
+            )
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// An installation
+// ---------------------------------------------------------------------------------------------
+
+/// Where one k3s installation lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct K3sPaths {
+    /// Directory of the `k3s` binary.
+    pub bin_dir: PathBuf,
+    /// `config.yaml` and the kubeconfig `k3s.yaml`.
+    pub config_dir: PathBuf,
+    /// The unit `k3s.service` and its env file.
+    pub unit_dir: PathBuf,
+    /// k3s's data dir.
+    pub data_dir: PathBuf,
+}
+
+impl K3sPaths {
+    /// The binary.
+    pub fn binary(&self) -> PathBuf {
+        self.bin_dir.join("k3s")
+    }
+    /// `config.yaml`.
+    pub fn config_file(&self) -> PathBuf {
+        self.config_dir.join("config.yaml")
+    }
+    /// The kubeconfig k3s writes and bosun's probes read.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.config_dir.join("k3s.yaml")
+    }
+    /// `k3s.service`.
+    pub fn unit_file(&self) -> PathBuf {
+        self.unit_dir.join(format!("{SERVICE}.service"))
+    }
+    /// `k3s.service.env` (mode 0600: it may hold the cluster token).
+    pub fn env_file(&self) -> PathBuf {
+        self.unit_dir.join(format!("{SERVICE}.service.env"))
+    }
+    /// The datastore directory (SQLite by default; embedded etcd also lives here).
+    pub fn db_dir(&self) -> PathBuf {
+        self.data_dir.join("server/db")
+    }
+    /// The server token.
+    pub fn token(&self) -> PathBuf {
+        self.data_dir.join("server/token")
+    }
+    /// True when the config dir is k3s's default (then no `--config` is needed).
+    pub fn default_config_dir(&self) -> bool {
+        self.config_dir == Path::new(DEFAULT_CONFIG_DIR)
+    }
+}
+
+/// The version of the k3s binary at `binary`; `None` when there is no file there.
+pub async fn installed_version(binary: &Path) -> anyhow::Result<Option<K3sRelease>> {
+    if !binary.exists() {
+        return Ok(None);
+    }
+    let argv = [binary.display().to_string(), "--version".into()];
+    let out = process::run(&argv, None, &Default::default()).await?;
+    match parse_version_output(&out.stdout) {
+        Some(v) if out.rc == 0 => Ok(Some(v)),
+        _ => bail!(
+            "{} --version did not report a k3s version (exit code {}): {}; remove or replace \
+             the file",
+            binary.display(),
+            out.rc,
+            out.stderr.trim()
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health
+// ---------------------------------------------------------------------------------------------
+
+/// How much of the cluster a health check asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Unit active and the node Ready at the version: what an install waits for.
+    NodeReady,
+    /// Also `/readyz` and every kube-system pod Ready: what an upgrade must show.
+    Full,
+}
+
+/// Runs `k3s kubectl` with the installation's kubeconfig.
+async fn kubectl(paths: &K3sPaths, args: &[&str]) -> anyhow::Result<crate::steps::CommandOutput> {
+    let mut argv = vec![
+        paths.binary().display().to_string(),
+        "kubectl".into(),
+        "--kubeconfig".into(),
+        paths.kubeconfig().display().to_string(),
+        "--request-timeout=10s".into(),
+    ];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    process::run(&argv, None, &Default::default()).await
+}
+
+fn failure(out: &crate::steps::CommandOutput) -> String {
+    let text = if out.stderr.trim().is_empty() {
+        &out.stdout
+    } else {
+        &out.stderr
+    };
+    let line = text
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("no output");
+    format!("exit code {}: {line}", out.rc)
+}
+
+/// One look at the installation: `Ok` when healthy at `want`, else what is not yet right.
+pub async fn probe(paths: &K3sPaths, want: &K3sRelease, level: Health) -> Result<(), String> {
+    let active = systemd::active_state(SERVICE)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    if active != "active" {
+        return Err(format!("unit {SERVICE}.service is {active}"));
+    }
+    if level == Health::Full {
+        let out = kubectl(paths, &["get", "--raw", "/readyz"])
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        if out.rc != 0 || out.stdout.trim() != "ok" {
+            return Err(format!("/readyz: {}", failure(&out)));
+        }
+    }
+    let out = kubectl(paths, &["get", "nodes", "-o", "json"])
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    if out.rc != 0 {
+        return Err(format!("get nodes: {}", failure(&out)));
+    }
+    node_ready(&out.stdout, &hostname(), want)?;
+    if level == Health::Full {
+        let out = kubectl(paths, &["get", "pods", "-n", "kube-system", "-o", "json"])
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        if out.rc != 0 {
+            return Err(format!("get pods: {}", failure(&out)));
+        }
+        pods_ready(&out.stdout)?;
+    }
+    Ok(())
+}
+
+/// Probes until healthy or `timeout` passes; returns how long it took, or the last reason.
+pub async fn wait_healthy(
+    paths: &K3sPaths,
+    want: &K3sRelease,
+    level: Health,
+    timeout: Duration,
+) -> Result<Duration, String> {
+    let started = Instant::now();
+    loop {
+        match probe(paths, want, level).await {
+            Ok(()) => return Ok(started.elapsed()),
+            Err(reason) if started.elapsed() >= timeout => return Err(reason),
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().to_lowercase())
+        .unwrap_or_default()
+}
+
+/// Judges `kubectl get nodes -o json`: this host's node (the one named `host`, or the only
+/// node) must be Ready and run kubelet `want`.
+pub fn node_ready(nodes_json: &str, host: &str, want: &K3sRelease) -> Result<(), String> {
+    let doc: Value =
+        serde_json::from_str(nodes_json).map_err(|e| format!("get nodes: not JSON: {e}"))?;
+    let items = doc["items"].as_array().cloned().unwrap_or_default();
+    let node = match items.as_slice() {
+        [] => return Err("no node has registered yet".into()),
+        [only] => only.clone(),
+        many => many
+            .iter()
+            .find(|n| n["metadata"]["name"] == host)
+            .cloned()
+            .ok_or_else(|| format!("no node named {host:?} among {} nodes", many.len()))?,
+    };
+    let name = node["metadata"]["name"].as_str().unwrap_or("?");
+    let ready = node["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"));
+    match ready {
+        Some(c) if c["status"] == "True" => {}
+        Some(c) => {
+            return Err(format!(
+                "node {name} is not Ready ({}: {})",
+                c["reason"].as_str().unwrap_or("no reason"),
+                c["message"].as_str().unwrap_or("")
+            ));
+        }
+        None => return Err(format!("node {name} reports no Ready condition yet")),
+    }
+    let kubelet = node["status"]["nodeInfo"]["kubeletVersion"]
+        .as_str()
+        .unwrap_or("");
+    if K3sRelease::parse(kubelet).ok().as_ref() != Some(want) {
+        return Err(format!("node {name} runs kubelet {kubelet:?}, want {want}"));
+    }
+    Ok(())
+}
+
+/// Judges `kubectl get pods -o json`: every pod that should be serving (phase Running or
+/// Pending) is Ready. Pods of finished jobs (Succeeded, Failed) are not judged.
+pub fn pods_ready(pods_json: &str) -> Result<(), String> {
+    let doc: Value =
+        serde_json::from_str(pods_json).map_err(|e| format!("get pods: not JSON: {e}"))?;
+    let not_ready: Vec<String> = doc["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
+        .filter(|p| {
+            !p["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        })
+        .map(|p| p["metadata"]["name"].as_str().unwrap_or("?").to_string())
+        .collect();
+    if not_ready.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("kube-system pods not Ready: {}", not_ready.join(", ")))
+    }
+}
+
+/// Parses a timeout argument written as a duration (`"90s"`, `"5m"`); strings because a
+/// template (`"{{ timeout }}"`) must survive parsing the playbook.
+pub fn parse_timeout(name: &str, text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{name}` = {text:?} is not a duration such as \"90s\" or \"5m\" ({e})"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Arguments shared by the kinds
+// ---------------------------------------------------------------------------------------------
+
+/// A yes/no argument that may also be written as a template (`"{{ step_through }}"`), since
+/// `--var` values are strings. After rendering it must be `true`/`false` or `"true"`/`"false"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Toggle {
+    /// `true` or `false`.
+    Bool(bool),
+    /// `"true"`, `"false"`, or a template that renders to one of them.
+    Text(String),
+}
+
+impl Default for Toggle {
+    fn default() -> Self {
+        Toggle::Bool(false)
+    }
+}
+
+impl Toggle {
+    /// The value, once rendered.
+    pub fn value(&self, name: &str) -> anyhow::Result<bool> {
+        match self {
+            Toggle::Bool(b) => Ok(*b),
+            Toggle::Text(t) => match t.trim() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                other => bail!("`{name}` must be true or false, got {other:?}"),
+            },
+        }
+    }
+
+    /// A problem with an unrendered value, for `validate`.
+    pub fn problem(&self, name: &str) -> Option<String> {
+        match self {
+            Toggle::Text(t) if !crate::jinja::is_templated(t) => {
+                self.value(name).err().map(|e| e.to_string())
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> K3sRelease {
+        K3sRelease::parse(s).unwrap()
+    }
+
+    #[test]
+    fn versions_parse_print_and_order_like_releases() {
+        assert_eq!(v("v1.31.4+k3s1").to_string(), "v1.31.4+k3s1");
+        assert_eq!(v("1.31.4+k3s2").to_string(), "v1.31.4+k3s2");
+        assert_eq!(v("v1.32.0-rc1+k3s1").to_string(), "v1.32.0-rc1+k3s1");
+        assert!(v("v1.31.4+k3s1") < v("v1.31.4+k3s2"));
+        assert!(v("v1.31.4+k3s2") < v("v1.31.10+k3s1"));
+        assert!(v("v1.32.0-rc1+k3s1") < v("v1.32.0+k3s1"));
+        assert!(v("v1.9.0+k3s1") < v("v1.10.0+k3s1"));
+        for bad in ["", "v1.31.4", "v1.31+k3s1", "v1.31.x+k3s1", "latest", "v1.31.4+k3s"] {
+            assert!(K3sRelease::parse(bad).is_err(), "{bad:?} parsed");
+        }
+        assert_eq!(v("v1.31.4+k3s1").url_segment(), "v1.31.4%2Bk3s1");
+        assert_eq!(
+            release_url("https://m.example/dl/", &v("v1.31.4+k3s1"), "k3s"),
+            "https://m.example/dl/v1.31.4%2Bk3s1/k3s"
+        );
+    }
+
+    #[test]
+    fn version_output_is_read_from_the_first_line() {
+        let out = "k3s version v1.31.4+k3s1 (a1b2c3d4)\ngo version go1.22.9\n";
+        assert_eq!(parse_version_output(out), Some(v("v1.31.4+k3s1")));
+        assert_eq!(parse_version_output("go version go1.22.9\n"), None);
+    }
+
+    fn channels() -> Channels {
+        Channels::parse(
+            r#"{"type":"collection","data":[
+                {"id":"stable","type":"channel","name":"stable","latest":"v1.31.4+k3s1"},
+                {"id":"v1.29","type":"channel","name":"v1.29","latest":"v1.29.12+k3s1"},
+                {"id":"v1.30","type":"channel","name":"v1.30","latest":"v1.30.8+k3s1"},
+                {"id":"testing","type":"channel","name":"testing"}]}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn channels_name_their_latest_release() {
+        let c = channels();
+        assert_eq!(c.latest("stable"), Some(v("v1.31.4+k3s1")));
+        assert_eq!(c.latest("v1.30"), Some(v("v1.30.8+k3s1")));
+        assert_eq!(c.latest("testing"), None);
+        assert_eq!(c.latest("v1.28"), None);
+        assert!(Channels::parse("{}").is_err());
+        assert!(Channels::parse("<html>").is_err());
+    }
+
+    #[test]
+    fn upgrade_paths_go_one_minor_at_a_time() {
+        let c = channels();
+        let path = |from, to, step| upgrade_path(&v(from), &v(to), step, Some(&c));
+        assert_eq!(path("v1.30.2+k3s1", "v1.30.8+k3s1", false), Ok(vec![v("v1.30.8+k3s1")]));
+        assert_eq!(path("v1.30.2+k3s1", "v1.31.4+k3s1", false), Ok(vec![v("v1.31.4+k3s1")]));
+        let refused = path("v1.29.1+k3s1", "v1.31.4+k3s1", false).unwrap_err();
+        assert!(refused.contains("skips minor version(s) v1.30"), "{refused}");
+        assert!(refused.contains("step_through_minors"), "{refused}");
+        assert_eq!(
+            path("v1.28.1+k3s1", "v1.31.4+k3s1", true),
+            Ok(vec![v("v1.29.12+k3s1"), v("v1.30.8+k3s1"), v("v1.31.4+k3s1")])
+        );
+        assert_eq!(
+            path("v1.29.1+k3s1", "v1.31.4+k3s1", true),
+            Ok(vec![v("v1.30.8+k3s1"), v("v1.31.4+k3s1")])
+        );
+        assert!(
+            upgrade_path(&v("v1.27.1+k3s1"), &v("v1.29.1+k3s1"), true, Some(&c))
+                .unwrap_err()
+                .contains("no channel v1.28")
+        );
+        assert!(path("v1.31.4+k3s1", "v1.30.8+k3s1", true).unwrap_err().contains("downgrades"));
+    }
+
+    fn nodes(ready: &str, kubelet: &str) -> String {
+        serde_json::json!({"kind": "List", "items": [{
+            "metadata": {"name": "box"},
+            "status": {
+                "conditions": [
+                    {"type": "MemoryPressure", "status": "False"},
+                    {"type": "Ready", "status": ready, "reason": "KubeletNotReady", "message": "cni not ready"}],
+                "nodeInfo": {"kubeletVersion": kubelet}}}]})
+        .to_string()
+    }
+
+    #[test]
+    fn node_readiness_needs_ready_and_the_wanted_kubelet() {
+        let want = v("v1.31.4+k3s1");
+        assert_eq!(node_ready(&nodes("True", "v1.31.4+k3s1"), "other", &want), Ok(()));
+        let e = node_ready(&nodes("False", "v1.31.4+k3s1"), "box", &want).unwrap_err();
+        assert!(e.contains("not Ready (KubeletNotReady: cni not ready)"), "{e}");
+        let e = node_ready(&nodes("True", "v1.30.8+k3s1"), "box", &want).unwrap_err();
+        assert!(e.contains("runs kubelet \"v1.30.8+k3s1\", want v1.31.4+k3s1"), "{e}");
+        assert!(node_ready(r#"{"items":[]}"#, "box", &want).is_err());
+        assert!(node_ready("refused", "box", &want).is_err());
+    }
+
+    #[test]
+    fn pods_of_finished_jobs_are_not_judged() {
+        let pods = serde_json::json!({"items": [
+            {"metadata": {"name": "coredns-1"}, "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}},
+            {"metadata": {"name": "helm-install-traefik"}, "status": {"phase": "Succeeded", "conditions": [{"type": "Ready", "status": "False"}]}},
+            {"metadata": {"name": "local-path-1"}, "status": {"phase": "Pending"}},
+            {"metadata": {"name": "metrics-1"}, "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]}}]});
+        assert_eq!(
+            pods_ready(&pods.to_string()),
+            Err("kube-system pods not Ready: local-path-1, metrics-1".into())
+        );
+        assert_eq!(pods_ready(r#"{"items":[]}"#), Ok(()));
+    }
+
+    #[test]
+    fn arch_names_map_to_release_files() {
+        assert_eq!(arch_files(Some("x86_64")).unwrap().binary, "k3s");
+        assert_eq!(arch_files(Some("arm64")).unwrap().checksums, "sha256sum-arm64.txt");
+        assert!(arch_files(Some("s390x")).is_err());
+    }
+
+    #[test]
+    fn toggles_accept_booleans_and_rendered_text() {
+        assert!(Toggle::Text("true".into()).value("x").unwrap());
+        assert!(!Toggle::Bool(false).value("x").unwrap());
+        assert!(Toggle::Text("yes".into()).value("x").is_err());
+        assert_eq!(Toggle::Text("{{ s }}".into()).problem("x"), None);
+        assert!(Toggle::Text("maybe".into()).problem("x").is_some());
+    }
+}

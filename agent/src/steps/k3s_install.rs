@@ -1,0 +1,693 @@
+//! `k3s_install`: k3s installed, configured, running as `k3s.service`, its node Ready.
+//!
+//! ```toml
+//! k3s_install = { version = "v1.31.4+k3s1" }
+//! k3s_install = { channel = "stable", config = { node-label = ["role=platform"] } }
+//! k3s_install = { version = "{{ k3s_version }}", mirror = "https://mirror.internal/k3s", env = { K3S_TOKEN = "{{ token }}" } }
+//! ```
+//!
+//! When no k3s binary is installed, the release (`version`, or the latest of `channel`, default
+//! `stable`, from the update server's channel list) is downloaded with its `sha256sum-<arch>.txt`
+//! from `mirror` (default: GitHub's release downloads); a digest mismatch installs nothing and
+//! fails the step before any file is touched. The binary goes to `<bin_dir>/k3s` by an atomic
+//! rename, with `kubectl`, `crictl` and `ctr` links beside it (unless something else already
+//! has those names). Then:
+//! - `<config_dir>/config.yaml` (0600): the `config` table over the small-host defaults
+//!   ([`small_host_defaults`]: traefik, servicelb and metrics-server disabled; kubelet
+//!   reservations and eviction thresholds for a 1 GiB machine). A key in `config` replaces the
+//!   default of the same key, except the `*-arg` lists (`kubelet-arg`, ...), which are merged
+//!   flag by flag: `kubelet-arg = ["max-pods=50"]` adds a flag and keeps the defaults, and
+//!   `kubelet-arg = ["eviction-hard=memory.available<200Mi"]` replaces that one flag. Set
+//!   `small_host_defaults = false` to start from nothing.
+//! - `<unit_dir>/k3s.service` (Type=notify, as the official installer writes it) and its env
+//!   file `k3s.service.env` (0600, from `env`; its content is never shown in diffs).
+//! - daemon-reload when the unit changed, enable, start (or restart when it was running and
+//!   anything it reads changed), then wait up to `ready_timeout` until the unit is active and
+//!   the node is Ready at the installed version.
+//!
+//! Nothing changes, and nothing is restarted, when the binary, the files and the links are as
+//! wanted and the unit is enabled and active.
+//!
+//! **Versions.** This kind installs k3s where there is none; it never changes the version of an
+//! installed k3s. When the installed version differs from `version`, the step stays `ok` and
+//! says so: version changes go through `k3s_upgrade` (datastore backup, one minor at a time,
+//! health check, rollback), so that re-running a bootstrap playbook after an upgrade neither
+//! downgrades the cluster nor upgrades it without a backup.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::content::unified_diff;
+use super::k3s::{
+    self, Channels, Health, K3sPaths, K3sRelease, SERVICE, default_bin_dir, default_channel_url,
+    default_config_dir, default_data_dir, default_mirror, default_unit_dir,
+};
+use super::{ActionArgs, Check, Outcome, StepContext, StepKind};
+use crate::host::fs::{Attrs, lstat, read_if_exists, sync_dir, write_atomic};
+use crate::host::{download, systemd};
+use crate::jinja::is_templated;
+
+/// Links made beside the binary (k3s is a multi-call binary), when nothing else has the name.
+const LINKS: &[&str] = &["kubectl", "crictl", "ctr"];
+/// Default of `ready_timeout`: k3s's first start on a t2.micro takes a minute or two.
+const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn yes() -> bool {
+    true
+}
+fn default_ready_timeout() -> String {
+    humantime::format_duration(DEFAULT_READY_TIMEOUT).to_string()
+}
+
+/// Arguments of `k3s_install`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct K3sInstallArgs {
+    /// The release to install, e.g. "v1.31.4+k3s1". At most one of `version` and `channel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// A release channel ("stable", "latest", "v1.31"), resolved through `channel_url` when k3s
+    /// is not installed yet (default: "stable" when `version` is not given either).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// Base URL of the releases: files are at `<mirror>/<version>/<file>`.
+    #[serde(default = "default_mirror")]
+    pub mirror: String,
+    /// The update server's channel list (JSON).
+    #[serde(default = "default_channel_url")]
+    pub channel_url: String,
+    /// Release architecture: "amd64", "arm64" or "arm" (default: this machine's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    /// k3s configuration (the keys of `config.yaml`, e.g. `node-label`, `tls-san`), over the
+    /// small-host defaults. `*-arg` lists are merged with the defaults flag by flag.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, Value>,
+    /// Start from the small-host defaults (traefik, servicelb, metrics-server off; kubelet
+    /// reservations and eviction thresholds for 1 GiB). Default true.
+    #[serde(default = "yes")]
+    pub small_host_defaults: bool,
+    /// Environment of the k3s service (`K3S_TOKEN`, proxies), written to
+    /// `k3s.service.env` with mode 0600.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Link `kubectl`, `crictl` and `ctr` to k3s in `bin_dir` (default true).
+    #[serde(default = "yes")]
+    pub symlinks: bool,
+    /// Directory of the binary.
+    #[serde(default = "default_bin_dir")]
+    pub bin_dir: String,
+    /// Directory of `config.yaml` and the kubeconfig `k3s.yaml`.
+    #[serde(default = "default_config_dir")]
+    pub config_dir: String,
+    /// Directory of `k3s.service` and its env file.
+    #[serde(default = "default_unit_dir")]
+    pub unit_dir: String,
+    /// k3s's data directory (written to `config.yaml` as `data-dir` when not the default).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: String,
+    /// How long to wait for the node to be Ready after a start: a duration such as "90s"
+    /// (default "5m").
+    #[serde(default = "default_ready_timeout")]
+    pub ready_timeout: String,
+}
+
+impl K3sInstallArgs {
+    fn paths(&self) -> K3sPaths {
+        K3sPaths {
+            bin_dir: self.bin_dir.clone().into(),
+            config_dir: self.config_dir.clone().into(),
+            unit_dir: self.unit_dir.clone().into(),
+            data_dir: self.data_dir.clone().into(),
+        }
+    }
+
+    fn pinned(&self) -> anyhow::Result<Option<K3sRelease>> {
+        self.version
+            .as_deref()
+            .map(K3sRelease::parse)
+            .transpose()
+            .map_err(anyhow::Error::msg)
+    }
+
+    /// The release to install: the pinned version, or the channel's latest.
+    async fn target(&self, client: &reqwest::Client) -> anyhow::Result<K3sRelease> {
+        if let Some(v) = self.pinned()? {
+            return Ok(v);
+        }
+        let channel = self.channel.as_deref().unwrap_or("stable");
+        let channels = Channels::fetch(client, &self.channel_url).await?;
+        channels.latest(channel).with_context(|| {
+            format!(
+                "the channel list at {} has no channel {channel:?} with a release",
+                self.channel_url
+            )
+        })
+    }
+}
+
+impl ActionArgs for K3sInstallArgs {
+    fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.version.is_some() && self.channel.is_some() {
+            problems.push("give `version` (a pinned release) or `channel`, not both".into());
+        }
+        if let Some(v) = self.version.as_deref().filter(|v| !is_templated(v)) {
+            problems.extend(K3sRelease::parse(v).err());
+        }
+        if let Some(a) = self.arch.as_deref().filter(|a| !is_templated(a)) {
+            problems.extend(k3s::arch_files(Some(a)).err());
+        }
+        if !is_templated(&self.ready_timeout) {
+            problems.extend(k3s::parse_timeout("ready_timeout", &self.ready_timeout).err());
+        }
+        problems.extend(config_problems(&self.config));
+        problems.extend(env_problems(&self.env));
+        for (name, dir) in [
+            ("bin_dir", &self.bin_dir),
+            ("config_dir", &self.config_dir),
+            ("unit_dir", &self.unit_dir),
+            ("data_dir", &self.data_dir),
+        ] {
+            if !is_templated(dir) && !Path::new(dir).is_absolute() {
+                problems.push(format!("`{name}` must be an absolute path, got {dir:?}"));
+            }
+        }
+        problems
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the files hold
+// ---------------------------------------------------------------------------------------------
+
+/// The configuration for a small (1 GiB) host. Bundled add-ons a single small node does not
+/// need are off (an ingress, a load balancer and metrics cost ~150 MiB between them); the
+/// kubelet keeps memory back for the system and for Kubernetes itself and evicts pods before
+/// the kernel's OOM killer has to act.
+pub fn small_host_defaults() -> BTreeMap<String, Value> {
+    let mut d = BTreeMap::new();
+    d.insert(
+        "disable".into(),
+        serde_json::json!(["traefik", "servicelb", "metrics-server"]),
+    );
+    d.insert(
+        "kubelet-arg".into(),
+        serde_json::json!([
+            "kube-reserved=cpu=100m,memory=128Mi,ephemeral-storage=512Mi",
+            "system-reserved=cpu=100m,memory=128Mi,ephemeral-storage=512Mi",
+            "eviction-hard=memory.available<100Mi,nodefs.available<10%,imagefs.available<15%",
+            "image-gc-high-threshold=80",
+            "image-gc-low-threshold=60",
+        ]),
+    );
+    d.insert("write-kubeconfig-mode".into(), Value::String("0600".into()));
+    d
+}
+
+/// Keys of the config table that the step's own arguments decide.
+const RESERVED_KEYS: &[(&str, &str)] = &[
+    ("data-dir", "set the step's `data_dir` instead"),
+    (
+        "write-kubeconfig",
+        "bosun reads the kubeconfig from `<config_dir>/k3s.yaml`; set `config_dir` instead",
+    ),
+];
+
+fn config_problems(config: &BTreeMap<String, Value>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for key in config.keys() {
+        if let Some((_, help)) = RESERVED_KEYS.iter().find(|(k, _)| k == key) {
+            problems.push(format!("config key `{key}` is managed by this step: {help}"));
+        } else if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            problems.push(format!(
+                "config key {key:?} is not a k3s option name (lowercase, digits and `-`, as \
+                 in `node-label`)"
+            ));
+        }
+    }
+    problems
+}
+
+fn env_problems(env: &BTreeMap<String, String>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (key, value) in env {
+        let mut chars = key.chars();
+        let ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            problems.push(format!("env name {key:?} is not a valid variable name"));
+        }
+        if value.contains(['\n', '\r', '\0']) {
+            problems.push(format!("env {key}: a value must be one line"));
+        }
+    }
+    problems
+}
+
+/// Merges `*-arg` flag lists: a flag of `ours` replaces the default flag of the same name
+/// (the text before `=`), other flags are appended.
+fn merge_flags(defaults: &[Value], ours: &[Value]) -> Vec<Value> {
+    let name = |v: &Value| {
+        v.as_str()
+            .map(|s| s.split('=').next().unwrap_or(s).to_string())
+    };
+    let mut merged: Vec<Value> = defaults
+        .iter()
+        .filter(|d| !ours.iter().any(|o| name(o).is_some() && name(o) == name(d)))
+        .cloned()
+        .collect();
+    merged.extend(ours.iter().cloned());
+    merged
+}
+
+/// The content of `config.yaml`: the defaults (unless off), the step's table over them, and
+/// the paths that differ from k3s's own defaults.
+pub fn render_config(
+    config: &BTreeMap<String, Value>,
+    small_host: bool,
+    paths: &K3sPaths,
+) -> anyhow::Result<String> {
+    let mut merged = if small_host {
+        small_host_defaults()
+    } else {
+        BTreeMap::new()
+    };
+    for (key, value) in config {
+        let combined = match (merged.get(key), value) {
+            (Some(Value::Array(d)), Value::Array(o)) if key.ends_with("-arg") => {
+                Value::Array(merge_flags(d, o))
+            }
+            _ => value.clone(),
+        };
+        merged.insert(key.clone(), combined);
+    }
+    if paths.data_dir != Path::new(k3s::DEFAULT_DATA_DIR) {
+        merged.insert(
+            "data-dir".into(),
+            Value::String(paths.data_dir.display().to_string()),
+        );
+    }
+    if !paths.default_config_dir() {
+        merged.insert(
+            "write-kubeconfig".into(),
+            Value::String(paths.kubeconfig().display().to_string()),
+        );
+    }
+    let yaml = serde_norway::to_string(&merged).context("rendering config.yaml")?;
+    Ok(format!(
+        "# Written by bosun (k3s_install); edits here are replaced on its next run.\n{yaml}"
+    ))
+}
+
+/// The content of `k3s.service.env`.
+pub fn render_env(env: &BTreeMap<String, String>) -> String {
+    let mut out = String::from(
+        "# Written by bosun (k3s_install): the environment of k3s.service. Mode 0600: it may \
+         hold the cluster token.\n",
+    );
+    for (key, value) in env {
+        let quoted = value.replace('\\', "\\\\").replace('"', "\\\"");
+        out.push_str(&format!("{key}=\"{quoted}\"\n"));
+    }
+    out
+}
+
+/// The content of `k3s.service`, as the official installer writes it for a server: Type=notify
+/// (k3s tells systemd when it is up), KillMode=process (stopping k3s leaves the containers'
+/// shims running, so a restart does not restart every pod), no resource limits on the
+/// container tree.
+pub fn render_unit(paths: &K3sPaths) -> String {
+    let env_file = paths.env_file();
+    let mut exec = format!("{} \\\n    server", paths.binary().display());
+    if !paths.default_config_dir() {
+        exec.push_str(&format!(" \\\n    --config {}", paths.config_file().display()));
+    }
+    format!(
+        "# Written by bosun (k3s_install); edits here are replaced on its next run.
+[Unit]
+Description=Lightweight Kubernetes
+Documentation=https://k3s.io
+Wants=network-online.target
+After=network-online.target
+
+[Install]
+WantedBy=multi-user.target
+
+[Service]
+Type=notify
+EnvironmentFile=-/etc/default/%N
+EnvironmentFile=-/etc/sysconfig/%N
+EnvironmentFile=-{env_file}
+KillMode=process
+Delegate=yes
+User=root
+# Limits cost accounting overhead in the kernel; containers are accounted by cgroups.
+LimitNOFILE=1048576
+LimitNPROC=infinity
+LimitCORE=infinity
+TasksMax=infinity
+TimeoutStartSec=0
+Restart=always
+RestartSec=5s
+ExecStartPre=-/sbin/modprobe br_netfilter
+ExecStartPre=-/sbin/modprobe overlay
+ExecStart={exec}
+",
+        env_file = env_file.display(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// check and apply
+// ---------------------------------------------------------------------------------------------
+
+/// One file to (re)write.
+#[derive(Debug)]
+pub struct PlannedFile {
+    path: PathBuf,
+    content: Vec<u8>,
+    mode: u32,
+}
+
+/// What `apply` has to do.
+#[derive(Debug)]
+pub struct InstallPlan {
+    /// Download and install this release (no k3s binary yet).
+    install: Option<K3sRelease>,
+    /// The version that runs once applied.
+    version: K3sRelease,
+    /// Files to write.
+    files: Vec<PlannedFile>,
+    /// Links to create beside the binary.
+    links: Vec<PathBuf>,
+    /// The unit file changes: daemon-reload.
+    unit_changed: bool,
+    /// The unit is not enabled.
+    enable: bool,
+    /// k3s runs and something it reads changed.
+    restart: bool,
+    /// k3s does not run.
+    start: bool,
+}
+
+/// Compares `path` with the wanted content and mode; `None` when it matches.
+fn plan_file(path: PathBuf, content: Vec<u8>, mode: u32) -> anyhow::Result<Option<PlannedFile>> {
+    let same_content = read_if_exists(&path)?.as_deref() == Some(content.as_slice());
+    let same_mode = lstat(&path)?.is_some_and(|m| m.mode() & 0o7777 == mode);
+    Ok((!(same_content && same_mode)).then_some(PlannedFile {
+        path,
+        content,
+        mode,
+    }))
+}
+
+impl StepKind for K3sInstallArgs {
+    type Change = InstallPlan;
+
+    async fn check(&self, _ctx: &StepContext<'_>) -> anyhow::Result<Check<InstallPlan>> {
+        let paths = self.paths();
+        let mut todo: Vec<String> = Vec::new();
+        let mut notes: Vec<String> = Vec::new();
+        let installed = k3s::installed_version(&paths.binary()).await?;
+        let (version, install) = match installed {
+            Some(v) => {
+                if let Some(pinned) = self.pinned()?.filter(|p| p != &v) {
+                    notes.push(format!(
+                        "k3s {v} is installed and this step names {pinned}: left at {v} \
+                         (versions change only through k3s_upgrade)"
+                    ));
+                }
+                (v, None)
+            }
+            None => {
+                let client = download::client()?;
+                let target = self.target(&client).await?;
+                todo.push(format!("install k3s {target}"));
+                (target.clone(), Some(target))
+            }
+        };
+
+        let config = render_config(&self.config, self.small_host_defaults, &paths)?;
+        let unit = render_unit(&paths);
+        let mut files = Vec::new();
+        let mut diff = String::new();
+        let old_config = read_if_exists(&paths.config_file())?;
+        if let Some(f) = plan_file(paths.config_file(), config.into_bytes(), 0o600)? {
+            todo.push("write config.yaml".into());
+            diff.push_str(&unified_diff(&f.path, old_config.as_deref(), &f.content));
+            files.push(f);
+        }
+        if let Some(f) = plan_file(paths.env_file(), render_env(&self.env).into_bytes(), 0o600)? {
+            // Its values may be secrets: say that it changes, never show them.
+            todo.push(format!("write {SERVICE}.service.env"));
+            files.push(f);
+        }
+        let old_unit = read_if_exists(&paths.unit_file())?;
+        let unit_changed = match plan_file(paths.unit_file(), unit.into_bytes(), 0o644)? {
+            Some(f) => {
+                todo.push(format!("write {SERVICE}.service"));
+                diff.push_str(&unified_diff(&f.path, old_unit.as_deref(), &f.content));
+                files.push(f);
+                true
+            }
+            None => false,
+        };
+
+        let mut links = Vec::new();
+        if self.symlinks {
+            for name in LINKS {
+                let link = paths.bin_dir.join(name);
+                // Something else already called kubectl (a distribution's package) is left
+                // alone, as the official installer does.
+                if lstat(&link)?.is_none() {
+                    links.push(link);
+                }
+            }
+            if !links.is_empty() {
+                todo.push(format!("link {}", LINKS.join(", ")));
+            }
+        }
+
+        let enabled = systemd::enabled_state(SERVICE).await? == "enabled";
+        let active = systemd::active_state(SERVICE).await? == "active";
+        let touched = install.is_some() || !files.is_empty();
+        let restart = active && touched;
+        if !enabled {
+            todo.push(format!("enable {SERVICE}.service"));
+        }
+        if restart {
+            todo.push(format!("restart {SERVICE}.service"));
+        } else if !active {
+            todo.push(format!("start {SERVICE}.service"));
+        }
+
+        if todo.is_empty() {
+            let mut msg = format!("k3s {version} running; config, unit and env file as wanted");
+            for n in notes {
+                msg = format!("{msg}; {n}");
+            }
+            return Ok(Check::unchanged(Some(msg)));
+        }
+        let mut msg = todo.join(", ");
+        for n in notes {
+            msg = format!("{msg}; {n}");
+        }
+        let plan = InstallPlan {
+            install,
+            version,
+            files,
+            links,
+            unit_changed,
+            enable: !enabled,
+            restart,
+            start: !active,
+        };
+        Ok(Check::change(plan, msg).with_diff((!diff.is_empty()).then_some(diff)))
+    }
+
+    async fn apply(&self, _ctx: &StepContext<'_>, plan: InstallPlan) -> anyhow::Result<Outcome> {
+        let paths = self.paths();
+        let mut done = Vec::new();
+        // The download comes first: a checksum mismatch must leave every file as it was.
+        if let Some(release) = &plan.install {
+            std::fs::create_dir_all(&paths.bin_dir)
+                .with_context(|| format!("creating {}", paths.bin_dir.display()))?;
+            let client = download::client()?;
+            let arch = self.arch.as_deref();
+            let staged =
+                k3s::stage_release(&client, &self.mirror, arch, release, &paths.bin_dir).await?;
+            std::fs::rename(&staged, paths.binary())
+                .with_context(|| format!("renaming into {}", paths.binary().display()))?;
+            sync_dir(&paths.bin_dir)?;
+            done.push(format!("installed k3s {release}"));
+        }
+        for dir in [&paths.config_dir, &paths.unit_dir] {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+        }
+        for f in &plan.files {
+            write_atomic(&f.path, &f.content, f.mode, &Attrs::default())?;
+            done.push(format!(
+                "wrote {}",
+                f.path.file_name().unwrap_or_default().to_string_lossy()
+            ));
+        }
+        for link in &plan.links {
+            std::os::unix::fs::symlink("k3s", link)
+                .with_context(|| format!("linking {} to k3s", link.display()))?;
+        }
+        if plan.unit_changed {
+            systemd::daemon_reload().await?;
+        }
+        let unit = format!("{SERVICE}.service");
+        if plan.enable {
+            systemd::systemctl_ok(&["enable", &unit]).await?;
+            done.push("enabled".into());
+        }
+        // --no-block: a k3s that never reports READY (TimeoutStartSec=0, as upstream) must not
+        // hang the step; readiness is waited for below, with a deadline.
+        if plan.restart {
+            systemd::systemctl_ok(&["restart", "--no-block", &unit]).await?;
+            done.push("restarted".into());
+        } else if plan.start {
+            systemd::systemctl_ok(&["start", "--no-block", &unit]).await?;
+            done.push("started".into());
+        }
+        if plan.restart || plan.start {
+            let timeout = k3s::parse_timeout("ready_timeout", &self.ready_timeout)
+                .map_err(anyhow::Error::msg)?;
+            match k3s::wait_healthy(&paths, &plan.version, Health::NodeReady, timeout).await {
+                Ok(took) => done.push(format!("node Ready after {:.1}s", took.as_secs_f64())),
+                Err(reason) => bail!(
+                    "{}; but k3s {} is not ready after {}: {reason}. Look at `journalctl -u \
+                     {SERVICE}` on the host; raise `ready_timeout` if it is only slow",
+                    done.join(", "),
+                    plan.version,
+                    humantime::format_duration(timeout)
+                ),
+            }
+        }
+        Ok(Outcome {
+            changed: true,
+            message: Some(done.join(", ")),
+            ..Outcome::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(root: &str) -> K3sPaths {
+        K3sPaths {
+            bin_dir: format!("{root}/bin").into(),
+            config_dir: format!("{root}/etc").into(),
+            unit_dir: format!("{root}/units").into(),
+            data_dir: format!("{root}/data").into(),
+        }
+    }
+
+    fn default_paths() -> K3sPaths {
+        K3sPaths {
+            bin_dir: k3s::DEFAULT_BIN_DIR.into(),
+            config_dir: k3s::DEFAULT_CONFIG_DIR.into(),
+            unit_dir: k3s::DEFAULT_UNIT_DIR.into(),
+            data_dir: k3s::DEFAULT_DATA_DIR.into(),
+        }
+    }
+
+    fn yaml(text: &str) -> Value {
+        serde_norway::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn config_is_the_table_over_the_small_host_defaults() {
+        let mut config = BTreeMap::new();
+        config.insert("disable".into(), serde_json::json!(["traefik"]));
+        config.insert(
+            "kubelet-arg".into(),
+            serde_json::json!(["max-pods=50", "eviction-hard=memory.available<200Mi"]),
+        );
+        config.insert("node-label".into(), serde_json::json!(["role=platform"]));
+        let text = render_config(&config, true, &default_paths()).unwrap();
+        assert!(text.starts_with("# Written by bosun"), "{text}");
+        let got = yaml(&text);
+        assert_eq!(got["disable"], serde_json::json!(["traefik"]));
+        assert_eq!(got["node-label"], serde_json::json!(["role=platform"]));
+        assert_eq!(got["write-kubeconfig-mode"], "0600");
+        let args: Vec<&str> = got["kubelet-arg"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(args.contains(&"max-pods=50"), "{args:?}");
+        assert!(args.contains(&"eviction-hard=memory.available<200Mi"), "{args:?}");
+        assert_eq!(args.iter().filter(|a| a.starts_with("eviction-hard=")).count(), 1);
+        assert!(args.iter().any(|a| a.starts_with("kube-reserved=")), "{args:?}");
+        // Default paths are k3s's own: not written.
+        assert!(got.get("data-dir").is_none() && got.get("write-kubeconfig").is_none());
+    }
+
+    #[test]
+    fn config_without_defaults_holds_only_the_table_and_moved_paths() {
+        let mut config = BTreeMap::new();
+        config.insert("tls-san".into(), serde_json::json!("k3s.example"));
+        let got = yaml(&render_config(&config, false, &paths("/srv")).unwrap());
+        assert_eq!(
+            got,
+            serde_json::json!({
+                "tls-san": "k3s.example",
+                "data-dir": "/srv/data",
+                "write-kubeconfig": "/srv/etc/k3s.yaml",
+            })
+        );
+    }
+
+    #[test]
+    fn reserved_and_malformed_keys_are_refused() {
+        let mut config = BTreeMap::new();
+        config.insert("data-dir".into(), Value::String("/x".into()));
+        config.insert("Node_Label".into(), Value::String("x".into()));
+        let problems = config_problems(&config);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("data_dir") || problems[1].contains("data_dir"));
+        let mut env = BTreeMap::new();
+        env.insert("K3S_TOKEN".to_string(), "a\nb".to_string());
+        env.insert("1BAD".to_string(), "x".to_string());
+        assert_eq!(env_problems(&env).len(), 2);
+    }
+
+    #[test]
+    fn env_file_quotes_values_for_systemd() {
+        let mut env = BTreeMap::new();
+        env.insert("K3S_TOKEN".to_string(), r#"se"cr\et"#.to_string());
+        let text = render_env(&env);
+        assert!(text.ends_with("K3S_TOKEN=\"se\\\"cr\\\\et\"\n"), "{text}");
+    }
+
+    #[test]
+    fn unit_runs_the_server_with_the_config_it_was_given() {
+        let unit = render_unit(&default_paths());
+        assert!(unit.contains("Type=notify\n"));
+        assert!(unit.contains("EnvironmentFile=-/etc/systemd/system/k3s.service.env\n"));
+        assert!(unit.contains("ExecStart=/usr/local/bin/k3s \\\n    server\n"), "{unit}");
+        let moved = render_unit(&paths("/srv"));
+        assert!(moved.contains("ExecStart=/srv/bin/k3s \\\n    server \\\n    --config /srv/etc/config.yaml\n"), "{moved}");
+    }
+}
