@@ -148,7 +148,10 @@ mod tests {
     fn booleans_render_in_lower_case() {
         let j = Jinja::new();
         let ctx = Value::from_serialize(serde_json::json!({"on": true, "n": 1}));
-        assert_eq!(j.render_str("{{ on }} {{ not on }} {{ n }}", &ctx).unwrap(), "true false 1");
+        assert_eq!(
+            j.render_str("{{ on }} {{ not on }} {{ n }}", &ctx).unwrap(),
+            "true false 1"
+        );
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! the run journal, and the event types shared with the control CLI. The `bosund` binary is a
 //! thin command line over it; see ARCHITECTURE.md for the map.
 
+pub mod api;
+pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod event;
 pub mod host;

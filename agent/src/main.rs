@@ -48,6 +48,18 @@ enum Command {
     },
     /// Print the JSON Schema of the playbook format.
     Schema,
+    /// Run the agent: serve the HTTP API and execute submitted runs (under systemd).
+    Run {
+        /// The agent config.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Validate the agent config without starting anything.
+    CheckConfig {
+        /// The agent config.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// List recent runs from the journal.
     History {
         /// How many runs.
@@ -100,11 +112,18 @@ impl VarArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The daemon says what it does (journald keeps it); one-shot commands stay quiet.
+    let default_log = if matches!(cli.command, Command::Run { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BOSUN_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| default_log.into()),
         )
         .init();
     let state_dir = cli
@@ -118,6 +137,12 @@ fn main() -> ExitCode {
             print!("{}", playbook::json_schema());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run { config } => bosun_agent::daemon::run(bosun_agent::daemon::DaemonOptions {
+            config_explicit: config.is_some(),
+            config_path: config.unwrap_or_else(|| bosun_agent::config::DEFAULT_CONFIG_PATH.into()),
+            state_dir: cli.state_dir.clone(),
+        }),
+        Command::CheckConfig { config } => check_config(config),
         Command::History { limit, run, output } => {
             history(&state_dir, limit, run.as_deref(), output)
         }
@@ -233,6 +258,31 @@ fn check(files: &[String], vars: &VarArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn check_config(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    use bosun_agent::config::{ConfigError, DEFAULT_CONFIG_PATH};
+    let explicit = path.is_some();
+    let path = path.unwrap_or_else(|| DEFAULT_CONFIG_PATH.into());
+    match bosun_agent::daemon::load_config(&path, explicit) {
+        Ok(c) => {
+            println!(
+                "{}: ok (socket {}, tcp {}, queue_limit {})",
+                path.display(),
+                c.api.socket.display(),
+                c.api
+                    .tcp
+                    .map_or("off".to_string(), |t| format!("{} tls={}", t.listen, t.tls.is_some())),
+                c.queue_limit
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ConfigError::Invalid(diags)) => {
+            eprint!("{}", diags.render(std::io::stderr().is_terminal()));
+            Ok(ExitCode::from(EXIT_INVALID))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn history(

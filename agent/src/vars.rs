@@ -61,7 +61,10 @@ mod tests {
         assert_eq!(v["a"], "b=c");
         assert_eq!(v["x_1"], "");
         let v = parse_var_args(&["on=true".into(), "off=false".into(), "v=1.30".into()]).unwrap();
-        assert_eq!((v["on"].clone(), v["off"].clone(), v["v"].clone()), (true.into(), false.into(), "1.30".into()));
+        assert_eq!(
+            (v["on"].clone(), v["off"].clone(), v["v"].clone()),
+            (true.into(), false.into(), "1.30".into())
+        );
         assert!(parse_var_args(&["novalue".into()]).is_err());
         assert!(parse_var_args(&["1x=2".into()]).is_err());
         assert!(parse_var_args(&["a-b=2".into()]).is_err());

@@ -19,13 +19,20 @@ fn facts_via_playbook(imds_endpoint: Option<&str>) -> serde_json::Value {
     )
     .unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bosund"));
-    cmd.arg("--state-dir").arg(dir.path().join("state")).arg("apply").arg(&book);
+    cmd.arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("apply")
+        .arg(&book);
     cmd.env_remove("BOSUN_IMDS_ENDPOINT");
     if let Some(e) = imds_endpoint {
         cmd.env("BOSUN_IMDS_ENDPOINT", e);
     }
     let run = cmd.output().unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stdout));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
     serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
 }
 
@@ -38,7 +45,12 @@ fn ec2_facts_come_from_imdsv2() {
     assert_eq!(facts["ec2"]["availability_zone"], "eu-west-1b");
     // The token was fetched before any document was read.
     let requests = imds.requests();
-    assert!(requests.first().is_some_and(|r| r.contains("/latest/api/token")), "{requests:?}");
+    assert!(
+        requests
+            .first()
+            .is_some_and(|r| r.contains("/latest/api/token")),
+        "{requests:?}"
+    );
 }
 
 #[test]
@@ -52,5 +64,10 @@ fn host_facts_are_there_and_ec2_is_absent_off_ec2() {
     assert!(facts["memory_mb"].as_u64().unwrap() > 64);
     let os_release = std::fs::read_to_string("/etc/os-release").unwrap();
     let id = facts["os_id"].as_str().unwrap();
-    assert!(os_release.lines().any(|l| l.trim_matches('"') == format!("ID={id}") || l == format!("ID=\"{id}\"")), "{id}");
+    assert!(
+        os_release
+            .lines()
+            .any(|l| l.trim_matches('"') == format!("ID={id}") || l == format!("ID=\"{id}\"")),
+        "{id}"
+    );
 }

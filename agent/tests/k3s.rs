@@ -63,7 +63,8 @@ impl Releases {
                 })
             })
             .collect();
-        let doc = serde_json::json!({ "type": "collection", "resourceType": "channels", "data": data });
+        let doc =
+            serde_json::json!({ "type": "collection", "resourceType": "channels", "data": data });
         std::fs::create_dir_all(r.dir.path().join("v1-release")).unwrap();
         std::fs::write(r.dir.path().join("v1-release/channels"), doc.to_string()).unwrap();
         r
@@ -96,7 +97,13 @@ impl Releases {
         let wrong = format!("{}  {}", "ab".repeat(32), arch_files().0);
         let fixed: Vec<String> = text
             .lines()
-            .map(|l| if l.ends_with(&format!("  {}", arch_files().0)) { wrong.clone() } else { l.to_string() })
+            .map(|l| {
+                if l.ends_with(&format!("  {}", arch_files().0)) {
+                    wrong.clone()
+                } else {
+                    l.to_string()
+                }
+            })
             .collect();
         std::fs::write(path, fixed.join("\n") + "\n").unwrap();
     }
@@ -126,7 +133,8 @@ impl K3sHost {
         HostBox::available().expect("host box prerequisites");
         let hb = HostBox::boot().expect("booting a host box");
         eprintln!("k3s: box booted in {:.1}s", hb.boot_time().as_secs_f64());
-        hb.copy_in(Path::new(BOSUND), "/usr/local/sbin/bosund").unwrap();
+        hb.copy_in(Path::new(BOSUND), "/usr/local/sbin/bosund")
+            .unwrap();
         K3sHost { hb }
     }
 
@@ -140,7 +148,13 @@ impl K3sHost {
     /// `bosund apply PLAYBOOK --output json ARGS...` inside the box.
     fn apply(&self, playbook: &str, args: &[&str]) -> Run {
         let started = Instant::now();
-        let mut argv = vec!["/usr/local/sbin/bosund", "--state-dir", STATE, "apply", playbook];
+        let mut argv = vec![
+            "/usr/local/sbin/bosund",
+            "--state-dir",
+            STATE,
+            "apply",
+            playbook,
+        ];
         argv.extend(["--output", "json"]);
         argv.extend_from_slice(args);
         // An IMDS endpoint that refuses at once: facts gathering is quick and has no ec2 part.
@@ -169,7 +183,10 @@ impl K3sHost {
     /// What `k3s --version` says in the box.
     fn k3s_version(&self) -> String {
         let out = self.sh("/usr/local/bin/k3s --version | head -1");
-        out.split_whitespace().nth(2).unwrap_or_default().to_string()
+        out.split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// The pid systemd knows for k3s (0: not running).
@@ -187,15 +204,17 @@ impl K3sHost {
 
     /// `k3s kubectl get nodes -o json` in the box: (Ready, kubelet version).
     fn node(&self) -> (bool, String) {
-        let nodes: Value =
-            serde_json::from_str(&self.sh("k3s kubectl get nodes -o json")).unwrap();
+        let nodes: Value = serde_json::from_str(&self.sh("k3s kubectl get nodes -o json")).unwrap();
         let node = &nodes["items"][0];
         let ready = node["status"]["conditions"]
             .as_array()
             .unwrap()
             .iter()
             .any(|c| c["type"] == "Ready" && c["status"] == "True");
-        let kubelet = node["status"]["nodeInfo"]["kubeletVersion"].as_str().unwrap().to_string();
+        let kubelet = node["status"]["nodeInfo"]["kubeletVersion"]
+            .as_str()
+            .unwrap()
+            .to_string();
         (ready, kubelet)
     }
 
@@ -203,7 +222,10 @@ impl K3sHost {
     fn backups(&self) -> Vec<String> {
         let dir = self.hb.path(&format!("{STATE}/k3s-backups"));
         let mut names: Vec<String> = std::fs::read_dir(dir)
-            .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         names.sort();
         names
@@ -249,7 +271,13 @@ fn k3s_is_installed_upgraded_rolled_back_and_stepped_through_minors_on_a_booted_
     let t0 = Instant::now();
     let releases = Releases::new(
         &[V30, V31, V32, V33],
-        &[("stable", V31), ("v1.30", V30), ("v1.31", V31), ("v1.32", V32), ("v1.33", V33)],
+        &[
+            ("stable", V31),
+            ("v1.30", V30),
+            ("v1.31", V31),
+            ("v1.32", V32),
+            ("v1.33", V33),
+        ],
     );
     let host = K3sHost::boot();
     let phase = |what: &str, since: &mut Instant| {
@@ -264,7 +292,21 @@ fn k3s_is_installed_upgraded_rolled_back_and_stepped_through_minors_on_a_booted_
     let check = host.apply(&install, &["--check"]);
     check.assert_success();
     assert_eq!(report(&check, "install k3s").status, StepStatus::Changed);
-    assert!(message(&check, "install k3s").contains("install k3s v1.30.6+k3s1"), "{check:#?}");
+    assert!(
+        message(&check, "install k3s").contains("install k3s v1.30.6+k3s1"),
+        "{check:#?}"
+    );
+    // A channel is resolved through the update server's channel list.
+    let by_channel = install_playbook(&releases, "")
+        .replace(r#"version = "{{ k3s_version }}""#, r#"channel = "stable""#);
+    let by_channel = host.playbook("channel.toml", &by_channel);
+    let check = host.apply(&by_channel, &["--check"]);
+    check.assert_success();
+    let msg = message(&check, "install k3s");
+    assert!(
+        msg.contains("install k3s v1.31.4+k3s1"),
+        "stable is v1.31.4: {msg}"
+    );
     let bad = host.apply(&install, &[]);
     assert_eq!(bad.code, 1, "{bad:#?}");
     let msg = message(&bad, "install k3s");
@@ -276,10 +318,16 @@ fn k3s_is_installed_upgraded_rolled_back_and_stepped_through_minors_on_a_booted_
         "/etc/rancher/k3s/config.yaml",
         "/usr/local/bin/kubectl",
     ] {
-        assert!(!host.exists(path), "{path} was written despite the checksum mismatch");
+        assert!(
+            !host.exists(path),
+            "{path} was written despite the checksum mismatch"
+        );
     }
     let leftovers = host.sh("ls -A /usr/local/bin");
-    assert!(!leftovers.contains("bosun"), "a partial download was left: {leftovers}");
+    assert!(
+        !leftovers.contains("bosun"),
+        "a partial download was left: {leftovers}"
+    );
     releases.publish(V30);
     phase("install refused on a bad checksum", &mut clock);
 
@@ -288,24 +336,40 @@ fn k3s_is_installed_upgraded_rolled_back_and_stepped_through_minors_on_a_booted_
     first.assert_success();
     assert_eq!(first.summary(), summary(0, 1, 0, 0));
     let msg = message(&first, "install k3s");
-    assert!(msg.contains("installed k3s v1.30.6+k3s1") && msg.contains("node Ready"), "{msg}");
+    assert!(
+        msg.contains("installed k3s v1.30.6+k3s1") && msg.contains("node Ready"),
+        "{msg}"
+    );
     assert_eq!(host.k3s_version(), V30);
     assert_eq!(host.sh("systemctl is-active k3s"), "active");
     assert_eq!(host.sh("systemctl is-enabled k3s"), "enabled");
     assert_eq!(host.node(), (true, V30.to_string()));
     let config: Value = serde_norway::from_str(&host.read("/etc/rancher/k3s/config.yaml")).unwrap();
-    assert_eq!(config["disable"], serde_json::json!(["traefik", "servicelb", "metrics-server"]));
+    assert_eq!(
+        config["disable"],
+        serde_json::json!(["traefik", "servicelb", "metrics-server"])
+    );
     assert!(
-        config["kubelet-arg"].as_array().unwrap().iter().any(|a| a.as_str().unwrap().starts_with("eviction-hard=")),
+        config["kubelet-arg"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a.as_str().unwrap().starts_with("eviction-hard=")),
         "{config}"
     );
-    assert_eq!(host.sh("stat -c %a /etc/systemd/system/k3s.service.env"), "600");
+    assert_eq!(
+        host.sh("stat -c %a /etc/systemd/system/k3s.service.env"),
+        "600"
+    );
     assert_eq!(host.sh("stat -c %a /etc/rancher/k3s/config.yaml"), "600");
     assert_eq!(host.sh("readlink /usr/local/bin/kubectl"), "k3s");
     assert_eq!(host.sh("systemctl show -p Type --value k3s"), "notify");
     // The fake read the config bosun wrote: the disabled add-ons are not among the pods.
     let pods = host.sh("kubectl get pods -n kube-system -o json");
-    assert!(pods.contains("coredns") && !pods.contains("metrics-server"), "{pods}");
+    assert!(
+        pods.contains("coredns") && !pods.contains("metrics-server"),
+        "{pods}"
+    );
     let pid = host.k3s_pid();
     // One download refused above, one installed.
     assert_eq!(releases.binary_downloads(V30), 2);
@@ -313,7 +377,11 @@ fn k3s_is_installed_upgraded_rolled_back_and_stepped_through_minors_on_a_booted_
     again.assert_success();
     assert_eq!(again.summary(), summary(1, 0, 0, 0));
     assert_eq!(host.k3s_pid(), pid, "an unchanged run restarted k3s");
-    assert_eq!(releases.binary_downloads(V30), 2, "an unchanged run downloaded k3s");
+    assert_eq!(
+        releases.binary_downloads(V30),
+        2,
+        "an unchanged run downloaded k3s"
+    );
     phase("install, Ready, second run unchanged", &mut clock);
 
     // --- a config change restarts k3s, once -------------------------------------------------
@@ -325,8 +393,17 @@ fn k3s_is_installed_upgraded_rolled_back_and_stepped_through_minors_on_a_booted_
     changed.assert_success();
     let r = report(&changed, "install k3s");
     assert_eq!(r.status, StepStatus::Changed);
-    assert!(r.message.as_deref().unwrap().contains("restarted"), "{r:#?}");
-    assert!(r.diff.as_deref().unwrap_or_default().contains("+- tier=test"), "{r:#?}");
+    assert!(
+        r.message.as_deref().unwrap().contains("restarted"),
+        "{r:#?}"
+    );
+    assert!(
+        r.diff
+            .as_deref()
+            .unwrap_or_default()
+            .contains("+- tier=test"),
+        "{r:#?}"
+    );
     assert_ne!(host.k3s_pid(), pid, "a config change must restart k3s");
     let pid = host.k3s_pid();
     assert_eq!(host.apply(&labelled, &[]).summary(), summary(1, 0, 0, 0));
@@ -353,12 +430,26 @@ fn k3s_is_installed_upgraded_rolled_back_and_stepped_through_minors_on_a_booted_
     let bad = host.apply(&to31, &[]);
     assert_eq!(bad.code, 1);
     let msg = message(&bad, "upgrade k3s");
-    assert!(msg.contains("checksum mismatch") && msg.contains("left running, untouched"), "{msg}");
-    assert_eq!(std::fs::read(host.hb.path("/usr/local/bin/k3s")).unwrap(), binary_before);
+    assert!(
+        msg.contains("checksum mismatch") && msg.contains("left running, untouched"),
+        "{msg}"
+    );
+    assert_eq!(
+        std::fs::read(host.hb.path("/usr/local/bin/k3s")).unwrap(),
+        binary_before
+    );
     assert_eq!(host.read("/etc/systemd/system/k3s.service"), unit_before);
     assert_eq!(host.read(&format!("{DATA}/server/db/state.db")), db_before);
-    assert_eq!(host.k3s_pid(), pid, "k3s was stopped for a download that failed");
-    assert!(host.backups().is_empty(), "a backup was made: {:?}", host.backups());
+    assert_eq!(
+        host.k3s_pid(),
+        pid,
+        "k3s was stopped for a download that failed"
+    );
+    assert!(
+        host.backups().is_empty(),
+        "a backup was made: {:?}",
+        host.backups()
+    );
     releases.publish(V31);
     phase("upgrade refusals (minor skip, checksum)", &mut clock);
 
@@ -396,7 +487,10 @@ fn k3s_is_installed_upgraded_rolled_back_and_stepped_through_minors_on_a_booted_
         assert!(backups[round].ends_with(&format!("-{V30}")), "{backups:?}");
     }
     std::fs::remove_file(host.hb.path(&fault)).unwrap();
-    phase("failed health checks rolled back (never Ready, crash on start)", &mut clock);
+    phase(
+        "failed health checks rolled back (never Ready, crash on start)",
+        &mut clock,
+    );
 
     // --- upgrade: the happy path, through the shipped playbook --------------------------------
     let shipped = std::fs::read_to_string(
@@ -424,7 +518,10 @@ fn k3s_is_installed_upgraded_rolled_back_and_stepped_through_minors_on_a_booted_
     up.assert_success();
     assert_eq!(up.summary(), summary(0, 1, 0, 0));
     let msg = message(&up, "upgrade k3s");
-    assert!(msg.contains("upgraded k3s v1.30.6+k3s1 → v1.31.4+k3s1"), "{msg}");
+    assert!(
+        msg.contains("upgraded k3s v1.30.6+k3s1 → v1.31.4+k3s1"),
+        "{msg}"
+    );
     assert_eq!(host.k3s_version(), V31);
     assert_eq!(host.node(), (true, V31.to_string()));
     assert_eq!(host.read(&format!("{DATA}/server/token")), token_before);
@@ -432,8 +529,14 @@ fn k3s_is_installed_upgraded_rolled_back_and_stepped_through_minors_on_a_booted_
     assert_eq!(backups.len(), 3, "{backups:?}");
     let newest = format!("{STATE}/k3s-backups/{}", backups[2]);
     assert_eq!(host.read(&format!("{newest}/token")), token_before);
-    assert!(host.read(&format!("{newest}/db/state.db")).contains(&format!("written-by {V30}")));
-    assert_eq!(host.sh(&format!("{newest}/k3s --version | head -1 | cut -d' ' -f3")), V30);
+    assert!(
+        host.read(&format!("{newest}/db/state.db"))
+            .contains(&format!("written-by {V30}"))
+    );
+    assert_eq!(
+        host.sh(&format!("{newest}/k3s --version | head -1 | cut -d' ' -f3")),
+        V30
+    );
     assert_eq!(host.sh(&format!("stat -c %a {STATE}/k3s-backups")), "700");
     let same = host.apply(&shipped, &args31);
     same.assert_success();
@@ -451,15 +554,29 @@ fn k3s_is_installed_upgraded_rolled_back_and_stepped_through_minors_on_a_booted_
     assert!(msg.contains("→ v1.33.1+k3s1"), "{msg}");
     assert_eq!(host.k3s_version(), V33);
     assert_eq!(host.node(), (true, V33.to_string()));
-    assert_eq!(releases.binary_downloads(V32), 1, "v1.32 was not stepped through");
+    assert_eq!(
+        releases.binary_downloads(V32),
+        1,
+        "v1.32 was not stepped through"
+    );
     let db = host.read(&format!("{DATA}/server/db/state.db"));
-    let order: Vec<&str> = db.lines().filter_map(|l| l.strip_prefix("written-by ")).collect();
+    let order: Vec<&str> = db
+        .lines()
+        .filter_map(|l| l.strip_prefix("written-by "))
+        .collect();
     assert_eq!(order.last(), Some(&V33), "{db}");
-    assert_eq!(order[order.len() - 2], V32, "the v1.32 hop did not run k3s: {db}");
+    assert_eq!(
+        order[order.len() - 2],
+        V32,
+        "the v1.32 hop did not run k3s: {db}"
+    );
     // Five backups were made (two rollbacks, three upgrades); the newest three are kept.
     let kept = host.backups();
     assert_eq!(kept.len(), 3, "{kept:?}");
-    assert!(kept[2].ends_with(&format!("-{V32}")) && kept[1].ends_with(&format!("-{V31}")), "{kept:?}");
+    assert!(
+        kept[2].ends_with(&format!("-{V32}")) && kept[1].ends_with(&format!("-{V31}")),
+        "{kept:?}"
+    );
     phase("stepped through v1.32 to v1.33", &mut clock);
 
     // --- re-running the bootstrap install never changes the version ---------------------------
@@ -472,18 +589,12 @@ fn k3s_is_installed_upgraded_rolled_back_and_stepped_through_minors_on_a_booted_
     assert_eq!(host.k3s_version(), V33);
     phase("install re-run keeps the upgraded version", &mut clock);
     let halt = Instant::now();
-    host.sh("systemctl stop k3s");
-    eprintln!("k3s: stop {:.1}s", halt.elapsed().as_secs_f64());
-    let log = host.hb.root().parent().unwrap().join("boot.log");
-    let copier = std::thread::spawn(move || {
-        while let Ok(t) = std::fs::read(&log) {
-            std::fs::write("/tmp/k3s-boot.log", t).unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-    });
     drop(host);
-    copier.join().unwrap();
-    eprintln!("k3s: halt {:.1}s; whole story {:.1}s", halt.elapsed().as_secs_f64(), t0.elapsed().as_secs_f64());
+    eprintln!(
+        "k3s: halt {:.1}s; whole story {:.1}s",
+        halt.elapsed().as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
 }
 
 /// The unit k3s_install writes passes systemd's own checks (not in a box: `systemd-analyze
@@ -513,8 +624,14 @@ fn the_k3s_unit_passes_systemd_analyze_verify() {
         .output()
         .expect("systemd-analyze (Debian package systemd; scripts/test installs it)");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "systemd-analyze verify failed:\n{stderr}");
-    let own: Vec<&str> = stderr.lines().filter(|l| l.contains("k3s.service")).collect();
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{stderr}"
+    );
+    let own: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("k3s.service"))
+        .collect();
     assert!(own.is_empty(), "warnings about the unit:\n{stderr}");
     // Not a tautology: a broken unit does fail the same check.
     std::fs::write(
@@ -527,5 +644,8 @@ fn the_k3s_unit_passes_systemd_analyze_verify() {
         .arg(paths.unit_file())
         .output()
         .unwrap();
-    assert!(!broken.status.success(), "verify accepted a unit whose binary is missing");
+    assert!(
+        !broken.status.success(),
+        "verify accepted a unit whose binary is missing"
+    );
 }

@@ -235,7 +235,10 @@ pub fn copy_tree(src: &Path, dest: &Path) -> anyhow::Result<()> {
                 .and_then(|_| File::open(&to)?.sync_all())
                 .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
         } else {
-            bail!("{} is neither a file, a directory nor a link; not copied", from.display());
+            bail!(
+                "{} is neither a file, a directory nor a link; not copied",
+                from.display()
+            );
         }
     }
     fs::set_permissions(dest, fs::Permissions::from_mode(meta.mode() & 0o7777))
@@ -267,8 +270,7 @@ pub fn replace_tree(src: &Path, dest: &Path) -> anyhow::Result<()> {
     copy_tree(src, &incoming)?;
     let had_old = lstat(dest)?.is_some();
     if had_old {
-        fs::rename(dest, &outgoing)
-            .with_context(|| format!("moving {} aside", dest.display()))?;
+        fs::rename(dest, &outgoing).with_context(|| format!("moving {} aside", dest.display()))?;
     }
     fs::rename(&incoming, dest).with_context(|| format!("renaming into {}", dest.display()))?;
     sync_dir(parent)?;
@@ -321,22 +323,37 @@ mod tests {
         let backup = dir.path().join("backup");
         copy_tree(&src, &backup).unwrap();
         assert_eq!(fs::read(backup.join("state.db")).unwrap(), b"v1");
-        assert_eq!(fs::metadata(backup.join("state.db")).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(backup.join("state.db")).unwrap().mode() & 0o777,
+            0o600
+        );
         assert_eq!(fs::read(backup.join("sub/wal")).unwrap(), b"w");
-        assert_eq!(fs::read_link(backup.join("link")).unwrap(), Path::new("state.db"));
+        assert_eq!(
+            fs::read_link(backup.join("link")).unwrap(),
+            Path::new("state.db")
+        );
 
         fs::write(src.join("state.db"), "v2").unwrap();
         fs::write(src.join("new-file"), "x").unwrap();
         replace_tree(&backup, &src).unwrap();
         assert_eq!(fs::read(src.join("state.db")).unwrap(), b"v1");
-        assert!(!src.join("new-file").exists(), "replace_tree keeps nothing of the old tree");
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(
+            !src.join("new-file").exists(),
+            "replace_tree keeps nothing of the old tree"
+        );
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 2, "no .bosun-* leftovers: {names:?}");
 
         let file = dir.path().join("k3s");
         fs::write(&file, "bin").unwrap();
         fs::set_permissions(&file, fs::Permissions::from_mode(0o755)).unwrap();
         copy_file_atomic(&file, &dir.path().join("k3s.copy")).unwrap();
-        assert_eq!(fs::metadata(dir.path().join("k3s.copy")).unwrap().mode() & 0o777, 0o755);
+        assert_eq!(
+            fs::metadata(dir.path().join("k3s.copy")).unwrap().mode() & 0o777,
+            0o755
+        );
     }
 }

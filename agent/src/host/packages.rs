@@ -94,23 +94,25 @@ pub async fn installed(
     };
     argv.push("--".into());
     argv.extend(names.iter().cloned());
-    // Both exit non-zero when some name is not installed; that is an answer, not an error.
     let out = run(&argv, &BTreeMap::new()).await?;
     let found = match manager {
         Manager::Apt => parse_dpkg_query(&out.stdout),
         Manager::Dnf => parse_rpm_query(&out.stdout),
     };
-    if found.is_empty() && out.rc != 0 && !out.stderr.contains("no packages found") {
-        // rpm says "package x is not installed" on stdout; anything on stderr with no answer
-        // at all is a real failure (no dpkg database, a broken rpmdb).
-        if manager == Manager::Apt || !out.stdout.contains("is not installed") {
-            bail!(
-                "{} failed (exit code {}): {}",
-                argv[0],
-                out.rc,
-                out.stderr.trim()
-            );
-        }
+    // Both exit non-zero when some name is not installed; that is an answer, not an error.
+    // No answer at all (no dpkg database, a broken rpmdb) is.
+    let answered = out.rc == 0
+        || match manager {
+            Manager::Apt => out.stderr.contains("no packages found"),
+            Manager::Dnf => out.stdout.contains("is not installed"),
+        };
+    if !answered {
+        bail!(
+            "{} failed (exit code {}): {}",
+            argv[0],
+            out.rc,
+            out.stderr.trim()
+        );
     }
     Ok(names
         .iter()
@@ -258,10 +260,14 @@ pub fn apt_lists_age(now: SystemTime) -> Option<Duration> {
     if !has_lists {
         return None;
     }
-    let newest = [Path::new(APT_UPDATE_STAMP), Path::new(APT_DAILY_STAMP), lists]
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-        .max()?;
+    let newest = [
+        Path::new(APT_UPDATE_STAMP),
+        Path::new(APT_DAILY_STAMP),
+        lists,
+    ]
+    .iter()
+    .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+    .max()?;
     Some(now.duration_since(newest).unwrap_or(Duration::ZERO))
 }
 
@@ -314,7 +320,11 @@ pub fn os_codename() -> anyhow::Result<String> {
 
 /// `dpkg --print-architecture` (`amd64`, `arm64`): the architecture apt installs for.
 pub async fn dpkg_architecture() -> anyhow::Result<String> {
-    let out = run(&to_argv(&["dpkg", "--print-architecture"]), &BTreeMap::new()).await?;
+    let out = run(
+        &to_argv(&["dpkg", "--print-architecture"]),
+        &BTreeMap::new(),
+    )
+    .await?;
     if out.rc != 0 || out.stdout.trim().is_empty() {
         bail!("dpkg --print-architecture failed: {}", out.stderr.trim());
     }
@@ -420,8 +430,12 @@ fn apt_env() -> BTreeMap<String, String> {
     ])
 }
 
+/// Runs a package tool with `env` and `LC_ALL=C`: its messages are parsed, so they must not
+/// be translated.
 async fn run(argv: &[String], env: &BTreeMap<String, String>) -> anyhow::Result<CommandOutput> {
-    process::run(argv, None, env).await.with_context(|| {
+    let mut env = env.clone();
+    env.insert("LC_ALL".into(), "C".into());
+    process::run(argv, None, &env).await.with_context(|| {
         format!(
             "is {} installed? this step needs the distribution's package tools",
             argv[0]
@@ -456,7 +470,10 @@ mod tests {
         assert_eq!(Manager::for_os("amzn").unwrap(), Manager::Dnf);
         assert_eq!(Manager::for_os("fedora").unwrap(), Manager::Dnf);
         let err = Manager::for_os("arch").unwrap_err().to_string();
-        assert!(err.contains("\"arch\"") && err.contains("`manager`"), "{err}");
+        assert!(
+            err.contains("\"arch\"") && err.contains("`manager`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -511,7 +528,12 @@ mod tests {
     #[test]
     fn apt_command_lines_are_noninteractive_and_end_options_before_names() {
         let names = vec!["jq".to_string(), "tree".to_string()];
-        let argv = command_line(Manager::Apt, Verb::Install, &names, InstallOptions::default());
+        let argv = command_line(
+            Manager::Apt,
+            Verb::Install,
+            &names,
+            InstallOptions::default(),
+        );
         assert_eq!(argv[0], "apt-get");
         assert!(argv.contains(&"-y".to_string()));
         assert!(argv.contains(&"--no-install-recommends".to_string()));
@@ -528,7 +550,12 @@ mod tests {
         assert!(!argv.contains(&"--no-install-recommends".to_string()));
         let argv = command_line(Manager::Apt, Verb::Purge, &names, InstallOptions::default());
         assert!(argv.contains(&"purge".to_string()));
-        let argv = command_line(Manager::Dnf, Verb::Upgrade, &names, InstallOptions::default());
+        let argv = command_line(
+            Manager::Dnf,
+            Verb::Upgrade,
+            &names,
+            InstallOptions::default(),
+        );
         assert_eq!(&argv[..4], ["dnf", "-y", "-q", "upgrade"]);
     }
 }

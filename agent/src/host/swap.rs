@@ -67,7 +67,9 @@ fn has_signature(path: &Path) -> anyhow::Result<bool> {
     for page_size in [page, 4096, 16384, 65536] {
         let mut buf = [0u8; SIGNATURE.len()];
         let at = page_size - SIGNATURE.len() as u64;
-        if file.seek(SeekFrom::Start(at)).is_ok() && file.read_exact(&mut buf).is_ok() && buf == SIGNATURE
+        if file.seek(SeekFrom::Start(at)).is_ok()
+            && file.read_exact(&mut buf).is_ok()
+            && buf == SIGNATURE
         {
             return Ok(true);
         }
@@ -95,7 +97,9 @@ fn unescape_octal(s: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'\\'
             && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
         {
             let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(v);
@@ -159,9 +163,8 @@ pub fn create(path: &Path, size: u64, zero_fill: bool) -> anyhow::Result<Allocat
             let n = left.min(chunk.len() as u64) as usize;
             if let Err(e) = file.write_all(&chunk[..n]) {
                 let _ = fs::remove_file(path);
-                return Err(e).with_context(|| {
-                    format!("writing {} (is the disk full?)", path.display())
-                });
+                return Err(e)
+                    .with_context(|| format!("writing {} (is the disk full?)", path.display()));
             }
             left -= n as u64;
         }
@@ -258,6 +261,9 @@ mod tests {
         assert!(inspect(&path).unwrap().unwrap().signature);
 
         assert_eq!(inspect(&dir.path().join("none")).unwrap(), None);
-        assert!(inspect(dir.path()).is_err(), "a directory is not a swap file");
+        assert!(
+            inspect(dir.path()).is_err(),
+            "a directory is not a swap file"
+        );
     }
 }

@@ -22,21 +22,34 @@ pub async fn systemctl(args: &[&str]) -> anyhow::Result<CommandOutput> {
 pub async fn systemctl_ok(args: &[&str]) -> anyhow::Result<CommandOutput> {
     let out = systemctl(args).await?;
     if out.rc != 0 {
-        bail!("systemctl {} failed (exit code {}): {}", args.join(" "), out.rc, out.stderr.trim());
+        bail!(
+            "systemctl {} failed (exit code {}): {}",
+            args.join(" "),
+            out.rc,
+            out.stderr.trim()
+        );
     }
     Ok(out)
 }
 
 /// `systemctl is-active UNIT`: `active`, `inactive`, `failed`, `activating`, ...
 pub async fn active_state(unit: &str) -> anyhow::Result<String> {
-    Ok(systemctl(&["is-active", unit]).await?.stdout.trim().to_string())
+    Ok(systemctl(&["is-active", unit])
+        .await?
+        .stdout
+        .trim()
+        .to_string())
 }
 
 /// `systemctl is-enabled UNIT`: `enabled`, `disabled`, `static`, `masked`, `not-found`, ...
 pub async fn enabled_state(unit: &str) -> anyhow::Result<String> {
     let out = systemctl(&["is-enabled", unit]).await?;
     let word = out.stdout.trim();
-    Ok(if word.is_empty() { "not-found".to_string() } else { word.to_string() })
+    Ok(if word.is_empty() {
+        "not-found".to_string()
+    } else {
+        word.to_string()
+    })
 }
 
 /// `systemctl daemon-reload`.
@@ -75,7 +88,9 @@ mod tests {
 
     #[test]
     fn show_output_splits_on_the_first_equals() {
-        let got = parse_show("LoadState=loaded\nNeedDaemonReload=no\nExecStart={ path=/bin/x ; argv[]=a=b }\n");
+        let got = parse_show(
+            "LoadState=loaded\nNeedDaemonReload=no\nExecStart={ path=/bin/x ; argv[]=a=b }\n",
+        );
         assert_eq!(got["LoadState"], "loaded");
         assert_eq!(got["NeedDaemonReload"], "no");
         assert_eq!(got["ExecStart"], "{ path=/bin/x ; argv[]=a=b }");

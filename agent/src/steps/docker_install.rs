@@ -138,8 +138,7 @@ pub fn packages_for(manager: Manager, source: DockerSource) -> Result<Vec<String
 /// daemon.json content: `overrides` merged over [`DEFAULT_DAEMON`], pretty-printed, keys sorted
 /// (serde_json's map), with a final newline.
 pub fn daemon_json(overrides: &Map<String, Value>) -> String {
-    let mut config: Map<String, Value> =
-        serde_json::from_str(DEFAULT_DAEMON).unwrap_or_default();
+    let mut config: Map<String, Value> = serde_json::from_str(DEFAULT_DAEMON).unwrap_or_default();
     for (k, v) in overrides {
         config.insert(k.clone(), v.clone());
     }
@@ -270,9 +269,8 @@ impl ActionArgs for DockerInstallArgs {
         if self.source == DockerSource::Distro
             && (self.repo_url.is_some() || self.repo_key_sha256.is_some())
         {
-            problems.push(
-                "`repo_url` and `repo_key_sha256` are for source = \"docker\"".to_string(),
-            );
+            problems
+                .push("`repo_url` and `repo_key_sha256` are for source = \"docker\"".to_string());
         }
         problems
     }
@@ -383,12 +381,22 @@ impl StepKind for DockerInstallArgs {
             done.push("fetched Docker's repository key".to_string());
         }
         if let Some(sources) = &change.repo_sources {
-            write_atomic(Path::new(SOURCES), sources.as_bytes(), 0o644, &Attrs::default())?;
+            write_atomic(
+                Path::new(SOURCES),
+                sources.as_bytes(),
+                0o644,
+                &Attrs::default(),
+            )?;
             done.push(format!("wrote {SOURCES}"));
         }
         if let Some(json) = &change.daemon_json {
             mkdir(Path::new(DAEMON_JSON).parent())?;
-            write_atomic(Path::new(DAEMON_JSON), json.as_bytes(), 0o644, &Attrs::default())?;
+            write_atomic(
+                Path::new(DAEMON_JSON),
+                json.as_bytes(),
+                0o644,
+                &Attrs::default(),
+            )?;
             done.push(format!("wrote {DAEMON_JSON}"));
         }
         if let Some(file) = &change.ip_forward_file {
@@ -460,7 +468,9 @@ fn mkdir(dir: Option<&Path>) -> anyhow::Result<()> {
 async fn unit_verb(verb: &str) -> anyhow::Result<()> {
     if let Err(e) = systemd::systemctl_ok(&[verb, UNIT]).await {
         let status = systemd::status_tail(UNIT).await;
-        bail!("{e:#}\n{status}\n(more: journalctl -u {UNIT}; is {DAEMON_JSON} valid for this Docker version?)");
+        bail!(
+            "{e:#}\n{status}\n(more: journalctl -u {UNIT}; is {DAEMON_JSON} valid for this Docker version?)"
+        );
     }
     Ok(())
 }
@@ -544,14 +554,20 @@ mod tests {
             packages_for(Manager::Dnf, DockerSource::Distro).unwrap(),
             ["docker"]
         );
-        assert!(packages_for(Manager::Dnf, DockerSource::Docker)
-            .unwrap_err()
-            .contains("Amazon Linux"));
+        assert!(
+            packages_for(Manager::Dnf, DockerSource::Docker)
+                .unwrap_err()
+                .contains("Amazon Linux")
+        );
     }
 
     #[test]
     fn docker_repository_source_is_deb822_signed_by_the_pinned_key() {
-        let s = docker_sources("https://download.docker.com/linux/debian", "bookworm", "amd64");
+        let s = docker_sources(
+            "https://download.docker.com/linux/debian",
+            "bookworm",
+            "amd64",
+        );
         assert!(s.contains("URIs: https://download.docker.com/linux/debian\n"));
         assert!(s.contains("Suites: bookworm\n"));
         assert!(s.contains("Architectures: amd64\n"));

@@ -82,9 +82,7 @@ pub struct K3sRelease {
 impl K3sRelease {
     /// Parses `v1.31.4+k3s1` (the leading `v` is optional).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || {
-            format!("{text:?} is not a k3s version; k3s versions look like v1.31.4+k3s1")
-        };
+        let bad = || format!("{text:?} is not a k3s version; k3s versions look like v1.31.4+k3s1");
         let t = text.trim();
         let t = t.strip_prefix('v').unwrap_or(t);
         let (kube, build) = t.split_once("+k3s").ok_or_else(bad)?;
@@ -220,8 +218,8 @@ pub struct Channels(Vec<(String, String)>);
 impl Channels {
     /// Parses the channel list document (`{"data": [{"id": ..., "latest": ...}]}`).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let doc: Value = serde_json::from_str(text)
-            .map_err(|e| format!("the channel list is not JSON: {e}"))?;
+        let doc: Value =
+            serde_json::from_str(text).map_err(|e| format!("the channel list is not JSON: {e}"))?;
         let data = doc["data"]
             .as_array()
             .ok_or("the channel list has no `data` array")?;
@@ -563,24 +561,29 @@ pub fn pods_ready(pods_json: &str) -> Result<(), String> {
         .flatten()
         .filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
         .filter(|p| {
-            !p["status"]["conditions"]
-                .as_array()
-                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+            !p["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
         })
         .map(|p| p["metadata"]["name"].as_str().unwrap_or("?").to_string())
         .collect();
     if not_ready.is_empty() {
         Ok(())
     } else {
-        Err(format!("kube-system pods not Ready: {}", not_ready.join(", ")))
+        Err(format!(
+            "kube-system pods not Ready: {}",
+            not_ready.join(", ")
+        ))
     }
 }
 
 /// Parses a timeout argument written as a duration (`"90s"`, `"5m"`); strings because a
 /// template (`"{{ timeout }}"`) must survive parsing the playbook.
 pub fn parse_timeout(name: &str, text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("`{name}` = {text:?} is not a duration such as \"90s\" or \"5m\" ({e})"))
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("`{name}` = {text:?} is not a duration such as \"90s\" or \"5m\" ({e})")
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -645,7 +648,14 @@ mod tests {
         assert!(v("v1.31.4+k3s2") < v("v1.31.10+k3s1"));
         assert!(v("v1.32.0-rc1+k3s1") < v("v1.32.0+k3s1"));
         assert!(v("v1.9.0+k3s1") < v("v1.10.0+k3s1"));
-        for bad in ["", "v1.31.4", "v1.31+k3s1", "v1.31.x+k3s1", "latest", "v1.31.4+k3s"] {
+        for bad in [
+            "",
+            "v1.31.4",
+            "v1.31+k3s1",
+            "v1.31.x+k3s1",
+            "latest",
+            "v1.31.4+k3s",
+        ] {
             assert!(K3sRelease::parse(bad).is_err(), "{bad:?} parsed");
         }
         assert_eq!(v("v1.31.4+k3s1").url_segment(), "v1.31.4%2Bk3s1");
@@ -688,14 +698,27 @@ mod tests {
     fn upgrade_paths_go_one_minor_at_a_time() {
         let c = channels();
         let path = |from, to, step| upgrade_path(&v(from), &v(to), step, Some(&c));
-        assert_eq!(path("v1.30.2+k3s1", "v1.30.8+k3s1", false), Ok(vec![v("v1.30.8+k3s1")]));
-        assert_eq!(path("v1.30.2+k3s1", "v1.31.4+k3s1", false), Ok(vec![v("v1.31.4+k3s1")]));
+        assert_eq!(
+            path("v1.30.2+k3s1", "v1.30.8+k3s1", false),
+            Ok(vec![v("v1.30.8+k3s1")])
+        );
+        assert_eq!(
+            path("v1.30.2+k3s1", "v1.31.4+k3s1", false),
+            Ok(vec![v("v1.31.4+k3s1")])
+        );
         let refused = path("v1.29.1+k3s1", "v1.31.4+k3s1", false).unwrap_err();
-        assert!(refused.contains("skips minor version(s) v1.30"), "{refused}");
+        assert!(
+            refused.contains("skips minor version(s) v1.30"),
+            "{refused}"
+        );
         assert!(refused.contains("step_through_minors"), "{refused}");
         assert_eq!(
             path("v1.28.1+k3s1", "v1.31.4+k3s1", true),
-            Ok(vec![v("v1.29.12+k3s1"), v("v1.30.8+k3s1"), v("v1.31.4+k3s1")])
+            Ok(vec![
+                v("v1.29.12+k3s1"),
+                v("v1.30.8+k3s1"),
+                v("v1.31.4+k3s1")
+            ])
         );
         assert_eq!(
             path("v1.29.1+k3s1", "v1.31.4+k3s1", true),
@@ -706,7 +729,11 @@ mod tests {
                 .unwrap_err()
                 .contains("no channel v1.28")
         );
-        assert!(path("v1.31.4+k3s1", "v1.30.8+k3s1", true).unwrap_err().contains("downgrades"));
+        assert!(
+            path("v1.31.4+k3s1", "v1.30.8+k3s1", true)
+                .unwrap_err()
+                .contains("downgrades")
+        );
     }
 
     fn nodes(ready: &str, kubelet: &str) -> String {
@@ -723,11 +750,20 @@ mod tests {
     #[test]
     fn node_readiness_needs_ready_and_the_wanted_kubelet() {
         let want = v("v1.31.4+k3s1");
-        assert_eq!(node_ready(&nodes("True", "v1.31.4+k3s1"), "other", &want), Ok(()));
+        assert_eq!(
+            node_ready(&nodes("True", "v1.31.4+k3s1"), "other", &want),
+            Ok(())
+        );
         let e = node_ready(&nodes("False", "v1.31.4+k3s1"), "box", &want).unwrap_err();
-        assert!(e.contains("not Ready (KubeletNotReady: cni not ready)"), "{e}");
+        assert!(
+            e.contains("not Ready (KubeletNotReady: cni not ready)"),
+            "{e}"
+        );
         let e = node_ready(&nodes("True", "v1.30.8+k3s1"), "box", &want).unwrap_err();
-        assert!(e.contains("runs kubelet \"v1.30.8+k3s1\", want v1.31.4+k3s1"), "{e}");
+        assert!(
+            e.contains("runs kubelet \"v1.30.8+k3s1\", want v1.31.4+k3s1"),
+            "{e}"
+        );
         assert!(node_ready(r#"{"items":[]}"#, "box", &want).is_err());
         assert!(node_ready("refused", "box", &want).is_err());
     }
@@ -749,7 +785,10 @@ mod tests {
     #[test]
     fn arch_names_map_to_release_files() {
         assert_eq!(arch_files(Some("x86_64")).unwrap().binary, "k3s");
-        assert_eq!(arch_files(Some("arm64")).unwrap().checksums, "sha256sum-arm64.txt");
+        assert_eq!(
+            arch_files(Some("arm64")).unwrap().checksums,
+            "sha256sum-arm64.txt"
+        );
         assert!(arch_files(Some("s390x")).is_err());
     }
 

@@ -225,7 +225,9 @@ fn config_problems(config: &BTreeMap<String, Value>) -> Vec<String> {
     let mut problems = Vec::new();
     for key in config.keys() {
         if let Some((_, help)) = RESERVED_KEYS.iter().find(|(k, _)| k == key) {
-            problems.push(format!("config key `{key}` is managed by this step: {help}"));
+            problems.push(format!(
+                "config key `{key}` is managed by this step: {help}"
+            ));
         } else if key.is_empty()
             || !key
                 .chars()
@@ -334,7 +336,10 @@ pub fn render_unit(paths: &K3sPaths) -> String {
     let env_file = paths.env_file();
     let mut exec = format!("{} \\\n    server", paths.binary().display());
     if !paths.default_config_dir() {
-        exec.push_str(&format!(" \\\n    --config {}", paths.config_file().display()));
+        exec.push_str(&format!(
+            " \\\n    --config {}",
+            paths.config_file().display()
+        ));
     }
     format!(
         "# Written by bosun (k3s_install); edits here are replaced on its next run.
@@ -536,8 +541,7 @@ impl StepKind for K3sInstallArgs {
             done.push(format!("installed k3s {release}"));
         }
         for dir in [&paths.config_dir, &paths.unit_dir] {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         for f in &plan.files {
             write_atomic(&f.path, &f.content, f.mode, &Attrs::default())?;
@@ -637,9 +641,20 @@ mod tests {
             .map(|v| v.as_str().unwrap())
             .collect();
         assert!(args.contains(&"max-pods=50"), "{args:?}");
-        assert!(args.contains(&"eviction-hard=memory.available<200Mi"), "{args:?}");
-        assert_eq!(args.iter().filter(|a| a.starts_with("eviction-hard=")).count(), 1);
-        assert!(args.iter().any(|a| a.starts_with("kube-reserved=")), "{args:?}");
+        assert!(
+            args.contains(&"eviction-hard=memory.available<200Mi"),
+            "{args:?}"
+        );
+        assert_eq!(
+            args.iter()
+                .filter(|a| a.starts_with("eviction-hard="))
+                .count(),
+            1
+        );
+        assert!(
+            args.iter().any(|a| a.starts_with("kube-reserved=")),
+            "{args:?}"
+        );
         // Default paths are k3s's own: not written.
         assert!(got.get("data-dir").is_none() && got.get("write-kubeconfig").is_none());
     }
@@ -686,8 +701,16 @@ mod tests {
         let unit = render_unit(&default_paths());
         assert!(unit.contains("Type=notify\n"));
         assert!(unit.contains("EnvironmentFile=-/etc/systemd/system/k3s.service.env\n"));
-        assert!(unit.contains("ExecStart=/usr/local/bin/k3s \\\n    server\n"), "{unit}");
+        assert!(
+            unit.contains("ExecStart=/usr/local/bin/k3s \\\n    server\n"),
+            "{unit}"
+        );
         let moved = render_unit(&paths("/srv"));
-        assert!(moved.contains("ExecStart=/srv/bin/k3s \\\n    server \\\n    --config /srv/etc/config.yaml\n"), "{moved}");
+        assert!(
+            moved.contains(
+                "ExecStart=/srv/bin/k3s \\\n    server \\\n    --config /srv/etc/config.yaml\n"
+            ),
+            "{moved}"
+        );
     }
 }

@@ -162,10 +162,15 @@ impl K3sUpgradeArgs {
     ) -> anyhow::Result<Hop> {
         let timeout_text = humantime::format_duration(timeout);
         let unit = format!("{SERVICE}.service");
-        let staged =
-            k3s::stage_release(client, &self.mirror, self.arch.as_deref(), to, &paths.bin_dir)
-                .await
-                .with_context(|| format!("k3s {from} was left running, untouched"))?;
+        let staged = k3s::stage_release(
+            client,
+            &self.mirror,
+            self.arch.as_deref(),
+            to,
+            &paths.bin_dir,
+        )
+        .await
+        .map_err(|e| anyhow!("{e:#}; k3s {from} was left running, untouched"))?;
         let staged = Staged(Some(staged));
 
         systemd::systemctl_ok(&["stop", &unit]).await?;
@@ -173,10 +178,13 @@ impl K3sUpgradeArgs {
             Ok(b) => b,
             Err(e) => {
                 let restart = systemd::systemctl_ok(&["start", "--no-block", &unit]).await;
-                return Err(e.context(match restart {
-                    Ok(_) => format!("backing up before the upgrade to {to}; nothing was changed and k3s {from} was started again"),
-                    Err(r) => format!("backing up before the upgrade to {to}; nothing was changed, but starting k3s {from} again failed too: {r:#}"),
-                }));
+                let then = match restart {
+                    Ok(_) => format!("k3s {from} was started again"),
+                    Err(r) => format!("starting k3s {from} again failed too: {r:#}"),
+                };
+                bail!(
+                    "backing up before the upgrade to {to} failed: {e:#}; nothing was changed and {then}"
+                );
             }
         };
 
@@ -197,11 +205,11 @@ impl K3sUpgradeArgs {
                 healthy_after,
             }),
             Err(failure) => match roll_back(paths, &backup, from, timeout).await {
-                Ok(()) => Err(failure.context(format!(
-                    "rolled back to {from}: binary, datastore and token restored from {}, and \
-                     {from} is healthy again",
+                Ok(()) => Err(anyhow!(
+                    "{failure:#}; rolled back to {from}: binary, datastore and token restored \
+                     from {}, and {from} is healthy again",
                     backup.display()
-                ))),
+                )),
                 Err(e) => Err(anyhow!(
                     "{failure:#}; rolling back to {from} from the backup {} did not bring it \
                      back: {e:#}. The backup is kept; look at `journalctl -u {SERVICE}`",
@@ -210,35 +218,34 @@ impl K3sUpgradeArgs {
             },
         }
     }
-
 }
 
 /// Puts the binary, datastore and token of `backup` back and checks that `from` is healthy.
 async fn roll_back(
-        paths: &K3sPaths,
-        backup: &Path,
-        from: &K3sRelease,
-        timeout: Duration,
-    ) -> anyhow::Result<()> {
-        let unit = format!("{SERVICE}.service");
-        systemd::systemctl_ok(&["stop", &unit]).await?;
-        copy_file_atomic(&backup.join("k3s"), &paths.binary())?;
-        replace_tree(&backup.join("db"), &paths.db_dir())?;
-        if backup.join("token").exists() {
-            copy_file_atomic(&backup.join("token"), &paths.token())?;
-        }
-        // A crash-looping new version may have hit the start rate limit.
-        let _ = systemd::systemctl(&["reset-failed", &unit]).await;
-        systemd::systemctl_ok(&["start", "--no-block", &unit]).await?;
-        k3s::wait_healthy(paths, from, Health::Full, timeout)
-            .await
-            .map(|_| ())
-            .map_err(|reason| {
-                anyhow!(
-                    "{from} is not healthy {} after the restore: {reason}",
-                    humantime::format_duration(timeout)
-                )
-            })
+    paths: &K3sPaths,
+    backup: &Path,
+    from: &K3sRelease,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let unit = format!("{SERVICE}.service");
+    systemd::systemctl_ok(&["stop", &unit]).await?;
+    copy_file_atomic(&backup.join("k3s"), &paths.binary())?;
+    replace_tree(&backup.join("db"), &paths.db_dir())?;
+    if backup.join("token").exists() {
+        copy_file_atomic(&backup.join("token"), &paths.token())?;
+    }
+    // A crash-looping new version may have hit the start rate limit.
+    let _ = systemd::systemctl(&["reset-failed", &unit]).await;
+    systemd::systemctl_ok(&["start", "--no-block", &unit]).await?;
+    k3s::wait_healthy(paths, from, Health::Full, timeout)
+        .await
+        .map(|_| ())
+        .map_err(|reason| {
+            anyhow!(
+                "{from} is not healthy {} after the restore: {reason}",
+                humantime::format_duration(timeout)
+            )
+        })
 }
 
 /// The downloaded binary until it is renamed into place; removed if dropped before.
@@ -284,25 +291,32 @@ fn back_up(
             .with_context(|| format!("removing {}", partial.display()))?;
     }
     std::fs::create_dir(&partial).with_context(|| format!("creating {}", partial.display()))?;
-    copy_file_atomic(&paths.binary(), &partial.join("k3s"))?;
-    copy_tree(&paths.db_dir(), &partial.join("db"))?;
-    if paths.token().exists() {
-        copy_file_atomic(&paths.token(), &partial.join("token"))?;
+    let copied = (|| {
+        copy_file_atomic(&paths.binary(), &partial.join("k3s"))?;
+        copy_tree(&paths.db_dir(), &partial.join("db"))?;
+        if paths.token().exists() {
+            copy_file_atomic(&paths.token(), &partial.join("token"))?;
+        }
+        let manifest = serde_json::json!({
+            "from": from.to_string(),
+            "to": to.to_string(),
+            "created_at": now.to_rfc3339(),
+            "binary": paths.binary(),
+            "data_dir": paths.data_dir,
+        });
+        write_atomic(
+            &partial.join("manifest.json"),
+            format!("{manifest:#}\n").as_bytes(),
+            0o600,
+            &Default::default(),
+        )?;
+        std::fs::rename(&partial, &dir).with_context(|| format!("renaming into {}", dir.display()))
+    })();
+    if let Err(e) = copied {
+        // A half backup is worth nothing and takes the space a small disk lacks.
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(e);
     }
-    let manifest = serde_json::json!({
-        "from": from.to_string(),
-        "to": to.to_string(),
-        "created_at": now.to_rfc3339(),
-        "binary": paths.binary(),
-        "data_dir": paths.data_dir,
-    });
-    write_atomic(
-        &partial.join("manifest.json"),
-        format!("{manifest:#}\n").as_bytes(),
-        0o600,
-        &Default::default(),
-    )?;
-    std::fs::rename(&partial, &dir).with_context(|| format!("renaming into {}", dir.display()))?;
     sync_dir(root)?;
     Ok(dir)
 }
@@ -340,8 +354,8 @@ impl StepKind for K3sUpgradeArgs {
             bail!("`version` is empty: name the release to run, e.g. --var version=v1.31.4+k3s1");
         }
         let to = K3sRelease::parse(&self.version).map_err(anyhow::Error::msg)?;
-        let timeout =
-            k3s::parse_timeout("health_timeout", &self.health_timeout).map_err(anyhow::Error::msg)?;
+        let timeout = k3s::parse_timeout("health_timeout", &self.health_timeout)
+            .map_err(anyhow::Error::msg)?;
         let from = k3s::installed_version(&paths.binary())
             .await?
             .with_context(|| {
@@ -369,13 +383,23 @@ impl StepKind for K3sUpgradeArgs {
         };
         let hops =
             k3s::upgrade_path(&from, &to, step, channels.as_ref()).map_err(anyhow::Error::msg)?;
-        let via: Vec<String> = hops[..hops.len() - 1].iter().map(ToString::to_string).collect();
+        let via: Vec<String> = hops[..hops.len() - 1]
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         let mut msg = format!("upgrade k3s {from} → {to}");
         if !via.is_empty() {
             msg.push_str(&format!(" via {}", via.join(", ")));
         }
         msg.push_str(" (datastore backup, health check, rollback on failure)");
-        Ok(Check::change(UpgradePlan { from, hops, timeout }, msg))
+        Ok(Check::change(
+            UpgradePlan {
+                from,
+                hops,
+                timeout,
+            },
+            msg,
+        ))
     }
 
     async fn apply(&self, ctx: &StepContext<'_>, plan: UpgradePlan) -> anyhow::Result<Outcome> {
@@ -472,7 +496,13 @@ mod tests {
         let from = K3sRelease::parse("v1.30.6+k3s1").unwrap();
         let to = K3sRelease::parse("v1.31.4+k3s1").unwrap();
         let backup = back_up(&paths, &root.join("state/k3s-backups"), &from, &to).unwrap();
-        assert!(backup.file_name().unwrap().to_string_lossy().ends_with("-v1.30.6+k3s1"));
+        assert!(
+            backup
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .ends_with("-v1.30.6+k3s1")
+        );
         assert_eq!(std::fs::read(backup.join("k3s")).unwrap(), b"binary");
         assert_eq!(std::fs::read(backup.join("db/state.db")).unwrap(), b"rows");
         assert_eq!(std::fs::read(backup.join("token")).unwrap(), b"K10secret");
@@ -480,7 +510,10 @@ mod tests {
             serde_json::from_slice(&std::fs::read(backup.join("manifest.json")).unwrap()).unwrap();
         assert_eq!(manifest["to"], "v1.31.4+k3s1");
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(root.join("state/k3s-backups")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(root.join("state/k3s-backups"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o700);
     }
 }

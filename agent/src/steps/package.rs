@@ -195,8 +195,7 @@ impl ActionArgs for PackageArgs {
             problems.push("`names` is empty: list the packages to manage".to_string());
         }
         for name in self.names.iter().filter(|n| !is_templated(n)) {
-            if name.is_empty() || name.starts_with('-') || name.chars().any(char::is_whitespace)
-            {
+            if name.is_empty() || name.starts_with('-') || name.chars().any(char::is_whitespace) {
                 problems.push(format!(
                     "{name:?} is not a package name (one name per entry, no spaces, no options)"
                 ));
@@ -291,7 +290,11 @@ impl StepKind for PackageArgs {
             packages::change(manager, verb, &change.upgrade, self.options()).await?;
         }
         if !change.remove.is_empty() {
-            let verb = if self.purge { Verb::Purge } else { Verb::Remove };
+            let verb = if self.purge {
+                Verb::Purge
+            } else {
+                Verb::Remove
+            };
             packages::change(manager, verb, &change.remove, self.options()).await?;
         }
         // Trust the package database, not the exit code: an install of a virtual package name
@@ -302,7 +305,11 @@ impl StepKind for PackageArgs {
             .iter()
             .filter(|n| {
                 let is = after.get(*n).is_some_and(Option::is_some);
-                if self.state == PackageState::Absent { is } else { !is }
+                if self.state == PackageState::Absent {
+                    is
+                } else {
+                    !is
+                }
             })
             .collect();
         if !wrong.is_empty() {
@@ -417,10 +424,24 @@ mod tests {
     fn nothing_to_do_means_no_refresh_either() {
         let none = BTreeMap::new();
         let curl = installed(&[("curl", Some("7.88"))]);
-        let present = plan(Manager::Apt, PackageState::Present, &names(&["curl"]), &curl, &none, true);
+        let present = plan(
+            Manager::Apt,
+            PackageState::Present,
+            &names(&["curl"]),
+            &curl,
+            &none,
+            true,
+        );
         assert_eq!(present, None, "installed, stale lists");
         let jq = installed(&[("jq", None)]);
-        let absent = plan(Manager::Apt, PackageState::Absent, &names(&["jq"]), &jq, &none, true);
+        let absent = plan(
+            Manager::Apt,
+            PackageState::Absent,
+            &names(&["jq"]),
+            &jq,
+            &none,
+            true,
+        );
         assert_eq!(absent, None, "not installed, stale lists");
     }
 

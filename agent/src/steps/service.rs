@@ -114,8 +114,17 @@ const RUNNING: &[&str] = &["active", "activating", "reloading", "refreshing"];
 /// `name`, with `.service` added when it has no unit suffix.
 pub fn unit_name(name: &str) -> String {
     const SUFFIXES: &[&str] = &[
-        ".service", ".socket", ".timer", ".target", ".mount", ".path", ".swap", ".slice",
-        ".automount", ".device", ".scope",
+        ".service",
+        ".socket",
+        ".timer",
+        ".target",
+        ".mount",
+        ".path",
+        ".swap",
+        ".slice",
+        ".automount",
+        ".device",
+        ".scope",
     ];
     if SUFFIXES.iter().any(|s| name.ends_with(s)) {
         name.to_string()
@@ -244,13 +253,13 @@ impl StepKind for ServiceArgs {
         for action in &actions {
             let result = match action {
                 ServiceAction::DaemonReload => systemd::daemon_reload().await,
-                verb => systemd::systemctl_ok(&[verb.verb(), &unit]).await.map(|_| ()),
+                verb => systemd::systemctl_ok(&[verb.verb(), &unit])
+                    .await
+                    .map(|_| ()),
             };
             if let Err(e) = result {
                 let status = systemd::status_tail(&unit).await;
-                anyhow::bail!(
-                    "{e:#}\n{status}\n(more: journalctl -u {unit})"
-                );
+                anyhow::bail!("{e:#}\n{status}\n(more: journalctl -u {unit})");
             }
         }
         Ok(Outcome {
@@ -266,7 +275,11 @@ mod tests {
     use super::*;
     use ServiceAction::*;
 
-    fn args(state: Option<ServiceState>, enabled: Option<bool>, daemon_reload: bool) -> ServiceArgs {
+    fn args(
+        state: Option<ServiceState>,
+        enabled: Option<bool>,
+        daemon_reload: bool,
+    ) -> ServiceArgs {
         ServiceArgs {
             name: "demo".into(),
             state,
@@ -286,8 +299,14 @@ mod tests {
     #[test]
     fn started_and_enabled_unit_needs_nothing() {
         let a = args(Some(ServiceState::Started), Some(true), true);
-        assert_eq!(plan(&a, &have("active", "enabled", false), false), Ok(vec![]));
-        assert_eq!(plan(&a, &have("activating", "static", false), false), Ok(vec![]));
+        assert_eq!(
+            plan(&a, &have("active", "enabled", false), false),
+            Ok(vec![])
+        );
+        assert_eq!(
+            plan(&a, &have("activating", "static", false), false),
+            Ok(vec![])
+        );
     }
 
     #[test]
@@ -310,7 +329,10 @@ mod tests {
         );
         // Stopping or disabling something that is not there is already done.
         let a = args(Some(ServiceState::Stopped), Some(false), false);
-        assert_eq!(plan(&a, &have("inactive", "not-found", true), false), Ok(vec![]));
+        assert_eq!(
+            plan(&a, &have("inactive", "not-found", true), false),
+            Ok(vec![])
+        );
     }
 
     #[test]
@@ -320,25 +342,49 @@ mod tests {
             plan(&a, &have("active", "enabled", false), false),
             Ok(vec![Disable, Stop])
         );
-        assert_eq!(plan(&a, &have("failed", "disabled", false), false), Ok(vec![]));
-        assert_eq!(plan(&a, &have("inactive", "static", false), false), Ok(vec![]));
+        assert_eq!(
+            plan(&a, &have("failed", "disabled", false), false),
+            Ok(vec![])
+        );
+        assert_eq!(
+            plan(&a, &have("inactive", "static", false), false),
+            Ok(vec![])
+        );
     }
 
     #[test]
     fn restarted_and_reloaded_always_act() {
         let a = args(Some(ServiceState::Restarted), None, false);
-        assert_eq!(plan(&a, &have("active", "enabled", false), false), Ok(vec![Restart]));
-        assert_eq!(plan(&a, &have("inactive", "enabled", false), false), Ok(vec![Restart]));
+        assert_eq!(
+            plan(&a, &have("active", "enabled", false), false),
+            Ok(vec![Restart])
+        );
+        assert_eq!(
+            plan(&a, &have("inactive", "enabled", false), false),
+            Ok(vec![Restart])
+        );
         let a = args(Some(ServiceState::Reloaded), None, false);
-        assert_eq!(plan(&a, &have("active", "enabled", false), false), Ok(vec![Reload]));
-        assert_eq!(plan(&a, &have("inactive", "enabled", false), false), Ok(vec![Start]));
+        assert_eq!(
+            plan(&a, &have("active", "enabled", false), false),
+            Ok(vec![Reload])
+        );
+        assert_eq!(
+            plan(&a, &have("inactive", "enabled", false), false),
+            Ok(vec![Start])
+        );
     }
 
     #[test]
     fn daemon_reload_only_when_stale_and_masked_units_are_refused() {
         let a = args(None, None, true);
-        assert_eq!(plan(&a, &have("active", "enabled", false), false), Ok(vec![]));
-        assert_eq!(plan(&a, &have("active", "enabled", true), false), Ok(vec![DaemonReload]));
+        assert_eq!(
+            plan(&a, &have("active", "enabled", false), false),
+            Ok(vec![])
+        );
+        assert_eq!(
+            plan(&a, &have("active", "enabled", true), false),
+            Ok(vec![DaemonReload])
+        );
         let a = args(None, Some(true), false);
         let err = plan(&a, &have("inactive", "masked", false), false).unwrap_err();
         assert!(err.contains("unmask"), "{err}");

@@ -103,9 +103,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// Checks a parsed size against what swap needs.
 fn check_size(bytes: u64, s: &str) -> Result<u64, String> {
     if bytes < MIN_SIZE {
-        return Err(format!("size {s:?} is too small for swap: give at least 1MiB"));
+        return Err(format!(
+            "size {s:?} is too small for swap: give at least 1MiB"
+        ));
     }
-    if bytes % 4096 != 0 {
+    if !bytes.is_multiple_of(4096) {
         return Err(format!("size {s:?} is not a multiple of 4KiB (a page)"));
     }
     Ok(bytes)
@@ -181,7 +183,7 @@ impl SwapAction {
 /// "1GiB", "512MiB", or bytes.
 pub fn human_size(bytes: u64) -> String {
     for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
             return format!("{}{unit}", bytes >> shift);
         }
     }
@@ -304,8 +306,7 @@ impl SwapArgs {
 impl ActionArgs for SwapArgs {
     fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if !is_templated(&self.path) && (!self.path.starts_with('/') || self.path.ends_with('/'))
-        {
+        if !is_templated(&self.path) && (!self.path.starts_with('/') || self.path.ends_with('/')) {
             problems.push(format!(
                 "path {:?} must be an absolute file path such as \"/swapfile\"",
                 self.path
@@ -324,8 +325,9 @@ impl ActionArgs for SwapArgs {
             _ => {}
         }
         match (self.state, self.swappiness) {
-            (SwapState::Absent, Some(_)) => problems
-                .push("`swappiness` means nothing with `state = \"absent\"`".to_string()),
+            (SwapState::Absent, Some(_)) => {
+                problems.push("`swappiness` means nothing with `state = \"absent\"`".to_string())
+            }
             (_, Some(v)) if v > 200 => {
                 problems.push(format!("swappiness {v} is out of range: 0 to 200"))
             }
@@ -413,7 +415,10 @@ async fn swapon(path: &Path, allocation: Option<Allocation>) -> anyhow::Result<(
             let size = std::fs::metadata(path)
                 .with_context(|| format!("reading {}", path.display()))?
                 .len();
-            tracing::info!("{e:#}: writing {} with zeros and trying again", path.display());
+            tracing::info!(
+                "{e:#}: writing {} with zeros and trying again",
+                path.display()
+            );
             std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
             swap::create(path, size, true)?;
             swap::mkswap(path).await?;
@@ -575,7 +580,11 @@ mod tests {
         assert!(parse_size("1GB").unwrap_err().contains("\"1GiB\""));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("99999999999T").is_err());
-        assert!(check_size(4096, "4K").unwrap_err().contains("at least 1MiB"));
+        assert!(
+            check_size(4096, "4K")
+                .unwrap_err()
+                .contains("at least 1MiB")
+        );
         assert!(check_size((1 << 20) + 1, "x").unwrap_err().contains("4KiB"));
         assert_eq!(human_size(GIB), "1GiB");
         assert_eq!(human_size(1536 << 20), "1536MiB");

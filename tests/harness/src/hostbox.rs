@@ -252,8 +252,8 @@ impl HostBox {
             .permissions()
             .mode()
             & 0o7777;
-        let file =
-            File::open(host_path).with_context(|| format!("cannot open {}", host_path.display()))?;
+        let file = File::open(host_path)
+            .with_context(|| format!("cannot open {}", host_path.display()))?;
         self.install(Stdio::from(file), None, box_path, mode)
             .with_context(|| format!("copying {} into the box", host_path.display()))
     }
@@ -287,7 +287,10 @@ cat > "$t"; chmod "$2" "$t"; mv -f -- "$t" "$1""#;
             .spawn()
             .with_context(|| format!("cannot run nsenter into host box {}", self.machine))?;
         if let Some(bytes) = content {
-            let mut pipe = child.stdin.take().context("stdin of the copy was not piped")?;
+            let mut pipe = child
+                .stdin
+                .take()
+                .context("stdin of the copy was not piped")?;
             pipe.write_all(bytes)
                 .with_context(|| format!("writing {box_path} in the box"))?;
         }
@@ -303,7 +306,9 @@ cat > "$t"; chmod "$2" "$t"; mv -f -- "$t" "$1""#;
         Ok(())
     }
 
-    fn command(&self, argv: &[&str], env: &[(&str, &str)]) -> Command {
+    /// The [`Command`] that runs `argv` inside the box with the environment of
+    /// [`exec`](Self::exec) plus `env`, for callers that stream or pipe its output themselves.
+    pub fn command(&self, argv: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(&self.nsenter);
         cmd.env_clear()
             .env("PATH", BOX_PATH)

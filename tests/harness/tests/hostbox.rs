@@ -33,8 +33,12 @@ fn a_box_boots_systemd_runs_commands_and_is_gone_after_drop() {
     assert!(env.contains("HOME=/root"), "{env}");
 
     // Files written from the host land inside, with their mode, and exit codes come back.
-    hb.write_file("/opt/t/hello.sh", b"#!/bin/sh\necho hi from $(hostname)\nexit 7\n", 0o750)
-        .unwrap();
+    hb.write_file(
+        "/opt/t/hello.sh",
+        b"#!/bin/sh\necho hi from $(hostname)\nexit 7\n",
+        0o750,
+    )
+    .unwrap();
     let out = hb.exec(&["/opt/t/hello.sh"]).unwrap();
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(
@@ -56,7 +60,10 @@ fn a_box_boots_systemd_runs_commands_and_is_gone_after_drop() {
     assert!(Path::new(&format!("/proc/{leader}")).exists());
     let halt = Instant::now();
     drop(hb);
-    eprintln!("hostbox: halt + remove {:.1} s", halt.elapsed().as_secs_f64());
+    eprintln!(
+        "hostbox: halt + remove {:.1} s",
+        halt.elapsed().as_secs_f64()
+    );
     assert!(!root.exists(), "{} is still there", root.display());
     assert!(
         !Path::new(&format!("/proc/{leader}")).exists(),

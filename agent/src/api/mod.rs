@@ -1,0 +1,704 @@
+//! The agent's HTTP API (axum): submit a run, look at runs, follow a run's events (SSE),
+//! cancel, health, Prometheus metrics, and the OpenAPI document of all this.
+//!
+//! The API validates every input at the boundary (playbook names cannot leave the playbooks
+//! directory, bodies are at most [`BODY_LIMIT`], handlers at most [`HANDLER_TIMEOUT`]) and
+//! hands runs to the [`RunQueue`]; it changes nothing on the host itself. Listeners and
+//! authentication are in [`listen`].
+
+pub mod listen;
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream::{self, Stream};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::config::AgentConfig;
+use crate::daemon::queue::{CancelError, RunQueue, RunState, RunView, SubmitError};
+use crate::engine::RunOptions;
+use crate::event::{RunEvent, Summary};
+use crate::journal::{Journal, RunRecord};
+use crate::playbook::{self, LocatedDiagnostic, Source};
+
+/// Largest request body accepted (a playbook is a few KiB).
+pub const BODY_LIMIT: usize = 1024 * 1024;
+/// Longest a handler may take to produce its response (an SSE stream's body is not bounded).
+pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The runs.
+    pub queue: Arc<RunQueue>,
+    /// The configuration in force; replaced on reload.
+    pub config: Arc<RwLock<Arc<AgentConfig>>>,
+    /// The journal's directory (fixed for the life of the process).
+    pub state_dir: PathBuf,
+    /// When bosund started.
+    pub started: Instant,
+}
+
+impl ApiState {
+    fn config(&self) -> Arc<AgentConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// `POST /v1/runs`: which playbook, with what.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRun {
+    /// The name of a playbook under the agent's playbooks directory (`site` or `site.toml`).
+    /// Exactly one of `playbook` and `playbook_toml`.
+    #[serde(default)]
+    pub playbook: Option<String>,
+    /// A playbook's TOML text. Exactly one of `playbook` and `playbook_toml`.
+    #[serde(default)]
+    pub playbook_toml: Option<String>,
+    /// Variables, winning over the playbook's `[vars]` (like `--var`).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub vars: Map<String, Value>,
+    /// Check mode: report what would change, change nothing.
+    #[serde(default)]
+    pub check: bool,
+}
+
+/// A run accepted (202) or cancelled.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunAccepted {
+    /// The run's id.
+    pub id: String,
+    /// `queued` (it starts when the runs before it have ended) or `cancelled`.
+    pub status: RunState,
+}
+
+/// Step counts of a run.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Counts {
+    /// Steps that found nothing to change.
+    pub ok: usize,
+    /// Steps that changed something.
+    pub changed: usize,
+    /// Steps that failed.
+    pub failed: usize,
+    /// Steps skipped by `when`.
+    pub skipped: usize,
+}
+
+impl From<Summary> for Counts {
+    fn from(s: Summary) -> Self {
+        Counts {
+            ok: s.ok,
+            changed: s.changed,
+            failed: s.failed,
+            skipped: s.skipped,
+        }
+    }
+}
+
+/// A run's status.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunInfo {
+    /// The run's id (a UUIDv7).
+    pub id: String,
+    /// The playbook's name.
+    pub playbook: String,
+    /// Check mode.
+    pub check: bool,
+    /// `queued`, `running`, `ok`, `failed` or `cancelled`.
+    pub status: RunState,
+    /// RFC 3339: accepted (runs of this bosund) or started (older runs, from the journal).
+    pub submitted_at: String,
+    /// Step counts so far; final once the run has ended.
+    pub summary: Counts,
+    /// Why it was cancelled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_reason: Option<String>,
+    /// The run's events can be followed at `/v1/runs/{id}/events` (runs of this bosund, the
+    /// most recent ones only; older ones are in the journal).
+    pub events: bool,
+}
+
+impl From<RunView> for RunInfo {
+    fn from(v: RunView) -> Self {
+        RunInfo {
+            id: v.id,
+            playbook: v.playbook,
+            check: v.check,
+            status: v.state,
+            submitted_at: v.submitted_at,
+            summary: v.summary.into(),
+            cancel_reason: v.cancel_reason,
+            events: true,
+        }
+    }
+}
+
+impl From<RunRecord> for RunInfo {
+    fn from(r: RunRecord) -> Self {
+        let count = |n: i64| usize::try_from(n).unwrap_or(0);
+        RunInfo {
+            status: match r.status.as_str() {
+                "ok" => RunState::Ok,
+                "running" => RunState::Running,
+                _ => RunState::Failed,
+            },
+            id: r.id,
+            playbook: r.playbook,
+            check: r.check,
+            submitted_at: r.started_at,
+            summary: Counts {
+                ok: count(r.ok),
+                changed: count(r.changed),
+                failed: count(r.failed),
+                skipped: count(r.skipped),
+            },
+            cancel_reason: None,
+            events: false,
+        }
+    }
+}
+
+/// `GET /v1/runs`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunList {
+    /// Newest first: this bosund's runs, then older ones from the journal.
+    pub runs: Vec<RunInfo>,
+}
+
+/// A problem in a submitted playbook, located.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiDiagnostic {
+    /// `<request>` for `playbook_toml`, else the playbook's file name.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+    /// What was expected, if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+}
+
+impl From<LocatedDiagnostic> for ApiDiagnostic {
+    fn from(d: LocatedDiagnostic) -> Self {
+        ApiDiagnostic {
+            file: d.file,
+            line: d.line,
+            column: d.column,
+            message: d.message,
+            help: d.help,
+        }
+    }
+}
+
+/// Every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiError {
+    /// What failed.
+    pub error: String,
+    /// What to do about it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+    /// For an invalid playbook (422): every problem found.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<ApiDiagnostic>,
+}
+
+/// `GET /v1/health`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` when bosund answers.
+    pub status: String,
+    /// bosund's version.
+    pub version: String,
+    /// Seconds since bosund started.
+    pub uptime_seconds: u64,
+    /// The running run's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running: Option<String>,
+    /// Runs waiting behind it.
+    pub queued: usize,
+}
+
+/// An error response: status and body.
+pub struct Failure(StatusCode, ApiError);
+
+impl Failure {
+    fn new(status: StatusCode, error: impl Into<String>, help: Option<&str>) -> Self {
+        Failure(
+            status,
+            ApiError {
+                error: error.into(),
+                help: help.map(str::to_string),
+                diagnostics: Vec::new(),
+            },
+        )
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+/// The OpenAPI document of this API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "bosund API",
+        description = "bosun's host agent: submit playbook runs, follow their events, cancel them. \
+            Served on a root-only Unix socket, and optionally on TCP with TLS and bearer tokens."
+    ),
+    paths(submit_run, list_runs, get_run, run_events, cancel_run, health, metrics),
+    components(schemas(SubmitRun, RunAccepted, RunInfo, RunList, Counts, RunState, ApiError, ApiDiagnostic, Health)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "Required on the TCP listener only; the Unix socket is root-only.",
+                    ))
+                    .build(),
+            ),
+        );
+        openapi.security = Some(vec![
+            SecurityRequirement::default(),
+            SecurityRequirement::new("bearer", Vec::<String>::new()),
+        ]);
+    }
+}
+
+/// The OpenAPI document as pretty JSON with a final newline (what `agent/openapi.json` holds).
+pub fn openapi_json() -> String {
+    let mut doc = ApiDoc::openapi();
+    // The committed document must not change with every release.
+    doc.info.version = "v1".into();
+    let mut text = doc
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    text.push('\n');
+    text
+}
+
+/// The API's routes, without authentication (the Unix socket's; [`listen`] adds bearer tokens
+/// for TCP).
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/runs", post(submit_run).get(list_runs))
+        .route("/v1/runs/{id}", get(get_run))
+        .route("/v1/runs/{id}/events", get(run_events))
+        .route("/v1/runs/{id}/cancel", post(cancel_run))
+        .route("/v1/health", get(health))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            Failure::new(
+                StatusCode::NOT_FOUND,
+                "no such endpoint",
+                Some("see /v1/openapi.json"),
+            )
+        })
+        .layer(middleware::from_fn(handler_timeout))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+async fn handler_timeout(req: Request, next: Next) -> Response {
+    match tokio::time::timeout(HANDLER_TIMEOUT, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the request took longer than {} s",
+                HANDLER_TIMEOUT.as_secs()
+            ),
+            Some("retry; a body must arrive within that time"),
+        )
+        .into_response(),
+    }
+}
+
+/// Submit a run.
+#[utoipa::path(post, path = "/v1/runs", request_body = SubmitRun,
+    responses(
+        (status = 202, description = "Accepted: queued, starts when the runs before it have ended", body = RunAccepted),
+        (status = 400, description = "Malformed request", body = ApiError),
+        (status = 404, description = "No such playbook in the playbooks directory", body = ApiError),
+        (status = 413, description = "Body larger than 1 MiB"),
+        (status = 422, description = "The playbook is invalid; nothing runs", body = ApiError),
+        (status = 429, description = "The queue is full", body = ApiError),
+        (status = 503, description = "bosund is shutting down", body = ApiError),
+    ))]
+async fn submit_run(
+    State(state): State<ApiState>,
+    body: Result<Json<SubmitRun>, JsonRejection>,
+) -> Result<(StatusCode, Json<RunAccepted>), Failure> {
+    let Json(req) = body.map_err(|e| {
+        Failure::new(
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            },
+            e.body_text(),
+            Some("send JSON: {\"playbook\": NAME} or {\"playbook_toml\": TEXT}, optional \"vars\" and \"check\""),
+        )
+    })?;
+    let config = state.config();
+    let (source, base_dir) = match (req.playbook, req.playbook_toml) {
+        (Some(name), None) => {
+            let path = playbook_path(&config.playbooks_dir, &name).map_err(|msg| {
+                Failure::new(StatusCode::BAD_REQUEST, msg, Some("name a file directly in the playbooks directory, e.g. \"site\" or \"site.toml\""))
+            })?;
+            let text = tokio::fs::read_to_string(&path).await.map_err(|e| {
+                let status = if e.kind() == std::io::ErrorKind::NotFound {
+                    StatusCode::NOT_FOUND
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                };
+                Failure::new(
+                    status,
+                    format!("reading playbook {}: {e}", path.display()),
+                    Some("install the playbook there, or send its text as playbook_toml"),
+                )
+            })?;
+            let file = path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or(name);
+            (Source::new(file, text), config.playbooks_dir.clone())
+        }
+        (None, Some(text)) => (Source::new("<request>", text), config.playbooks_dir.clone()),
+        _ => {
+            return Err(Failure::new(
+                StatusCode::BAD_REQUEST,
+                "give exactly one of `playbook` and `playbook_toml`",
+                None,
+            ));
+        }
+    };
+    let names: Vec<String> = req.vars.keys().cloned().collect();
+    let playbook = playbook::load(source, &names).map_err(|diags| {
+        Failure(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError {
+                error: format!(
+                    "the playbook is invalid ({} problems); nothing ran",
+                    diags.items.len()
+                ),
+                help: Some("fix each problem at its line and column, then submit again".into()),
+                diagnostics: diags.located().into_iter().map(Into::into).collect(),
+            },
+        )
+    })?;
+    let opts = RunOptions {
+        run_id: uuid::Uuid::now_v7().to_string(),
+        check: req.check,
+        base_dir,
+        extra_vars: req.vars,
+        facts: Value::Null,
+        state_dir: state.state_dir.clone(),
+    };
+    let view = state.queue.submit(playbook, opts).map_err(|e| match e {
+        SubmitError::QueueFull(_) => {
+            Failure::new(StatusCode::TOO_MANY_REQUESTS, e.to_string(), None)
+        }
+        SubmitError::ShuttingDown => Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            e.to_string(),
+            Some("retry once bosund is back"),
+        ),
+    })?;
+    tracing::info!(run = %view.id, playbook = %view.playbook, check = view.check, "run accepted");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RunAccepted {
+            id: view.id,
+            status: view.state,
+        }),
+    ))
+}
+
+/// `playbooks_dir/NAME[.toml]`, refusing anything but a plain file name.
+fn playbook_path(dir: &Path, name: &str) -> Result<PathBuf, String> {
+    let mut parts = Path::new(name).components();
+    let plain = matches!(
+        (parts.next(), parts.next()),
+        (Some(Component::Normal(_)), None)
+    );
+    if !plain || name.starts_with('.') || name.contains('\\') || name.contains('\0') {
+        return Err(format!("`{name}` is not a playbook name"));
+    }
+    let file = if name.ends_with(".toml") {
+        name.to_string()
+    } else {
+        format!("{name}.toml")
+    };
+    Ok(dir.join(file))
+}
+
+/// List runs.
+#[utoipa::path(get, path = "/v1/runs", responses((status = 200, body = RunList)))]
+async fn list_runs(State(state): State<ApiState>) -> Json<RunList> {
+    let mut runs: Vec<RunInfo> = state.queue.list().into_iter().map(Into::into).collect();
+    for record in journal_runs(&state, 50).await {
+        if !runs.iter().any(|r| r.id == record.id) {
+            runs.push(record.into());
+        }
+    }
+    Json(RunList { runs })
+}
+
+async fn journal_runs(state: &ApiState, limit: usize) -> Vec<RunRecord> {
+    let dir = state.state_dir.clone();
+    let read = tokio::task::spawn_blocking(move || Journal::open(&dir)?.recent_runs(limit)).await;
+    match read {
+        Ok(Ok(runs)) => runs,
+        Ok(Err(e)) => {
+            tracing::warn!("reading the journal: {e:#}");
+            Vec::new()
+        }
+        Err(e) => {
+            tracing::warn!("reading the journal: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// A run's status and step counts.
+#[utoipa::path(get, path = "/v1/runs/{id}", params(("id" = String, Path, description = "Run id")),
+    responses((status = 200, body = RunInfo), (status = 404, body = ApiError)))]
+async fn get_run(
+    State(state): State<ApiState>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<RunInfo>, Failure> {
+    if let Some(v) = state.queue.get(&id) {
+        return Ok(Json(v.into()));
+    }
+    journal_runs(&state, 500)
+        .await
+        .into_iter()
+        .find(|r| r.id == id)
+        .map(|r| Json(r.into()))
+        .ok_or_else(|| not_found(&id))
+}
+
+fn not_found(id: &str) -> Failure {
+    Failure::new(
+        StatusCode::NOT_FOUND,
+        format!("no run {id}"),
+        Some("list runs with GET /v1/runs"),
+    )
+}
+
+/// Follow a run's events (Server-Sent Events). Each `data` is one `RunEvent` as JSON, the same
+/// as a line of `bosund apply --output json`; `id` is the event's index (send `Last-Event-ID`
+/// to resume). The stream replays the run from its start, then follows it live, and ends after
+/// the `summary` event.
+#[utoipa::path(get, path = "/v1/runs/{id}/events", params(("id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "text/event-stream of RunEvent JSON objects", content_type = "text/event-stream", body = String),
+        (status = 404, body = ApiError)))]
+async fn run_events(
+    State(state): State<ApiState>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, Failure> {
+    let from = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(0, |i| i + 1);
+    if state.queue.events_from(&id, from).is_none() {
+        return Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            format!("no events of run {id} are in memory"),
+            Some(
+                "only recent runs of this bosund can be followed; GET /v1/runs/{id} has its outcome",
+            ),
+        ));
+    }
+    let queue = state.queue.clone();
+    let events = stream::unfold(
+        (queue, id, from, false),
+        |(queue, id, next, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                let (batch, mut changed) = queue.events_from(&id, next)?;
+                if let Some(event) = batch.events.into_iter().next() {
+                    let last = matches!(event, RunEvent::Summary(_));
+                    let sse = Event::default()
+                        .id(next.to_string())
+                        .json_data(&event)
+                        .unwrap_or_else(|e| {
+                            Event::default().comment(format!("unserialisable event: {e}"))
+                        });
+                    return Some((Ok(sse), (queue, id, next + 1, last)));
+                }
+                if batch.finished {
+                    return None;
+                }
+                // Wakes on a new event, on the run's end, and when the run is forgotten.
+                if changed.changed().await.is_err() {
+                    return None;
+                }
+            }
+        },
+    );
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// Cancel a run: a queued one never starts; the running one's step is stopped (its processes
+/// killed) and the run ends `cancelled`.
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", params(("id" = String, Path, description = "Run id")),
+    responses((status = 202, body = RunAccepted), (status = 404, body = ApiError), (status = 409, description = "Already finished", body = ApiError)))]
+async fn cancel_run(
+    State(state): State<ApiState>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<(StatusCode, Json<RunAccepted>), Failure> {
+    match state.queue.cancel(&id, "cancelled through the API") {
+        Ok(v) => {
+            tracing::info!(run = %id, "cancel requested");
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(RunAccepted {
+                    id: v.id,
+                    status: v.state,
+                }),
+            ))
+        }
+        Err(e @ CancelError::NotFound(_)) => {
+            Err(Failure::new(StatusCode::NOT_FOUND, e.to_string(), None))
+        }
+        Err(e @ CancelError::Finished(..)) => {
+            Err(Failure::new(StatusCode::CONFLICT, e.to_string(), None))
+        }
+    }
+}
+
+/// Liveness, version, and what is running.
+#[utoipa::path(get, path = "/v1/health", responses((status = 200, body = Health)))]
+async fn health(State(state): State<ApiState>) -> Json<Health> {
+    let (queued, running) = state.queue.depth();
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        running,
+        queued,
+    })
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], openapi_json())
+}
+
+/// Prometheus metrics (text exposition format 0.0.4).
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render_metrics(&state),
+    )
+}
+
+fn render_metrics(state: &ApiState) -> String {
+    let o = state.queue.outcomes();
+    let (queued, running) = state.queue.depth();
+    let mut out = String::new();
+    out.push_str("# HELP bosun_runs_total Runs finished since bosund started, by outcome (rejected: refused, queue full).\n");
+    out.push_str("# TYPE bosun_runs_total counter\n");
+    for (outcome, n) in [
+        ("ok", o.ok),
+        ("failed", o.failed),
+        ("cancelled", o.cancelled),
+        ("rejected", o.rejected),
+    ] {
+        out.push_str(&format!("bosun_runs_total{{outcome=\"{outcome}\"}} {n}\n"));
+    }
+    out.push_str("# HELP bosun_run_queue_depth Runs waiting behind the running one.\n# TYPE bosun_run_queue_depth gauge\n");
+    out.push_str(&format!("bosun_run_queue_depth {queued}\n"));
+    out.push_str(
+        "# HELP bosun_run_running 1 while a run executes.\n# TYPE bosun_run_running gauge\n",
+    );
+    out.push_str(&format!(
+        "bosun_run_running {}\n",
+        u8::from(running.is_some())
+    ));
+    out.push_str("# HELP bosun_build_info bosund's version.\n# TYPE bosun_build_info gauge\n");
+    out.push_str(&format!(
+        "bosun_build_info{{version=\"{}\"}} 1\n",
+        env!("CARGO_PKG_VERSION")
+    ));
+    out.push_str("# HELP bosun_uptime_seconds Seconds since bosund started.\n# TYPE bosun_uptime_seconds gauge\n");
+    out.push_str(&format!(
+        "bosun_uptime_seconds {}\n",
+        state.started.elapsed().as_secs()
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn playbook_names_cannot_leave_the_directory() {
+        let dir = Path::new("/etc/bosun/playbooks");
+        assert_eq!(playbook_path(dir, "site").unwrap(), dir.join("site.toml"));
+        assert_eq!(
+            playbook_path(dir, "site.toml").unwrap(),
+            dir.join("site.toml")
+        );
+        for bad in [
+            "../etc/passwd",
+            "/etc/passwd",
+            "a/b",
+            "..",
+            ".",
+            ".hidden",
+            "",
+            "x\0y",
+        ] {
+            assert!(playbook_path(dir, bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! The HTTP API of a real `bosund run`: runs over the Unix socket end to end, validation,
+//! the queue, cancellation, the TLS listener's tokens, and the committed OpenAPI document.
+
+mod daemon_support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bosun_agent::event::{RunEvent, StepStatus};
+use daemon_support::{Agent, call_over, is_dead, sleeper, wait_pid};
+use hyper::body::Bytes;
+use hyper::{Method, StatusCode};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[test]
+fn committed_openapi_is_current() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    let generated = bosun_agent::api::openapi_json();
+    if committed != generated {
+        if std::env::var_os("BOSUN_BLESS").is_some() {
+            std::fs::write(&path, generated).unwrap();
+            return;
+        }
+        panic!(
+            "agent/openapi.json is stale: regenerate it with\n  BOSUN_BLESS=1 cargo test -p bosun-agent --test api committed_openapi_is_current"
+        );
+    }
+    let doc: serde_json::Value = serde_json::from_str(&generated).unwrap();
+    for path in [
+        "/v1/runs",
+        "/v1/runs/{id}",
+        "/v1/runs/{id}/events",
+        "/v1/runs/{id}/cancel",
+        "/v1/health",
+        "/metrics",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} is not documented");
+    }
+}
+
+#[tokio::test]
+async fn a_run_over_the_socket_end_to_end() {
+    let agent = Agent::start("", "");
+    // Root only: the socket 0600 in a 0700 directory.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&agent.socket), 0o600);
+    assert_eq!(mode(agent.socket.parent().unwrap()), 0o700);
+
+    let target = agent.dir.path().join("hello.txt");
+    let playbook = format!(
+        "name = \"hello\"\n[vars]\ngreeting = \"hi\"\n[[step]]\nname = \"write\"\ncopy = {{ dest = \"{}\", content = \"{{{{ greeting }}}} {{{{ who }}}}\\n\" }}\n",
+        target.display()
+    );
+    std::fs::write(agent.playbooks.join("hello.toml"), &playbook).unwrap();
+    let (status, body) = agent
+        .call(
+            Method::POST,
+            "/v1/runs",
+            Some(json!({ "playbook": "hello", "vars": { "who": "bosun" } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+
+    let events = agent.follow(&id).await;
+    assert!(
+        matches!(&events[0], RunEvent::RunStarted { run_id, playbook, .. } if *run_id == id && playbook == "hello"),
+        "{events:?}"
+    );
+    let finished: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::StepFinished(r) => Some((r.name.as_str(), r.status)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished, vec![("write", StepStatus::Changed)], "{events:?}");
+    assert!(
+        matches!(events.last(), Some(RunEvent::Summary(s)) if s.changed == 1 && s.failed == 0),
+        "{events:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "hi bosun\n");
+
+    let (status, run) = agent
+        .call(Method::GET, &format!("/v1/runs/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(run["status"], "ok", "{run}");
+    assert_eq!(run["summary"]["changed"], 1, "{run}");
+    let (_, list) = agent.call(Method::GET, "/v1/runs", None).await;
+    assert_eq!(list["runs"][0]["id"], id.as_str(), "{list}");
+
+    // Following a finished run replays it.
+    assert_eq!(agent.follow(&id).await, events);
+
+    let (_, health) = agent.call(Method::GET, "/v1/health", None).await;
+    assert_eq!(
+        (health["status"].as_str(), health["queued"].as_u64()),
+        (Some("ok"), Some(0)),
+        "{health}"
+    );
+    let (status, metrics) = agent
+        .call_text(Method::GET, "/metrics", Bytes::new(), "text/plain")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        metrics.contains("bosun_runs_total{outcome=\"ok\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("bosun_run_queue_depth 0\n"), "{metrics}");
+    assert!(metrics.contains("bosun_build_info{version="), "{metrics}");
+    let (_, doc) = agent.call(Method::GET, "/v1/openapi.json", None).await;
+    assert_eq!(
+        doc,
+        serde_json::from_str::<serde_json::Value>(&bosun_agent::api::openapi_json()).unwrap()
+    );
+    let (status, _) = agent.call(Method::GET, "/v1/nothing", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn bad_submissions_are_refused_with_reasons() {
+    let agent = Agent::start("", "");
+    let (status, body) = agent
+        .call(Method::POST, "/v1/runs", Some(json!({ "playbook_toml": "name = \"x\"\n[[step]]\nname = \"s\"\ncommand = { run = 1 }\n" })))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let d = &body["diagnostics"][0];
+    assert_eq!(
+        (d["file"].as_str(), d["line"].as_u64(), d["column"].as_u64()),
+        (Some("<request>"), Some(4), Some(19)),
+        "{body}"
+    );
+
+    let (status, body) = agent
+        .call(
+            Method::POST,
+            "/v1/runs",
+            Some(json!({ "playbook": "../agent" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = agent
+        .call(
+            Method::POST,
+            "/v1/runs",
+            Some(json!({ "playbook": "missing" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = agent
+        .call(
+            Method::POST,
+            "/v1/runs",
+            Some(json!({ "playbook": "a", "playbook_toml": "" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = agent
+        .call(
+            Method::POST,
+            "/v1/runs",
+            Some(json!({ "playbook": "a", "sudo": true })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // A body past 1 MiB is refused once the limit is reached (the rest is not read).
+    let raw = tokio::net::UnixStream::connect(&agent.socket)
+        .await
+        .unwrap();
+    let (mut raw, mut writer) = raw.into_split();
+    tokio::spawn(async move {
+        let body = format!("{{\"playbook_toml\": \"{}\"}}", "#".repeat(2 << 20));
+        let head = format!(
+            "POST /v1/runs HTTP/1.1\r\nhost: bosund\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        // bosund stops reading at the limit: the rest may fail to send.
+        let _ = writer.write_all(head.as_bytes()).await;
+        let _ = writer.write_all(body.as_bytes()).await;
+    });
+    let mut head = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(20), raw.read(&mut head))
+        .await
+        .expect("an answer before the body")
+        .unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    // Nothing ran.
+    let (_, list) = agent.call(Method::GET, "/v1/runs", None).await;
+    assert_eq!(list["runs"], json!([]), "{list}");
+}
+
+#[tokio::test]
+async fn runs_queue_past_the_limit_get_429_and_cancel_kills_the_step() {
+    let agent = Agent::start("queue_limit = 1", "");
+    let pidfile = agent.dir.path().join("sleep.pid");
+    let first = agent.submit(&sleeper(&pidfile)).await;
+    let pid = wait_pid(&pidfile);
+    agent.wait_status(&first, &["running"]).await;
+
+    let second = agent.submit("name = \"second\"\n").await;
+    let (status, body) = agent
+        .call(
+            Method::POST,
+            "/v1/runs",
+            Some(json!({ "playbook_toml": "name = \"third\"\n" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    let (_, second_run) = agent
+        .call(Method::GET, &format!("/v1/runs/{second}"), None)
+        .await;
+    assert_eq!(second_run["status"], "queued", "{second_run}");
+    let (_, health) = agent.call(Method::GET, "/v1/health", None).await;
+    assert_eq!(
+        (health["running"].as_str(), health["queued"].as_u64()),
+        (Some(first.as_str()), Some(1)),
+        "{health}"
+    );
+
+    // Cancel the queued run: it never starts.
+    let (status, body) = agent
+        .call(Method::POST, &format!("/v1/runs/{second}/cancel"), None)
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("cancelled")),
+        "{body}"
+    );
+
+    // Cancel the running one: the sleep is killed and the run ends at once, not in 30 s.
+    let started = Instant::now();
+    let (status, body) = agent
+        .call(Method::POST, &format!("/v1/runs/{first}/cancel"), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let run = agent.wait_status(&first, &["cancelled"]).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "cancel took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(run["summary"]["failed"], 1, "{run}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !is_dead(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the step's process {pid} survived the cancel"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let events = agent.follow(&first).await;
+    let last_step = events.iter().rev().find_map(|e| match e {
+        RunEvent::StepFinished(r) => Some(r.clone()),
+        _ => None,
+    });
+    let last_step = last_step.expect("a step_finished event");
+    assert_eq!(
+        (last_step.name.as_str(), last_step.status),
+        ("sleep", StepStatus::Failed),
+        "{events:?}"
+    );
+    assert!(
+        last_step.message.unwrap_or_default().contains("cancelled"),
+        "{events:?}"
+    );
+    assert!(
+        matches!(events.last(), Some(RunEvent::Summary(s)) if s.failed == 1),
+        "{events:?}"
+    );
+    let (status, _) = agent
+        .call(Method::POST, &format!("/v1/runs/{first}/cancel"), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (_, metrics) = agent
+        .call_text(Method::GET, "/metrics", Bytes::new(), "text/plain")
+        .await;
+    assert!(
+        metrics.contains("bosun_runs_total{outcome=\"cancelled\"} 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("bosun_runs_total{outcome=\"rejected\"} 1\n"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn the_tcp_listener_wants_tls_and_a_token() {
+    let token = "s3cret-token-for-the-test";
+    let hash = hex::encode(Sha256::digest(token.as_bytes()));
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let port = bosun_harness::free_port().unwrap();
+    let tail = format!(
+        "[api.tcp]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntokens = [\"{hash}\"]\n",
+        cert_path.display(),
+        key_path.display()
+    );
+    let agent = Agent::start("", &tail);
+
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let client = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let call = async |token: Option<&str>| {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connecting over TCP");
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+        call_over(tls, Method::GET, "/v1/health", None, token).await
+    };
+    let (status, body) = call(None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, body) = call(Some("not-the-token-xyz")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, body) = call(Some(token)).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ok")),
+        "{body}"
+    );
+
+    // Plain HTTP on the TLS port gets no answer.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let plain = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::spawn(async move {
+            let (sender, conn) = hyper::client::conn::http1::handshake::<
+                _,
+                http_body_util::Full<Bytes>,
+            >(hyper_util::rt::TokioIo::new(tcp))
+            .await?;
+            tokio::spawn(conn);
+            let mut sender = sender;
+            sender
+                .send_request(
+                    hyper::Request::builder()
+                        .uri("/v1/health")
+                        .header("host", "x")
+                        .body(http_body_util::Full::new(Bytes::new()))
+                        .unwrap(),
+                )
+                .await
+                .map(|r| r.status())
+        }),
+    )
+    .await
+    .expect("bosund closes a plain-text connection on its TLS port")
+    .unwrap();
+    assert!(plain.is_err(), "plain HTTP was answered: {plain:?}");
+
+    // The token is never logged, not even a wrong one.
+    let log = agent.log_text();
+    assert!(
+        log.contains("refused an unauthenticated API request"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(token) && !log.contains("not-the-token-xyz"),
+        "{log}"
+    );
+}
