@@ -20,7 +20,8 @@
 //!   `kubelet-arg = ["eviction-hard=memory.available<200Mi"]` replaces that one flag. Set
 //!   `small_host_defaults = false` to start from nothing.
 //! - `<unit_dir>/k3s.service` (Type=notify, as the official installer writes it) and its env
-//!   file `k3s.service.env` (0600, from `env`; its content is never shown in diffs).
+//!   file `k3s.service.env` (0600, from `env`; its content is never shown in diffs). Put
+//!   secrets there (`env = { K3S_TOKEN = "..." }`), not in `config`: config.yaml is diffed.
 //! - daemon-reload when the unit changed, enable, start (or restart when it was running and
 //!   anything it reads changed), then wait up to `ready_timeout` until the unit is active and
 //!   the node is Ready at the installed version.
