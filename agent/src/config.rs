@@ -206,8 +206,7 @@ pub fn parse(source: Source) -> Result<AgentConfig, Diagnostics> {
             let d = Diagnostic::new(e.span().unwrap_or(whole), e.message().trim_end());
             let d = if e.message().contains("unknown field") {
                 d.with_help(
-                    "see the keys documented in ARCHITECTURE.md (agent config); \
-                     [metrics], [[logs]] and [[schedule]] need a newer bosund",
+                    "remove or rename the key; [metrics], [[logs]] and [[schedule]] need a newer bosund",
                 )
             } else {
                 d

@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 
+use minijinja::value::ValueKind;
 use minijinja::{Environment, UndefinedBehavior, Value};
 
 /// The template environment of a run.
@@ -24,6 +25,14 @@ pub fn is_templated(s: &str) -> bool {
     s.contains("{{") || s.contains("{%") || s.contains("{#")
 }
 
+/// The expression of a string that is exactly one `{{ ... }}` and nothing else.
+fn single_expression(s: &str) -> Option<&str> {
+    let inner = s.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    let inner = inner.strip_prefix('-').unwrap_or(inner);
+    let inner = inner.strip_suffix('-').unwrap_or(inner);
+    (!inner.contains("{{") && !inner.contains("}}") && !inner.contains("{%")).then_some(inner.trim())
+}
+
 impl Jinja {
     /// A strict environment that keeps trailing newlines.
     pub fn new() -> Self {
@@ -34,7 +43,7 @@ impl Jinja {
         // heritage would write `True`. Everything else is formatted as usual (no escaping:
         // these are config files, not HTML).
         env.set_formatter(|out, state, value| {
-            if value.kind() == minijinja::value::ValueKind::Bool {
+            if value.kind() == ValueKind::Bool {
                 out.write_str(if value.is_true() { "true" } else { "false" })?;
                 Ok(())
             } else {
@@ -70,7 +79,20 @@ impl Jinja {
         ctx: &Value,
     ) -> Result<serde_json::Value, minijinja::Error> {
         Ok(match value {
-            serde_json::Value::String(s) => serde_json::Value::String(self.render_str(&s, ctx)?),
+            serde_json::Value::String(s) => match single_expression(&s) {
+                // `daemon = "{{ docker_daemon }}"`: a table or list variable passed whole keeps
+                // its shape, as in Ansible; a scalar is rendered as text like any template.
+                Some(expr) => {
+                    let v = self.env.compile_expression(expr)?.eval(ctx)?;
+                    match v.kind() {
+                        ValueKind::Map | ValueKind::Seq => serde_json::to_value(&v).map_err(|e| {
+                            minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string())
+                        })?,
+                        _ => serde_json::Value::String(self.render_str(&s, ctx)?),
+                    }
+                }
+                None => serde_json::Value::String(self.render_str(&s, ctx)?),
+            },
             serde_json::Value::Array(items) => serde_json::Value::Array(
                 items
                     .into_iter()
@@ -142,6 +164,18 @@ mod tests {
             vars,
             HashSet::from(["facts".to_string(), "enabled".to_string()])
         );
+    }
+
+    #[test]
+    fn a_whole_table_or_list_variable_keeps_its_shape() {
+        let j = Jinja::new();
+        let ctx = Value::from_serialize(serde_json::json!({"t": {"a": 1}, "l": [1, 2], "n": 5}));
+        let v = serde_json::json!({"x": "{{ t }}", "y": "{{- l -}}", "z": "{{ n }}", "w": "{{ t }} and {{ n }}"});
+        let out = j.render_value(v, &ctx).unwrap();
+        assert_eq!(out["x"], serde_json::json!({"a": 1}));
+        assert_eq!(out["y"], serde_json::json!([1, 2]));
+        assert_eq!(out["z"], "5");
+        assert!(out["w"].as_str().unwrap().ends_with(" and 5"));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! thin command line over it; see ARCHITECTURE.md for the map.
 
 pub mod api;
+pub mod aws;
+pub mod backup;
 pub mod config;
 pub mod daemon;
 pub mod engine;
@@ -12,5 +14,6 @@ pub mod jinja;
 pub mod journal;
 pub mod output;
 pub mod playbook;
+pub mod secrets;
 pub mod steps;
 pub mod vars;

@@ -95,8 +95,14 @@ async fn a_run_over_the_socket_end_to_end() {
     let (_, list) = agent.call(Method::GET, "/v1/runs", None).await;
     assert_eq!(list["runs"][0]["id"], id.as_str(), "{list}");
 
-    // Following a finished run replays it.
+    // Following a finished run replays it; Last-Event-ID resumes after that event.
     assert_eq!(agent.follow(&id).await, events);
+    let mut resumed = agent.events(&id, Some(1)).await;
+    let mut rest = Vec::new();
+    while let Some(e) = resumed.next().await {
+        rest.push(e);
+    }
+    assert_eq!(rest, events[2..], "resumed after event 1");
 
     let (_, health) = agent.call(Method::GET, "/v1/health", None).await;
     assert_eq!(
@@ -234,6 +240,16 @@ async fn runs_queue_past_the_limit_get_429_and_cancel_kills_the_step() {
         "{body}"
     );
 
+    // Follow the running run live: what has happened so far arrives before it ends.
+    let mut live = agent.events(&first, None).await;
+    assert!(matches!(
+        live.next().await,
+        Some(RunEvent::RunStarted { .. })
+    ));
+    assert!(
+        matches!(live.next().await, Some(RunEvent::StepStarted { name, .. }) if name == "sleep")
+    );
+
     // Cancel the running one: the sleep is killed and the run ends at once, not in 30 s.
     let started = Instant::now();
     let (status, body) = agent
@@ -255,7 +271,11 @@ async fn runs_queue_past_the_limit_get_429_and_cancel_kills_the_step() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let events = agent.follow(&first).await;
+    // The live stream goes on with the run's end and stops after the summary.
+    let mut events = Vec::new();
+    while let Some(e) = live.next().await {
+        events.push(e);
+    }
     let last_step = events.iter().rev().find_map(|e| match e {
         RunEvent::StepFinished(r) => Some(r.clone()),
         _ => None,
@@ -286,7 +306,7 @@ async fn runs_queue_past_the_limit_get_429_and_cancel_kills_the_step() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("bosun_runs_total{outcome=\"rejected\"} 1\n"),
+        metrics.contains("bosun_runs_rejected_total 1\n"),
         "{metrics}"
     );
 }

@@ -8,6 +8,7 @@
 
 pub mod listen;
 
+use std::collections::VecDeque;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -551,25 +552,33 @@ async fn run_events(
             ),
         ));
     }
-    let queue = state.queue.clone();
-    let events = stream::unfold(
-        (queue, id, from, false),
-        |(queue, id, next, done)| async move {
-            if done {
+    let follow = Follow {
+        queue: state.queue.clone(),
+        id,
+        next: from,
+        pending: VecDeque::new(),
+        done: false,
+    };
+    let events = stream::unfold(follow, |mut f| async move {
+        loop {
+            if f.done {
                 return None;
             }
-            loop {
-                let (batch, mut changed) = queue.events_from(&id, next)?;
-                if let Some(event) = batch.events.into_iter().next() {
-                    let last = matches!(event, RunEvent::Summary(_));
-                    let sse = Event::default()
-                        .id(next.to_string())
-                        .json_data(&event)
-                        .unwrap_or_else(|e| {
-                            Event::default().comment(format!("unserialisable event: {e}"))
-                        });
-                    return Some((Ok(sse), (queue, id, next + 1, last)));
-                }
+            if let Some(event) = f.pending.pop_front() {
+                let index = f.next;
+                f.next += 1;
+                f.done = matches!(event, RunEvent::Summary(_));
+                let sse = Event::default()
+                    .id(index.to_string())
+                    .json_data(&event)
+                    .unwrap_or_else(|e| {
+                        Event::default().comment(format!("unserialisable event: {e}"))
+                    });
+                return Some((Ok(sse), f));
+            }
+            // Events and the receiver come from one lock: none can slip in between.
+            let (batch, mut changed) = f.queue.events_from(&f.id, f.next)?;
+            if batch.events.is_empty() {
                 if batch.finished {
                     return None;
                 }
@@ -578,9 +587,22 @@ async fn run_events(
                     return None;
                 }
             }
-        },
-    );
+            f.pending.extend(batch.events);
+        }
+    });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// Where an SSE follower is in a run's events.
+struct Follow {
+    queue: Arc<RunQueue>,
+    id: String,
+    /// Index of the next event to send.
+    next: usize,
+    /// Fetched, not yet sent.
+    pending: VecDeque<RunEvent>,
+    /// The summary was sent.
+    done: bool,
 }
 
 /// Cancel a run: a queued one never starts; the running one's step is stopped (its processes
@@ -644,16 +666,20 @@ fn render_metrics(state: &ApiState) -> String {
     let o = state.queue.outcomes();
     let (queued, running) = state.queue.depth();
     let mut out = String::new();
-    out.push_str("# HELP bosun_runs_total Runs finished since bosund started, by outcome (rejected: refused, queue full).\n");
+    out.push_str("# HELP bosun_runs_total Runs ended since bosund started, by outcome.\n");
     out.push_str("# TYPE bosun_runs_total counter\n");
     for (outcome, n) in [
         ("ok", o.ok),
         ("failed", o.failed),
         ("cancelled", o.cancelled),
-        ("rejected", o.rejected),
     ] {
         out.push_str(&format!("bosun_runs_total{{outcome=\"{outcome}\"}} {n}\n"));
     }
+    out.push_str(
+        "# HELP bosun_runs_rejected_total Submissions refused because the queue was full.\n",
+    );
+    out.push_str("# TYPE bosun_runs_rejected_total counter\n");
+    out.push_str(&format!("bosun_runs_rejected_total {}\n", o.rejected));
     out.push_str("# HELP bosun_run_queue_depth Runs waiting behind the running one.\n# TYPE bosun_run_queue_depth gauge\n");
     out.push_str(&format!("bosun_run_queue_depth {queued}\n"));
     out.push_str(

@@ -8,8 +8,9 @@
 //!
 //! Every run's events are journaled (the journal is opened by that thread, the only one that
 //! writes it) and kept in memory for the API: the SSE stream of a run replays them from the
-//! start and then follows. Memory is bounded: only the last [`KEEP_FINISHED`] finished runs
-//! keep their events; older ones are in the journal only.
+//! start and then follows. Memory is bounded: at most [`KEEP_FINISHED`] finished runs keep
+//! their events, and fewer when their events pass [`EVENT_BUDGET`] bytes (command output
+//! counts); older runs are in the journal only.
 //!
 //! Cancelling the running run drops the engine's future, which kills the step's child
 //! processes (they never outlive their step); the queue then emits the events the engine
@@ -33,6 +34,8 @@ use crate::playbook::Playbook;
 
 /// Finished runs whose events stay in memory (for `GET /v1/runs/{id}/events`).
 pub const KEEP_FINISHED: usize = 16;
+/// Roughly how many bytes of events finished runs may keep in memory (a 1 GiB host).
+pub const EVENT_BUDGET: usize = 32 * 1024 * 1024;
 
 /// Where a run is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -131,6 +134,8 @@ struct Entry {
     cancel: watch::Sender<Option<String>>,
     /// The work, until the runner takes it.
     job: Option<(Playbook, RunOptions)>,
+    /// Approximate size of `events`.
+    bytes: usize,
 }
 
 struct Inner {
@@ -225,6 +230,7 @@ impl RunQueue {
             progress: watch::channel(0).0,
             cancel: watch::channel(None).0,
             job: Some((playbook, opts)),
+            bytes: 0,
         });
         inner.idle.send_replace(false);
         if jobs.send(id).is_err() {
@@ -387,6 +393,7 @@ impl RunQueue {
             if let RunEvent::StepFinished(r) = event {
                 e.view.summary.count(r.status);
             }
+            e.bytes += approx_size(event);
             e.events.push(event.clone());
             e.progress.send_replace(e.events.len());
         }
@@ -408,20 +415,42 @@ impl RunQueue {
             };
             e.progress.send_modify(|_| {});
         }
-        // Forget the oldest finished runs past the limit (the journal keeps them).
-        let finished = runs.iter().filter(|e| e.view.state.is_finished()).count();
-        let mut excess = finished.saturating_sub(KEEP_FINISHED);
-        runs.retain(|e| {
-            if excess > 0 && e.view.state.is_finished() {
-                excess -= 1;
-                false
-            } else {
-                true
-            }
-        });
+        evict(runs, id);
         drop(inner);
         self.update_idle();
     }
+}
+
+/// Forgets the oldest finished runs (never `keep`, the one that just ended) while more than
+/// [`KEEP_FINISHED`] are kept or their events pass [`EVENT_BUDGET`]. The journal keeps them.
+fn evict(runs: &mut VecDeque<Entry>, keep: &str) {
+    let mut finished = runs.iter().filter(|e| e.view.state.is_finished()).count();
+    let mut bytes: usize = runs.iter().map(|e| e.bytes).sum();
+    runs.retain(|e| {
+        let evict = e.view.state.is_finished()
+            && e.view.id != keep
+            && (finished > KEEP_FINISHED || bytes > EVENT_BUDGET);
+        if evict {
+            finished -= 1;
+            bytes -= e.bytes;
+        }
+        !evict
+    });
+}
+
+/// What an event costs in memory, roughly: its texts plus a fixed overhead.
+fn approx_size(event: &RunEvent) -> usize {
+    let texts = match event {
+        RunEvent::StepFinished(r) => {
+            r.message.as_ref().map_or(0, String::len)
+                + r.diff.as_ref().map_or(0, String::len)
+                + r.output
+                    .as_ref()
+                    .map_or(0, |o| o.stdout.len() + o.stderr.len())
+        }
+        _ => 0,
+    };
+    256 + texts
 }
 
 fn now() -> String {
@@ -598,6 +627,47 @@ mod tests {
                 skipped: 0
             })
         );
+    }
+
+    fn entry(id: &str, state: RunState, bytes: usize) -> Entry {
+        Entry {
+            view: RunView {
+                id: id.into(),
+                playbook: "p".into(),
+                check: false,
+                state,
+                submitted_at: now(),
+                summary: Summary::default(),
+                cancel_reason: None,
+            },
+            events: Vec::new(),
+            progress: watch::channel(0).0,
+            cancel: watch::channel(None).0,
+            job: None,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn eviction_keeps_unfinished_runs_and_bounds_count_and_bytes() {
+        let mut runs: VecDeque<Entry> = (0..KEEP_FINISHED + 3)
+            .map(|i| entry(&format!("f{i}"), RunState::Ok, 10))
+            .collect();
+        runs.push_front(entry("running", RunState::Running, EVENT_BUDGET * 2));
+        evict(&mut runs, "f0");
+        let ids: Vec<&str> = runs.iter().map(|e| e.view.id.as_str()).collect();
+        // Over budget because of the running run: every finished run goes but the one kept.
+        assert_eq!(ids, vec!["running", "f0"]);
+
+        let mut runs: VecDeque<Entry> = (0..KEEP_FINISHED + 2)
+            .map(|i| entry(&format!("f{i}"), RunState::Failed, 10))
+            .collect();
+        runs.push_back(entry("queued", RunState::Queued, 0));
+        let last = format!("f{}", KEEP_FINISHED + 1);
+        evict(&mut runs, &last);
+        assert_eq!(runs.len(), KEEP_FINISHED + 1);
+        assert_eq!(runs.front().unwrap().view.id, "f2", "the oldest go first");
+        assert_eq!(runs.back().unwrap().view.id, "queued");
     }
 
     #[test]

@@ -169,7 +169,7 @@ async fn run_step(
             error: None,
         },
         Some(Err(e)) => failed(format!("evaluating `when`: {e:#}")),
-        Some(Ok(true)) | None => match step.action.render(jinja, &ctx_value) {
+        Some(Ok(true)) | None => match step.action.render(&step.raw_args, jinja, &ctx_value) {
             Err(e) => failed(format!("rendering arguments: {e:#}")),
             Ok(action) => {
                 let ctx = StepContext {

@@ -94,8 +94,11 @@ pub struct Var {
 pub struct Step {
     /// `name`.
     pub name: String,
-    /// The one action key and its arguments.
+    /// The one action key and its arguments, as read at parse time (whole-value templates
+    /// stand as empty tables or lists until rendered).
     pub action: Action,
+    /// The action's arguments as written; what the engine renders before each run of the step.
+    pub raw_args: serde_json::Value,
     /// `when`: a Jinja expression; the step is skipped when it is false.
     pub when: Option<String>,
     /// `retries`: how many more attempts after a failure (default 0).
@@ -249,6 +252,26 @@ pub enum Condition {
     Fixed(bool),
     /// A Jinja expression, evaluated with the step's `result` in scope.
     Expr(String),
+}
+
+/// For a serde error about a whole-value template (`invalid type: string "{{ t }}", expected a
+/// map`), the template and the empty value to stand in for it while validating.
+pub(crate) fn deferred_template(message: &str) -> Option<(String, serde_json::Value)> {
+    let rest = message.strip_prefix("invalid type: string \"")?;
+    let (template, expected) = rest.split_once("\", expected ")?;
+    let t = template.trim();
+    let whole = t.starts_with("{{") && t.ends_with("}}") && t.matches("{{").count() == 1;
+    if !whole {
+        return None;
+    }
+    let stand_in = if expected.starts_with("a map") || expected.starts_with("struct") {
+        serde_json::Value::Object(serde_json::Map::new())
+    } else if expected.starts_with("a sequence") {
+        serde_json::Value::Array(Vec::new())
+    } else {
+        return None;
+    };
+    Some((template.to_string(), stand_in))
 }
 
 #[cfg(test)]

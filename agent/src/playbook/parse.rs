@@ -303,7 +303,22 @@ fn parse_step(
 
     let action = actions.first().and_then(|(key, value)| {
         let key: &str = key.get_ref().as_ref();
-        match Action::deserialize(key, ValueDeserializer::from((*value).clone()))? {
+        let typed = Action::deserialize(key, ValueDeserializer::from((*value).clone()))?;
+        // A whole-value template where a table or list belongs is judged after rendering.
+        let typed = match typed {
+            Err(e) if super::deferred_template(e.message()).is_some() => {
+                let raw = serde_json::Value::deserialize(ValueDeserializer::from((*value).clone())).unwrap_or_default();
+                match Action::from_json_deferring_templates(key, raw) {
+                    Ok(a) => Ok(a),
+                    Err(msg) => {
+                        diags.push(Diagnostic::new(value.span(), format!("{label}: `{key}`: {msg}")));
+                        return None;
+                    }
+                }
+            }
+            other => other,
+        };
+        match typed {
             Ok(action) => {
                 for problem in action.validate() {
                     diags.push(Diagnostic::new(
@@ -328,6 +343,7 @@ fn parse_step(
         return None;
     }
     let (common, (action, action_span, action_value)) = (common?, action?);
+    let raw_args = serde_json::Value::deserialize(ValueDeserializer::from((*action_value).clone())).unwrap_or_default();
     let span_of = |k: &str| table.get(k).map(|v| v.span());
     let mut templates = Vec::new();
     collect_templates(action_value, &mut templates);
@@ -339,6 +355,7 @@ fn parse_step(
     Some(Step {
         name: common.name,
         action,
+        raw_args,
         when: common.when,
         retries: common.retries,
         delay: common.delay.map_or(DEFAULT_DELAY, |d| d.0),

@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::jinja::Jinja;
 
+pub mod backup_prune;
+pub mod backup_verify;
 pub mod command;
 pub mod content;
 pub mod copy;
@@ -30,6 +32,7 @@ pub mod k3s;
 pub mod k3s_install;
 pub mod k3s_upgrade;
 pub mod line_in_file;
+pub mod mysql_backup;
 pub mod package;
 pub mod service;
 pub mod swap;
@@ -176,6 +179,19 @@ async fn run_kind<K: StepKind>(kind: &K, ctx: &StepContext<'_>) -> anyhow::Resul
     }
 }
 
+/// Replaces the first string equal to `needle` in `value` by `with`; false when there is none.
+fn replace_string(value: &mut serde_json::Value, needle: &str, with: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) if s == needle => {
+            *value = with.clone();
+            true
+        }
+        serde_json::Value::Array(items) => items.iter_mut().any(|v| replace_string(v, needle, with)),
+        serde_json::Value::Object(map) => map.values_mut().any(|v| replace_string(v, needle, with)),
+        _ => false,
+    }
+}
+
 /// Generates [`Action`], [`ACTION_KEYS`] and [`StepSchema`] from one list of kinds.
 macro_rules! actions {
     ($( $key:ident => $variant:ident($args:ty) ),* $(,)?) => {
@@ -218,12 +234,38 @@ macro_rules! actions {
                 v.unwrap_or(serde_json::Value::Null)
             }
 
-            /// A copy whose strings are rendered against `vars`.
-            pub fn render(&self, jinja: &Jinja, vars: &minijinja::Value) -> anyhow::Result<Action> {
-                let rendered = jinja.render_value(self.to_json(), vars)?;
+            /// The arguments as written (`raw`, see [`crate::playbook::Step::raw_args`]) with
+            /// their strings rendered against `vars`, read as this action's kind.
+            pub fn render(&self, raw: &serde_json::Value, jinja: &Jinja, vars: &minijinja::Value) -> anyhow::Result<Action> {
+                let rendered = jinja.render_value(raw.clone(), vars)?;
                 Ok(match self {
                     $( Action::$variant(_) => Action::$variant(serde_json::from_value(rendered)?), )*
                 })
+            }
+
+            /// Reads arguments given as JSON as the action written under `key`, standing in an
+            /// empty table or list for each whole-value template (`"{{ some_table }}"`) where one
+            /// is expected: those are only known once rendered. For validation at parse time.
+            pub(crate) fn from_json_deferring_templates(key: &str, mut raw: serde_json::Value) -> Result<Action, String> {
+                for _ in 0..32 {
+                    let attempt: Result<Action, serde_json::Error> = match key {
+                        $( stringify!($key) => serde_json::from_value(raw.clone()).map(Action::$variant), )*
+                        _ => return Err(format!("unknown action `{key}`")),
+                    };
+                    match attempt {
+                        Ok(a) => return Ok(a),
+                        Err(e) => {
+                            let msg = e.to_string();
+                            let Some((template, stand_in)) = crate::playbook::deferred_template(&msg) else {
+                                return Err(msg);
+                            };
+                            if !replace_string(&mut raw, &template, &stand_in) {
+                                return Err(msg);
+                            }
+                        }
+                    }
+                }
+                Err("too many whole-value templates".into())
             }
 
             /// Runs the action (see [`run_kind`]).
@@ -260,4 +302,7 @@ actions! {
     helm_release => HelmRelease(helm_release::HelmReleaseArgs),
     k3s_install => K3sInstall(k3s_install::K3sInstallArgs),
     k3s_upgrade => K3sUpgrade(k3s_upgrade::K3sUpgradeArgs),
+    mysql_backup => MysqlBackup(mysql_backup::MysqlBackupArgs),
+    backup_verify => BackupVerify(backup_verify::BackupVerifyArgs),
+    backup_prune => BackupPrune(backup_prune::BackupPruneArgs),
 }

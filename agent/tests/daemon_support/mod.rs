@@ -5,6 +5,7 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
+use std::collections::VecDeque;
 use std::io::Read;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -257,22 +258,35 @@ impl Agent {
 
     /// Follows `/v1/runs/{id}/events` to its end; every event, in order.
     pub async fn follow(&self, id: &str) -> Vec<RunEvent> {
+        let mut stream = self.events(id, None).await;
+        let mut all = Vec::new();
+        while let Some(e) = stream.next().await {
+            all.push(e);
+        }
+        all
+    }
+
+    /// Opens `/v1/runs/{id}/events`, optionally resuming after event `last_event_id`.
+    pub async fn events(&self, id: &str, last_event_id: Option<usize>) -> EventStream {
         let stream = tokio::net::UnixStream::connect(&self.socket).await.unwrap();
-        let req = Request::builder()
+        let mut req = Request::builder()
             .uri(format!("/v1/runs/{id}/events"))
-            .header("host", "bosund")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let (status, body) = tokio::time::timeout(PATIENCE, send(stream, req))
+            .header("host", "bosund");
+        if let Some(last) = last_event_id {
+            req = req.header("last-event-id", last.to_string());
+        }
+        let req = req.body(Full::new(Bytes::new())).unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "the event stream of {id} did not end within {PATIENCE:?}; log:\n{}",
-                    self.log_text()
-                )
-            });
-        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
-        parse_sse(&String::from_utf8_lossy(&body))
+            .expect("HTTP handshake with bosund");
+        tokio::spawn(conn);
+        let response = sender.send_request(req).await.expect("sending the request");
+        assert_eq!(response.status(), StatusCode::OK, "events of {id}");
+        EventStream {
+            body: response.into_body(),
+            buf: String::new(),
+            pending: VecDeque::new(),
+        }
     }
 
     /// Polls `GET /v1/runs/{id}` until its status is one of `states`.
@@ -300,6 +314,35 @@ impl Drop for Agent {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+}
+
+/// A run's SSE stream, read event by event.
+pub struct EventStream {
+    body: hyper::body::Incoming,
+    buf: String,
+    pending: VecDeque<RunEvent>,
+}
+
+impl EventStream {
+    /// The next event; `None` when the stream has ended. Panics after [`PATIENCE`] without one.
+    pub async fn next(&mut self) -> Option<RunEvent> {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Some(e);
+            }
+            let frame = tokio::time::timeout(PATIENCE, self.body.frame())
+                .await
+                .unwrap_or_else(|_| panic!("no event within {PATIENCE:?}"))?
+                .expect("reading the event stream");
+            if let Ok(data) = frame.into_data() {
+                self.buf.push_str(&String::from_utf8_lossy(&data));
+                while let Some(end) = self.buf.find("\n\n") {
+                    let block: String = self.buf.drain(..end + 2).collect();
+                    self.pending.extend(parse_sse(&block));
+                }
+            }
         }
     }
 }

@@ -1,0 +1,451 @@
+//! The MySQL/MariaDB command-line tools, as the backup steps use them: short queries through the
+//! client, a dump streamed out of `mariadb-dump`/`mysqldump`, a restore streamed into the client.
+//!
+//! Invariants:
+//! - The password travels in the child's `MYSQL_PWD` only: never on a command line (visible in
+//!   `ps`), never in an error (tool stderr is passed through [`Secret::redact`]).
+//! - Every tool runs with `--no-defaults` first, so option files on the host (a `[client]`
+//!   password, a socket path) do not change what a step does; TLS and the like go in `extra_args`.
+//! - Streaming children run in their own process group, killed when their handle is dropped
+//!   (a step's timeout), like [`crate::host::process`].
+
+use std::path::Path;
+use std::process::Stdio;
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+
+use super::manifest::TableStats;
+use crate::host::process;
+use crate::secrets::Secret;
+
+/// Kept of a streaming tool's stderr, for its error message.
+const STDERR_CAP: usize = 64 * 1024;
+
+/// Options the dump always gets: a consistent InnoDB snapshot without locking, rows streamed
+/// (not buffered in the tool), and every kind of object; `--hex-blob` keeps binary columns
+/// intact through any character set.
+pub const DUMP_OPTIONS: &[&str] = &[
+    "--single-transaction",
+    "--quick",
+    "--routines",
+    "--events",
+    "--triggers",
+    "--hex-blob",
+];
+
+/// Options the client always gets: fail fast on an unreachable server (the dump tool has no
+/// such option and relies on the system's TCP timeout).
+const CLIENT_OPTIONS: &[&str] = &["--connect-timeout=20"];
+
+/// A server and the account to use on it.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// Host name or address (TCP is always used).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// User.
+    pub user: String,
+    /// Password, handed over in `MYSQL_PWD`.
+    pub password: Secret,
+    /// Extra client options (`--ssl-ca=...`), after the connection options.
+    pub extra_args: Vec<String>,
+}
+
+impl Connection {
+    /// `host:port`, for messages.
+    pub fn endpoint(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// `--no-defaults` and the connection options, for a client or dump tool.
+    fn args(&self) -> Vec<String> {
+        let mut a = vec![
+            "--no-defaults".to_string(),
+            "--protocol=tcp".to_string(),
+            format!("--host={}", self.host),
+            format!("--port={}", self.port),
+            format!("--user={}", self.user),
+        ];
+        a.extend(self.extra_args.iter().cloned());
+        a
+    }
+
+    fn env(&self) -> std::collections::BTreeMap<String, String> {
+        [("MYSQL_PWD".to_string(), self.password.expose().to_string())].into()
+    }
+}
+
+/// The first of `candidates` found on `PATH` (or as given, when it holds a `/`).
+pub fn find_tool(candidates: &[&str]) -> Option<String> {
+    candidates.iter().find_map(|name| {
+        if name.contains('/') {
+            return Path::new(name).exists().then(|| name.to_string());
+        }
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+            .map(|p| p.display().to_string())
+    })
+}
+
+/// Quotes an identifier for SQL: backticks, inner backticks doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// Quotes a string literal for SQL.
+pub fn quote_str(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// The client program (`mariadb` or `mysql`) and what to run it as.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// Program and leading arguments.
+    pub argv: Vec<String>,
+    /// Where and as whom.
+    pub conn: Connection,
+}
+
+impl Client {
+    /// Runs `sql` (one or more statements) in `database` (if any) and returns the rows of the
+    /// output, tab-separated fields (`--batch --skip-column-names`; NULL prints as `NULL`).
+    pub async fn query(&self, database: Option<&str>, sql: &str) -> anyhow::Result<Vec<Vec<String>>> {
+        let mut argv = self.argv.clone();
+        argv.extend(self.conn.args());
+        argv.extend(CLIENT_OPTIONS.iter().map(|s| s.to_string()));
+        argv.extend(["--batch".into(), "--skip-column-names".into()]);
+        argv.push(format!("--execute={sql}"));
+        if let Some(db) = database {
+            argv.push(format!("--database={db}"));
+        }
+        let out = process::run(&argv, None, &self.conn.env()).await?;
+        if out.rc != 0 {
+            bail!(
+                "{} on {} failed (exit code {}): {}",
+                self.argv[0],
+                self.conn.endpoint(),
+                out.rc,
+                self.conn.password.redact(out.stderr.trim())
+            );
+        }
+        Ok(out
+            .stdout
+            .lines()
+            .map(|l| l.split('\t').map(str::to_string).collect())
+            .collect())
+    }
+
+    /// `SELECT VERSION()`.
+    pub async fn server_version(&self) -> anyhow::Result<String> {
+        let rows = self.query(None, "SELECT VERSION()").await?;
+        first_field(&rows).context("the server did not answer SELECT VERSION()")
+    }
+
+    /// The base tables of `database`, sorted by name.
+    pub async fn tables(&self, database: &str) -> anyhow::Result<Vec<String>> {
+        let sql = format!(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = {} AND table_type = 'BASE TABLE' ORDER BY table_name",
+            quote_str(database)
+        );
+        Ok(self
+            .query(None, &sql)
+            .await?
+            .into_iter()
+            .filter_map(|r| r.into_iter().next())
+            .collect())
+    }
+
+    /// Row count and `CHECKSUM TABLE` of every base table of `database`, in one session inside
+    /// one consistent snapshot (InnoDB), so the counts belong together.
+    pub async fn table_stats(&self, database: &str) -> anyhow::Result<Vec<TableStats>> {
+        let tables = self.tables(database).await?;
+        if tables.is_empty() {
+            return Ok(Vec::new());
+        }
+        let db = quote_ident(database);
+        let mut sql = String::from(
+            "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ; START TRANSACTION WITH CONSISTENT SNAPSHOT;",
+        );
+        for (i, t) in tables.iter().enumerate() {
+            sql.push_str(&format!(
+                "SELECT 'rows', {i}, COUNT(*) FROM {db}.{};",
+                quote_ident(t)
+            ));
+        }
+        let list: Vec<String> = tables
+            .iter()
+            .map(|t| format!("{db}.{}", quote_ident(t)))
+            .collect();
+        sql.push_str(&format!("CHECKSUM TABLE {}; COMMIT;", list.join(", ")));
+        let rows = self.query(None, &sql).await?;
+        let mut counts = vec![None; tables.len()];
+        let mut checksums = Vec::new();
+        for r in &rows {
+            match r.as_slice() {
+                [tag, i, n] if tag == "rows" => {
+                    let i: usize = i.parse().context("row count index")?;
+                    let n: u64 = n.parse().with_context(|| format!("row count {n:?}"))?;
+                    if let Some(slot) = counts.get_mut(i) {
+                        *slot = Some(n);
+                    }
+                }
+                [_, sum] => checksums.push(if sum == "NULL" {
+                    None
+                } else {
+                    Some(sum.parse().with_context(|| format!("checksum {sum:?}"))?)
+                }),
+                _ => bail!("unexpected line from the client: {r:?}"),
+            }
+        }
+        if checksums.len() != tables.len() {
+            bail!(
+                "CHECKSUM TABLE gave {} rows for {} tables of {database}",
+                checksums.len(),
+                tables.len()
+            );
+        }
+        tables
+            .into_iter()
+            .zip(counts)
+            .zip(checksums)
+            .map(|((name, rows), checksum)| {
+                let rows = rows.with_context(|| format!("no row count for table {name}"))?;
+                Ok(TableStats {
+                    name,
+                    rows,
+                    checksum,
+                })
+            })
+            .collect()
+    }
+
+    /// Starts the client reading SQL on stdin into `database` (a restore).
+    pub fn spawn_restore(&self, database: &str) -> anyhow::Result<StreamingChild> {
+        let mut argv = self.argv.clone();
+        argv.extend(self.conn.args());
+        argv.extend(CLIENT_OPTIONS.iter().map(|s| s.to_string()));
+        argv.push("--batch".into());
+        argv.push(format!("--database={database}"));
+        StreamingChild::spawn(&argv, &self.conn, Stdio::piped(), Stdio::null())
+    }
+
+    /// A blocking `DROP DATABASE IF EXISTS`, for cleanup from a destructor (no runtime needed).
+    pub fn drop_database_blocking(&self, database: &str) -> anyhow::Result<()> {
+        let mut argv = self.argv.clone();
+        argv.extend(self.conn.args());
+        argv.extend(CLIENT_OPTIONS.iter().map(|s| s.to_string()));
+        argv.push(format!(
+            "--execute=DROP DATABASE IF EXISTS {}",
+            quote_ident(database)
+        ));
+        let out = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .env("MYSQL_PWD", self.conn.password.expose())
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("starting {}", argv[0]))?;
+        if !out.status.success() {
+            bail!(
+                "dropping database {database} on {}: {}",
+                self.conn.endpoint(),
+                self.conn
+                    .password
+                    .redact(String::from_utf8_lossy(&out.stderr).trim())
+            );
+        }
+        Ok(())
+    }
+}
+
+fn first_field(rows: &[Vec<String>]) -> Option<String> {
+    rows.first()?.first().cloned()
+}
+
+/// The dump tool and how to run it.
+#[derive(Debug, Clone)]
+pub struct Dumper {
+    /// Program and leading arguments (`mariadb-dump`, or a wrapper).
+    pub argv: Vec<String>,
+    /// Where and as whom.
+    pub conn: Connection,
+}
+
+impl Dumper {
+    /// First line of `--version`.
+    pub async fn version(&self) -> anyhow::Result<String> {
+        let mut argv = self.argv.clone();
+        argv.push("--version".into());
+        let out = process::run(&argv, None, &Default::default()).await?;
+        if out.rc != 0 {
+            bail!("{} --version failed: {}", self.argv[0], out.stderr.trim());
+        }
+        Ok(out.stdout.lines().next().unwrap_or_default().trim().to_string())
+    }
+
+    /// Starts dumping `database` (its tables, routines, events and triggers; no `CREATE
+    /// DATABASE`, so it restores into any database) to the child's stdout.
+    pub fn spawn(&self, database: &str) -> anyhow::Result<StreamingChild> {
+        let mut argv = self.argv.clone();
+        argv.extend(self.conn.args());
+        argv.extend(DUMP_OPTIONS.iter().map(|s| s.to_string()));
+        argv.push(database.to_string());
+        StreamingChild::spawn(&argv, &self.conn, Stdio::null(), Stdio::piped())
+    }
+}
+
+/// A tool whose stdin or stdout is a stream; stderr is collected (capped) for its error. The
+/// process group is killed when this is dropped before [`wait`](Self::wait) finished.
+pub struct StreamingChild {
+    program: String,
+    child: Child,
+    pgid: Option<Pid>,
+    stderr: Option<tokio::task::JoinHandle<String>>,
+    password: Secret,
+}
+
+/// How a streaming tool ended.
+#[derive(Debug)]
+pub struct Exit {
+    /// Exit code; negative: killed by that signal.
+    pub code: i32,
+    /// Its stderr (capped, password redacted).
+    pub stderr: String,
+}
+
+impl Exit {
+    /// Exit code 0.
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+}
+
+impl StreamingChild {
+    fn spawn(
+        argv: &[String],
+        conn: &Connection,
+        stdin: Stdio,
+        stdout: Stdio,
+    ) -> anyhow::Result<StreamingChild> {
+        let (program, args) = argv.split_first().context("empty command")?;
+        let mut child = Command::new(program)
+            .args(args)
+            .env("MYSQL_PWD", conn.password.expose())
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {program}: is it installed and on PATH?"))?;
+        let pgid = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(Pid::from_raw);
+        let stderr = child.stderr.take().map(|mut err| {
+            tokio::spawn(async move {
+                let mut kept = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = err.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let room = STDERR_CAP.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                }
+                String::from_utf8_lossy(&kept).into_owned()
+            })
+        });
+        Ok(StreamingChild {
+            program: program.clone(),
+            child,
+            pgid,
+            stderr,
+            password: conn.password.clone(),
+        })
+    }
+
+    /// The program's name, for messages.
+    pub fn program(&self) -> &str {
+        &self.program
+    }
+
+    /// The child's stdout as a blocking file (for a compressor thread).
+    pub fn take_stdout(&mut self) -> anyhow::Result<std::fs::File> {
+        let out = self.child.stdout.take().context("stdout was not captured")?;
+        Ok(std::fs::File::from(out.into_owned_fd()?))
+    }
+
+    /// The child's stdin as a blocking file (for a decompressor thread).
+    pub fn take_stdin(&mut self) -> anyhow::Result<std::fs::File> {
+        let inp = self.child.stdin.take().context("stdin was not captured")?;
+        Ok(std::fs::File::from(inp.into_owned_fd()?))
+    }
+
+    /// Kills the process group now.
+    pub fn kill(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+
+    /// Waits for the program to exit and returns its code and stderr.
+    pub async fn wait(mut self) -> anyhow::Result<Exit> {
+        use std::os::unix::process::ExitStatusExt;
+        let status = self
+            .child
+            .wait()
+            .await
+            .with_context(|| format!("waiting for {}", self.program))?;
+        // Reaped: the group id may be reused from now on, so never signal it again.
+        self.pgid = None;
+        let stderr = match self.stderr.take() {
+            Some(h) => h.await.unwrap_or_default(),
+            None => String::new(),
+        };
+        Ok(Exit {
+            code: status
+                .code()
+                .unwrap_or_else(|| -status.signal().unwrap_or(1)),
+            stderr: self.password.redact(stderr.trim()),
+        })
+    }
+}
+
+impl Drop for StreamingChild {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_doubles_the_quote_character() {
+        assert_eq!(quote_ident("a`b"), "`a``b`");
+        assert_eq!(quote_str(r"it's \ here"), r"'it''s \\ here'");
+    }
+
+    #[test]
+    fn the_password_is_never_in_the_arguments() {
+        let conn = Connection {
+            host: "db".into(),
+            port: 3306,
+            user: "backup".into(),
+            password: Secret::new("pw-123".into()),
+            extra_args: vec!["--ssl".into()],
+        };
+        let args = conn.args();
+        assert_eq!(args[0], "--no-defaults");
+        assert!(args.iter().all(|a| !a.contains("pw-123")));
+        assert_eq!(conn.env()["MYSQL_PWD"], "pw-123");
+    }
+}
