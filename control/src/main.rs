@@ -1,24 +1,43 @@
-//! `bosun`: the operator's CLI. It drives `bosund` agents; today it validates playbooks with the
-//! agent's own model (the same parser and diagnostics as `bosund check`), so a playbook is
-//! checked on the laptop before it is sent anywhere. Remote runs (`bosun run`) and the AWS stack
-//! (`bosun up`) build on this crate.
+//! `bosun`: the operator's CLI. It validates playbooks with the agent's own model (the same
+//! parser and diagnostics as `bosund check`), and creates the AWS stack around the host from a
+//! typed CloudFormation template (`template`, `plan`, `up`, `down`). Remote runs (`bosun run`)
+//! build on this crate.
+
+mod cloud;
+mod stack;
 
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{Context, Result};
 use bosun_agent::playbook::{self, Source};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use stack::artifacts::BootArtifacts;
+use stack::config::StackConfig;
+use stack::template::{self, BootDigests};
+use stack::userdata::{self, UserDataSpec};
 
 #[derive(Parser)]
 #[command(
     name = "bosun",
     version,
-    about = "bosun's control CLI: drives bosund agents"
+    about = "bosun's control CLI: drives bosund agents and the AWS stack around them"
 )]
 struct Cli {
+    /// Output format: human-readable lines, or one JSON document on stdout.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Human)]
+    output: OutputFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OutputFormat {
+    Human,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -32,6 +51,71 @@ enum Command {
         #[arg(long = "var", value_name = "NAME=VALUE")]
         var: Vec<String>,
     },
+    /// Print the stack's CloudFormation template.
+    Template {
+        #[command(flatten)]
+        stack: StackArgs,
+    },
+    /// Print the instance's cloud-init user-data, resolved for a given bucket.
+    UserData {
+        #[command(flatten)]
+        stack: StackArgs,
+        /// The stack's bucket name (`BucketName` output).
+        #[arg(long)]
+        bucket: String,
+    },
+    /// Show what `up` would change (a CloudFormation change set, deleted afterwards).
+    Plan {
+        #[command(flatten)]
+        stack: StackArgs,
+        #[command(flatten)]
+        aws: AwsArgs,
+        /// Plan the first boot with the artefacts just built (replaces an existing host).
+        #[arg(long)]
+        refresh_boot: bool,
+    },
+    /// Create or update the stack: upload bosund and the playbooks, apply the change set.
+    Up {
+        #[command(flatten)]
+        stack: StackArgs,
+        #[command(flatten)]
+        aws: AwsArgs,
+        /// Use the artefacts just built for the instance's first boot even when the host
+        /// exists (its user-data changes, which replaces it: needs --allow-replacement).
+        #[arg(long)]
+        refresh_boot: bool,
+        /// Execute a change set that replaces the instance, database or bucket.
+        #[arg(long)]
+        allow_replacement: bool,
+    },
+    /// Delete the stack. The bucket (backups) is kept unless --delete-data.
+    Down {
+        /// Stack config (stack.toml).
+        #[arg(long, default_value = "stack.toml")]
+        config: PathBuf,
+        #[command(flatten)]
+        aws: AwsArgs,
+        /// Also empty and delete the stack's bucket, with every backup in it.
+        #[arg(long)]
+        delete_data: bool,
+    },
+}
+
+#[derive(Args)]
+struct StackArgs {
+    /// Stack config (stack.toml).
+    #[arg(long, default_value = "stack.toml")]
+    config: PathBuf,
+    /// The bosund binary to ship (default: `bosund` next to this `bosun`).
+    #[arg(long)]
+    bosund: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct AwsArgs {
+    /// Send every AWS API call here (e.g. a moto server) instead of AWS.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    endpoint_url: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -44,34 +128,209 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// The loaded config, key and artefacts a stack command needs.
+struct Loaded {
+    config: StackConfig,
+    public_key: String,
+    artifacts: BootArtifacts,
+}
+
+fn load(args: &StackArgs) -> Result<Loaded> {
+    let loaded = StackConfig::load(&args.config)?;
+    let bosund = match &args.bosund {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .context("cannot locate the running bosun binary (pass --bosund)")?
+            .with_file_name("bosund"),
+    };
+    let artifacts = BootArtifacts::load(&bosund, &loaded.playbooks_dir)?;
+    Ok(Loaded {
+        config: loaded.stack,
+        public_key: loaded.public_key,
+        artifacts,
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn endpoint<'a>(aws: &'a AwsArgs, config: &'a StackConfig) -> Option<&'a str> {
+    aws.endpoint_url
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .or(config.endpoints.aws.as_deref())
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON values serialise")
+    );
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let json = cli.output == OutputFormat::Json;
+    let ui = cloud::Ui { json };
     match cli.command {
-        Command::Check { playbooks, var } => {
-            let outside: Vec<String> = bosun_agent::vars::parse_var_args(&var)?
-                .keys()
-                .cloned()
-                .collect();
-            let mut invalid = false;
-            for file in playbooks {
-                let text =
-                    std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
-                match playbook::load(Source::new(file.clone(), text), &outside) {
-                    Ok(p) => println!(
+        Command::Check { playbooks, var } => check(&playbooks, &var, json),
+        Command::Template { stack } => {
+            let l = load(&stack)?;
+            let boot = BootDigests {
+                bosund_sha256: l.artifacts.bosund.sha256.clone(),
+                playbooks_sha256: l.artifacts.playbooks.sha256.clone(),
+            };
+            // The template is JSON either way.
+            println!(
+                "{}",
+                template::full(&l.config, &l.public_key, &boot).to_json()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::UserData { stack, bucket } => {
+            let l = load(&stack)?;
+            let c = &l.config;
+            let artifacts_url = match &c.endpoints.artifacts {
+                Some(base) => format!("{}/{bucket}/artifacts", base.trim_end_matches('/')),
+                None => format!("https://{bucket}.s3.{}.amazonaws.com/artifacts", c.region),
+            };
+            let text = userdata::render(&UserDataSpec {
+                stack: &c.name,
+                region: &c.region,
+                bucket: &bucket,
+                artifacts_url: &artifacts_url,
+                bosund_sha256: &l.artifacts.bosund.sha256,
+                playbooks_sha256: &l.artifacts.playbooks.sha256,
+                log_group: &template::log_group_name(c),
+                metrics_namespace: template::METRICS_NAMESPACE,
+            });
+            if json {
+                print_json(&json!({"user_data": text}));
+            } else {
+                print!("{text}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan {
+            stack,
+            aws,
+            refresh_boot,
+        } => {
+            let l = load(&stack)?;
+            let rt = runtime()?;
+            let result = rt.block_on(async {
+                let clients =
+                    cloud::Aws::connect(&l.config.region, endpoint(&aws, &l.config)).await;
+                let req = cloud::Request {
+                    config: &l.config,
+                    public_key: &l.public_key,
+                    artifacts: &l.artifacts,
+                    refresh_boot,
+                };
+                cloud::plan(&clients, ui, &req).await
+            })?;
+            if json {
+                print_json(&result);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up {
+            stack,
+            aws,
+            refresh_boot,
+            allow_replacement,
+        } => {
+            let l = load(&stack)?;
+            let rt = runtime()?;
+            let result = rt.block_on(async {
+                let clients =
+                    cloud::Aws::connect(&l.config.region, endpoint(&aws, &l.config)).await;
+                let req = cloud::Request {
+                    config: &l.config,
+                    public_key: &l.public_key,
+                    artifacts: &l.artifacts,
+                    refresh_boot,
+                };
+                cloud::up(&clients, ui, &req, allow_replacement).await
+            })?;
+            if json {
+                print_json(&result);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Down {
+            config,
+            aws,
+            delete_data,
+        } => {
+            let config = config_only(&config)?;
+            let rt = runtime()?;
+            let result = rt.block_on(async {
+                let clients = cloud::Aws::connect(&config.region, endpoint(&aws, &config)).await;
+                cloud::down(&clients, ui, &config.name, delete_data).await
+            })?;
+            if json {
+                print_json(&result);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `down` needs neither the key nor the artefacts: only the name and where to reach AWS.
+fn config_only(path: &Path) -> Result<StackConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read stack config {} (pass --config)",
+            path.display()
+        )
+    })?;
+    StackConfig::parse(&text, &path.display().to_string())
+}
+
+fn check(playbooks: &[String], var: &[String], json: bool) -> Result<ExitCode> {
+    let outside: Vec<String> = bosun_agent::vars::parse_var_args(var)?
+        .keys()
+        .cloned()
+        .collect();
+    let mut invalid = false;
+    let mut results = Vec::new();
+    for file in playbooks {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
+        match playbook::load(Source::new(file.clone(), text), &outside) {
+            Ok(p) => {
+                if json {
+                    results.push(json!({"file": file, "ok": true,
+                        "steps": p.steps.len(), "handlers": p.handlers.len()}));
+                } else {
+                    println!(
                         "{file}: ok ({} steps, {} handlers)",
                         p.steps.len(),
                         p.handlers.len()
-                    ),
-                    Err(d) => {
-                        invalid = true;
-                        eprint!("{}", d.render(std::io::stderr().is_terminal()));
-                    }
+                    );
                 }
             }
-            Ok(if invalid {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            })
+            Err(d) => {
+                invalid = true;
+                if json {
+                    results
+                        .push(json!({"file": file, "ok": false, "diagnostics": d.render(false)}));
+                } else {
+                    eprint!("{}", d.render(std::io::stderr().is_terminal()));
+                }
+            }
         }
     }
+    if json {
+        print_json(&json!({ "playbooks": results }));
+    }
+    Ok(if invalid {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -1,0 +1,845 @@
+//! `bosun plan`, `up` and `down`: the stack applied through CloudFormation change sets, with
+//! stack events as progress. CloudFormation owns ordering, rollback and teardown; this module
+//! only prepares, shows and waits.
+//!
+//! The bucket problem: the artefacts the first boot fetches live in the stack's own bucket,
+//! so the bucket must exist before the instance does. We create the stack in two phases, not
+//! as two stacks: when the stack does not exist, `up` first creates it from the *foundation*
+//! template (network, bucket and its policy, log group), uploads, then updates it to the full
+//! template. One stack means one name to `plan`, `up` and `down`, one event stream, and the
+//! bucket policy (which names the VPC endpoint) lives with the bucket from its first second.
+//! A separate bucket stack would split `down` and need cross-stack exports for the policy.
+//!
+//! Safety: a change set that would replace the instance, the database or the bucket is not
+//! executed without `--allow-replacement` (the newest AMI or a new first boot replaces the
+//! host, and the host holds the cluster's state). Later `up`s keep the first-boot digests the
+//! host was created with (read back from the stack outputs); running hosts get a new `bosund`
+//! from `bosun run`, not from a new instance.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use aws_sdk_cloudformation::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_cloudformation::types::{Capability, ChangeSetStatus, ChangeSetType};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::stack::artifacts::{Artifact, BootArtifacts};
+use crate::stack::cfn::Template;
+use crate::stack::config::StackConfig;
+use crate::stack::template::{self, BootDigests};
+
+/// How often stack and change-set status is polled.
+const POLL: Duration = Duration::from_secs(2);
+/// How long a change set may take to be computed.
+const CHANGE_SET_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a stack operation may take (an RDS instance takes 10–20 minutes).
+const STACK_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Resource types whose replacement loses state: never replaced without consent.
+const GUARDED: &[&str] = &[
+    "AWS::EC2::Instance",
+    "AWS::RDS::DBInstance",
+    "AWS::S3::Bucket",
+];
+
+/// The AWS clients, built for one region and optional endpoint.
+pub struct Aws {
+    cfn: aws_sdk_cloudformation::Client,
+    s3: aws_sdk_s3::Client,
+}
+
+impl Aws {
+    /// Clients for `region`; `endpoint` (moto in tests) replaces every service's endpoint.
+    /// Credentials come from the usual chain (environment, profile, IMDS).
+    pub async fn connect(region: &str, endpoint: Option<&str>) -> Aws {
+        use aws_smithy_http_client::tls;
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_string()))
+            .http_client(http);
+        if let Some(url) = endpoint {
+            loader = loader.endpoint_url(url);
+        }
+        let sdk = loader.load().await;
+        let s3 = aws_sdk_s3::config::Builder::from(&sdk)
+            // Loopback endpoints have no per-bucket host names.
+            .force_path_style(endpoint.is_some())
+            .build();
+        Aws {
+            cfn: aws_sdk_cloudformation::Client::new(&sdk),
+            s3: aws_sdk_s3::Client::from_conf(s3),
+        }
+    }
+}
+
+/// How results are shown: human lines and progress on stderr (results on stdout), or one JSON
+/// document on stdout at the end.
+#[derive(Clone, Copy)]
+pub struct Ui {
+    /// `--output json`.
+    pub json: bool,
+}
+
+impl Ui {
+    fn say(&self, line: impl AsRef<str>) {
+        if !self.json {
+            eprintln!("{}", line.as_ref());
+        }
+    }
+}
+
+/// A stack as `DescribeStacks` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StackState {
+    pub id: String,
+    pub status: String,
+    pub outputs: BTreeMap<String, String>,
+}
+
+/// One line of a change set.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeLine {
+    pub action: String,
+    pub logical_id: String,
+    pub resource_type: String,
+    /// `True`, `False`, `Conditional`, or empty for adds and removes.
+    pub replacement: String,
+}
+
+impl ChangeLine {
+    fn replaces(&self) -> bool {
+        matches!(self.replacement.as_str(), "True" | "Conditional")
+    }
+
+    fn human(&self) -> String {
+        let flag = match self.replacement.as_str() {
+            "True" => "  REPLACEMENT",
+            "Conditional" => "  REPLACEMENT (conditional)",
+            _ => "",
+        };
+        format!(
+            "  {:<7} {:<24} {}{flag}",
+            self.action, self.logical_id, self.resource_type
+        )
+    }
+}
+
+/// An AWS error as `Code: message` when the service answered, else the whole cause chain
+/// (connection refused, no credentials, ...).
+fn sdk_err<E>(e: E) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match (e.code(), e.message()) {
+        (Some(code), Some(message)) => anyhow!("{code}: {message}"),
+        _ => anyhow!("{}", DisplayErrorContext(&e)),
+    }
+}
+
+enum Prepared {
+    NoChanges,
+    Changes {
+        name: String,
+        changes: Vec<ChangeLine>,
+    },
+}
+
+async fn describe(aws: &Aws, stack: &str) -> Result<Option<StackState>> {
+    let out = match aws.cfn.describe_stacks().stack_name(stack).send().await {
+        Ok(out) => out,
+        Err(e) if e.message().is_some_and(|m| m.contains("does not exist")) => return Ok(None),
+        Err(e) => {
+            return Err(sdk_err(e)).with_context(|| {
+                format!("describing stack {stack} (check credentials, region and endpoint)")
+            });
+        }
+    };
+    let Some(s) = out.stacks().first() else {
+        return Ok(None);
+    };
+    let status = s
+        .stack_status()
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_default();
+    if status == "DELETE_COMPLETE" {
+        return Ok(None);
+    }
+    Ok(Some(StackState {
+        id: s.stack_id().unwrap_or(stack).to_string(),
+        status,
+        outputs: s
+            .outputs()
+            .iter()
+            .filter_map(|o| Some((o.output_key()?.to_string(), o.output_value()?.to_string())))
+            .collect(),
+    }))
+}
+
+fn no_changes(reason: &str) -> bool {
+    reason.contains("didn't contain changes") || reason.contains("No updates are to be performed")
+}
+
+async fn prepare(
+    aws: &Aws,
+    stack: &str,
+    template: &Template,
+    kind: ChangeSetType,
+) -> Result<Prepared> {
+    let name = format!(
+        "bosun-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0)
+    );
+    aws.cfn
+        .create_change_set()
+        .stack_name(stack)
+        .change_set_name(&name)
+        .change_set_type(kind)
+        .template_body(template.to_json())
+        .capabilities(Capability::CapabilityIam)
+        .description("bosun up")
+        .send()
+        .await
+        .map_err(sdk_err)
+        .with_context(|| format!("creating a change set for stack {stack}"))?;
+    let started = Instant::now();
+    loop {
+        let mut changes = Vec::new();
+        let mut token = None;
+        let status;
+        let reason;
+        loop {
+            let out = aws
+                .cfn
+                .describe_change_set()
+                .stack_name(stack)
+                .change_set_name(&name)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(sdk_err)
+                .with_context(|| format!("reading change set {name} of stack {stack}"))?;
+            for c in out.changes() {
+                if let Some(rc) = c.resource_change() {
+                    changes.push(ChangeLine {
+                        action: rc
+                            .action()
+                            .map(|a| a.as_str().to_string())
+                            .unwrap_or_default(),
+                        logical_id: rc.logical_resource_id().unwrap_or_default().to_string(),
+                        resource_type: rc.resource_type().unwrap_or_default().to_string(),
+                        replacement: rc
+                            .replacement()
+                            .map(|r| r.as_str().to_string())
+                            .unwrap_or_default(),
+                    });
+                }
+            }
+            token = out.next_token().map(str::to_string);
+            if token.is_none() {
+                status = out.status().cloned();
+                reason = out.status_reason().unwrap_or_default().to_string();
+                break;
+            }
+        }
+        match status {
+            Some(ChangeSetStatus::CreateComplete) => {
+                return Ok(Prepared::Changes { name, changes });
+            }
+            Some(ChangeSetStatus::Failed) => {
+                delete_change_set(aws, stack, &name).await;
+                if no_changes(&reason) {
+                    return Ok(Prepared::NoChanges);
+                }
+                bail!("CloudFormation rejected the change for stack {stack}: {reason}");
+            }
+            _ if started.elapsed() > CHANGE_SET_TIMEOUT => {
+                bail!("change set {name} of stack {stack} not ready after {CHANGE_SET_TIMEOUT:?}")
+            }
+            _ => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+async fn delete_change_set(aws: &Aws, stack: &str, name: &str) {
+    // Best effort: a leftover change set costs nothing and blocks nothing.
+    let _ = aws
+        .cfn
+        .delete_change_set()
+        .stack_name(stack)
+        .change_set_name(name)
+        .send()
+        .await;
+}
+
+/// Event ids already shown (or present before we started).
+async fn event_ids(aws: &Aws, stack: &str) -> HashSet<String> {
+    match aws
+        .cfn
+        .describe_stack_events()
+        .stack_name(stack)
+        .send()
+        .await
+    {
+        Ok(out) => out
+            .stack_events()
+            .iter()
+            .filter_map(|e| e.event_id().map(str::to_string))
+            .collect(),
+        Err(_) => HashSet::new(),
+    }
+}
+
+/// Executes a change set and follows the stack's events until it settles.
+async fn execute(
+    aws: &Aws,
+    ui: Ui,
+    stack: &str,
+    change_set: &str,
+    expected: usize,
+    events: &mut Vec<Value>,
+) -> Result<StackState> {
+    let mut seen = event_ids(aws, stack).await;
+    aws.cfn
+        .execute_change_set()
+        .stack_name(stack)
+        .change_set_name(change_set)
+        .send()
+        .await
+        .map_err(sdk_err)
+        .with_context(|| format!("executing change set {change_set} of stack {stack}"))?;
+    wait(aws, ui, stack, expected, &mut seen, events).await
+}
+
+async fn wait(
+    aws: &Aws,
+    ui: Ui,
+    stack: &str,
+    expected: usize,
+    seen: &mut HashSet<String>,
+    events: &mut Vec<Value>,
+) -> Result<StackState> {
+    let bar = if ui.json || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(expected as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{pos}/{len}] {elapsed} {msg}")
+                .expect("valid progress template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    };
+    let started = Instant::now();
+    let mut failures = Vec::new();
+    let state = loop {
+        if let Ok(out) = aws
+            .cfn
+            .describe_stack_events()
+            .stack_name(stack)
+            .send()
+            .await
+        {
+            // Newest first: show the new ones oldest first.
+            let fresh: Vec<_> = out
+                .stack_events()
+                .iter()
+                .filter(|e| e.event_id().is_some_and(|id| !seen.contains(id)))
+                .collect();
+            for e in fresh.into_iter().rev() {
+                seen.insert(e.event_id().unwrap_or_default().to_string());
+                let status = e.resource_status().map(|s| s.as_str()).unwrap_or_default();
+                let logical = e.logical_resource_id().unwrap_or_default();
+                let kind = e.resource_type().unwrap_or_default();
+                let reason = e.resource_status_reason().unwrap_or_default();
+                if status.ends_with("_FAILED") && !reason.is_empty() {
+                    failures.push(format!("{logical} ({kind}): {reason}"));
+                }
+                if kind != "AWS::CloudFormation::Stack" && status.ends_with("_COMPLETE") {
+                    bar.inc(1);
+                }
+                let line = format!("{status:<22} {kind:<36} {logical} {reason}");
+                if bar.is_hidden() {
+                    ui.say(line.trim_end());
+                } else {
+                    bar.println(line.trim_end());
+                }
+                events.push(json!({
+                    "status": status, "resource_type": kind,
+                    "logical_id": logical, "reason": reason,
+                }));
+            }
+        }
+        let state = describe(aws, stack).await?;
+        let status = state
+            .as_ref()
+            .map(|s| s.status.clone())
+            .unwrap_or("DELETE_COMPLETE".into());
+        bar.set_message(status.clone());
+        if !status.ends_with("_IN_PROGRESS") {
+            break state;
+        }
+        if started.elapsed() > STACK_TIMEOUT {
+            bar.abandon();
+            bail!(
+                "stack {stack} still {status} after {STACK_TIMEOUT:?}; it goes on in AWS: watch it in the console"
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    bar.finish_and_clear();
+    let status = state
+        .as_ref()
+        .map(|s| s.status.clone())
+        .unwrap_or_else(|| "DELETE_COMPLETE".into());
+    if matches!(
+        status.as_str(),
+        "CREATE_COMPLETE" | "UPDATE_COMPLETE" | "DELETE_COMPLETE"
+    ) {
+        return Ok(state.unwrap_or(StackState {
+            id: stack.to_string(),
+            status,
+            outputs: BTreeMap::new(),
+        }));
+    }
+    bail!(
+        "stack {stack} ended in {status}{}{}",
+        if failures.is_empty() { "" } else { ":\n  " },
+        failures.join("\n  ")
+    )
+}
+
+/// Uploads `artifact` unless an object with its key exists (the key is its digest).
+async fn upload(aws: &Aws, bucket: &str, artifact: &Artifact) -> Result<bool> {
+    match aws
+        .s3
+        .head_object()
+        .bucket(bucket)
+        .key(&artifact.key)
+        .send()
+        .await
+    {
+        Ok(_) => return Ok(false),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {}
+        Err(e) => {
+            return Err(sdk_err(e))
+                .with_context(|| format!("checking s3://{bucket}/{}", artifact.key));
+        }
+    }
+    aws.s3
+        .put_object()
+        .bucket(bucket)
+        .key(&artifact.key)
+        .body(artifact.bytes.clone().into())
+        .send()
+        .await
+        .map_err(sdk_err)
+        .with_context(|| format!("uploading s3://{bucket}/{}", artifact.key))?;
+    Ok(true)
+}
+
+/// What `plan`/`up` decide about the first boot: the digests the deployed host booted with,
+/// unless there is none yet or `refresh` asks for the artefacts just built.
+fn boot_digests(
+    deployed: Option<BootDigests>,
+    artifacts: &BootArtifacts,
+    refresh: bool,
+) -> BootDigests {
+    match deployed {
+        Some(d) if !refresh => d,
+        _ => BootDigests {
+            bosund_sha256: artifacts.bosund.sha256.clone(),
+            playbooks_sha256: artifacts.playbooks.sha256.clone(),
+        },
+    }
+}
+
+/// The first-boot digests in the deployed template (its `Boot*Sha256` outputs), read from the
+/// template rather than the stack's outputs so a stack whose outputs are not (yet) resolved
+/// still answers; `None` when the host has not been created yet.
+async fn deployed_boot(aws: &Aws, stack: &str) -> Result<Option<BootDigests>> {
+    let out = aws
+        .cfn
+        .get_template()
+        .stack_name(stack)
+        .send()
+        .await
+        .map_err(sdk_err)
+        .with_context(|| format!("reading the deployed template of stack {stack}"))?;
+    let Some(body) = out.template_body() else {
+        return Ok(None);
+    };
+    let template: Value = serde_json::from_str(body).with_context(|| {
+        format!("the deployed template of stack {stack} is not JSON: was it made by bosun?")
+    })?;
+    let output = |name: &str| {
+        template["Outputs"][name]["Value"]
+            .as_str()
+            .map(str::to_string)
+    };
+    Ok(
+        match (output("BootBosundSha256"), output("BootPlaybooksSha256")) {
+            (Some(bosund_sha256), Some(playbooks_sha256)) => Some(BootDigests {
+                bosund_sha256,
+                playbooks_sha256,
+            }),
+            _ => None,
+        },
+    )
+}
+
+/// The physical id of a stack's resource, `None` when the stack has no such resource.
+async fn physical_id(aws: &Aws, stack: &str, logical_id: &str) -> Result<Option<String>> {
+    match aws
+        .cfn
+        .describe_stack_resource()
+        .stack_name(stack)
+        .logical_resource_id(logical_id)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out
+            .stack_resource_detail()
+            .and_then(|d| d.physical_resource_id())
+            .map(str::to_string)),
+        Err(e) if e.message().is_some_and(|m| m.contains("does not exist")) => Ok(None),
+        Err(e) => {
+            Err(sdk_err(e)).with_context(|| format!("looking up {logical_id} in stack {stack}"))
+        }
+    }
+}
+
+fn check_status(stack: &str, state: &StackState) -> Result<()> {
+    let s = state.status.as_str();
+    if s.ends_with("_IN_PROGRESS") && s != "REVIEW_IN_PROGRESS" {
+        bail!("stack {stack} is busy ({s}): wait for it to finish, then run this again");
+    }
+    if matches!(
+        s,
+        "ROLLBACK_COMPLETE" | "ROLLBACK_FAILED" | "CREATE_FAILED" | "DELETE_FAILED"
+    ) {
+        bail!(
+            "stack {stack} is {s} and cannot be updated: look at its events in the console, \
+             remove it with `bosun down`, then `bosun up` again"
+        );
+    }
+    Ok(())
+}
+
+/// The changes that replace a resource holding state.
+fn guarded(changes: &[ChangeLine]) -> Vec<&ChangeLine> {
+    changes
+        .iter()
+        .filter(|c| c.replaces() && GUARDED.contains(&c.resource_type.as_str()))
+        .collect()
+}
+
+/// Inputs of `plan` and `up`.
+pub struct Request<'a> {
+    pub config: &'a StackConfig,
+    pub public_key: &'a str,
+    pub artifacts: &'a BootArtifacts,
+    /// Use the artefacts just built for the first boot, even on an existing host.
+    pub refresh_boot: bool,
+}
+
+/// `bosun plan`: what `up` would change, without changing anything.
+pub async fn plan(aws: &Aws, ui: Ui, req: &Request<'_>) -> Result<Value> {
+    let stack = &req.config.name;
+    let state = describe(aws, stack).await?;
+    let exists = state
+        .as_ref()
+        .is_some_and(|s| s.status != "REVIEW_IN_PROGRESS");
+    let deployed = if exists {
+        deployed_boot(aws, stack).await?
+    } else {
+        None
+    };
+    let boot = boot_digests(deployed, req.artifacts, req.refresh_boot);
+    let full = template::full(req.config, req.public_key, &boot);
+    let changes = if !exists {
+        // A CREATE change set would leave an empty stack behind; every resource is an add.
+        ui.say(format!("stack {stack} does not exist; `bosun up` creates:"));
+        full.resources
+            .iter()
+            .map(|(id, r)| ChangeLine {
+                action: "Add".into(),
+                logical_id: id.clone(),
+                resource_type: r.kind.to_string(),
+                replacement: String::new(),
+            })
+            .collect()
+    } else {
+        check_status(stack, state.as_ref().expect("exists"))?;
+        match prepare(aws, stack, &full, ChangeSetType::Update).await? {
+            Prepared::NoChanges => Vec::new(),
+            Prepared::Changes { name, changes } => {
+                delete_change_set(aws, stack, &name).await;
+                changes
+            }
+        }
+    };
+    if changes.is_empty() {
+        ui.say(format!("stack {stack}: no changes"));
+    } else if exists {
+        ui.say(format!("stack {stack}: {} change(s):", changes.len()));
+    }
+    for c in &changes {
+        ui.say(c.human());
+    }
+    Ok(json!({
+        "stack": stack,
+        "exists": exists,
+        "no_changes": changes.is_empty(),
+        "changes": changes,
+        "replacements": changes.iter().filter(|c| c.replaces()).count(),
+    }))
+}
+
+/// `bosun up`: create or update the stack, uploading the first-boot artefacts first.
+pub async fn up(aws: &Aws, ui: Ui, req: &Request<'_>, allow_replacement: bool) -> Result<Value> {
+    let stack = &req.config.name;
+    let mut events = Vec::new();
+    let mut state = describe(aws, stack).await?;
+    if let Some(s) = &state {
+        check_status(stack, s)?;
+    }
+    let mut created = false;
+    if state
+        .as_ref()
+        .is_none_or(|s| s.status == "REVIEW_IN_PROGRESS")
+    {
+        ui.say(format!(
+            "creating stack {stack}: foundation (network, bucket, logs)"
+        ));
+        let foundation = template::foundation(req.config);
+        let Prepared::Changes { name, changes } =
+            prepare(aws, stack, &foundation, ChangeSetType::Create).await?
+        else {
+            bail!("CloudFormation reported no changes for a new stack {stack}");
+        };
+        state = Some(execute(aws, ui, stack, &name, changes.len(), &mut events).await?);
+        created = true;
+    }
+    let state = state.expect("created above");
+    let bucket = physical_id(aws, stack, "Bucket").await?.ok_or_else(|| {
+        anyhow!("stack {stack} has no resource Bucket: it was not created by bosun up")
+    })?;
+    let mut uploads = Vec::new();
+    for a in [&req.artifacts.bosund, &req.artifacts.playbooks] {
+        let uploaded = upload(aws, &bucket, a).await?;
+        ui.say(format!(
+            "{} s3://{bucket}/{}",
+            if uploaded { "uploaded" } else { "present " },
+            a.key
+        ));
+        uploads.push(json!({"key": a.key, "sha256": a.sha256, "uploaded": uploaded}));
+    }
+    let boot = boot_digests(
+        deployed_boot(aws, stack).await?,
+        req.artifacts,
+        req.refresh_boot,
+    );
+    if boot.bosund_sha256 != req.artifacts.bosund.sha256 {
+        ui.say(
+            "note: the host keeps the bosund it first booted with; `bosun run` updates a running \
+             host (`--refresh-boot --allow-replacement` rebuilds it instead)",
+        );
+    }
+    let full = template::full(req.config, req.public_key, &boot);
+    let (changes, final_state) = match prepare(aws, stack, &full, ChangeSetType::Update).await? {
+        Prepared::NoChanges => {
+            ui.say(format!("stack {stack}: no changes"));
+            (Vec::new(), state)
+        }
+        Prepared::Changes { name, changes } => {
+            let guarded = guarded(&changes);
+            if !guarded.is_empty() && !allow_replacement {
+                delete_change_set(aws, stack, &name).await;
+                bail!(
+                    "this update would replace resources that hold state:\n{}\nnothing was \
+                     changed; pin `ami` in stack.toml if a new AMI caused it, or re-run with \
+                     --allow-replacement",
+                    guarded
+                        .iter()
+                        .map(|c| c.human())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+            ui.say(format!(
+                "stack {stack}: applying {} change(s)",
+                changes.len()
+            ));
+            for c in &changes {
+                ui.say(c.human());
+            }
+            let s = execute(aws, ui, stack, &name, changes.len(), &mut events).await?;
+            (changes, s)
+        }
+    };
+    if !ui.json {
+        for (k, v) in &final_state.outputs {
+            println!("{k:<20} {v}");
+        }
+    }
+    Ok(json!({
+        "stack": stack,
+        "status": final_state.status,
+        "created": created,
+        "no_changes": changes.is_empty(),
+        "changes": changes,
+        "uploads": uploads,
+        "events": events,
+        "outputs": final_state.outputs,
+    }))
+}
+
+/// `bosun down`: delete the stack; the bucket is kept unless `delete_data`.
+pub async fn down(aws: &Aws, ui: Ui, stack: &str, delete_data: bool) -> Result<Value> {
+    let Some(state) = describe(aws, stack).await? else {
+        ui.say(format!("stack {stack} does not exist: nothing to delete"));
+        return Ok(json!({"stack": stack, "deleted": false, "bucket": null}));
+    };
+    if state.status.ends_with("_IN_PROGRESS") && state.status != "REVIEW_IN_PROGRESS" {
+        bail!(
+            "stack {stack} is busy ({}): wait for it to finish, then run this again",
+            state.status
+        );
+    }
+    let bucket = physical_id(aws, &state.id, "Bucket").await?;
+    let mut seen = event_ids(aws, &state.id).await;
+    aws.cfn
+        .delete_stack()
+        .stack_name(&state.id)
+        .send()
+        .await
+        .map_err(sdk_err)
+        .with_context(|| format!("deleting stack {stack}"))?;
+    ui.say(format!("deleting stack {stack}"));
+    let mut events = Vec::new();
+    wait(aws, ui, &state.id, 0, &mut seen, &mut events).await?;
+    let mut bucket_deleted = false;
+    match (&bucket, delete_data) {
+        (Some(b), true) => {
+            empty_and_delete(aws, b).await?;
+            ui.say(format!("deleted bucket {b} and everything in it"));
+            bucket_deleted = true;
+        }
+        (Some(b), false) => ui.say(format!(
+            "kept bucket {b} (backups, artefacts); `bosun down --delete-data` deletes it"
+        )),
+        (None, _) => {}
+    }
+    if !ui.json {
+        println!("stack {stack} deleted");
+    }
+    Ok(json!({
+        "stack": stack, "deleted": true, "bucket": bucket, "bucket_deleted": bucket_deleted,
+        "events": events,
+    }))
+}
+
+async fn empty_and_delete(aws: &Aws, bucket: &str) -> Result<()> {
+    use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+    loop {
+        let out = aws
+            .s3
+            .list_object_versions()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(sdk_err)
+            .with_context(|| format!("listing s3://{bucket} to empty it"))?;
+        let ids: Vec<ObjectIdentifier> = out
+            .versions()
+            .iter()
+            .map(|v| (v.key(), v.version_id()))
+            .chain(
+                out.delete_markers()
+                    .iter()
+                    .map(|m| (m.key(), m.version_id())),
+            )
+            .filter_map(|(k, v)| {
+                ObjectIdentifier::builder()
+                    .key(k?)
+                    .set_version_id(v.map(str::to_string))
+                    .build()
+                    .ok()
+            })
+            .collect();
+        if ids.is_empty() {
+            break;
+        }
+        let delete = Delete::builder()
+            .set_objects(Some(ids))
+            .quiet(true)
+            .build()
+            .context("building the delete request")?;
+        aws.s3
+            .delete_objects()
+            .bucket(bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(sdk_err)
+            .with_context(|| format!("deleting objects in s3://{bucket}"))?;
+    }
+    aws.s3
+        .delete_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .map_err(sdk_err)
+        .with_context(|| format!("deleting bucket {bucket}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_no_change_messages_are_recognised() {
+        assert!(no_changes(
+            "The submitted information didn't contain changes. Submit different information to create a change set."
+        ));
+        assert!(no_changes("No updates are to be performed."));
+        assert!(!no_changes(
+            "Template format error: Unresolved resource dependencies"
+        ));
+    }
+
+    fn change(kind: &str, replacement: &str) -> ChangeLine {
+        ChangeLine {
+            action: "Modify".into(),
+            logical_id: "X".into(),
+            resource_type: kind.into(),
+            replacement: replacement.into(),
+        }
+    }
+
+    #[test]
+    fn only_replacing_stateful_resources_needs_consent() {
+        let changes = [
+            change("AWS::EC2::Instance", "True"),
+            change("AWS::RDS::DBInstance", "Conditional"),
+            change("AWS::EC2::Instance", "False"),
+            change("AWS::EC2::LaunchTemplate", "True"),
+            change("AWS::S3::Bucket", ""),
+        ];
+        let g = guarded(&changes);
+        assert_eq!(g.len(), 2, "{g:?}");
+        assert_eq!(g[0].resource_type, "AWS::EC2::Instance");
+        assert_eq!(g[1].resource_type, "AWS::RDS::DBInstance");
+    }
+}

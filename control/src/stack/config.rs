@@ -1,0 +1,436 @@
+//! `stack.toml`: what an operator chooses about the stack. Plain serde structs with
+//! `deny_unknown_fields`; every default lives here, next to its field.
+//!
+//! ```toml
+//! name = "prod-1"
+//! region = "eu-west-1"
+//! operator_cidr = "203.0.113.7/32"
+//! ssh_public_key = "~/.ssh/id_ed25519.pub"
+//! # instance_type = "t2.micro"; os = "debian12" | "al2023"; public_http = false
+//! [backups]
+//! glacier_after_days = 30
+//! expire_after_days = 365
+//! [rds]            # optional: RDS MySQL
+//! [dns]            # optional: Route 53 record and ACM certificate
+//! hosted_zone_id = "Z0123456789ABCDEFGHIJ"
+//! record_name = "prod-1.example.com"
+//! certificate = true
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// The whole `stack.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackConfig {
+    /// Stack name (CloudFormation stack, tags, log group `/bosun/<name>`, SSM path
+    /// `/bosun/<name>/`): letters, digits and hyphens, starting with a letter, at most 32.
+    pub name: String,
+    /// AWS region, e.g. `eu-west-1`.
+    pub region: String,
+    /// The only source address allowed to reach SSH (port 22), e.g. `203.0.113.7/32`.
+    pub operator_cidr: String,
+    /// The operator's SSH public key (OpenSSH format), imported as the instance's key pair.
+    /// `~/` is the home directory; a relative path is relative to `stack.toml`.
+    pub ssh_public_key: PathBuf,
+    /// EC2 instance type.
+    #[serde(default = "default_instance_type")]
+    pub instance_type: String,
+    /// Operating system of the AMI, looked up in AWS's public SSM parameters.
+    #[serde(default)]
+    pub os: Os,
+    /// A fixed AMI id instead of the latest one for `os` (the latest changes when the
+    /// distribution publishes a new image, and a new image replaces the instance).
+    #[serde(default)]
+    pub ami: Option<String>,
+    /// Root volume size in GiB (gp3, encrypted).
+    #[serde(default = "default_root_volume_gb")]
+    pub root_volume_gb: u32,
+    /// Open HTTP and HTTPS (80/443) to the world for the cluster's ingress.
+    #[serde(default)]
+    pub public_http: bool,
+    /// The VPC's address range; the public subnet is its first /24.
+    #[serde(default = "default_vpc_cidr")]
+    pub vpc_cidr: String,
+    /// Directory of playbooks uploaded for the first boot (must hold `bootstrap.toml`);
+    /// relative to `stack.toml`.
+    #[serde(default = "default_playbooks")]
+    pub playbooks: PathBuf,
+    /// CloudWatch Logs.
+    #[serde(default)]
+    pub logs: LogsConfig,
+    /// Backups in the stack's bucket.
+    #[serde(default)]
+    pub backups: BackupsConfig,
+    /// Alarm thresholds.
+    #[serde(default)]
+    pub alarms: AlarmsConfig,
+    /// Optional RDS MySQL database.
+    #[serde(default)]
+    pub rds: Option<RdsConfig>,
+    /// Optional DNS record (and certificate) for the host.
+    #[serde(default)]
+    pub dns: Option<DnsConfig>,
+    /// Endpoint overrides, for tests against moto and the host-in-a-box.
+    #[serde(default)]
+    pub endpoints: EndpointsConfig,
+}
+
+/// The host's operating system.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Os {
+    /// Debian 12 (bookworm), amd64.
+    #[default]
+    Debian12,
+    /// Amazon Linux 2023, x86_64.
+    Al2023,
+}
+
+impl Os {
+    /// The public SSM parameter holding the latest AMI id for this OS (x86_64, the t2/t3 arch).
+    pub fn ami_parameter(self) -> &'static str {
+        match self {
+            Os::Debian12 => "/aws/service/debian/release/12/latest/amd64",
+            Os::Al2023 => "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64",
+        }
+    }
+
+    /// The login user of the AMI (for the ssh command in the outputs).
+    pub fn login_user(self) -> &'static str {
+        match self {
+            Os::Debian12 => "admin",
+            Os::Al2023 => "ec2-user",
+        }
+    }
+}
+
+/// `[logs]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsConfig {
+    /// Retention of the log group, in days (one of CloudWatch's allowed values).
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        LogsConfig {
+            retention_days: default_retention_days(),
+        }
+    }
+}
+
+/// `[backups]`: lifecycle of `backups/` in the bucket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupsConfig {
+    /// Days after which backups move to S3 Glacier Flexible Retrieval.
+    #[serde(default = "default_glacier_days")]
+    pub glacier_after_days: u32,
+    /// Days after which backups (and old versions) are deleted; more than `glacier_after_days`.
+    #[serde(default = "default_expire_days")]
+    pub expire_after_days: u32,
+}
+
+impl Default for BackupsConfig {
+    fn default() -> Self {
+        BackupsConfig {
+            glacier_after_days: default_glacier_days(),
+            expire_after_days: default_expire_days(),
+        }
+    }
+}
+
+/// `[alarms]`: thresholds, in percent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlarmsConfig {
+    /// Average CPU above this for 15 minutes.
+    #[serde(default = "default_cpu_percent")]
+    pub cpu_percent: u32,
+    /// Memory used above this for 15 minutes (the agent's `mem_used_percent`).
+    #[serde(default = "default_memory_percent")]
+    pub memory_percent: u32,
+    /// Root file system used above this (the agent's `disk_used_percent` for `/`).
+    #[serde(default = "default_disk_percent")]
+    pub disk_percent: u32,
+}
+
+impl Default for AlarmsConfig {
+    fn default() -> Self {
+        AlarmsConfig {
+            cpu_percent: default_cpu_percent(),
+            memory_percent: default_memory_percent(),
+            disk_percent: default_disk_percent(),
+        }
+    }
+}
+
+/// `[rds]`: an RDS MySQL instance in two private subnets, reachable only from the host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RdsConfig {
+    /// Instance class.
+    #[serde(default = "default_db_class")]
+    pub instance_class: String,
+    /// Storage in GiB (gp3, encrypted).
+    #[serde(default = "default_db_storage")]
+    pub allocated_storage_gb: u32,
+    /// Days RDS keeps automated backups (1–35).
+    #[serde(default = "default_db_backup_days")]
+    pub backup_retention_days: u32,
+    /// Master user name; its password is generated and kept by Secrets Manager.
+    #[serde(default = "default_db_user")]
+    pub master_username: String,
+}
+
+/// `[dns]`: an A record for the host in an existing hosted zone, optionally an ACM certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// The Route 53 hosted zone id.
+    pub hosted_zone_id: String,
+    /// The record's fully qualified name, e.g. `prod-1.example.com`.
+    pub record_name: String,
+    /// Also request an ACM certificate for `record_name`, validated by DNS in the zone.
+    #[serde(default)]
+    pub certificate: bool,
+}
+
+/// `[endpoints]`: where bosun and the instance reach AWS, when not AWS itself.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointsConfig {
+    /// One endpoint for every AWS API bosun calls (like `AWS_ENDPOINT_URL`); `--endpoint-url`
+    /// and `AWS_ENDPOINT_URL` win over it.
+    #[serde(default)]
+    pub aws: Option<String>,
+    /// Base URL the instance fetches artefacts from, path-style (`<url>/<bucket>/artifacts/…`),
+    /// instead of the bucket's regional HTTPS endpoint.
+    #[serde(default)]
+    pub artifacts: Option<String>,
+}
+
+fn default_instance_type() -> String {
+    "t2.micro".into()
+}
+fn default_root_volume_gb() -> u32 {
+    20
+}
+fn default_vpc_cidr() -> String {
+    "10.42.0.0/16".into()
+}
+fn default_playbooks() -> PathBuf {
+    "playbooks".into()
+}
+fn default_retention_days() -> u32 {
+    30
+}
+fn default_glacier_days() -> u32 {
+    30
+}
+fn default_expire_days() -> u32 {
+    365
+}
+fn default_cpu_percent() -> u32 {
+    80
+}
+fn default_memory_percent() -> u32 {
+    90
+}
+fn default_disk_percent() -> u32 {
+    85
+}
+fn default_db_class() -> String {
+    "db.t3.micro".into()
+}
+fn default_db_storage() -> u32 {
+    20
+}
+fn default_db_backup_days() -> u32 {
+    7
+}
+fn default_db_user() -> String {
+    "bosun_admin".into()
+}
+
+/// CloudWatch Logs' allowed retention values.
+const RETENTION_DAYS: &[u32] = &[
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+
+/// A loaded config with its paths resolved and the public key read.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    /// The parsed file.
+    pub stack: StackConfig,
+    /// Contents of `ssh_public_key`, trimmed.
+    pub public_key: String,
+    /// `playbooks`, resolved against the config's directory.
+    pub playbooks_dir: PathBuf,
+}
+
+impl StackConfig {
+    /// Parses and validates `stack.toml` text; every problem is reported, not just the first.
+    pub fn parse(text: &str, origin: &str) -> Result<StackConfig> {
+        let config: StackConfig =
+            toml::from_str(text).with_context(|| format!("{origin}: invalid stack config"))?;
+        let problems = config.problems();
+        if !problems.is_empty() {
+            bail!(
+                "{origin}: invalid stack config:\n  - {}",
+                problems.join("\n  - ")
+            );
+        }
+        Ok(config)
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let name_ok = self.name.len() <= 32
+            && self.name.starts_with(|c: char| c.is_ascii_alphabetic())
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !name_ok {
+            p.push(format!(
+                "name {:?}: use letters, digits and hyphens, starting with a letter, at most 32",
+                self.name
+            ));
+        }
+        if !is_cidr(&self.operator_cidr) {
+            p.push(format!(
+                "operator_cidr {:?} is not an IPv4 CIDR like 203.0.113.7/32",
+                self.operator_cidr
+            ));
+        } else if self.operator_cidr.ends_with("/0") {
+            p.push("operator_cidr must not be /0: SSH would be open to the world".into());
+        }
+        if !is_cidr(&self.vpc_cidr) || !self.vpc_cidr.ends_with("/16") {
+            p.push(format!("vpc_cidr {:?} must be an IPv4 /16", self.vpc_cidr));
+        }
+        if !RETENTION_DAYS.contains(&self.logs.retention_days) {
+            p.push(format!(
+                "logs.retention_days = {} is not a CloudWatch value; use one of {RETENTION_DAYS:?}",
+                self.logs.retention_days
+            ));
+        }
+        if self.backups.expire_after_days <= self.backups.glacier_after_days {
+            p.push(format!(
+                "backups.expire_after_days ({}) must be more than glacier_after_days ({})",
+                self.backups.expire_after_days, self.backups.glacier_after_days
+            ));
+        }
+        if let Some(rds) = &self.rds
+            && !(1..=35).contains(&rds.backup_retention_days)
+        {
+            p.push("rds.backup_retention_days must be 1 to 35 (0 would disable backups)".into());
+        }
+        if let Some(ami) = &self.ami
+            && !ami.starts_with("ami-")
+        {
+            p.push(format!("ami {ami:?} is not an AMI id (ami-…)"));
+        }
+        p
+    }
+
+    /// Reads, parses and validates `path`, then reads the public key it names.
+    pub fn load(path: &Path) -> Result<LoadedConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read stack config {} (create it, or pass --config)",
+                path.display()
+            )
+        })?;
+        let stack = StackConfig::parse(&text, &path.display().to_string())?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let key_path = resolve(base, &stack.ssh_public_key);
+        let public_key = std::fs::read_to_string(&key_path)
+            .with_context(|| {
+                format!(
+                    "cannot read ssh_public_key {} (generate one with ssh-keygen -t ed25519)",
+                    key_path.display()
+                )
+            })?
+            .trim()
+            .to_string();
+        let known = ["ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-nistp"];
+        if !known.iter().any(|k| public_key.starts_with(k)) || public_key.contains('\n') {
+            bail!(
+                "{} is not one OpenSSH public key (ssh-ed25519, ssh-rsa or ecdsa): point \
+                 ssh_public_key at the .pub file",
+                key_path.display()
+            );
+        }
+        let playbooks_dir = resolve(base, &stack.playbooks);
+        Ok(LoadedConfig {
+            stack,
+            public_key,
+            playbooks_dir,
+        })
+    }
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if let Ok(rest) = p.strip_prefix("~")
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        return PathBuf::from(home).join(rest);
+    }
+    base.join(p)
+}
+
+fn is_cidr(s: &str) -> bool {
+    let Some((addr, len)) = s.split_once('/') else {
+        return false;
+    };
+    addr.parse::<std::net::Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+name = "prod-1"
+region = "eu-west-1"
+operator_cidr = "203.0.113.7/32"
+ssh_public_key = "key.pub"
+"#;
+
+    #[test]
+    fn defaults_live_next_to_the_type() {
+        let c = StackConfig::parse(MINIMAL, "t").unwrap();
+        assert_eq!(c.instance_type, "t2.micro");
+        assert_eq!(c.os, Os::Debian12);
+        assert_eq!(c.logs.retention_days, 30);
+        assert!(c.rds.is_none() && c.dns.is_none());
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let e = StackConfig::parse(&format!("{MINIMAL}\ninstance_typ = \"t3.small\""), "t")
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("instance_typ"), "{e:#}");
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let text = MINIMAL
+            .replace("203.0.113.7/32", "0.0.0.0/0")
+            .replace("prod-1", "1prod")
+            + "[logs]\nretention_days = 31\n";
+        let e = format!("{:#}", StackConfig::parse(&text, "t").unwrap_err());
+        assert!(
+            e.contains("name") && e.contains("/0") && e.contains("31"),
+            "{e}"
+        );
+    }
+}

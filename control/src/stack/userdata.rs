@@ -1,0 +1,191 @@
+//! The instance's cloud-init user-data (`#cloud-config`), generated from typed Rust.
+//!
+//! How the instance gets `bosund` without credentials in the user-data: the VPC has an S3
+//! gateway endpoint and the bucket policy allows `s3:GetObject` on `artifacts/*` only to
+//! requests arriving through that endpoint (`aws:SourceVpce`). So plain `curl` fetches the
+//! artefacts (Debian images have no `aws` CLI), nothing secret or expiring is written into the
+//! user-data (a presigned URL would be both: a bearer credential readable from IMDS by any
+//! process, and dead after its expiry, which breaks a later instance recovery or replacement),
+//! and the artefacts stay private to the VPC. The SHA-256 of each artefact is in the
+//! user-data and checked with `sha256sum -c` before anything is installed: what runs is what
+//! `bosun up` uploaded, whoever else can write to the bucket.
+
+use serde::Serialize;
+
+/// The unit file cloud-init installs, from the repository (one source of truth).
+pub const BOSUND_SERVICE: &str = include_str!("../../../systemd/bosund.service");
+
+/// Values the user-data needs. Strings may be placeholders that the template replaces with
+/// stack values (see [`super::template`]).
+#[derive(Debug, Clone)]
+pub struct UserDataSpec<'a> {
+    /// Stack name (for comments and the agent config).
+    pub stack: &'a str,
+    /// AWS region.
+    pub region: &'a str,
+    /// The bucket's name.
+    pub bucket: &'a str,
+    /// URL prefix of the `artifacts/` keys, without trailing slash.
+    pub artifacts_url: &'a str,
+    /// SHA-256 of `bosund`.
+    pub bosund_sha256: &'a str,
+    /// SHA-256 of the playbook tarball.
+    pub playbooks_sha256: &'a str,
+    /// CloudWatch log group name.
+    pub log_group: &'a str,
+    /// CloudWatch metrics namespace of the agent.
+    pub metrics_namespace: &'a str,
+}
+
+#[derive(Serialize)]
+struct CloudConfig {
+    write_files: Vec<WriteFile>,
+    runcmd: Vec<Vec<String>>,
+}
+
+#[derive(Serialize)]
+struct WriteFile {
+    path: String,
+    owner: String,
+    permissions: String,
+    content: String,
+}
+
+/// Renders the `#cloud-config` document.
+pub fn render(spec: &UserDataSpec<'_>) -> String {
+    let config = CloudConfig {
+        write_files: vec![
+            WriteFile {
+                path: "/etc/bosun/agent.toml".into(),
+                owner: "root:root".into(),
+                permissions: "0600".into(),
+                content: agent_toml(spec),
+            },
+            WriteFile {
+                path: "/etc/systemd/system/bosund.service".into(),
+                owner: "root:root".into(),
+                permissions: "0644".into(),
+                content: BOSUND_SERVICE.to_string(),
+            },
+            WriteFile {
+                path: "/usr/local/lib/bosun/first-boot".into(),
+                owner: "root:root".into(),
+                permissions: "0700".into(),
+                content: first_boot_script(spec),
+            },
+        ],
+        runcmd: vec![vec!["/usr/local/lib/bosun/first-boot".into()]],
+    };
+    let yaml = serde_norway::to_string(&config).expect("cloud-config serialises to YAML");
+    format!(
+        "#cloud-config\n# bosun first boot for stack {}\n{yaml}",
+        spec.stack
+    )
+}
+
+/// The agent's config, in `bosund run`'s own format (`bosun_agent::config`, which rejects
+/// unknown keys): only what it knows today. The stack's bucket, log group and metrics namespace
+/// are recorded as comments until the telemetry and backup sections of that format exist.
+fn agent_toml(spec: &UserDataSpec<'_>) -> String {
+    format!(
+        r#"# Written at first boot by cloud-init, from `bosun up` (stack {stack}, {region}).
+# Read by `bosund run --config /etc/bosun/agent.toml` (bosund.service).
+# Stack resources: bucket {bucket} (artifacts/, backups/), log group {log_group},
+# metrics namespace {ns}.
+playbooks_dir = "/etc/bosun/playbooks"
+"#,
+        stack = spec.stack,
+        region = spec.region,
+        bucket = spec.bucket,
+        ns = spec.metrics_namespace,
+        log_group = spec.log_group,
+    )
+}
+
+fn first_boot_script(spec: &UserDataSpec<'_>) -> String {
+    format!(
+        r#"#!/bin/sh
+# bosun first boot: fetch bosund and the playbooks from the stack's bucket (through the VPC's
+# S3 gateway endpoint, no credentials), verify their SHA-256, install, start, bootstrap.
+set -eu
+base='{base}'
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fetch() {{
+    curl --fail --silent --show-error --retry 10 --retry-delay 3 --retry-connrefused \
+        --output "$work/$2" "$base/$1"
+}}
+fetch 'bosund/{bosund}' bosund
+echo '{bosund}  '"$work/bosund" | sha256sum -c -
+install -m 0755 "$work/bosund" /usr/local/bin/bosund
+fetch 'playbooks/{playbooks}.tar.gz' playbooks.tar.gz
+echo '{playbooks}  '"$work/playbooks.tar.gz" | sha256sum -c -
+mkdir -p /etc/bosun/playbooks
+tar -xzf "$work/playbooks.tar.gz" -C /etc/bosun/playbooks
+systemctl daemon-reload
+systemctl enable --now bosund
+bosund apply /etc/bosun/playbooks/bootstrap.toml
+"#,
+        base = spec.artifacts_url,
+        bosund = spec.bosund_sha256,
+        playbooks = spec.playbooks_sha256,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> UserDataSpec<'static> {
+        UserDataSpec {
+            stack: "prod-1",
+            region: "eu-west-1",
+            bucket: "b",
+            artifacts_url: "https://b.s3.eu-west-1.amazonaws.com/artifacts",
+            bosund_sha256: "aa",
+            playbooks_sha256: "bb",
+            log_group: "/bosun/prod-1",
+            metrics_namespace: "Bosun/Host",
+        }
+    }
+
+    #[test]
+    fn user_data_installs_the_repository_unit_and_verifies_before_installing() {
+        let ud = render(&spec());
+        assert!(ud.starts_with("#cloud-config\n"));
+        let parsed: serde_norway::Value = serde_norway::from_str(&ud).unwrap();
+        let files = parsed["write_files"].as_sequence().unwrap();
+        let unit = files
+            .iter()
+            .find(|f| f["path"] == "/etc/systemd/system/bosund.service")
+            .unwrap();
+        assert_eq!(unit["content"].as_str().unwrap(), BOSUND_SERVICE);
+        let script = files
+            .iter()
+            .find(|f| f["path"] == "/usr/local/lib/bosun/first-boot")
+            .unwrap();
+        let script = script["content"].as_str().unwrap();
+        let check = script.find("echo 'aa  '").unwrap();
+        let install = script.find("install -m 0755").unwrap();
+        assert!(
+            check < install,
+            "the digest is checked before bosund is installed"
+        );
+        assert!(!ud.contains("AWS_SECRET") && !ud.contains("X-Amz-Signature"));
+    }
+
+    #[test]
+    fn agent_config_is_accepted_by_the_agent() {
+        let text = agent_toml(&spec());
+        let config = bosun_agent::config::parse(bosun_agent::playbook::Source::new(
+            "agent.toml",
+            text.clone(),
+        ))
+        .unwrap_or_else(|d| panic!("bosund would refuse its config:\n{}", d.render(false)));
+        assert_eq!(
+            config.playbooks_dir,
+            std::path::PathBuf::from("/etc/bosun/playbooks"),
+            "where first-boot extracts the playbooks"
+        );
+    }
+}
