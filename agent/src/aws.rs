@@ -56,7 +56,8 @@ impl Aws {
     /// Loads the shared configuration (credentials are resolved lazily, on first use).
     /// Fails when no region can be found, saying how to give one.
     pub async fn connect(target: &AwsTarget) -> anyhow::Result<Aws> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(https_client());
+        let mut loader =
+            aws_config::defaults(BehaviorVersion::latest()).http_client(https_client());
         if let Some(region) = &target.region {
             loader = loader.region(Region::new(region.clone()));
         }
@@ -98,6 +99,36 @@ impl Aws {
     pub fn ssm(&self) -> aws_sdk_ssm::Client {
         aws_sdk_ssm::Client::new(&self.sdk)
     }
+
+    /// A CloudWatch client (telemetry: PutMetricData). Each call is bounded by
+    /// [`TELEMETRY_CALL_TIMEOUT`] so a hung endpoint cannot stall shipping.
+    pub fn cloudwatch(&self) -> aws_sdk_cloudwatch::Client {
+        aws_sdk_cloudwatch::Client::from_conf(
+            aws_sdk_cloudwatch::config::Builder::from(&self.sdk)
+                .timeout_config(telemetry_timeouts())
+                .build(),
+        )
+    }
+
+    /// A CloudWatch Logs client (telemetry: PutLogEvents), bounded like [`Aws::cloudwatch`].
+    pub fn cloudwatch_logs(&self) -> aws_sdk_cloudwatchlogs::Client {
+        aws_sdk_cloudwatchlogs::Client::from_conf(
+            aws_sdk_cloudwatchlogs::config::Builder::from(&self.sdk)
+                .timeout_config(telemetry_timeouts())
+                .build(),
+        )
+    }
+}
+
+/// Longest one telemetry call (all its SDK attempts) may take.
+pub const TELEMETRY_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn telemetry_timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .operation_attempt_timeout(std::time::Duration::from_secs(10))
+        .operation_timeout(TELEMETRY_CALL_TIMEOUT)
+        .build()
 }
 
 /// One line for an AWS SDK error: the service's code and message when there is one, else the

@@ -22,9 +22,10 @@
 //! serde cannot (addresses, durations, token hashes, the TLS rule) and reports every problem
 //! found, not only the first.
 //!
-//! Sections that later issues add (`[metrics]`, `[[logs]]`, `[[schedule]]`) become fields of
-//! [`ConfigFile`]; until then they are rejected as unknown keys, so a config written for a newer
-//! bosund fails loudly on an older one instead of being half ignored.
+//! `[metrics]` and `[[logs]]` (telemetry) are described and validated in
+//! [`crate::telemetry::config`]. Sections that later issues add (`[[schedule]]`) become fields
+//! of [`ConfigFile`]; until then they are rejected as unknown keys, so a config written for a
+//! newer bosund fails loudly on an older one instead of being half ignored.
 //!
 //! Security rule: any TCP listener needs at least one token (loopback TCP is reachable by every
 //! local user, unlike the root-only socket), and a listener on a non-loopback address also needs
@@ -70,6 +71,11 @@ pub struct ConfigFile {
     pub queue_limit: Option<Spanned<i64>>,
     /// How long a run may go on after SIGTERM, e.g. `"30s"`.
     pub shutdown_timeout: Option<Spanned<String>>,
+    /// `[metrics]`: host metrics to CloudWatch (see [`crate::telemetry::config`]).
+    pub metrics: Option<crate::telemetry::config::MetricsSection>,
+    /// `[[logs]]`: log sources to CloudWatch Logs (see [`crate::telemetry::config`]).
+    #[serde(default)]
+    pub logs: Vec<Spanned<crate::telemetry::config::LogSection>>,
 }
 
 /// `[api]` as written.
@@ -110,6 +116,8 @@ pub struct AgentConfig {
     pub queue_limit: usize,
     /// How long the current run may go on after SIGTERM before it is cancelled.
     pub shutdown_timeout: Duration,
+    /// `[metrics]` and `[[logs]]`: what the telemetry thread ships.
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 /// The API's listeners.
@@ -152,6 +160,7 @@ impl Default for AgentConfig {
             state_dir: None,
             queue_limit: DEFAULT_QUEUE_LIMIT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            telemetry: crate::telemetry::TelemetryConfig::default(),
         }
     }
 }
@@ -205,9 +214,7 @@ pub fn parse(source: Source) -> Result<AgentConfig, Diagnostics> {
         Err(e) => {
             let d = Diagnostic::new(e.span().unwrap_or(whole), e.message().trim_end());
             let d = if e.message().contains("unknown field") {
-                d.with_help(
-                    "remove or rename the key; [metrics], [[logs]] and [[schedule]] need a newer bosund",
-                )
+                d.with_help("remove or rename the key; [[schedule]] needs a newer bosund")
             } else {
                 d
             };
@@ -255,6 +262,23 @@ fn validate(file: ConfigFile, diags: &mut Vec<Diagnostic>) -> AgentConfig {
         .api
         .tcp
         .and_then(|t| validate_tcp(t.span(), t.into_inner(), diags));
+    let telemetry = {
+        use crate::telemetry::config as tc;
+        let metrics = file.metrics.map(|m| tc::validate_metrics(m, diags));
+        let logs: Vec<_> = file
+            .logs
+            .into_iter()
+            .filter_map(|l| {
+                let span = l.span();
+                tc::validate_log(span.clone(), l.into_inner(), diags).map(|c| (span, c))
+            })
+            .collect();
+        tc::validate_logs_together(&logs, diags);
+        crate::telemetry::TelemetryConfig {
+            metrics,
+            logs: logs.into_iter().map(|(_, c)| c).collect(),
+        }
+    };
     AgentConfig {
         api: ApiConfig {
             socket: file.api.socket.unwrap_or(defaults.api.socket),
@@ -264,6 +288,7 @@ fn validate(file: ConfigFile, diags: &mut Vec<Diagnostic>) -> AgentConfig {
         state_dir: file.state_dir,
         queue_limit,
         shutdown_timeout,
+        telemetry,
     }
 }
 
@@ -383,10 +408,10 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_located() {
-        let errs = parse_str("queue_limit = 2\n[metrics]\nport = 1\n").unwrap_err();
+        let errs = parse_str("queue_limit = 2\n[bogus]\nport = 1\n").unwrap_err();
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert_eq!(errs[0].0, 2, "{errs:?}");
-        assert!(errs[0].2.contains("metrics"), "{errs:?}");
+        assert!(errs[0].2.contains("bogus"), "{errs:?}");
     }
 
     #[test]

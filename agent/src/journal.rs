@@ -13,6 +13,9 @@ use serde::Serialize;
 
 use crate::event::{RunEvent, StepReport};
 
+mod telemetry;
+pub use telemetry::{FileCheckpoint, MetricSample};
+
 const SCHEMA: &[&str] = &[
     // version 1
     "CREATE TABLE runs (
@@ -41,6 +44,28 @@ const SCHEMA: &[&str] = &[
         PRIMARY KEY (run_id, idx)
     );
     CREATE INDEX runs_started ON runs(started_at);",
+    // version 2: telemetry (log checkpoints, journald cursors, unsent metric points)
+    "CREATE TABLE log_checkpoints (
+        source TEXT NOT NULL,
+        dev INTEGER NOT NULL,
+        ino INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        fp_len INTEGER NOT NULL,
+        fp TEXT NOT NULL,
+        offset INTEGER NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (source, dev, ino)
+    );
+    CREATE TABLE log_cursors (
+        source TEXT PRIMARY KEY,
+        cursor TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE metric_backlog (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts_ms INTEGER NOT NULL,
+        points TEXT NOT NULL
+    );",
 ];
 
 /// The state directory: `--state-dir`, else `$BOSUN_STATE_DIR`, else `/var/lib/bosun` as root,
@@ -229,19 +254,34 @@ impl Journal {
 }
 
 fn migrate(conn: &Connection) -> anyhow::Result<()> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let version = usize::try_from(version).unwrap_or(0);
-    if version > SCHEMA.len() {
-        anyhow::bail!(
-            "the journal has schema version {version}, newer than this bosund knows ({}); use a newer bosund",
-            SCHEMA.len()
-        );
-    }
-    for (i, sql) in SCHEMA.iter().enumerate().skip(version) {
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
+    // Several connections may open a new journal at once (the daemon's runner and its
+    // telemetry thread): each step takes the write lock first (BEGIN IMMEDIATE waits for it,
+    // up to busy_timeout), then reads the version, so no step runs twice.
+    loop {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let version = usize::try_from(version).unwrap_or(0);
+        if version > SCHEMA.len() {
+            conn.execute_batch("ROLLBACK")?;
+            anyhow::bail!(
+                "the journal has schema version {version}, newer than this bosund knows ({}); use a newer bosund",
+                SCHEMA.len()
+            );
+        }
+        if version == SCHEMA.len() {
+            conn.execute_batch("COMMIT")?;
+            break;
+        }
+        let step = conn
+            .execute_batch(SCHEMA[version])
+            .and_then(|()| conn.pragma_update(None, "user_version", (version + 1) as i64));
+        match step {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e.into());
+            }
+        }
     }
     let _: Option<i64> = conn
         .query_row("SELECT 1 FROM runs LIMIT 1", [], |r| r.get(0))

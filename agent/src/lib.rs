@@ -14,6 +14,8 @@ pub mod jinja;
 pub mod journal;
 pub mod output;
 pub mod playbook;
+pub mod scheduler;
 pub mod secrets;
 pub mod steps;
+pub mod telemetry;
 pub mod vars;

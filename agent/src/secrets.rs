@@ -45,7 +45,9 @@ pub enum SecretError {
         source: std::io::Error,
     },
     /// SSM refused or could not be reached.
-    #[error("cannot read SSM parameter {name}: {reason} (check the name, the region and the role's ssm:GetParameter and kms:Decrypt permissions)")]
+    #[error(
+        "cannot read SSM parameter {name}: {reason} (check the name, the region and the role's ssm:GetParameter and kms:Decrypt permissions)"
+    )]
     Ssm {
         /// The parameter.
         name: String,
@@ -218,6 +220,9 @@ mod tests {
     fn secret_never_prints_and_redacts_text() {
         let s = Secret::new("p4ss".into());
         assert_eq!(format!("{s:?}"), "<redacted>");
-        assert_eq!(s.redact("user p4ss failed p4ss"), "user ******** failed ********");
+        assert_eq!(
+            s.redact("user p4ss failed p4ss"),
+            "user ******** failed ********"
+        );
     }
 }

@@ -72,10 +72,7 @@ impl S3 {
             .rt
             .block_on(self.client.list_multipart_uploads().bucket(BUCKET).send())
             .unwrap();
-        out.uploads()
-            .iter()
-            .filter_map(|u| u.key.clone())
-            .collect()
+        out.uploads().iter().filter_map(|u| u.key.clone()).collect()
     }
 
     fn get(&self, key: &str) -> Vec<u8> {
@@ -138,9 +135,7 @@ fn table_facts(db: &MariaDb, name: &str) -> Vec<(String, String, String)> {
             let count = db
                 .exec(&format!("SELECT COUNT(*) FROM `{name}`.`{t}`"))
                 .unwrap();
-            let sum = db
-                .exec(&format!("CHECKSUM TABLE `{name}`.`{t}`"))
-                .unwrap();
+            let sum = db.exec(&format!("CHECKSUM TABLE `{name}`.`{t}`")).unwrap();
             let sum = sum.trim().split('\t').nth(1).unwrap().to_string();
             (t.to_string(), count.trim().to_string(), sum)
         })
@@ -154,7 +149,8 @@ fn bosund_env(sb: &Sandbox, moto: &Moto, db: &MariaDb, playbook: &Path, args: &[
         .args(["--output", "json"])
         .args(args)
         .envs(moto.env())
-        .env("DB_PASSWORD", db.password());
+        .env("DB_PASSWORD", db.password())
+        .env("BOSUN_LOG", "info");
     Run::from_command(cmd, None)
 }
 
@@ -272,7 +268,11 @@ fn round_trip_dump_upload_verify_restore_keeps_every_row_and_checksum() {
     assert_eq!(manifest.size, bytes.len() as u64);
     assert_eq!(manifest.sha256, hex::encode(Sha256::digest(&bytes)));
     assert_eq!(manifest.database, "shop");
-    assert!(manifest.server_version.contains("MariaDB"), "{}", manifest.server_version);
+    assert!(
+        manifest.server_version.contains("MariaDB"),
+        "{}",
+        manifest.server_version
+    );
     assert!(!manifest.tool_version.is_empty());
     let source = table_facts(&db, "shop");
     let in_manifest: Vec<(String, String, String)> = manifest
@@ -293,7 +293,11 @@ fn round_trip_dump_upload_verify_restore_keeps_every_row_and_checksum() {
     assert!(record.ok, "{record:?}");
     assert_eq!(record.tables, 3);
     assert_eq!(record.sha256, manifest.sha256);
-    assert_eq!(scratch_databases(&db), "", "the scratch database was left behind");
+    assert_eq!(
+        scratch_databases(&db),
+        "",
+        "the scratch database was left behind"
+    );
 
     // Restore by hand, independently of bosun: same rows, same checksums, and the routine
     // and trigger came along.
@@ -310,18 +314,29 @@ fn round_trip_dump_upload_verify_restore_keeps_every_row_and_checksum() {
     let mut stdin = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &sql));
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     writer.join().unwrap().unwrap();
     assert!(child.wait().unwrap().success(), "restore failed: {err}");
     assert_eq!(table_facts(&db, "restored"), source);
-    assert_eq!(db.exec("SELECT restored.double_it(21)").unwrap().trim(), "42");
+    assert_eq!(
+        db.exec("SELECT restored.double_it(21)").unwrap().trim(),
+        "42"
+    );
     let triggers = db
         .exec("SELECT trigger_name FROM information_schema.triggers WHERE trigger_schema = 'restored'")
         .unwrap();
     assert_eq!(triggers.trim(), "orders_audit");
 
     let written = everything_written(&sb, &[&check, &run]);
-    assert!(!contains(&written, &db.password()), "the password was written somewhere");
+    assert!(
+        !contains(&written, &db.password()),
+        "the password was written somewhere"
+    );
 }
 
 #[test]
@@ -330,7 +345,7 @@ fn a_dump_killed_midway_leaves_no_object_and_no_open_upload() {
     let moto = Moto::start().unwrap();
     let s3 = S3::new(&moto);
     let sb = Sandbox::new();
-    // 20 MB of incompressible output (more than two 8 MiB parts, so parts were uploaded),
+    // 20 MB of incompressible output (several 5 MiB parts, so parts were uploaded),
     // then the dump dies by SIGKILL.
     let dump = dump_script(
         &sb,
@@ -385,9 +400,22 @@ mysql_backup = {{ {conn}, databases = ["shop"], bucket = "{BUCKET}", dump_comman
     assert_eq!(run.step("dump").status, StepStatus::Failed);
     let msg = run.step("dump").message.clone().unwrap();
     assert!(msg.contains("timed out"), "{msg}");
-    assert!(run.elapsed.as_secs() < 60, "bosund waited for the hung dump");
+    assert!(
+        run.elapsed.as_secs() < 60,
+        "bosund waited for the hung dump"
+    );
+    assert!(
+        run.stderr.contains("aborted the unfinished upload"),
+        "the cancellation guard did not run: {}",
+        run.stderr
+    );
     assert_eq!(s3.keys(), Vec::<String>::new());
-    assert_eq!(s3.open_uploads(), Vec::<String>::new(), "the upload was left open");
+    assert_eq!(
+        s3.open_uploads(),
+        Vec::<String>::new(),
+        "the upload was left open; bosund said: {}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -436,7 +464,11 @@ backup_verify = {{ {conn}, bucket = "{BUCKET}", key = "{object}" }}
     assert!(!record.ok);
     assert_eq!(record.problems[0], expected);
     assert!(!s3.keys().iter().any(|k| k.ends_with(".verified.json")));
-    assert_eq!(scratch_databases(&db), "", "the scratch database was left behind");
+    assert_eq!(
+        scratch_databases(&db),
+        "",
+        "the scratch database was left behind"
+    );
 }
 
 #[test]
@@ -458,7 +490,10 @@ exit 2"#,
     let msg = run.step("dump").message.clone().unwrap();
     assert!(msg.contains("access denied for password ********"), "{msg}");
     let written = everything_written(&sb, &[&run]);
-    assert!(!contains(&written, &db.password()), "the password was written somewhere");
+    assert!(
+        !contains(&written, &db.password()),
+        "the password was written somewhere"
+    );
     assert!(s3.open_uploads().is_empty());
 }
 

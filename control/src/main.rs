@@ -4,6 +4,7 @@
 //! build on this crate.
 
 mod cloud;
+mod remote;
 mod stack;
 
 use std::io::IsTerminal;
@@ -51,6 +52,12 @@ enum Command {
         #[arg(long = "var", value_name = "NAME=VALUE")]
         var: Vec<String>,
     },
+    /// Run a playbook on hosts over SSH: install or update bosund there, stream its steps.
+    /// Exit 0 all ok, 1 a host failed (or was not started), 2 invalid input (nothing ran),
+    /// 4 a host was unreachable.
+    Run(remote::RunArgs),
+    /// Show bosund's version, the host's uptime and its last runs, over SSH.
+    Status(remote::StatusArgs),
     /// Print the stack's CloudFormation template.
     Template {
         #[command(flatten)]
@@ -178,6 +185,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let ui = cloud::Ui { json };
     match cli.command {
         Command::Check { playbooks, var } => check(&playbooks, &var, json),
+        Command::Run(args) => remote::run(args, json),
+        Command::Status(args) => remote::status(args, json),
         Command::Template { stack } => {
             let l = load(&stack)?;
             let boot = BootDigests {
@@ -207,6 +216,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 playbooks_sha256: &l.artifacts.playbooks.sha256,
                 log_group: &template::log_group_name(c),
                 metrics_namespace: template::METRICS_NAMESPACE,
+                bootstrap_vars: &c.bootstrap_vars,
             });
             if json {
                 print_json(&json!({"user_data": text}));

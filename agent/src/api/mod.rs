@@ -699,6 +699,7 @@ fn render_metrics(state: &ApiState) -> String {
         "bosun_uptime_seconds {}\n",
         state.started.elapsed().as_secs()
     ));
+    crate::telemetry::stats::render_prometheus(&mut out);
     out
 }
 

@@ -91,7 +91,11 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
 }
 
 /// Lists the backups under `prefix`.
-pub async fn list(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> anyhow::Result<Catalogue> {
+pub async fn list(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> anyhow::Result<Catalogue> {
     let keys = list_keys(s3, bucket, prefix).await?;
     let mut cat = Catalogue::default();
     let mut owned = 0usize;
@@ -102,7 +106,11 @@ pub async fn list(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> anyhow
         }
         let time = match time_in_key(key) {
             Some(t) => t,
-            None => get_json::<Manifest>(s3, bucket, manifest_key).await?.started_at,
+            None => {
+                get_json::<Manifest>(s3, bucket, manifest_key)
+                    .await?
+                    .started_at
+            }
         };
         let objects: Vec<String> = [
             key.to_string(),

@@ -70,7 +70,10 @@ mod tests {
     fn default_template_renders_and_reads_back() {
         let at = Utc.with_ymd_and_hms(2026, 3, 7, 3, 4, 5).unwrap();
         let key = render_key(DEFAULT_KEY_TEMPLATE, "shop", at).unwrap();
-        assert_eq!(key, "backups/mysql/shop/2026/03/07/shop-20260307T030405Z.sql.zst");
+        assert_eq!(
+            key,
+            "backups/mysql/shop/2026/03/07/shop-20260307T030405Z.sql.zst"
+        );
         assert_eq!(time_in_key(&key), Some(at));
         assert_eq!(time_in_key("backups/x.sql.zst"), None);
     }
@@ -78,8 +81,20 @@ mod tests {
     #[test]
     fn bad_templates_say_what_is_wrong() {
         let at = Utc::now();
-        assert!(render_key("a/{day}", "d", at).unwrap_err().contains("unknown placeholder {day}"));
-        assert!(render_key("a/{db", "d", at).unwrap_err().contains("closing"));
-        assert!(render_key("/{db}", "d", at).unwrap_err().contains("not start with"));
+        assert!(
+            render_key("a/{day}", "d", at)
+                .unwrap_err()
+                .contains("unknown placeholder {day}")
+        );
+        assert!(
+            render_key("a/{db", "d", at)
+                .unwrap_err()
+                .contains("closing")
+        );
+        assert!(
+            render_key("/{db}", "d", at)
+                .unwrap_err()
+                .contains("not start with")
+        );
     }
 }

@@ -95,7 +95,10 @@ pub fn compare_tables(expected: &[TableStats], restored: &[TableStats]) -> Vec<S
     }
     for r in restored {
         if !expected.iter().any(|e| e.name == r.name) {
-            problems.push(format!("table {} was restored but is not in the manifest", r.name));
+            problems.push(format!(
+                "table {} was restored but is not in the manifest",
+                r.name
+            ));
         }
     }
     problems
@@ -125,7 +128,11 @@ mod tests {
 
     #[test]
     fn every_difference_is_named() {
-        let expected = vec![t("a", 10, Some(1)), t("b", 5, Some(2)), t("gone", 1, Some(3))];
+        let expected = vec![
+            t("a", 10, Some(1)),
+            t("b", 5, Some(2)),
+            t("gone", 1, Some(3)),
+        ];
         let restored = vec![t("a", 9, Some(1)), t("b", 5, Some(7)), t("extra", 0, None)];
         assert_eq!(
             compare_tables(&expected, &restored),

@@ -70,9 +70,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("size {text:?} must be a number with an optional unit, e.g. 100GiB"))?;
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("size {text:?} must be a number with an optional unit, e.g. 100GiB")
+    })?;
     let shift = match unit.trim() {
         "" | "B" => 0,
         "K" | "KiB" => 10,
@@ -107,7 +107,12 @@ mod tests {
     fn numbers_from_text_or_int() {
         assert_eq!(Number::Int(3).value("n").unwrap(), 3);
         assert_eq!(Number::Text(" 7 ".into()).value("n").unwrap(), 7);
-        assert!(Number::Text("x".into()).problem("n").unwrap().contains("`n`"));
+        assert!(
+            Number::Text("x".into())
+                .problem("n")
+                .unwrap()
+                .contains("`n`")
+        );
         assert!(Number::Text("{{ n }}".into()).problem("n").is_none());
     }
 }

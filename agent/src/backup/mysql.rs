@@ -116,7 +116,11 @@ pub struct Client {
 impl Client {
     /// Runs `sql` (one or more statements) in `database` (if any) and returns the rows of the
     /// output, tab-separated fields (`--batch --skip-column-names`; NULL prints as `NULL`).
-    pub async fn query(&self, database: Option<&str>, sql: &str) -> anyhow::Result<Vec<Vec<String>>> {
+    pub async fn query(
+        &self,
+        database: Option<&str>,
+        sql: &str,
+    ) -> anyhow::Result<Vec<Vec<String>>> {
         let mut argv = self.argv.clone();
         argv.extend(self.conn.args());
         argv.extend(CLIENT_OPTIONS.iter().map(|s| s.to_string()));
@@ -286,7 +290,13 @@ impl Dumper {
         if out.rc != 0 {
             bail!("{} --version failed: {}", self.argv[0], out.stderr.trim());
         }
-        Ok(out.stdout.lines().next().unwrap_or_default().trim().to_string())
+        Ok(out
+            .stdout
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string())
     }
 
     /// Starts dumping `database` (its tables, routines, events and triggers; no `CREATE
@@ -378,7 +388,11 @@ impl StreamingChild {
 
     /// The child's stdout as a blocking file (for a compressor thread).
     pub fn take_stdout(&mut self) -> anyhow::Result<std::fs::File> {
-        let out = self.child.stdout.take().context("stdout was not captured")?;
+        let out = self
+            .child
+            .stdout
+            .take()
+            .context("stdout was not captured")?;
         Ok(std::fs::File::from(out.into_owned_fd()?))
     }
 

@@ -102,9 +102,13 @@ pub fn plan(policy: &Policy, backups: &[Candidate]) -> Plan {
         let w = t.iso_week();
         (w.year(), w.week(), 1)
     });
-    newest_per_period(&sorted, &mut reasons, policy.monthly, Reason::Monthly, |t| {
-        (t.year(), t.month(), 2)
-    });
+    newest_per_period(
+        &sorted,
+        &mut reasons,
+        policy.monthly,
+        Reason::Monthly,
+        |t| (t.year(), t.month(), 2),
+    );
     if let Some(i) = sorted.iter().position(|c| c.verified) {
         reasons[i].push(Reason::NewestVerified);
     }
@@ -224,7 +228,12 @@ mod tests {
 
     #[test]
     fn an_empty_policy_is_refused() {
-        assert!(Policy::default().problem().unwrap().contains("keeps nothing"));
+        assert!(
+            Policy::default()
+                .problem()
+                .unwrap()
+                .contains("keeps nothing")
+        );
         assert!(
             Policy {
                 monthly: 1,
@@ -245,17 +254,15 @@ mod tests {
         /// count of periods with backups lie after its own, or when it is the newest verified.
         fn expected(policy: &Policy, all: &[Candidate]) -> Vec<String> {
             let newer = |a: &Candidate, b: &Candidate| (a.time, &a.id) > (b.time, &b.id);
-            let period_rule = |b: &Candidate, count: u32, period: &dyn Fn(&Candidate) -> (i32, u32)| {
-                let head = !all.iter().any(|x| period(x) == period(b) && newer(x, b));
-                let mut later: Vec<(i32, u32)> = all
-                    .iter()
-                    .map(period)
-                    .filter(|p| *p > period(b))
-                    .collect();
-                later.sort();
-                later.dedup();
-                head && later.len() < count as usize
-            };
+            let period_rule =
+                |b: &Candidate, count: u32, period: &dyn Fn(&Candidate) -> (i32, u32)| {
+                    let head = !all.iter().any(|x| period(x) == period(b) && newer(x, b));
+                    let mut later: Vec<(i32, u32)> =
+                        all.iter().map(period).filter(|p| *p > period(b)).collect();
+                    later.sort();
+                    later.dedup();
+                    head && later.len() < count as usize
+                };
             let day = |c: &Candidate| (c.time.year(), c.time.ordinal());
             let week = |c: &Candidate| (c.time.iso_week().year(), c.time.iso_week().week());
             let month = |c: &Candidate| (c.time.year(), c.time.month());

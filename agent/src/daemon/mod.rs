@@ -13,6 +13,11 @@
 //!    go on for `shutdown_timeout`, then cancel it (its end is journaled), close connections,
 //!    exit 0.
 //!
+//! Telemetry (`[metrics]`, `[[logs]]`) runs on its own thread ([`crate::telemetry`]), started
+//! after the listeners, restarted on a SIGHUP that changes those sections (positions are in the
+//! journal), and stopped on SIGTERM alongside the run's drain (at most 10 s: what it read is
+//! sent and checkpointed, the rest is read again after the restart).
+//!
 //! The API runs on a current-thread runtime: on a 1-vCPU host a worker pool only adds memory,
 //! and all the API does is move requests and events. Runs execute on their own thread (see
 //! [`queue`]), so a busy step never delays a request or a watchdog ping.
@@ -98,6 +103,7 @@ async fn serve(config: AgentConfig, opts: DaemonOptions) -> anyhow::Result<()> {
     let (queue, runner) = RunQueue::start(config.queue_limit, state_dir.clone())
         .context("starting the runner thread")?;
     let shared = Arc::new(RwLock::new(Arc::new(config.clone())));
+    let mut telemetry = start_telemetry(&config, &state_dir)?;
     let state = ApiState {
         queue: queue.clone(),
         config: shared.clone(),
@@ -134,7 +140,19 @@ async fn serve(config: AgentConfig, opts: DaemonOptions) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(&opts, &shared, &queue),
+            _ = hup.recv() => {
+                let before = current(&shared).telemetry.clone();
+                reload(&opts, &shared, &queue);
+                let after = current(&shared);
+                if after.telemetry != before {
+                    // Positions are in the journal: the new tasks resume where the old stopped.
+                    if let Some(t) = telemetry.take() {
+                        t.stop(TELEMETRY_RELOAD_GRACE).await;
+                    }
+                    telemetry = start_telemetry(&after, &state_dir)?;
+                    tracing::info!("telemetry restarted with the new [metrics] and [[logs]]");
+                }
+            }
             _ = tick(watchdog) => notify(&[NotifyState::Watchdog]),
         }
     }
@@ -146,6 +164,9 @@ async fn serve(config: AgentConfig, opts: DaemonOptions) -> anyhow::Result<()> {
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .shutdown_timeout;
+    // Telemetry flushes and checkpoints alongside the run's drain, within the same bound.
+    let telemetry_stopped =
+        telemetry.map(|t| tokio::spawn(t.stop(grace.min(TELEMETRY_STOP_GRACE))));
     // The watchdog still expects pings while the run drains.
     let drain = queue.drain(grace);
     tokio::pin!(drain);
@@ -159,6 +180,9 @@ async fn serve(config: AgentConfig, opts: DaemonOptions) -> anyhow::Result<()> {
         tracing::warn!(runs = ?dropped, "queued runs were dropped without starting");
     }
     while servers.join_next().await.is_some() {}
+    if let Some(t) = telemetry_stopped {
+        let _ = t.await;
+    }
     // The runner's loop ends now that the queue dropped its sender (drain); it has journaled
     // the last run.
     let joined = tokio::task::spawn_blocking(move || runner.join());
@@ -170,6 +194,26 @@ async fn serve(config: AgentConfig, opts: DaemonOptions) -> anyhow::Result<()> {
     }
     tracing::info!("bosund stopped");
     Ok(())
+}
+
+/// Longest telemetry may take on SIGTERM to send what it read and checkpoint.
+const TELEMETRY_STOP_GRACE: Duration = Duration::from_secs(10);
+/// Same, when a SIGHUP changed `[metrics]` or `[[logs]]`.
+const TELEMETRY_RELOAD_GRACE: Duration = Duration::from_secs(5);
+
+fn current(shared: &RwLock<Arc<AgentConfig>>) -> Arc<AgentConfig> {
+    shared.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Starts the telemetry thread when the config asks for metrics or logs.
+fn start_telemetry(
+    config: &AgentConfig,
+    state_dir: &Path,
+) -> anyhow::Result<Option<crate::telemetry::Telemetry>> {
+    if config.telemetry.is_empty() {
+        return Ok(None);
+    }
+    crate::telemetry::Telemetry::start(config.telemetry.clone(), state_dir.to_path_buf()).map(Some)
 }
 
 /// Re-reads the config; switches to it only when valid.

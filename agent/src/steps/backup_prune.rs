@@ -53,9 +53,8 @@ pub struct BackupPruneArgs {
 
 impl BackupPruneArgs {
     fn policy(&self) -> anyhow::Result<Policy> {
-        let n = |v: &Number, name: &str| -> anyhow::Result<u32> {
-            Ok(u32::try_from(v.value(name)?)?)
-        };
+        let n =
+            |v: &Number, name: &str| -> anyhow::Result<u32> { Ok(u32::try_from(v.value(name)?)?) };
         Ok(Policy {
             keep_last: n(&self.keep_last, "keep_last")?,
             daily: n(&self.daily, "daily")?,

@@ -30,8 +30,7 @@ use crate::aws::{Aws, AwsTarget, describe_error};
 use crate::backup::Number;
 use crate::backup::catalogue;
 use crate::backup::manifest::{
-    MANIFEST_SUFFIX, Manifest, VERIFIED_SUFFIX, VERIFY_FAILED_SUFFIX, VerifyRecord,
-    compare_tables,
+    MANIFEST_SUFFIX, Manifest, VERIFIED_SUFFIX, VERIFY_FAILED_SUFFIX, VerifyRecord, compare_tables,
 };
 use crate::backup::mysql::{Client, quote_ident};
 
@@ -84,6 +83,9 @@ impl BackupVerifyArgs {
 
     fn what(&self) -> String {
         match (&self.key, &self.prefix) {
+            (Some(k), _) if k.trim().is_empty() => {
+                "the new backup (its key is known once the dump has run)".into()
+            }
             (Some(k), _) => format!("s3://{}/{k}", self.bucket),
             (None, Some(p)) => format!("the newest backup under s3://{}/{p}", self.bucket),
             (None, None) => "nothing".into(),
@@ -171,7 +173,10 @@ impl StepKind for BackupVerifyArgs {
         let aws = Aws::connect(&self.target()).await?;
         let s3 = aws.s3();
         let key = match (&self.key, &self.prefix) {
-            (Some(k), _) => k.clone(),
+            (Some(k), _) if k.trim().is_empty() => {
+                bail!("`key` is empty: give the key of a backup, or `prefix` to verify the newest")
+            }
+            (Some(k), _) => k.trim().to_string(),
             (None, Some(prefix)) => catalogue::list(&s3, &self.bucket, prefix)
                 .await?
                 .backups
@@ -208,7 +213,10 @@ impl StepKind for BackupVerifyArgs {
             .context("connecting to the scratch server")?;
         let name = match &self.scratch_database {
             Some(n) => n.clone(),
-            None => format!("bosun_verify_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]),
+            None => format!(
+                "bosun_verify_{}",
+                &uuid::Uuid::now_v7().simple().to_string()[20..]
+            ),
         };
         // CREATE DATABASE without IF NOT EXISTS: an existing database is never restored over.
         client
@@ -324,9 +332,11 @@ impl BackupVerifyArgs {
         });
         let mut hasher = Sha256::new();
         let mut feeding = true;
-        while let Some(chunk) = body.try_next().await.with_context(|| {
-            format!("downloading s3://{}/{key}", self.bucket)
-        })? {
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .with_context(|| format!("downloading s3://{}/{key}", self.bucket))?
+        {
             hasher.update(&chunk);
             // After the decompressor stopped (bad data), keep hashing: the SHA-256 verdict is
             // the clearest one.

@@ -88,7 +88,7 @@ pub struct MysqlBackupArgs {
     #[serde(default = "default_level")]
     pub compression_level: Number,
     /// Largest compressed backup to expect (`50GiB`): sets the part size so S3's 10,000 parts
-    /// suffice. At most 312GiB with the 64 MiB memory bound.
+    /// suffice. At most 117GiB: larger parts would not fit the memory bound.
     #[serde(default = "default_max_size")]
     pub max_size: String,
 }
@@ -237,7 +237,16 @@ impl StepKind for MysqlBackupArgs {
         let mut keys = Vec::new();
         for db in &self.databases {
             let m = self
-                .backup_one(&aws, &client, &dumper, db, level, plan, &server_version, &tool_version)
+                .backup_one(
+                    &aws,
+                    &client,
+                    &dumper,
+                    db,
+                    level,
+                    plan,
+                    &server_version,
+                    &tool_version,
+                )
                 .await
                 .with_context(|| format!("backing up database {db}"))?;
             lines.push(format!(
@@ -339,7 +348,12 @@ impl MysqlBackupArgs {
             .await
         {
             // Without its manifest the object is not a backup; do not leave it looking like one.
-            let _ = s3.delete_object().bucket(&self.bucket).key(&key).send().await;
+            let _ = s3
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .send()
+                .await;
             anyhow::bail!(
                 "writing s3://{}/{manifest_key}: {}; the backup object was removed",
                 self.bucket,

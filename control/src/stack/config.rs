@@ -15,6 +15,8 @@
 //! hosted_zone_id = "Z0123456789ABCDEFGHIJ"
 //! record_name = "prod-1.example.com"
 //! certificate = true
+//! [bootstrap_vars] # optional: over bootstrap.toml's [vars] at first boot
+//! k3s_version = "v1.31.4+k3s1"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -77,6 +79,11 @@ pub struct StackConfig {
     /// Endpoint overrides, for tests against moto and the host-in-a-box.
     #[serde(default)]
     pub endpoints: EndpointsConfig,
+    /// Variables for the first boot's `bootstrap.toml` over its `[vars]` (versions, release
+    /// mirrors, `docker_daemon`, ...): written to the instance with its user-data and passed
+    /// with `--vars-file`. The user-data is readable through IMDS: no secrets here.
+    #[serde(default)]
+    pub bootstrap_vars: toml::Table,
 }
 
 /// The host's operating system.

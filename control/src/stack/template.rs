@@ -674,6 +674,7 @@ fn host(t: &mut Template, c: &StackConfig, public_key: &str, boot: &BootDigests)
         playbooks_sha256: &boot.playbooks_sha256,
         log_group: &log_group,
         metrics_namespace: METRICS_NAMESPACE,
+        bootstrap_vars: &c.bootstrap_vars,
     });
     let artifacts_url = match &c.endpoints.artifacts {
         Some(base) => Expr::Join(

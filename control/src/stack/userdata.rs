@@ -35,7 +35,12 @@ pub struct UserDataSpec<'a> {
     pub log_group: &'a str,
     /// CloudWatch metrics namespace of the agent.
     pub metrics_namespace: &'a str,
+    /// Variables for `bootstrap.toml` (`stack.toml`'s `[bootstrap_vars]`); none when empty.
+    pub bootstrap_vars: &'a toml::Table,
 }
+
+/// Where the first boot writes `[bootstrap_vars]` for `bosund apply --vars-file`.
+pub const BOOTSTRAP_VARS_PATH: &str = "/etc/bosun/bootstrap-vars.toml";
 
 #[derive(Serialize)]
 struct CloudConfig {
@@ -53,7 +58,7 @@ struct WriteFile {
 
 /// Renders the `#cloud-config` document.
 pub fn render(spec: &UserDataSpec<'_>) -> String {
-    let config = CloudConfig {
+    let mut config = CloudConfig {
         write_files: vec![
             WriteFile {
                 path: "/etc/bosun/agent.toml".into(),
@@ -76,6 +81,14 @@ pub fn render(spec: &UserDataSpec<'_>) -> String {
         ],
         runcmd: vec![vec!["/usr/local/lib/bosun/first-boot".into()]],
     };
+    if !spec.bootstrap_vars.is_empty() {
+        config.write_files.push(WriteFile {
+            path: BOOTSTRAP_VARS_PATH.into(),
+            owner: "root:root".into(),
+            permissions: "0600".into(),
+            content: toml::to_string(spec.bootstrap_vars).expect("a TOML table serialises"),
+        });
+    }
     let yaml = serde_norway::to_string(&config).expect("cloud-config serialises to YAML");
     format!(
         "#cloud-config\n# bosun first boot for stack {}\n{yaml}",
@@ -103,6 +116,11 @@ playbooks_dir = "/etc/bosun/playbooks"
 }
 
 fn first_boot_script(spec: &UserDataSpec<'_>) -> String {
+    let vars = if spec.bootstrap_vars.is_empty() {
+        String::new()
+    } else {
+        format!(" --vars-file {BOOTSTRAP_VARS_PATH}")
+    };
     format!(
         r#"#!/bin/sh
 # bosun first boot: fetch bosund and the playbooks from the stack's bucket (through the VPC's
@@ -124,7 +142,7 @@ mkdir -p /etc/bosun/playbooks
 tar -xzf "$work/playbooks.tar.gz" -C /etc/bosun/playbooks
 systemctl daemon-reload
 systemctl enable --now bosund
-bosund apply /etc/bosun/playbooks/bootstrap.toml
+bosund apply /etc/bosun/playbooks/bootstrap.toml{vars}
 "#,
         base = spec.artifacts_url,
         bosund = spec.bosund_sha256,
@@ -146,7 +164,33 @@ mod tests {
             playbooks_sha256: "bb",
             log_group: "/bosun/prod-1",
             metrics_namespace: "Bosun/Host",
+            bootstrap_vars: Box::leak(Box::default()),
         }
+    }
+
+    #[test]
+    fn bootstrap_vars_reach_the_bootstrap_only_when_given() {
+        let plain = render(&spec());
+        assert!(!plain.contains(BOOTSTRAP_VARS_PATH));
+        let vars: toml::Table =
+            toml::from_str("k3s_version = \"v1.2.3+k3s1\"\n[docker_daemon]\niptables = false\n")
+                .unwrap();
+        let ud = render(&UserDataSpec {
+            bootstrap_vars: &vars,
+            ..spec()
+        });
+        let parsed: serde_norway::Value = serde_norway::from_str(&ud).unwrap();
+        let files = parsed["write_files"].as_sequence().unwrap();
+        let written = files
+            .iter()
+            .find(|f| f["path"] == BOOTSTRAP_VARS_PATH)
+            .unwrap();
+        assert_eq!(written["permissions"], "0600");
+        let back: toml::Table = toml::from_str(written["content"].as_str().unwrap()).unwrap();
+        assert_eq!(back, vars);
+        assert!(ud.contains(&format!(
+            "bosund apply /etc/bosun/playbooks/bootstrap.toml --vars-file {BOOTSTRAP_VARS_PATH}\n"
+        )));
     }
 
     #[test]

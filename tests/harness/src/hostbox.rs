@@ -68,6 +68,46 @@ const NSPAWN_HINT: &str =
     "run scripts/test, which installs systemd-container (or: apt-get install systemd-container)";
 const SYSTEM_DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
 
+/// What a box boots with besides the base rootfs: extra Debian packages baked into its cached
+/// rootfs (each set is its own tarball in the cache, built once like the base one), and files
+/// written into the rootfs *before* it boots (e.g. a cloud-init NoCloud seed, which must be
+/// there when systemd starts).
+#[derive(Debug, Clone, Default)]
+pub struct BoxSpec {
+    packages: Vec<String>,
+    files: Vec<(String, Vec<u8>, u32)>,
+    boot_timeout: Option<Duration>,
+}
+
+impl BoxSpec {
+    /// The base box: what [`HostBox::boot`] boots.
+    pub fn new() -> BoxSpec {
+        BoxSpec::default()
+    }
+
+    /// Adds Debian packages (and their dependencies) to the rootfs, at build time.
+    pub fn packages(mut self, names: &[&str]) -> BoxSpec {
+        self.packages.extend(names.iter().map(|n| n.to_string()));
+        self
+    }
+
+    /// Writes `content` to `path` (absolute, inside the box) with `mode` before the box boots,
+    /// creating parent directories (0755). No component of `path` may be a symlink (it would
+    /// resolve on the host).
+    pub fn file(mut self, path: &str, content: impl Into<Vec<u8>>, mode: u32) -> BoxSpec {
+        self.files.push((path.to_string(), content.into(), mode));
+        self
+    }
+
+    /// How long booting may take instead of [`BOOT_TIMEOUT`]: systemd is `running` only once
+    /// every boot job has finished, so a box whose boot does real work (cloud-init's final
+    /// stage installing packages) needs longer.
+    pub fn boot_timeout(mut self, timeout: Duration) -> BoxSpec {
+        self.boot_timeout = Some(timeout);
+        self
+    }
+}
+
 /// A booted Debian host in a container. See the module documentation for the contract.
 #[derive(Debug)]
 pub struct HostBox {
@@ -118,10 +158,16 @@ impl HostBox {
     /// systemd inside says `running` or `degraded`; fails with the boot log after
     /// [`BOOT_TIMEOUT`].
     pub fn boot() -> Result<HostBox> {
+        Self::boot_with(&BoxSpec::new())
+    }
+
+    /// [`boot`](Self::boot) a rootfs with `spec`'s extra packages and files.
+    pub fn boot_with(spec: &BoxSpec) -> Result<HostBox> {
         Self::available()?;
         let nspawn_bin = find_program("systemd-nspawn", SYSTEM_DIRS, NSPAWN_HINT)?;
         let nsenter = find_program("nsenter", SYSTEM_DIRS, "install util-linux")?;
-        let tarball = rootfs_tarball()?;
+        let extra: Vec<&str> = spec.packages.iter().map(String::as_str).collect();
+        let tarball = rootfs_tarball_with(&extra)?;
         ensure_nspawn_run_dir()?;
 
         let started = Instant::now();
@@ -140,6 +186,9 @@ impl HostBox {
                 .arg(&rootfs),
             "extracting the rootfs tarball",
         )?;
+        for (path, content, mode) in &spec.files {
+            write_before_boot(&rootfs, path, content, *mode)?;
+        }
 
         // Unique per box: nspawn keeps per-machine state under /run/systemd/nspawn/propagate/
         // named after it, and it becomes the box's hostname.
@@ -174,7 +223,7 @@ impl HostBox {
             booted_in: Duration::ZERO,
             _dir: dir,
         };
-        hostbox.wait_booted(started)?;
+        hostbox.wait_booted(started, spec.boot_timeout.unwrap_or(BOOT_TIMEOUT))?;
         hostbox.booted_in = started.elapsed();
         Ok(hostbox)
     }
@@ -323,8 +372,8 @@ cat > "$t"; chmod "$2" "$t"; mv -f -- "$t" "$1""#;
     }
 
     /// Finds the container's systemd, then polls `systemctl is-system-running`.
-    fn wait_booted(&mut self, started: Instant) -> Result<()> {
-        let deadline = started + BOOT_TIMEOUT;
+    fn wait_booted(&mut self, started: Instant, timeout: Duration) -> Result<()> {
+        let deadline = started + timeout;
         let npid = self.nspawn_pid()?;
         loop {
             self.fail_if_exited("while starting")?;
@@ -334,7 +383,7 @@ cat > "$t"; chmod "$2" "$t"; mv -f -- "$t" "$1""#;
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "the container's systemd did not appear within {BOOT_TIMEOUT:?}\n{}",
+                    "the container's systemd did not appear within {timeout:?}\n{}",
                     self.log_tail()
                 );
             }
@@ -350,7 +399,7 @@ cat > "$t"; chmod "$2" "$t"; mv -f -- "$t" "$1""#;
             if Instant::now() >= deadline {
                 let last = format!("{state:?} {}", String::from_utf8_lossy(&out.stderr).trim());
                 bail!(
-                    "host box {} did not finish booting within {BOOT_TIMEOUT:?}; \
+                    "host box {} did not finish booting within {timeout:?}; \
                      `systemctl is-system-running` last said {last}\n{}",
                     self.machine,
                     self.log_tail()
@@ -490,13 +539,62 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
     })
 }
 
+/// Writes a file into a rootfs that is not running yet, refusing symlinks on the way (they
+/// would resolve against the host's root).
+fn write_before_boot(rootfs: &Path, path: &str, content: &[u8], mode: u32) -> Result<()> {
+    let rel = path
+        .strip_prefix('/')
+        .filter(|r| !r.is_empty())
+        .with_context(|| format!("{path:?}: give an absolute file path inside the box"))?;
+    let mut at = rootfs.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+    for (i, part) in parts.iter().enumerate() {
+        if *part == "." || *part == ".." {
+            bail!("{path:?}: no . or .. in paths written into the box");
+        }
+        at.push(part);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                bail!("{path:?}: {} is a symlink in the box", at.display())
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && i + 1 < parts.len() => {
+                fs::create_dir(&at).with_context(|| format!("cannot create {}", at.display()))?;
+                fs::set_permissions(&at, fs::Permissions::from_mode(0o755))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot stat {}", at.display())),
+        }
+    }
+    fs::write(&at, content).with_context(|| format!("cannot write {}", at.display()))?;
+    fs::set_permissions(&at, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot chmod {}", at.display()))
+}
+
 /// The cached rootfs tarball, built first when missing. Concurrent callers (tests in other
 /// threads or processes) serialise on a lock file beside it, so exactly one builds it.
 pub fn rootfs_tarball() -> Result<PathBuf> {
+    rootfs_tarball_with(&[])
+}
+
+/// [`rootfs_tarball`] with `extra` packages besides the base ones: its own tarball (the
+/// package list is part of the cache key). The extras are installed with apt in a chroot after
+/// debootstrap (whose own resolver cannot follow virtual packages, e.g. cloud-init's
+/// python3-cffi-backend-api-*), without recommends.
+pub fn rootfs_tarball_with(extra: &[&str]) -> Result<PathBuf> {
+    let mut extra: Vec<&str> = extra
+        .iter()
+        .copied()
+        .filter(|p| !INCLUDE.contains(p))
+        .collect();
+    extra.sort_unstable();
+    extra.dedup();
+    let mut include: Vec<&str> = INCLUDE.to_vec();
+    include.extend(extra.iter().copied());
     let dir = cache_dir()?;
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mirror = mirror();
-    let name = tarball_name(SUITE, INCLUDE, &mirror);
+    let name = tarball_name(SUITE, &include, &mirror);
     let tarball = dir.join(&name);
     if tarball.is_file() {
         return Ok(tarball);
@@ -515,7 +613,7 @@ pub fn rootfs_tarball() -> Result<PathBuf> {
         return Ok(tarball);
     }
     let started = Instant::now();
-    build_tarball(&dir, &tarball, &mirror)?;
+    build_tarball(&dir, &tarball, &mirror, &extra)?;
     eprintln!(
         "hostbox: built {} in {:.1} s (cached for later runs)",
         tarball.display(),
@@ -525,7 +623,7 @@ pub fn rootfs_tarball() -> Result<PathBuf> {
     // `lock` is released when dropped.
 }
 
-fn build_tarball(dir: &Path, tarball: &Path, mirror: &str) -> Result<()> {
+fn build_tarball(dir: &Path, tarball: &Path, mirror: &str, extra: &[&str]) -> Result<()> {
     let debootstrap = find_program("debootstrap", SYSTEM_DIRS, DEBOOTSTRAP_HINT)?;
     let build = tempfile::Builder::new()
         .prefix(".build-")
@@ -551,6 +649,35 @@ fn build_tarball(dir: &Path, tarball: &Path, mirror: &str) -> Result<()> {
              (set {MIRROR_ENV} to use another)\n{}",
             log_tail(&[log, target.join("debootstrap/debootstrap.log")])
         );
+    }
+    if !extra.is_empty() {
+        let chroot = find_program("chroot", SYSTEM_DIRS, "install coreutils")?;
+        let out = File::options().append(true).open(&log)?;
+        // No systemd runs in the chroot, so package scripts enable units but start nothing.
+        let status = Command::new(&chroot)
+            .arg(&target)
+            .args(["/bin/sh", "-c"])
+            .arg(format!(
+                "apt-get update -qq && apt-get install -y -qq --no-install-recommends {} \
+                 && apt-get clean",
+                extra.join(" ")
+            ))
+            .env_clear()
+            .env("PATH", BOX_PATH)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("LANG", "C.UTF-8")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .status()
+            .with_context(|| format!("cannot run {}", chroot.display()))?;
+        if !status.success() {
+            bail!(
+                "installing {} into the rootfs failed ({status})\n{}",
+                extra.join(" "),
+                log_tail(&[log])
+            );
+        }
     }
     // Without /etc/hostname the box takes its machine name as hostname (debootstrap copies
     // the build host's).

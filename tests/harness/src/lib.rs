@@ -34,7 +34,7 @@ mod process;
 mod sshd;
 
 pub use artifact::{ArtifactServer, ServedRequest};
-pub use hostbox::HostBox;
+pub use hostbox::{BoxSpec, HostBox};
 pub use imds::{Imds, ImdsConfig};
 pub use mariadb::MariaDb;
 pub use moto::Moto;

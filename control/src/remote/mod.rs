@@ -1,0 +1,728 @@
+//! Remote control: `bosun run` and `bosun status` over SSH.
+//!
+//! ```text
+//! mod.rs        the commands: arguments, playbook lookup and validation, per-host job
+//!   target      --host / inventory entry + ~/.ssh/config → ssh::Endpoint
+//!   ssh_config  the ssh_config(5) subset honoured (pure)
+//!   known_hosts host key verdicts, recording new keys
+//!   ssh         russh connection: host key check, auth (keys, agent), ProxyJump, exec
+//!   bosund      bosund on the host: probe (SHA-256), atomic upload
+//!   inventory   inventory TOML → hosts with merged vars (pure)
+//!   fleet       forks / serial / max-fail scheduling (pure policy, generic scheduler)
+//!   report      human (agent renderer + indicatif) and JSON Lines output, summary table
+//! ```
+//!
+//! Playbooks are sent on bosund's stdin, so they must be self-contained: files they name
+//! relative to the playbook (templates, `src`) are looked up on the host, relative to the
+//! remote user's home directory, not shipped.
+
+mod api;
+mod bosund;
+mod fleet;
+mod inventory;
+mod known_hosts;
+mod report;
+mod ssh;
+mod ssh_config;
+mod target;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bosun_agent::event::{RunEvent, Summary};
+use bosun_agent::playbook::{self, Source};
+use clap::{Args, ValueEnum};
+use serde_json::{Map, Value, json};
+
+use bosund::LocalBosund;
+use fleet::{HostStatus, Policy, Size, Slot};
+use inventory::Inventory;
+use report::{HostRecord, Reporter};
+use ssh::{Endpoint, HostKeyPolicy, Ssh, shell_quote};
+use target::{HostArg, Resolver};
+
+/// Exit code: some host had a failed step, or hosts were not started.
+const EXIT_FAILED: u8 = 1;
+/// Exit code: invalid playbook or command line; nothing ran.
+const EXIT_INVALID: u8 = 2;
+/// Exit code: some host was unreachable (wins over EXIT_FAILED: its state is unknown).
+const EXIT_UNREACHABLE: u8 = 4;
+
+/// Which hosts, and how to reach them (shared by `run` and `status`).
+#[derive(Args, Debug)]
+pub struct TargetArgs {
+    /// A host: `[user@]host[:port]` or a `~/.ssh/config` alias. Repeat for several.
+    #[arg(
+        long = "host",
+        value_name = "[USER@]HOST[:PORT]",
+        required_unless_present = "inventory",
+        conflicts_with = "inventory"
+    )]
+    hosts: Vec<String>,
+    /// An inventory file (TOML: [hosts.NAME] and [groups.NAME]).
+    #[arg(long, value_name = "FILE")]
+    inventory: Option<PathBuf>,
+    /// Only these groups or hosts of the inventory (comma-separated).
+    #[arg(long, value_name = "GROUP", requires = "inventory")]
+    limit: Option<String>,
+    /// A private key to offer first (repeatable); then IdentityFile, ssh-agent, ~/.ssh/id_*.
+    #[arg(short = 'i', long = "identity", value_name = "KEY")]
+    identities: Vec<PathBuf>,
+    /// Trust and record a host key not yet in known_hosts. A changed key is always refused.
+    #[arg(long)]
+    accept_new_host_key: bool,
+    /// Seconds to wait for a connection and handshake.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    connect_timeout: u64,
+    /// bosund's path on the hosts [default: /usr/local/bin/bosund as root, else
+    /// ~/.local/bin/bosund]; an inventory host's `bosund_path` wins.
+    #[arg(long, value_name = "PATH")]
+    remote_bosund: Option<String>,
+    /// bosund's state directory (journal) on the hosts [default: bosund's own]; an inventory
+    /// host's `state_dir` wins.
+    #[arg(long, value_name = "DIR")]
+    remote_state_dir: Option<String>,
+    /// Hosts at once.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    forks: usize,
+}
+
+/// `bosun run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The playbook: a file, or the name of one in ./playbooks (`k3s-upgrade`). It must be
+    /// self-contained: it is sent on bosund's stdin, files beside it are not.
+    playbook: String,
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Report what would change; change nothing.
+    #[arg(long)]
+    check: bool,
+    /// Show the diff of every file that changes (or would).
+    #[arg(long)]
+    diff: bool,
+    /// Set a variable (name=value); wins over inventory and playbook vars.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+    /// Rolling batches: N hosts, or N% of them, per batch; a batch starts when the previous
+    /// one has finished.
+    #[arg(long, value_name = "N|N%")]
+    serial: Option<String>,
+    /// Start no new host once more than N (or N% of all) hosts have failed or were
+    /// unreachable; running hosts finish.
+    #[arg(long, value_name = "N|N%")]
+    max_fail: Option<String>,
+    /// The bosund binary to install where missing or different [default: `bosund` next to
+    /// this `bosun`]. Not used with `--via api`.
+    #[arg(long, value_name = "PATH")]
+    bosund: Option<PathBuf>,
+    /// `ssh`: run `bosund apply` over SSH (installing bosund first if needed). `api`: submit
+    /// the run to the agent's daemon through its Unix socket, tunnelled over the same SSH
+    /// connection (the daemon must be running; runs queue there).
+    #[arg(long, value_enum, default_value_t = Via::Ssh)]
+    via: Via,
+    /// The agent's API socket on the hosts (with `--via api`).
+    #[arg(long, value_name = "PATH", default_value = api::DEFAULT_SOCKET)]
+    api_socket: String,
+}
+
+/// How a run reaches the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Via {
+    /// `bosund apply` on an SSH exec channel.
+    Ssh,
+    /// The daemon's HTTP API through direct-streamlocal forwarding.
+    Api,
+}
+
+/// `bosun status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// How many recent runs to show.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+}
+
+/// One selected host, resolved.
+struct Target {
+    name: String,
+    endpoint: Endpoint,
+    vars: Map<String, Value>,
+    bosund_path: Option<String>,
+    state_dir: Option<String>,
+}
+
+fn targets(args: &TargetArgs) -> Result<Vec<Target>> {
+    let resolver = Resolver::new(
+        args.identities.clone(),
+        Duration::from_secs(args.connect_timeout.max(1)),
+    )?;
+    let mut out = Vec::new();
+    if let Some(file) = &args.inventory {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the inventory {}", file.display()))?;
+        let inv = Inventory::parse(&text, &file.display().to_string())?;
+        for h in inv.select(args.limit.as_deref())? {
+            let arg = HostArg {
+                user: h.user.clone(),
+                host: h.address.clone(),
+                port: h.port,
+            };
+            out.push(Target {
+                endpoint: resolver.endpoint(&arg)?,
+                name: h.name,
+                vars: h.vars,
+                bosund_path: h.bosund_path.or(args.remote_bosund.clone()),
+                state_dir: h.state_dir.or(args.remote_state_dir.clone()),
+            });
+        }
+    } else {
+        for h in &args.hosts {
+            let arg = HostArg::parse(h).with_context(|| format!("--host {h}"))?;
+            if out.iter().any(|t: &Target| t.name == *h) {
+                bail!("--host {h} is given twice");
+            }
+            out.push(Target {
+                endpoint: resolver.endpoint(&arg)?,
+                name: h.clone(),
+                vars: Map::new(),
+                bosund_path: args.remote_bosund.clone(),
+                state_dir: args.remote_state_dir.clone(),
+            });
+        }
+    }
+    if out.is_empty() {
+        bail!("no host selected: pass --host HOST or --inventory FILE");
+    }
+    Ok(out)
+}
+
+/// A file, else `playbooks/NAME` or `playbooks/NAME.toml`.
+fn find_playbook(arg: &str) -> Result<PathBuf> {
+    let direct = PathBuf::from(arg);
+    if direct.is_file() {
+        return Ok(direct);
+    }
+    if !arg.contains('/') {
+        for candidate in [format!("playbooks/{arg}"), format!("playbooks/{arg}.toml")] {
+            let p = PathBuf::from(candidate);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    bail!(
+        "playbook {arg:?} not found: give a file path, or the name of a file in ./playbooks \
+         (run bosun from the repository root)"
+    )
+}
+
+fn host_key_policy(args: &TargetArgs) -> HostKeyPolicy {
+    HostKeyPolicy {
+        accept_new: args.accept_new_host_key,
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// What every host's job shares.
+struct Job {
+    playbook: String,
+    check: bool,
+    api_socket: String,
+    /// `None` with `--via api` (nothing is installed).
+    local: Option<LocalBosund>,
+    policy: HostKeyPolicy,
+    reporter: Reporter,
+}
+
+/// `bosun run`.
+pub fn run(args: RunArgs, json: bool) -> Result<ExitCode> {
+    let path = find_playbook(&args.playbook)?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read playbook {}", path.display()))?;
+    let cli_vars = bosun_agent::vars::parse_var_args(&args.vars)?;
+    let serial = args
+        .serial
+        .as_deref()
+        .map(Size::parse)
+        .transpose()
+        .context("--serial")?;
+    let max_fail = args
+        .max_fail
+        .as_deref()
+        .map(Size::parse)
+        .transpose()
+        .context("--max-fail")?;
+    let mut targets = targets(&args.target)?;
+    for t in &mut targets {
+        t.vars.extend(cli_vars.clone());
+    }
+
+    // Validate locally, for each distinct set of variable names, before connecting anywhere.
+    let mut checked: Vec<Vec<String>> = Vec::new();
+    for t in &targets {
+        let names: Vec<String> = t.vars.keys().cloned().collect();
+        if checked.contains(&names) {
+            continue;
+        }
+        if let Err(d) = playbook::load(
+            Source::new(path.display().to_string(), text.clone()),
+            &names,
+        ) {
+            if json {
+                println!(
+                    "{}",
+                    json!({"event": "invalid", "host": t.name, "diagnostics": d.located()})
+                );
+            }
+            eprint!("{}", d.render(std::io::stderr().is_terminal()));
+            if targets.len() > 1 {
+                eprintln!(
+                    "bosun: the playbook is invalid for host {} (with its vars); nothing ran",
+                    t.name
+                );
+            }
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+        checked.push(names);
+    }
+
+    let local = if args.via == Via::Ssh {
+        let bosund_path = match &args.bosund {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()
+                .context("cannot locate the running bosun binary (pass --bosund)")?
+                .with_file_name("bosund"),
+        };
+        Some(LocalBosund::load(&bosund_path)?)
+    } else {
+        None
+    };
+    let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    let job = Arc::new(Job {
+        playbook: text,
+        check: args.check,
+        api_socket: args.api_socket.clone(),
+        local,
+        policy: host_key_policy(&args.target),
+        reporter: Reporter::new(json, args.diff, &names),
+    });
+    let policy = Policy {
+        forks: args.target.forks.max(1),
+        serial,
+        max_fail,
+    };
+    let targets: Vec<Arc<Target>> = targets.into_iter().map(Arc::new).collect();
+    let records = Arc::new(std::sync::Mutex::new(Vec::<Option<HostRecord>>::new()));
+    records
+        .lock()
+        .expect("not poisoned")
+        .resize(targets.len(), None);
+
+    let rt = runtime()?;
+    rt.block_on(fleet::schedule(
+        targets.len(),
+        policy,
+        |slot| {
+            let (job, t, records) = (job.clone(), targets[slot.index].clone(), records.clone());
+            async move {
+                let r = run_host(&job, &t, slot).await;
+                job.reporter.host_finished(&r);
+                let status = r.status;
+                records.lock().expect("not poisoned")[slot.index] = Some(r);
+                status
+            }
+        },
+        |index, batch| {
+            let t = &targets[index];
+            let r = HostRecord {
+                host: t.name.clone(),
+                address: t.endpoint.display(),
+                status: HostStatus::NotStarted,
+                batch,
+                started: None,
+                ok: 0,
+                changed: 0,
+                failed: 0,
+                skipped: 0,
+                uploaded: false,
+                exit_code: None,
+                duration_ms: 0.0,
+                error: Some("not started: too many hosts failed (--max-fail)".into()),
+            };
+            job.reporter.host_finished(&r);
+            records.lock().expect("not poisoned")[index] = Some(r);
+        },
+    ));
+    let records: Vec<HostRecord> = records
+        .lock()
+        .expect("not poisoned")
+        .drain(..)
+        .flatten()
+        .collect();
+    let code = if records.iter().any(|r| r.status == HostStatus::Unreachable) {
+        EXIT_UNREACHABLE
+    } else if records
+        .iter()
+        .any(|r| matches!(r.status, HostStatus::Failed | HostStatus::NotStarted))
+    {
+        EXIT_FAILED
+    } else {
+        0
+    };
+    job.reporter.summary(&records, code);
+    Ok(ExitCode::from(code))
+}
+
+/// Connect, make sure bosund is this build, run the playbook, follow its events.
+async fn run_host(job: &Job, t: &Target, slot: Slot) -> HostRecord {
+    let started = Instant::now();
+    let mut record = HostRecord {
+        host: t.name.clone(),
+        address: t.endpoint.display(),
+        status: HostStatus::Failed,
+        batch: slot.batch,
+        started: Some(slot.started),
+        ok: 0,
+        changed: 0,
+        failed: 0,
+        skipped: 0,
+        uploaded: false,
+        exit_code: None,
+        duration_ms: 0.0,
+        error: None,
+    };
+    job.reporter.host_started(&t.name, &record.address, slot);
+    let ssh = match Ssh::connect(&t.endpoint, job.policy).await {
+        Ok(s) => s,
+        Err(e) => {
+            record.status = HostStatus::Unreachable;
+            record.error = Some(format!("{e:#}"));
+            record.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+            return record;
+        }
+    };
+    if let Some(l) = &ssh.learned_host_key {
+        job.reporter.note(&t.name, l);
+    }
+    let result = match &job.local {
+        Some(local) => apply_on(job, local, t, &ssh, &mut record).await,
+        None => apply_via_api(job, t, &ssh, &mut record).await,
+    };
+    ssh.close().await;
+    if let Err(e) = result {
+        record.status = HostStatus::Failed;
+        record.error = Some(format!("{e:#}"));
+    }
+    record.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    record
+}
+
+async fn apply_on(
+    job: &Job,
+    local: &LocalBosund,
+    t: &Target,
+    ssh: &Ssh,
+    record: &mut HostRecord,
+) -> Result<()> {
+    let installed = bosund::probe(ssh, t.bosund_path.as_deref()).await?;
+    if installed.sha256.as_deref() != Some(local.sha256.as_str()) {
+        job.reporter.note(
+            &t.name,
+            &format!(
+                "installing bosund {} at {} ({})",
+                &local.sha256[..12],
+                installed.path,
+                if installed.sha256.is_some() {
+                    "another build is there"
+                } else {
+                    "missing"
+                }
+            ),
+        );
+        bosund::upload(ssh, local, &installed.path).await?;
+        record.uploaded = true;
+    }
+    let command = apply_command(&installed.path, t.state_dir.as_deref(), job.check, &t.vars);
+    let mut summary: Option<Summary> = None;
+    let reporter = &job.reporter;
+    let name = t.name.as_str();
+    let mut on_line = |line: &str| match serde_json::from_str::<RunEvent>(line) {
+        Ok(ev) => {
+            if let RunEvent::Summary(s) = &ev {
+                summary = Some(*s);
+            }
+            reporter.event(name, &ev);
+        }
+        Err(_) if line.trim().is_empty() => {}
+        Err(_) => reporter.note(name, &format!("bosund: {line}")),
+    };
+    let out = ssh
+        .exec_lines(
+            &command,
+            Some(Box::new(job.playbook.as_bytes())),
+            &mut on_line,
+        )
+        .await?;
+    record.exit_code = out.code;
+    let stderr = out.stderr_text();
+    settle(record, summary, out.code, &stderr, out.signal.as_deref())
+}
+
+/// Submits the run to the daemon and follows its events to the summary.
+async fn apply_via_api(job: &Job, t: &Target, ssh: &Ssh, record: &mut HostRecord) -> Result<()> {
+    let id = api::submit(ssh, &job.api_socket, &job.playbook, &t.vars, job.check).await?;
+    job.reporter
+        .note(&t.name, &format!("run {id} submitted to the agent's API"));
+    let mut summary: Option<Summary> = None;
+    let reporter = &job.reporter;
+    let name = t.name.as_str();
+    api::follow(
+        ssh,
+        &job.api_socket,
+        &id,
+        &mut |data| match serde_json::from_str::<RunEvent>(data) {
+            Ok(ev) => {
+                if let RunEvent::Summary(s) = &ev {
+                    summary = Some(*s);
+                }
+                reporter.event(name, &ev);
+                summary.is_none()
+            }
+            Err(_) => true,
+        },
+    )
+    .await?;
+    let code = summary.map(|s| u32::from(s.failed > 0));
+    settle(record, summary, code, "the event stream ended early", None)
+}
+
+/// The host's status from its summary and bosund's exit.
+fn settle(
+    record: &mut HostRecord,
+    summary: Option<Summary>,
+    code: Option<u32>,
+    stderr: &str,
+    signal: Option<&str>,
+) -> Result<()> {
+    record.exit_code = code;
+    let out_code = code;
+    match summary {
+        Some(s) => {
+            record.ok = s.ok;
+            record.changed = s.changed;
+            record.failed = s.failed;
+            record.skipped = s.skipped;
+            record.status = if s.failed > 0 || out_code != Some(0) {
+                HostStatus::Failed
+            } else if s.changed > 0 {
+                HostStatus::Changed
+            } else {
+                HostStatus::Ok
+            };
+            if record.status == HostStatus::Failed && s.failed == 0 {
+                record.error = Some(format!("bosund exited with {out_code:?}: {stderr}"));
+            } else if s.failed > 0 {
+                record.error = Some("a step failed".into());
+            }
+            Ok(())
+        }
+        None => bail!(
+            "bosund ended without a summary (exit {:?}{}): {}",
+            out_code,
+            signal.map(|s| format!(", signal {s}")).unwrap_or_default(),
+            if stderr.is_empty() {
+                "no error output"
+            } else {
+                stderr
+            }
+        ),
+    }
+}
+
+/// `bosund apply - --output json`, with the variables in a private temp file (not on the
+/// command line, where `ps` would show them), removed when bosund ends.
+fn apply_command(
+    bosund: &str,
+    state_dir: Option<&str>,
+    check: bool,
+    vars: &Map<String, Value>,
+) -> String {
+    let mut cmd = shell_quote(bosund);
+    if let Some(d) = state_dir {
+        cmd.push_str(&format!(" --state-dir {}", shell_quote(d)));
+    }
+    cmd.push_str(" apply - --output json");
+    if check {
+        cmd.push_str(" --check");
+    }
+    if vars.is_empty() {
+        return format!("exec {cmd}");
+    }
+    let vars_json = serde_json::to_string(vars).expect("JSON values serialise");
+    format!(
+        "d=$(mktemp -d) || exit 2; trap 'rm -rf \"$d\"' EXIT; umask 077; printf '%s' {} > \
+         \"$d/vars.json\" || exit 2; {cmd} --vars-file \"$d/vars.json\"",
+        shell_quote(&vars_json)
+    )
+}
+
+/// `bosun status`: bosund's version, the host's uptime and its last runs.
+pub fn status(args: StatusArgs, json: bool) -> Result<ExitCode> {
+    let targets = targets(&args.target)?;
+    let policy = host_key_policy(&args.target);
+    let rt = runtime()?;
+    let mut results = Vec::new();
+    let mut code = 0;
+    for t in &targets {
+        let r = rt.block_on(host_status(t, policy, args.runs));
+        match r {
+            Ok(v) => results.push(v),
+            Err(e) => {
+                code = EXIT_UNREACHABLE.max(code);
+                results.push(json!({"host": t.name, "error": format!("{e:#}")}));
+            }
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"hosts": results})).expect("serialises")
+        );
+    } else {
+        for r in &results {
+            print_status(r);
+        }
+    }
+    Ok(ExitCode::from(code))
+}
+
+async fn host_status(t: &Target, policy: HostKeyPolicy, runs: usize) -> Result<Value> {
+    let ssh = Ssh::connect(&t.endpoint, policy).await?;
+    let installed = bosund::probe(&ssh, t.bosund_path.as_deref()).await?;
+    let uptime = ssh.exec("cat /proc/uptime").await?;
+    let uptime_s = String::from_utf8_lossy(&uptime.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse::<f64>().ok());
+    let mut v = json!({
+        "host": t.name,
+        "address": t.endpoint.display(),
+        "uptime_s": uptime_s,
+        "bosund": {"path": installed.path, "sha256": installed.sha256},
+    });
+    if installed.sha256.is_some() {
+        let bin = shell_quote(&installed.path);
+        let version = ssh.exec(&format!("{bin} --version")).await?;
+        v["bosund"]["version"] = json!(String::from_utf8_lossy(&version.stdout).trim());
+        let state = t
+            .state_dir
+            .as_deref()
+            .map(|d| format!(" --state-dir {}", shell_quote(d)))
+            .unwrap_or_default();
+        let history = ssh
+            .exec(&format!(
+                "{bin}{state} history --output json --limit {runs}"
+            ))
+            .await?;
+        v["runs"] = if history.code == Some(0) {
+            serde_json::from_slice(&history.stdout).unwrap_or(Value::Null)
+        } else {
+            json!({"error": history.stderr_text()})
+        };
+    }
+    ssh.close().await;
+    Ok(v)
+}
+
+fn print_status(v: &Value) {
+    let host = v["host"].as_str().unwrap_or_default();
+    if let Some(e) = v["error"].as_str() {
+        println!("{host}: unreachable: {e}");
+        return;
+    }
+    let uptime = v["uptime_s"]
+        .as_f64()
+        .map(|s| format!("up {}", human_duration(s)))
+        .unwrap_or_default();
+    match v["bosund"]["version"].as_str() {
+        Some(ver) => println!(
+            "{host}: {ver} at {} {uptime}",
+            v["bosund"]["path"].as_str().unwrap_or("")
+        ),
+        None => println!("{host}: bosund not installed ({uptime})"),
+    }
+    if let Some(runs) = v["runs"].as_array() {
+        if runs.is_empty() {
+            println!("  no runs yet");
+        }
+        for r in runs {
+            println!(
+                "  {} {:<20} {:<8} ok={} changed={} failed={}",
+                r["started_at"].as_str().unwrap_or("?"),
+                r["playbook"].as_str().unwrap_or("?"),
+                r["status"].as_str().unwrap_or("?"),
+                r["ok"],
+                r["changed"],
+                r["failed"]
+            );
+        }
+    } else if let Some(e) = v["runs"]["error"].as_str() {
+        println!("  history unavailable: {e}");
+    }
+}
+
+fn human_duration(secs: f64) -> String {
+    let s = secs as u64;
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} days", s / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apply_command_keeps_vars_off_the_command_line() {
+        let mut vars = Map::new();
+        vars.insert("secret".into(), json!("it's s3cret"));
+        let c = apply_command("/usr/local/bin/bosund", Some("/tmp/s d"), true, &vars);
+        assert!(c.contains("/usr/local/bin/bosund --state-dir '/tmp/s d' apply - --output json --check --vars-file"), "{c}");
+        assert!(c.contains(r#"'{"secret":"it'\''s s3cret"}'"#), "{c}");
+        let c = apply_command("/b", None, false, &Map::new());
+        assert_eq!(c, "exec /b apply - --output json");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(human_duration(5.2), "5 s");
+        assert_eq!(human_duration(600.0), "10 min");
+        assert_eq!(human_duration(90000.0), "25 h");
+        assert_eq!(human_duration(400000.0), "4 days");
+    }
+
+    #[test]
+    fn playbooks_are_found_by_name() {
+        let err = find_playbook("surely-not-a-playbook")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("./playbooks"), "{err}");
+    }
+}

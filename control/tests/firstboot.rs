@@ -1,0 +1,445 @@
+//! The first boot, end to end: `bosun up` against moto uploads `bosund` and the playbooks to
+//! the stack's bucket, `bosun user-data` gives the instance's `#cloud-config`, and a Debian
+//! host in a box (`HostBox`, systemd under systemd-nspawn) with Debian's cloud-init boots with
+//! that user-data as its NoCloud seed. Booting runs cloud-init, whose user-data fetches
+//! `bosund` from the bucket in moto (anonymous, path-style, over the shared loopback), checks
+//! its SHA-256, installs and starts `bosund.service` and runs `playbooks/bootstrap.toml`.
+//!
+//! What is the box's and not bosun's, kept in this test: cloud-init is told to leave the
+//! network, the disk and the root file system alone (the box shares the test machine's
+//! network and kernel), Docker gets the daemon settings a container needs, and k3s and helm
+//! come from loopback fixtures (`fake-k3s`, `fake-helm`, as in agent/tests/bootstrap.rs), all
+//! through `stack.toml`'s `[bootstrap_vars]`, as an operator would point the first boot at an
+//! internal mirror. On AWS the fetch goes through the VPC's S3 endpoint under the bucket
+//! policy; moto does not apply that policy, so here the same anonymous `curl` simply works.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bosun_harness::{ArtifactServer, BoxSpec, HostBox, Moto};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const BOSUN: &str = env!("CARGO_BIN_EXE_bosun");
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOnmhb2Bx2dM6Kp1pH2kzM2nXv3YZ0PLb5zmV8WFxyZ1 op@laptop";
+const K3S_VERSION: &str = "v1.31.4+k3s1";
+const HELM_VERSION: &str = "3.16.3";
+/// Packages the box's rootfs gets besides the base ones: what a Debian cloud image has and
+/// the first boot uses.
+const BOX_PACKAGES: &[&str] = &["cloud-init", "curl"];
+/// From `systemd-nspawn` to systemd `running`: cloud-init's final stage (the whole bootstrap,
+/// Docker from the Debian mirror included) is part of the boot.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// cloud-init settings of the box: NoCloud only (no probing of other clouds), and no
+/// network, partition or file-system changes, which would reach the test machine.
+const CLOUD_CFG: &str = "\
+# The bosun host-in-a-box shares the test machine's network and kernel.
+datasource_list: [NoCloud]
+network: {config: disabled}
+growpart: {mode: 'off'}
+resize_rootfs: false
+# The box has neither sshd nor the en_US locale a Debian cloud image ships.
+ssh_genkeytypes: []
+locale: C.UTF-8
+";
+
+/// The `bosund` binary of this workspace, built (or found fresh) by cargo.
+fn bosund() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-q", "-p", "bosun-agent", "--bin", "bosund"])
+        .status()
+        .expect("running cargo build for bosund");
+    assert!(status.success(), "building bosund failed");
+    let path = Path::new(BOSUN).with_file_name("bosund");
+    assert!(path.is_file(), "bosund not found at {}", path.display());
+    path
+}
+
+/// Publishes a k3s release and a helm release under `dir` in their real layouts.
+fn publish_releases(dir: &Path) {
+    let (k3s_name, sums_name, arch) = match std::env::consts::ARCH {
+        "aarch64" => ("k3s-arm64", "sha256sum-arm64.txt", "arm64"),
+        _ => ("k3s", "sha256sum-amd64.txt", "amd64"),
+    };
+    let k3s_dir = dir.join("k3s").join(K3S_VERSION);
+    std::fs::create_dir_all(&k3s_dir).unwrap();
+    let k3s = bosun_fixtures::k3s_release(K3S_VERSION);
+    std::fs::write(
+        k3s_dir.join(sums_name),
+        format!("{}  {k3s_name}\n", hex::encode(Sha256::digest(&k3s))),
+    )
+    .unwrap();
+    std::fs::write(k3s_dir.join(k3s_name), k3s).unwrap();
+
+    let helm = bosun_fixtures::helm_release(&format!("v{HELM_VERSION}"));
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let mut header = tar::Header::new_gnu();
+    header.set_size(helm.len() as u64);
+    header.set_mode(0o755);
+    header.set_cksum();
+    tar.append_data(&mut header, format!("linux-{arch}/helm"), helm.as_slice())
+        .unwrap();
+    let tarball = tar.into_inner().unwrap().finish().unwrap();
+    let name = format!("helm-v{HELM_VERSION}-linux-{arch}.tar.gz");
+    let helm_dir = dir.join("helm");
+    std::fs::create_dir_all(&helm_dir).unwrap();
+    let mut sums = std::fs::File::create(helm_dir.join(format!("{name}.sha256sum"))).unwrap();
+    writeln!(sums, "{}  {name}", hex::encode(Sha256::digest(&tarball))).unwrap();
+    std::fs::write(helm_dir.join(name), tarball).unwrap();
+}
+
+/// Runs the real `bosun` with `--output json`, against moto; returns its JSON.
+fn bosun_json(dir: &Path, moto: &Moto, args: &[&str]) -> Value {
+    let out = Command::new(BOSUN)
+        .arg("--output")
+        .arg("json")
+        .args(args)
+        .current_dir(dir)
+        .envs(moto.env())
+        .output()
+        .expect("run bosun");
+    assert!(
+        out.status.success(),
+        "bosun {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bosun {args:?} printed no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// The name of the one bucket in `moto` (ListBuckets, anonymous: moto does not check).
+fn only_bucket(moto: &Moto) -> String {
+    let resp = bosun_harness::http::request("GET", &format!("{}/", moto.endpoint()), &[], &[])
+        .expect("ListBuckets");
+    let xml = resp.text();
+    let names: Vec<&str> = xml
+        .split("<Name>")
+        .skip(1)
+        .filter_map(|s| s.split_once("</Name>").map(|(n, _)| n))
+        .collect();
+    assert_eq!(names.len(), 1, "one bucket, the stack's: {xml}");
+    names[0].to_string()
+}
+
+/// A program from the test venv (`$BOSUN_TEST_VENV`, else `~/.cache/bosun/venv`).
+fn venv_program(name: &str) -> PathBuf {
+    let venv = std::env::var_os("BOSUN_TEST_VENV")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/bosun/venv")
+        });
+    let p = venv.join("bin").join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/test, which creates the venv with moto and boto3",
+        p.display()
+    );
+    p
+}
+
+/// The user-data of the (one) launch template in moto, decoded.
+fn launch_template_user_data(moto: &Moto) -> String {
+    let script = "import boto3, base64, sys
+ec2 = boto3.client('ec2')
+lts = ec2.describe_launch_templates()['LaunchTemplates']
+assert len(lts) == 1, lts
+v = ec2.describe_launch_template_versions(LaunchTemplateId=lts[0]['LaunchTemplateId'])
+sys.stdout.buffer.write(base64.b64decode(v['LaunchTemplateVersions'][0]['LaunchTemplateData']['UserData']))";
+    let out = Command::new(venv_program("python"))
+        .arg("-c")
+        .arg(script)
+        .envs(moto.env())
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "reading the launch template failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Puts on the bucket in moto the statements of the template's bucket policy that allow
+/// reads (moto's CloudFormation does not create `AWS::S3::BucketPolicy`). Their condition,
+/// `aws:SourceVpce` = the stack's S3 endpoint, is what confines the reads to the VPC on AWS;
+/// a request to moto on loopback comes through no endpoint, so it is left out here. The
+/// statement must still name the action and the keys the first boot fetches, or the fetch
+/// fails.
+fn apply_first_boot_policy(moto: &Moto, dir: &Path, bosund: &str, bucket: &str) {
+    let out = Command::new(BOSUN)
+        .args(["template", "--bosund", bosund])
+        .current_dir(dir)
+        .output()
+        .expect("run bosun template");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let template: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let document = &template["Resources"]["BucketPolicy"]["Properties"]["PolicyDocument"];
+    let arn = format!("arn:aws:s3:::{bucket}");
+    let allows: Vec<Value> = document["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["Effect"] == "Allow")
+        .map(|s| {
+            let mut s = s.clone();
+            let condition = s.as_object_mut().unwrap().remove("Condition");
+            assert!(
+                condition.is_some_and(|c| c["StringEquals"]["aws:SourceVpce"].is_object()),
+                "reads are only allowed through the VPC endpoint: {s}"
+            );
+            let resources: Vec<Value> = s["Resource"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| match r["Fn::Sub"].as_str() {
+                    Some(sub) => Value::from(sub.replace("${Bucket.Arn}", &arn)),
+                    None => panic!("unexpected resource in the bucket policy: {r}"),
+                })
+                .collect();
+            s["Resource"] = Value::from(resources);
+            s
+        })
+        .collect();
+    let policy = serde_json::json!({"Version": "2012-10-17", "Statement": allows});
+    let out = Command::new(venv_program("python"))
+        .arg("-c")
+        .arg("import boto3, sys\nboto3.client('s3').put_bucket_policy(Bucket=sys.argv[1], Policy=sys.argv[2])")
+        .arg(bucket)
+        .arg(policy.to_string())
+        .envs(moto.env())
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "put_bucket_policy failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What went on in the box, for a failure message.
+fn diagnose(hb: &HostBox) -> String {
+    let script = "cloud-init status --long 2>&1; \
+        echo '--- cloud-init-output.log'; grep -v '^ci-info' /var/log/cloud-init-output.log | tail -n 80 2>&1; \
+        echo '--- WARN/ERROR in cloud-init.log'; grep -E 'WARN|ERROR|Traceback' /var/log/cloud-init.log 2>&1 | tail -n 40; \
+        echo '--- state'; ls -la /var/lib/bosun 2>&1; journalctl -u bosund --no-pager 2>&1 | tail -n 20; \
+        echo '--- units'; systemctl --failed --no-legend 2>&1; systemctl status bosund --no-pager 2>&1 | tail -n 20";
+    match hb.exec(&["/bin/sh", "-c", script]) {
+        Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Err(e) => format!("(cannot look into the box: {e:#})"),
+    }
+}
+
+#[test]
+fn first_boot_fetches_verifies_and_starts_bosund_then_bootstraps() {
+    HostBox::available().expect("host box prerequisites");
+    let started = Instant::now();
+    let bosund = bosund();
+    let build_took = started.elapsed();
+    let bosund_sha = hex::encode(Sha256::digest(std::fs::read(&bosund).unwrap()));
+
+    // Loopback stand-ins: AWS (moto, holding the bucket) and the k3s/helm release mirrors.
+    let releases = tempfile::tempdir().unwrap();
+    publish_releases(releases.path());
+    let mirror = ArtifactServer::serve(releases.path()).unwrap();
+    let moto = Moto::start().expect("start moto");
+
+    // The operator's side: stack.toml with the repository's playbooks and `bosun up`.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("key.pub"), format!("{KEY}\n")).unwrap();
+    let playbooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks");
+    let stack_toml = format!(
+        r#"name = "firstboot"
+region = "us-east-1"
+operator_cidr = "203.0.113.7/32"
+ssh_public_key = "key.pub"
+# moto knows Amazon Linux's public AMI parameters, not Debian's; the user-data is the same.
+os = "al2023"
+playbooks = "{playbooks}"
+
+[endpoints]
+artifacts = "{moto}"
+
+[bootstrap_vars]
+k3s_mirror = "{mirror}/k3s"
+helm_mirror = "{mirror}/helm"
+k3s_version = "{K3S_VERSION}"
+helm_version = "{HELM_VERSION}"
+
+[bootstrap_vars.docker_daemon]
+iptables = false
+ip-forward = false
+bridge = "none"
+"#,
+        playbooks = playbooks.display(),
+        moto = moto.endpoint(),
+        mirror = mirror.url(),
+    );
+    std::fs::write(dir.path().join("stack.toml"), stack_toml).unwrap();
+    let bosund_arg = bosund.to_str().unwrap();
+
+    let started = Instant::now();
+    let up = bosun_json(dir.path(), &moto, &["up", "--bosund", bosund_arg]);
+    let up_took = started.elapsed();
+    assert_eq!(up["status"], "UPDATE_COMPLETE", "{up}");
+    let uploads = up["uploads"].as_array().unwrap();
+    assert!(
+        uploads
+            .iter()
+            .any(|u| u["key"] == format!("artifacts/bosund/{bosund_sha}") && u["uploaded"] == true),
+        "bosun up uploaded this bosund: {up}"
+    );
+    // moto leaves the stack's outputs empty; the stack's bucket is the only one in it.
+    let bucket = only_bucket(&moto);
+    let bosund_url = format!("{}/{bucket}/artifacts/bosund/{bosund_sha}", moto.endpoint());
+    // The bucket is private: an anonymous GET is refused...
+    let anonymous = bosun_harness::http::request("GET", &bosund_url, &[], &[]).unwrap();
+    assert_eq!(anonymous.status, 403, "the artefacts are not public");
+    // ...until the template's bucket policy lets the first boot read artifacts/*.
+    apply_first_boot_policy(&moto, dir.path(), bosund_arg, &bucket);
+    let fetched = bosun_harness::http::request("GET", &bosund_url, &[], &[]).unwrap();
+    assert_eq!(fetched.status, 200, "{}", fetched.text());
+    // The seed is the user-data `bosun up` put in the stack's launch template (moto resolves
+    // its Fn::Join and Fn::Base64), and `bosun user-data` prints the same bytes.
+    let user_data = launch_template_user_data(&moto);
+    let printed = bosun_json(
+        dir.path(),
+        &moto,
+        &["user-data", "--bosund", bosund_arg, "--bucket", &bucket],
+    );
+    assert_eq!(printed["user_data"].as_str().unwrap(), user_data);
+    assert!(
+        user_data.contains(&format!("{}/{bucket}/artifacts", moto.endpoint())),
+        "the user-data fetches from the bucket in moto:\n{user_data}"
+    );
+
+    // The instance's side: a Debian host with cloud-init, seeded with that user-data.
+    let spec = BoxSpec::new()
+        .packages(BOX_PACKAGES)
+        .file(
+            "/etc/cloud/cloud.cfg.d/99-bosun-hostbox.cfg",
+            CLOUD_CFG,
+            0o644,
+        )
+        .file(
+            "/var/lib/cloud/seed/nocloud/meta-data",
+            "instance-id: i-firstboot0001\nlocal-hostname: firstboot\n",
+            0o600,
+        )
+        .file(
+            "/var/lib/cloud/seed/nocloud/user-data",
+            user_data.as_bytes(),
+            0o600,
+        )
+        .boot_timeout(BOOT_TIMEOUT);
+    let hb = HostBox::boot_with(&spec).expect("booting the host box with cloud-init");
+    let boot_took = hb.boot_time();
+    assert!(
+        !hb.path("/etc/cloud/cloud-init.disabled").exists(),
+        "cloud-init is enabled in the box"
+    );
+
+    // cloud-init ran every stage, from the NoCloud seed, without errors.
+    let status = hb
+        .exec(&["cloud-init", "status", "--wait", "--long"])
+        .unwrap();
+    let status_text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        status.status.success() && status_text.contains("status: done"),
+        "cloud-init did not finish cleanly:\n{status_text}\n{}",
+        diagnose(&hb)
+    );
+    let result: Value = serde_json::from_str(
+        &std::fs::read_to_string(hb.path("/var/lib/cloud/data/result.json")).unwrap(),
+    )
+    .unwrap();
+    let v1 = &result["v1"];
+    assert!(
+        v1["datasource"].as_str().unwrap_or("").contains("NoCloud"),
+        "{result:#}"
+    );
+    assert_eq!(
+        v1["errors"],
+        serde_json::json!([]),
+        "{result:#}\n{}",
+        diagnose(&hb)
+    );
+
+    // What runs is what `bosun up` uploaded.
+    let installed = std::fs::read(hb.path("/usr/local/bin/bosund")).unwrap();
+    assert_eq!(hex::encode(Sha256::digest(&installed)), bosund_sha);
+    // The daemon runs under systemd with the config from the user-data.
+    assert_eq!(
+        hb.sh("systemctl is-active bosund").unwrap().trim(),
+        "active",
+        "{}",
+        diagnose(&hb)
+    );
+    assert_eq!(
+        hb.sh("systemctl is-enabled bosund").unwrap().trim(),
+        "enabled"
+    );
+    let agent_toml = std::fs::read_to_string(hb.path("/etc/bosun/agent.toml")).unwrap();
+    assert!(agent_toml.contains("stack firstboot"), "{agent_toml}");
+
+    // The bootstrap ran, is in the agent's journal and succeeded.
+    let history: Value =
+        serde_json::from_str(&hb.sh("bosund history --output json").unwrap()).unwrap();
+    let runs = history
+        .as_array()
+        .unwrap_or_else(|| panic!("history is a list of runs: {history:#}"));
+    let bootstrap = runs
+        .iter()
+        .find(|r| r["playbook"] == "bootstrap")
+        .unwrap_or_else(|| {
+            panic!(
+                "no bootstrap run in the journal: {history:#}\n{}",
+                diagnose(&hb)
+            )
+        });
+    assert_eq!(
+        (
+            &bootstrap["status"],
+            &bootstrap["failed"],
+            &bootstrap["check"]
+        ),
+        (&Value::from("ok"), &Value::from(0), &Value::from(false)),
+        "{bootstrap:#}\n{}",
+        diagnose(&hb)
+    );
+    assert!(bootstrap["changed"].as_i64().unwrap() >= 5, "{bootstrap:#}");
+    // And it did what bootstrap.toml says, with the stack's vars.
+    assert_eq!(
+        hb.sh("systemctl is-active docker").unwrap().trim(),
+        "active"
+    );
+    assert_eq!(hb.sh("systemctl is-active k3s").unwrap().trim(), "active");
+    let helm = hb.sh("/usr/local/bin/helm version --short").unwrap();
+    assert!(helm.starts_with(&format!("v{HELM_VERSION}")), "{helm}");
+
+    eprintln!(
+        "firstboot: cargo build bosund {:.1} s; bosun up against moto {:.1} s; \
+         box boot incl. cloud-init and bootstrap {:.1} s",
+        build_took.as_secs_f64(),
+        up_took.as_secs_f64(),
+        boot_took.as_secs_f64()
+    );
+}

@@ -1,0 +1,703 @@
+//! `bosun run` and `bosun status` over SSH, end to end against a real OpenSSH sshd on
+//! loopback (bosun-harness). The bosun process gets its own HOME, so `~/.ssh` (keys,
+//! known_hosts, config) is exactly what each test writes; no ssh-agent is visible to it.
+//! The "remote" host is this machine: the tests read what bosund did straight from disk.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use bosun_harness::Sshd;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const BOSUN: &str = env!("CARGO_BIN_EXE_bosun");
+
+/// A self-contained playbook: a directory, a file naming `who`, and a step that fails when
+/// `fail` is true.
+const PLAYBOOK: &str = r#"
+name = "remote-test"
+
+[vars]
+who = "world"
+fail = false
+
+[[step]]
+name = "root directory"
+file = { path = "{{ root }}", state = "directory", mode = "0755" }
+
+[[step]]
+name = "greeting"
+copy = { dest = "{{ root }}/greeting", content = "hello {{ who }}\n", mode = "0644" }
+
+[[step]]
+name = "fail on request"
+command = { run = "echo failing on purpose >&2; exit 3" }
+when = "fail"
+"#;
+
+/// The `bosund` of this workspace, built once per test binary.
+fn bosund() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "bosun-agent", "--bin", "bosund"])
+            .status()
+            .expect("running cargo build for bosund");
+        assert!(status.success(), "building bosund failed");
+        let path = Path::new(BOSUN).with_file_name("bosund");
+        assert!(path.is_file(), "bosund not found at {}", path.display());
+        path
+    })
+}
+
+fn sha256_of(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// An sshd, a HOME for bosun, and a work directory (playbook, remote bosund, state, output).
+struct Fixture {
+    sshd: Sshd,
+    home: tempfile::TempDir,
+    work: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let sshd = Sshd::start().expect("starting sshd");
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
+        let work = tempfile::tempdir().unwrap();
+        std::fs::write(work.path().join("pb.toml"), PLAYBOOK).unwrap();
+        Fixture { sshd, home, work }
+    }
+
+    fn known_hosts(&self) -> PathBuf {
+        self.home.path().join(".ssh/known_hosts")
+    }
+
+    fn trust_host(&self) {
+        std::fs::write(
+            self.known_hosts(),
+            format!("{}\n", self.sshd.known_hosts_line()),
+        )
+        .unwrap();
+    }
+
+    fn w(&self, p: &str) -> PathBuf {
+        self.work.path().join(p)
+    }
+
+    fn remote_bosund(&self) -> PathBuf {
+        self.w("remote/bin/bosund")
+    }
+
+    fn host(&self) -> String {
+        format!("{}@127.0.0.1:{}", self.sshd.user(), self.sshd.port())
+    }
+
+    /// `bosun ARGS` with this fixture's HOME, from the work directory.
+    fn bosun(&self, args: &[&str]) -> Output {
+        let out = Command::new(BOSUN)
+            .args(args)
+            .env("HOME", self.home.path())
+            .env_remove("SSH_AUTH_SOCK")
+            .current_dir(self.work.path())
+            .output()
+            .expect("running bosun");
+        eprintln!(
+            "bosun {args:?} -> {}\n--- stdout\n{}--- stderr\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// `bosun run pb.toml` on the sshd with the client key, remote paths in the work dir.
+    fn run(&self, extra: &[&str]) -> Output {
+        let key = self.sshd.client_key_path();
+        let remote = self.remote_bosund();
+        let state = self.w("state");
+        let root = self.w("out");
+        let root_var = format!("root={}", root.display());
+        let mut args = vec![
+            "run",
+            "pb.toml",
+            "--host",
+            Box::leak(self.host().into_boxed_str()),
+            "-i",
+            key.to_str().unwrap(),
+            "--bosund",
+            bosund().to_str().unwrap(),
+            "--remote-bosund",
+            remote.to_str().unwrap(),
+            "--remote-state-dir",
+            state.to_str().unwrap(),
+            "--var",
+            &root_var,
+        ];
+        args.extend_from_slice(extra);
+        self.bosun(&args)
+    }
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn finished(lines: &[Value]) -> Vec<&Value> {
+    lines
+        .iter()
+        .filter(|v| v["event"] == "host_finished")
+        .collect()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn run_uploads_bosund_when_missing_skips_it_when_current_and_replaces_it_when_stale() {
+    let f = Fixture::new();
+    f.trust_host();
+    let local_sha = sha256_of(bosund());
+
+    // 1. Missing: uploaded, then the playbook runs.
+    let out = f.run(&["--output", "json", "--var", "who=remote"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines = json_lines(&out);
+    let rec = finished(&lines)[0];
+    assert_eq!(rec["uploaded"], true, "{rec}");
+    assert_eq!(rec["status"], "changed", "{rec}");
+    assert_eq!(sha256_of(&f.remote_bosund()), local_sha);
+    assert_eq!(
+        std::fs::read_to_string(f.w("out/greeting")).unwrap(),
+        "hello remote\n"
+    );
+    // The agent's events come through live, tagged with the host.
+    assert!(
+        lines.iter().any(|v| v["event"] == "step_finished"
+            && v["name"] == "greeting"
+            && v["status"] == "changed"
+            && v["host"] == f.host()),
+        "step events are passed through"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(f.remote_bosund()).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o755);
+    // Nothing is left behind from the atomic upload.
+    let leftovers: Vec<_> = std::fs::read_dir(f.w("remote/bin"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n != "bosund")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // 2. Current: no upload; idempotent run, human output.
+    let before = std::fs::metadata(f.remote_bosund())
+        .unwrap()
+        .modified()
+        .unwrap();
+    let out = f.run(&["--var", "who=remote"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ok       greeting"), "{text}");
+    assert!(text.contains("ok=2 changed=0 failed=0 skipped=1"), "{text}");
+    assert!(!stderr(&out).contains("installing bosund"));
+    assert_eq!(
+        std::fs::metadata(f.remote_bosund())
+            .unwrap()
+            .modified()
+            .unwrap(),
+        before,
+        "bosund was not rewritten"
+    );
+
+    // 3. Stale (another build): replaced.
+    std::fs::write(f.remote_bosund(), b"\x7fELF an older bosund").unwrap();
+    let out = f.run(&["--output", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(finished(&json_lines(&out))[0]["uploaded"], true);
+    assert_eq!(sha256_of(&f.remote_bosund()), local_sha);
+
+    // A failing step: exit 1, the step's error shown.
+    let out = f.run(&["--var", "fail=true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("failing on purpose"));
+
+    // status: version and the runs just made, from the host's journal.
+    let key = f.sshd.client_key_path();
+    let out = f.bosun(&[
+        "status",
+        "--host",
+        &f.host(),
+        "-i",
+        key.to_str().unwrap(),
+        "--remote-bosund",
+        f.remote_bosund().to_str().unwrap(),
+        "--remote-state-dir",
+        f.w("state").to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let h = &v["hosts"][0];
+    assert!(
+        h["bosund"]["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("bosund "),
+        "{h}"
+    );
+    let runs = h["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 4, "{h}");
+    assert_eq!(runs[0]["playbook"], "remote-test");
+    assert_eq!(runs[0]["status"], "failed", "newest first: {h}");
+}
+
+#[test]
+fn a_changed_host_key_is_refused_even_with_accept_new() {
+    let f = Fixture::new();
+    // Another ed25519 key recorded for [127.0.0.1]:PORT.
+    let other = f.w("other_key");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let pubkey = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let mut parts = pubkey.split_whitespace();
+    let line = format!(
+        "[127.0.0.1]:{} {} {}\n",
+        f.sshd.port(),
+        parts.next().unwrap(),
+        parts.next().unwrap()
+    );
+    std::fs::write(f.known_hosts(), &line).unwrap();
+
+    for extra in [&[][..], &["--accept-new-host-key"][..]] {
+        let out = f.run(extra);
+        assert_eq!(out.status.code(), Some(4), "unreachable exit code");
+        let err = stderr(&out);
+        assert!(err.contains("HAS CHANGED"), "{err}");
+        assert!(err.contains("known_hosts:1"), "{err}");
+        assert!(!f.remote_bosund().exists(), "nothing was uploaded");
+        assert!(!f.w("out").exists(), "nothing ran");
+        assert_eq!(std::fs::read_to_string(f.known_hosts()).unwrap(), line);
+    }
+}
+
+#[test]
+fn an_unknown_host_key_is_refused_without_the_flag_and_recorded_with_it() {
+    let f = Fixture::new();
+    let out = f.run(&[]);
+    assert_eq!(out.status.code(), Some(4));
+    let err = stderr(&out);
+    assert!(
+        err.contains("is not known") && err.contains("--accept-new-host-key"),
+        "{err}"
+    );
+    assert!(err.contains("SHA256:"), "the fingerprint is shown: {err}");
+    assert!(
+        !f.known_hosts().exists(),
+        "nothing recorded without the flag"
+    );
+    assert!(!f.w("out").exists());
+
+    let out = f.run(&["--accept-new-host-key"]);
+    assert_eq!(out.status.code(), Some(0));
+    let recorded = std::fs::read_to_string(f.known_hosts()).unwrap();
+    assert_eq!(recorded, format!("{}\n", f.sshd.known_hosts_line()));
+
+    // Hashed by OpenSSH's own tool, the entry still vouches for the host.
+    let st = Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(f.known_hosts())
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let hashed = std::fs::read_to_string(f.known_hosts()).unwrap();
+    assert!(hashed.starts_with("|1|"), "{hashed}");
+    let out = f.run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn ssh_config_aliases_and_unreachable_hosts() {
+    let f = Fixture::new();
+    // HostName, Port, User, IdentityFile and UserKnownHostsFile all come from the config.
+    std::fs::write(
+        f.home.path().join(".ssh/config"),
+        format!(
+            "Host other\n  User nobody\n\n{}",
+            f.sshd.ssh_config_entry("box")
+        ),
+    )
+    .unwrap();
+    let out = f.bosun(&[
+        "run",
+        "pb.toml",
+        "--host",
+        "box",
+        "--bosund",
+        bosund().to_str().unwrap(),
+        "--remote-bosund",
+        f.remote_bosund().to_str().unwrap(),
+        "--remote-state-dir",
+        f.w("state").to_str().unwrap(),
+        "--var",
+        &format!("root={}", f.w("out").display()),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(f.w("out/greeting").is_file());
+
+    // A closed port: unreachable (exit 4), said so.
+    let port = bosun_harness::free_port().unwrap();
+    let out = f.bosun(&[
+        "run",
+        "pb.toml",
+        "--host",
+        &format!("127.0.0.1:{port}"),
+        "--bosund",
+        bosund().to_str().unwrap(),
+        "--var",
+        "root=/nonexistent",
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(stderr(&out).contains("unreachable"), "{}", stderr(&out));
+
+    // An invalid playbook: exit 2 before connecting anywhere, with line and column.
+    std::fs::write(
+        f.w("bad.toml"),
+        "name = \"bad\"\n[[step]]\nname = \"x\"\nnope = {}\n",
+    )
+    .unwrap();
+    let out = f.bosun(&[
+        "run",
+        "bad.toml",
+        "--host",
+        &format!("127.0.0.1:{port}"),
+        "--bosund",
+        bosund().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("bad.toml") && err.contains(":4:"), "{err}");
+    assert!(!err.contains("unreachable"), "nothing connected: {err}");
+}
+
+/// 20 inventory hosts, all the one sshd, each writing to its own directory; `h07` fails.
+fn fleet_inventory(f: &Fixture) -> PathBuf {
+    let mut inv = String::new();
+    let mut all = Vec::new();
+    for i in 1..=20 {
+        let name = format!("h{i:02}");
+        inv.push_str(&format!(
+            "[hosts.{name}]\naddress = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\nbosund_path = \"{}\"\nstate_dir = \"{}\"\nvars = {{ root = \"{}\"{} }}\n\n",
+            f.sshd.port(),
+            f.sshd.user(),
+            f.remote_bosund().display(),
+            f.w(&format!("state/{name}")).display(),
+            f.w(&format!("fleet/{name}")).display(),
+            if i == 7 { ", fail = true" } else { "" }
+        ));
+        all.push(format!("\"{name}\""));
+    }
+    inv.push_str(&format!(
+        "[groups.all_web]\nhosts = [{}]\nvars = {{ who = \"fleet\" }}\n",
+        all.join(", ")
+    ));
+    let path = f.w("inventory.toml");
+    std::fs::write(&path, inv).unwrap();
+    path
+}
+
+fn fleet_run(f: &Fixture, inv: &Path, max_fail: &str) -> (Output, Vec<Value>) {
+    let key = f.sshd.client_key_path();
+    let out = f.bosun(&[
+        "run",
+        "pb.toml",
+        "--inventory",
+        inv.to_str().unwrap(),
+        "--limit",
+        "all_web",
+        "-i",
+        key.to_str().unwrap(),
+        "--bosund",
+        bosund().to_str().unwrap(),
+        "--serial",
+        "5",
+        "--forks",
+        "10",
+        "--max-fail",
+        max_fail,
+        "--output",
+        "json",
+    ]);
+    let lines = json_lines(&out);
+    (out, lines)
+}
+
+#[test]
+fn fleet_runs_in_batches_and_max_fail_stops_new_batches() {
+    let f = Fixture::new();
+    f.trust_host();
+    let inv = fleet_inventory(&f);
+
+    // --max-fail 0: h07 fails in batch 1 (h06..h10); that batch finishes, batches 2 and 3
+    // never start.
+    let (out, lines) = fleet_run(&f, &inv, "0");
+    assert_eq!(out.status.code(), Some(1));
+    let pos = |event: &str, host: &str| {
+        lines
+            .iter()
+            .position(|v| v["event"] == event && v["host"] == host)
+    };
+    for i in 1..=20 {
+        let h = format!("h{i:02}");
+        let started = pos("host_started", &h);
+        let rec = &lines[pos("host_finished", &h).expect("every host has a record")];
+        if i <= 10 {
+            let s = &lines[started.expect("started")];
+            assert_eq!(s["batch"], (i - 1) / 5, "{s}");
+            assert_eq!(rec["batch"], (i - 1) / 5);
+            let want = if i == 7 { "failed" } else { "changed" };
+            assert_eq!(rec["status"], want, "{rec}");
+            assert!(f.w(&format!("fleet/{h}")).is_dir());
+        } else {
+            assert!(started.is_none(), "{h} must not start");
+            assert_eq!(rec["status"], "not_started", "{rec}");
+            assert!(!f.w(&format!("fleet/{h}")).exists(), "{h} ran");
+        }
+        if i != 7 && i <= 10 {
+            assert_eq!(
+                std::fs::read_to_string(f.w(&format!("fleet/{h}/greeting"))).unwrap(),
+                "hello fleet\n",
+                "group vars reach the host"
+            );
+        }
+    }
+    // Rolling: every host of batch 0 finished before any host of batch 1 started.
+    let last_finish_b0 = (1..=5)
+        .map(|i| pos("host_finished", &format!("h{i:02}")).unwrap())
+        .max()
+        .unwrap();
+    let first_start_b1 = (6..=10)
+        .map(|i| pos("host_started", &format!("h{i:02}")).unwrap())
+        .min()
+        .unwrap();
+    assert!(last_finish_b0 < first_start_b1);
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["event"], "run_summary");
+    assert_eq!(summary["exit_code"], 1);
+    assert_eq!(summary["hosts"].as_array().unwrap().len(), 20);
+
+    // --max-fail 10% (2 of 20 tolerated): one failure does not stop the rollout.
+    let (out, lines) = fleet_run(&f, &inv, "10%");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed host still fails the run"
+    );
+    let recs = finished(&lines);
+    assert_eq!(recs.len(), 20);
+    let count = |s: &str| recs.iter().filter(|r| r["status"] == s).count();
+    assert_eq!(count("failed"), 1);
+    assert_eq!(count("not_started"), 0);
+    // Hosts 1..10 are unchanged now (ok); 11..20 ran for the first time (changed).
+    assert_eq!(count("ok"), 9);
+    assert_eq!(count("changed"), 10);
+    let batches: Vec<u64> = (1..=20)
+        .map(|i| {
+            lines
+                .iter()
+                .find(|v| v["event"] == "host_started" && v["host"] == format!("h{i:02}"))
+                .unwrap()["batch"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(batches, (0..20).map(|i| i / 5).collect::<Vec<u64>>());
+}
+
+/// A real `bosund run` daemon with its API socket in `dir`; killed and reaped on drop.
+struct Daemon {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path) -> Daemon {
+        std::fs::create_dir_all(dir.join("playbooks")).unwrap();
+        let socket = dir.join("run/api.sock");
+        let config = dir.join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "playbooks_dir = \"{}\"\nstate_dir = \"{}\"\n[api]\nsocket = \"{}\"\n",
+                dir.join("playbooks").display(),
+                dir.join("state").display(),
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("bosund.log")).unwrap();
+        let child = Command::new(bosund())
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting bosund run");
+        let mut d = Daemon { child, socket };
+        // Ready when the socket accepts connections (polled, not slept for).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&d.socket).is_err() {
+            assert!(
+                d.child.try_wait().unwrap().is_none(),
+                "bosund run exited: {}",
+                std::fs::read_to_string(dir.join("bosund.log")).unwrap_or_default()
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the API socket never came up"
+            );
+            std::thread::yield_now();
+        }
+        d
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn via_api_submits_to_the_daemon_through_the_ssh_connection() {
+    let f = Fixture::new();
+    f.trust_host();
+    let daemon = Daemon::start(&f.w("agent"));
+    let key = f.sshd.client_key_path();
+    let root = format!("root={}", f.w("api-out").display());
+    let args = |socket: &str| {
+        vec![
+            "run".to_string(),
+            "pb.toml".into(),
+            "--host".into(),
+            f.host(),
+            "-i".into(),
+            key.display().to_string(),
+            "--via".into(),
+            "api".into(),
+            "--api-socket".into(),
+            socket.to_string(),
+            "--var".into(),
+            root.clone(),
+            "--var".into(),
+            "who=api".into(),
+            "--output".into(),
+            "json".into(),
+        ]
+    };
+    let a = args(daemon.socket.to_str().unwrap());
+    let out = f.bosun(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines = json_lines(&out);
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["event"] == "host_note"
+                && v["message"].as_str().unwrap().contains("submitted")),
+        "went through the API"
+    );
+    // The SSE stream reconstructs the run: start, three steps, summary.
+    let kinds: Vec<&str> = lines
+        .iter()
+        .filter(|v| v["host"] == f.host() && v.get("run_id").is_some() || v["event"] == "summary")
+        .map(|v| v["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["run_started", "summary"]);
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|v| v["event"] == "step_finished")
+            .count(),
+        3
+    );
+    assert_eq!(finished(&lines)[0]["status"], "changed");
+    assert_eq!(
+        std::fs::read_to_string(f.w("api-out/greeting")).unwrap(),
+        "hello api\n"
+    );
+    assert!(
+        !f.remote_bosund().exists(),
+        "nothing is installed over the API"
+    );
+
+    // No daemon at that socket: the host fails, saying what to check.
+    let a = args(f.w("nowhere.sock").to_str().unwrap());
+    let out = f.bosun(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(1));
+    let rec = finished(&json_lines(&out))[0].clone();
+    assert_eq!(rec["status"], "failed");
+    assert!(
+        rec["error"].as_str().unwrap().contains("bosund run"),
+        "{rec}"
+    );
+}
+
+#[test]
+fn proxy_jump_goes_through_a_jump_host() {
+    let f = Fixture::new();
+    // The jump host and the target are the same sshd: the target is reached through a
+    // direct-tcpip channel opened on the jump host's connection.
+    let config = format!(
+        "{}\nHost target\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile {}\n  UserKnownHostsFile {}\n  ProxyJump jump\n",
+        f.sshd.ssh_config_entry("jump"),
+        f.sshd.port(),
+        f.sshd.user(),
+        f.sshd.client_key_path().display(),
+        f.sshd.known_hosts_path().display()
+    );
+    std::fs::write(f.home.path().join(".ssh/config"), config).unwrap();
+    let logins = || {
+        std::fs::read_to_string(f.sshd.dir().join("sshd.log"))
+            .unwrap_or_default()
+            .matches("Accepted publickey")
+            .count()
+    };
+    let before = logins();
+    let out = f.bosun(&[
+        "run",
+        "pb.toml",
+        "--host",
+        "target",
+        "--bosund",
+        bosund().to_str().unwrap(),
+        "--remote-bosund",
+        f.remote_bosund().to_str().unwrap(),
+        "--remote-state-dir",
+        f.w("state").to_str().unwrap(),
+        "--var",
+        &format!("root={}", f.w("out").display()),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(f.w("out/greeting").is_file());
+    // Two logins for one run: the jump host's, then the target's through it.
+    assert_eq!(logins() - before, 2, "{}", f.sshd.log_tail());
+}
