@@ -47,11 +47,22 @@ ssh_genkeytypes: []
 locale: C.UTF-8
 ";
 
-/// The `bosund` binary of this workspace, built (or found fresh) by cargo.
+/// The `bosund` binary of this workspace, built (or found fresh) by cargo. Built together with
+/// `bosun-control`'s binaries so that cargo unifies dependency features as for this test's
+/// own build: `-p bosun-agent` alone selects other features (rustls, reqwest) and rebuilds
+/// them and the agent, back and forth, on every run.
 fn bosund() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "-q", "-p", "bosun-agent", "--bin", "bosund"])
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "bosun-agent",
+            "-p",
+            "bosun-control",
+            "--bins",
+        ])
         .status()
         .expect("running cargo build for bosund");
     assert!(status.success(), "building bosund failed");
