@@ -30,7 +30,8 @@ fn single_expression(s: &str) -> Option<&str> {
     let inner = s.trim().strip_prefix("{{")?.strip_suffix("}}")?;
     let inner = inner.strip_prefix('-').unwrap_or(inner);
     let inner = inner.strip_suffix('-').unwrap_or(inner);
-    (!inner.contains("{{") && !inner.contains("}}") && !inner.contains("{%")).then_some(inner.trim())
+    (!inner.contains("{{") && !inner.contains("}}") && !inner.contains("{%"))
+        .then_some(inner.trim())
 }
 
 impl Jinja {
@@ -85,9 +86,14 @@ impl Jinja {
                 Some(expr) => {
                     let v = self.env.compile_expression(expr)?.eval(ctx)?;
                     match v.kind() {
-                        ValueKind::Map | ValueKind::Seq => serde_json::to_value(&v).map_err(|e| {
-                            minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string())
-                        })?,
+                        ValueKind::Map | ValueKind::Seq => {
+                            serde_json::to_value(&v).map_err(|e| {
+                                minijinja::Error::new(
+                                    minijinja::ErrorKind::BadSerialization,
+                                    e.to_string(),
+                                )
+                            })?
+                        }
                         _ => serde_json::Value::String(self.render_str(&s, ctx)?),
                     }
                 }

@@ -24,8 +24,14 @@ pub fn client() -> anyhow::Result<reqwest::Client> {
 
 /// Fetches a small text document (a checksum list, a channel answer).
 pub async fn fetch_text(client: &reqwest::Client, url: &str) -> anyhow::Result<String> {
-    let resp = client.get(url).send().await.with_context(|| format!("GET {url}"))?;
-    let resp = resp.error_for_status().with_context(|| format!("GET {url}"))?;
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let resp = resp
+        .error_for_status()
+        .with_context(|| format!("GET {url}"))?;
     resp.text().await.with_context(|| format!("reading {url}"))
 }
 
@@ -56,9 +62,18 @@ pub fn digest_in_list(list: &str, file_name: &str) -> Option<String> {
 
 /// Downloads `url` to `dest` with `mode`, only if its SHA-256 equals `sha256` (hex). Memory use
 /// is one network chunk whatever the size.
-pub async fn fetch_verified(client: &reqwest::Client, url: &str, sha256: &str, dest: &Path, mode: u32) -> anyhow::Result<()> {
+pub async fn fetch_verified(
+    client: &reqwest::Client,
+    url: &str,
+    sha256: &str,
+    dest: &Path,
+    mode: u32,
+) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = dest
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".bosun-download-")
         .tempfile_in(dir)
@@ -71,20 +86,30 @@ pub async fn fetch_verified(client: &reqwest::Client, url: &str, sha256: &str, d
         .with_context(|| format!("GET {url}"))?;
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
-    while let Some(chunk) = resp.chunk().await.with_context(|| format!("reading {url}"))? {
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .with_context(|| format!("reading {url}"))?
+    {
         hasher.update(&chunk);
-        tmp.write_all(&chunk).with_context(|| format!("writing {}", tmp.path().display()))?;
+        tmp.write_all(&chunk)
+            .with_context(|| format!("writing {}", tmp.path().display()))?;
         bytes += chunk.len() as u64;
     }
     let got = hex::encode(hasher.finalize());
     if !got.eq_ignore_ascii_case(sha256.trim()) {
-        bail!("checksum mismatch for {url}: expected sha256 {}, got {got} ({bytes} bytes); nothing was installed", sha256.trim());
+        bail!(
+            "checksum mismatch for {url}: expected sha256 {}, got {got} ({bytes} bytes); nothing was installed",
+            sha256.trim()
+        );
     }
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(mode))
         .and_then(|()| tmp.as_file().sync_all())
         .with_context(|| format!("flushing {}", tmp.path().display()))?;
-    tmp.persist(dest).map_err(|e| e.error).with_context(|| format!("renaming into {}", dest.display()))?;
+    tmp.persist(dest)
+        .map_err(|e| e.error)
+        .with_context(|| format!("renaming into {}", dest.display()))?;
     sync_dir(dir)
 }
 
@@ -95,10 +120,17 @@ mod tests {
     #[test]
     fn finds_digests_in_sha256sum_lists() {
         let d = "a".repeat(64);
-        let list = format!("{d}  k3s\n{}  *k3s-arm64\n{}  dist/helm-v3.16.0-linux-amd64.tar.gz\n", "b".repeat(64), "c".repeat(64));
+        let list = format!(
+            "{d}  k3s\n{}  *k3s-arm64\n{}  dist/helm-v3.16.0-linux-amd64.tar.gz\n",
+            "b".repeat(64),
+            "c".repeat(64)
+        );
         assert_eq!(digest_in_list(&list, "k3s"), Some(d));
         assert_eq!(digest_in_list(&list, "k3s-arm64"), Some("b".repeat(64)));
-        assert_eq!(digest_in_list(&list, "helm-v3.16.0-linux-amd64.tar.gz"), Some("c".repeat(64)));
+        assert_eq!(
+            digest_in_list(&list, "helm-v3.16.0-linux-amd64.tar.gz"),
+            Some("c".repeat(64))
+        );
         assert_eq!(digest_in_list(&list, "k3s-armhf"), None);
         assert_eq!(digest_in_list("zz  k3s\n", "k3s"), None);
     }

@@ -307,11 +307,15 @@ fn parse_step(
         // A whole-value template where a table or list belongs is judged after rendering.
         let typed = match typed {
             Err(e) if super::deferred_template(e.message()).is_some() => {
-                let raw = serde_json::Value::deserialize(ValueDeserializer::from((*value).clone())).unwrap_or_default();
+                let raw = serde_json::Value::deserialize(ValueDeserializer::from((*value).clone()))
+                    .unwrap_or_default();
                 match Action::from_json_deferring_templates(key, raw) {
                     Ok(a) => Ok(a),
                     Err(msg) => {
-                        diags.push(Diagnostic::new(value.span(), format!("{label}: `{key}`: {msg}")));
+                        diags.push(Diagnostic::new(
+                            value.span(),
+                            format!("{label}: `{key}`: {msg}"),
+                        ));
                         return None;
                     }
                 }
@@ -343,7 +347,8 @@ fn parse_step(
         return None;
     }
     let (common, (action, action_span, action_value)) = (common?, action?);
-    let raw_args = serde_json::Value::deserialize(ValueDeserializer::from((*action_value).clone())).unwrap_or_default();
+    let raw_args = serde_json::Value::deserialize(ValueDeserializer::from((*action_value).clone()))
+        .unwrap_or_default();
     let span_of = |k: &str| table.get(k).map(|v| v.span());
     let mut templates = Vec::new();
     collect_templates(action_value, &mut templates);
