@@ -24,14 +24,7 @@ impl Bosund {
     /// Writes `agent.toml` (state and socket in `dir`, then `telemetry`) and starts bosund.
     fn start(dir: &Path, telemetry: &str, env: Vec<(String, String)>) -> Bosund {
         std::fs::create_dir_all(dir.join("playbooks")).unwrap();
-        std::fs::write(
-            dir.join("agent.toml"),
-            format!(
-                "playbooks_dir = \"{d}/playbooks\"\nstate_dir = \"{d}/state\"\nshutdown_timeout = \"5s\"\n\n[api]\nsocket = \"{d}/run/api.sock\"\n\n{telemetry}",
-                d = dir.display()
-            ),
-        )
-        .unwrap();
+        write_config(dir, telemetry);
         let mut b = Bosund {
             dir: dir.to_path_buf(),
             child: None,
@@ -120,6 +113,18 @@ impl Bosund {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// `agent.toml` in `dir`: state and socket there, then `telemetry`.
+fn write_config(dir: &Path, telemetry: &str) {
+    std::fs::write(
+        dir.join("agent.toml"),
+        format!(
+            "playbooks_dir = \"{d}/playbooks\"\nstate_dir = \"{d}/state\"\nshutdown_timeout = \"5s\"\n\n[api]\nsocket = \"{d}/run/api.sock\"\n\n{telemetry}",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
 }
 
 impl Drop for Bosund {
@@ -769,4 +774,86 @@ fn a_bad_telemetry_config_is_refused_before_anything_starts() {
     assert_eq!(run.status.code(), Some(2));
     assert!(!dir.path().join("api.sock").exists(), "nothing was started");
     assert!(!dir.path().join("state").exists(), "no journal was opened");
+}
+
+#[test]
+fn sigterm_sends_what_was_read_before_exiting() {
+    let moto = Moto::start().expect("moto");
+    let aws = Aws::new(&moto);
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    append(&app.join("app.log"), 0..10);
+    // A flush interval far longer than the test: only the drain can send these lines.
+    let source = file_source(dir.path(), "")
+        .replace("flush_interval = \"200ms\"", "flush_interval = \"60s\"");
+    let mut b = Bosund::start(dir.path(), &source, env(&moto));
+    wait_for(
+        Duration::from_secs(30),
+        "the lines read and queued",
+        &b,
+        || {
+            let m = b.get("/metrics");
+            m.lines()
+                .any(|l| l.starts_with("bosun_log_queue_bytes{") && !l.ends_with(" 0"))
+                .then_some(())
+        },
+    );
+    assert!(
+        aws.messages(GROUP, "i-test/app.log").is_empty(),
+        "nothing sent before the drain"
+    );
+    b.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = b.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}");
+    let want: Vec<String> = (0..10).map(line).collect();
+    assert_same(&aws.messages(GROUP, "i-test/app.log"), &want);
+}
+
+#[test]
+fn sighup_adds_a_source_and_the_others_resume_where_they_were() {
+    let moto = Moto::start().expect("moto");
+    let aws = Aws::new(&moto);
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    append(&app.join("app.log"), 0..100);
+    let first = file_source(dir.path(), "");
+    let b = Bosund::start(dir.path(), &first, env(&moto));
+    wait_for(Duration::from_secs(60), "the first 100 lines", &b, || {
+        (aws.messages(GROUP, "i-test/app.log").len() >= 100).then_some(())
+    });
+    let second = format!(
+        "{first}\n[[logs]]\npath = \"{}/other.log\"\nlog_group = \"{GROUP}\"\nlog_stream = \"other\"\nflush_interval = \"200ms\"\n",
+        app.display()
+    );
+    write_config(dir.path(), &second);
+    b.signal(nix::sys::signal::Signal::SIGHUP);
+    append(&app.join("other.log"), 0..50);
+    append(&app.join("app.log"), 100..200);
+    let other = wait_for(
+        Duration::from_secs(60),
+        "the new source's lines",
+        &b,
+        || {
+            let got = aws.messages(GROUP, "other");
+            (got.len() >= 50).then_some(got)
+        },
+    );
+    assert_same(&other, &(0..50).map(line).collect::<Vec<_>>());
+    let got = wait_for(
+        Duration::from_secs(60),
+        "the old source's new lines",
+        &b,
+        || {
+            let got = aws.messages(GROUP, "i-test/app.log");
+            (got.len() >= 200).then_some(got)
+        },
+    );
+    assert_same(&got, &(0..200).map(line).collect::<Vec<_>>());
+    assert!(
+        b.log().contains("telemetry restarted"),
+        "{}",
+        tail(&b.log(), 20)
+    );
 }

@@ -103,7 +103,16 @@ pub async fn run(
                 continue;
             }
         }
-        match ship(&cfg, &dims, high_res, &journal, &client, &mut stop).await {
+        // Bounded, so a hung endpoint delays the next sample by at most this; what was not
+        // accepted stays in the backlog.
+        let budget = cfg.interval.max(Duration::from_secs(5));
+        let shipped = tokio::time::timeout(
+            budget,
+            ship(&cfg, &dims, high_res, &journal, &client, &mut stop),
+        )
+        .await
+        .unwrap_or_else(|_| Err(format!("PutMetricData took longer than {budget:?}")));
+        match shipped {
             Ok(()) => {
                 retry_at = None;
                 delays = sinks::backoff();
