@@ -270,9 +270,11 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                 "{}: ok (socket {}, tcp {}, queue_limit {})",
                 path.display(),
                 c.api.socket.display(),
-                c.api
-                    .tcp
-                    .map_or("off".to_string(), |t| format!("{} tls={}", t.listen, t.tls.is_some())),
+                c.api.tcp.map_or("off".to_string(), |t| format!(
+                    "{} tls={}",
+                    t.listen,
+                    t.tls.is_some()
+                )),
                 c.queue_limit
             );
             Ok(ExitCode::SUCCESS)

@@ -186,7 +186,9 @@ fn replace_string(value: &mut serde_json::Value, needle: &str, with: &serde_json
             *value = with.clone();
             true
         }
-        serde_json::Value::Array(items) => items.iter_mut().any(|v| replace_string(v, needle, with)),
+        serde_json::Value::Array(items) => {
+            items.iter_mut().any(|v| replace_string(v, needle, with))
+        }
         serde_json::Value::Object(map) => map.values_mut().any(|v| replace_string(v, needle, with)),
         _ => false,
     }
