@@ -717,11 +717,15 @@ fn nothing_acknowledged_or_written_is_lost_through_an_outage_and_metrics_keep_th
                 .into_iter()
                 .filter(|t| *t > outage_start.timestamp() && *t < outage_end.timestamp())
                 .collect();
-            (inside.len() >= 5).then_some(inside)
+            // Only back-fill can deliver points stamped while CloudWatch was down. Sampling
+            // skips ticks while a send is blocked (a known gap, see ARCHITECTURE.md), and on a
+            // loaded CI machine that leaves few points in a 10 s window: two distinct seconds
+            // prove back-fill with the original timestamps.
+            (inside.len() >= 2).then_some(inside)
         },
     );
     assert!(
-        in_outage.len() >= 5,
+        in_outage.len() >= 2,
         "points stamped inside the outage ({outage_start}..{outage_end}): {in_outage:?}"
     );
     let metrics = b.get("/metrics");
