@@ -13,7 +13,6 @@
 //! internal mirror. On AWS the fetch goes through the VPC's S3 endpoint under the bucket
 //! policy; moto does not apply that policy, so here the same anonymous `curl` simply works.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -71,40 +70,9 @@ fn bosund() -> PathBuf {
     path
 }
 
-/// Publishes a k3s release and a helm release under `dir` in their real layouts.
+/// Publishes the pinned k3s and helm releases under `dir` (see bosun-fixtures).
 fn publish_releases(dir: &Path) {
-    let (k3s_name, sums_name, arch) = match std::env::consts::ARCH {
-        "aarch64" => ("k3s-arm64", "sha256sum-arm64.txt", "arm64"),
-        _ => ("k3s", "sha256sum-amd64.txt", "amd64"),
-    };
-    let k3s_dir = dir.join("k3s").join(K3S_VERSION);
-    std::fs::create_dir_all(&k3s_dir).unwrap();
-    let k3s = bosun_fixtures::k3s_release(K3S_VERSION);
-    std::fs::write(
-        k3s_dir.join(sums_name),
-        format!("{}  {k3s_name}\n", hex::encode(Sha256::digest(&k3s))),
-    )
-    .unwrap();
-    std::fs::write(k3s_dir.join(k3s_name), k3s).unwrap();
-
-    let helm = bosun_fixtures::helm_release(&format!("v{HELM_VERSION}"));
-    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::fast(),
-    ));
-    let mut header = tar::Header::new_gnu();
-    header.set_size(helm.len() as u64);
-    header.set_mode(0o755);
-    header.set_cksum();
-    tar.append_data(&mut header, format!("linux-{arch}/helm"), helm.as_slice())
-        .unwrap();
-    let tarball = tar.into_inner().unwrap().finish().unwrap();
-    let name = format!("helm-v{HELM_VERSION}-linux-{arch}.tar.gz");
-    let helm_dir = dir.join("helm");
-    std::fs::create_dir_all(&helm_dir).unwrap();
-    let mut sums = std::fs::File::create(helm_dir.join(format!("{name}.sha256sum"))).unwrap();
-    writeln!(sums, "{}  {name}", hex::encode(Sha256::digest(&tarball))).unwrap();
-    std::fs::write(helm_dir.join(name), tarball).unwrap();
+    bosun_fixtures::publish_releases(dir, K3S_VERSION, HELM_VERSION);
 }
 
 /// Runs the real `bosun` with `--output json`, against moto; returns its JSON.
