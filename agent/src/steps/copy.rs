@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::content::{self, ContentChange};
 use super::{ActionArgs, Check, Outcome, StepContext, StepKind};
-use crate::host::fs::{Attrs, parse_mode};
-use crate::jinja::is_templated;
+use crate::host::fs::Attrs;
 
 /// Arguments of `copy`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -49,9 +48,7 @@ impl ActionArgs for CopyArgs {
             }
             _ => {}
         }
-        if let Some(m) = self.mode.as_deref().filter(|m| !is_templated(m)) {
-            problems.extend(parse_mode(m).err());
-        }
+        problems.extend(super::mode_problem(self.mode.as_deref()));
         problems
     }
 }

@@ -17,8 +17,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{ActionArgs, Check, Outcome, StepContext, StepKind};
-use crate::host::fs::{Attrs, lstat, parse_mode, sync_dir};
-use crate::jinja::is_templated;
+use crate::host::fs::{Attrs, lstat, sync_dir};
 
 /// Arguments of `file`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -106,9 +105,7 @@ impl ActionArgs for FileArgs {
         if self.state == FileState::Link && self.mode.is_some() {
             problems.push("a symlink has no mode of its own; set `mode` on its target".into());
         }
-        if let Some(m) = self.mode.as_deref().filter(|m| !is_templated(m)) {
-            problems.extend(parse_mode(m).err());
-        }
+        problems.extend(super::mode_problem(self.mode.as_deref()));
         problems
     }
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::content::{self, ContentChange};
 use super::{ActionArgs, Check, Outcome, StepContext, StepKind};
-use crate::host::fs::{Attrs, parse_mode, read_if_exists};
+use crate::host::fs::{Attrs, read_if_exists};
 use crate::jinja::is_templated;
 
 /// Arguments of `line_in_file`.
@@ -81,9 +81,7 @@ impl ActionArgs for LineInFileArgs {
         {
             problems.push(format!("`regexp` is not a valid regular expression: {e}"));
         }
-        if let Some(m) = self.mode.as_deref().filter(|m| !is_templated(m)) {
-            problems.extend(parse_mode(m).err());
-        }
+        problems.extend(super::mode_problem(self.mode.as_deref()));
         problems
     }
 }

@@ -153,6 +153,13 @@ pub trait ActionArgs: StepKind + Serialize + DeserializeOwned + JsonSchema {
     }
 }
 
+/// The problem with a `mode` argument, if any; a mode that still holds Jinja is judged after
+/// rendering. Shared by every kind that takes `mode`.
+pub(crate) fn mode_problem(mode: Option<&str>) -> Option<String> {
+    mode.filter(|m| !crate::jinja::is_templated(m))
+        .and_then(|m| crate::host::fs::parse_mode(m).err())
+}
+
 /// Runs one kind: check, then apply unless in check mode or nothing would change.
 async fn run_kind<K: StepKind>(kind: &K, ctx: &StepContext<'_>) -> anyhow::Result<Outcome> {
     let found = kind.check(ctx).await?;
@@ -227,13 +234,6 @@ macro_rules! actions {
             /// Problems serde cannot see (see [`ActionArgs::validate`]).
             pub fn validate(&self) -> Vec<String> {
                 match self { $( Action::$variant(a) => a.validate(), )* }
-            }
-
-            /// The arguments as JSON, for rendering and for the journal.
-            pub fn to_json(&self) -> serde_json::Value {
-                let v = match self { $( Action::$variant(a) => serde_json::to_value(a), )* };
-                // Serialising plain structs of strings, numbers and maps cannot fail.
-                v.unwrap_or(serde_json::Value::Null)
             }
 
             /// The arguments as written (`raw`, see [`crate::playbook::Step::raw_args`]) with

@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::content::{self, ContentChange};
 use super::{ActionArgs, Check, Outcome, StepContext, StepKind};
-use crate::host::fs::{Attrs, parse_mode};
-use crate::jinja::is_templated;
+use crate::host::fs::Attrs;
 
 /// Arguments of `template`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -37,10 +36,7 @@ pub struct TemplateArgs {
 
 impl ActionArgs for TemplateArgs {
     fn validate(&self) -> Vec<String> {
-        self.mode
-            .as_deref()
-            .filter(|m| !is_templated(m))
-            .and_then(|m| parse_mode(m).err())
+        super::mode_problem(self.mode.as_deref())
             .into_iter()
             .collect()
     }
