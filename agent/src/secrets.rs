@@ -165,6 +165,50 @@ impl Secret {
     }
 }
 
+/// Masks the values of a run's secrets in any text: every occurrence becomes `********`.
+/// Longer values are replaced first, so a secret containing another is masked whole.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    values: Vec<Secret>,
+}
+
+impl Redactor {
+    /// Adds a value to mask (empty values are ignored).
+    pub fn add(&mut self, secret: Secret) {
+        if !secret.0.is_empty() && !self.values.contains(&secret) {
+            self.values.push(secret);
+            self.values.sort_by_key(|v| std::cmp::Reverse(v.0.len()));
+        }
+    }
+
+    /// True when there is nothing to mask.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// `text` with every secret masked.
+    pub fn redact(&self, text: &str) -> String {
+        self.values
+            .iter()
+            .fold(text.to_string(), |acc, secret| secret.redact(&acc))
+    }
+
+    /// Masks every string inside a JSON value, in place.
+    pub fn redact_json(&self, value: &mut serde_json::Value) {
+        if self.is_empty() {
+            return;
+        }
+        match value {
+            serde_json::Value::String(s) if self.values.iter().any(|v| s.contains(v.expose())) => {
+                *s = self.redact(s);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.redact_json(v)),
+            serde_json::Value::Object(map) => map.values_mut().for_each(|v| self.redact_json(v)),
+            _ => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +267,21 @@ mod tests {
         assert_eq!(
             s.redact("user p4ss failed p4ss"),
             "user ******** failed ********"
+        );
+    }
+
+    #[test]
+    fn redactor_masks_every_value_longest_first_inside_nested_json() {
+        let mut r = Redactor::default();
+        r.add(Secret::new("abc".into()));
+        r.add(Secret::new("abcdef".into()));
+        r.add(Secret::new(String::new()));
+        assert_eq!(r.redact("x abcdef y abc"), "x ******** y ********");
+        let mut v = serde_json::json!({"a": ["token=abcdef"], "b": {"c": "abc!"}, "n": 1});
+        r.redact_json(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"a": ["token=********"], "b": {"c": "********!"}, "n": 1})
         );
     }
 }

@@ -779,3 +779,192 @@ command = { run = "echo reload >> @ROOT@/reloads" }
     assert_eq!(read(&sb.path("reloads")), "reload\n");
     assert_eq!(second.summary(), summary(4, 0, 0, 0));
 }
+
+// ---------------------------------------------------------------------------------------------
+// secrets and no_log
+// ---------------------------------------------------------------------------------------------
+
+const TOKEN: &str = "tok-5f1e-NOT-FOR-LOGS";
+const DB_PW: &str = "pw with spaces & quotes '\"";
+
+const SECRETS: &str = r#"
+name = "secrets"
+[secrets]
+token = "env:DEPLOY_TOKEN"
+db_pw = "file:@ROOT@/db.pw"
+[vars]
+header = "Authorization: Bearer {{ token }}"
+[[step]]
+name = "write config"
+copy = { dest = "@ROOT@/app.conf", content = "{{ header }}\npw={{ db_pw }}\n" }
+[[step]]
+name = "echo"
+command = { run = "echo 'token is {{ token }}'; echo \"pw $PW\" >&2", env = { PW = "{{ db_pw }}" } }
+[[step]]
+name = "fail loudly"
+command = { run = "echo 'boom {{ token }}' >&2; exit 3" }
+"#;
+
+/// Every byte in the state directory (journal database and its WAL), for searching.
+fn state_bytes(sb: &Sandbox) -> Vec<u8> {
+    let mut all = Vec::new();
+    for entry in fs::read_dir(sb.state_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            all.extend(fs::read(&path).unwrap());
+        }
+    }
+    all
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn secret_values_reach_the_host_but_no_event_output_journal_or_history() {
+    let sb = Sandbox::new();
+    sb.write("db.pw", &format!("{DB_PW}\n"));
+    let pb = sb.playbook(SECRETS);
+    let mut cmd = sb.bosund();
+    cmd.env("DEPLOY_TOKEN", TOKEN)
+        .arg("apply")
+        .arg(&pb)
+        .args(["--output", "json"]);
+    let run = common::Run::from_command(cmd, None);
+    assert_eq!(run.code, 1, "the last step fails: {run:#?}");
+
+    // The host got the real values.
+    assert_eq!(
+        read(&sb.path("app.conf")),
+        format!("Authorization: Bearer {TOKEN}\npw={DB_PW}\n")
+    );
+    // Events: masked everywhere, with the rest of the text intact.
+    let events = serde_json::to_string(&run.events).unwrap();
+    for secret in [TOKEN, DB_PW] {
+        assert!(!events.contains(secret), "a secret in the events: {events}");
+        assert!(!run.stderr.contains(secret), "a secret on stderr");
+    }
+    let reports = run.reports();
+    let diff = reports[0].diff.as_deref().expect("copy reports a diff");
+    assert!(
+        diff.contains("+Authorization: Bearer ********") && diff.contains("+pw=********"),
+        "{diff}"
+    );
+    let echo = reports[1].output.as_ref().expect("command output");
+    assert_eq!(echo.stdout, "token is ********\n");
+    assert_eq!(echo.stderr, "pw ********\n");
+    assert_eq!(
+        reports[2].message.as_deref(),
+        Some("exit code 3: boom ********")
+    );
+
+    // The journal (every byte of it) and history never saw them either.
+    let history = sb.history(&["--run", run.run_id()]).to_string();
+    assert!(history.contains("boom ********"), "{history}");
+    let journal = state_bytes(&sb);
+    assert!(!journal.is_empty());
+    for secret in [TOKEN, DB_PW] {
+        assert!(!history.contains(secret), "a secret in history: {history}");
+        assert!(
+            !contains(&journal, secret),
+            "a secret in the journal's files"
+        );
+    }
+
+    // Human output (diffs included) is masked too.
+    let mut cmd = sb.bosund();
+    cmd.env("DEPLOY_TOKEN", TOKEN)
+        .args(["apply", "--diff"])
+        .arg(&pb);
+    let out = cmd.output().unwrap();
+    let human =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(human.contains("boom ********"), "{human}");
+    assert!(!human.contains(TOKEN) && !human.contains(DB_PW), "{human}");
+}
+
+#[test]
+fn a_secret_that_cannot_be_read_fails_the_run_before_any_step_naming_the_source_only() {
+    let sb = Sandbox::new();
+    let pb = sb.playbook(SECRETS);
+    // DEPLOY_TOKEN is not set; db.pw does not exist.
+    let run = sb.apply(&pb, &[]);
+    assert_eq!(run.code, 1);
+    let reports = run.reports();
+    assert_eq!(reports.len(), 1, "no step may run: {reports:#?}");
+    assert_eq!(reports[0].name, "[secrets]");
+    let message = reports[0].message.as_deref().unwrap();
+    assert!(
+        message.contains("secret `token`") && message.contains("DEPLOY_TOKEN"),
+        "{message}"
+    );
+    assert!(!exists(&sb.path("app.conf")));
+
+    // An outside variable of the same name supplies the value, and is masked like one.
+    sb.write("db.pw", "from-file\n");
+    let run = sb.apply(&pb, &["--var", "token=given-on-the-command-line"]);
+    assert_eq!(run.code, 1, "only the last step fails");
+    assert!(read(&sb.path("app.conf")).contains("Bearer given-on-the-command-line"));
+    let events = serde_json::to_string(&run.events).unwrap();
+    assert!(!events.contains("given-on-the-command-line") && !events.contains("from-file"));
+}
+
+#[test]
+fn bad_secret_sources_and_name_clashes_are_refused_with_their_location() {
+    let sb = Sandbox::new();
+    let pb = sb.playbook(
+        "name = \"bad\"\n[secrets]\ntoken = \"hunter2\"\nkey = 42\npw = \"env:PW\"\n[vars]\npw = \"x\"\n[[step]]\nname = \"s\"\ncommand = { run = \"true\" }\n",
+    );
+    let (code, _, stderr) = sb.apply_human(&pb, &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("playbook.toml:3:9") && stderr.contains("secret `token`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("env:NAME"),
+        "the help says what is expected: {stderr}"
+    );
+    assert!(stderr.contains("playbook.toml:4:7"), "{stderr}");
+    assert!(
+        stderr.contains("playbook.toml:7:6") && stderr.contains("both a secret and a variable"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn no_log_hides_a_steps_message_diff_and_output_but_keeps_status_and_exit_code() {
+    let sb = Sandbox::new();
+    let pb = sb.playbook(
+        r#"
+name = "no_log"
+[[step]]
+name = "key"
+copy = { dest = "@ROOT@/key.pem", content = "PRIVATE KEY MATERIAL\n", mode = "0600" }
+no_log = true
+[[step]]
+name = "probe"
+command = { run = "echo PRIVATE KEY MATERIAL; exit 4" }
+failed_when = false
+no_log = true
+[[step]]
+name = "visible"
+command = { run = "echo shown" }
+"#,
+    );
+    let run = sb.apply(&pb, &[]);
+    run.assert_success();
+    assert_eq!(read(&sb.path("key.pem")), "PRIVATE KEY MATERIAL\n");
+    let events = serde_json::to_string(&run.events).unwrap();
+    assert!(!events.contains("PRIVATE KEY"), "{events}");
+    let reports = run.reports();
+    assert_eq!(reports[0].status, StepStatus::Changed);
+    assert_eq!(reports[0].diff.as_deref(), Some("(hidden: no_log)"));
+    let probe = reports[1].output.as_ref().unwrap();
+    assert_eq!((probe.rc, probe.stdout.as_str()), (4, "(hidden: no_log)"));
+    assert_eq!(reports[2].output.as_ref().unwrap().stdout, "shown\n");
+    assert!(!contains(&state_bytes(&sb), "PRIVATE KEY"));
+}

@@ -19,9 +19,11 @@ use std::time::{Duration, Instant};
 use backon::{ConstantBuilder, Retryable};
 use serde_json::{Map, Value, json};
 
+use crate::aws::{Aws, AwsTarget};
 use crate::event::{EventSink, RunEvent, StepReport, StepStatus, Summary};
 use crate::jinja::Jinja;
 use crate::playbook::{Condition, FACTS_VAR, Playbook, Step};
+use crate::secrets::{Redactor, Secret, SecretSource};
 use crate::steps::{Outcome, StepContext};
 
 /// How to run a playbook.
@@ -42,6 +44,9 @@ pub struct RunOptions {
 }
 
 /// Runs `playbook`, sending every event to `sink`; returns the summary (also the last event).
+///
+/// The values of `[secrets]` are read first; from then on every event passes through a
+/// [`Redactor`] before it reaches `sink`, so no renderer, journal or API stream sees them.
 pub async fn run(playbook: &Playbook, opts: &RunOptions, sink: &mut dyn EventSink) -> Summary {
     let jinja = Jinja::new();
     let mut summary = Summary::default();
@@ -52,13 +57,23 @@ pub async fn run(playbook: &Playbook, opts: &RunOptions, sink: &mut dyn EventSin
         started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     });
 
-    let mut vars = match initial_vars(playbook, opts, &jinja) {
+    let mut redactor = Redactor::default();
+    let prepared = match read_secrets(playbook, opts, &mut redactor).await {
+        Ok(secrets) => initial_vars(playbook, opts, secrets, &jinja).map_err(|m| ("[vars]", m)),
+        Err(message) => Err(("[secrets]", message)),
+    };
+    let mut masked = Masked {
+        inner: sink,
+        redactor: &redactor,
+    };
+    let sink: &mut dyn EventSink = &mut masked;
+    let mut vars = match prepared {
         Ok(v) => v,
-        Err(message) => {
+        Err((what, message)) => {
             let report = StepReport {
                 index: 0,
-                name: "[vars]".into(),
-                action: "vars".into(),
+                name: what.into(),
+                action: what.trim_matches(['[', ']']).into(),
                 handler: false,
                 status: StepStatus::Failed,
                 duration_ms: 0.0,
@@ -74,10 +89,15 @@ pub async fn run(playbook: &Playbook, opts: &RunOptions, sink: &mut dyn EventSin
         }
     };
 
+    let shared = Shared {
+        opts,
+        jinja: &jinja,
+        redactor: &redactor,
+    };
     let mut notified: HashSet<&str> = HashSet::new();
     let mut failed = false;
     for (index, step) in playbook.steps.iter().enumerate() {
-        let report = run_step(index, step, false, opts, &jinja, &mut vars, sink).await;
+        let report = run_step(index, step, false, shared, &mut vars, sink).await;
         summary.count(report.status);
         if report.status == StepStatus::Changed {
             notified.extend(step.notify.iter().map(String::as_str));
@@ -95,7 +115,7 @@ pub async fn run(playbook: &Playbook, opts: &RunOptions, sink: &mut dyn EventSin
             .filter(|h| notified.contains(h.name.as_str()));
         for (offset, handler) in handlers.enumerate() {
             let index = playbook.steps.len() + offset;
-            let report = run_step(index, handler, true, opts, &jinja, &mut vars, sink).await;
+            let report = run_step(index, handler, true, shared, &mut vars, sink).await;
             summary.count(report.status);
             let stop = report.status == StepStatus::Failed;
             sink.emit(&RunEvent::StepFinished(report));
@@ -108,6 +128,69 @@ pub async fn run(playbook: &Playbook, opts: &RunOptions, sink: &mut dyn EventSin
     summary
 }
 
+/// Passes events on with every secret masked (a no-op while there are no secrets).
+struct Masked<'a> {
+    inner: &'a mut dyn EventSink,
+    redactor: &'a Redactor,
+}
+
+impl EventSink for Masked<'_> {
+    fn emit(&mut self, event: &RunEvent) {
+        if self.redactor.is_empty() {
+            return self.inner.emit(event);
+        }
+        let masked = serde_json::to_value(event)
+            .map(|mut v| {
+                self.redactor.redact_json(&mut v);
+                v
+            })
+            .and_then(serde_json::from_value::<RunEvent>);
+        match masked {
+            Ok(event) => self.inner.emit(&event),
+            // Cannot happen (the event types round-trip); never pass the unmasked event on.
+            Err(e) => tracing::error!("masking secrets in an event failed: {e}"),
+        }
+    }
+}
+
+/// Reads the values of `[secrets]` (an outside variable of the same name supplies the value
+/// instead) and adds each to `redactor`. SSM is connected only when a source needs it. Errors
+/// name the secret and its source, never a value.
+async fn read_secrets(
+    playbook: &Playbook,
+    opts: &RunOptions,
+    redactor: &mut Redactor,
+) -> Result<Map<String, Value>, String> {
+    let mut values = Map::new();
+    let needs_aws = playbook.secrets.iter().any(|s| {
+        matches!(s.source, SecretSource::Ssm(_)) && !opts.extra_vars.contains_key(&s.name)
+    });
+    let aws = if needs_aws {
+        let aws = Aws::connect(&AwsTarget::default())
+            .await
+            .map_err(|e| format!("connecting to AWS for ssm: secrets: {e:#}"))?;
+        Some(aws)
+    } else {
+        None
+    };
+    for secret in &playbook.secrets {
+        let value = match opts.extra_vars.get(&secret.name) {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => secret
+                .source
+                .read(aws.as_ref())
+                .await
+                .map_err(|e| format!("secret `{}`: {e}", secret.name))?
+                .expose()
+                .to_string(),
+        };
+        redactor.add(Secret::new(value.clone()));
+        values.insert(secret.name.clone(), Value::String(value));
+    }
+    Ok(values)
+}
+
 /// `facts` and the outside variables, then `[vars]` in order (strings rendered against what
 /// precedes them). An outside variable wins over the `[vars]` entry of the same name and is
 /// visible to every `[vars]` string, as validation assumes: `conf = "{{ root }}/etc"` sees
@@ -115,11 +198,13 @@ pub async fn run(playbook: &Playbook, opts: &RunOptions, sink: &mut dyn EventSin
 fn initial_vars(
     playbook: &Playbook,
     opts: &RunOptions,
+    secrets: Map<String, Value>,
     jinja: &Jinja,
 ) -> Result<Map<String, Value>, String> {
     let mut vars = Map::new();
     vars.insert(FACTS_VAR.into(), opts.facts.clone());
     vars.extend(opts.extra_vars.clone());
+    vars.extend(secrets);
     for var in &playbook.vars {
         if opts.extra_vars.contains_key(&var.name) {
             continue;
@@ -140,15 +225,27 @@ struct Attempt {
     error: Option<String>,
 }
 
+/// What every step of one run shares.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    opts: &'a RunOptions,
+    jinja: &'a Jinja,
+    redactor: &'a Redactor,
+}
+
 async fn run_step(
     index: usize,
     step: &Step,
     handler: bool,
-    opts: &RunOptions,
-    jinja: &Jinja,
+    shared: Shared<'_>,
     vars: &mut Map<String, Value>,
     sink: &mut dyn EventSink,
 ) -> StepReport {
+    let Shared {
+        opts,
+        jinja,
+        redactor,
+    } = shared;
     sink.emit(&RunEvent::StepStarted {
         index,
         name: step.name.clone(),
@@ -205,7 +302,12 @@ async fn run_step(
                 attempt
                     .retry(policy)
                     .notify(|v: &Attempt, delay: Duration| {
-                        tracing::info!(step = %step.name, "attempt failed ({}); retrying in {delay:?}", v.error.as_deref().unwrap_or("failed"));
+                        let why = match &v.error {
+                            Some(_) if step.no_log => "details hidden: no_log".to_string(),
+                            Some(e) => redactor.redact(e),
+                            None => "failed".to_string(),
+                        };
+                        tracing::info!(step = %step.name, "attempt failed ({why}); retrying in {delay:?}");
                     })
                     .await
                     .unwrap_or_else(|v| v)
@@ -218,9 +320,19 @@ async fn run_step(
     }
     let Attempt {
         status,
-        outcome,
-        error,
+        mut outcome,
+        mut error,
     } = verdict;
+    if step.no_log {
+        let hidden = || "(hidden: no_log)".to_string();
+        error = error.map(|_| hidden());
+        outcome.message = outcome.message.map(|_| hidden());
+        outcome.diff = outcome.diff.map(|_| hidden());
+        if let Some(out) = &mut outcome.output {
+            out.stdout = hidden();
+            out.stderr = hidden();
+        }
+    }
     StepReport {
         index,
         name: step.name.clone(),

@@ -68,6 +68,9 @@ pub struct Playbook {
     pub name: String,
     /// `description`, if given.
     pub description: Option<String>,
+    /// `[secrets]`: variables whose values are read at run time from a source (`env:`, `file:`,
+    /// `ssm:`) and masked in every event, diff, output and message of the run.
+    pub secrets: Vec<SecretVar>,
     /// `[vars]` in the order written; string values may use earlier vars and facts.
     pub vars: Vec<Var>,
     /// `[[step]]` in order.
@@ -86,6 +89,17 @@ pub struct Var {
     /// Its value as written.
     pub value: serde_json::Value,
     /// Where the value is written.
+    pub span: Range<usize>,
+}
+
+/// One entry of `[secrets]`: a variable name and where its value comes from.
+#[derive(Debug, Clone)]
+pub struct SecretVar {
+    /// The variable's name.
+    pub name: String,
+    /// Where the value is read, at the start of each run.
+    pub source: crate::secrets::SecretSource,
+    /// Where the source is written.
     pub span: Range<usize>,
 }
 
@@ -116,6 +130,9 @@ pub struct Step {
     pub failed_when: Option<Condition>,
     /// `notify`: handlers to run at the end when this step changed something.
     pub notify: Vec<String>,
+    /// `no_log`: the step's events carry no message, diff or command output (status and exit
+    /// code only).
+    pub no_log: bool,
     /// Where the parts of the step are written, for diagnostics.
     pub spans: StepSpans,
 }
@@ -154,6 +171,7 @@ pub const COMMON_KEYS: &[&str] = &[
     "changed_when",
     "failed_when",
     "notify",
+    "no_log",
 ];
 
 /// The keys a step may have besides its action, as written.
@@ -187,6 +205,10 @@ pub struct StepCommon {
     /// Handlers to run at the end of the run when this step changed something.
     #[serde(default)]
     pub notify: Vec<String>,
+    /// Hide this step's message, diff and command output from every report, the journal and
+    /// the API (its status and exit code remain): for steps that handle secret material.
+    #[serde(default)]
+    pub no_log: bool,
 }
 
 /// Default pause between attempts of a step.

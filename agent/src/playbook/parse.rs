@@ -11,13 +11,14 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::{
-    COMMON_KEYS, DEFAULT_DELAY, Diagnostic, Diagnostics, Playbook, Source, Step, StepCommon,
-    StepSpans, Var,
+    COMMON_KEYS, DEFAULT_DELAY, Diagnostic, Diagnostics, Playbook, SecretVar, Source, Step,
+    StepCommon, StepSpans, Var,
 };
 use crate::jinja::is_templated;
+use crate::secrets::SecretSource;
 use crate::steps::{ACTION_KEYS, Action};
 
-const TOP_KEYS: &[&str] = &["name", "description", "vars", "step", "handler"];
+const TOP_KEYS: &[&str] = &["name", "description", "secrets", "vars", "step", "handler"];
 
 /// Parses a playbook. Returns every diagnostic found when anything is wrong; validation that
 /// needs to know the variables defined outside the text is [`super::validate`], and
@@ -69,6 +70,7 @@ pub(crate) fn parse_partial(source: Source) -> Parsed {
     let mut diags = Vec::new();
     let mut name = None;
     let mut description = None;
+    let mut secrets = Vec::new();
     let mut vars = Vec::new();
     let mut steps = Vec::new();
     let mut handlers = Vec::new();
@@ -76,6 +78,7 @@ pub(crate) fn parse_partial(source: Source) -> Parsed {
         match key.get_ref().as_ref() {
             "name" => name = string(value, "name", &mut diags),
             "description" => description = string(value, "description", &mut diags),
+            "secrets" => secrets = parse_secrets(value, &mut diags),
             "vars" => vars = parse_vars(value, &mut diags),
             "step" => steps = parse_steps(value, "step", &mut diags, &mut stray),
             "handler" => handlers = parse_steps(value, "handler", &mut diags, &mut stray),
@@ -95,6 +98,7 @@ pub(crate) fn parse_partial(source: Source) -> Parsed {
         playbook: Playbook {
             name: name.unwrap_or_default(),
             description,
+            secrets,
             vars,
             steps,
             handlers,
@@ -111,6 +115,7 @@ fn empty(source: Source) -> Playbook {
     Playbook {
         name: String::new(),
         description: None,
+        secrets: Vec::new(),
         vars: Vec::new(),
         steps: Vec::new(),
         handlers: Vec::new(),
@@ -181,6 +186,58 @@ fn parse_vars(value: &Spanned<DeValue<'_>>, diags: &mut Vec<Diagnostic>) -> Vec<
         }
     }
     vars
+}
+
+fn parse_secrets(value: &Spanned<DeValue<'_>>, diags: &mut Vec<Diagnostic>) -> Vec<SecretVar> {
+    let help = "write [secrets] followed by lines of name = \"env:NAME\", \"file:/path\" or \"ssm:/parameter\"";
+    let Some(table) = value.get_ref().as_table() else {
+        diags.push(
+            Diagnostic::new(
+                value.span(),
+                format!(
+                    "`secrets` must be a table, found {}",
+                    value.get_ref().type_str()
+                ),
+            )
+            .with_help(help),
+        );
+        return Vec::new();
+    };
+    let mut secrets = Vec::new();
+    for (key, value) in table.iter() {
+        let name = key.get_ref().to_string();
+        if !is_identifier(&name) {
+            diags.push(
+                Diagnostic::new(
+                    key.span(),
+                    format!("`{name}` is not a usable variable name"),
+                )
+                .with_help("use letters, digits and underscores, not starting with a digit"),
+            );
+            continue;
+        }
+        let parsed = match value.get_ref() {
+            // Not quoted back: a malformed source may be the secret itself, pasted in.
+            DeValue::String(s) => s.parse::<SecretSource>().map_err(|_| {
+                "is not a source: write `env:NAME`, `file:/path` or `ssm:/parameter` (the value itself never goes in the playbook)".to_string()
+            }),
+            other => Err(format!(
+                "must be a string naming a source, found {}",
+                other.type_str()
+            )),
+        };
+        match parsed {
+            Ok(source) => secrets.push(SecretVar {
+                name,
+                source,
+                span: value.span(),
+            }),
+            Err(e) => diags.push(
+                Diagnostic::new(value.span(), format!("secret `{name}`: {e}")).with_help(help),
+            ),
+        }
+    }
+    secrets
 }
 
 /// True for names Jinja can read as a plain variable.
@@ -369,6 +426,7 @@ fn parse_step(
         changed_when: common.changed_when,
         failed_when: common.failed_when,
         notify: common.notify,
+        no_log: common.no_log,
         spans: StepSpans {
             table: item.span(),
             name: name_span,

@@ -15,6 +15,10 @@ struct PlaybookSchema {
     name: String,
     /// What the playbook is for.
     description: Option<String>,
+    /// Secret variables: each value names where it is read at run time (`env:NAME`,
+    /// `file:/path`, `ssm:/parameter`); the values are masked in every report, the journal and
+    /// the API.
+    secrets: Option<std::collections::BTreeMap<String, SecretSourceSchema>>,
     /// Variables for the templates in the steps; strings may use earlier variables and `facts`.
     vars: Option<serde_json::Map<String, Value>>,
     /// Steps, run in order. Each has a `name` and exactly one action key.
@@ -23,6 +27,11 @@ struct PlaybookSchema {
     /// notified them changed something.
     handler: Option<Vec<StepSchema>>,
 }
+
+/// Where a secret is read.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+struct SecretSourceSchema(#[schemars(regex(pattern = r"^(env|file|ssm):.+"))] String);
 
 /// The schema as pretty-printed JSON with a trailing newline, exactly as committed.
 pub fn json_schema() -> String {

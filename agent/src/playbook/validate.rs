@@ -81,7 +81,22 @@ pub(crate) fn validate_with(
 
     let mut defined: BTreeSet<String> = outside_vars.iter().cloned().collect();
     defined.insert(FACTS_VAR.to_string());
+    for secret in &playbook.secrets {
+        defined.insert(secret.name.clone());
+    }
     for var in &playbook.vars {
+        if let Some(secret) = playbook.secrets.iter().find(|s| s.name == var.name) {
+            diags.push(
+                Diagnostic::new(
+                    var.span.clone(),
+                    format!("`{}` is both a secret and a variable", var.name),
+                )
+                .with_help(format!(
+                    "it is read from {} by [secrets]; remove it from [vars] or rename one",
+                    secret.source
+                )),
+            );
+        }
         if let serde_json::Value::String(s) = &var.value {
             check_template(&jinja, s, var.span.clone(), &defined, text, &mut diags);
         }
@@ -195,7 +210,7 @@ fn undefined(
         let known: Vec<&str> = defined.iter().map(String::as_str).collect();
         diags.push(
             Diagnostic::new(span, format!("undefined variable `{name}`")).with_help(format!(
-                "defined at this point: {} (from [vars], --var, --vars-file, `facts`, and `register` of earlier steps)",
+                "defined at this point: {} (from [secrets], [vars], --var, --vars-file, `facts`, and `register` of earlier steps)",
                 known.join(", ")
             )),
         );
