@@ -35,3 +35,77 @@ fn schema_knows_every_action_and_requires_exactly_one() {
     );
     assert_eq!(step["additionalProperties"], false, "{step:#}");
 }
+
+/// Validates TOML playbooks against the committed schema with Python's `jsonschema` (from the
+/// test venv: a real, independent validator, as editors use). Returns (file, error) pairs.
+fn schema_errors(files: &[std::path::PathBuf]) -> Vec<(String, String)> {
+    const SCRIPT: &str = r#"
+import json, sys, tomllib, jsonschema
+schema = json.load(open(sys.argv[1]))
+validator = jsonschema.Draft202012Validator(schema)
+for path in sys.argv[2:]:
+    with open(path, "rb") as f:
+        doc = tomllib.load(f)
+    for err in validator.iter_errors(doc):
+        print(json.dumps([path, "/".join(map(str, err.absolute_path)) + ": " + err.message]))
+"#;
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks/schema.json");
+    let out = std::process::Command::new(bosun_harness::venv_program("python"))
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(&schema)
+        .args(files)
+        .output()
+        .expect("running the venv's python");
+    assert!(
+        out.status.success(),
+        "validator failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn shipped_playbooks_satisfy_the_schema_that_editors_use() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "{files:?}");
+    let errors = schema_errors(&files);
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
+#[test]
+fn schema_accepts_whole_value_templates_for_tables_but_not_other_strings() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, daemon: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "name = \"t\"\n[secrets]\ntoken = \"env:TOKEN\"\n[[step]]\nname = \"docker\"\ndocker_install = {{ daemon = {daemon} }}\n"
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let good = write("good.toml", "\"{{ docker_daemon }}\"");
+    let table = write("table.toml", "{ log-driver = \"json-file\" }");
+    let bad = write("bad.toml", "\"json-file\"");
+    let errors = schema_errors(&[good, table, bad.clone()]);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].0, bad.display().to_string());
+    // jsonschema reports it where the optional action's alternatives begin.
+    assert!(
+        errors[0].1.starts_with("step/0/docker_install") && errors[0].1.contains("'json-file'"),
+        "{errors:#?}"
+    );
+}

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use bosun_harness::Moto;
+use bosun_harness::{Moto, venv_program};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -110,24 +110,6 @@ hosted_zone_id = "Z0123456789ABCDEFGHIJ"
 record_name = "prod-1.example.com"
 certificate = true
 "#;
-
-/// A program from the test venv (`$BOSUN_TEST_VENV`, else `~/.cache/bosun/venv`).
-fn venv_program(name: &str) -> PathBuf {
-    let venv = std::env::var_os("BOSUN_TEST_VENV")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/bosun/venv")
-        });
-    let p = venv.join("bin").join(name);
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/test, which creates the venv with cfn-lint and moto \
-         (or set BOSUN_TEST_VENV to a venv that has them)",
-        p.display()
-    );
-    p
-}
 
 fn cfn_lint(file: &Path) -> Output {
     Command::new(venv_program("cfn-lint"))

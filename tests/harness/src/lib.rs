@@ -32,6 +32,7 @@ mod mariadb;
 mod moto;
 mod process;
 mod sshd;
+mod venv;
 
 pub use artifact::{ArtifactServer, ServedRequest};
 pub use hostbox::{BoxSpec, HostBox};
@@ -40,3 +41,4 @@ pub use mariadb::MariaDb;
 pub use moto::Moto;
 pub use process::{current_user, free_port, port_is_open};
 pub use sshd::Sshd;
+pub use venv::venv_program;
