@@ -675,16 +675,48 @@ name = "port"
 line_in_file = { path = "@ROOT@/overrides.conf", regexp = "^port", line = "port = 1" }
 "#,
     );
-    for args in [&["--check"][..], &[]] {
-        let run = sb.apply(&without, args);
-        assert_eq!(run.code, 1, "{args:?}");
-        let message = run.step("port").message.clone().unwrap_or_default();
-        assert!(
-            message.contains(&path.display().to_string()) && message.contains("create = true"),
-            "{message}"
-        );
-        assert!(!exists(&path));
-    }
+    let run = sb.apply(&without, &[]);
+    assert_eq!(run.code, 1);
+    let message = run.step("port").message.clone().unwrap_or_default();
+    assert!(
+        message.contains(&path.display().to_string()) && message.contains("create = true"),
+        "{message}"
+    );
+    assert!(!exists(&path));
+    // --check cannot know whether an earlier step would create it: it reports the edit, says
+    // so, and changes nothing.
+    let check = sb.apply(&without, &["--check"]);
+    assert_eq!(check.code, 0);
+    let port = check.step("port");
+    assert_eq!(port.status, StepStatus::Changed);
+    assert!(
+        port.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("does not exist yet"),
+        "{port:?}"
+    );
+    assert!(!exists(&path));
+
+    // The case that matters: an earlier step creates the file. --check and the run agree.
+    let created_earlier = sb.playbook(
+        r#"
+name = "t"
+[[step]]
+name = "base"
+copy = { dest = "@ROOT@/overrides.conf", content = "port = 0\n" }
+[[step]]
+name = "port"
+line_in_file = { path = "@ROOT@/overrides.conf", regexp = "^port", line = "port = 1" }
+"#,
+    );
+    let check = sb.apply(&created_earlier, &["--check"]);
+    assert_eq!(check.summary(), summary(0, 2, 0, 0));
+    assert!(!exists(&path));
+    let real = sb.apply(&created_earlier, &[]);
+    assert_eq!(real.summary(), summary(0, 2, 0, 0));
+    assert_eq!(read(&path), "port = 1\n");
+    std::fs::remove_file(&path).unwrap();
 
     let with = sb.playbook(
         r#"

@@ -114,6 +114,18 @@ impl StepKind for LineInFileArgs {
                 (LineState::Absent, _) => {
                     Ok(Check::unchanged(Some("file does not exist".to_string())))
                 }
+                // Under --check an earlier step may be about to create the file: report the
+                // edit instead of a failure that a real run would not have.
+                (LineState::Present, false) if ctx.check => {
+                    let line = self.line.as_deref().unwrap_or_default();
+                    let mut check =
+                        content::check(ctx, path, format!("{line}\n").into_bytes(), attrs)?;
+                    check.message = Some(format!(
+                        "{} does not exist yet: the line is added once an earlier step creates it (without one, a real run fails here)",
+                        path.display()
+                    ));
+                    Ok(check)
+                }
                 (LineState::Present, false) => {
                     bail!(
                         "{} does not exist; set `create = true` to create it",
