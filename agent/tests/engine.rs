@@ -968,3 +968,81 @@ command = { run = "echo shown" }
     assert_eq!(reports[2].output.as_ref().unwrap().stdout, "shown\n");
     assert!(!contains(&state_bytes(&sb), "PRIVATE KEY"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// handlers owed by a failed run
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn handlers_notified_before_a_failure_run_on_the_next_successful_run_once() {
+    let sb = Sandbox::new();
+    let pb = sb.playbook(
+        r#"
+name = "owed"
+[[step]]
+name = "config"
+copy = { dest = "@ROOT@/app.conf", content = "v2\n" }
+notify = ["restart app"]
+[[step]]
+name = "precondition"
+command = { run = "test -e @ROOT@/ready" }
+[[handler]]
+name = "restart app"
+command = { run = "echo restarted >> @ROOT@/restarts.log" }
+"#,
+    );
+    let log = sb.path("restarts.log");
+
+    let failed = sb.apply(&pb, &[]);
+    assert_eq!(failed.code, 1);
+    assert_eq!(failed.step("config").status, StepStatus::Changed);
+    assert!(!exists(&log), "no handler runs after a failure");
+
+    fs::write(sb.path("ready"), "").unwrap();
+    // --check says the owed handler would run, and does not settle the debt.
+    let check = sb.apply(&pb, &["--check"]);
+    assert!(check.ran("restart app"), "{:?}", check.statuses());
+    assert!(!exists(&log));
+
+    // The rerun: `config` is ok now, yet the restart it earned still happens, once.
+    let rerun = sb.apply(&pb, &[]);
+    rerun.assert_success();
+    assert_eq!(rerun.step("config").status, StepStatus::Ok);
+    assert_eq!(rerun.step("restart app").status, StepStatus::Changed);
+    assert_eq!(read(&log), "restarted\n");
+
+    let settled = sb.apply(&pb, &[]);
+    settled.assert_success();
+    assert!(!settled.ran("restart app"), "{:?}", settled.statuses());
+    assert_eq!(read(&log), "restarted\n");
+}
+
+#[test]
+fn a_failed_handler_stays_owed_until_it_succeeds() {
+    let sb = Sandbox::new();
+    let pb = sb.playbook(
+        r#"
+name = "owed-handler"
+[[step]]
+name = "config"
+copy = { dest = "@ROOT@/app.conf", content = "v1\n" }
+notify = ["reload"]
+[[handler]]
+name = "reload"
+command = { run = "test -e @ROOT@/reload-works && echo reloaded >> @ROOT@/reloads.log" }
+"#,
+    );
+    let first = sb.apply(&pb, &[]);
+    assert_eq!(first.code, 1);
+    assert_eq!(first.step("reload").status, StepStatus::Failed);
+
+    let again = sb.apply(&pb, &[]);
+    assert_eq!(again.code, 1, "still owed, still failing");
+    assert_eq!(again.step("config").status, StepStatus::Ok);
+
+    fs::write(sb.path("reload-works"), "").unwrap();
+    sb.apply(&pb, &[]).assert_success();
+    assert_eq!(read(&sb.path("reloads.log")), "reloaded\n");
+    let done = sb.apply(&pb, &[]);
+    assert!(!done.ran("reload"));
+}

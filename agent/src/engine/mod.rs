@@ -5,11 +5,12 @@
 //! visible at that point; it is attempted up to `1 + retries` times with `delay` between
 //! attempts, each attempt bounded by `timeout`; `failed_when` / `changed_when` judge the result;
 //! `register` stores it. The first failed step ends the run and no handler runs (the host is in
-//! an unknown state; rerun after fixing). Handlers run once each, in the order written, when a
+//! an unknown state; rerun after fixing); the handlers it owes are kept (see [`pending`]) and the
+//! next run of the playbook runs them. Handlers run once each, in the order written, when a
 //! step that notified them changed something.
 //!
-//! The engine writes nothing itself: events go to an [`EventSink`], which may render them,
-//! journal them or stream them.
+//! The engine writes nothing itself but the owed-handler record: events go to an [`EventSink`],
+//! which may render them, journal them or stream them.
 
 use std::cell::Cell;
 use std::collections::HashSet;
@@ -18,6 +19,10 @@ use std::time::{Duration, Instant};
 
 use backon::{ConstantBuilder, Retryable};
 use serde_json::{Map, Value, json};
+
+mod pending;
+
+use pending::PendingHandlers;
 
 use crate::aws::{Aws, AwsTarget};
 use crate::event::{EventSink, RunEvent, StepReport, StepStatus, Summary};
@@ -94,7 +99,15 @@ pub async fn run(playbook: &Playbook, opts: &RunOptions, sink: &mut dyn EventSin
         jinja: &jinja,
         redactor: &redactor,
     };
-    let mut notified: HashSet<&str> = HashSet::new();
+    // Handlers an earlier failed run of this playbook owes start notified.
+    let pending = PendingHandlers::new(&opts.state_dir, &playbook.name);
+    let owed = pending.load();
+    let mut notified: HashSet<&str> = playbook
+        .handlers
+        .iter()
+        .map(|h| h.name.as_str())
+        .filter(|name| owed.iter().any(|o| o == name))
+        .collect();
     let mut failed = false;
     for (index, step) in playbook.steps.iter().enumerate() {
         let report = run_step(index, step, false, shared, &mut vars, sink).await;
@@ -108,12 +121,20 @@ pub async fn run(playbook: &Playbook, opts: &RunOptions, sink: &mut dyn EventSin
             break;
         }
     }
+    // In written order; what has not run successfully by the end is still owed.
+    let mut owed_now: Vec<&str> = playbook
+        .handlers
+        .iter()
+        .map(|h| h.name.as_str())
+        .filter(|name| notified.contains(name))
+        .collect();
     if !failed {
-        let handlers = playbook
+        let handlers: Vec<&Step> = playbook
             .handlers
             .iter()
-            .filter(|h| notified.contains(h.name.as_str()));
-        for (offset, handler) in handlers.enumerate() {
+            .filter(|h| notified.contains(h.name.as_str()))
+            .collect();
+        for (offset, handler) in handlers.into_iter().enumerate() {
             let index = playbook.steps.len() + offset;
             let report = run_step(index, handler, true, shared, &mut vars, sink).await;
             summary.count(report.status);
@@ -122,7 +143,11 @@ pub async fn run(playbook: &Playbook, opts: &RunOptions, sink: &mut dyn EventSin
             if stop {
                 break;
             }
+            owed_now.retain(|n| *n != handler.name);
         }
+    }
+    if !opts.check && owed_now != owed.iter().map(String::as_str).collect::<Vec<_>>() {
+        pending.store(&owed_now);
     }
     sink.emit(&RunEvent::Summary(summary));
     summary
