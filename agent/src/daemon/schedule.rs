@@ -74,8 +74,8 @@ impl Timer for SystemTimer {
     }
 }
 
-/// A clock that moves only when told to, for tests: a sleep ends when the time is set at or
-/// past its end.
+/// A clock that moves only when told to, for tests: a sleep ends when the time is set (to any
+/// time: the driver then evaluates at it, and sleeps again if nothing is due).
 #[derive(Debug)]
 pub struct ManualTimer {
     now: watch::Sender<DateTime<Utc>>,
@@ -105,7 +105,11 @@ impl Timer for ManualTimer {
     fn sleep_until(&self, at: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         let mut rx = self.now.subscribe();
         Box::pin(async move {
-            let _ = rx.wait_for(|t| *t >= at).await;
+            // Any move of the clock ends the sleep (as the real timer's periodic look does), so
+            // a test sees an evaluation at every time it sets.
+            if *rx.borrow_and_update() < at {
+                let _ = rx.changed().await;
+            }
         })
     }
 }
@@ -255,10 +259,11 @@ impl ScheduleDriver {
                         None
                     }
                     Start::Refused => {
-                        // Wait for the queue to move (watch_runs wakes the loop).
+                        // The queue moving wakes the loop; the next slot too (it replaces
+                        // this one if the queue is still full then).
                         let e = &mut self.entries[i];
                         (e.state, e.row) = before;
-                        None
+                        e.schedule.next_after(now)
                     }
                     Start::JournalFailed => {
                         let e = &mut self.entries[i];
@@ -267,7 +272,9 @@ impl ScheduleDriver {
                     }
                 },
                 Decision::Wait { until } => Some(until),
-                Decision::Busy | Decision::Never => None,
+                // The run's end wakes the loop; the next slot too, to be decided then.
+                Decision::Busy => self.entries[i].schedule.next_after(now),
+                Decision::Never => None,
             };
             if matches!(decision, Decision::Run { .. }) && wait.is_none() {
                 // The next slot after the one just started (or consumed).
@@ -402,7 +409,9 @@ impl ScheduleDriver {
                     None => std::future::pending().await,
                 }
             };
+            // Biased: a reloaded config applies before the slots it changes are evaluated.
             tokio::select! {
+                biased;
                 _ = stop.wait_for(|s| *s) => return,
                 changed = config.changed() => {
                     if changed.is_err() {
