@@ -678,3 +678,50 @@ fn schedule_list_shows_the_next_times_with_jitter_and_the_last_run() {
     assert_eq!(code, 2);
     assert!(err.contains("RFC 3339"), "{err}");
 }
+
+#[tokio::test]
+async fn sighup_adds_a_schedule_and_bosund_runs_its_missed_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("playbooks")).unwrap();
+    std::fs::write(dir.path().join("playbooks/nightly.toml"), NOOP).unwrap();
+    // A row from before the schedule was taken out of the config: its slot is long past.
+    let now = Utc::now();
+    {
+        let j = Journal::open(&dir.path().join("state")).unwrap();
+        let mut row = ScheduleRow::new("nightly", now - chrono::Duration::days(4));
+        row.last_slot = Some(now - chrono::Duration::days(3));
+        j.put_schedule(&row).unwrap();
+    }
+    let mut agent = Agent::spawn_in(dir, "", "", &[]);
+    agent.expect_notify("READY=1");
+    let (_, list) = agent.call(Method::GET, "/v1/runs", None).await;
+    assert_eq!(
+        list["runs"],
+        serde_json::json!([]),
+        "not configured: {list}"
+    );
+
+    let config = std::fs::read_to_string(&agent.config).unwrap();
+    std::fs::write(&agent.config, format!("{config}{DAILY}")).unwrap();
+    agent.signal(nix::sys::signal::Signal::SIGHUP);
+    agent.wait_for_log("configuration reloaded");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (_, list) = agent.call(Method::GET, "/v1/runs", None).await;
+        let runs = list["runs"].as_array().unwrap();
+        if runs
+            .iter()
+            .any(|r| r["schedule"] == "nightly" && r["status"] == "ok")
+        {
+            assert_eq!(runs.len(), 1, "{list}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled run after SIGHUP: {list}; log:\n{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(agent.log_text().contains("scheduled run accepted"));
+}
