@@ -23,9 +23,10 @@
 //! found, not only the first.
 //!
 //! `[metrics]` and `[[logs]]` (telemetry) are described and validated in
-//! [`crate::telemetry::config`]. Sections that later issues add (`[[schedule]]`) become fields
-//! of [`ConfigFile`]; until then they are rejected as unknown keys, so a config written for a
-//! newer bosund fails loudly on an older one instead of being half ignored.
+//! [`crate::telemetry::config`], `[[schedule]]` in [`schedule`] (which reads the playbooks the
+//! schedules name: the one I/O here besides the file itself). Unknown sections are rejected, so
+//! a config written for a newer bosund fails loudly on an older one instead of being half
+//! ignored.
 //!
 //! Security rule: any TCP listener needs at least one token (loopback TCP is reachable by every
 //! local user, unlike the root-only socket), and a listener on a non-loopback address also needs
@@ -41,6 +42,8 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::playbook::{Diagnostic, Diagnostics, Source};
+
+pub mod schedule;
 
 /// Where `bosund run` looks for its configuration unless `--config` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/bosun/agent.toml";
@@ -76,6 +79,9 @@ pub struct ConfigFile {
     /// `[[logs]]`: log sources to CloudWatch Logs (see [`crate::telemetry::config`]).
     #[serde(default)]
     pub logs: Vec<Spanned<crate::telemetry::config::LogSection>>,
+    /// `[[schedule]]`: playbooks run by cron (see [`schedule`]).
+    #[serde(default)]
+    pub schedule: Vec<Spanned<schedule::ScheduleSection>>,
 }
 
 /// `[api]` as written.
@@ -118,6 +124,8 @@ pub struct AgentConfig {
     pub shutdown_timeout: Duration,
     /// `[metrics]` and `[[logs]]`: what the telemetry thread ships.
     pub telemetry: crate::telemetry::TelemetryConfig,
+    /// `[[schedule]]`: playbooks the daemon starts by itself.
+    pub schedules: Vec<schedule::ScheduleConfig>,
 }
 
 /// The API's listeners.
@@ -161,6 +169,7 @@ impl Default for AgentConfig {
             queue_limit: DEFAULT_QUEUE_LIMIT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             telemetry: crate::telemetry::TelemetryConfig::default(),
+            schedules: Vec::new(),
         }
     }
 }
@@ -214,7 +223,7 @@ pub fn parse(source: Source) -> Result<AgentConfig, Diagnostics> {
         Err(e) => {
             let d = Diagnostic::new(e.span().unwrap_or(whole), e.message().trim_end());
             let d = if e.message().contains("unknown field") {
-                d.with_help("remove or rename the key; [[schedule]] needs a newer bosund")
+                d.with_help("remove or rename the key")
             } else {
                 d
             };
@@ -279,17 +288,40 @@ fn validate(file: ConfigFile, diags: &mut Vec<Diagnostic>) -> AgentConfig {
             logs: logs.into_iter().map(|(_, c)| c).collect(),
         }
     };
+    let playbooks_dir = file.playbooks_dir.unwrap_or(defaults.playbooks_dir);
+    let schedules = schedule::validate_schedules(file.schedule, &playbooks_dir, diags);
     AgentConfig {
         api: ApiConfig {
             socket: file.api.socket.unwrap_or(defaults.api.socket),
             tcp,
         },
-        playbooks_dir: file.playbooks_dir.unwrap_or(defaults.playbooks_dir),
+        playbooks_dir,
         state_dir: file.state_dir,
         queue_limit,
         shutdown_timeout,
         telemetry,
+        schedules,
     }
+}
+
+/// `playbooks_dir/NAME[.toml]` for a playbook named in a request or a `[[schedule]]`, refusing
+/// anything but a plain file name (nothing outside the directory can be named).
+pub fn playbook_path(dir: &Path, name: &str) -> Result<PathBuf, String> {
+    use std::path::Component;
+    let mut parts = Path::new(name).components();
+    let plain = matches!(
+        (parts.next(), parts.next()),
+        (Some(Component::Normal(_)), None)
+    );
+    if !plain || name.starts_with('.') || name.contains('\\') || name.contains('\0') {
+        return Err(format!("`{name}` is not a playbook name"));
+    }
+    let file = if name.ends_with(".toml") {
+        name.to_string()
+    } else {
+        format!("{name}.toml")
+    };
+    Ok(dir.join(file))
 }
 
 fn validate_tcp(

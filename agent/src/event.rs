@@ -21,6 +21,9 @@ pub enum RunEvent {
         check: bool,
         /// RFC 3339 time the run began.
         started_at: String,
+        /// The `[[schedule]]` of the agent config that started the run; absent otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        schedule: Option<String>,
     },
     /// A step (or handler) began.
     StepStarted {

@@ -1,5 +1,6 @@
 //! The run journal: an SQLite database (`journal.db`) in the state directory, with a row per run
-//! and per step. The only module that touches SQLite.
+//! and per step (and telemetry's positions, schedules' last slots). The only module that
+//! touches SQLite.
 //!
 //! Writes go through SQLite transactions in WAL mode, so a crash leaves the journal as it was
 //! after the last completed write. A run that never wrote its summary (the agent was killed)
@@ -13,7 +14,9 @@ use serde::Serialize;
 
 use crate::event::{RunEvent, StepReport};
 
+mod schedule;
 mod telemetry;
+pub use schedule::ScheduleRow;
 pub use telemetry::{FileCheckpoint, MetricSample};
 
 const SCHEMA: &[&str] = &[
@@ -66,6 +69,17 @@ const SCHEMA: &[&str] = &[
         ts_ms INTEGER NOT NULL,
         points TEXT NOT NULL
     );",
+    // version 3: schedules (their last slot and run) and the schedule that started a run
+    "ALTER TABLE runs ADD COLUMN schedule TEXT;
+    CREATE TABLE schedules (
+        name TEXT PRIMARY KEY,
+        since TEXT NOT NULL,
+        last_slot TEXT,
+        last_run_id TEXT,
+        last_started_at TEXT,
+        last_outcome TEXT,
+        last_error TEXT
+    );",
 ];
 
 /// The state directory: `--state-dir`, else `$BOSUN_STATE_DIR`, else `/var/lib/bosun` as root,
@@ -107,6 +121,9 @@ pub struct RunRecord {
     pub failed: i64,
     /// Steps skipped.
     pub skipped: i64,
+    /// The `[[schedule]]` that started the run; absent for runs asked for by someone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 /// One step as recorded.
@@ -158,10 +175,11 @@ impl Journal {
                 playbook,
                 check,
                 started_at,
+                schedule,
             } => {
                 self.conn.execute(
-                    "INSERT INTO runs (id, playbook, check_mode, started_at, status) VALUES (?1, ?2, ?3, ?4, 'running')",
-                    params![run_id, playbook, check, started_at],
+                    "INSERT INTO runs (id, playbook, check_mode, started_at, status, schedule) VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
+                    params![run_id, playbook, check, started_at, schedule],
                 )?;
                 self.current_run = Some(run_id.clone());
             }
@@ -214,7 +232,7 @@ impl Journal {
     /// The most recent runs, newest first.
     pub fn recent_runs(&self, limit: usize) -> anyhow::Result<Vec<RunRecord>> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, playbook, check_mode, started_at, finished_at, status, ok, changed, failed, skipped
+            "SELECT id, playbook, check_mode, started_at, finished_at, status, ok, changed, failed, skipped, schedule
              FROM runs ORDER BY started_at DESC, id DESC LIMIT ?1",
         )?;
         let rows = stmt.query_map([limit as i64], |r| {
@@ -229,6 +247,7 @@ impl Journal {
                 changed: r.get(7)?,
                 failed: r.get(8)?,
                 skipped: r.get(9)?,
+                schedule: r.get(10)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -315,6 +334,7 @@ mod tests {
             playbook: "demo".into(),
             check: false,
             started_at: "2026-01-01T00:00:00Z".into(),
+            schedule: None,
         })
         .unwrap();
         j.record(&RunEvent::StepFinished(StepReport {

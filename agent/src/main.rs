@@ -71,6 +71,33 @@ enum Command {
         #[arg(long, value_enum, default_value = "human")]
         output: OutputFormat,
     },
+    /// Scheduled playbooks (`[[schedule]]` in the agent config).
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScheduleCommand {
+    /// Each schedule: cron, jitter, its next 3 times (jitter applied) and its last run, from
+    /// the config and the journal (bosund run need not be running).
+    List {
+        /// The agent config.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The next times after this instant (RFC 3339) instead of after now.
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        after: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long, value_enum, default_value = "human")]
+        output: OutputFormat,
+    },
+}
+
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{e}: write RFC 3339, e.g. 2026-03-01T12:00:00Z"))
 }
 
 #[derive(Args)]
@@ -146,6 +173,14 @@ fn main() -> ExitCode {
         Command::History { limit, run, output } => {
             history(&state_dir, limit, run.as_deref(), output)
         }
+        Command::Schedule {
+            command:
+                ScheduleCommand::List {
+                    config,
+                    after,
+                    output,
+                },
+        } => schedule_list(config, cli.state_dir.clone(), after, output),
     };
     result.unwrap_or_else(|e| {
         eprintln!("bosund: error: {e:#}");
@@ -214,6 +249,7 @@ fn apply(args: ApplyArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
             extra_vars: outside,
             facts,
             state_dir: state_dir.to_path_buf(),
+            schedule: None,
         };
         let mut renderer: Box<dyn EventSink> = match args.output {
             OutputFormat::Json => Box::new(JsonLines(std::io::stdout().lock())),
@@ -331,6 +367,62 @@ fn history(
                     "{:<29} {:<36} {:<20} {:<8} ok={} changed={} failed={} skipped={}",
                     r.started_at, r.id, r.playbook, status, r.ok, r.changed, r.failed, r.skipped
                 );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn schedule_list(
+    path: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    after: Option<chrono::DateTime<chrono::Utc>>,
+    output: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    use bosun_agent::config::{ConfigError, DEFAULT_CONFIG_PATH};
+    let explicit = path.is_some();
+    let path = path.unwrap_or_else(|| DEFAULT_CONFIG_PATH.into());
+    let config = match bosun_agent::daemon::load_config(&path, explicit) {
+        Ok(c) => c,
+        Err(ConfigError::Invalid(diags)) => {
+            eprint!("{}", diags.render(std::io::stderr().is_terminal()));
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // The same state dir as `bosund run` with this config.
+    let state_dir = state_dir
+        .or_else(|| config.state_dir.clone())
+        .unwrap_or_else(journal::default_state_dir);
+    let journal = Journal::open(&state_dir)?;
+    let now = after.unwrap_or_else(chrono::Utc::now);
+    let schedules = bosun_agent::daemon::schedule::list(&config, &journal, now)?;
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string(&schedules)?),
+        OutputFormat::Human => {
+            if schedules.is_empty() {
+                println!("no [[schedule]] in {}", path.display());
+            }
+            for s in schedules {
+                println!(
+                    "{}: playbook {}, cron \"{}\", jitter {}{}",
+                    s.name,
+                    s.playbook,
+                    s.cron,
+                    s.jitter,
+                    if s.due { " (a missed slot is due)" } else { "" }
+                );
+                println!("  next: {}", s.next.join(", "));
+                match s.last_run {
+                    None => println!("  last: never"),
+                    Some(l) => println!(
+                        "  last: slot {}, {}{}{}",
+                        l.slot,
+                        l.outcome,
+                        l.run_id.map(|id| format!(", run {id}")).unwrap_or_default(),
+                        l.error.map(|e| format!(": {e}")).unwrap_or_default()
+                    ),
+                }
             }
         }
     }

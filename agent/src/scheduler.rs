@@ -13,8 +13,9 @@
 //!   newest missed slot;
 //! - a schedule seen for the first time has missed nothing: its first slot is the next one.
 //!
-//! Wiring into `bosund run` (config `[[schedule]]`, state in the journal, runs through the
-//! daemon's queue) is not done yet.
+//! [`crate::daemon::schedule`] drives this for `bosund run`: `[[schedule]]` entries from the
+//! config ([`crate::config::schedule`]), the state in the journal, runs through the daemon's
+//! queue.
 
 use chrono::{DateTime, Duration, Utc};
 use sha2::{Digest, Sha256};
@@ -47,12 +48,19 @@ impl Schedule {
     /// Parses a five-field cron expression (`0 3 * * *`; optional seconds as a sixth, leading
     /// field) with a jitter (`15m`, `0s` for none). Errors say which part is wrong.
     pub fn new(name: &str, cron: &str, jitter: &str) -> Result<Schedule, String> {
-        let parsed = croner::Cron::new(cron)
-            .with_seconds_optional()
-            .parse()
+        let jitter =
+            parse_jitter(jitter).map_err(|e| format!("schedule {name}: jitter {jitter:?}: {e}"))?;
+        Schedule::with_jitter(name, cron, jitter)
+    }
+
+    /// [`Schedule::new`] with the jitter already parsed.
+    pub fn with_jitter(
+        name: &str,
+        cron: &str,
+        jitter: std::time::Duration,
+    ) -> Result<Schedule, String> {
+        let parsed = parse_cron(cron)
             .map_err(|e| format!("schedule {name}: cron expression {cron:?}: {e}"))?;
-        let jitter = humantime::parse_duration(jitter)
-            .map_err(|e| format!("schedule {name}: jitter {jitter:?}: {e} (e.g. \"15m\")"))?;
         let offset = jitter_offset(name, jitter.as_secs());
         Ok(Schedule {
             name: name.to_string(),
@@ -103,6 +111,19 @@ impl Schedule {
     }
 }
 
+/// Parses a cron expression as [`Schedule::new`] does; the error says what is wrong.
+pub fn parse_cron(cron: &str) -> Result<croner::Cron, String> {
+    croner::Cron::new(cron)
+        .with_seconds_optional()
+        .parse()
+        .map_err(|e| e.to_string())
+}
+
+/// Parses a jitter (`"15m"`, `"0s"`) as [`Schedule::new`] does.
+pub fn parse_jitter(jitter: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(jitter).map_err(|e| format!("{e} (e.g. \"15m\")"))
+}
+
 /// `[0, jitter_secs)` seconds, the same for the same name on every start.
 fn jitter_offset(name: &str, jitter_secs: u64) -> u64 {
     if jitter_secs == 0 {
@@ -119,7 +140,8 @@ fn jitter_offset(name: &str, jitter_secs: u64) -> u64 {
 pub struct ScheduleState {
     /// The slot the last run was started for; `None` before the first decision.
     pub last_slot: Option<DateTime<Utc>>,
-    /// When the schedule was first seen (no catch-up for slots before it).
+    /// When the schedule was first seen, or its times last changed (no catch-up for slots
+    /// before it).
     pub since: Option<DateTime<Utc>>,
     /// A run of this schedule is going on.
     pub running: bool,
@@ -148,7 +170,9 @@ pub enum Decision {
 /// `running` until [`finished`] is called).
 pub fn decide(schedule: &Schedule, state: &mut ScheduleState, now: DateTime<Utc>) -> Decision {
     let since = *state.since.get_or_insert(now);
-    let after = state.last_slot.unwrap_or(since);
+    // Normally the last slot is after `since`; a schedule whose times were changed gets a new
+    // `since`, so slots of the new expression before the change are not caught up.
+    let after = state.last_slot.map_or(since, |last| last.max(since));
     match schedule.newest_slot_between(after, now) {
         Some(_) if state.running => Decision::Busy,
         Some(slot) => {
@@ -317,6 +341,28 @@ mod tests {
             Decision::Wait {
                 until: at(1, 0, 50)
             }
+        );
+    }
+
+    #[test]
+    fn changed_times_catch_up_nothing_from_before_the_change() {
+        // Daily at 03:00 until noon on the 1st, then hourly: the hours between 03:00 and noon
+        // were never slots of the schedule as it is now.
+        let hourly = Schedule::new("n", "0 * * * *", "0s").unwrap();
+        let mut st = ScheduleState {
+            last_slot: Some(at(1, 3, 0)),
+            since: Some(at(1, 12, 30)),
+            running: false,
+        };
+        assert_eq!(
+            decide(&hourly, &mut st, at(1, 12, 30)),
+            Decision::Wait {
+                until: at(1, 13, 0)
+            }
+        );
+        assert_eq!(
+            decide(&hourly, &mut st, at(1, 13, 0)),
+            Decision::Run { slot: at(1, 13, 0) }
         );
     }
 }

@@ -9,7 +9,7 @@
 pub mod listen;
 
 use std::collections::VecDeque;
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{OpenApi, ToSchema};
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, playbook_path};
 use crate::daemon::queue::{CancelError, RunQueue, RunState, RunView, SubmitError};
 use crate::engine::RunOptions;
 use crate::event::{RunEvent, Summary};
@@ -134,6 +134,10 @@ pub struct RunInfo {
     /// The run's events can be followed at `/v1/runs/{id}/events` (runs of this bosund, the
     /// most recent ones only; older ones are in the journal).
     pub events: bool,
+    /// The `[[schedule]]` of the agent config that started the run; absent for runs submitted
+    /// through the API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 impl From<RunView> for RunInfo {
@@ -147,6 +151,7 @@ impl From<RunView> for RunInfo {
             summary: v.summary.into(),
             cancel_reason: v.cancel_reason,
             events: true,
+            schedule: v.schedule,
         }
     }
 }
@@ -172,6 +177,7 @@ impl From<RunRecord> for RunInfo {
             },
             cancel_reason: None,
             events: false,
+            schedule: r.schedule,
         }
     }
 }
@@ -432,6 +438,7 @@ async fn submit_run(
         extra_vars: req.vars,
         facts: Value::Null,
         state_dir: state.state_dir.clone(),
+        schedule: None,
     };
     let view = state.queue.submit(playbook, opts).map_err(|e| match e {
         SubmitError::QueueFull(_) => {
@@ -451,24 +458,6 @@ async fn submit_run(
             status: view.state,
         }),
     ))
-}
-
-/// `playbooks_dir/NAME[.toml]`, refusing anything but a plain file name.
-fn playbook_path(dir: &Path, name: &str) -> Result<PathBuf, String> {
-    let mut parts = Path::new(name).components();
-    let plain = matches!(
-        (parts.next(), parts.next()),
-        (Some(Component::Normal(_)), None)
-    );
-    if !plain || name.starts_with('.') || name.contains('\\') || name.contains('\0') {
-        return Err(format!("`{name}` is not a playbook name"));
-    }
-    let file = if name.ends_with(".toml") {
-        name.to_string()
-    } else {
-        format!("{name}.toml")
-    };
-    Ok(dir.join(file))
 }
 
 /// List runs.
@@ -706,6 +695,7 @@ fn render_metrics(state: &ApiState) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn playbook_names_cannot_leave_the_directory() {

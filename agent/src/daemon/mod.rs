@@ -13,6 +13,11 @@
 //!    go on for `shutdown_timeout`, then cancel it (its end is journaled), close connections,
 //!    exit 0.
 //!
+//! `[[schedule]]` runs are started by [`schedule`], a task on the API's runtime that submits
+//! them to the same queue as API runs (evaluated as soon as it starts: slots missed while bosund
+//! was down are caught up then; given each reloaded config; stopped with the listeners on
+//! SIGTERM, before the queue drains).
+//!
 //! Telemetry (`[metrics]`, `[[logs]]`) runs on its own thread ([`crate::telemetry`]), started
 //! after the listeners, restarted on a SIGHUP that changes those sections (positions are in the
 //! journal), and stopped on SIGTERM alongside the run's drain (at most 10 s: what it read is
@@ -23,6 +28,7 @@
 //! [`queue`]), so a busy step never delays a request or a watchdog ping.
 
 pub mod queue;
+pub mod schedule;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -103,6 +109,13 @@ async fn serve(config: AgentConfig, opts: DaemonOptions) -> anyhow::Result<()> {
     let (queue, runner) = RunQueue::start(config.queue_limit, state_dir.clone())
         .context("starting the runner thread")?;
     let shared = Arc::new(RwLock::new(Arc::new(config.clone())));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let schedules = schedule::start(
+        &current(&shared),
+        queue.clone(),
+        &state_dir,
+        stop_rx.clone(),
+    )?;
     let mut telemetry = start_telemetry(&config, &state_dir)?;
     let state = ApiState {
         queue: queue.clone(),
@@ -111,7 +124,6 @@ async fn serve(config: AgentConfig, opts: DaemonOptions) -> anyhow::Result<()> {
         started: Instant::now(),
     };
     let router = api::router(state);
-    let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     servers.spawn(listen::serve_unix(
         unix,
@@ -144,6 +156,7 @@ async fn serve(config: AgentConfig, opts: DaemonOptions) -> anyhow::Result<()> {
                 let before = current(&shared).telemetry.clone();
                 reload(&opts, &shared, &queue);
                 let after = current(&shared);
+                schedules.send_replace(after.clone());
                 if after.telemetry != before {
                     // Positions are in the journal: the new tasks resume where the old stopped.
                     if let Some(t) = telemetry.take() {

@@ -88,6 +88,8 @@ pub struct RunView {
     pub summary: Summary,
     /// Why it was cancelled.
     pub cancel_reason: Option<String>,
+    /// The `[[schedule]]` that started it.
+    pub schedule: Option<String>,
 }
 
 /// Why a submission was refused.
@@ -222,6 +224,7 @@ impl RunQueue {
             submitted_at: now(),
             summary: Summary::default(),
             cancel_reason: None,
+            schedule: opts.schedule.clone(),
         };
         let id = view.id.clone();
         inner.runs.push_back(Entry {
@@ -275,6 +278,13 @@ impl RunQueue {
             .find(|e| e.view.state == RunState::Running)
             .map(|e| e.view.id.clone());
         (waiting, running)
+    }
+
+    /// A receiver that changes whenever a run is accepted, ends or is cancelled (its value:
+    /// nothing is queued or running). The scheduler waits on it for a slot that waits behind
+    /// a run.
+    pub fn watch_runs(&self) -> watch::Receiver<bool> {
+        self.lock().idle.subscribe()
     }
 
     /// Finished runs by outcome since start.
@@ -639,6 +649,7 @@ mod tests {
                 submitted_at: now(),
                 summary: Summary::default(),
                 cancel_reason: None,
+                schedule: None,
             },
             events: Vec::new(),
             progress: watch::channel(0).0,

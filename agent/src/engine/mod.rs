@@ -46,6 +46,8 @@ pub struct RunOptions {
     pub facts: Value,
     /// bosund's state directory, where steps keep what must outlive a run (backups).
     pub state_dir: PathBuf,
+    /// The `[[schedule]]` that started this run; `None` for runs asked for by someone.
+    pub schedule: Option<String>,
 }
 
 /// Runs `playbook`, sending every event to `sink`; returns the summary (also the last event).
@@ -60,6 +62,7 @@ pub async fn run(playbook: &Playbook, opts: &RunOptions, sink: &mut dyn EventSin
         playbook: playbook.name.clone(),
         check: opts.check,
         started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        schedule: opts.schedule.clone(),
     });
 
     let mut redactor = Redactor::default();

@@ -89,7 +89,7 @@ impl Agent {
     ) -> Agent {
         let config = dir.path().join("agent.toml");
         std::fs::write(&config, format!("{}{tail}", base_config(dir.path(), extra))).unwrap();
-        std::fs::create_dir(dir.path().join("playbooks")).unwrap();
+        std::fs::create_dir_all(dir.path().join("playbooks")).unwrap();
         let notify_path = dir.path().join("notify.sock");
         let notify = UnixDatagram::bind(&notify_path).expect("binding the notify socket");
         notify.set_read_timeout(Some(PATIENCE)).unwrap();
