@@ -645,3 +645,75 @@ s3_sync = {{ src = "data", bucket = "{BUCKET}", storage_class = "COLD", concurre
     );
     assert!(text.contains("`include`: glob \"a[\""), "{text}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The shipped playbooks
+// ---------------------------------------------------------------------------------------------
+
+fn shipped(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../playbooks")
+        .join(name)
+}
+
+#[test]
+fn shipped_backup_playbooks_validate() {
+    let sb = Sandbox::new();
+    let out = sb
+        .bosund()
+        .arg("check")
+        .arg(shipped("backup-s3.toml"))
+        .arg(shipped("backup-rds.toml"))
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("backup-s3.toml: ok"), "{text}");
+    assert!(text.contains("backup-rds.toml: ok"), "{text}");
+}
+
+#[test]
+fn shipped_backup_s3_playbook_syncs_both_directories_then_is_ok() {
+    let moto = Moto::start().unwrap();
+    let aws = Aws::new(&moto);
+    aws.create_bucket();
+    let sb = Sandbox::new();
+    sb.write("uploads/u1/avatar.png", "png bytes");
+    sb.write("uploads/u1/draft.tmp", "not yet");
+    sb.write("models/m1/weights.bin", "weights");
+    sb.write("models/m2/weights.bin.part", "half a download");
+    let root = sb.root().display().to_string();
+    let vars = [
+        "--var".to_string(),
+        format!("bucket={BUCKET}"),
+        "--var".to_string(),
+        format!("uploads_dir={root}/uploads"),
+        "--var".to_string(),
+        format!("models_dir={root}/models"),
+    ];
+    let args: Vec<&str> = vars.iter().map(String::as_str).collect();
+    let pb = shipped("backup-s3.toml");
+    apply(&sb, &moto, &pb, &args).assert_success();
+    let keys: Vec<String> = aws.objects().into_keys().collect();
+    assert_eq!(
+        keys,
+        ["files/models/m1/weights.bin", "files/uploads/u1/avatar.png"]
+    );
+    assert_eq!(
+        aws.storage_class("files/models/m1/weights.bin").as_deref(),
+        Some("STANDARD_IA")
+    );
+    let again = apply(&sb, &moto, &pb, &args);
+    again.assert_success();
+    assert_eq!(again.summary().changed, 0, "{:?}", again.statuses());
+
+    // Without a bucket: a clear error, nothing uploaded elsewhere.
+    let run = apply(&sb, &moto, &pb, &args[2..]);
+    assert_eq!(run.step("sync uploads").status, StepStatus::Failed);
+    assert!(
+        message(&run, "sync uploads").contains("`bucket` is empty"),
+        "{}",
+        message(&run, "sync uploads")
+    );
+}

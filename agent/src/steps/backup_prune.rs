@@ -202,6 +202,11 @@ impl StepKind for BackupPruneArgs {
     type Change = Doomed;
 
     async fn check(&self, _ctx: &StepContext<'_>) -> anyhow::Result<Check<Doomed>> {
+        // Arguments that held templates are judged now, rendered.
+        let problems = self.validate();
+        if !problems.is_empty() {
+            anyhow::bail!(problems.join("; "));
+        }
         let policy = self.policy()?;
         if let Some(p) = policy.problem() {
             anyhow::bail!(p);

@@ -54,7 +54,8 @@ pub struct RdsSnapshotArgs {
     /// Longest wait for the snapshot (and, separately, its copy) to become available.
     #[serde(default = "default_timeout")]
     pub timeout: String,
-    /// Copy the snapshot to this region too (same id, same tags).
+    /// Copy the snapshot to this region too (same id, same tags). Empty: no copy, so a
+    /// playbook variable can switch it off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy_to_region: Option<String>,
     /// KMS key (in the destination region) for the copy of an encrypted snapshot.
@@ -98,6 +99,14 @@ impl RdsSnapshotArgs {
         parse_timeout("timeout", &self.timeout).map_err(anyhow::Error::msg)
     }
 
+    /// The region to copy to, if any.
+    fn copy_region(&self) -> Option<&str> {
+        self.copy_to_region
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+    }
+
     async fn aws(&self) -> anyhow::Result<Aws> {
         Aws::connect(&AwsTarget {
             region: self.region.clone(),
@@ -139,9 +148,6 @@ impl ActionArgs for RdsSnapshotArgs {
         if !is_templated(&self.timeout) {
             problems.extend(parse_timeout("timeout", &self.timeout).err());
         }
-        if self.copy_to_region.as_deref() == Some("") {
-            problems.push("`copy_to_region` is empty: name a region or leave it out".into());
-        }
         problems
     }
 }
@@ -164,6 +170,11 @@ impl StepKind for RdsSnapshotArgs {
     type Change = SnapshotWork;
 
     async fn check(&self, _ctx: &StepContext<'_>) -> anyhow::Result<Check<SnapshotWork>> {
+        // Arguments that held templates are judged now, rendered.
+        let problems = self.validate();
+        if !problems.is_empty() {
+            anyhow::bail!(problems.join("; "));
+        }
         let id = self.snapshot_id()?;
         self.timeout()?;
         let aws = self.aws().await?;
@@ -172,7 +183,7 @@ impl StepKind for RdsSnapshotArgs {
         if let Some(s) = &source {
             usable(s, &region)?;
         }
-        let copy = match &self.copy_to_region {
+        let copy = match self.copy_region() {
             Some(dest) => {
                 let found = self.existing(&aws.rds_in(dest), &id, dest).await?;
                 if let Some(s) = &found {
@@ -250,7 +261,7 @@ impl StepKind for RdsSnapshotArgs {
             rds::wait_available(&rds_client, id, timeout, &region).await?;
         }
         let mut arns = Vec::new();
-        if let Some(dest) = &self.copy_to_region {
+        if let Some(dest) = self.copy_region() {
             let dest_client = aws.rds_in(dest);
             if work.copy {
                 // The source is named by ARN: the destination's RDS fetches it across regions.

@@ -498,6 +498,11 @@ impl StepKind for S3SyncArgs {
     type Change = SyncPlan;
 
     async fn check(&self, ctx: &StepContext<'_>) -> anyhow::Result<Check<SyncPlan>> {
+        // Arguments that held templates are judged now, rendered.
+        let problems = self.validate();
+        if !problems.is_empty() {
+            anyhow::bail!(problems.join("; "));
+        }
         let concurrency = self.concurrency()?;
         self.storage_class()?;
         let delete = self.delete.value("delete")?;
