@@ -413,7 +413,10 @@ keep = "2"
         "--check deleted something"
     );
 
-    apply(&sb, &moto, &pb, &[]).assert_success();
+    let run = apply(&sb, &moto, &pb, &[]);
+    run.assert_success();
+    let msg = message(&run, "prune");
+    assert!(msg.starts_with("deleted 3 RDS snapshots: "), "{msg}");
     let left: Vec<String> = aws.snapshots("us-east-1").into_keys().collect();
     assert_eq!(
         left,
@@ -587,6 +590,11 @@ fn s3_sync_deletes_extra_objects_only_when_asked_and_only_under_its_filters() {
 
     let run = apply(&sb, &moto, &delete, &[]);
     run.assert_success();
+    let msg = message(&run, "sync");
+    assert!(
+        msg.starts_with("deleted 1 object(s) (3 B) in s3://backups/uploads/: - uploads/gone.txt"),
+        "{msg}"
+    );
     let keys: Vec<String> = aws.objects().into_keys().collect();
     assert_eq!(
         keys,

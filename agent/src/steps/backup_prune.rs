@@ -222,15 +222,17 @@ impl StepKind for BackupPruneArgs {
 
     async fn apply(&self, _ctx: &StepContext<'_>, doomed: Doomed) -> anyhow::Result<Outcome> {
         let aws = self.aws().await?;
-        let deleted = match doomed {
-            Doomed::S3 { bucket, backups } => delete_s3(&aws, &bucket, &backups).await?,
-            Doomed::Rds(ids) => delete_rds(&aws, &ids).await?,
+        let (deleted, what) = match doomed {
+            Doomed::S3 { bucket, backups } => {
+                (delete_s3(&aws, &bucket, &backups).await?, "backups")
+            }
+            Doomed::Rds(ids) => (delete_rds(&aws, &ids).await?, "RDS snapshots"),
         };
         Ok(Outcome {
             changed: true,
             diff: None,
             message: Some(format!(
-                "deleted {} backups: {}",
+                "deleted {} {what}: {}",
                 deleted.len(),
                 deleted.join(", ")
             )),

@@ -610,7 +610,10 @@ impl StepKind for S3SyncArgs {
                 self.dest()
             ))));
         }
-        let message = format!("would {}{skipped_note}", summary(&plan, &self.dest()));
+        let message = format!(
+            "would {}{skipped_note}",
+            summary(&plan, &self.dest(), Tense::Planned)
+        );
         Ok(Check::change(plan, message))
     }
 
@@ -695,11 +698,7 @@ impl StepKind for S3SyncArgs {
         Ok(Outcome {
             changed: true,
             diff: None,
-            message: Some(
-                summary(&plan, &self.dest())
-                    .replacen("upload", "uploaded", 1)
-                    .replace("delete ", "deleted "),
-            ),
+            message: Some(summary(&plan, &self.dest(), Tense::Done)),
             // `register` gets one line per object: `+ key` uploaded, `- key` deleted.
             output: Some(CommandOutput {
                 stdout: lines.join("\n"),
@@ -710,15 +709,27 @@ impl StepKind for S3SyncArgs {
     }
 }
 
-/// "upload 2 files (1.0 KiB: 1 new, 1 changed) and delete 1 object (5 B) to s3://b/p/: + a, ~ b, - c"
-fn summary(plan: &SyncPlan, dest: &str) -> String {
+/// Whether [`summary`] says what would be done or what was.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tense {
+    Planned,
+    Done,
+}
+
+/// "upload 2 file(s) (1.0 KiB: 1 new, 1 changed) and delete 1 object(s) (5 B) in s3://b/p/:
+/// + a, ~ b, - p/c" (or "uploaded ... deleted ...").
+fn summary(plan: &SyncPlan, dest: &str, tense: Tense) -> String {
+    let (upload, delete) = match tense {
+        Tense::Planned => ("upload", "delete"),
+        Tense::Done => ("uploaded", "deleted"),
+    };
     let new = plan.uploads.iter().filter(|u| u.new).count();
     let up_bytes: u64 = plan.uploads.iter().map(|u| u.size).sum();
     let del_bytes: u64 = plan.deletes.iter().map(|d| d.1).sum();
     let mut parts = Vec::new();
     if !plan.uploads.is_empty() {
         parts.push(format!(
-            "upload {} file(s) ({}: {new} new, {} changed)",
+            "{upload} {} file(s) ({}: {new} new, {} changed)",
             plan.uploads.len(),
             human_bytes(up_bytes),
             plan.uploads.len() - new
@@ -726,7 +737,7 @@ fn summary(plan: &SyncPlan, dest: &str) -> String {
     }
     if !plan.deletes.is_empty() {
         parts.push(format!(
-            "delete {} object(s) ({})",
+            "{delete} {} object(s) ({})",
             plan.deletes.len(),
             human_bytes(del_bytes)
         ));
