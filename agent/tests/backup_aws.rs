@@ -339,6 +339,22 @@ id = "1-nightly"
     let msg = message(&run, "snapshot");
     assert!(msg.contains("does not start with a letter"), "{msg}");
     assert!(aws.snapshots("us-east-1").is_empty());
+
+    // An instance that does not exist: --check already says so.
+    let pb = sb.playbook(
+        r#"name = "snap"
+[[step]]
+name = "snapshot"
+rds_snapshot = { db_instance = "platfrom", snapshot_id = "bosun-{db}" }
+"#,
+    );
+    let run = apply(&sb, &moto, &pb, &["--check"]);
+    assert_eq!(run.step("snapshot").status, StepStatus::Failed);
+    let msg = message(&run, "snapshot");
+    assert!(
+        msg.contains("there is no RDS instance \"platfrom\" in us-east-1"),
+        "{msg}"
+    );
 }
 
 #[test]

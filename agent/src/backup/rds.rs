@@ -113,6 +113,34 @@ pub async fn describe(rds: &aws_sdk_rds::Client, id: &str) -> anyhow::Result<Opt
     }
 }
 
+/// Fails, saying so, when DB instance `instance` does not exist in the client's region.
+pub async fn instance_exists(
+    rds: &aws_sdk_rds::Client,
+    instance: &str,
+    region: &str,
+) -> anyhow::Result<()> {
+    match rds
+        .describe_db_instances()
+        .db_instance_identifier(instance)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_db_instance_not_found_fault()) =>
+        {
+            anyhow::bail!(
+                "there is no RDS instance {instance:?} in {region}: check db_instance and region"
+            )
+        }
+        Err(e) => anyhow::bail!(
+            "looking up RDS instance {instance}: {} (check the region and the role's rds:DescribeDBInstances permission)",
+            describe_error(&e)
+        ),
+    }
+}
+
 /// Every manual snapshot of DB instance `instance`, in whatever order RDS lists them.
 pub async fn manual_snapshots(
     rds: &aws_sdk_rds::Client,

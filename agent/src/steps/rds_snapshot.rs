@@ -180,8 +180,10 @@ impl StepKind for RdsSnapshotArgs {
         let aws = self.aws().await?;
         let region = aws.region().unwrap_or_default().to_string();
         let source = self.existing(&aws.rds(), &id, &region).await?;
-        if let Some(s) = &source {
-            usable(s, &region)?;
+        match &source {
+            Some(s) => usable(s, &region)?,
+            // A typo in the instance name shows under --check, not only at the real run.
+            None => rds::instance_exists(&aws.rds(), &self.db_instance, &region).await?,
         }
         let copy = match self.copy_region() {
             Some(dest) => {
