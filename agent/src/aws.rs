@@ -1,4 +1,4 @@
-//! AWS clients for the steps that talk to AWS (backups to S3, secrets from SSM).
+//! AWS clients for the steps that talk to AWS (backups to S3, RDS snapshots, secrets from SSM).
 //!
 //! Credentials and region come from the standard chain (environment, shared profile, IMDS on
 //! EC2). The endpoint can be replaced for every service with `AWS_ENDPOINT_URL` (or per service
@@ -93,6 +93,26 @@ impl Aws {
         aws_sdk_s3::config::Builder::from(&self.sdk)
             .force_path_style(self.path_style)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+    }
+
+    /// An RDS client in the target's region.
+    pub fn rds(&self) -> aws_sdk_rds::Client {
+        aws_sdk_rds::Client::new(&self.sdk)
+    }
+
+    /// An RDS client in `region` (a cross-region snapshot copy is made by the destination's
+    /// RDS), with the same credentials and endpoint override.
+    pub fn rds_in(&self, region: &str) -> aws_sdk_rds::Client {
+        aws_sdk_rds::Client::from_conf(
+            aws_sdk_rds::config::Builder::from(&self.sdk)
+                .region(Region::new(region.to_string()))
+                .build(),
+        )
+    }
+
+    /// The region clients are built for.
+    pub fn region(&self) -> Option<&str> {
+        self.sdk.region().map(|r| r.as_ref())
     }
 
     /// An SSM client.

@@ -1,4 +1,5 @@
-//! Backups: what the `mysql_backup`, `backup_verify` and `backup_prune` steps share.
+//! Backups: what the `mysql_backup`, `backup_verify`, `backup_prune`, `rds_snapshot` and
+//! `s3_sync` steps share.
 //!
 //! - [`key`]: object keys from a template with the date, and the date back from a key;
 //! - [`manifest`]: the JSON documents stored next to a backup (`<key>.manifest.json`,
@@ -8,7 +9,9 @@
 //! - [`upload`]: a byte stream compressed with zstd into an S3 multipart upload, in bounded
 //!   memory, completed only on success and aborted otherwise;
 //! - [`mysql`]: the MySQL/MariaDB client and dump tools (queries, dump, restore), password in
-//!   `MYSQL_PWD` only.
+//!   `MYSQL_PWD` only;
+//! - [`rds`]: RDS manual snapshots (identifiers, bosun's tag, listing, waiting), for
+//!   `rds_snapshot` and `backup_prune`.
 //!
 //! Layout in a bucket, for one backup at `K`: `K` (the zstd-compressed SQL dump), `K.manifest.json`
 //! (written only after `K` is complete: a backup without a manifest is not a backup) and, once
@@ -18,6 +21,7 @@ pub mod catalogue;
 pub mod key;
 pub mod manifest;
 pub mod mysql;
+pub mod rds;
 pub mod retention;
 pub mod upload;
 

@@ -235,6 +235,17 @@ fn compress(
     })
 }
 
+/// What a new object carries besides its bytes.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectOptions {
+    /// `Content-Type` (S3's default, `binary/octet-stream`, when `None`).
+    pub content_type: Option<String>,
+    /// Storage class (the bucket's default, STANDARD, when `None`).
+    pub storage_class: Option<aws_sdk_s3::types::StorageClass>,
+    /// User metadata (`x-amz-meta-*`).
+    pub metadata: std::collections::HashMap<String, String>,
+}
+
 /// An open multipart upload. Dropped without [`complete`](Self::complete) or
 /// [`abort`](Self::abort), it is aborted in the background (see the module doc).
 pub struct MultipartUpload {
@@ -248,14 +259,30 @@ pub struct MultipartUpload {
 }
 
 impl MultipartUpload {
-    /// Starts an upload to `s3://bucket/key`.
+    /// Starts an upload of a zstd stream to `s3://bucket/key`.
     pub async fn create(aws: &Aws, bucket: &str, key: &str) -> anyhow::Result<MultipartUpload> {
+        let options = ObjectOptions {
+            content_type: Some("application/zstd".into()),
+            ..ObjectOptions::default()
+        };
+        Self::create_with(aws, bucket, key, &options).await
+    }
+
+    /// Starts an upload to `s3://bucket/key` of an object with `options`.
+    pub async fn create_with(
+        aws: &Aws,
+        bucket: &str,
+        key: &str,
+        options: &ObjectOptions,
+    ) -> anyhow::Result<MultipartUpload> {
         let s3 = aws.s3();
         let out = s3
             .create_multipart_upload()
             .bucket(bucket)
             .key(key)
-            .content_type("application/zstd")
+            .set_content_type(options.content_type.clone())
+            .set_storage_class(options.storage_class.clone())
+            .set_metadata((!options.metadata.is_empty()).then(|| options.metadata.clone()))
             .send()
             .await
             .map_err(|e| {
@@ -276,6 +303,49 @@ impl MultipartUpload {
             parts: Vec::new(),
             open: true,
         })
+    }
+
+    /// Uploads bytes `offset..offset + len` of the file at `path` as part `number`, streamed
+    /// from the file (no part buffer in memory).
+    pub async fn upload_file_part(
+        &mut self,
+        number: i32,
+        path: &std::path::Path,
+        offset: u64,
+        len: u64,
+    ) -> anyhow::Result<()> {
+        let body = ByteStream::read_from()
+            .path(path)
+            .offset(offset)
+            .length(aws_sdk_s3::primitives::Length::Exact(len))
+            .build()
+            .await
+            .with_context(|| format!("reading {}", path.display()))?;
+        let out = self
+            .s3
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .part_number(number)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "uploading part {number} of s3://{}/{}: {}",
+                    self.bucket,
+                    self.key,
+                    describe_error(&e)
+                )
+            })?;
+        self.parts.push(
+            CompletedPart::builder()
+                .set_e_tag(out.e_tag)
+                .part_number(number)
+                .build(),
+        );
+        Ok(())
     }
 
     /// Compresses `input` (read on a blocking thread until its end) at zstd `level` and uploads

@@ -34,6 +34,8 @@ pub mod k3s_upgrade;
 pub mod line_in_file;
 pub mod mysql_backup;
 pub mod package;
+pub mod rds_snapshot;
+pub mod s3_sync;
 pub mod service;
 pub mod swap;
 pub mod template;
@@ -307,4 +309,6 @@ actions! {
     mysql_backup => MysqlBackup(mysql_backup::MysqlBackupArgs),
     backup_verify => BackupVerify(backup_verify::BackupVerifyArgs),
     backup_prune => BackupPrune(backup_prune::BackupPruneArgs),
+    rds_snapshot => RdsSnapshot(rds_snapshot::RdsSnapshotArgs),
+    s3_sync => S3Sync(s3_sync::S3SyncArgs),
 }

@@ -1,0 +1,786 @@
+//! `s3_sync`: a local directory to an S3 bucket prefix, uploading only new or changed files.
+//!
+//! ```toml
+//! s3_sync = { src = "/srv/uploads", bucket = "acme-backups", prefix = "uploads/",
+//!             delete = true, storage_class = "STANDARD_IA", exclude = ["**/*.tmp"] }
+//! ```
+//! The change test, compared without downloading anything: a file is uploaded when no object
+//! has its key, when the object's size differs, or when the object's `x-amz-meta-sha256` (the
+//! SHA-256 of the content, hex, which this step writes on every upload) differs from the file's
+//! SHA-256. So only files whose size matches an object are hashed in `check`, and each costs
+//! one HeadObject. Objects without that metadata (uploaded by another tool) count as changed and
+//! are uploaded once. S3's own checksums are not used: a multipart object's ChecksumSHA256 is a
+//! checksum of part checksums, which depends on the part size, not on the content alone.
+//!
+//! Uploads: files up to [`MULTIPART_THRESHOLD`] with one PutObject, larger ones as a multipart
+//! upload ([`crate::backup::upload::MultipartUpload`]: aborted when anything fails), both
+//! streamed from the file, so memory does not grow with file size; at most `concurrency` files
+//! at once. A file is hashed just before its upload and its size and mtime are compared before
+//! and after: a file that changed meanwhile fails the step (a multipart upload is aborted, so
+//! nothing half-written becomes visible).
+//!
+//! `delete = true` then removes objects under the prefix with no local file (only those the
+//! include/exclude globs select: an excluded path is neither uploaded nor deleted). Symlinks are
+//! not followed and other non-regular files (sockets, FIFOs) are skipped; both are named in
+//! the message and their objects are never deleted. An unreadable file or directory fails
+//! `check`, naming every one, before anything is uploaded. The storage class applies to
+//! uploads: an unchanged object keeps the class it has.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{Delete, ObjectIdentifier, StorageClass};
+use futures_util::StreamExt;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::k3s::Toggle;
+use super::{ActionArgs, Check, CommandOutput, Outcome, StepContext, StepKind};
+use crate::aws::{Aws, AwsTarget, describe_error};
+use crate::backup::Number;
+use crate::backup::upload::{MultipartUpload, ObjectOptions};
+use crate::jinja::is_templated;
+
+/// Files larger than this go up as multipart uploads.
+pub const MULTIPART_THRESHOLD: u64 = 16 << 20;
+/// Smallest part of a multipart upload here (S3's minimum is 5 MiB).
+const MIN_PART: u64 = 16 << 20;
+/// User metadata key holding the content's SHA-256 (`x-amz-meta-sha256`).
+pub const SHA256_METADATA: &str = "sha256";
+/// Most names listed in a message; the rest are counted.
+const LISTED: usize = 50;
+
+fn default_concurrency() -> Number {
+    Number::Int(4)
+}
+
+/// Arguments of `s3_sync`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct S3SyncArgs {
+    /// Local directory to upload (relative: to the playbook's directory).
+    pub src: String,
+    /// Destination bucket.
+    pub bucket: String,
+    /// Key prefix; a `/` is added when missing. Empty: the bucket's top.
+    #[serde(default)]
+    pub prefix: String,
+    /// Delete objects under the prefix that have no local file (default false).
+    #[serde(default)]
+    pub delete: Toggle,
+    /// Storage class of uploaded objects: STANDARD, STANDARD_IA, ONEZONE_IA,
+    /// INTELLIGENT_TIERING, GLACIER_IR, GLACIER, DEEP_ARCHIVE, ... (default: the bucket's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    /// Only paths (relative to `src`, `/`-separated) matching one of these globs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// Skip paths matching one of these globs (wins over `include`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// Files uploaded (or hashed and compared) at once, 1 to 16.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: Number,
+    /// AWS region (default: from the environment, profile or instance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// S3 endpoint instead of AWS's (default: `AWS_ENDPOINT_URL` if set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+}
+
+/// One file to upload.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    rel: String,
+    path: PathBuf,
+    key: String,
+    size: u64,
+    /// No object had its key.
+    new: bool,
+}
+
+/// What `check` found to do.
+#[derive(Debug, Default)]
+pub struct SyncPlan {
+    uploads: Vec<Upload>,
+    /// Keys and sizes of objects to delete.
+    deletes: Vec<(String, u64)>,
+    /// Paths skipped (relative) and why: a symlink, not a regular file.
+    skipped: Vec<(String, &'static str)>,
+}
+
+/// A regular file found under `src`.
+struct LocalFile {
+    path: PathBuf,
+    size: u64,
+}
+
+/// The glob filter: include (empty: all), then exclude.
+struct Filter {
+    include: Option<GlobSet>,
+    exclude: GlobSet,
+}
+
+impl Filter {
+    fn new(include: &[String], exclude: &[String]) -> Result<Filter, String> {
+        let set = |globs: &[String], name: &str| -> Result<GlobSet, String> {
+            let mut b = GlobSetBuilder::new();
+            for g in globs {
+                b.add(Glob::new(g).map_err(|e| format!("`{name}`: glob {g:?} is not valid: {e}"))?);
+            }
+            b.build().map_err(|e| format!("`{name}`: {e}"))
+        };
+        Ok(Filter {
+            include: (!include.is_empty())
+                .then(|| set(include, "include"))
+                .transpose()?,
+            exclude: set(exclude, "exclude")?,
+        })
+    }
+
+    fn selects(&self, rel: &str) -> bool {
+        self.include.as_ref().is_none_or(|s| s.is_match(rel)) && !self.exclude.is_match(rel)
+    }
+}
+
+/// "1.5 MiB", "20 B".
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// Up to [`LISTED`] names, then "and N more".
+fn listing(names: impl Iterator<Item = String>) -> String {
+    let all: Vec<String> = names.collect();
+    let mut shown: Vec<String> = all.iter().take(LISTED).cloned().collect();
+    if all.len() > LISTED {
+        shown.push(format!("and {} more", all.len() - LISTED));
+    }
+    shown.join(", ")
+}
+
+/// What [`walk`] found: regular files by relative `/`-path, skipped entries (with why),
+/// entries that could not be read (each with its error).
+type Walked = (
+    BTreeMap<String, LocalFile>,
+    Vec<(String, &'static str)>,
+    Vec<String>,
+);
+
+/// Walks `root` without following symlinks.
+fn walk(root: &Path, filter: &Filter) -> Walked {
+    let mut files = BTreeMap::new();
+    let mut skipped = Vec::new();
+    let mut unreadable = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) => {
+                unreadable.push(format!("{} ({e})", dir.display()));
+                continue;
+            }
+        };
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    unreadable.push(format!("{} ({e})", dir.display()));
+                    continue;
+                }
+            };
+            let path = entry.path();
+            let Ok(rel) = path.strip_prefix(root) else {
+                continue;
+            };
+            let Some(rel) = rel.to_str().map(str::to_string) else {
+                unreadable.push(format!(
+                    "{} (the name is not UTF-8, so it cannot be an S3 key)",
+                    path.display()
+                ));
+                continue;
+            };
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    unreadable.push(format!("{} ({e})", path.display()));
+                    continue;
+                }
+            };
+            let kind = meta.file_type();
+            if kind.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if !filter.selects(&rel) {
+                continue;
+            }
+            if kind.is_symlink() {
+                skipped.push((rel, "symlink, not followed"));
+            } else if !kind.is_file() {
+                skipped.push((rel, "not a regular file"));
+            } else {
+                files.insert(
+                    rel,
+                    LocalFile {
+                        path,
+                        size: meta.len(),
+                    },
+                );
+            }
+        }
+    }
+    skipped.sort();
+    unreadable.sort();
+    (files, skipped, unreadable)
+}
+
+/// SHA-256 (hex) of the file at `path`, read in 256 KiB chunks on a blocking thread.
+async fn sha256_file(path: PathBuf) -> anyhow::Result<String> {
+    tokio::task::spawn_blocking(move || {
+        let mut file =
+            std::fs::File::open(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = file
+                .read(&mut buf)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        Ok(hex::encode(hasher.finalize()))
+    })
+    .await
+    .context("the hashing thread failed")?
+}
+
+/// Size and mtime (ns): what must not change while a file is uploaded.
+fn stamp(path: &Path) -> anyhow::Result<(u64, i64, i64)> {
+    let m = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok((m.len(), m.mtime(), m.mtime_nsec()))
+}
+
+impl S3SyncArgs {
+    fn prefix(&self) -> String {
+        let p = self.prefix.trim_start_matches('/');
+        if p.is_empty() || p.ends_with('/') {
+            p.to_string()
+        } else {
+            format!("{p}/")
+        }
+    }
+
+    fn concurrency(&self) -> anyhow::Result<usize> {
+        let n = self.concurrency.value("concurrency")?;
+        if !(1..=16).contains(&n) {
+            anyhow::bail!("`concurrency` must be 1 to 16, got {n}");
+        }
+        Ok(n as usize)
+    }
+
+    fn storage_class(&self) -> anyhow::Result<Option<StorageClass>> {
+        let Some(text) = &self.storage_class else {
+            return Ok(None);
+        };
+        if StorageClass::values().contains(&text.as_str()) {
+            Ok(Some(StorageClass::from(text.as_str())))
+        } else {
+            anyhow::bail!(
+                "`storage_class` {text:?} is not an S3 storage class: use one of {}",
+                StorageClass::values().join(", ")
+            )
+        }
+    }
+
+    async fn aws(&self) -> anyhow::Result<Aws> {
+        Aws::connect(&AwsTarget {
+            region: self.region.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+        })
+        .await
+    }
+
+    fn dest(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix())
+    }
+
+    /// Objects under the prefix: key → size.
+    async fn remote(&self, s3: &aws_sdk_s3::Client) -> anyhow::Result<BTreeMap<String, u64>> {
+        let prefix = self.prefix();
+        let mut out = BTreeMap::new();
+        let mut pages = s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                anyhow::anyhow!(
+                    "listing {}: {} (check the bucket name, region and the role's s3:ListBucket permission)",
+                    self.dest(),
+                    describe_error(&e)
+                )
+            })?;
+            for o in page.contents() {
+                if let Some(key) = o.key()
+                    && !key.ends_with('/')
+                {
+                    out.insert(
+                        key.to_string(),
+                        u64::try_from(o.size().unwrap_or(0)).unwrap_or(0),
+                    );
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// True when the object's recorded SHA-256 differs from the file's (or is missing).
+    async fn differs(
+        &self,
+        s3: &aws_sdk_s3::Client,
+        key: &str,
+        path: PathBuf,
+    ) -> anyhow::Result<bool> {
+        let head = s3
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "looking at s3://{}/{key}: {}",
+                    self.bucket,
+                    describe_error(&e)
+                )
+            })?;
+        let Some(recorded) = head
+            .metadata()
+            .and_then(|m| m.get(SHA256_METADATA))
+            .cloned()
+        else {
+            return Ok(true);
+        };
+        Ok(sha256_file(path).await? != recorded)
+    }
+
+    async fn upload(
+        &self,
+        aws: &Aws,
+        up: &Upload,
+        class: &Option<StorageClass>,
+    ) -> anyhow::Result<()> {
+        let before = stamp(&up.path)?;
+        let sha = sha256_file(up.path.clone()).await?;
+        let options = ObjectOptions {
+            content_type: None,
+            storage_class: class.clone(),
+            metadata: HashMap::from([(SHA256_METADATA.to_string(), sha)]),
+        };
+        let changed = |what: &str| {
+            anyhow::anyhow!(
+                "{} changed while it was being uploaded ({what}): run the sync again once it is quiet",
+                up.path.display()
+            )
+        };
+        if before.0 <= MULTIPART_THRESHOLD {
+            let body = ByteStream::read_from()
+                .path(&up.path)
+                .length(aws_sdk_s3::primitives::Length::Exact(before.0))
+                .build()
+                .await
+                .with_context(|| format!("reading {}", up.path.display()))?;
+            aws.s3()
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&up.key)
+                .body(body)
+                .set_storage_class(options.storage_class)
+                .set_metadata(Some(options.metadata))
+                .send()
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "uploading {} to s3://{}/{}: {}",
+                        up.path.display(),
+                        self.bucket,
+                        up.key,
+                        describe_error(&e)
+                    )
+                })?;
+            if stamp(&up.path)? != before {
+                // The object holds a mix or a newer version with the old SHA-256: the next
+                // sync sees the mismatch and uploads it again.
+                return Err(changed("uploaded as it was; the next sync corrects it"));
+            }
+            return Ok(());
+        }
+        let size = before.0;
+        let part = size
+            .div_ceil(crate::backup::upload::MAX_PARTS)
+            .div_ceil(1 << 20)
+            * (1 << 20);
+        let part = part.max(MIN_PART);
+        let mut upload = MultipartUpload::create_with(aws, &self.bucket, &up.key, &options).await?;
+        let mut offset = 0u64;
+        let mut number = 1i32;
+        while offset < size {
+            let len = part.min(size - offset);
+            upload
+                .upload_file_part(number, &up.path, offset, len)
+                .await?;
+            offset += len;
+            number += 1;
+        }
+        if stamp(&up.path)? != before {
+            // Dropping `upload` aborts it: the old object (if any) stays.
+            return Err(changed("the upload was aborted"));
+        }
+        upload.complete().await
+    }
+}
+
+impl ActionArgs for S3SyncArgs {
+    fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.src.is_empty() {
+            problems.push("`src` is empty: name the directory to upload".into());
+        }
+        if self.bucket.is_empty() {
+            problems.push("`bucket` is empty".into());
+        }
+        problems.extend(self.delete.problem("delete"));
+        problems.extend(self.concurrency.problem("concurrency"));
+        if matches!(self.concurrency, Number::Int(_))
+            && let Err(e) = self.concurrency()
+        {
+            problems.push(e.to_string());
+        }
+        if let Some(c) = &self.storage_class
+            && !is_templated(c)
+            && let Err(e) = self.storage_class()
+        {
+            problems.push(e.to_string());
+        }
+        let globs: Vec<&String> = self.include.iter().chain(&self.exclude).collect();
+        if !globs.iter().any(|g| is_templated(g))
+            && let Err(e) = Filter::new(&self.include, &self.exclude)
+        {
+            problems.push(e);
+        }
+        problems
+    }
+}
+
+impl StepKind for S3SyncArgs {
+    type Change = SyncPlan;
+
+    async fn check(&self, ctx: &StepContext<'_>) -> anyhow::Result<Check<SyncPlan>> {
+        // Arguments that held templates are judged now, rendered.
+        let problems = self.validate();
+        if !problems.is_empty() {
+            anyhow::bail!(problems.join("; "));
+        }
+        let concurrency = self.concurrency()?;
+        self.storage_class()?;
+        let delete = self.delete.value("delete")?;
+        let filter = Filter::new(&self.include, &self.exclude).map_err(anyhow::Error::msg)?;
+        let root = ctx.resolve(Path::new(&self.src));
+        let meta = std::fs::metadata(&root)
+            .with_context(|| format!("`src` {}: cannot read it", root.display()))?;
+        if !meta.is_dir() {
+            anyhow::bail!("`src` {} is not a directory", root.display());
+        }
+        let filter = std::sync::Arc::new(filter);
+        let (walk_root, walk_filter) = (root.clone(), std::sync::Arc::clone(&filter));
+        let (files, skipped, mut unreadable) =
+            tokio::task::spawn_blocking(move || walk(&walk_root, &walk_filter))
+                .await
+                .context("the directory walk failed")?;
+        // A file that cannot be opened fails the step now, before anything is uploaded.
+        for f in files.values() {
+            if let Err(e) = std::fs::File::open(&f.path) {
+                unreadable.push(format!("{} ({e})", f.path.display()));
+            }
+        }
+        if !unreadable.is_empty() {
+            anyhow::bail!(
+                "cannot read {} path(s) under {}: {}; fix their permissions or leave them out with `exclude`",
+                unreadable.len(),
+                root.display(),
+                listing(unreadable.into_iter())
+            );
+        }
+
+        let aws = self.aws().await?;
+        let s3 = aws.s3();
+        let remote = self.remote(&s3).await?;
+        let prefix = self.prefix();
+
+        let mut uploads = Vec::new();
+        let mut same_size = Vec::new();
+        for (rel, f) in &files {
+            let key = format!("{prefix}{rel}");
+            let up = Upload {
+                rel: rel.clone(),
+                path: f.path.clone(),
+                key: key.clone(),
+                size: f.size,
+                new: !remote.contains_key(&key),
+            };
+            match remote.get(&key) {
+                Some(size) if *size == f.size => same_size.push(up),
+                _ => uploads.push(up),
+            }
+        }
+        let compared: Vec<anyhow::Result<Option<Upload>>> = futures_util::stream::iter(same_size)
+            .map(|up| {
+                let s3 = &s3;
+                async move {
+                    let differs = self.differs(s3, &up.key, up.path.clone()).await?;
+                    Ok(differs.then_some(up))
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        for c in compared {
+            uploads.extend(c?);
+        }
+        uploads.sort_by(|a, b| a.rel.cmp(&b.rel));
+
+        let mut deletes = Vec::new();
+        if delete {
+            let kept: std::collections::HashSet<&str> =
+                skipped.iter().map(|(rel, _)| rel.as_str()).collect();
+            for (key, size) in &remote {
+                let rel = &key[prefix.len()..];
+                if !files.contains_key(rel) && !kept.contains(rel) && filter.selects(rel) {
+                    deletes.push((key.clone(), *size));
+                }
+            }
+        }
+
+        let plan = SyncPlan {
+            uploads,
+            deletes,
+            skipped,
+        };
+        let skipped_note = if plan.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; skipped {}: {}",
+                plan.skipped.len(),
+                listing(
+                    plan.skipped
+                        .iter()
+                        .map(|(rel, why)| format!("{rel} ({why})"))
+                )
+            )
+        };
+        if plan.uploads.is_empty() && plan.deletes.is_empty() {
+            return Ok(Check::unchanged(Some(format!(
+                "{} files ({}) in {} are in {}{skipped_note}",
+                files.len(),
+                human_bytes(files.values().map(|f| f.size).sum()),
+                root.display(),
+                self.dest()
+            ))));
+        }
+        let message = format!(
+            "would {}{skipped_note}",
+            summary(&plan, &self.dest(), Tense::Planned)
+        );
+        Ok(Check::change(plan, message))
+    }
+
+    async fn apply(&self, _ctx: &StepContext<'_>, plan: SyncPlan) -> anyhow::Result<Outcome> {
+        let concurrency = self.concurrency()?;
+        let class = self.storage_class()?;
+        let aws = self.aws().await?;
+        let results: Vec<(String, anyhow::Result<()>)> =
+            futures_util::stream::iter(plan.uploads.clone())
+                .map(|up| {
+                    let (aws, class) = (&aws, &class);
+                    async move { (up.key.clone(), self.upload(aws, &up, class).await) }
+                })
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
+        let failed: Vec<String> = results
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().err().map(|e| format!("{e:#}")))
+            .collect();
+        if !failed.is_empty() {
+            anyhow::bail!(
+                "{} of {} uploads to {} failed (the others are complete; nothing was deleted): {}",
+                failed.len(),
+                plan.uploads.len(),
+                self.dest(),
+                failed.join("; ")
+            );
+        }
+        let s3 = aws.s3();
+        for chunk in plan.deletes.chunks(1000) {
+            let objects: Vec<ObjectIdentifier> = chunk
+                .iter()
+                .map(|(k, _)| ObjectIdentifier::builder().key(k).build())
+                .collect::<Result<_, _>>()
+                .context("building the delete request")?;
+            let out = s3
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(
+                    Delete::builder()
+                        .set_objects(Some(objects))
+                        .quiet(true)
+                        .build()
+                        .context("building the delete request")?,
+                )
+                .send()
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "deleting objects under {}: {} (all uploads are complete)",
+                        self.dest(),
+                        describe_error(&e)
+                    )
+                })?;
+            if !out.errors().is_empty() {
+                let errs: Vec<String> = out
+                    .errors()
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "{}: {}",
+                            e.key().unwrap_or("?"),
+                            e.message().or(e.code()).unwrap_or("failed")
+                        )
+                    })
+                    .collect();
+                anyhow::bail!(
+                    "could not delete {} object(s) under {}: {}",
+                    errs.len(),
+                    self.dest(),
+                    listing(errs.into_iter())
+                );
+            }
+        }
+        let mut lines: Vec<String> = plan
+            .uploads
+            .iter()
+            .map(|u| format!("+ {}", u.key))
+            .collect();
+        lines.extend(plan.deletes.iter().map(|(k, _)| format!("- {k}")));
+        Ok(Outcome {
+            changed: true,
+            diff: None,
+            message: Some(summary(&plan, &self.dest(), Tense::Done)),
+            // `register` gets one line per object: `+ key` uploaded, `- key` deleted.
+            output: Some(CommandOutput {
+                stdout: lines.join("\n"),
+                stderr: String::new(),
+                rc: 0,
+            }),
+        })
+    }
+}
+
+/// Whether [`summary`] says what would be done or what was.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tense {
+    Planned,
+    Done,
+}
+
+/// "upload 2 file(s) (1.0 KiB: 1 new, 1 changed) and delete 1 object(s) (5 B) in s3://b/p/:
+/// + a, ~ b, - p/c" (or "uploaded ... deleted ...").
+fn summary(plan: &SyncPlan, dest: &str, tense: Tense) -> String {
+    let (upload, delete) = match tense {
+        Tense::Planned => ("upload", "delete"),
+        Tense::Done => ("uploaded", "deleted"),
+    };
+    let new = plan.uploads.iter().filter(|u| u.new).count();
+    let up_bytes: u64 = plan.uploads.iter().map(|u| u.size).sum();
+    let del_bytes: u64 = plan.deletes.iter().map(|d| d.1).sum();
+    let mut parts = Vec::new();
+    if !plan.uploads.is_empty() {
+        parts.push(format!(
+            "{upload} {} file(s) ({}: {new} new, {} changed)",
+            plan.uploads.len(),
+            human_bytes(up_bytes),
+            plan.uploads.len() - new
+        ));
+    }
+    if !plan.deletes.is_empty() {
+        parts.push(format!(
+            "{delete} {} object(s) ({})",
+            plan.deletes.len(),
+            human_bytes(del_bytes)
+        ));
+    }
+    let names = plan
+        .uploads
+        .iter()
+        .map(|u| format!("{} {}", if u.new { "+" } else { "~" }, u.rel))
+        .chain(plan.deletes.iter().map(|(k, _)| format!("- {k}")));
+    format!("{} in {dest}: {}", parts.join(" and "), listing(names))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_read_as_binary_units() {
+        assert_eq!(human_bytes(20), "20 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+    }
+
+    #[test]
+    fn exclude_wins_over_include_and_globs_cross_directories() {
+        let f = Filter::new(&["**/*.bin".into(), "top.txt".into()], &["tmp/**".into()]).unwrap();
+        assert!(f.selects("models/a/b.bin"));
+        assert!(f.selects("top.txt"));
+        assert!(!f.selects("tmp/x.bin"));
+        assert!(!f.selects("notes.md"));
+        let all = Filter::new(&[], &[]).unwrap();
+        assert!(all.selects("anything/at/all"));
+        assert!(
+            Filter::new(&["a[".into()], &[])
+                .err()
+                .unwrap()
+                .contains("`include`: glob \"a[\"")
+        );
+    }
+
+    #[test]
+    fn listings_are_capped() {
+        let l = listing((0..60).map(|i| i.to_string()));
+        assert!(l.ends_with("49, and 10 more"), "{l}");
+    }
+}
