@@ -19,9 +19,10 @@
 //! catches up nothing from before the change; a removed one is forgotten). Time comes from the
 //! [`Timer`], so tests move a [`ManualTimer`] instead of waiting.
 //!
-//! Crash windows: bosund killed between journaling the slot and the runner starting the run
-//! loses that slot (at most once, never twice); a run killed mid-way stays `running` in the
-//! journal, like any run.
+//! A slot whose run was queued but never started (bosund stopped and cancelled its queue, or
+//! died before the runner began it) is due again at the next start; a run that started is never
+//! run again for its slot, even if bosund died during it (it stays `running` in the journal,
+//! like any run).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -215,7 +216,7 @@ impl ScheduleDriver {
                         }
                     };
                     let state = ScheduleState {
-                        last_slot: row.last_slot,
+                        last_slot: slot_done(&self.journal, &row),
                         since: Some(row.since),
                         running: false,
                     };
@@ -431,6 +432,23 @@ impl ScheduleDriver {
     }
 }
 
+/// The last slot that counts as run: a slot whose run was queued but never started (bosund
+/// stopped and cancelled the queue, or died before the runner began it) did not run, so it
+/// is due again (once, as a catch-up).
+fn slot_done(journal: &Journal, row: &ScheduleRow) -> Option<DateTime<Utc>> {
+    let never_started = row.last_outcome.as_deref() == Some("queued")
+        && row
+            .last_run_id
+            .as_deref()
+            .is_some_and(|id| matches!(journal.run_status(id), Ok(None)));
+    if never_started {
+        tracing::info!(schedule = %row.name, "the last slot's run never started: it is due again");
+        row.last_slot.map(|s| s - chrono::Duration::seconds(1))
+    } else {
+        row.last_slot
+    }
+}
+
 /// Reads and validates a schedule's playbook with its variables; the problems as one line.
 fn load_playbook(config: &ScheduleConfig) -> Result<Playbook, String> {
     let text = std::fs::read_to_string(&config.path)
@@ -530,7 +548,7 @@ pub fn list(
         let row = journal.schedule(&c.name)?;
         let due = row.as_ref().is_some_and(|r| {
             let mut probe = ScheduleState {
-                last_slot: r.last_slot,
+                last_slot: slot_done(journal, r),
                 since: Some(r.since),
                 running: false,
             };
