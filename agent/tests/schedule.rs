@@ -771,3 +771,36 @@ async fn a_slot_whose_run_never_started_runs_at_the_next_start_but_a_started_one
     assert_eq!(rig.runs().len(), 1, "{:#?}", rig.runs());
     rig.stop().await;
 }
+
+#[tokio::test]
+async fn a_schedule_removed_and_added_back_during_its_run_does_not_overlap_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let playbook = gated("slow", &gate);
+    let every10 = "[[schedule]]\nplaybook = \"slow\"\ncron = \"*/10 * * * *\"\n";
+    let mut rig = Rig::new(4, &[("slow", &playbook)], at(1, 0, 0));
+    rig.start(every10);
+    rig.set_clock(at(1, 0, 10)).await;
+    rig.wait_runs("the run is going", |r| {
+        r.len() == 1 && r[0].state == RunState::Running
+    })
+    .await;
+
+    let tx = rig.config_tx.take().unwrap();
+    tx.send_replace(Arc::new(rig.config("")));
+    rig.set_clock(at(1, 0, 11)).await;
+    tx.send_replace(Arc::new(rig.config(every10)));
+    rig.set_clock(at(1, 0, 12)).await;
+    rig.set_clock(at(1, 0, 20)).await;
+    assert_eq!(rig.runs().len(), 1, "{:#?}", rig.runs());
+
+    open_gate(&gate).await;
+    let runs = rig
+        .wait_runs("the slot of 00:20 runs after the old run", |r| r.len() == 2)
+        .await;
+    assert_eq!(runs[0].state, RunState::Ok);
+    open_gate(&gate).await;
+    rig.wait_runs("it ends", |r| r.iter().all(finished)).await;
+    rig.config_tx = Some(tx);
+    rig.stop().await;
+}

@@ -142,6 +142,9 @@ pub struct ScheduleDriver {
     journal: Journal,
     state_dir: PathBuf,
     entries: Vec<Entry>,
+    /// Runs of schedules removed on reload, by name, while they may still go: a schedule
+    /// added back meanwhile waits for its old run (no overlap across reloads).
+    removed: Vec<(String, String)>,
     evaluated: watch::Sender<Option<DateTime<Utc>>>,
 }
 
@@ -159,6 +162,7 @@ impl ScheduleDriver {
             journal,
             state_dir,
             entries: Vec::new(),
+            removed: Vec::new(),
             evaluated: watch::channel(None).0,
         };
         driver.apply(schedules, now, false)?;
@@ -215,17 +219,22 @@ impl ScheduleDriver {
                             row
                         }
                     };
+                    let in_flight = self
+                        .removed
+                        .iter()
+                        .position(|(n, _)| *n == config.name)
+                        .map(|i| self.removed.swap_remove(i).1);
                     let state = ScheduleState {
                         last_slot: slot_done(&self.journal, &row),
                         since: Some(row.since),
-                        running: false,
+                        running: in_flight.is_some(),
                     };
                     Entry {
                         config: config.clone(),
                         schedule,
                         state,
                         row,
-                        in_flight: None,
+                        in_flight,
                     }
                 }
             };
@@ -236,6 +245,9 @@ impl ScheduleDriver {
                 // A run of it already queued goes on; its end is no longer recorded.
                 tracing::info!(schedule = %gone.config.name, "schedule removed from the config");
                 self.journal.forget_schedule(&gone.config.name)?;
+                if let Some(id) = gone.in_flight {
+                    self.removed.push((gone.config.name, id));
+                }
             }
         }
         Ok(())
@@ -245,6 +257,9 @@ impl ScheduleDriver {
     /// next time something is due (runs ending wake the loop separately).
     pub fn tick(&mut self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let mut next: Option<DateTime<Utc>> = None;
+        let queue = &self.queue;
+        self.removed
+            .retain(|(_, id)| queue.get(id).is_some_and(|v| !v.state.is_finished()));
         for i in 0..self.entries.len() {
             self.note_end(i);
             let before = (self.entries[i].state, self.entries[i].row.clone());
