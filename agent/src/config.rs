@@ -224,6 +224,8 @@ pub fn parse(source: Source) -> Result<AgentConfig, Diagnostics> {
             let d = Diagnostic::new(e.span().unwrap_or(whole), e.message().trim_end());
             let d = if e.message().contains("unknown field") {
                 d.with_help("remove or rename the key")
+            } else if e.message().contains("expected a sequence") {
+                d.with_help("a list of sections takes double brackets: [[schedule]], [[logs]], one per entry")
             } else {
                 d
             };

@@ -50,7 +50,7 @@ fn check_config_refuses_a_public_listener_without_tls_at_its_line() {
     let (code, _, err) = check_config("[schedule]\nbackup = \"daily\"\n");
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("agent.toml:1:") && err.contains("schedule"),
+        err.contains("agent.toml:1:") && err.contains("[[schedule]]"),
         "{err}"
     );
 }

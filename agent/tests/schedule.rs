@@ -725,3 +725,82 @@ async fn sighup_adds_a_schedule_and_bosund_runs_its_missed_slot() {
     }
     assert!(agent.log_text().contains("scheduled run accepted"));
 }
+
+#[tokio::test]
+async fn a_slot_whose_run_never_started_runs_at_the_next_start_but_a_started_one_does_not() {
+    let mut rig = Rig::new(4, &[("nightly", NOOP)], at(5, 12, 0));
+    // bosund stopped while the 03:00 run of the 5th was queued behind another run: the queue
+    // was cancelled, the run never started (no row in `runs`).
+    let mut row = ScheduleRow::new("nightly", at(1, 0, 0));
+    row.last_slot = Some(at(5, 3, 0));
+    row.last_run_id = Some("never-started".into());
+    row.last_outcome = Some("queued".into());
+    rig.journal().put_schedule(&row).unwrap();
+    rig.start(DAILY);
+    rig.wait_evaluated(at(5, 12, 0)).await;
+    let runs = rig
+        .wait_runs("the slot runs", |r| r.len() == 1 && r.iter().all(finished))
+        .await;
+    let row = rig
+        .wait_row("nightly", |r| r.last_outcome.as_deref() == Some("ok"))
+        .await;
+    assert_eq!(row.last_slot, Some(at(5, 3, 0)));
+    assert_eq!(row.last_run_id.as_deref(), Some(runs[0].id.as_str()));
+    rig.stop().await;
+
+    // bosund died during the run of the 6th: it started (its row says `running`), so the next
+    // start does not run that slot again.
+    let mut row = row;
+    row.last_slot = Some(at(6, 3, 0));
+    row.last_run_id = Some("died-during".into());
+    row.last_outcome = Some("queued".into());
+    let mut journal = rig.journal();
+    journal.put_schedule(&row).unwrap();
+    journal
+        .record(&bosun_agent::event::RunEvent::RunStarted {
+            run_id: "died-during".into(),
+            playbook: "nightly".into(),
+            check: false,
+            started_at: "2026-03-06T03:00:01Z".into(),
+            schedule: Some("nightly".into()),
+        })
+        .unwrap();
+    rig.timer.set(at(6, 12, 0));
+    rig.start(DAILY);
+    rig.wait_evaluated(at(6, 12, 0)).await;
+    assert_eq!(rig.runs().len(), 1, "{:#?}", rig.runs());
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_schedule_removed_and_added_back_during_its_run_does_not_overlap_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let playbook = gated("slow", &gate);
+    let every10 = "[[schedule]]\nplaybook = \"slow\"\ncron = \"*/10 * * * *\"\n";
+    let mut rig = Rig::new(4, &[("slow", &playbook)], at(1, 0, 0));
+    rig.start(every10);
+    rig.set_clock(at(1, 0, 10)).await;
+    rig.wait_runs("the run is going", |r| {
+        r.len() == 1 && r[0].state == RunState::Running
+    })
+    .await;
+
+    let tx = rig.config_tx.take().unwrap();
+    tx.send_replace(Arc::new(rig.config("")));
+    rig.set_clock(at(1, 0, 11)).await;
+    tx.send_replace(Arc::new(rig.config(every10)));
+    rig.set_clock(at(1, 0, 12)).await;
+    rig.set_clock(at(1, 0, 20)).await;
+    assert_eq!(rig.runs().len(), 1, "{:#?}", rig.runs());
+
+    open_gate(&gate).await;
+    let runs = rig
+        .wait_runs("the slot of 00:20 runs after the old run", |r| r.len() == 2)
+        .await;
+    assert_eq!(runs[0].state, RunState::Ok);
+    open_gate(&gate).await;
+    rig.wait_runs("it ends", |r| r.iter().all(finished)).await;
+    rig.config_tx = Some(tx);
+    rig.stop().await;
+}

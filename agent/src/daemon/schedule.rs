@@ -19,9 +19,10 @@
 //! catches up nothing from before the change; a removed one is forgotten). Time comes from the
 //! [`Timer`], so tests move a [`ManualTimer`] instead of waiting.
 //!
-//! Crash windows: bosund killed between journaling the slot and the runner starting the run
-//! loses that slot (at most once, never twice); a run killed mid-way stays `running` in the
-//! journal, like any run.
+//! A slot whose run was queued but never started (bosund stopped and cancelled its queue, or
+//! died before the runner began it) is due again at the next start; a run that started is never
+//! run again for its slot, even if bosund died during it (it stays `running` in the journal,
+//! like any run).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -141,6 +142,9 @@ pub struct ScheduleDriver {
     journal: Journal,
     state_dir: PathBuf,
     entries: Vec<Entry>,
+    /// Runs of schedules removed on reload, by name, while they may still go: a schedule
+    /// added back meanwhile waits for its old run (no overlap across reloads).
+    removed: Vec<(String, String)>,
     evaluated: watch::Sender<Option<DateTime<Utc>>>,
 }
 
@@ -158,6 +162,7 @@ impl ScheduleDriver {
             journal,
             state_dir,
             entries: Vec::new(),
+            removed: Vec::new(),
             evaluated: watch::channel(None).0,
         };
         driver.apply(schedules, now, false)?;
@@ -214,17 +219,22 @@ impl ScheduleDriver {
                             row
                         }
                     };
+                    let in_flight = self
+                        .removed
+                        .iter()
+                        .position(|(n, _)| *n == config.name)
+                        .map(|i| self.removed.swap_remove(i).1);
                     let state = ScheduleState {
-                        last_slot: row.last_slot,
+                        last_slot: slot_done(&self.journal, &row),
                         since: Some(row.since),
-                        running: false,
+                        running: in_flight.is_some(),
                     };
                     Entry {
                         config: config.clone(),
                         schedule,
                         state,
                         row,
-                        in_flight: None,
+                        in_flight,
                     }
                 }
             };
@@ -235,6 +245,9 @@ impl ScheduleDriver {
                 // A run of it already queued goes on; its end is no longer recorded.
                 tracing::info!(schedule = %gone.config.name, "schedule removed from the config");
                 self.journal.forget_schedule(&gone.config.name)?;
+                if let Some(id) = gone.in_flight {
+                    self.removed.push((gone.config.name, id));
+                }
             }
         }
         Ok(())
@@ -244,6 +257,9 @@ impl ScheduleDriver {
     /// next time something is due (runs ending wake the loop separately).
     pub fn tick(&mut self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let mut next: Option<DateTime<Utc>> = None;
+        let queue = &self.queue;
+        self.removed
+            .retain(|(_, id)| queue.get(id).is_some_and(|v| !v.state.is_finished()));
         for i in 0..self.entries.len() {
             self.note_end(i);
             let before = (self.entries[i].state, self.entries[i].row.clone());
@@ -431,6 +447,23 @@ impl ScheduleDriver {
     }
 }
 
+/// The last slot that counts as run: a slot whose run was queued but never started (bosund
+/// stopped and cancelled the queue, or died before the runner began it) did not run, so it
+/// is due again (once, as a catch-up).
+fn slot_done(journal: &Journal, row: &ScheduleRow) -> Option<DateTime<Utc>> {
+    let never_started = row.last_outcome.as_deref() == Some("queued")
+        && row
+            .last_run_id
+            .as_deref()
+            .is_some_and(|id| matches!(journal.run_status(id), Ok(None)));
+    if never_started {
+        tracing::info!(schedule = %row.name, "the last slot's run never started: it is due again");
+        row.last_slot.map(|s| s - chrono::Duration::seconds(1))
+    } else {
+        row.last_slot
+    }
+}
+
 /// Reads and validates a schedule's playbook with its variables; the problems as one line.
 fn load_playbook(config: &ScheduleConfig) -> Result<Playbook, String> {
     let text = std::fs::read_to_string(&config.path)
@@ -530,7 +563,7 @@ pub fn list(
         let row = journal.schedule(&c.name)?;
         let due = row.as_ref().is_some_and(|r| {
             let mut probe = ScheduleState {
-                last_slot: r.last_slot,
+                last_slot: slot_done(journal, r),
                 since: Some(r.since),
                 running: false,
             };
