@@ -23,7 +23,8 @@
 //! found, not only the first.
 //!
 //! `[metrics]` and `[[logs]]` (telemetry) are described and validated in
-//! [`crate::telemetry::config`]. Sections that later issues add (`[[schedule]]`) become fields
+//! [`crate::telemetry::config`], as is the top-level `region` (the AWS region telemetry ships
+//! to; default: AWS_REGION, the profile, or IMDS on EC2). Sections that later issues add (`[[schedule]]`) become fields
 //! of [`ConfigFile`]; until then they are rejected as unknown keys, so a config written for a
 //! newer bosund fails loudly on an older one instead of being half ignored.
 //!
@@ -71,8 +72,10 @@ pub struct ConfigFile {
     pub queue_limit: Option<Spanned<i64>>,
     /// How long a run may go on after SIGTERM, e.g. `"30s"`.
     pub shutdown_timeout: Option<Spanned<String>>,
+    /// The AWS region telemetry ships to (see [`crate::telemetry::config`]).
+    pub region: Option<Spanned<String>>,
     /// `[metrics]`: host metrics to CloudWatch (see [`crate::telemetry::config`]).
-    pub metrics: Option<crate::telemetry::config::MetricsSection>,
+    pub metrics: Option<Spanned<crate::telemetry::config::MetricsSection>>,
     /// `[[logs]]`: log sources to CloudWatch Logs (see [`crate::telemetry::config`]).
     #[serde(default)]
     pub logs: Vec<Spanned<crate::telemetry::config::LogSection>>,
@@ -222,7 +225,7 @@ pub fn parse(source: Source) -> Result<AgentConfig, Diagnostics> {
         }
     };
     let mut diags = Vec::new();
-    let config = validate(file, &mut diags);
+    let config = validate(file, &source, &mut diags);
     if diags.is_empty() {
         Ok(config)
     } else {
@@ -230,7 +233,7 @@ pub fn parse(source: Source) -> Result<AgentConfig, Diagnostics> {
     }
 }
 
-fn validate(file: ConfigFile, diags: &mut Vec<Diagnostic>) -> AgentConfig {
+fn validate(file: ConfigFile, source: &Source, diags: &mut Vec<Diagnostic>) -> AgentConfig {
     let defaults = AgentConfig::default();
     let queue_limit = match file.queue_limit {
         None => defaults.queue_limit,
@@ -264,7 +267,17 @@ fn validate(file: ConfigFile, diags: &mut Vec<Diagnostic>) -> AgentConfig {
         .and_then(|t| validate_tcp(t.span(), t.into_inner(), diags));
     let telemetry = {
         use crate::telemetry::config as tc;
-        let metrics = file.metrics.map(|m| tc::validate_metrics(m, diags));
+        // Where the first section that needs AWS was written, for errors found at start-up.
+        let origin = file
+            .metrics
+            .as_ref()
+            .map(|m| m.span())
+            .or_else(|| file.logs.first().map(|l| l.span()))
+            .map(|span| tc::Origin::new(source.clone(), span));
+        let region = file.region.and_then(|r| tc::validate_region(r, diags));
+        let metrics = file
+            .metrics
+            .map(|m| tc::validate_metrics(m.into_inner(), diags));
         let logs: Vec<_> = file
             .logs
             .into_iter()
@@ -275,8 +288,10 @@ fn validate(file: ConfigFile, diags: &mut Vec<Diagnostic>) -> AgentConfig {
             .collect();
         tc::validate_logs_together(&logs, diags);
         crate::telemetry::TelemetryConfig {
+            region,
             metrics,
             logs: logs.into_iter().map(|(_, c)| c).collect(),
+            origin,
         }
     };
     AgentConfig {
