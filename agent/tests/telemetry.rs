@@ -984,3 +984,124 @@ fn without_an_aws_region_bosund_refuses_to_start_and_says_where() {
     );
     assert_same(&got, &(0..3).map(line).collect::<Vec<_>>());
 }
+
+/// `systemd-journal-remote`, which writes real journal files from journal export format
+/// (Debian: `apt-get install systemd-journal-remote`).
+fn journal_remote() -> PathBuf {
+    [
+        "/lib/systemd/systemd-journal-remote",
+        "/usr/lib/systemd/systemd-journal-remote",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .expect("systemd-journal-remote is needed: apt-get install systemd-journal-remote")
+}
+
+/// Appends entries `range` to the real journal file in `dir` (written by systemd-journal-remote,
+/// stamped with this machine's boot id, as journald would).
+fn journal_append(dir: &Path, range: std::ops::Range<usize>) {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap()
+        .trim()
+        .replace('-', "");
+    let now = chrono::Utc::now().timestamp_micros();
+    let mut export = String::new();
+    for i in range {
+        export.push_str(&format!(
+            "__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP={}\n_BOOT_ID={boot}\nMESSAGE=entry {i}\nSYSLOG_IDENTIFIER=k3s\n_PID=7\n\n",
+            now + i as i64,
+            1_000_000 + i
+        ));
+    }
+    let mut child = Command::new(journal_remote())
+        .arg(format!("--output={}/remote.journal", dir.display()))
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(export.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "systemd-journal-remote: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_real_journal_is_followed_and_resumed_by_its_cursor_after_kill_9() {
+    let moto = Moto::start().expect("moto");
+    let aws = Aws::new(&moto);
+    let dir = tempfile::tempdir().unwrap();
+    let jdir = dir.path().join("journal");
+    std::fs::create_dir_all(&jdir).unwrap();
+    journal_append(&jdir, 0..100);
+    // The real journalctl, reading that directory instead of the host's journal.
+    let wrapper = dir.path().join("journalctl");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec journalctl --directory='{}' \"$@\"\n",
+            jdir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let telemetry = format!(
+        "[[logs]]\nkind = \"journald\"\nlog_group = \"{GROUP}\"\nlog_stream = \"journal\"\nflush_interval = \"200ms\"\n"
+    );
+    let mut env = env(&moto);
+    env.push(("BOSUN_JOURNALCTL".into(), wrapper.display().to_string()));
+    let mut b = Bosund::start(dir.path(), &telemetry, env);
+    let want = |n: usize| -> Vec<String> { (0..n).map(|i| format!("k3s[7]: entry {i}")).collect() };
+    let count = |n: usize, what: &str, b: &Bosund| {
+        wait_for(Duration::from_secs(60), what, b, || {
+            let got = aws.messages(GROUP, "journal");
+            (got.len() >= n).then_some(got)
+        })
+    };
+    assert_same(
+        &count(100, "the journal's first 100 entries", &b),
+        &want(100),
+    );
+    // Followed: entries written while bosund runs arrive too.
+    journal_append(&jdir, 100..200);
+    assert_same(
+        &count(200, "entries written while following", &b),
+        &want(200),
+    );
+    // kill -9, more entries, restart: it resumes after the last accepted cursor.
+    b.kill9();
+    journal_append(&jdir, 200..300);
+    b.spawn();
+    let got = wait_for(
+        Duration::from_secs(60),
+        "entries written while bosund was down",
+        &b,
+        || {
+            let got = aws.messages(GROUP, "journal");
+            let unique: std::collections::HashSet<&String> = got.iter().collect();
+            (unique.len() >= 300).then_some(got.clone())
+        },
+    );
+    let mut seen = std::collections::HashSet::new();
+    let firsts: Vec<String> = got.iter().filter(|m| seen.insert(*m)).cloned().collect();
+    assert_same(&firsts, &want(300));
+    assert!(
+        got.len() - 300 <= 100,
+        "at most the batch in flight at the kill is sent twice: {} duplicates",
+        got.len() - 300
+    );
+}
