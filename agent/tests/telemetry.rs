@@ -326,6 +326,15 @@ fn file_lines_arrive_in_order_through_rename_and_copytruncate() {
     let app = dir.path().join("app");
     std::fs::create_dir_all(&app).unwrap();
     let log = app.join("app.log");
+    // The file that becomes app.log at the rotation has the lower inode of two made now:
+    // bosund must not read files in inode order (the old one's last lines went after the new
+    // one's first ones whenever the new inode sorted first).
+    let (x, y) = (app.join("x"), app.join("y"));
+    std::fs::write(&x, "").unwrap();
+    std::fs::write(&y, "").unwrap();
+    let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let (spare, first) = if ino(&x) < ino(&y) { (x, y) } else { (y, x) };
+    std::fs::rename(&first, &log).unwrap();
     append(&log, 0..2000);
     let b = Bosund::start(dir.path(), &file_source(dir.path(), ""), env(&moto));
     let stream = "i-test/app.log";
@@ -340,6 +349,7 @@ fn file_lines_arrive_in_order_through_rename_and_copytruncate() {
     append(&log, 2000..3000);
     std::fs::rename(&log, app.join("app.log.1")).unwrap();
     append(&app.join("app.log.1"), 3000..3500);
+    std::fs::rename(&spare, &log).unwrap();
     append(&log, 3500..5000);
     // Rotation by copytruncate mid-stream: once bosund reads the new file, more lines are
     // appended and at once copied and truncated, so some of them are likely read only from
