@@ -130,6 +130,9 @@ async fn serve(
         .context("starting the runner thread")?;
     let shared = Arc::new(RwLock::new(Arc::new(config.clone())));
     let mut telemetry = start_telemetry(&config, placement, &state_dir)?;
+    // What the telemetry thread runs with (a reload it could not apply leaves it behind the
+    // served config, and the next SIGHUP tries again).
+    let mut shipping = config.telemetry.clone();
     let state = ApiState {
         queue: queue.clone(),
         config: shared.clone(),
@@ -167,10 +170,9 @@ async fn serve(
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                let before = current(&shared).telemetry.clone();
                 reload(&opts, &shared, &queue);
                 let after = current(&shared);
-                if after.telemetry != before {
+                if after.telemetry != shipping {
                     match find_placement(&after).await {
                         Ok(placement) => {
                             // Positions are in the journal: the new tasks resume where the old
@@ -179,6 +181,7 @@ async fn serve(
                                 t.stop(TELEMETRY_RELOAD_GRACE).await;
                             }
                             telemetry = start_telemetry(&after, placement, &state_dir)?;
+                            shipping = after.telemetry.clone();
                             tracing::info!("telemetry restarted with the new [metrics] and [[logs]]");
                         }
                         Err(crate::telemetry::NoRegion(text)) => tracing::error!(
