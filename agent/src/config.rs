@@ -23,10 +23,11 @@
 //! found, not only the first.
 //!
 //! `[metrics]` and `[[logs]]` (telemetry) are described and validated in
-//! [`crate::telemetry::config`], `[[schedule]]` in [`schedule`] (which reads the playbooks the
-//! schedules name: the one I/O here besides the file itself). Unknown sections are rejected, so
-//! a config written for a newer bosund fails loudly on an older one instead of being half
-//! ignored.
+//! [`crate::telemetry::config`], as is the top-level `region` (the AWS region telemetry ships
+//! to; default: AWS_REGION, the profile, or IMDS on EC2); `[[schedule]]` in [`schedule`] (which
+//! reads the playbooks the schedules name: the one I/O here besides the file itself). Unknown
+//! sections are rejected, so a config written for a newer bosund fails loudly on an older one
+//! instead of being half ignored.
 //!
 //! Security rule: any TCP listener needs at least one token (loopback TCP is reachable by every
 //! local user, unlike the root-only socket), and a listener on a non-loopback address also needs
@@ -74,8 +75,10 @@ pub struct ConfigFile {
     pub queue_limit: Option<Spanned<i64>>,
     /// How long a run may go on after SIGTERM, e.g. `"30s"`.
     pub shutdown_timeout: Option<Spanned<String>>,
+    /// The AWS region telemetry ships to (see [`crate::telemetry::config`]).
+    pub region: Option<Spanned<String>>,
     /// `[metrics]`: host metrics to CloudWatch (see [`crate::telemetry::config`]).
-    pub metrics: Option<crate::telemetry::config::MetricsSection>,
+    pub metrics: Option<Spanned<crate::telemetry::config::MetricsSection>>,
     /// `[[logs]]`: log sources to CloudWatch Logs (see [`crate::telemetry::config`]).
     #[serde(default)]
     pub logs: Vec<Spanned<crate::telemetry::config::LogSection>>,
@@ -233,7 +236,7 @@ pub fn parse(source: Source) -> Result<AgentConfig, Diagnostics> {
         }
     };
     let mut diags = Vec::new();
-    let config = validate(file, &mut diags);
+    let config = validate(file, &source, &mut diags);
     if diags.is_empty() {
         Ok(config)
     } else {
@@ -241,7 +244,7 @@ pub fn parse(source: Source) -> Result<AgentConfig, Diagnostics> {
     }
 }
 
-fn validate(file: ConfigFile, diags: &mut Vec<Diagnostic>) -> AgentConfig {
+fn validate(file: ConfigFile, source: &Source, diags: &mut Vec<Diagnostic>) -> AgentConfig {
     let defaults = AgentConfig::default();
     let queue_limit = match file.queue_limit {
         None => defaults.queue_limit,
@@ -275,7 +278,17 @@ fn validate(file: ConfigFile, diags: &mut Vec<Diagnostic>) -> AgentConfig {
         .and_then(|t| validate_tcp(t.span(), t.into_inner(), diags));
     let telemetry = {
         use crate::telemetry::config as tc;
-        let metrics = file.metrics.map(|m| tc::validate_metrics(m, diags));
+        // Where the first section that needs AWS was written, for errors found at start-up.
+        let origin = file
+            .metrics
+            .as_ref()
+            .map(|m| m.span())
+            .or_else(|| file.logs.first().map(|l| l.span()))
+            .map(|span| tc::Origin::new(source.clone(), span));
+        let region = file.region.and_then(|r| tc::validate_region(r, diags));
+        let metrics = file
+            .metrics
+            .map(|m| tc::validate_metrics(m.into_inner(), diags));
         let logs: Vec<_> = file
             .logs
             .into_iter()
@@ -286,8 +299,10 @@ fn validate(file: ConfigFile, diags: &mut Vec<Diagnostic>) -> AgentConfig {
             .collect();
         tc::validate_logs_together(&logs, diags);
         crate::telemetry::TelemetryConfig {
+            region,
             metrics,
             logs: logs.into_iter().map(|(_, c)| c).collect(),
+            origin,
         }
     };
     let playbooks_dir = file.playbooks_dir.unwrap_or(defaults.playbooks_dir);

@@ -2,7 +2,8 @@
 //! speaks systemd's notify protocol.
 //!
 //! Life cycle:
-//! 1. read and validate the config (invalid: exit 2 with every problem located);
+//! 1. read and validate the config (invalid: exit 2 with every problem located); with
+//!    telemetry configured, find its AWS region (none: exit 2, located at the section);
 //! 2. start the run queue's thread, bind the Unix socket (and the TCP listener);
 //! 3. `READY=1` once every listener accepts, then `WATCHDOG=1` every half `WATCHDOG_USEC`
 //!    from the API's runtime (a wedged API stops the pings and systemd restarts bosund);
@@ -84,11 +85,36 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(config, opts))?;
+    // Before anything is started: telemetry without a region would leave bosund serving but
+    // shipping nothing.
+    let placement = match runtime.block_on(find_placement(&config)) {
+        Ok(p) => p,
+        Err(crate::telemetry::NoRegion(text)) => {
+            eprint!("{text}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    runtime.block_on(serve(config, placement, opts))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(config: AgentConfig, opts: DaemonOptions) -> anyhow::Result<()> {
+/// Where telemetry ships from, when the config has any.
+async fn find_placement(
+    config: &AgentConfig,
+) -> Result<Option<crate::telemetry::Placement>, crate::telemetry::NoRegion> {
+    if config.telemetry.is_empty() {
+        return Ok(None);
+    }
+    crate::telemetry::Placement::find(&config.telemetry)
+        .await
+        .map(Some)
+}
+
+async fn serve(
+    config: AgentConfig,
+    placement: Option<crate::telemetry::Placement>,
+    opts: DaemonOptions,
+) -> anyhow::Result<()> {
     let state_dir = opts
         .state_dir
         .clone()
@@ -116,7 +142,10 @@ async fn serve(config: AgentConfig, opts: DaemonOptions) -> anyhow::Result<()> {
         &state_dir,
         stop_rx.clone(),
     )?;
-    let mut telemetry = start_telemetry(&config, &state_dir)?;
+    let mut telemetry = start_telemetry(&config, placement, &state_dir)?;
+    // What the telemetry thread runs with (a reload it could not apply leaves it behind the
+    // served config, and the next SIGHUP tries again).
+    let mut shipping = config.telemetry.clone();
     let state = ApiState {
         queue: queue.clone(),
         config: shared.clone(),
@@ -153,17 +182,26 @@ async fn serve(config: AgentConfig, opts: DaemonOptions) -> anyhow::Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                let before = current(&shared).telemetry.clone();
                 reload(&opts, &shared, &queue);
                 let after = current(&shared);
                 schedules.send_replace(after.clone());
-                if after.telemetry != before {
-                    // Positions are in the journal: the new tasks resume where the old stopped.
-                    if let Some(t) = telemetry.take() {
-                        t.stop(TELEMETRY_RELOAD_GRACE).await;
+                if after.telemetry != shipping {
+                    match find_placement(&after).await {
+                        Ok(placement) => {
+                            // Positions are in the journal: the new tasks resume where the old
+                            // stopped.
+                            if let Some(t) = telemetry.take() {
+                                t.stop(TELEMETRY_RELOAD_GRACE).await;
+                            }
+                            telemetry = start_telemetry(&after, placement, &state_dir)?;
+                            shipping = after.telemetry.clone();
+                            tracing::info!("telemetry restarted with the new [metrics] and [[logs]]");
+                        }
+                        Err(crate::telemetry::NoRegion(text)) => tracing::error!(
+                            "{}; telemetry goes on with the previous configuration",
+                            text.trim_end()
+                        ),
                     }
-                    telemetry = start_telemetry(&after, &state_dir)?;
-                    tracing::info!("telemetry restarted with the new [metrics] and [[logs]]");
                 }
             }
             _ = tick(watchdog) => notify(&[NotifyState::Watchdog]),
@@ -221,12 +259,16 @@ fn current(shared: &RwLock<Arc<AgentConfig>>) -> Arc<AgentConfig> {
 /// Starts the telemetry thread when the config asks for metrics or logs.
 fn start_telemetry(
     config: &AgentConfig,
+    placement: Option<crate::telemetry::Placement>,
     state_dir: &Path,
 ) -> anyhow::Result<Option<crate::telemetry::Telemetry>> {
-    if config.telemetry.is_empty() {
-        return Ok(None);
+    match placement {
+        Some(p) if !config.telemetry.is_empty() => {
+            crate::telemetry::Telemetry::start(config.telemetry.clone(), p, state_dir.to_path_buf())
+                .map(Some)
+        }
+        _ => Ok(None),
     }
-    crate::telemetry::Telemetry::start(config.telemetry.clone(), state_dir.to_path_buf()).map(Some)
 }
 
 /// Re-reads the config; switches to it only when valid.

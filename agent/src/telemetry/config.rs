@@ -2,6 +2,8 @@
 //! and their validated form. No I/O.
 //!
 //! ```toml
+//! region = "eu-west-1"                  # top level; default: AWS_REGION, profile, IMDS
+//!
 //! [metrics]
 //! interval = "60s"                      # 1s..5m; under 60s points are stored high-resolution
 //! namespace = "Bosun/Host"
@@ -93,6 +95,62 @@ pub struct Pattern(pub regex::Regex);
 impl PartialEq for Pattern {
     fn eq(&self, other: &Self) -> bool {
         self.0.as_str() == other.0.as_str()
+    }
+}
+
+/// Where a telemetry section was written: errors found when bosund starts (no AWS region)
+/// point at it like a config error. Not part of what is shipped: any two are equal, so moving
+/// a section in the file does not restart telemetry on SIGHUP.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    source: crate::playbook::Source,
+    span: Range<usize>,
+}
+
+impl PartialEq for Origin {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Origin {
+    /// The section at `span` of `source`.
+    pub fn new(source: crate::playbook::Source, span: Range<usize>) -> Self {
+        Origin { source, span }
+    }
+
+    /// `message` (and `help`) rendered as a located diagnostic, like a config error.
+    pub fn diagnostic(&self, message: &str, help: &str) -> crate::playbook::Diagnostics {
+        crate::playbook::Diagnostics::new(
+            self.source.clone(),
+            vec![Diagnostic::new(self.span.clone(), message).with_help(help)],
+        )
+    }
+}
+
+/// Checks the top-level `region` (`eu-west-1`, `us-gov-west-1`, `cn-north-1`).
+pub fn validate_region(r: Spanned<String>, diags: &mut Vec<Diagnostic>) -> Option<String> {
+    let v = r.get_ref();
+    let ok = !v.is_empty()
+        && v.split('-').count() >= 3
+        && v.split('-').all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        });
+    if ok {
+        Some(v.clone())
+    } else {
+        diags.push(
+            Diagnostic::new(
+                r.span(),
+                format!("`region` {v:?} is not an AWS region name"),
+            )
+            .with_help(
+                "write a region such as \"eu-west-1\", or leave it out to use AWS_REGION or IMDS",
+            ),
+        );
+        None
     }
 }
 

@@ -42,19 +42,81 @@ use config::{LogKind, LogSourceConfig, MetricsConfig};
 /// least 2 MiB: two full batches).
 pub const LOG_BUFFER_BUDGET: usize = 32 * 1024 * 1024;
 
-/// What to ship: `[metrics]` and `[[logs]]`.
+/// What to ship: `[metrics]` and `[[logs]]`, and where.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TelemetryConfig {
+    /// The top-level `region`; `None`: AWS_REGION / AWS_DEFAULT_REGION, IMDS, the profile.
+    pub region: Option<String>,
     /// Host metrics, when `[metrics]` is present.
     pub metrics: Option<MetricsConfig>,
     /// Log sources.
     pub logs: Vec<LogSourceConfig>,
+    /// Where the first section was written (`[metrics]`, else the first `[[logs]]`).
+    pub origin: Option<config::Origin>,
 }
 
 impl TelemetryConfig {
     /// Whether anything is to be shipped.
     pub fn is_empty(&self) -> bool {
         self.metrics.is_none() && self.logs.is_empty()
+    }
+}
+
+/// Where bosund runs, as telemetry needs it: found once before the thread starts, so a host
+/// with no AWS region refuses to start instead of serving without its telemetry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The region to use when it is not left to the SDK's chain (config, then IMDS).
+    pub region: Option<String>,
+    /// The EC2 instance id from IMDS, when on EC2.
+    pub instance_id: Option<String>,
+    /// This host's name.
+    pub hostname: String,
+}
+
+/// Telemetry cannot start: no AWS region (the message is located at the section that needs
+/// it, rendered like a config error).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NoRegion(pub String);
+
+impl Placement {
+    /// Finds the region and the instance's identity for `config`. The region comes from, in
+    /// order: the config's `region`, AWS_REGION / AWS_DEFAULT_REGION, IMDS (on EC2), the SDK's
+    /// chain (the shared profile). None of them: [`NoRegion`].
+    pub async fn find(config: &TelemetryConfig) -> Result<Placement, NoRegion> {
+        let facts = crate::host::facts::Facts::gather().await;
+        let env_region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+            .iter()
+            .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
+        let region = config.region.clone().or_else(|| {
+            facts
+                .ec2
+                .as_ref()
+                .map(|e| e.region.clone())
+                .filter(|_| !env_region)
+        });
+        // Without one of ours, the chain must find one (environment, profile).
+        if region.is_none() && !env_region && Aws::connect(&AwsTarget::default()).await.is_err() {
+            let what = if config.metrics.is_some() {
+                "`[metrics]` ships to CloudWatch"
+            } else {
+                "`[[logs]]` ships to CloudWatch Logs"
+            };
+            let message = format!("{what}, but no AWS region was found");
+            let help = "set `region = \"eu-west-1\"` at the top of the config, or AWS_REGION in \
+                        bosund's environment (on EC2 the region comes from IMDS)";
+            let text = match &config.origin {
+                Some(o) => o.diagnostic(&message, help).render(false),
+                None => format!("{message}\n  help: {help}\n"),
+            };
+            return Err(NoRegion(text));
+        }
+        Ok(Placement {
+            region,
+            instance_id: facts.ec2.map(|e| e.instance_id),
+            hostname: facts.hostname,
+        })
     }
 }
 
@@ -66,9 +128,13 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Starts shipping on a new thread. Fails only when the thread cannot be made; AWS and
-    /// journal problems are logged by the thread and retried.
-    pub fn start(config: TelemetryConfig, state_dir: PathBuf) -> anyhow::Result<Telemetry> {
+    /// Starts shipping on a new thread, where [`Placement::find`] said. Fails only when the
+    /// thread cannot be made; AWS and journal problems are logged by the thread and retried.
+    pub fn start(
+        config: TelemetryConfig,
+        placement: Placement,
+        state_dir: PathBuf,
+    ) -> anyhow::Result<Telemetry> {
         let (stop, stop_rx) = watch::channel(None);
         let thread = std::thread::Builder::new()
             .name("telemetry".into())
@@ -84,7 +150,7 @@ impl Telemetry {
                     }
                 };
                 let local = tokio::task::LocalSet::new();
-                if let Err(e) = local.block_on(&rt, run(config, state_dir, stop_rx)) {
+                if let Err(e) = local.block_on(&rt, run(config, placement, state_dir, stop_rx)) {
                     tracing::error!("telemetry stopped: {e:#}");
                 }
             })
@@ -113,6 +179,7 @@ impl Telemetry {
 
 async fn run(
     config: TelemetryConfig,
+    placement: Placement,
     state_dir: PathBuf,
     stop: watch::Receiver<Option<Instant>>,
 ) -> anyhow::Result<()> {
@@ -122,35 +189,37 @@ async fn run(
     let journal = Rc::new(RefCell::new(
         Journal::open(&state_dir).context("opening the journal for telemetry")?,
     ));
-    let facts = crate::host::facts::Facts::gather().await;
-    let found_id = facts.ec2.as_ref().map(|e| e.instance_id.clone());
     let aws = Aws::connect(&AwsTarget {
-        region: facts.ec2.as_ref().map(|e| e.region.clone()).filter(|_| {
-            std::env::var_os("AWS_REGION").is_none()
-                && std::env::var_os("AWS_DEFAULT_REGION").is_none()
-        }),
+        region: placement.region.clone(),
         endpoint_url: None,
     })
     .await
-    .context(
-        "telemetry needs AWS: set AWS_REGION in bosund's environment (on EC2 it comes from IMDS)",
-    )?;
+    .context("telemetry: loading the AWS configuration")?;
     let ident_for = |over: &Option<String>| logs::Identity {
         instance_id: over
             .clone()
-            .or_else(|| found_id.clone())
-            .unwrap_or_else(|| facts.hostname.clone()),
-        hostname: facts.hostname.clone(),
+            .or_else(|| placement.instance_id.clone())
+            .unwrap_or_else(|| placement.hostname.clone()),
+        hostname: placement.hostname.clone(),
     };
     let mut tasks = Vec::new();
     if let Some(m) = config.metrics.clone() {
         let id = ident_for(&m.instance_id).instance_id;
         tracing::info!(namespace = %m.namespace, interval = ?m.interval, instance_id = %id, "shipping host metrics");
-        tasks.push(tokio::task::spawn_local(metrics::run(
+        // Sampler and sender are separate tasks: a blocked PutMetricData costs no sample.
+        let taken = Rc::new(tokio::sync::Notify::new());
+        tasks.push(tokio::task::spawn_local(metrics::sample(
+            m.clone(),
+            journal.clone(),
+            taken.clone(),
+            stop.clone(),
+        )));
+        tasks.push(tokio::task::spawn_local(metrics::send(
             m,
             id,
             journal.clone(),
             aws.cloudwatch(),
+            taken,
             stop.clone(),
         )));
     }

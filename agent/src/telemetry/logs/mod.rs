@@ -454,9 +454,19 @@ impl FileSource {
     }
 
     /// Reads every file a turn; `true` when some file has more waiting.
+    ///
+    /// A stream's lines keep their order across a rename rotation: rotated files are read
+    /// first (oldest rotation first), and a stream's current file waits while a rotated file
+    /// of the same stream still has more to read. (Reading in inode order interleaved the new
+    /// file's first lines with the old file's last ones whenever the new inode sorted first.)
     fn read_all(&mut self, now: Instant, journal: &Rc<RefCell<Journal>>) -> bool {
         let mut more = false;
-        let ids: Vec<FileId> = self.tails.keys().copied().collect();
+        let mut ids: Vec<FileId> = self.tails.keys().copied().collect();
+        ids.sort_by_key(|id| {
+            let rotated = self.tails[id].tail.rotated;
+            (rotated.is_none(), rotated)
+        });
+        let mut behind: Vec<String> = Vec::new();
         let mut lines = Vec::new();
         for id in ids {
             if self.shipper.full() {
@@ -465,6 +475,10 @@ impl FileSource {
             let Some(t) = self.tails.get_mut(&id) else {
                 continue;
             };
+            if t.tail.rotated.is_none() && behind.contains(&t.tail.stream) {
+                more = true;
+                continue;
+            }
             lines.clear();
             let outcome = match t.tail.read(READ_TURN, now, &mut lines) {
                 Ok(o) => o,
@@ -474,6 +488,9 @@ impl FileSource {
                 }
             };
             more |= outcome.more;
+            if outcome.more && t.tail.rotated.is_some() {
+                behind.push(t.tail.stream.clone());
+            }
             let generation = t.tail.generation;
             let stream = t.tail.stream.clone();
             let mut events = Vec::new();

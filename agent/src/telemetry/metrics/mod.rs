@@ -1,10 +1,15 @@
 //! Host metrics → CloudWatch (PutMetricData), kept on disk until accepted.
 //!
-//! Every interval a sample is taken ([`collect`]) and written to the journal's backlog first;
-//! the sender then ships the backlog oldest first, each point with its original timestamp, and
-//! deletes what CloudWatch accepted. Through an outage samples pile up (bounded by age,
-//! default 24 h) and are back-filled in order when CloudWatch answers again; a crash loses
-//! nothing already sampled.
+//! Two tasks share the journal's backlog and nothing else:
+//! - [`sample`] takes a sample ([`collect`]) on every tick of its own timer and writes it to
+//!   the backlog with the time it was taken. It never waits for CloudWatch, so an outage or a
+//!   slow endpoint costs no tick.
+//! - [`send`] ships the backlog oldest first, each point with its original timestamp, and
+//!   deletes what CloudWatch accepted; on failure it retries with backoff while the sampler
+//!   goes on filling the backlog.
+//!
+//! Through an outage samples pile up (bounded by age, default 24 h) and are back-filled in order
+//! when CloudWatch answers again; a crash loses nothing already sampled.
 
 pub mod collect;
 
@@ -13,6 +18,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 use crate::journal::Journal;
 use crate::telemetry::config::MetricsConfig;
@@ -43,87 +49,117 @@ pub struct Point {
 /// Samples read from the backlog per send round (each ~100 points: at most ~10 calls).
 const SAMPLES_PER_ROUND: usize = 10;
 
-/// Runs the metrics loop until stopped: sample, keep, ship, back-fill.
-pub async fn run(
+/// The sampler: one sample per tick into the journal's backlog until stopped; `taken` is
+/// notified after each, to wake the sender.
+///
+/// The first sample is taken one interval after the start, so CPU shares and rates cover a
+/// whole interval. Ticks stay on the grid set at the start (a tick delayed past the next one
+/// is skipped rather than shifting the ones after it).
+pub async fn sample(
+    cfg: MetricsConfig,
+    journal: Rc<RefCell<Journal>>,
+    taken: Rc<Notify>,
+    mut stop: Stop,
+) {
+    let mut collector = collect::Collector::new(cfg.processes.clone());
+    // Prime the counters so the first stored sample already has CPU and rates.
+    collector.sample();
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + cfg.interval, cfg.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        if stop.borrow().is_some() {
+            return;
+        }
+        tokio::select! {
+            _ = ticker.tick() => {}
+            changed = stop.changed() => {
+                if changed.is_err() { return; }
+                continue;
+            }
+        }
+        let ts = chrono::Utc::now().timestamp_millis();
+        let points = collector.sample();
+        match serde_json::to_string(&points) {
+            Ok(json) => match journal.borrow().push_metric_sample(ts, &json) {
+                Ok(()) => {
+                    stats::STATS
+                        .metric_backlog
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e) => {
+                    stats::add(&stats::STATS.metric_errors, 1);
+                    tracing::error!("keeping a metric sample in the journal: {e:#}");
+                }
+            },
+            Err(e) => tracing::error!("encoding a metric sample: {e}"),
+        }
+        stats::set_host(points);
+        taken.notify_one();
+    }
+}
+
+/// The sender: ships the backlog whenever a sample was taken, retrying failures with backoff
+/// and jitter, until stopped; then one last attempt within the stop deadline (what is left is
+/// sent after the restart).
+pub async fn send(
     cfg: MetricsConfig,
     instance_id: String,
     journal: Rc<RefCell<Journal>>,
     client: aws_sdk_cloudwatch::Client,
+    taken: Rc<Notify>,
     mut stop: Stop,
 ) {
-    let mut collector = collect::Collector::new(cfg.processes.clone());
     let mut dims = vec![("InstanceId".to_string(), instance_id)];
     dims.extend(cfg.dimensions.iter().cloned());
     let high_res = cfg.interval < Duration::from_secs(60);
-    let mut ticker = tokio::time::interval(cfg.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut delays = sinks::backoff();
-    let mut retry_at: Option<Instant> = None;
-    // Prime the counters so the first stored sample already has CPU and rates.
-    collector.sample();
+    // Samples left by a previous run are sent at once.
+    let mut wait: Option<Duration> = Some(Duration::ZERO);
     loop {
-        let stopping = stop.borrow().is_some();
-        if stopping {
-            // One last attempt at the backlog; what is left is sent after the restart.
-            let deadline = stop.borrow().unwrap_or_else(Instant::now);
-            let mut stop2 = stop.clone();
-            let last = ship(&cfg, &dims, high_res, &journal, &client, &mut stop2);
-            if let Ok(Err(e)) = tokio::time::timeout_at(deadline.into(), last).await {
-                tracing::warn!("{e}; the backlog is sent after the restart");
-            }
+        if stop.borrow().is_some() {
             break;
         }
-        let wait_retry = async {
-            match retry_at {
-                Some(t) => tokio::time::sleep_until(t.into()).await,
-                None => std::future::pending().await,
+        let woken = async {
+            match wait {
+                Some(d) => tokio::time::sleep(d).await,
+                None => taken.notified().await,
             }
         };
         tokio::select! {
-            _ = ticker.tick() => {
-                let points = collector.sample();
-                let ts = chrono::Utc::now().timestamp_millis();
-                stats::set_host(points.clone());
-                match serde_json::to_string(&points) {
-                    Ok(json) => {
-                        if let Err(e) = journal.borrow().push_metric_sample(ts, &json) {
-                            stats::add(&stats::STATS.metric_errors, 1);
-                            tracing::error!("keeping a metric sample in the journal: {e:#}");
-                        }
-                    }
-                    Err(e) => tracing::error!("encoding a metric sample: {e}"),
-                }
-                if retry_at.is_some_and(|t| Instant::now() < t) {
-                    continue;
-                }
-            }
-            _ = wait_retry => {}
+            _ = woken => {}
             changed = stop.changed() => {
-                if changed.is_err() { break; }
+                if changed.is_err() { return; }
                 continue;
             }
         }
-        // Bounded, so a hung endpoint delays the next sample by at most this; what was not
-        // accepted stays in the backlog.
-        let budget = cfg.interval.max(Duration::from_secs(5));
-        let shipped = tokio::time::timeout(
-            budget,
-            ship(&cfg, &dims, high_res, &journal, &client, &mut stop),
-        )
-        .await
-        .unwrap_or_else(|_| Err(format!("PutMetricData took longer than {budget:?}")));
+        // Each call is bounded by the client's timeouts (`aws::TELEMETRY_CALL_TIMEOUT`); a stop
+        // request ends the round at once, and what was not accepted stays in the backlog.
+        let mut round_stop = stop.clone();
+        let shipped = tokio::select! {
+            r = ship(&cfg, &dims, high_res, &journal, &client, &mut round_stop) => r,
+            changed = stop.changed() => {
+                if changed.is_err() { return; }
+                continue;
+            }
+        };
         match shipped {
             Ok(()) => {
-                retry_at = None;
                 delays = sinks::backoff();
+                wait = None;
             }
             Err(e) => {
                 stats::add(&stats::STATS.metric_errors, 1);
                 let d = delays.next().unwrap_or(Duration::from_secs(30));
                 tracing::warn!("{e}; points are kept and sent in order, retrying in {d:?}");
-                retry_at = Some(Instant::now() + d);
+                wait = Some(d);
             }
         }
+    }
+    let deadline = stop.borrow().unwrap_or_else(Instant::now);
+    let last = ship(&cfg, &dims, high_res, &journal, &client, &mut stop);
+    if let Ok(Err(e)) = tokio::time::timeout_at(deadline.into(), last).await {
+        tracing::warn!("{e}; the backlog is sent after the restart");
     }
 }
 
