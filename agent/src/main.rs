@@ -71,6 +71,9 @@ enum Command {
         #[arg(long, value_enum, default_value = "human")]
         output: OutputFormat,
     },
+    /// List the backups in S3, or restore one into a database.
+    #[command(subcommand)]
+    Backups(bosun_agent::backup::cli::BackupsCommand),
 }
 
 #[derive(Args)]
@@ -146,6 +149,7 @@ fn main() -> ExitCode {
         Command::History { limit, run, output } => {
             history(&state_dir, limit, run.as_deref(), output)
         }
+        Command::Backups(cmd) => bosun_agent::backup::cli::run(cmd).map(ExitCode::from),
     };
     result.unwrap_or_else(|e| {
         eprintln!("bosund: error: {e:#}");

@@ -8,16 +8,20 @@
 //! - [`upload`]: a byte stream compressed with zstd into an S3 multipart upload, in bounded
 //!   memory, completed only on success and aborted otherwise;
 //! - [`mysql`]: the MySQL/MariaDB client and dump tools (queries, dump, restore), password in
-//!   `MYSQL_PWD` only.
+//!   `MYSQL_PWD` only;
+//! - [`restore`]: an object streamed from S3 through SHA-256 and zstd into the client;
+//! - [`cli`]: `bosund backups list` and `bosund backups restore`.
 //!
 //! Layout in a bucket, for one backup at `K`: `K` (the zstd-compressed SQL dump), `K.manifest.json`
 //! (written only after `K` is complete: a backup without a manifest is not a backup) and, once
 //! verified, `K.verified.json` (or `K.verify-failed.json`).
 
 pub mod catalogue;
+pub mod cli;
 pub mod key;
 pub mod manifest;
 pub mod mysql;
+pub mod restore;
 pub mod retention;
 pub mod upload;
 
