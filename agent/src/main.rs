@@ -76,6 +76,9 @@ enum Command {
         #[command(subcommand)]
         command: ScheduleCommand,
     },
+    /// List the backups in S3, or restore one into a database.
+    #[command(subcommand)]
+    Backups(bosun_agent::backup::cli::BackupsCommand),
 }
 
 #[derive(Subcommand)]
@@ -181,6 +184,7 @@ fn main() -> ExitCode {
                     output,
                 },
         } => schedule_list(config, cli.state_dir.clone(), after, output),
+        Command::Backups(cmd) => bosun_agent::backup::cli::run(cmd).map(ExitCode::from),
     };
     result.unwrap_or_else(|e| {
         eprintln!("bosund: error: {e:#}");

@@ -58,6 +58,9 @@ enum Command {
     Run(remote::RunArgs),
     /// Show bosund's version, the host's uptime and its last runs, over SSH.
     Status(remote::StatusArgs),
+    /// List the backups in S3 or restore one, through bosund on a host, over SSH.
+    #[command(subcommand)]
+    Backups(remote::backups::BackupsCommand),
     /// Print the stack's CloudFormation template.
     Template {
         #[command(flatten)]
@@ -187,6 +190,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check { playbooks, var } => check(&playbooks, &var, json),
         Command::Run(args) => remote::run(args, json),
         Command::Status(args) => remote::status(args, json),
+        Command::Backups(cmd) => remote::backups::run(cmd, json),
         Command::Template { stack } => {
             let l = load(&stack)?;
             let boot = BootDigests {

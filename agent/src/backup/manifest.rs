@@ -36,7 +36,7 @@ pub struct Manifest {
     /// First line of the dump tool's `--version`.
     pub tool_version: String,
     /// The base tables, sorted by name, with row counts and `CHECKSUM TABLE` values taken from
-    /// the source in a consistent snapshot just before the dump started.
+    /// the source in a consistent snapshot started as the dump started.
     pub tables: Vec<TableStats>,
 }
 

@@ -12,16 +12,20 @@
 //!   `MYSQL_PWD` only;
 //! - [`rds`]: RDS manual snapshots (identifiers, bosun's tag, listing, waiting), for
 //!   `rds_snapshot` and `backup_prune`.
+//! - [`restore`]: an object streamed from S3 through SHA-256 and zstd into the client;
+//! - [`cli`]: `bosund backups list` and `bosund backups restore`.
 //!
 //! Layout in a bucket, for one backup at `K`: `K` (the zstd-compressed SQL dump), `K.manifest.json`
 //! (written only after `K` is complete: a backup without a manifest is not a backup) and, once
 //! verified, `K.verified.json` (or `K.verify-failed.json`).
 
 pub mod catalogue;
+pub mod cli;
 pub mod key;
 pub mod manifest;
 pub mod mysql;
 pub mod rds;
+pub mod restore;
 pub mod retention;
 pub mod upload;
 

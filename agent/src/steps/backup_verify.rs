@@ -15,24 +15,20 @@
 //! object is Y`, even when the damage also breaks decompression. Always `changed` (it creates
 //! and drops a database and writes a record); `--check` says what it would verify.
 
-use std::io::Read;
-
 use anyhow::{Context, bail};
 use chrono::Utc;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 
 use super::mysql_backup::{client_argv, connect, connection_problems, default_port};
 use super::{ActionArgs, Check, CommandOutput, Outcome, StepContext, StepKind};
 use crate::aws::{Aws, AwsTarget, describe_error};
 use crate::backup::Number;
-use crate::backup::catalogue;
 use crate::backup::manifest::{
     MANIFEST_SUFFIX, Manifest, VERIFIED_SUFFIX, VERIFY_FAILED_SUFFIX, VerifyRecord, compare_tables,
 };
 use crate::backup::mysql::{Client, quote_ident};
+use crate::backup::{catalogue, restore};
 
 /// Arguments of `backup_verify`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -125,32 +121,6 @@ impl Drop for ScratchDatabase {
         {
             tracing::error!("{e:#}");
         }
-    }
-}
-
-/// Reads the chunks a channel brings, for the blocking decompressor.
-struct ChannelReader<B> {
-    rx: mpsc::Receiver<B>,
-    chunk: B,
-    pos: usize,
-}
-
-impl<B: AsRef<[u8]>> Read for ChannelReader<B> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.chunk.as_ref().len() {
-            match self.rx.blocking_recv() {
-                Some(c) => {
-                    self.chunk = c;
-                    self.pos = 0;
-                }
-                None => return Ok(0),
-            }
-        }
-        let rest = &self.chunk.as_ref()[self.pos..];
-        let n = rest.len().min(buf.len());
-        buf[..n].copy_from_slice(&rest[..n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 
@@ -306,66 +276,8 @@ impl BackupVerifyArgs {
         client: &Client,
         database: &str,
     ) -> anyhow::Result<(String, Vec<String>)> {
-        let object = s3
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("reading s3://{}/{key}: {}", self.bucket, describe_error(&e))
-            })?;
-        let mut body = object.body;
-        let mut restore = client.spawn_restore(database)?;
-        let mut stdin = restore.take_stdin()?;
-        // Four chunks in flight between the download and the decompressor bound the memory.
-        let (tx, rx) = mpsc::channel(4);
-        let decompress = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
-            let reader = ChannelReader {
-                rx,
-                chunk: Default::default(),
-                pos: 0,
-            };
-            let mut decoder = zstd::stream::read::Decoder::new(reader)?;
-            let n = std::io::copy(&mut decoder, &mut stdin)?;
-            Ok(n)
-        });
-        let mut hasher = Sha256::new();
-        let mut feeding = true;
-        while let Some(chunk) = body
-            .try_next()
-            .await
-            .with_context(|| format!("downloading s3://{}/{key}", self.bucket))?
-        {
-            hasher.update(&chunk);
-            // After the decompressor stopped (bad data), keep hashing: the SHA-256 verdict is
-            // the clearest one.
-            if feeding && tx.send(chunk).await.is_err() {
-                feeding = false;
-            }
-        }
-        drop(tx);
-        let sha256 = hex::encode(hasher.finalize());
-        let decompressed = decompress.await.context("the decompressor thread failed")?;
-        let program = restore.program().to_string();
-        let exit = restore.wait().await?;
-
-        let mut problems = Vec::new();
-        if sha256 != manifest.sha256 {
-            problems.push(format!(
-                "sha256 mismatch: manifest says {}, object is {sha256}",
-                manifest.sha256
-            ));
-        }
-        if let Err(e) = decompressed {
-            problems.push(format!("decompressing: {e:#}"));
-        }
-        if !exit.success() {
-            problems.push(format!(
-                "{program} failed to restore (exit code {}): {}",
-                exit.code, exit.stderr
-            ));
-        }
-        Ok((sha256, problems))
+        let streamed =
+            restore::stream_into(s3, &self.bucket, key, &manifest.sha256, client, database).await?;
+        Ok((streamed.sha256, streamed.problems))
     }
 }

@@ -4,9 +4,9 @@
 //! mysql_backup = { host = "db.internal", user = "backup", password = "ssm:/prod/db/backup-password",
 //!                  databases = ["shop"], bucket = "acme-backups" }
 //! ```
-//! Per database: row counts and `CHECKSUM TABLE` of every table are read in one consistent
-//! snapshot, then `mariadb-dump` (or `mysqldump`) runs with `--single-transaction --quick
-//! --routines --events --triggers`, its output is compressed with zstd and uploaded as an S3
+//! Per database: `mariadb-dump` (or `mysqldump`) runs with `--single-transaction --quick
+//! --routines --events --triggers` while row counts and `CHECKSUM TABLE` of every table are read
+//! in one consistent snapshot beside it; the dump's output is compressed with zstd and uploaded as an S3
 //! multipart upload in bounded memory (see [`crate::backup::upload`]) while its SHA-256 is
 //! computed. The upload is completed only when the dump exited 0, and aborted otherwise, so no
 //! partial object is ever visible; then `<key>.manifest.json` is written beside it.
@@ -288,14 +288,23 @@ impl MysqlBackupArgs {
     ) -> anyhow::Result<Manifest> {
         let started_at = Utc::now();
         let key = render_key(&self.key, db, started_at).map_err(anyhow::Error::msg)?;
-        let tables = client
-            .table_stats(db)
-            .await
-            .context("reading row counts and checksums")?;
         let mut upload = MultipartUpload::create(aws, &self.bucket, &key).await?;
         let mut dump = dumper.spawn(db)?;
         let stdout = dump.take_stdout()?;
-        let streamed = match upload.stream(stdout, level, plan).await {
+        // Row counts and checksums come from a consistent snapshot of their own, read while the
+        // dump streams: on the server they overlap the dump instead of delaying it (for 1 GiB
+        // of SQL they took 9 s of 40 before the dump, scripts/bench-backup). Both snapshots
+        // start together, so on a live database they are as close as two sessions can be.
+        let (tables, streamed) = tokio::join!(
+            async {
+                client
+                    .table_stats(db)
+                    .await
+                    .context("reading row counts and checksums")
+            },
+            upload.stream(stdout, level, plan)
+        );
+        let streamed = match streamed.and_then(|s| tables.map(|t| (s, t))) {
             Ok(s) => s,
             Err(e) => {
                 dump.kill();
@@ -307,6 +316,7 @@ impl MysqlBackupArgs {
                 });
             }
         };
+        let (streamed, tables) = streamed;
         let program = dump.program().to_string();
         let exit = dump.wait().await?;
         if !exit.success() {

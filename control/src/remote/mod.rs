@@ -1,4 +1,4 @@
-//! Remote control: `bosun run` and `bosun status` over SSH.
+//! Remote control: `bosun run`, `bosun status` and `bosun backups` over SSH.
 //!
 //! ```text
 //! mod.rs        the commands: arguments, playbook lookup and validation, per-host job
@@ -10,6 +10,7 @@
 //!   inventory   inventory TOML → hosts with merged vars (pure)
 //!   fleet       forks / serial / max-fail scheduling (pure policy, generic scheduler)
 //!   report      human (agent renderer + indicatif) and JSON Lines output, summary table
+//!   backups     `bosun backups list|restore`: `bosund backups ... --output json` on the host
 //! ```
 //!
 //! Playbooks are sent on bosund's stdin, so they must be self-contained: files they name
@@ -17,6 +18,7 @@
 //! remote user's home directory, not shipped.
 
 mod api;
+pub mod backups;
 mod bosund;
 mod fleet;
 mod inventory;

@@ -1,0 +1,161 @@
+//! A backup object streamed out of S3 into a database: SHA-256 on the way, zstd decompression on
+//! a blocking thread, the client reading SQL on stdin. Shared by `backup_verify` (into a scratch
+//! database) and `bosund backups restore` (into the database asked for).
+//!
+//! Memory stays bounded whatever the object's size: at most four downloaded chunks wait for the
+//! decompressor, and the decompressor writes into the client's pipe as it goes.
+
+use std::io::Read;
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::mysql::Client;
+use crate::aws::describe_error;
+
+/// How a streamed restore went. `problems` is empty when the object's SHA-256 matched, it
+/// decompressed and the client exited 0.
+#[derive(Debug, Clone)]
+pub struct Streamed {
+    /// SHA-256 of the object as fetched, lowercase hex.
+    pub sha256: String,
+    /// Bytes of SQL fed to the client.
+    pub sql_bytes: u64,
+    /// What went wrong: a SHA-256 mismatch first, then decompression and client errors.
+    pub problems: Vec<String>,
+}
+
+/// Reads the chunks a channel brings, for the blocking decompressor.
+struct ChannelReader<B> {
+    rx: mpsc::Receiver<B>,
+    chunk: B,
+    pos: usize,
+}
+
+impl<B: AsRef<[u8]>> Read for ChannelReader<B> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.chunk.as_ref().len() {
+            match self.rx.blocking_recv() {
+                Some(c) => {
+                    self.chunk = c;
+                    self.pos = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let rest = &self.chunk.as_ref()[self.pos..];
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Streams `s3://bucket/key` (zstd-compressed SQL) into `database` through `client`, comparing
+/// the object's SHA-256 with `expected_sha256`. Errors are for what stopped the stream (S3
+/// unreachable, the client not starting); what the data or the tools got wrong is in
+/// [`Streamed::problems`]. The database must exist; what a failed restore left in it is the
+/// caller's to drop.
+pub async fn stream_into(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    expected_sha256: &str,
+    client: &Client,
+    database: &str,
+) -> anyhow::Result<Streamed> {
+    let object = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading s3://{bucket}/{key}: {}", describe_error(&e)))?;
+    let mut body = object.body;
+    let mut restore = client.spawn_restore(database)?;
+    let mut stdin = restore.take_stdin()?;
+    // Four chunks in flight between the download and the decompressor bound the memory.
+    let (tx, rx) = mpsc::channel(4);
+    let decompress = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+        let reader = ChannelReader {
+            rx,
+            chunk: Default::default(),
+            pos: 0,
+        };
+        let mut decoder = zstd::stream::read::Decoder::new(reader)?;
+        let n = std::io::copy(&mut decoder, &mut stdin)?;
+        Ok(n)
+    });
+    let mut hasher = Sha256::new();
+    let mut feeding = true;
+    while let Some(chunk) = body
+        .try_next()
+        .await
+        .with_context(|| format!("downloading s3://{bucket}/{key}"))?
+    {
+        hasher.update(&chunk);
+        // After the decompressor stopped (bad data), keep hashing: the SHA-256 verdict is
+        // the clearest one.
+        if feeding && tx.send(chunk).await.is_err() {
+            feeding = false;
+        }
+    }
+    drop(tx);
+    let sha256 = hex::encode(hasher.finalize());
+    let decompressed = decompress.await.context("the decompressor thread failed")?;
+    let program = restore.program().to_string();
+    let exit = restore.wait().await?;
+
+    let mut problems = Vec::new();
+    if sha256 != expected_sha256 {
+        problems.push(format!(
+            "sha256 mismatch: manifest says {expected_sha256}, object is {sha256}"
+        ));
+    }
+    let sql_bytes = match decompressed {
+        Ok(n) => n,
+        Err(e) => {
+            problems.push(format!("decompressing: {e:#}"));
+            0
+        }
+    };
+    if !exit.success() {
+        problems.push(format!(
+            "{program} failed to restore (exit code {}): {}",
+            exit.code, exit.stderr
+        ));
+    }
+    Ok(Streamed {
+        sha256,
+        sql_bytes,
+        problems,
+    })
+}
+
+/// SHA-256 and size of `s3://bucket/key`, read once through (nothing is kept).
+pub async fn object_digest(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> anyhow::Result<(String, u64)> {
+    let object = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading s3://{bucket}/{key}: {}", describe_error(&e)))?;
+    let mut body = object.body;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    while let Some(chunk) = body
+        .try_next()
+        .await
+        .with_context(|| format!("downloading s3://{bucket}/{key}"))?
+    {
+        size += chunk.len() as u64;
+        hasher.update(&chunk);
+    }
+    Ok((hex::encode(hasher.finalize()), size))
+}

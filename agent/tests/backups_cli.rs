@@ -1,0 +1,374 @@
+//! `bosund backups list` and `bosund backups restore` through the real binary, against a real
+//! MariaDB and a real S3 API (moto): the listing shows what `mysql_backup` made, a restore
+//! round-trips every row, an existing database is refused without `--force`, and a damaged
+//! object is refused without leaving anything half-restored.
+
+mod common;
+
+use std::process::Output;
+
+use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::primitives::ByteStream;
+use bosun_agent::backup::cli::{Listing, Restored, Verification};
+use bosun_agent::backup::manifest::Manifest;
+use bosun_harness::{MariaDb, Moto};
+use common::{Run, Sandbox};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const BUCKET: &str = "backups";
+const PREFIX: &str = "backups/mysql/shop/";
+
+/// The test's own look into moto.
+struct S3 {
+    rt: tokio::runtime::Runtime,
+    client: aws_sdk_s3::Client,
+}
+
+impl S3 {
+    fn new(moto: &Moto) -> S3 {
+        use aws_smithy_http_client::tls;
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version_latest()
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+            .endpoint_url(moto.endpoint())
+            .force_path_style(true)
+            .http_client(http)
+            .build();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let s3 = S3 {
+            rt,
+            client: aws_sdk_s3::Client::from_conf(conf),
+        };
+        s3.rt
+            .block_on(s3.client.create_bucket().bucket(BUCKET).send())
+            .expect("creating the test bucket in moto");
+        s3
+    }
+
+    fn get(&self, key: &str) -> Vec<u8> {
+        self.rt.block_on(async {
+            let out = self
+                .client
+                .get_object()
+                .bucket(BUCKET)
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+            out.body.collect().await.unwrap().into_bytes().to_vec()
+        })
+    }
+
+    fn put(&self, key: &str, body: Vec<u8>) {
+        self.rt
+            .block_on(
+                self.client
+                    .put_object()
+                    .bucket(BUCKET)
+                    .key(key)
+                    .body(ByteStream::from(body))
+                    .send(),
+            )
+            .unwrap();
+    }
+}
+
+/// MariaDB with `shop`: 100,000 orders, 500 customers, a trigger and a routine.
+fn shop_db() -> MariaDb {
+    let db = MariaDb::start().expect("starting MariaDB");
+    db.exec(
+        "CREATE DATABASE shop;
+         USE shop;
+         CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(64) NOT NULL);
+         CREATE TABLE orders (id INT PRIMARY KEY, customer INT NOT NULL, cents BIGINT NOT NULL);
+         CREATE TABLE audit (n INT);
+         INSERT INTO customers SELECT seq, CONCAT('customer ', seq) FROM seq_1_to_500;
+         INSERT INTO orders SELECT seq, seq % 500 + 1, seq * 37 % 100000 FROM seq_1_to_100000;
+         CREATE TRIGGER orders_audit AFTER INSERT ON orders FOR EACH ROW INSERT INTO audit VALUES (NEW.id);
+         CREATE FUNCTION double_it(x INT) RETURNS INT DETERMINISTIC RETURN x * 2;",
+    )
+    .expect("loading the shop database");
+    db
+}
+
+/// (table, rows, checksum) of `shop`'s tables in database `name`, from the server.
+fn table_facts(db: &MariaDb, name: &str) -> Vec<(String, String, String)> {
+    ["audit", "customers", "orders"]
+        .iter()
+        .map(|t| {
+            let count = db
+                .exec(&format!("SELECT COUNT(*) FROM `{name}`.`{t}`"))
+                .unwrap();
+            let sum = db.exec(&format!("CHECKSUM TABLE `{name}`.`{t}`")).unwrap();
+            let sum = sum.trim().split('\t').nth(1).unwrap().to_string();
+            (t.to_string(), count.trim().to_string(), sum)
+        })
+        .collect()
+}
+
+fn database_exists(db: &MariaDb, name: &str) -> bool {
+    !db.exec(&format!("SHOW DATABASES LIKE '{name}'"))
+        .unwrap()
+        .trim()
+        .is_empty()
+}
+
+struct Fixture {
+    db: MariaDb,
+    moto: Moto,
+    s3: S3,
+    sb: Sandbox,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let db = shop_db();
+        let moto = Moto::start().unwrap();
+        let s3 = S3::new(&moto);
+        Fixture {
+            db,
+            moto,
+            s3,
+            sb: Sandbox::new(),
+        }
+    }
+
+    /// `mysql_backup` of `shop` (and `backup_verify` when asked) through `bosund apply`; the key.
+    fn backup(&self, verify: bool) -> String {
+        let conn = format!(
+            r#"host = "127.0.0.1", port = {}, user = "root", password = "env:DB_PASSWORD""#,
+            self.db.port()
+        );
+        let mut text = format!(
+            "name = \"backup\"\n[[step]]\nname = \"dump\"\nmysql_backup = {{ {conn}, databases = [\"shop\"], bucket = \"{BUCKET}\" }}\n"
+        );
+        if verify {
+            text.push_str(&format!(
+                "[[step]]\nname = \"verify\"\nbackup_verify = {{ {conn}, bucket = \"{BUCKET}\", prefix = \"{PREFIX}\" }}\n"
+            ));
+        }
+        let pb = self.sb.playbook(&text);
+        let mut cmd = self.sb.bosund();
+        cmd.arg("apply")
+            .arg(&pb)
+            .args(["--output", "json"])
+            .envs(self.moto.env())
+            .env("DB_PASSWORD", self.db.password());
+        let run = Run::from_command(cmd, None);
+        run.assert_success();
+        run.step("dump").output.as_ref().unwrap().stdout.clone()
+    }
+
+    /// `bosund backups ARGS`, with moto's environment and the password in `DB_PASSWORD`.
+    fn backups(&self, args: &[&str]) -> Output {
+        let out = self
+            .sb
+            .bosund()
+            .arg("backups")
+            .args(args)
+            .envs(self.moto.env())
+            .env("DB_PASSWORD", self.db.password())
+            .output()
+            .expect("running bosund");
+        eprintln!(
+            "bosund backups {args:?} -> {}\n--- stdout\n{}--- stderr\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pw = self.db.password();
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains(&pw)
+                && !String::from_utf8_lossy(&out.stderr).contains(&pw),
+            "the password was printed"
+        );
+        out
+    }
+
+    fn restore(&self, key: &str, database: &str, extra: &[&str]) -> Output {
+        let port = self.db.port().to_string();
+        let mut args = vec![
+            "restore",
+            "--bucket",
+            BUCKET,
+            "--key",
+            key,
+            "--port",
+            &port,
+            "--user",
+            "root",
+            "--password-source",
+            "env:DB_PASSWORD",
+            "--database",
+            database,
+            "--output",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        self.backups(&args)
+    }
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).expect("bosund backups printed one JSON document")
+}
+
+fn error_of(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(1), "expected a refusal (exit 1)");
+    json(out)["error"]
+        .as_str()
+        .expect("an error message")
+        .to_string()
+}
+
+#[test]
+fn list_shows_the_backup_and_restore_round_trips_refusing_an_existing_database_without_force() {
+    let f = Fixture::new();
+    let verified = f.backup(true);
+    let unverified = f.backup(false);
+    assert_ne!(verified, unverified);
+    f.s3.put(&format!("{PREFIX}notes.txt"), b"not a backup".to_vec());
+
+    // list (JSON): both backups, oldest first, with what their manifests say.
+    let out = f.backups(&[
+        "list", "--bucket", BUCKET, "--prefix", PREFIX, "--output", "json",
+    ]);
+    assert!(out.status.success());
+    let listing: Listing = serde_json::from_slice(&out.stdout).unwrap();
+    let keys: Vec<&str> = listing.backups.iter().map(|b| b.key.as_str()).collect();
+    assert_eq!(keys, [verified.as_str(), unverified.as_str()]);
+    assert_eq!(listing.others, 1);
+    let object = f.s3.get(&verified);
+    let manifest: Manifest =
+        serde_json::from_slice(&f.s3.get(&format!("{verified}.manifest.json"))).unwrap();
+    let first = &listing.backups[0];
+    assert_eq!(first.database, "shop");
+    assert_eq!(first.size, object.len() as u64);
+    assert_eq!(first.sha256, hex::encode(Sha256::digest(&object)));
+    assert_eq!(first.sha256, manifest.sha256);
+    assert_eq!(first.rows, 100_500);
+    assert_eq!(first.verification, Verification::Verified);
+    assert!(first.verified_at.is_some());
+    assert_eq!(listing.backups[1].verification, Verification::None);
+
+    // list (human): a line per backup.
+    let out = f.backups(&["list", "--bucket", BUCKET, "--prefix", PREFIX]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text.lines().find(|l| l.ends_with(&verified)).expect(&text);
+    assert!(line.contains(" shop "), "{line}");
+    assert!(line.contains(&manifest.sha256[..16]), "{line}");
+    assert!(line.contains(" yes "), "{line}");
+    assert!(text.contains("1 other objects"), "{text}");
+
+    // restore into a new database: every row and checksum, the trigger and routine too.
+    let source = table_facts(&f.db, "shop");
+    let out = f.restore(&verified, "shop_copy", &[]);
+    assert!(out.status.success());
+    let restored: Restored = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(restored.sha256, manifest.sha256);
+    assert_eq!(restored.tables, manifest.tables);
+    assert!(!restored.replaced);
+    assert_eq!(table_facts(&f.db, "shop_copy"), source);
+    assert_eq!(
+        f.db.exec("SELECT shop_copy.double_it(21)").unwrap().trim(),
+        "42"
+    );
+
+    // An existing, non-empty database is refused without --force and left as it was.
+    f.db.exec("INSERT INTO shop_copy.customers VALUES (9999, 'added after restore')")
+        .unwrap();
+    let changed = table_facts(&f.db, "shop_copy");
+    let err = error_of(&f.restore(&verified, "shop_copy", &[]));
+    assert!(
+        err.contains("database shop_copy on 127.0.0.1:")
+            && err.contains("refusing to overwrite it")
+            && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(table_facts(&f.db, "shop_copy"), changed);
+
+    // With --force it is replaced by the backup's content.
+    let out = f.restore(&verified, "shop_copy", &["--force"]);
+    assert!(out.status.success());
+    assert!(json(&out)["replaced"].as_bool().unwrap());
+    assert_eq!(table_facts(&f.db, "shop_copy"), source);
+
+    // An existing but empty database needs no --force.
+    f.db.exec("CREATE DATABASE empty_one").unwrap();
+    let out = f.restore(&unverified, "empty_one", &[]);
+    assert!(out.status.success());
+    assert_eq!(table_facts(&f.db, "empty_one"), source);
+}
+
+#[test]
+fn a_damaged_object_is_refused_and_leaves_nothing_half_restored() {
+    let f = Fixture::new();
+    let key = f.backup(false);
+    let manifest: Manifest =
+        serde_json::from_slice(&f.s3.get(&format!("{key}.manifest.json"))).unwrap();
+    let mut bytes = f.s3.get(&key);
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    let damaged = hex::encode(Sha256::digest(&bytes));
+    f.s3.put(&key, bytes);
+
+    // Into a new database: restored as it streamed, then found damaged and dropped.
+    let err = error_of(&f.restore(&key, "fresh", &[]));
+    assert!(
+        err.contains(&format!(
+            "sha256 mismatch: manifest says {}, object is {damaged}",
+            manifest.sha256
+        )),
+        "{err}"
+    );
+    assert!(err.contains("database fresh was dropped"), "{err}");
+    assert!(
+        !database_exists(&f.db, "fresh"),
+        "a half-restored database was left"
+    );
+
+    // Over an existing database with --force: refused before the old data is touched.
+    let before = table_facts(&f.db, "shop");
+    let err = error_of(&f.restore(&key, "shop", &["--force"]));
+    assert!(err.contains("sha256 mismatch"), "{err}");
+    assert!(err.contains("database shop was not touched"), "{err}");
+    assert_eq!(table_facts(&f.db, "shop"), before);
+
+    // Bad input is said before anything is fetched, and creates nothing.
+    let out = f.backups(&[
+        "restore",
+        "--bucket",
+        BUCKET,
+        "--key",
+        &key,
+        "--user",
+        "root",
+        "--password-source",
+        "s3cret",
+        "--database",
+        "mysql",
+        "--output",
+        "json",
+    ]);
+    let err = error_of(&out);
+    assert!(err.contains("--password-source must be"), "{err}");
+    assert!(
+        !err.contains("s3cret"),
+        "the would-be password was echoed: {err}"
+    );
+    assert!(err.contains("mysql is a system schema"), "{err}");
+    let missing = error_of(&f.restore("backups/mysql/shop/nope.sql.zst", "other", &[]));
+    assert!(missing.contains("has no readable manifest"), "{missing}");
+    assert!(!database_exists(&f.db, "other"));
+}
