@@ -541,6 +541,9 @@ async fn apply_on(
     let mut summary: Option<Summary> = None;
     let mut out = None;
     for attempt in 0..2 {
+        if *job.cancel.borrow() {
+            bail!("cancelled (interrupted) before bosund started");
+        }
         let reporter = &job.reporter;
         let name = t.name.as_str();
         let mut on_line = |line: &str| match serde_json::from_str::<RunEvent>(line) {

@@ -247,6 +247,7 @@ impl Ssh {
         let mut out = Output::default();
         let mut pending = Vec::new();
         let mut deadline: Option<tokio::time::Instant> = None;
+        let mut killed = false;
         loop {
             let cancelled = async {
                 match (&mut cancel, deadline) {
@@ -275,6 +276,7 @@ impl Ssh {
                     let _ = channel.signal(Sig::TERM).await;
                     if let Some(pgid) = announced_pgid(&out.stderr) {
                         self.fire(&format!("kill -s TERM -- -{pgid}")).await;
+                        killed = true;
                     }
                     continue;
                 }
@@ -290,8 +292,16 @@ impl Ssh {
                     }
                 }
                 ChannelMsg::ExtendedData { data, .. } => {
-                    // Keep the tail only: a chatty stderr must not grow without bound.
                     out.stderr.extend_from_slice(&data);
+                    // Cancelled before the command said its process group: signal it now.
+                    if out.cancelled
+                        && !killed
+                        && let Some(pgid) = announced_pgid(&out.stderr)
+                    {
+                        self.fire(&format!("kill -s TERM -- -{pgid}")).await;
+                        killed = true;
+                    }
+                    // Keep the tail only: a chatty stderr must not grow without bound.
                     if out.stderr.len() > 1 << 20 {
                         out.stderr.drain(..out.stderr.len() - (1 << 20));
                     }
