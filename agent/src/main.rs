@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use bosun_agent::daemon::queue::Progress;
 use bosun_agent::engine::{self, RunOptions};
 use bosun_agent::event::{EventSink, RunEvent};
 use bosun_agent::host::facts::Facts;
@@ -244,22 +245,19 @@ fn apply(args: ApplyArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
             None
         }
     };
-    let summary = runtime.block_on(async {
-        let facts = serde_json::to_value(Facts::gather().await).unwrap_or(Value::Null);
-        let opts = RunOptions {
-            run_id: uuid::Uuid::now_v7().to_string(),
-            check: args.check,
-            base_dir: std::path::absolute(&base_dir).unwrap_or(base_dir),
-            extra_vars: outside,
-            facts,
-            state_dir: state_dir.to_path_buf(),
-            schedule: None,
-        };
+    let (summary, stopped_by) = runtime.block_on(async {
+        // A signal cancels the run: the step's future is dropped (its process group killed),
+        // the step is reported failed and the summary written, then bosund exits 128+signal.
+        // `bosun run` sends SIGTERM through SSH on Ctrl-C.
+        let stop = stop_signal();
+        tokio::pin!(stop);
+        let progress = std::cell::RefCell::new(Progress::default());
         let mut renderer: Box<dyn EventSink> = match args.output {
             OutputFormat::Json => Box::new(JsonLines(std::io::stdout().lock())),
             OutputFormat::Human => Box::new(Human::new(std::io::stdout().lock(), args.diff)),
         };
         let mut sink = |event: &RunEvent| {
+            progress.borrow_mut().see(event);
             renderer.emit(event);
             if let Some(j) = journal.as_mut()
                 && let Err(e) = j.record(event)
@@ -267,13 +265,74 @@ fn apply(args: ApplyArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
                 tracing::warn!("journal write failed: {e:#}");
             }
         };
-        engine::run(&playbook, &opts, &mut sink).await
+        let ended = {
+            let run = async {
+                let facts = serde_json::to_value(Facts::gather().await).unwrap_or(Value::Null);
+                let opts = RunOptions {
+                    run_id: uuid::Uuid::now_v7().to_string(),
+                    check: args.check,
+                    base_dir: std::path::absolute(&base_dir).unwrap_or(base_dir),
+                    extra_vars: outside,
+                    facts,
+                    state_dir: state_dir.to_path_buf(),
+                    schedule: None,
+                };
+                engine::run(&playbook, &opts, &mut sink).await
+            };
+            tokio::select! {
+                biased;
+                summary = run => Ok(summary),
+                signal = &mut stop => Err(signal),
+            }
+        };
+        match ended {
+            Ok(summary) => (summary, None),
+            Err((name, code)) => {
+                let started = progress.borrow().started();
+                let closing = progress
+                    .borrow()
+                    .closing(&format!("bosund received {name}"));
+                // A run that had not started yet (facts) gets no events: nothing was journaled.
+                if started {
+                    for event in &closing {
+                        sink(event);
+                    }
+                }
+                let summary = match closing.last() {
+                    Some(RunEvent::Summary(s)) => *s,
+                    _ => Default::default(),
+                };
+                (summary, Some(code))
+            }
+        }
     });
+    if let Some(code) = stopped_by {
+        return Ok(ExitCode::from(code));
+    }
     Ok(if summary.failed > 0 {
         ExitCode::from(EXIT_FAILED)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Resolves on SIGTERM, SIGINT or SIGHUP with the signal's name and bosund's exit code then
+/// (128 + its number); never when the handlers cannot be installed.
+async fn stop_signal() -> (&'static str, u8) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        eprintln!("bosund: warning: cannot handle signals; a signal ends this run abruptly");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => ("SIGTERM", 143),
+        _ = int.recv() => ("SIGINT", 130),
+        _ = hup.recv() => ("SIGHUP", 129),
+    }
 }
 
 fn check(files: &[String], vars: &VarArgs) -> anyhow::Result<ExitCode> {

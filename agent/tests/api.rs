@@ -398,3 +398,80 @@ async fn the_tcp_listener_wants_tls_and_a_token() {
         "{log}"
     );
 }
+
+/// schemathesis (PyPI, in the venv `scripts/test` prepares) against the OpenAPI document a
+/// live agent serves: every operation, generated valid and invalid requests; no 5xx and every
+/// response as documented. Over a loopback TCP listener (plain HTTP is allowed on loopback;
+/// a token is always required), with the token.
+#[test]
+fn schemathesis_finds_no_server_errors_and_no_schema_violations() {
+    let venv = std::env::var_os("BOSUN_TEST_VENV")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::home_dir().map(|h| h.join(".cache/bosun/venv")))
+        .expect("a HOME or BOSUN_TEST_VENV");
+    let schemathesis = venv.join("bin/schemathesis");
+    assert!(
+        schemathesis.is_file(),
+        "{} is missing: run scripts/test, which installs schemathesis into the venv",
+        schemathesis.display()
+    );
+    let token = "schemathesis-token-0123456789";
+    let port = bosun_harness::free_port().unwrap();
+    let tail = format!(
+        "[api.tcp]\nlisten = \"127.0.0.1:{port}\"\ntokens = [\"{}\"]\n",
+        hex::encode(Sha256::digest(token.as_bytes()))
+    );
+    let agent = Agent::start("", &tail);
+    let junit = agent.dir.path().join("schemathesis.xml");
+    let out = std::process::Command::new(&schemathesis)
+        .arg("run")
+        .arg(format!("http://127.0.0.1:{port}/v1/openapi.json"))
+        .args([
+            "--checks",
+            "not_a_server_error,response_schema_conformance",
+            "--header",
+            &format!("Authorization: Bearer {token}"),
+            "--max-examples",
+            "40",
+            "--seed",
+            "1",
+            "--request-timeout",
+            "20",
+            "--no-color",
+            "--report",
+            "junit",
+            "--report-junit-path",
+        ])
+        .arg(&junit)
+        // No telemetry, no hypothesis database in the user's home.
+        .env("SCHEMATHESIS_TELEMETRY", "false")
+        .env("HOME", agent.dir.path())
+        .current_dir(agent.dir.path())
+        .output()
+        .expect("running schemathesis");
+    let text = format!(
+        "{}\n{}\nbosund log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        agent.log_text()
+    );
+    assert!(out.status.success(), "schemathesis failed:\n{text}");
+    // It did test the API: every operation is a test case of its report, none failed.
+    let report = std::fs::read_to_string(&junit).expect("schemathesis' JUnit report");
+    for op in [
+        "POST /v1/runs",
+        "GET /v1/runs",
+        "GET /v1/runs/{id}",
+        "GET /v1/runs/{id}/events",
+        "POST /v1/runs/{id}/cancel",
+        "GET /v1/health",
+        "GET /metrics",
+    ] {
+        assert!(
+            report.contains(&format!("testcase name=\"{op}\"")),
+            "{op} not tested:\n{report}\n{text}"
+        );
+    }
+    assert!(!report.contains("<failure"), "{report}");
+}

@@ -191,14 +191,26 @@ fn run_uploads_bosund_when_missing_skips_it_when_current_and_replaces_it_when_st
         &std::fs::metadata(f.remote_bosund()).unwrap().permissions(),
     );
     assert_eq!(mode & 0o777, 0o755);
-    // Nothing is left behind from the atomic upload.
+    // Nothing is left behind from the atomic upload; the build is kept by its SHA-256, and
+    // bosund is that file (a hard link).
     let leftovers: Vec<_> = std::fs::read_dir(f.w("remote/bin"))
         .unwrap()
         .flatten()
         .map(|e| e.file_name())
-        .filter(|n| n != "bosund")
+        .filter(|n| n != "bosund" && n != ".bosund-builds")
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    let build = f.w("remote/bin/.bosund-builds").join(&local_sha);
+    assert_eq!(
+        std::fs::read_dir(f.w("remote/bin/.bosund-builds"))
+            .unwrap()
+            .count(),
+        1
+    );
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&build).unwrap()),
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(f.remote_bosund()).unwrap())
+    );
 
     // 2. Current: no upload; idempotent run, human output.
     let before = std::fs::metadata(f.remote_bosund())
@@ -220,12 +232,20 @@ fn run_uploads_bosund_when_missing_skips_it_when_current_and_replaces_it_when_st
         "bosund was not rewritten"
     );
 
-    // 3. Stale (another build): replaced.
+    // 3. Stale (another build, written over bosund in place): replaced.
     std::fs::write(f.remote_bosund(), b"\x7fELF an older bosund").unwrap();
     let out = f.run(&["--output", "json"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(finished(&json_lines(&out))[0]["uploaded"], true);
     assert_eq!(sha256_of(&f.remote_bosund()), local_sha);
+    // ... and another build installed beside it (a new file at the path): replaced too.
+    std::fs::remove_file(f.remote_bosund()).unwrap();
+    std::fs::copy(bosund(), f.remote_bosund()).unwrap();
+    let out = f.run(&["--output", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(finished(&json_lines(&out))[0]["uploaded"], true);
+    let out = f.run(&["--output", "json"]);
+    assert_eq!(finished(&json_lines(&out))[0]["uploaded"], false);
 
     // A failing step: exit 1, the step's error shown.
     let out = f.run(&["--var", "fail=true"]);
@@ -258,7 +278,7 @@ fn run_uploads_bosund_when_missing_skips_it_when_current_and_replaces_it_when_st
         "{h}"
     );
     let runs = h["runs"].as_array().expect("runs");
-    assert_eq!(runs.len(), 4, "{h}");
+    assert_eq!(runs.len(), 5, "{h}");
     assert_eq!(runs[0]["playbook"], "remote-test");
     assert_eq!(runs[0]["status"], "failed", "newest first: {h}");
 }
@@ -538,13 +558,18 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path) -> Daemon {
+        Daemon::start_with(dir, "")
+    }
+
+    /// With `tail` appended to its agent.toml (an `[api.tcp]` section).
+    fn start_with(dir: &Path, tail: &str) -> Daemon {
         std::fs::create_dir_all(dir.join("playbooks")).unwrap();
         let socket = dir.join("run/api.sock");
         let config = dir.join("agent.toml");
         std::fs::write(
             &config,
             format!(
-                "playbooks_dir = \"{}\"\nstate_dir = \"{}\"\n[api]\nsocket = \"{}\"\n",
+                "playbooks_dir = \"{}\"\nstate_dir = \"{}\"\n[api]\nsocket = \"{}\"\n{tail}",
                 dir.join("playbooks").display(),
                 dir.join("state").display(),
                 socket.display()
@@ -700,4 +725,333 @@ fn proxy_jump_goes_through_a_jump_host() {
     assert!(f.w("out/greeting").is_file());
     // Two logins for one run: the jump host's, then the target's through it.
     assert_eq!(logins() - before, 2, "{}", f.sshd.log_tail());
+}
+
+/// A playbook whose one step writes its shell's pid to `{{ root }}/sleep.pid`, then sleeps.
+const SLEEPER: &str = r#"
+name = "sleeper"
+
+[[step]]
+name = "root"
+file = { path = "{{ root }}", state = "directory" }
+
+[[step]]
+name = "sleep"
+command = { run = "echo $$ > {{ root }}/sleep.pid && exec sleep 300" }
+"#;
+
+/// Polls `cond` until it holds or `secs` pass.
+fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A process is gone (or a zombie nobody reaped yet: it runs nothing).
+fn is_gone(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// Starts `bosun ARGS` (its stdout into `out`), waits for the sleeper's pid, sends it SIGINT
+/// (Ctrl-C), and checks that it exits 130 promptly with the step's process gone. Returns
+/// bosun's JSON lines.
+fn interrupt_a_sleeper(f: &Fixture, args: &[String], root: &Path) -> Vec<Value> {
+    let out_path = f.w("interrupted.jsonl");
+    let mut child = Command::new(BOSUN)
+        .args(args)
+        .env("HOME", f.home.path())
+        .env_remove("SSH_AUTH_SOCK")
+        .current_dir(f.work.path())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(f.w("interrupted.err")).unwrap())
+        .spawn()
+        .expect("starting bosun");
+    let pidfile = root.join("sleep.pid");
+    let mut pid = String::new();
+    wait_until(60, "the step's pid file", || {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "bosun ended early ({status}): {}",
+                std::fs::read_to_string(f.w("interrupted.err")).unwrap()
+            );
+        }
+        pid = std::fs::read_to_string(&pidfile)
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        !pid.is_empty()
+    });
+    assert!(!is_gone(&pid), "the step runs");
+    let interrupted = std::time::Instant::now();
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut status = None;
+    wait_until(20, "bosun to exit after Ctrl-C", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let took = interrupted.elapsed();
+    let err = std::fs::read_to_string(f.w("interrupted.err")).unwrap();
+    assert_eq!(status.unwrap().code(), Some(130), "{err}");
+    assert!(took.as_secs() < 10, "bosun took {took:?} to stop");
+    assert!(err.contains("interrupted"), "{err}");
+    wait_until(10, "the step's process to die", || is_gone(&pid));
+    std::fs::read_to_string(&out_path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// The cancelled host as bosun reports it: status, the failed step, the exit code.
+fn assert_cancelled(lines: &[Value]) {
+    let rec = finished(lines)[0];
+    assert_eq!(rec["status"], "cancelled", "{rec}");
+    assert!(
+        rec["error"]
+            .as_str()
+            .unwrap()
+            .contains("processes were killed"),
+        "the host confirmed: {rec}"
+    );
+    assert!(
+        lines.iter().any(|v| v["event"] == "step_finished"
+            && v["name"] == "sleep"
+            && v["status"] == "failed"
+            && v["message"].as_str().unwrap_or("").contains("cancel")),
+        "the step is reported failed"
+    );
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["event"], "run_summary");
+    assert_eq!(summary["exit_code"], 130);
+}
+
+#[test]
+fn ctrl_c_cancels_a_run_over_ssh_and_kills_the_remote_step() {
+    let f = Fixture::new();
+    f.trust_host();
+    std::fs::write(f.w("sleeper.toml"), SLEEPER).unwrap();
+    let root = f.w("sleeper-out");
+    let key = f.sshd.client_key_path();
+    let args: Vec<String> = [
+        "run",
+        "sleeper.toml",
+        "--host",
+        &f.host(),
+        "-i",
+        key.to_str().unwrap(),
+        "--bosund",
+        bosund().to_str().unwrap(),
+        "--remote-bosund",
+        f.remote_bosund().to_str().unwrap(),
+        "--remote-state-dir",
+        f.w("state").to_str().unwrap(),
+        "--var",
+        &format!("root={}", root.display()),
+        "--output",
+        "json",
+    ]
+    .map(String::from)
+    .to_vec();
+    let lines = interrupt_a_sleeper(&f, &args, &root);
+    assert_cancelled(&lines);
+    // The remote bosund journaled the run as failed, and left no variables file behind.
+    let history = Command::new(bosund())
+        .args(["history", "--output", "json", "--state-dir"])
+        .arg(f.w("state"))
+        .output()
+        .unwrap();
+    let runs: Value = serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(runs[0]["playbook"], "sleeper", "{runs}");
+    assert_eq!(runs[0]["status"], "failed", "{runs}");
+    assert!(runs[0]["finished_at"].is_string(), "{runs}");
+}
+
+/// A TLS certificate for `localhost` (self-signed: it is its own CA), a token and its hash.
+struct Tls {
+    cert: PathBuf,
+    key: PathBuf,
+    token_file: PathBuf,
+    token: String,
+}
+
+impl Tls {
+    fn new(dir: &Path) -> Tls {
+        std::fs::create_dir_all(dir).unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let tls = Tls {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            token_file: dir.join("token"),
+            token: "tls-test-token-0123456789".into(),
+        };
+        std::fs::write(&tls.cert, cert.cert.pem()).unwrap();
+        std::fs::write(&tls.key, cert.signing_key.serialize_pem()).unwrap();
+        std::fs::write(&tls.token_file, format!("{}\n", tls.token)).unwrap();
+        tls
+    }
+
+    /// The agent's `[api.tcp]` on `port`.
+    fn section(&self, port: u16) -> String {
+        format!(
+            "[api.tcp]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntokens = [\"{}\"]\n",
+            self.cert.display(),
+            self.key.display(),
+            hex::encode(Sha256::digest(self.token.as_bytes()))
+        )
+    }
+}
+
+/// A daemon with a TLS listener on a free port; returns it and its `https://` URL.
+fn tls_daemon(f: &Fixture, tls: &Tls) -> (Daemon, String) {
+    let port = bosun_harness::free_port().unwrap();
+    let daemon = Daemon::start_with(&f.w("agent"), &tls.section(port));
+    wait_until(30, "the TLS listener", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (daemon, format!("https://localhost:{port}"))
+}
+
+#[test]
+fn via_api_straight_to_the_tls_listener_with_a_token() {
+    let f = Fixture::new();
+    let tls = Tls::new(&f.w("tls"));
+    let (_daemon, url) = tls_daemon(&f, &tls);
+    let root = format!("root={}", f.w("tls-out").display());
+    let run = |extra: &[&str], env_token: Option<&str>| {
+        let mut cmd = Command::new(BOSUN);
+        cmd.args([
+            "run", "pb.toml", "--host", &url, "--via", "api", "--var", &root,
+        ])
+        .args(["--var", "who=tls", "--output", "json"])
+        .args(extra)
+        .env("HOME", f.home.path())
+        .env_remove("BOSUN_API_TOKEN")
+        .current_dir(f.work.path());
+        if let Some(t) = env_token {
+            cmd.env("BOSUN_API_TOKEN", t);
+        }
+        let out = cmd.output().unwrap();
+        eprintln!(
+            "-> {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains(&tls.token), "the token was printed");
+        out
+    };
+    let ca = tls.cert.to_str().unwrap();
+    let token_file = tls.token_file.to_str().unwrap();
+
+    // The right token (from a file), the agent's CA: the run goes through.
+    let out = run(&["--api-ca", ca, "--api-token-file", token_file], None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines = json_lines(&out);
+    assert_eq!(finished(&lines)[0]["status"], "changed");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|v| v["event"] == "step_finished")
+            .count(),
+        3,
+        "the events come back over SSE"
+    );
+    assert_eq!(
+        std::fs::read_to_string(f.w("tls-out/greeting")).unwrap(),
+        "hello tls\n"
+    );
+
+    // The token from the environment works too; a wrong one is refused with a clear message.
+    let out = run(&["--api-ca", ca], Some(&tls.token));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run(&["--api-ca", ca], Some("not-the-token"));
+    assert_eq!(out.status.code(), Some(1));
+    let rec = finished(&json_lines(&out))[0].clone();
+    assert_eq!(rec["status"], "failed");
+    let e = rec["error"].as_str().unwrap();
+    assert!(e.contains("refused the token (HTTP 401)"), "{e}");
+    assert!(!e.contains("not-the-token"), "{e}");
+
+    // No token at all: nothing is tried.
+    let out = run(&["--api-ca", ca], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--api-token-file"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Without the agent's CA its certificate is not trusted; there is no --insecure.
+    let out = run(&["--api-token-file", token_file], None);
+    assert_eq!(out.status.code(), Some(1));
+    let e = finished(&json_lines(&out))[0]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("certificate") && e.contains("--api-ca"), "{e}");
+
+    // Plain HTTP is refused before anything is sent.
+    let plain = url.replace("https://", "http://");
+    let out = Command::new(BOSUN)
+        .args(["run", "pb.toml", "--host", &plain, "--via", "api"])
+        .args(["--api-token-file", token_file, "--var", &root])
+        .current_dir(f.work.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "invalid input: nothing ran");
+    assert!(stderr(&out).contains("only https://"), "{}", stderr(&out));
+}
+
+#[test]
+fn ctrl_c_cancels_a_run_over_the_api() {
+    let f = Fixture::new();
+    let tls = Tls::new(&f.w("tls"));
+    let (_daemon, url) = tls_daemon(&f, &tls);
+    std::fs::write(f.w("sleeper.toml"), SLEEPER).unwrap();
+    let root = f.w("sleeper-out");
+    let args: Vec<String> = [
+        "run",
+        "sleeper.toml",
+        "--host",
+        &url,
+        "--via",
+        "api",
+        "--api-ca",
+        tls.cert.to_str().unwrap(),
+        "--api-token-file",
+        tls.token_file.to_str().unwrap(),
+        "--var",
+        &format!("root={}", root.display()),
+        "--output",
+        "json",
+    ]
+    .map(String::from)
+    .to_vec();
+    let lines = interrupt_a_sleeper(&f, &args, &root);
+    assert_cancelled(&lines);
+    // The daemon recorded the run as cancelled.
+    let history = Command::new(bosund())
+        .args(["history", "--output", "json", "--state-dir"])
+        .arg(f.w("agent/state"))
+        .output()
+        .unwrap();
+    let runs: Value = serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(runs[0]["playbook"], "sleeper", "{runs}");
+    assert_eq!(runs[0]["status"], "failed", "{runs}");
 }

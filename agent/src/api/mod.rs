@@ -313,11 +313,34 @@ pub fn openapi_json() -> String {
     let mut doc = ApiDoc::openapi();
     // The committed document must not change with every release.
     doc.info.version = "v1".into();
-    let mut text = doc
-        .to_pretty_json()
-        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    let mut value =
+        serde_json::to_value(&doc).unwrap_or_else(|e| serde_json::json!({"error": e.to_string()}));
+    add_run_links(&mut value);
+    let mut text =
+        serde_json::to_string_pretty(&value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     text.push('\n');
     text
+}
+
+/// OpenAPI links from an accepted run (202 of `POST /v1/runs`) to the operations that take its
+/// id, so clients and test generators (schemathesis) can follow a run they submitted. Added to
+/// the JSON: utoipa 5.5 writes a link's `operationId` as `operation_id`.
+fn add_run_links(doc: &mut Value) {
+    let Some(accepted) = doc
+        .pointer_mut("/paths/~1v1~1runs/post/responses/202")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    let link = |operation: &str| serde_json::json!({"operationId": operation, "parameters": {"id": "$response.body#/id"}});
+    accepted.insert(
+        "links".into(),
+        serde_json::json!({
+            "GetRun": link("get_run"),
+            "RunEvents": link("run_events"),
+            "CancelRun": link("cancel_run"),
+        }),
+    );
 }
 
 /// The API's routes, without authentication (the Unix socket's; [`listen`] adds bearer tokens

@@ -467,18 +467,21 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// What the engine said so far, to close a run it could not finish.
+/// What the engine said so far, to close a run it could not finish (the daemon's cancel, and
+/// `bosund apply` stopped by a signal).
 #[derive(Default)]
-struct Progress {
+pub struct Progress {
     summary: Summary,
     /// A step that started and has not finished: (index, name, action, handler).
     open: Option<(usize, String, String, bool)>,
     next_index: usize,
     summary_seen: bool,
+    run_started: bool,
 }
 
 impl Progress {
-    fn see(&mut self, event: &RunEvent) {
+    /// Notes an event of the run.
+    pub fn see(&mut self, event: &RunEvent) {
         match event {
             RunEvent::StepStarted {
                 index,
@@ -495,12 +498,18 @@ impl Progress {
                 self.next_index = self.next_index.max(r.index + 1);
             }
             RunEvent::Summary(_) => self.summary_seen = true,
-            RunEvent::RunStarted { .. } | RunEvent::Invalid { .. } => {}
+            RunEvent::RunStarted { .. } => self.run_started = true,
+            RunEvent::Invalid { .. } => {}
         }
     }
 
+    /// The run has started (its `run_started` event was seen).
+    pub fn started(&self) -> bool {
+        self.run_started
+    }
+
     /// The events that end a cancelled run: its open step failed with `reason`, the summary.
-    fn closing(&self, reason: &str) -> Vec<RunEvent> {
+    pub fn closing(&self, reason: &str) -> Vec<RunEvent> {
         let (index, name, action, handler) = self.open.clone().unwrap_or((
             self.next_index,
             "(cancelled)".into(),

@@ -1,11 +1,18 @@
 //! `--via api`: the run goes to the agent's daemon (`bosund run`) instead of a one-off
-//! `bosund apply`. HTTP/1.1 to its Unix socket through the SSH connection
-//! (direct-streamlocal, so nothing listens on the network): `POST /v1/runs` with the playbook's
-//! TOML, then `GET /v1/runs/{id}/events` (Server-Sent Events) followed to the `summary`.
+//! `bosund apply`: `POST /v1/runs` with the playbook's TOML, then `GET /v1/runs/{id}/events`
+//! (Server-Sent Events) followed to the `summary`; Ctrl-C is `POST /v1/runs/{id}/cancel`.
 //! The daemon queues runs (one at a time per host): a full queue is an error that says so.
 //!
-//! A minimal client on purpose: one request per channel, `Connection: close`, bodies with
-//! `Content-Length` or chunked (as axum streams SSE).
+//! Two ways to reach it ([`Agent`]):
+//! - through the SSH connection to its Unix socket (direct-streamlocal, so nothing listens on
+//!   the network). A minimal client: one request per channel, `Connection: close`, bodies
+//!   with `Content-Length` or chunked (as axum streams SSE);
+//! - straight to its TCP listener over HTTPS with a bearer token ([`Direct`], reqwest with
+//!   rustls): the server's certificate is always verified, against `--api-ca` when given
+//!   (then only that CA), else the bundled web PKI roots. There is no way to skip that.
+
+use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value, json};
@@ -15,6 +22,144 @@ use super::ssh::Ssh;
 
 /// The daemon's default socket.
 pub const DEFAULT_SOCKET: &str = "/run/bosun/api.sock";
+
+/// The environment variable holding the bearer token (when no `--api-token-file`).
+pub const TOKEN_ENV: &str = "BOSUN_API_TOKEN";
+
+/// Where the agent's API is.
+#[derive(Clone, Copy)]
+pub enum Agent<'a> {
+    /// Its Unix socket, through an SSH connection.
+    Tunnel {
+        /// The connection.
+        ssh: &'a Ssh,
+        /// The socket's path on the host.
+        socket: &'a str,
+    },
+    /// Its TCP listener, over HTTPS.
+    Direct(&'a Direct),
+}
+
+/// An HTTPS client for one agent's TCP listener: base URL, bearer token, verified TLS.
+pub struct Direct {
+    client: reqwest::Client,
+    base: reqwest::Url,
+    /// Never printed: [`Direct`] has no `Debug`, and errors name the URL only.
+    token: String,
+}
+
+/// The token: from `file` (first line, trimmed), else from [`TOKEN_ENV`].
+pub fn read_token(file: Option<&Path>) -> Result<String> {
+    let token = match file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the API token file {}", f.display()))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        None => std::env::var(TOKEN_ENV)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    };
+    if token.is_empty() {
+        bail!(
+            "no API token: the agent's TCP listener wants one. Put it in a file (--api-token-file \
+             FILE, mode 0600) or in {TOKEN_ENV}"
+        );
+    }
+    if token.chars().any(|c| c.is_control()) {
+        bail!("the API token contains control characters; it must be one line of text");
+    }
+    Ok(token)
+}
+
+/// Checks an agent API URL: `https://host[:port]`, nothing after it.
+pub fn parse_url(url: &str) -> Result<reqwest::Url> {
+    let base = reqwest::Url::parse(url)
+        .with_context(|| format!("{url:?} is not a URL (expected https://host:port)"))?;
+    if base.scheme() != "https" {
+        bail!(
+            "{url}: only https:// is supported: the bearer token must not travel in clear \
+             text (give the agent's [api.tcp] tls_cert and tls_key)"
+        );
+    }
+    if base.host_str().is_none() || base.path() != "/" || base.query().is_some() {
+        bail!("{url}: expected https://host:port and nothing after it");
+    }
+    Ok(base)
+}
+
+impl Direct {
+    /// A client for `url` (`https://host:port`): `ca` (PEM) is the only trusted CA when given.
+    pub fn new(url: &str, token: String, ca: Option<&Path>) -> Result<Direct> {
+        let base = parse_url(url)?;
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .https_only(true);
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca)
+                .with_context(|| format!("cannot read the CA certificate {}", ca.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{}: expected PEM certificates", ca.display()))?;
+            if certs.is_empty() {
+                bail!("{}: no PEM certificate in it", ca.display());
+            }
+            builder = builder.tls_built_in_root_certs(false);
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let client = builder.build().context("cannot set up the HTTPS client")?;
+        Ok(Direct {
+            client,
+            base,
+            token,
+        })
+    }
+
+    fn url(&self, path: &str) -> reqwest::Url {
+        self.base.join(path).expect("paths are absolute")
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<reqwest::Response> {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await.map_err(|e| {
+            // reqwest's chain says which part failed (DNS, TCP, TLS: certificate, name).
+            let mut msg = format!("cannot reach the agent's API at {}", self.base);
+            let mut source: Option<&dyn std::error::Error> = Some(&e);
+            while let Some(s) = source {
+                msg.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            anyhow::anyhow!(
+                "{msg}. Check the address, that bosund's [api.tcp] listener is on, and that \
+                 --api-ca names the CA that signed its certificate"
+            )
+        })?;
+        if r.status() == reqwest::StatusCode::UNAUTHORIZED {
+            bail!(
+                "the agent at {} refused the token (HTTP 401): check --api-token-file or {TOKEN_ENV} \
+                 against the hashes in its [api.tcp] tokens",
+                self.base
+            );
+        }
+        Ok(r)
+    }
+}
 
 /// A response's status and, for non-streamed calls, its body.
 struct Response<R> {
@@ -125,35 +270,48 @@ async fn read_body<R: AsyncBufRead + Unpin>(
 }
 
 async fn json_call(
-    ssh: &Ssh,
-    socket: &str,
+    agent: Agent<'_>,
     method: &str,
     path: &str,
     body: Option<&Value>,
 ) -> Result<(u16, Value)> {
-    let bytes = body.map(|b| serde_json::to_vec(b).expect("JSON serialises"));
-    let mut r = request(ssh, socket, method, path, bytes.as_deref()).await?;
-    let mut all = Vec::new();
-    read_body(&mut r, &mut |b| {
-        all.extend_from_slice(b);
-        true
-    })
-    .await?;
+    let (status, all) = match agent {
+        Agent::Tunnel { ssh, socket } => {
+            let bytes = body.map(|b| serde_json::to_vec(b).expect("JSON serialises"));
+            let mut r = request(ssh, socket, method, path, bytes.as_deref()).await?;
+            let mut all = Vec::new();
+            read_body(&mut r, &mut |b| {
+                all.extend_from_slice(b);
+                true
+            })
+            .await?;
+            (r.status, all)
+        }
+        Agent::Direct(d) => {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+            let r = d.send(method, path, body).await?;
+            let status = r.status().as_u16();
+            let all = r
+                .bytes()
+                .await
+                .with_context(|| format!("reading the agent's answer from {}", d.base))?;
+            (status, all.to_vec())
+        }
+    };
     let value = serde_json::from_slice(&all)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&all).into_owned()));
-    Ok((r.status, value))
+    Ok((status, value))
 }
 
 /// Submits a run; returns its id.
 pub async fn submit(
-    ssh: &Ssh,
-    socket: &str,
+    agent: Agent<'_>,
     playbook_toml: &str,
     vars: &Map<String, Value>,
     check: bool,
 ) -> Result<String> {
     let body = json!({"playbook_toml": playbook_toml, "vars": vars, "check": check});
-    let (status, v) = json_call(ssh, socket, "POST", "/v1/runs", Some(&body)).await?;
+    let (status, v) = json_call(agent, "POST", "/v1/runs", Some(&body)).await?;
     if status != 202 {
         let hint = match status {
             409 | 429 => " (the agent is busy: its run queue is full; try again later)",
@@ -170,20 +328,64 @@ pub async fn submit(
         .with_context(|| format!("the agent's answer has no run id: {v}"))
 }
 
+/// Asks the agent to cancel a run (its step's processes are killed, it ends `cancelled`).
+pub async fn cancel(agent: Agent<'_>, id: &str) -> Result<()> {
+    let (status, v) = json_call(agent, "POST", &format!("/v1/runs/{id}/cancel"), None).await?;
+    match status {
+        202 | 409 => Ok(()), // 409: it had already ended
+        _ => bail!(
+            "the agent did not cancel run {id}: HTTP {status}: {}",
+            v.get("error").unwrap_or(&v)
+        ),
+    }
+}
+
 /// Follows a run's events (SSE) until its summary; `on_event` gets each `data:` payload.
 pub async fn follow(
-    ssh: &Ssh,
-    socket: &str,
+    agent: Agent<'_>,
     id: &str,
     on_event: &mut (dyn FnMut(&str) -> bool + Send),
 ) -> Result<()> {
-    let mut r = request(ssh, socket, "GET", &format!("/v1/runs/{id}/events"), None).await?;
-    if r.status != 200 {
-        bail!("cannot follow run {id}: HTTP {}", r.status);
+    let path = format!("/v1/runs/{id}/events");
+    let mut parser = SseLines::default();
+    match agent {
+        Agent::Tunnel { ssh, socket } => {
+            let mut r = request(ssh, socket, "GET", &path, None).await?;
+            if r.status != 200 {
+                bail!("cannot follow run {id}: HTTP {}", r.status);
+            }
+            read_body(&mut r, &mut |bytes| parser.feed(bytes, on_event)).await
+        }
+        Agent::Direct(d) => {
+            let mut r = d.send(reqwest::Method::GET, &path, None).await?;
+            if !r.status().is_success() {
+                bail!("cannot follow run {id}: HTTP {}", r.status());
+            }
+            while let Some(bytes) = r
+                .chunk()
+                .await
+                .with_context(|| format!("reading run {id}'s events from {}", d.base))?
+            {
+                if !parser.feed(&bytes, on_event) {
+                    break;
+                }
+            }
+            Ok(())
+        }
     }
-    let mut pending = Vec::new();
-    let mut data = String::new();
-    read_body(&mut r, &mut |bytes| {
+}
+
+/// Splits a Server-Sent Events stream into the `data` of each event.
+#[derive(Default)]
+struct SseLines {
+    pending: Vec<u8>,
+    data: String,
+}
+
+impl SseLines {
+    /// Takes more bytes; `false` once `on_event` asked to stop.
+    fn feed(&mut self, bytes: &[u8], on_event: &mut (dyn FnMut(&str) -> bool + Send)) -> bool {
+        let (pending, data) = (&mut self.pending, &mut self.data);
         pending.extend_from_slice(bytes);
         while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=nl).collect();
@@ -191,7 +393,7 @@ pub async fn follow(
             let line = line.trim_end_matches('\r');
             if line.is_empty() {
                 // The end of one SSE event.
-                if !data.is_empty() && !on_event(&std::mem::take(&mut data)) {
+                if !data.is_empty() && !on_event(&std::mem::take(data)) {
                     return false;
                 }
             } else if let Some(d) = line.strip_prefix("data:") {
@@ -202,6 +404,40 @@ pub async fn follow(
             }
         }
         true
-    })
-    .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_events_are_split_across_chunks() {
+        let mut p = SseLines::default();
+        let mut seen = Vec::new();
+        let mut on = |d: &str| {
+            seen.push(d.to_string());
+            true
+        };
+        assert!(p.feed(b"id: 0\ndata: {\"a\"", &mut on));
+        assert!(p.feed(
+            b":1}\n\n: keep-alive\n\ndata: x\r\ndata: y\r\n\r\n",
+            &mut on
+        ));
+        assert_eq!(seen, vec![r#"{"a":1}"#.to_string(), "x\ny".into()]);
+    }
+
+    #[test]
+    fn only_https_with_a_token() {
+        assert!(Direct::new("http://h:1", "t".into(), None).is_err());
+        assert!(Direct::new("https://h:1/v1", "t".into(), None).is_err());
+        assert!(Direct::new("https://h:8443", "t".into(), None).is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        std::fs::write(&f, "  s3cret \n").unwrap();
+        assert_eq!(read_token(Some(&f)).unwrap(), "s3cret");
+        std::fs::write(&f, "\n").unwrap();
+        let e = read_token(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("--api-token-file"), "{e}");
+    }
 }

@@ -80,12 +80,17 @@ pub enum HostStatus {
     Unreachable,
     /// Never started: `--max-fail` (or a fully failed batch) stopped the run first.
     NotStarted,
+    /// Interrupted (Ctrl-C): its run was cancelled, or it never started because of that.
+    Cancelled,
 }
 
 impl HostStatus {
     /// Counts towards `--max-fail`.
     pub fn is_failure(self) -> bool {
-        matches!(self, HostStatus::Failed | HostStatus::Unreachable)
+        matches!(
+            self,
+            HostStatus::Failed | HostStatus::Unreachable | HostStatus::Cancelled
+        )
     }
 
     /// The word shown.
@@ -96,6 +101,7 @@ impl HostStatus {
             HostStatus::Failed => "failed",
             HostStatus::Unreachable => "unreachable",
             HostStatus::NotStarted => "not started",
+            HostStatus::Cancelled => "cancelled",
         }
     }
 }

@@ -46,6 +46,7 @@ use inventory::Inventory;
 use report::{HostRecord, Reporter};
 use ssh::{Endpoint, HostKeyPolicy, Ssh, shell_quote};
 use target::{HostArg, Resolver};
+use tokio::sync::watch;
 
 /// Exit code: some host had a failed step, or hosts were not started.
 const EXIT_FAILED: u8 = 1;
@@ -53,11 +54,14 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_INVALID: u8 = 2;
 /// Exit code: some host was unreachable (wins over EXIT_FAILED: its state is unknown).
 const EXIT_UNREACHABLE: u8 = 4;
+/// Exit code: interrupted (Ctrl-C or SIGTERM); the runs were cancelled (wins over the rest).
+const EXIT_CANCELLED: u8 = 130;
 
 /// Which hosts, and how to reach them (shared by `run` and `status`).
 #[derive(Args, Debug)]
 pub struct TargetArgs {
-    /// A host: `[user@]host[:port]` or a `~/.ssh/config` alias. Repeat for several.
+    /// A host: `[user@]host[:port]` or a `~/.ssh/config` alias; or, for `run --via api`, the
+    /// agent's TLS listener `https://host:port`. Repeat for several.
     #[arg(
         long = "host",
         value_name = "[USER@]HOST[:PORT]",
@@ -123,13 +127,22 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     bosund: Option<PathBuf>,
     /// `ssh`: run `bosund apply` over SSH (installing bosund first if needed). `api`: submit
-    /// the run to the agent's daemon through its Unix socket, tunnelled over the same SSH
-    /// connection (the daemon must be running; runs queue there).
+    /// the run to the agent's daemon (it must be running; runs queue there): through its Unix
+    /// socket, tunnelled over the SSH connection, or, for a `--host https://host:port`,
+    /// straight to its TLS listener with a bearer token.
     #[arg(long, value_enum, default_value_t = Via::Ssh)]
     via: Via,
-    /// The agent's API socket on the hosts (with `--via api`).
+    /// The agent's API socket on the hosts (with `--via api` over SSH).
     #[arg(long, value_name = "PATH", default_value = api::DEFAULT_SOCKET)]
     api_socket: String,
+    /// A file holding the bearer token for `https://` hosts (first line) [default: the
+    /// BOSUN_API_TOKEN environment variable].
+    #[arg(long, value_name = "FILE")]
+    api_token_file: Option<PathBuf>,
+    /// The CA certificate (PEM) that signed the agents' TLS certificates; when given, the only
+    /// CA trusted for `https://` hosts [default: the web PKI roots].
+    #[arg(long, value_name = "FILE")]
+    api_ca: Option<PathBuf>,
 }
 
 /// How a run reaches the agent.
@@ -154,7 +167,10 @@ pub struct StatusArgs {
 /// One selected host, resolved.
 struct Target {
     name: String,
-    endpoint: Endpoint,
+    /// `user@host:port`, or the API's URL.
+    address: String,
+    /// How to reach it over SSH; `None` for an `https://` agent API.
+    endpoint: Option<Endpoint>,
     vars: Map<String, Value>,
     bosund_path: Option<String>,
     state_dir: Option<String>,
@@ -176,8 +192,10 @@ fn targets(args: &TargetArgs) -> Result<Vec<Target>> {
                 host: h.address.clone(),
                 port: h.port,
             };
+            let endpoint = resolver.endpoint(&arg)?;
             out.push(Target {
-                endpoint: resolver.endpoint(&arg)?,
+                address: endpoint.display(),
+                endpoint: Some(endpoint),
                 name: h.name,
                 vars: h.vars,
                 bosund_path: h.bosund_path.or(args.remote_bosund.clone()),
@@ -186,12 +204,21 @@ fn targets(args: &TargetArgs) -> Result<Vec<Target>> {
         }
     } else {
         for h in &args.hosts {
-            let arg = HostArg::parse(h).with_context(|| format!("--host {h}"))?;
             if out.iter().any(|t: &Target| t.name == *h) {
                 bail!("--host {h} is given twice");
             }
+            let endpoint = if h.contains("://") {
+                api::parse_url(h).with_context(|| format!("--host {h}"))?;
+                None
+            } else {
+                let arg = HostArg::parse(h).with_context(|| format!("--host {h}"))?;
+                Some(resolver.endpoint(&arg)?)
+            };
             out.push(Target {
-                endpoint: resolver.endpoint(&arg)?,
+                address: endpoint
+                    .as_ref()
+                    .map_or_else(|| h.clone(), Endpoint::display),
+                endpoint,
                 name: h.clone(),
                 vars: Map::new(),
                 bosund_path: args.remote_bosund.clone(),
@@ -246,8 +273,39 @@ struct Job {
     api_socket: String,
     /// `None` with `--via api` (nothing is installed).
     local: Option<LocalBosund>,
+    /// The bearer token and CA for `https://` hosts (read once).
+    api_token: Option<String>,
+    api_ca: Option<PathBuf>,
     policy: HostKeyPolicy,
     reporter: Reporter,
+    /// Turns true on Ctrl-C (or SIGTERM): running hosts cancel their runs, others do not start.
+    cancel: watch::Receiver<bool>,
+}
+
+/// Ctrl-C or SIGTERM once: `cancel` turns true (runs are cancelled, the summary printed).
+/// Twice: bosun exits at once.
+async fn interrupted(cancel: watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    for n in 0..2 {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        if n == 1 {
+            eprintln!("bosun: interrupted again; quitting without waiting for the hosts");
+            std::process::exit(i32::from(EXIT_CANCELLED));
+        }
+        eprintln!(
+            "bosun: interrupted: cancelling the runs on the hosts (Ctrl-C again to quit at once)"
+        );
+        cancel.send_replace(true);
+    }
 }
 
 /// `bosun run`.
@@ -302,6 +360,15 @@ pub fn run(args: RunArgs, json: bool) -> Result<ExitCode> {
         checked.push(names);
     }
 
+    let direct = targets.iter().filter(|t| t.endpoint.is_none()).count();
+    if direct > 0 && args.via != Via::Api {
+        bail!("an https:// host is the agent's API: add --via api (SSH needs [user@]host[:port])");
+    }
+    let api_token = if direct > 0 {
+        Some(api::read_token(args.api_token_file.as_deref())?)
+    } else {
+        None
+    };
     let local = if args.via == Via::Ssh {
         let bosund_path = match &args.bosund {
             Some(p) => p.clone(),
@@ -314,13 +381,17 @@ pub fn run(args: RunArgs, json: bool) -> Result<ExitCode> {
         None
     };
     let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    let (cancel_tx, cancel) = watch::channel(false);
     let job = Arc::new(Job {
         playbook: text,
         check: args.check,
         api_socket: args.api_socket.clone(),
         local,
+        api_token,
+        api_ca: args.api_ca.clone(),
         policy: host_key_policy(&args.target),
         reporter: Reporter::new(json, args.diff, &names),
+        cancel,
     });
     let policy = Policy {
         forks: args.target.forks.max(1),
@@ -335,6 +406,7 @@ pub fn run(args: RunArgs, json: bool) -> Result<ExitCode> {
         .resize(targets.len(), None);
 
     let rt = runtime()?;
+    rt.spawn(interrupted(cancel_tx));
     rt.block_on(fleet::schedule(
         targets.len(),
         policy,
@@ -352,7 +424,7 @@ pub fn run(args: RunArgs, json: bool) -> Result<ExitCode> {
             let t = &targets[index];
             let r = HostRecord {
                 host: t.name.clone(),
-                address: t.endpoint.display(),
+                address: t.address.clone(),
                 status: HostStatus::NotStarted,
                 batch,
                 started: None,
@@ -375,7 +447,9 @@ pub fn run(args: RunArgs, json: bool) -> Result<ExitCode> {
         .drain(..)
         .flatten()
         .collect();
-    let code = if records.iter().any(|r| r.status == HostStatus::Unreachable) {
+    let code = if records.iter().any(|r| r.status == HostStatus::Cancelled) {
+        EXIT_CANCELLED
+    } else if records.iter().any(|r| r.status == HostStatus::Unreachable) {
         EXIT_UNREACHABLE
     } else if records
         .iter()
@@ -394,7 +468,7 @@ async fn run_host(job: &Job, t: &Target, slot: Slot) -> HostRecord {
     let started = Instant::now();
     let mut record = HostRecord {
         host: t.name.clone(),
-        address: t.endpoint.display(),
+        address: t.address.clone(),
         status: HostStatus::Failed,
         batch: slot.batch,
         started: Some(slot.started),
@@ -407,32 +481,56 @@ async fn run_host(job: &Job, t: &Target, slot: Slot) -> HostRecord {
         duration_ms: 0.0,
         error: None,
     };
+    if *job.cancel.borrow() {
+        record.status = HostStatus::Cancelled;
+        record.started = None;
+        record.error = Some("not started: interrupted".into());
+        return record;
+    }
     job.reporter.host_started(&t.name, &record.address, slot);
-    let ssh = match Ssh::connect(&t.endpoint, job.policy).await {
-        Ok(s) => s,
-        Err(e) => {
-            record.status = HostStatus::Unreachable;
-            record.error = Some(format!("{e:#}"));
-            record.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-            return record;
+    let result = match &t.endpoint {
+        None => apply_direct(job, t, &mut record).await,
+        Some(endpoint) => {
+            let ssh = match Ssh::connect(endpoint, job.policy).await {
+                Ok(s) => s,
+                Err(e) => {
+                    record.status = HostStatus::Unreachable;
+                    record.error = Some(format!("{e:#}"));
+                    record.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+                    return record;
+                }
+            };
+            if let Some(l) = &ssh.learned_host_key {
+                job.reporter.note(&t.name, l);
+            }
+            let result = match &job.local {
+                Some(local) => apply_on(job, local, t, &ssh, &mut record).await,
+                None => {
+                    let agent = api::Agent::Tunnel {
+                        ssh: &ssh,
+                        socket: &job.api_socket,
+                    };
+                    apply_via_api(job, t, agent, &mut record).await
+                }
+            };
+            ssh.close().await;
+            result
         }
     };
-    if let Some(l) = &ssh.learned_host_key {
-        job.reporter.note(&t.name, l);
-    }
-    let result = match &job.local {
-        Some(local) => apply_on(job, local, t, &ssh, &mut record).await,
-        None => apply_via_api(job, t, &ssh, &mut record).await,
-    };
-    ssh.close().await;
     if let Err(e) = result {
-        record.status = HostStatus::Failed;
+        record.status = if *job.cancel.borrow() {
+            HostStatus::Cancelled
+        } else {
+            HostStatus::Failed
+        };
         record.error = Some(format!("{e:#}"));
     }
     record.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     record
 }
 
+/// Runs the playbook with this build of bosund: one exec when the host has it; else the
+/// build is installed and the playbook run again.
 async fn apply_on(
     job: &Job,
     local: &LocalBosund,
@@ -440,76 +538,134 @@ async fn apply_on(
     ssh: &Ssh,
     record: &mut HostRecord,
 ) -> Result<()> {
-    let installed = bosund::probe(ssh, t.bosund_path.as_deref()).await?;
-    if installed.sha256.as_deref() != Some(local.sha256.as_str()) {
-        job.reporter.note(
-            &t.name,
-            &format!(
-                "installing bosund {} at {} ({})",
-                &local.sha256[..12],
-                installed.path,
-                if installed.sha256.is_some() {
-                    "another build is there"
-                } else {
-                    "missing"
-                }
-            ),
-        );
-        bosund::upload(ssh, local, &installed.path).await?;
-        record.uploaded = true;
-    }
-    let command = apply_command(&installed.path, t.state_dir.as_deref(), job.check, &t.vars);
+    let command = apply_command("\"$p\"", t.state_dir.as_deref(), job.check, &t.vars);
+    let script = bosund::run_script(t.bosund_path.as_deref(), local, &command);
     let mut summary: Option<Summary> = None;
-    let reporter = &job.reporter;
-    let name = t.name.as_str();
-    let mut on_line = |line: &str| match serde_json::from_str::<RunEvent>(line) {
-        Ok(ev) => {
-            if let RunEvent::Summary(s) = &ev {
-                summary = Some(*s);
-            }
-            reporter.event(name, &ev);
+    let mut out = None;
+    for attempt in 0..2 {
+        if *job.cancel.borrow() {
+            bail!("cancelled (interrupted) before bosund started");
         }
-        Err(_) if line.trim().is_empty() => {}
-        Err(_) => reporter.note(name, &format!("bosund: {line}")),
-    };
-    let out = ssh
-        .exec_lines(
-            &command,
-            Some(Box::new(job.playbook.as_bytes())),
-            &mut on_line,
-        )
-        .await?;
-    record.exit_code = out.code;
-    let stderr = out.stderr_text();
-    settle(record, summary, out.code, &stderr, out.signal.as_deref())
-}
-
-/// Submits the run to the daemon and follows its events to the summary.
-async fn apply_via_api(job: &Job, t: &Target, ssh: &Ssh, record: &mut HostRecord) -> Result<()> {
-    let id = api::submit(ssh, &job.api_socket, &job.playbook, &t.vars, job.check).await?;
-    job.reporter
-        .note(&t.name, &format!("run {id} submitted to the agent's API"));
-    let mut summary: Option<Summary> = None;
-    let reporter = &job.reporter;
-    let name = t.name.as_str();
-    api::follow(
-        ssh,
-        &job.api_socket,
-        &id,
-        &mut |data| match serde_json::from_str::<RunEvent>(data) {
+        let reporter = &job.reporter;
+        let name = t.name.as_str();
+        let mut on_line = |line: &str| match serde_json::from_str::<RunEvent>(line) {
             Ok(ev) => {
                 if let RunEvent::Summary(s) = &ev {
                     summary = Some(*s);
                 }
                 reporter.event(name, &ev);
-                summary.is_none()
             }
-            Err(_) => true,
-        },
+            Err(_) if line.trim().is_empty() => {}
+            Err(_) => reporter.note(name, &format!("bosund: {line}")),
+        };
+        let o = ssh
+            .exec_lines(
+                &script,
+                Some(Box::new(job.playbook.as_bytes())),
+                &mut on_line,
+                Some(job.cancel.clone()),
+            )
+            .await?;
+        if o.code != Some(bosund::NEED_INSTALL) || o.cancelled || !o.stdout.is_empty() {
+            out = Some(o);
+            break;
+        }
+        if attempt == 1 {
+            bail!(
+                "bosund {} was installed but the host still does not run it: {}",
+                &local.sha256[..12],
+                o.stderr_text()
+            );
+        }
+        job.reporter.note(
+            &t.name,
+            &format!(
+                "installing bosund {} ({} MB; missing or another build there)",
+                &local.sha256[..12],
+                local.size / 1_000_000
+            ),
+        );
+        let path = bosund::upload(ssh, local, t.bosund_path.as_deref()).await?;
+        job.reporter.note(
+            &t.name,
+            &format!("bosund {} installed at {path}", &local.sha256[..12]),
+        );
+        record.uploaded = true;
+    }
+    let out = out.expect("set before the loop ends");
+    let stderr = out.stderr_text();
+    settle(
+        record,
+        summary,
+        out.code,
+        &stderr,
+        out.signal.as_deref(),
+        out.cancelled,
     )
-    .await?;
+}
+
+/// `--via api` to an `https://` host: the API client for it, then [`apply_via_api`].
+async fn apply_direct(job: &Job, t: &Target, record: &mut HostRecord) -> Result<()> {
+    let token = job
+        .api_token
+        .clone()
+        .expect("read when an https:// host is given");
+    let direct = api::Direct::new(&t.address, token, job.api_ca.as_deref())?;
+    apply_via_api(job, t, api::Agent::Direct(&direct), record).await
+}
+
+/// Submits the run to the daemon and follows its events to the summary; on Ctrl-C asks the
+/// daemon to cancel it and follows it to its (cancelled) summary, for [`ssh::CANCEL_GRACE`] at most.
+async fn apply_via_api(
+    job: &Job,
+    t: &Target,
+    agent: api::Agent<'_>,
+    record: &mut HostRecord,
+) -> Result<()> {
+    let id = api::submit(agent, &job.playbook, &t.vars, job.check).await?;
+    job.reporter
+        .note(&t.name, &format!("run {id} submitted to the agent's API"));
+    let mut summary: Option<Summary> = None;
+    let reporter = &job.reporter;
+    let name = t.name.as_str();
+    let mut on_event = |data: &str| match serde_json::from_str::<RunEvent>(data) {
+        Ok(ev) => {
+            if let RunEvent::Summary(s) = &ev {
+                summary = Some(*s);
+            }
+            reporter.event(name, &ev);
+            !matches!(ev, RunEvent::Summary(_))
+        }
+        Err(_) => true,
+    };
+    let mut cancel = job.cancel.clone();
+    let mut cancelled = false;
+    {
+        let following = api::follow(agent, &id, &mut on_event);
+        tokio::pin!(following);
+        tokio::select! {
+            r = &mut following => r?,
+            _ = async { cancel.wait_for(|c| *c).await.map(|_| ()) } => {
+                cancelled = true;
+                if let Err(e) = api::cancel(agent, &id).await {
+                    reporter.note(name, &format!("{e:#}"));
+                }
+                match tokio::time::timeout(ssh::CANCEL_GRACE, &mut following).await {
+                    Ok(r) => r?,
+                    Err(_) => reporter.note(name, "the agent did not confirm the cancellation in time"),
+                }
+            }
+        }
+    }
     let code = summary.map(|s| u32::from(s.failed > 0));
-    settle(record, summary, code, "the event stream ended early", None)
+    settle(
+        record,
+        summary,
+        code,
+        "the event stream ended early",
+        None,
+        cancelled,
+    )
 }
 
 /// The host's status from its summary and bosund's exit.
@@ -519,9 +675,25 @@ fn settle(
     code: Option<u32>,
     stderr: &str,
     signal: Option<&str>,
+    cancelled: bool,
 ) -> Result<()> {
     record.exit_code = code;
     let out_code = code;
+    if cancelled {
+        if let Some(s) = summary {
+            record.ok = s.ok;
+            record.changed = s.changed;
+            record.failed = s.failed;
+            record.skipped = s.skipped;
+        }
+        record.status = HostStatus::Cancelled;
+        record.error = Some(if summary.is_some() {
+            "cancelled (interrupted): the run stopped and its step's processes were killed".into()
+        } else {
+            "cancelled (interrupted): the host did not confirm that the run stopped".into()
+        });
+        return Ok(());
+    }
     match summary {
         Some(s) => {
             record.ok = s.ok;
@@ -556,14 +728,15 @@ fn settle(
 }
 
 /// `bosund apply - --output json`, with the variables in a private temp file (not on the
-/// command line, where `ps` would show them), removed when bosund ends.
+/// command line, where `ps` would show them), removed when bosund ends, also when it is
+/// signalled (cancelled). `bosund` is a shell word (quoted already, or `"$p"`).
 fn apply_command(
     bosund: &str,
     state_dir: Option<&str>,
     check: bool,
     vars: &Map<String, Value>,
 ) -> String {
-    let mut cmd = shell_quote(bosund);
+    let mut cmd = bosund.to_string();
     if let Some(d) = state_dir {
         cmd.push_str(&format!(" --state-dir {}", shell_quote(d)));
     }
@@ -575,8 +748,11 @@ fn apply_command(
         return format!("exec {cmd}");
     }
     let vars_json = serde_json::to_string(vars).expect("JSON values serialise");
+    // A trapped signal is handled once bosund (signalled too: same process group) has
+    // ended, so the file is removed after it, and the exit code says which signal.
     format!(
-        "d=$(mktemp -d) || exit 2; trap 'rm -rf \"$d\"' EXIT; umask 077; printf '%s' {} > \
+        "d=$(mktemp -d) || exit 2; trap 'rm -rf \"$d\"' EXIT; trap 'exit 129' HUP; \
+         trap 'exit 130' INT; trap 'exit 143' TERM; umask 077; printf '%s' {} > \
          \"$d/vars.json\" || exit 2; {cmd} --vars-file \"$d/vars.json\"",
         shell_quote(&vars_json)
     )
@@ -613,7 +789,13 @@ pub fn status(args: StatusArgs, json: bool) -> Result<ExitCode> {
 }
 
 async fn host_status(t: &Target, policy: HostKeyPolicy, runs: usize) -> Result<Value> {
-    let ssh = Ssh::connect(&t.endpoint, policy).await?;
+    let Some(endpoint) = &t.endpoint else {
+        bail!(
+            "bosun status works over SSH: give [user@]host[:port], not {}",
+            t.address
+        );
+    };
+    let ssh = Ssh::connect(endpoint, policy).await?;
     let installed = bosund::probe(&ssh, t.bosund_path.as_deref()).await?;
     let uptime = ssh.exec("cat /proc/uptime").await?;
     let uptime_s = String::from_utf8_lossy(&uptime.stdout)
@@ -622,7 +804,7 @@ async fn host_status(t: &Target, policy: HostKeyPolicy, runs: usize) -> Result<V
         .and_then(|s| s.parse::<f64>().ok());
     let mut v = json!({
         "host": t.name,
-        "address": t.endpoint.display(),
+        "address": t.address,
         "uptime_s": uptime_s,
         "bosund": {"path": installed.path, "sha256": installed.sha256},
     });
@@ -706,6 +888,7 @@ mod tests {
         let mut vars = Map::new();
         vars.insert("secret".into(), json!("it's s3cret"));
         let c = apply_command("/usr/local/bin/bosund", Some("/tmp/s d"), true, &vars);
+        assert!(c.contains("trap 'exit 143' TERM"), "{c}");
         assert!(c.contains("/usr/local/bin/bosund --state-dir '/tmp/s d' apply - --output json --check --vars-file"), "{c}");
         assert!(c.contains(r#"'{"secret":"it'\''s s3cret"}'"#), "{c}");
         let c = apply_command("/b", None, false, &Map::new());

@@ -273,13 +273,14 @@ impl Reporter {
         }
         let count = |s: HostStatus| records.iter().filter(|r| r.status == s).count();
         println!(
-            "hosts={} ok={} changed={} failed={} unreachable={} not_started={}",
+            "hosts={} ok={} changed={} failed={} unreachable={} not_started={} cancelled={}",
             records.len(),
             count(HostStatus::Ok),
             count(HostStatus::Changed),
             count(HostStatus::Failed),
             count(HostStatus::Unreachable),
-            count(HostStatus::NotStarted)
+            count(HostStatus::NotStarted),
+            count(HostStatus::Cancelled)
         );
     }
 }

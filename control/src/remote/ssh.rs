@@ -10,10 +10,15 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use russh::client::{self, Handle};
 use russh::keys::{Algorithm, HashAlg, PrivateKey, PrivateKeyWithHashAlg};
-use russh::{ChannelMsg, Disconnect};
+use russh::{ChannelMsg, Disconnect, Sig};
 use tokio::io::AsyncRead;
+use tokio::sync::watch;
 
 use super::known_hosts::{self, Verdict};
+
+/// How long a cancelled command gets to stop and report (bosund ends its step, kills the
+/// step's processes and writes its summary) before its channel is closed.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(10);
 
 /// Where and how to connect: a host after `~/.ssh/config` and the inventory were applied.
 #[derive(Debug, Clone)]
@@ -159,6 +164,8 @@ pub struct Output {
     pub code: Option<u32>,
     /// The signal that ended it.
     pub signal: Option<String>,
+    /// It was cancelled (see [`Ssh::exec_lines`]).
+    pub cancelled: bool,
 }
 
 impl Output {
@@ -206,11 +213,16 @@ impl Ssh {
 
     /// Runs `command` (a shell command line) with `stdin` as its input, calling `on_stdout`
     /// with each complete line of output as it arrives; stderr is collected.
+    ///
+    /// When `cancel` turns true the command is sent SIGTERM (sshd signals the session's
+    /// process group) and given [`CANCEL_GRACE`] to end and report; then the channel is
+    /// closed and [`Output::cancelled`] is set either way.
     pub async fn exec_lines(
         &self,
         command: &str,
         stdin: Option<Box<dyn AsyncRead + Unpin + Send + '_>>,
         on_stdout: &mut (dyn FnMut(&str) + Send),
+        mut cancel: Option<watch::Receiver<bool>>,
     ) -> Result<Output> {
         let mut channel = self
             .handle
@@ -221,19 +233,55 @@ impl Ssh {
             .exec(true, command)
             .await
             .context("cannot start the remote command")?;
-        if let Some(input) = stdin {
-            channel
-                .data(input)
-                .await
-                .context("cannot send input to the remote command")?;
+        // A command may end without reading its input (a missing bosund build): a failed
+        // send is reported only when the command did not say how it ended.
+        let mut send_error = None;
+        if let Some(input) = stdin
+            && let Err(e) = channel.data(input).await
+        {
+            send_error = Some(e);
         }
-        channel
-            .eof()
-            .await
-            .context("cannot close the remote command's input")?;
+        if send_error.is_none() {
+            let _ = channel.eof().await;
+        }
         let mut out = Output::default();
         let mut pending = Vec::new();
-        while let Some(msg) = channel.wait().await {
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut killed = false;
+        loop {
+            let cancelled = async {
+                match (&mut cancel, deadline) {
+                    (_, Some(at)) => tokio::time::sleep_until(at).await,
+                    (Some(rx), None) => {
+                        if rx.wait_for(|c| *c).await.map(|_| ()).is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    (None, None) => std::future::pending::<()>().await,
+                }
+            };
+            let msg = tokio::select! {
+                msg = channel.wait() => msg,
+                () = cancelled => {
+                    if deadline.is_some() {
+                        // The grace is over: stop waiting for it.
+                        let _ = channel.close().await;
+                        break;
+                    }
+                    out.cancelled = true;
+                    deadline = Some(tokio::time::Instant::now() + CANCEL_GRACE);
+                    // sshd refuses `signal` requests in root sessions (no privilege
+                    // separation after a root login): a command that announced its process
+                    // group is also signalled with `kill` on a second channel.
+                    let _ = channel.signal(Sig::TERM).await;
+                    if let Some(pgid) = announced_pgid(&out.stderr) {
+                        self.fire(&format!("kill -s TERM -- -{pgid}")).await;
+                        killed = true;
+                    }
+                    continue;
+                }
+            };
+            let Some(msg) = msg else { break };
             match msg {
                 ChannelMsg::Data { data } => {
                     pending.extend_from_slice(&data);
@@ -244,8 +292,16 @@ impl Ssh {
                     }
                 }
                 ChannelMsg::ExtendedData { data, .. } => {
-                    // Keep the tail only: a chatty stderr must not grow without bound.
                     out.stderr.extend_from_slice(&data);
+                    // Cancelled before the command said its process group: signal it now.
+                    if out.cancelled
+                        && !killed
+                        && let Some(pgid) = announced_pgid(&out.stderr)
+                    {
+                        self.fire(&format!("kill -s TERM -- -{pgid}")).await;
+                        killed = true;
+                    }
+                    // Keep the tail only: a chatty stderr must not grow without bound.
                     if out.stderr.len() > 1 << 20 {
                         out.stderr.drain(..out.stderr.len() - (1 << 20));
                     }
@@ -261,7 +317,28 @@ impl Ssh {
             on_stdout(&String::from_utf8_lossy(&pending));
             out.stdout.extend_from_slice(&pending);
         }
+        if announced_pgid(&out.stderr).is_some()
+            && let Some(nl) = out.stderr.iter().position(|b| *b == b'\n')
+        {
+            out.stderr.drain(..=nl);
+        }
+        if let Some(e) = send_error
+            && out.code.is_none()
+            && out.signal.is_none()
+        {
+            return Err(e).context("cannot send input to the remote command");
+        }
         Ok(out)
+    }
+
+    /// Runs `command` and waits for it to end, ignoring its output and any failure.
+    async fn fire(&self, command: &str) {
+        if let Ok(mut channel) = self.handle.channel_open_session().await
+            && channel.exec(true, command).await.is_ok()
+        {
+            let _ = channel.eof().await;
+            while channel.wait().await.is_some() {}
+        }
     }
 
     /// Opens a channel to a Unix socket on the host (direct-streamlocal forwarding).
@@ -271,7 +348,7 @@ impl Ssh {
 
     /// Runs `command` and collects its output.
     pub async fn exec(&self, command: &str) -> Result<Output> {
-        self.exec_lines(command, None, &mut |_| {}).await
+        self.exec_lines(command, None, &mut |_| {}, None).await
     }
 
     /// Ends the connection politely.
@@ -470,6 +547,21 @@ async fn rsa_hash(handle: &Handle<Checker>, alg: &Algorithm) -> Option<HashAlg> 
         .flatten()
 }
 
+/// The first line a command prints on stderr to say which process group to signal on cancel.
+pub const PGID_ANNOUNCEMENT: &str = "echo \"bosun-pgid $$\" >&2";
+
+/// The process group a command announced ([`PGID_ANNOUNCEMENT`]: sshd makes the session's
+/// first process a group leader, so `$$` of the command's shell is its group).
+fn announced_pgid(stderr: &[u8]) -> Option<u32> {
+    let rest = stderr.strip_prefix(b"bosun-pgid ")?;
+    let end = rest.iter().position(|b| *b == b'\n')?;
+    std::str::from_utf8(&rest[..end])
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|p| *p > 1)
+}
+
 /// Quotes `s` for a POSIX shell: `'...'`, with `'` written as `'\''`.
 pub fn shell_quote(s: &str) -> String {
     if !s.is_empty()
@@ -484,6 +576,14 @@ pub fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_group_announcements() {
+        assert_eq!(announced_pgid(b"bosun-pgid 4242\nother"), Some(4242));
+        assert_eq!(announced_pgid(b"bosun-pgid 4242"), None, "incomplete line");
+        assert_eq!(announced_pgid(b"bosun-pgid 1\n"), None, "never init");
+        assert_eq!(announced_pgid(b"error\nbosun-pgid 4242\n"), None);
+    }
 
     #[test]
     fn shell_quoting() {
