@@ -149,7 +149,13 @@ async fn on_host<T: DeserializeOwned>(
     args: &TargetArgs,
     command: impl FnOnce(&str) -> String,
 ) -> HostResult<T> {
-    let ssh = match Ssh::connect(&t.endpoint, host_key_policy(args)).await {
+    let Some(endpoint) = &t.endpoint else {
+        return HostResult::Unreachable(format!(
+            "bosun backups works over SSH: give [user@]host[:port], not {}",
+            t.address
+        ));
+    };
+    let ssh = match Ssh::connect(endpoint, host_key_policy(args)).await {
         Ok(s) => s,
         Err(e) => return HostResult::Unreachable(format!("{e:#}")),
     };
