@@ -256,12 +256,18 @@ fn parse_probe(text: &str) -> Result<Installed> {
 }
 
 /// The install script: reads the build on stdin (see the module doc). Prints bosund's path.
+/// Installing (rename, link, clean-up; not the transfer) is serialised per directory with `flock`
+/// on `.bosund-upload.lock` (util-linux; skipped where missing): concurrent uploads to one path
+/// (a fleet whose hosts share a file system, two operators at once) otherwise race between one
+/// upload's rename or clean-up and another's hard link to the content address.
 fn upload_script(configured: Option<&str>, sha256: &str) -> String {
     format!(
         "set -e; {}; mkdir -p \"$b\"; t=\"$b/.upload.$$\"; l=\"$p.bosun-link.$$\"; \
          trap 'rm -f \"$t\" \"$l\"' EXIT; cat > \"$t\"; s=$(sha256sum < \"$t\" | cut -d' ' -f1); \
          if [ \"$s\" != {sha256} ]; then echo \"the uploaded bytes have SHA-256 $s, expected \
-         {sha256} (transfer damaged)\" >&2; exit 1; fi; chmod 0755 \"$t\"; mv -f \"$t\" \"$c\"; \
+         {sha256} (transfer damaged)\" >&2; exit 1; fi; chmod 0755 \"$t\"; \
+         exec 9>\"${{b%/*}}/.bosund-upload.lock\"; if command -v flock >/dev/null; then flock 9; fi; \
+         mv -f \"$t\" \"$c\"; \
          ln -f \"$c\" \"$l\"; mv -f \"$l\" \"$p\"; for f in \"$b\"/*; do [ \"$f\" = \"$c\" ] || \
          rm -f \"$f\"; done; trap - EXIT; printf '%s\\n' \"$p\"",
         locate(configured, sha256)
@@ -317,6 +323,44 @@ mod tests {
     }
 
     /// The scripts, run by the local `sh`: install, run, stale link, damaged transfer.
+    #[test]
+    fn concurrent_uploads_to_one_path_all_succeed() {
+        // A fleet whose inventory entries share one file system (the test fleet: one sshd) or two
+        // operators at once: every upload must install, whatever the interleaving.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bin/bosund");
+        let bytes = [b"\x7fELF".as_slice(), &[7u8; 1 << 20]].concat();
+        let sha = hex::encode(Sha256::digest(&bytes));
+        for round in 0..5 {
+            let script = upload_script(p.to_str(), &sha);
+            let children: Vec<_> = (0..8)
+                .map(|_| {
+                    use std::io::Write;
+                    let mut child = std::process::Command::new("sh")
+                        .args(["-c", &script])
+                        .stdin(std::process::Stdio::piped())
+                        .stdout(std::process::Stdio::piped())
+                        .stderr(std::process::Stdio::piped())
+                        .spawn()
+                        .unwrap();
+                    let mut stdin = child.stdin.take().unwrap();
+                    let data = bytes.clone();
+                    std::thread::spawn(move || stdin.write_all(&data).unwrap());
+                    child
+                })
+                .collect();
+            for child in children {
+                let out = child.wait_with_output().unwrap();
+                assert!(
+                    out.status.success(),
+                    "round {round}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            assert_eq!(std::fs::read(&p).unwrap(), bytes);
+        }
+    }
+
     #[test]
     fn scripts_install_run_and_replace_builds() {
         let dir = tempfile::tempdir().unwrap();
