@@ -213,8 +213,11 @@ fn locate(configured: Option<&str>, sha256: &str) -> String {
 /// command it announces its process group on stderr, for a cancel ([`PGID_ANNOUNCEMENT`]).
 pub fn run_script(configured: Option<&str>, local: &LocalBosund, command: &str) -> String {
     format!(
-        "{}; if [ -x \"$c\" ] && [ \"$p\" -ef \"$c\" ] && [ \"$(($(wc -c < \"$c\")))\" = {} ]; \
-         then {PGID_ANNOUNCEMENT}; {command}; else exit {NEED_INSTALL}; fi",
+        "{}; chk() {{ [ -x \"$c\" ] && [ \"$p\" -ef \"$c\" ] && \
+         [ \"$(($(wc -c < \"$c\" 2>/dev/null || echo 0)))\" = {} ]; }}; \
+         if chk || {{ [ -w \"$b/.lock\" ] && exec 9>>\"$b/.lock\" && command -v flock >/dev/null \
+         && flock -s 9 && chk; }}; then exec 9>&-; {PGID_ANNOUNCEMENT}; {command}; \
+         else exit {NEED_INSTALL}; fi",
         locate(configured, &local.sha256),
         local.size
     )
@@ -256,17 +259,18 @@ fn parse_probe(text: &str) -> Result<Installed> {
 }
 
 /// The install script: reads the build on stdin (see the module doc). Prints bosund's path.
-/// Installing (rename, link, clean-up; not the transfer) is serialised per directory with `flock`
-/// on `.bosund-upload.lock` (util-linux; skipped where missing): concurrent uploads to one path
-/// (a fleet whose hosts share a file system, two operators at once) otherwise race between one
-/// upload's rename or clean-up and another's hard link to the content address.
+/// Installing (rename, link, clean-up; not the transfer) holds an exclusive `flock` on
+/// `<builds>/.lock` (util-linux; skipped where missing): concurrent uploads to one path (a fleet
+/// whose hosts share a file system, two operators at once) otherwise race between one upload's
+/// rename or clean-up and another's hard link to the content address. [`run_script`] rechecks
+/// under a shared lock before asking for an install, so it never sees an install half-way.
 fn upload_script(configured: Option<&str>, sha256: &str) -> String {
     format!(
         "set -e; {}; mkdir -p \"$b\"; t=\"$b/.upload.$$\"; l=\"$p.bosun-link.$$\"; \
          trap 'rm -f \"$t\" \"$l\"' EXIT; cat > \"$t\"; s=$(sha256sum < \"$t\" | cut -d' ' -f1); \
          if [ \"$s\" != {sha256} ]; then echo \"the uploaded bytes have SHA-256 $s, expected \
          {sha256} (transfer damaged)\" >&2; exit 1; fi; chmod 0755 \"$t\"; \
-         exec 9>\"${{b%/*}}/.bosund-upload.lock\"; if command -v flock >/dev/null; then flock 9; fi; \
+         exec 9>\"$b/.lock\"; if command -v flock >/dev/null; then flock 9; fi; \
          mv -f \"$t\" \"$c\"; \
          ln -f \"$c\" \"$l\"; mv -f \"$l\" \"$p\"; for f in \"$b\"/*; do [ \"$f\" = \"$c\" ] || \
          rm -f \"$f\"; done; trap - EXIT; printf '%s\\n' \"$p\"",
@@ -422,6 +426,7 @@ mod tests {
         let builds: Vec<_> = std::fs::read_dir(p.parent().unwrap().join(BUILDS_DIR))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != ".lock")
             .collect();
         assert_eq!(builds, vec![sha2.clone()]);
 
@@ -463,6 +468,7 @@ mod tests {
         assert_eq!(
             std::fs::read_dir(p.parent().unwrap().join(BUILDS_DIR))
                 .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name() != ".lock")
                 .count(),
             1,
             "the temp upload was removed"
