@@ -9,53 +9,18 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
 
-use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use bosun_agent::backup::manifest::{Manifest, VerifyRecord};
 use bosun_agent::event::StepStatus;
 use bosun_harness::{MariaDb, Moto};
+use common::s3::S3;
 use common::{Run, Sandbox};
 use sha2::{Digest, Sha256};
 
 const BUCKET: &str = "backups";
 const PREFIX: &str = "backups/mysql/shop/";
 
-/// An S3 client for the test's own look at moto (fixed credentials, path style).
-struct S3 {
-    rt: tokio::runtime::Runtime,
-    client: aws_sdk_s3::Client,
-}
-
 impl S3 {
-    fn new(moto: &Moto) -> S3 {
-        use aws_smithy_http_client::tls;
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let conf = aws_sdk_s3::config::Builder::new()
-            .behavior_version_latest()
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-            .endpoint_url(moto.endpoint())
-            .force_path_style(true)
-            .http_client(http)
-            .build();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let s3 = S3 {
-            rt,
-            client: aws_sdk_s3::Client::from_conf(conf),
-        };
-        s3.rt
-            .block_on(s3.client.create_bucket().bucket(BUCKET).send())
-            .expect("creating the test bucket in moto");
-        s3
-    }
-
     fn keys(&self) -> Vec<String> {
         let out = self
             .rt
@@ -225,7 +190,7 @@ fn dump_script(sb: &Sandbox, name: &str, body: &str) -> String {
 fn round_trip_dump_upload_verify_restore_keeps_every_row_and_checksum() {
     let db = shop_db();
     let moto = Moto::start().unwrap();
-    let s3 = S3::new(&moto);
+    let s3 = S3::new(&moto, BUCKET);
     let sb = Sandbox::new();
     let pb = playbook(&sb, &db, "", true);
 
@@ -343,7 +308,7 @@ fn round_trip_dump_upload_verify_restore_keeps_every_row_and_checksum() {
 fn a_dump_killed_midway_leaves_no_object_and_no_open_upload() {
     let db = shop_db();
     let moto = Moto::start().unwrap();
-    let s3 = S3::new(&moto);
+    let s3 = S3::new(&moto, BUCKET);
     let sb = Sandbox::new();
     // 20 MB of incompressible output (several 5 MiB parts, so parts were uploaded),
     // then the dump dies by SIGKILL.
@@ -368,7 +333,7 @@ kill -9 $$"#,
 fn a_timed_out_dump_is_aborted_before_bosund_exits() {
     let db = shop_db();
     let moto = Moto::start().unwrap();
-    let s3 = S3::new(&moto);
+    let s3 = S3::new(&moto, BUCKET);
     let sb = Sandbox::new();
     let marker = sb.path("dump-started");
     // Output a part's worth, then hang: only the step's timeout ends it.
@@ -422,7 +387,7 @@ mysql_backup = {{ {conn}, databases = ["shop"], bucket = "{BUCKET}", dump_comman
 fn a_corrupted_object_fails_verify_with_the_sha256_mismatch() {
     let db = shop_db();
     let moto = Moto::start().unwrap();
-    let s3 = S3::new(&moto);
+    let s3 = S3::new(&moto, BUCKET);
     let sb = Sandbox::new();
     let pb = playbook(&sb, &db, "", false);
     bosund_env(&sb, &moto, &db, &pb, &[]).assert_success();
@@ -475,7 +440,7 @@ backup_verify = {{ {conn}, bucket = "{BUCKET}", key = "{object}" }}
 fn a_tool_that_prints_the_password_has_it_redacted_everywhere() {
     let db = shop_db();
     let moto = Moto::start().unwrap();
-    let s3 = S3::new(&moto);
+    let s3 = S3::new(&moto, BUCKET);
     let sb = Sandbox::new();
     let dump = dump_script(
         &sb,
@@ -500,7 +465,7 @@ exit 2"#,
 #[test]
 fn prune_keeps_the_policy_set_and_the_newest_verified_then_changes_nothing() {
     let moto = Moto::start().unwrap();
-    let s3 = S3::new(&moto);
+    let s3 = S3::new(&moto, BUCKET);
     let sb = Sandbox::new();
     // Daily backups for 10 days (Jan 1..10, 03:00), an extra one on Jan 10; only Jan 2 verified;
     // an unrelated object without manifest.

@@ -7,11 +7,11 @@ mod common;
 
 use std::process::Output;
 
-use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use bosun_agent::backup::cli::{Listing, Restored, Verification};
 use bosun_agent::backup::manifest::Manifest;
 use bosun_harness::{MariaDb, Moto};
+use common::s3::S3;
 use common::{Run, Sandbox};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -19,42 +19,7 @@ use sha2::{Digest, Sha256};
 const BUCKET: &str = "backups";
 const PREFIX: &str = "backups/mysql/shop/";
 
-/// The test's own look into moto.
-struct S3 {
-    rt: tokio::runtime::Runtime,
-    client: aws_sdk_s3::Client,
-}
-
 impl S3 {
-    fn new(moto: &Moto) -> S3 {
-        use aws_smithy_http_client::tls;
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let conf = aws_sdk_s3::config::Builder::new()
-            .behavior_version_latest()
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-            .endpoint_url(moto.endpoint())
-            .force_path_style(true)
-            .http_client(http)
-            .build();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let s3 = S3 {
-            rt,
-            client: aws_sdk_s3::Client::from_conf(conf),
-        };
-        s3.rt
-            .block_on(s3.client.create_bucket().bucket(BUCKET).send())
-            .expect("creating the test bucket in moto");
-        s3
-    }
-
     fn get(&self, key: &str) -> Vec<u8> {
         self.rt.block_on(async {
             let out = self
@@ -134,7 +99,7 @@ impl Fixture {
     fn new() -> Fixture {
         let db = shop_db();
         let moto = Moto::start().unwrap();
-        let s3 = S3::new(&moto);
+        let s3 = S3::new(&moto, BUCKET);
         Fixture {
             db,
             moto,

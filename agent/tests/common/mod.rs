@@ -7,6 +7,8 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;

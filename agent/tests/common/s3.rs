@@ -1,0 +1,44 @@
+//! The tests' own look into moto's S3: fixed credentials, path style, a bucket made up front.
+
+use aws_sdk_s3::config::{Credentials, Region};
+use bosun_harness::Moto;
+
+/// An S3 client on a runtime of its own, for synchronous tests.
+pub struct S3 {
+    /// Runs the client's futures.
+    pub rt: tokio::runtime::Runtime,
+    /// The client, pointed at moto.
+    pub client: aws_sdk_s3::Client,
+}
+
+impl S3 {
+    /// A client for `moto`, with `bucket` created.
+    pub fn new(moto: &Moto, bucket: &str) -> S3 {
+        use aws_smithy_http_client::tls;
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version_latest()
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+            .endpoint_url(moto.endpoint())
+            .force_path_style(true)
+            .http_client(http)
+            .build();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let s3 = S3 {
+            rt,
+            client: aws_sdk_s3::Client::from_conf(conf),
+        };
+        s3.rt
+            .block_on(s3.client.create_bucket().bucket(bucket).send())
+            .expect("creating the test bucket in moto");
+        s3
+    }
+}
