@@ -73,7 +73,10 @@ impl S3 {
 }
 
 /// MariaDB with database `shop`: 100,000 orders from the sequence engine, 500 customers, a
-/// trigger and a routine (so the dump's `--routines --triggers` have something to carry).
+/// trigger and routines (so the dump's `--routines --triggers` have something to carry).
+/// Made to trip a careless reader of the dump: notes holding `),(`, quotes, backslashes, a
+/// newline and a whole `INSERT INTO` line; a procedure whose body line starts with
+/// `INSERT INTO `audit` VALUES`, which is not data.
 fn shop_db() -> MariaDb {
     let db = MariaDb::start().expect("starting MariaDB");
     db.exec(
@@ -83,10 +86,14 @@ fn shop_db() -> MariaDb {
          CREATE TABLE orders (id INT PRIMARY KEY, customer INT NOT NULL, item VARCHAR(32) NOT NULL,
                               cents BIGINT NOT NULL, blob_col VARBINARY(16));
          CREATE TABLE audit (n INT);
-         INSERT INTO customers SELECT seq, CONCAT('customer ', seq), IF(seq % 7 = 0, NULL, 'it''s \\\\ \"quoted\"') FROM seq_1_to_500;
+         INSERT INTO customers SELECT seq, CONCAT('customer ', seq),
+           CASE seq % 7 WHEN 0 THEN NULL
+                        WHEN 1 THEN CONCAT('x),(y', CHAR(10), 'INSERT INTO `audit` VALUES (9);')
+                        ELSE 'it''s \\\\ \"quoted\"' END FROM seq_1_to_500;
          INSERT INTO orders SELECT seq, seq % 500 + 1, CONCAT('item-', seq % 97), seq * 37 % 100000, UNHEX(MD5(seq)) FROM seq_1_to_100000;
          CREATE TRIGGER orders_audit AFTER INSERT ON orders FOR EACH ROW INSERT INTO audit VALUES (NEW.id);
-         CREATE FUNCTION double_it(x INT) RETURNS INT DETERMINISTIC RETURN x * 2;",
+         CREATE FUNCTION double_it(x INT) RETURNS INT DETERMINISTIC RETURN x * 2;
+         CREATE PROCEDURE add_audit()\nINSERT INTO `audit` VALUES (1),(2);",
     )
     .expect("loading the shop database");
     db
@@ -239,19 +246,28 @@ fn round_trip_dump_upload_verify_restore_keeps_every_row_and_checksum() {
         manifest.server_version
     );
     assert!(!manifest.tool_version.is_empty());
+    // Rows as the server counts them; a digest per table (32 hex digits) that the verify step
+    // compared with the restored tables.
     let source = table_facts(&db, "shop");
-    let in_manifest: Vec<(String, String, String)> = manifest
+    let in_manifest: Vec<(String, String)> = manifest
         .tables
         .iter()
-        .map(|t| {
-            (
-                t.name.clone(),
-                t.rows.to_string(),
-                t.checksum.unwrap().to_string(),
-            )
-        })
+        .map(|t| (t.name.clone(), t.rows.to_string()))
         .collect();
-    assert_eq!(in_manifest, source);
+    let counted: Vec<(String, String)> = source
+        .iter()
+        .map(|(t, n, _)| (t.clone(), n.clone()))
+        .collect();
+    assert_eq!(in_manifest, counted, "the manifest's row counts");
+    assert_eq!(manifest.format, 2);
+    for t in &manifest.tables {
+        let d = t.digest.as_deref().unwrap_or_default();
+        assert!(
+            d.len() == 32 && d.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{t:?}"
+        );
+    }
+    assert_ne!(manifest.tables[1].digest, manifest.tables[2].digest);
     assert_eq!(source[2].1, "100000");
 
     let record: VerifyRecord = s3.json(&format!("{object}.verified.json"));
@@ -402,21 +418,7 @@ fn a_corrupted_object_fails_verify_with_the_sha256_mismatch() {
     bytes[mid] ^= 0x55;
     let damaged = hex::encode(Sha256::digest(&bytes));
     s3.put(&object, bytes);
-
-    let conn = format!(
-        r#"host = "127.0.0.1", port = {}, user = "root", password = "env:DB_PASSWORD""#,
-        db.port()
-    );
-    let verify = sb.write(
-        "verify.toml",
-        &format!(
-            r#"name = "verify"
-[[step]]
-name = "verify"
-backup_verify = {{ {conn}, bucket = "{BUCKET}", key = "{object}" }}
-"#
-        ),
-    );
+    let verify = verify_playbook(&sb, &db, &object);
     let run = bosund_env(&sb, &moto, &db, &verify, &[]);
     assert_eq!(run.step("verify").status, StepStatus::Failed);
     let msg = run.step("verify").message.clone().unwrap();
@@ -433,6 +435,94 @@ backup_verify = {{ {conn}, bucket = "{BUCKET}", key = "{object}" }}
         scratch_databases(&db),
         "",
         "the scratch database was left behind"
+    );
+}
+
+fn verify_playbook(sb: &Sandbox, db: &MariaDb, object: &str) -> std::path::PathBuf {
+    let conn = format!(
+        r#"host = "127.0.0.1", port = {}, user = "root", password = "env:DB_PASSWORD""#,
+        db.port()
+    );
+    sb.write(
+        "verify.toml",
+        &format!(
+            r#"name = "verify"
+[[step]]
+name = "verify"
+backup_verify = {{ {conn}, bucket = "{BUCKET}", key = "{object}" }}
+"#
+        ),
+    )
+}
+
+/// Verify compares what was restored with the manifest table by table: a digest that does not
+/// match (the object itself intact) fails naming the table; a manifest of the first layout
+/// (`CHECKSUM TABLE` values, no digests) is still verified, by the server's checksums.
+#[test]
+fn verify_names_the_table_whose_content_differs_and_reads_old_manifests() {
+    let db = shop_db();
+    let moto = Moto::start().unwrap();
+    let s3 = S3::new(&moto, BUCKET);
+    let sb = Sandbox::new();
+    bosund_env(&sb, &moto, &db, &playbook(&sb, &db, "", false), &[]).assert_success();
+    let object = s3
+        .keys()
+        .into_iter()
+        .find(|k| k.ends_with(".sql.zst"))
+        .unwrap();
+    let manifest_key = format!("{object}.manifest.json");
+    let original: serde_json::Value = s3.json(&manifest_key);
+    let verify = verify_playbook(&sb, &db, &object);
+
+    let mut tampered = original.clone();
+    tampered["tables"][1]["digest"] = "0".repeat(32).into();
+    s3.put(&manifest_key, serde_json::to_vec(&tampered).unwrap());
+    let run = bosund_env(&sb, &moto, &db, &verify, &[]);
+    assert_eq!(run.step("verify").status, StepStatus::Failed);
+    let msg = run.step("verify").message.clone().unwrap();
+    let real = original["tables"][1]["digest"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!(
+            "table customers: content digest {} in the manifest, {real} restored",
+            "0".repeat(32)
+        )),
+        "{msg}"
+    );
+    assert!(!msg.contains("table orders"), "{msg}");
+    assert_eq!(scratch_databases(&db), "");
+
+    // The first layout: format 1, `checksum` from CHECKSUM TABLE on the source.
+    let facts = table_facts(&db, "shop");
+    let mut old = original.clone();
+    old["format"] = 1.into();
+    for (t, (name, _, sum)) in old["tables"].as_array_mut().unwrap().iter_mut().zip(&facts) {
+        assert_eq!(t["name"], name.as_str());
+        let t = t.as_object_mut().unwrap();
+        t.remove("digest");
+        t.insert("checksum".into(), sum.parse::<u64>().unwrap().into());
+    }
+    s3.put(&manifest_key, serde_json::to_vec(&old).unwrap());
+    let run = bosund_env(&sb, &moto, &db, &verify, &[]);
+    assert_eq!(
+        run.step("verify").status,
+        StepStatus::Changed,
+        "{}",
+        run.stderr
+    );
+    let record: VerifyRecord = s3.json(&format!("{object}.verified.json"));
+    assert!(record.ok && record.tables == 3, "{record:?}");
+
+    old["tables"][2]["checksum"] = 1.into();
+    s3.put(&manifest_key, serde_json::to_vec(&old).unwrap());
+    let run = bosund_env(&sb, &moto, &db, &verify, &[]);
+    assert_eq!(run.step("verify").status, StepStatus::Failed);
+    let msg = run.step("verify").message.clone().unwrap();
+    assert!(
+        msg.contains(&format!(
+            "table orders: checksum 1 in the manifest, {} restored",
+            facts[2].2
+        )),
+        "{msg}"
     );
 }
 

@@ -42,7 +42,7 @@ pub enum BackupsCommand {
     /// List the backups under an S3 prefix: key, database, size, time, SHA-256, verified.
     List(ListArgs),
     /// Restore a backup into a database: SHA-256 checked against the manifest, row counts and
-    /// checksums compared; an existing non-empty database only with --force; a failed restore
+    /// content digests compared (the restored database is dumped again); an existing non-empty database only with --force; a failed restore
     /// drops what it created.
     Restore(RestoreArgs),
 }
@@ -112,6 +112,10 @@ pub struct RestoreArgs {
     /// The client program [default: `mariadb`, else `mysql`, from PATH].
     #[arg(long, value_name = "PROGRAM")]
     pub client_command: Option<String>,
+    /// The dump program that reads the restored tables back for their digests [default:
+    /// `mariadb-dump`, else `mysqldump`, from PATH].
+    #[arg(long, value_name = "PROGRAM")]
+    pub dump_command: Option<String>,
     #[arg(long, value_enum, default_value = "human")]
     pub output: OutputFormat,
 }
@@ -141,6 +145,7 @@ pub fn run(command: BackupsCommand) -> anyhow::Result<u8> {
                 database: a.database,
                 force: a.force,
                 client_command: a.client_command.map(|c| vec![c]),
+                dump_command: a.dump_command.map(|c| vec![c]),
                 extra_args: Vec::new(),
             };
             (
@@ -367,6 +372,9 @@ pub struct RestoreRequest {
     pub force: bool,
     /// The client program and leading arguments (default: `mariadb`, else `mysql`).
     pub client_command: Option<Vec<String>>,
+    /// The dump program, to read the restored tables back (default: `mariadb-dump`, else
+    /// `mysqldump`).
+    pub dump_command: Option<Vec<String>>,
     /// Extra client options (`--ssl-ca=...`).
     pub extra_args: Vec<String>,
 }
@@ -575,10 +583,7 @@ pub async fn restore(req: &RestoreRequest) -> anyhow::Result<Restored> {
     let mut problems = streamed.problems;
     let mut tables = Vec::new();
     if problems.is_empty() {
-        tables = client
-            .table_stats(db)
-            .await
-            .context("reading the restored tables")?;
+        tables = restore::restored_tables(&manifest, &client, &req.dump_command, db).await?;
         problems = compare_tables(&manifest.tables, &tables);
     }
     if !problems.is_empty() {
@@ -620,6 +625,7 @@ mod tests {
             database: "shop".into(),
             force: false,
             client_command: None,
+            dump_command: None,
             extra_args: vec![],
         }
     }

@@ -35,20 +35,37 @@ pub struct Manifest {
     pub server_version: String,
     /// First line of the dump tool's `--version`.
     pub tool_version: String,
-    /// The base tables, sorted by name, with row counts and `CHECKSUM TABLE` values taken from
-    /// the source in a consistent snapshot started as the dump started.
+    /// The base tables, sorted by name, with their row counts and digests as the dump holds
+    /// them (format 2, [`crate::backup::dump_scan`]); format 1 had `COUNT(*)` and
+    /// `CHECKSUM TABLE` values read from the source beside the dump.
     pub tables: Vec<TableStats>,
 }
+
+/// The manifest layout written now: tables with dump digests.
+pub const MANIFEST_FORMAT: u32 = 2;
 
 /// One table's size and content checksum.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableStats {
     /// Table name.
     pub name: String,
-    /// `SELECT COUNT(*)`.
+    /// Rows: in the dump (format 2) or `SELECT COUNT(*)` (format 1).
     pub rows: u64,
-    /// `CHECKSUM TABLE` (`None` when the server gives NULL).
+    /// Format 1: `CHECKSUM TABLE` (`None` when the server gives NULL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<u64>,
+    /// Format 2: the sum of the rows' XXH3-128 as dumped, 32 hex digits
+    /// ([`crate::backup::dump_scan`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+impl Manifest {
+    /// The tables carry dump digests (format 2): a restore is checked by dumping it again.
+    /// Otherwise (format 1) by `COUNT(*)` and `CHECKSUM TABLE` on the server.
+    pub fn has_digests(&self) -> bool {
+        self.tables.iter().all(|t| t.digest.is_some())
+    }
 }
 
 /// The result of `backup_verify`, written as `<key>.verified.json` (or `.verify-failed.json`).
@@ -82,13 +99,20 @@ pub fn compare_tables(expected: &[TableStats], restored: &[TableStats]) -> Vec<S
                         e.name, e.rows, r.rows
                     ));
                 }
-                if r.checksum != e.checksum {
-                    problems.push(format!(
+                match &e.digest {
+                    Some(d) if r.digest.as_ref() != Some(d) => problems.push(format!(
+                        "table {}: content digest {d} in the manifest, {} restored",
+                        e.name,
+                        r.digest.as_deref().unwrap_or("none")
+                    )),
+                    Some(_) => {}
+                    None if r.checksum != e.checksum => problems.push(format!(
                         "table {}: checksum {} in the manifest, {} restored",
                         e.name,
                         show(e.checksum),
                         show(r.checksum)
-                    ));
+                    )),
+                    None => {}
                 }
             }
         }
@@ -117,7 +141,33 @@ mod tests {
             name: name.into(),
             rows,
             checksum,
+            digest: None,
         }
+    }
+
+    fn d(name: &str, rows: u64, digest: &str) -> TableStats {
+        TableStats {
+            name: name.into(),
+            rows,
+            checksum: None,
+            digest: Some(digest.into()),
+        }
+    }
+
+    #[test]
+    fn digests_are_compared_when_the_manifest_has_them() {
+        let expected = vec![d("a", 2, "01"), d("b", 1, "02")];
+        let restored = vec![d("a", 2, "01"), d("b", 1, "03")];
+        assert_eq!(
+            compare_tables(&expected, &restored),
+            vec!["table b: content digest 02 in the manifest, 03 restored"]
+        );
+        // A format 1 manifest is read as before: no digest, a `checksum` (or null).
+        let old: TableStats =
+            serde_json::from_str(r#"{"name":"a","rows":2,"checksum":null}"#).unwrap();
+        assert_eq!(old, t("a", 2, None));
+        let new = serde_json::to_string(&d("a", 2, "01")).unwrap();
+        assert_eq!(new, r#"{"name":"a","rows":2,"digest":"01"}"#);
     }
 
     #[test]

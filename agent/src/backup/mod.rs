@@ -8,6 +8,7 @@
 //! - [`catalogue`]: the backups under an S3 prefix, with their manifests and verification;
 //! - [`upload`]: a byte stream compressed with zstd into an S3 multipart upload, in bounded
 //!   memory, completed only on success and aborted otherwise;
+//! - [`dump_scan`]: each table's row count and content digest, read off a dump as it streams;
 //! - [`mysql`]: the MySQL/MariaDB client and dump tools (queries, dump, restore), password in
 //!   `MYSQL_PWD` only;
 //! - [`rds`]: RDS manual snapshots (identifiers, bosun's tag, listing, waiting), for
@@ -21,6 +22,7 @@
 
 pub mod catalogue;
 pub mod cli;
+pub mod dump_scan;
 pub mod key;
 pub mod manifest;
 pub mod mysql;

@@ -94,6 +94,16 @@ pub fn find_tool(candidates: &[&str]) -> Option<String> {
     })
 }
 
+/// The dump tool's argv: as given, or `mariadb-dump`/`mysqldump` from `PATH`.
+pub fn dump_argv(given: &Option<Vec<String>>) -> anyhow::Result<Vec<String>> {
+    match given {
+        Some(argv) if !argv.is_empty() => Ok(argv.clone()),
+        _ => find_tool(&["mariadb-dump", "mysqldump"]).map(|p| vec![p]).context(
+            "neither `mariadb-dump` nor `mysqldump` is on PATH: install the client (apt-get install mariadb-client) or set dump_command",
+        ),
+    }
+}
+
 /// Quotes an identifier for SQL: backticks, inner backticks doubled.
 pub fn quote_ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
@@ -167,7 +177,8 @@ impl Client {
     }
 
     /// Row count and `CHECKSUM TABLE` of every base table of `database`, in one session inside
-    /// one consistent snapshot (InnoDB), so the counts belong together.
+    /// one consistent snapshot (InnoDB), so the counts belong together. How format 1 manifests
+    /// were made, and how a restore of one is checked.
     pub async fn table_stats(&self, database: &str) -> anyhow::Result<Vec<TableStats>> {
         let tables = self.tables(database).await?;
         if tables.is_empty() {
@@ -225,6 +236,7 @@ impl Client {
                     name,
                     rows,
                     checksum,
+                    digest: None,
                 })
             })
             .collect()
@@ -307,6 +319,37 @@ impl Dumper {
         argv.extend(DUMP_OPTIONS.iter().map(|s| s.to_string()));
         argv.push(database.to_string());
         StreamingChild::spawn(&argv, &self.conn, Stdio::null(), Stdio::piped())
+    }
+}
+
+impl Dumper {
+    /// Dumps `database` with the backup's options and reads each table's row count and digest
+    /// off the dump ([`super::dump_scan`]); nothing is stored. How a restore of a format 2
+    /// backup is compared with its manifest.
+    pub async fn table_digests(&self, database: &str) -> anyhow::Result<Vec<TableStats>> {
+        let mut dump = self.spawn(database)?;
+        let stdout = dump.take_stdout()?;
+        let scan = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<TableStats>> {
+            let mut reader = super::dump_scan::Scanning::new(stdout);
+            std::io::copy(&mut reader, &mut std::io::sink()).context("reading the dump")?;
+            reader.finish()
+        });
+        let scanned = scan.await.context("the dump reader thread failed")?;
+        if scanned.is_err() {
+            // Whatever the tool had left to say would go to a closed pipe.
+            dump.kill();
+        }
+        let program = dump.program().to_string();
+        let exit = dump.wait().await?;
+        match scanned {
+            Err(e) => Err(e.context(format!("dumping {database} with {program} to compare it"))),
+            Ok(_) if !exit.success() => bail!(
+                "{program} exited with code {} while dumping {database} to compare it: {}",
+                exit.code,
+                exit.stderr
+            ),
+            Ok(tables) => Ok(tables),
+        }
     }
 }
 

@@ -11,7 +11,8 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::mysql::Client;
+use super::manifest::{Manifest, TableStats};
+use super::mysql::{Client, Dumper, dump_argv};
 use crate::aws::describe_error;
 
 /// How a streamed restore went. `problems` is empty when the object's SHA-256 matched, it
@@ -131,6 +132,27 @@ pub async fn stream_into(
         sql_bytes,
         problems,
     })
+}
+
+/// The tables of `database` as restored, in the terms `manifest` uses: for format 2, dumped
+/// again with `dump_command` (default `mariadb-dump`/`mysqldump`) and scanned for row counts
+/// and digests; for format 1, `COUNT(*)` and `CHECKSUM TABLE` on the server.
+pub async fn restored_tables(
+    manifest: &Manifest,
+    client: &Client,
+    dump_command: &Option<Vec<String>>,
+    database: &str,
+) -> anyhow::Result<Vec<TableStats>> {
+    if manifest.has_digests() {
+        let dumper = Dumper {
+            argv: dump_argv(dump_command)?,
+            conn: client.conn.clone(),
+        };
+        dumper.table_digests(database).await
+    } else {
+        client.table_stats(database).await
+    }
+    .context("reading the restored tables")
 }
 
 /// SHA-256 and size of `s3://bucket/key`, read once through (nothing is kept).

@@ -194,12 +194,12 @@ impl Write for PartSink {
 }
 
 /// Reads `input` to its end through a zstd encoder into parts. Runs on a blocking thread.
-fn compress(
-    mut input: impl Read,
+fn compress<R: Read>(
+    mut input: R,
     level: i32,
     plan: PartPlan,
     tx: mpsc::UnboundedSender<Part>,
-) -> anyhow::Result<Streamed> {
+) -> anyhow::Result<(Streamed, R)> {
     let sink = PartSink {
         part_size: plan.part_size,
         budget: Arc::new(Budget {
@@ -227,12 +227,13 @@ fn compress(
     }
     let mut sink = encoder.finish().context("finishing zstd")?;
     sink.send_current().context("sending the last part")?;
-    Ok(Streamed {
+    let streamed = Streamed {
         raw_size,
         size: sink.size,
         sha256: hex::encode(sink.hasher.finalize()),
         parts: usize::try_from(sink.next_number - 1).unwrap_or(0),
-    })
+    };
+    Ok((streamed, input))
 }
 
 /// What a new object carries besides its bytes.
@@ -349,13 +350,14 @@ impl MultipartUpload {
     }
 
     /// Compresses `input` (read on a blocking thread until its end) at zstd `level` and uploads
-    /// it as parts. The object is not visible until [`complete`](Self::complete).
-    pub async fn stream(
+    /// it as parts, and hands `input` back (a reader that looked at the bytes has its findings).
+    /// The object is not visible until [`complete`](Self::complete).
+    pub async fn stream<R: Read + Send + 'static>(
         &mut self,
-        input: impl Read + Send + 'static,
+        input: R,
         level: i32,
         plan: PartPlan,
-    ) -> anyhow::Result<Streamed> {
+    ) -> anyhow::Result<(Streamed, R)> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Part>();
         let compressor = tokio::task::spawn_blocking(move || compress(input, level, plan, tx));
         let mut uploads: JoinSet<anyhow::Result<CompletedPart>> = JoinSet::new();
@@ -376,7 +378,7 @@ impl MultipartUpload {
         while let Some(done) = uploads.join_next().await {
             self.parts.push(done.context("a part upload task failed")??);
         }
-        let streamed = compressor.await.context("the compressor thread failed")??;
+        let (streamed, input) = compressor.await.context("the compressor thread failed")??;
         if streamed.parts != self.parts.len() {
             bail!(
                 "{} parts were cut but {} uploaded",
@@ -384,7 +386,7 @@ impl MultipartUpload {
                 self.parts.len()
             );
         }
-        Ok(streamed)
+        Ok((streamed, input))
     }
 
     /// Completes the upload: the object becomes visible, whole.
@@ -581,7 +583,7 @@ mod tests {
         while let Some(part) = rx.blocking_recv() {
             parts.push((part.number, part.data.clone()));
         }
-        let streamed = worker.join().unwrap().unwrap();
+        let (streamed, _) = worker.join().unwrap().unwrap();
         let numbers: Vec<i32> = parts.iter().map(|p| p.0).collect();
         assert_eq!(numbers, (1..=parts.len() as i32).collect::<Vec<_>>());
         let (last, full) = parts.split_last().unwrap();

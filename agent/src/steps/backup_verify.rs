@@ -6,7 +6,10 @@
 //! ```
 //! Fetches the backup (`key`, or the newest under `prefix`) and its manifest, streams the object
 //! through SHA-256 and zstd into the `mariadb` client restoring into a scratch database on the
-//! given server, then compares every table's row count and `CHECKSUM TABLE` with the manifest.
+//! given server, then compares every table's row count and content digest with the manifest:
+//! the scratch database is dumped again and read like the backup was
+//! ([`crate::backup::dump_scan`]). Older manifests (format 1) are compared by `COUNT(*)` and
+//! `CHECKSUM TABLE`.
 //! The scratch database is dropped afterwards, whatever happened (also on timeout). The result
 //! is recorded beside the backup as `<key>.verified.json`, or `<key>.verify-failed.json` with the
 //! problems; `backup_prune` never deletes the newest verified backup.
@@ -60,7 +63,11 @@ pub struct BackupVerifyArgs {
     /// The client program (default: `mariadb`, else `mysql`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_command: Option<Vec<String>>,
-    /// Extra connection options for the client.
+    /// The dump program (default: `mariadb-dump`, else `mysqldump`), to read the restored
+    /// tables back for their digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump_command: Option<Vec<String>>,
+    /// Extra connection options for the client and the dump program.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_args: Vec<String>,
     /// Name of the scratch database (default: `bosun_verify_` and a random suffix). It must not
@@ -201,10 +208,8 @@ impl StepKind for BackupVerifyArgs {
 
         let (sha256, mut problems) = self.restore(&s3, &key, &manifest, &client, &name).await?;
         if problems.is_empty() {
-            let restored = client
-                .table_stats(&name)
-                .await
-                .context("reading the restored tables")?;
+            let restored =
+                restore::restored_tables(&manifest, &client, &self.dump_command, &name).await?;
             problems = compare_tables(&manifest.tables, &restored);
         }
         client
