@@ -134,6 +134,39 @@ command = { run = "touch @ROOT@/second" }
     assert!(!run.ran("second") && !exists(&sb.path("second")));
 }
 
+/// Arguments are checked again once their templates are rendered: a variable that renders to a
+/// bad value fails that step with what is wrong, before it touches anything.
+#[test]
+fn arguments_bad_only_after_rendering_fail_the_step_before_it_acts() {
+    let sb = Sandbox::new();
+    let pb = sb.playbook(
+        r#"
+name = "t"
+[vars]
+mode = "0644"
+[[step]]
+name = "first"
+copy = { dest = "@ROOT@/first", content = "x\n" }
+[[step]]
+name = "config"
+copy = { dest = "@ROOT@/app.conf", content = "x\n", mode = "{{ mode }}" }
+"#,
+    );
+    let run = sb.apply(&pb, &["--var", "mode=0999"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.step("first").status, StepStatus::Changed);
+    assert_eq!(run.step("config").status, StepStatus::Failed);
+    let msg = run.step("config").message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("the rendered arguments are invalid") && msg.contains("0999"),
+        "{msg}"
+    );
+    assert!(!exists(&sb.path("app.conf")), "the step acted on a bad mode");
+    // The same playbook with a good value converges.
+    sb.apply(&pb, &[]).assert_success();
+    assert!(exists(&sb.path("app.conf")));
+}
+
 // ---------------------------------------------------------------------------------------------
 // when, register, changed_when, failed_when
 // ---------------------------------------------------------------------------------------------

@@ -239,12 +239,19 @@ macro_rules! actions {
             }
 
             /// The arguments as written (`raw`, see [`crate::playbook::Step::raw_args`]) with
-            /// their strings rendered against `vars`, read as this action's kind.
+            /// their strings rendered against `vars`, read as this action's kind, and checked
+            /// again ([`ActionArgs::validate`]): what a template stood in for at load time is
+            /// known now, and a bad value fails the step before it does anything.
             pub fn render(&self, raw: &serde_json::Value, jinja: &Jinja, vars: &minijinja::Value) -> anyhow::Result<Action> {
                 let rendered = jinja.render_value(raw.clone(), vars)?;
-                Ok(match self {
+                let action = match self {
                     $( Action::$variant(_) => Action::$variant(serde_json::from_value(rendered)?), )*
-                })
+                };
+                let problems = action.validate();
+                if !problems.is_empty() {
+                    anyhow::bail!("the rendered arguments are invalid: {}", problems.join("; "));
+                }
+                Ok(action)
             }
 
             /// Reads arguments given as JSON as the action written under `key`, standing in an
