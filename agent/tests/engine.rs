@@ -161,7 +161,10 @@ copy = { dest = "@ROOT@/app.conf", content = "x\n", mode = "{{ mode }}" }
         msg.contains("the rendered arguments are invalid") && msg.contains("0999"),
         "{msg}"
     );
-    assert!(!exists(&sb.path("app.conf")), "the step acted on a bad mode");
+    assert!(
+        !exists(&sb.path("app.conf")),
+        "the step acted on a bad mode"
+    );
     // The same playbook with a good value converges.
     sb.apply(&pb, &[]).assert_success();
     assert!(exists(&sb.path("app.conf")));
