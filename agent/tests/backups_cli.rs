@@ -81,6 +81,11 @@ fn table_facts(db: &MariaDb, name: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// Scratch databases of `--force` rehearsals still on the server.
+fn rehearsals(db: &MariaDb) -> String {
+    db.exec("SHOW DATABASES LIKE 'bosun_restore%'").unwrap()
+}
+
 fn database_exists(db: &MariaDb, name: &str) -> bool {
     !db.exec(&format!("SHOW DATABASES LIKE '{name}'"))
         .unwrap()
@@ -263,11 +268,13 @@ fn list_shows_the_backup_and_restore_round_trips_refusing_an_existing_database_w
     );
     assert_eq!(table_facts(&f.db, "shop_copy"), changed);
 
-    // With --force it is replaced by the backup's content.
+    // With --force it is replaced by the backup's content; the rehearsal's scratch database
+    // is gone afterwards.
     let out = f.restore(&verified, "shop_copy", &["--force"]);
     assert!(out.status.success());
     assert!(json(&out)["replaced"].as_bool().unwrap());
     assert_eq!(table_facts(&f.db, "shop_copy"), source);
+    assert_eq!(rehearsals(&f.db), "");
 
     // An existing but empty database needs no --force.
     f.db.exec("CREATE DATABASE empty_one").unwrap();
@@ -309,6 +316,31 @@ fn a_damaged_object_is_refused_and_leaves_nothing_half_restored() {
     assert!(err.contains("sha256 mismatch"), "{err}");
     assert!(err.contains("database shop was not touched"), "{err}");
     assert_eq!(table_facts(&f.db, "shop"), before);
+    assert_eq!(rehearsals(&f.db), "");
+
+    // An intact object whose SQL the server refuses half-way (its manifest matching it):
+    // found in the rehearsal, so --force leaves the old database as it was.
+    let good = f.backup(false);
+    let mut sql = zstd::stream::decode_all(&f.s3.get(&good)[..]).unwrap();
+    sql.extend_from_slice(b"\nINSERT INTO no_such_table VALUES (1);\n");
+    let object = zstd::stream::encode_all(&sql[..], 3).unwrap();
+    let mut m: Manifest =
+        serde_json::from_slice(&f.s3.get(&format!("{good}.manifest.json"))).unwrap();
+    (m.size, m.uncompressed_size) = (object.len() as u64, sql.len() as u64);
+    m.sha256 = hex::encode(Sha256::digest(&object));
+    f.s3.put(&good, object);
+    f.s3.put(
+        &format!("{good}.manifest.json"),
+        serde_json::to_vec(&m).unwrap(),
+    );
+    let err = error_of(&f.restore(&good, "shop", &["--force"]));
+    assert!(
+        err.contains("failed in a rehearsal") && err.contains("no_such_table"),
+        "{err}"
+    );
+    assert!(err.contains("database shop was not touched"), "{err}");
+    assert_eq!(table_facts(&f.db, "shop"), before);
+    assert_eq!(rehearsals(&f.db), "");
 
     // Bad input is said before anything is fetched, and creates nothing.
     let out = f.backups(&[

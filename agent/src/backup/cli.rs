@@ -6,19 +6,23 @@
 //! Restore, and why it never leaves a half-restored database:
 //! 1. The target database is looked at first: one that exists and holds tables, views,
 //!    routines or events is refused unless `--force`. System schemas are always refused.
-//! 2. With `--force` over an existing database, the object is first read once through
-//!    SHA-256 (nothing restored): a damaged backup is refused before the old data is touched.
+//! 2. With `--force` over such a database, the backup is first restored into a scratch
+//!    database (`bosun_restore_<random>`) on the same server and checked there like in 3: a
+//!    damaged backup, SQL the server refuses, or a table that does not match is found before
+//!    the old data is touched, and the scratch database is dropped.
 //! 3. The database is (re)created and the object streamed into it through SHA-256 and zstd
-//!    (the same path as `backup_verify`); then every table's row count and `CHECKSUM TABLE`
-//!    are compared with the manifest.
+//!    (the same path as `backup_verify`); then every table's row count and content digest are
+//!    compared with the manifest (the restored database dumped again; `CHECKSUM TABLE` for
+//!    format 1 manifests).
 //! 4. Any failure in 3 (SHA-256 mismatch, corrupt data, the client failing, a table that
 //!    differs, a timeout or interruption dropping the future) drops the database: it is either
-//!    fully restored and checked, or absent.
+//!    fully restored and checked, or absent. After a rehearsal (2) that can only be the server
+//!    or the network failing, and the checked copy in the scratch database is kept and named.
 //!
-//! We drop rather than restore into a scratch name and rename: MariaDB and MySQL cannot move
-//! tables with triggers, nor views, nor routines and events, to another database, and a
-//! backup holds all of those. The price: a failed `--force` restore leaves the database absent,
-//! not as it was; step 2 makes that happen only for failures of the server or the network.
+//! We restore twice rather than restore into a scratch name and rename: MariaDB and MySQL
+//! cannot move tables with triggers, nor views, nor routines and events, to another database,
+//! and a backup holds all of those. The price of `--force`: twice the time, and room for a
+//! second copy on the server while it runs.
 
 use std::io::Write;
 
@@ -106,7 +110,9 @@ pub struct RestoreArgs {
     /// Database to restore into.
     #[arg(long)]
     pub database: String,
-    /// Replace the database if it exists and holds tables, views, routines or events.
+    /// Replace the database if it exists and holds tables, views, routines or events. The
+    /// backup is first restored and checked in a scratch database on the same server (twice
+    /// the time, room for a second copy), so a backup that does not restore leaves it untouched.
     #[arg(long)]
     pub force: bool,
     /// The client program [default: `mariadb`, else `mysql`, from PATH].
@@ -552,50 +558,59 @@ pub async fn restore(req: &RestoreRequest) -> anyhow::Result<Restored> {
             "database {db} on {server} already exists and holds {n} tables, views, routines or events: refusing to overwrite it (nothing was changed); pass --force to replace it, or restore into another --database"
         );
     }
-    if existing.is_some_and(|n| n > 0) {
-        // Prove the object intact before the old data goes.
-        let (sha256, size) = restore::object_digest(&s3, &req.bucket, &req.key).await?;
-        if sha256 != manifest.sha256 || size != manifest.size {
+    let replacing = existing.is_some_and(|n| n > 0);
+    let mut rehearsal = None;
+    if replacing {
+        // Prove the backup restores, on this server, before the old data goes.
+        let scratch = format!(
+            "bosun_restore_{}",
+            &uuid::Uuid::now_v7().simple().to_string()[20..]
+        );
+        if let Err(e) = restore_checked(&client, &s3, req, &manifest, &scratch).await {
             bail!(
-                "sha256 mismatch: manifest says {} ({} bytes), object is {sha256} ({size} bytes): refusing to restore a damaged backup; database {db} was not touched",
-                manifest.sha256,
-                manifest.size
+                "restoring s3://{}/{} failed in a rehearsal (scratch database {scratch}, dropped): {e:#}; database {db} was not touched",
+                req.bucket,
+                req.key
             );
         }
+        rehearsal = Some(DropOnFailure {
+            client: client.clone(),
+            name: scratch,
+            armed: true,
+        });
     }
     let quoted = quote_ident(db);
-    let sql = if existing.is_some() {
-        format!("DROP DATABASE {quoted}; CREATE DATABASE {quoted}")
-    } else {
-        format!("CREATE DATABASE {quoted}")
-    };
-    client
-        .query(None, &sql)
-        .await
-        .with_context(|| format!("creating database {db} on {server}"))?;
-    let mut guard = DropOnFailure {
-        client: client.clone(),
-        name: db.clone(),
-        armed: true,
-    };
-    let streamed =
-        restore::stream_into(&s3, &req.bucket, &req.key, &manifest.sha256, &client, db).await?;
-    let mut problems = streamed.problems;
-    let mut tables = Vec::new();
-    if problems.is_empty() {
-        tables = restore::restored_tables(&manifest, &client, &req.dump_command, db).await?;
-        problems = compare_tables(&manifest.tables, &tables);
+    if existing.is_some() {
+        client
+            .query(None, &format!("DROP DATABASE {quoted}"))
+            .await
+            .with_context(|| format!("dropping database {db} on {server} to replace it"))?;
     }
-    if !problems.is_empty() {
-        drop(guard);
-        bail!(
-            "restoring s3://{}/{} into {db} failed: {}; database {db} was dropped, nothing half-restored is left",
-            req.bucket,
-            req.key,
-            problems.join("; ")
-        );
+    let (streamed, tables) = match restore_checked(&client, &s3, req, &manifest, db).await {
+        Ok(done) => done,
+        Err(e) => {
+            let kept = rehearsal.as_mut().map(|r| {
+                r.armed = false;
+                format!(
+                    "; the backup restored and checked in database {} is kept for you",
+                    r.name
+                )
+            });
+            bail!(
+                "restoring s3://{}/{} into {db} failed: {e:#}; database {db} was dropped, nothing half-restored is left{}",
+                req.bucket,
+                req.key,
+                kept.unwrap_or_default()
+            );
+        }
+    };
+    if let Some(mut r) = rehearsal {
+        r.armed = false;
+        client
+            .query(None, &format!("DROP DATABASE {}", quote_ident(&r.name)))
+            .await
+            .with_context(|| format!("dropping the rehearsal database {}", r.name))?;
     }
-    guard.armed = false;
     Ok(Restored {
         bucket: req.bucket.clone(),
         key: req.key.clone(),
@@ -607,6 +622,48 @@ pub async fn restore(req: &RestoreRequest) -> anyhow::Result<Restored> {
         replaced: existing.is_some(),
         tables,
     })
+}
+
+/// Creates `database`, streams the backup into it and compares its tables with the manifest.
+/// On any failure the database is dropped before this returns (also when the future is
+/// dropped).
+async fn restore_checked(
+    client: &Client,
+    s3: &aws_sdk_s3::Client,
+    req: &RestoreRequest,
+    manifest: &Manifest,
+    database: &str,
+) -> anyhow::Result<(restore::Streamed, Vec<TableStats>)> {
+    client
+        .query(None, &format!("CREATE DATABASE {}", quote_ident(database)))
+        .await
+        .with_context(|| format!("creating database {database} on {}", client.conn.endpoint()))?;
+    let mut guard = DropOnFailure {
+        client: client.clone(),
+        name: database.to_string(),
+        armed: true,
+    };
+    let streamed = restore::stream_into(
+        s3,
+        &req.bucket,
+        &req.key,
+        &manifest.sha256,
+        client,
+        database,
+    )
+    .await?;
+    let mut problems = streamed.problems.clone();
+    let mut tables = Vec::new();
+    if problems.is_empty() {
+        tables = restore::restored_tables(manifest, client, &req.dump_command, database).await?;
+        problems = compare_tables(&manifest.tables, &tables);
+    }
+    if !problems.is_empty() {
+        drop(guard);
+        bail!("{}", problems.join("; "));
+    }
+    guard.armed = false;
+    Ok((streamed, tables))
 }
 
 #[cfg(test)]

@@ -154,30 +154,3 @@ pub async fn restored_tables(
     }
     .context("reading the restored tables")
 }
-
-/// SHA-256 and size of `s3://bucket/key`, read once through (nothing is kept).
-pub async fn object_digest(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-) -> anyhow::Result<(String, u64)> {
-    let object = s3
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("reading s3://{bucket}/{key}: {}", describe_error(&e)))?;
-    let mut body = object.body;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    while let Some(chunk) = body
-        .try_next()
-        .await
-        .with_context(|| format!("downloading s3://{bucket}/{key}"))?
-    {
-        size += chunk.len() as u64;
-        hasher.update(&chunk);
-    }
-    Ok((hex::encode(hasher.finalize()), size))
-}

@@ -79,7 +79,8 @@ pub struct RestoreArgs {
     /// Database to restore into.
     #[arg(long)]
     database: String,
-    /// Replace the database if it exists and holds tables, views, routines or events.
+    /// Replace the database if it exists and holds tables, views, routines or events (after
+    /// a rehearsal restore into a scratch database on the same server proves the backup).
     #[arg(long)]
     force: bool,
 }
