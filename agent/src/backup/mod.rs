@@ -13,6 +13,8 @@
 //!   `MYSQL_PWD` only;
 //! - [`rds`]: RDS manual snapshots (identifiers, bosun's tag, listing, waiting), for
 //!   `rds_snapshot` and `backup_prune`.
+//! - [`read_ahead`]: a reader on its own thread, a bounded number of chunks ahead (the dump
+//!   read and scanned beside zstd);
 //! - [`restore`]: an object streamed from S3 through SHA-256 and zstd into the client;
 //! - [`cli`]: `bosund backups list` and `bosund backups restore`.
 //!
@@ -27,6 +29,7 @@ pub mod key;
 pub mod manifest;
 pub mod mysql;
 pub mod rds;
+pub mod read_ahead;
 pub mod restore;
 pub mod retention;
 pub mod upload;
