@@ -5,8 +5,7 @@
 //!
 //! Two ways to reach it ([`Agent`]):
 //! - through the SSH connection to its Unix socket (direct-streamlocal, so nothing listens on
-//!   the network). A minimal client: one request per channel, `Connection: close`, bodies
-//!   with `Content-Length` or chunked (as axum streams SSE);
+//!   the network): hyper's HTTP/1.1 client over the channel, one request per channel;
 //! - straight to its TCP listener over HTTPS with a bearer token ([`Direct`], reqwest with
 //!   rustls): the server's certificate is always verified, against `--api-ca` when given
 //!   (then only that CA), else the bundled web PKI roots. There is no way to skip that.
@@ -15,8 +14,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use super::ssh::Ssh;
 
@@ -161,112 +162,59 @@ impl Direct {
     }
 }
 
-/// A response's status and, for non-streamed calls, its body.
-struct Response<R> {
-    status: u16,
-    chunked: bool,
-    length: Option<usize>,
-    body: R,
+/// A response over the tunnel; its connection task ends when this is dropped.
+struct Tunneled {
+    response: hyper::Response<Incoming>,
+    connection: tokio::task::JoinHandle<()>,
 }
 
+impl Drop for Tunneled {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
+/// One request to the agent's socket through a new SSH channel.
 async fn request(
     ssh: &Ssh,
     socket: &str,
     method: &str,
     path: &str,
-    body: Option<&[u8]>,
-) -> Result<Response<BufReader<russh::ChannelStream<russh::client::Msg>>>> {
+    body: Option<Vec<u8>>,
+) -> Result<Tunneled> {
     let channel = ssh.open_streamlocal(socket).await.with_context(|| {
         format!(
             "cannot reach the agent's API socket {socket} through SSH: is `bosund run` \
              (bosund.service) running, and may this user open the socket (root only by default)?"
         )
     })?;
-    let mut stream = channel.into_stream();
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nHost: bosund\r\nConnection: close\r\nAccept: */*\r\n");
-    if let Some(b) = body {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(channel.into_stream()))
+            .await
+            .context("starting HTTP on the agent's API socket")?;
+    // Its errors reach the request or the body being read; nothing else to do with them.
+    let connection = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, "bosund")
+        .header(hyper::header::ACCEPT, "*/*");
+    if body.is_some() {
+        req = req.header(hyper::header::CONTENT_TYPE, "application/json");
     }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await?;
-    if let Some(b) = body {
-        stream.write_all(b).await?;
-    }
-    stream.flush().await?;
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line).await?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("the API answered something other than HTTP: {line:?}"))?;
-    let mut chunked = false;
-    let mut length = None;
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).await? == 0 || line.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-            if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
-                chunked = true;
-            } else if k == "content-length" {
-                length = v.parse().ok();
-            }
-        }
-    }
-    Ok(Response {
-        status,
-        chunked,
-        length,
-        body: reader,
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .context("building the request")?;
+    let response = sender
+        .send_request(req)
+        .await
+        .with_context(|| format!("{method} {path} on the agent's API socket"))?;
+    Ok(Tunneled {
+        response,
+        connection,
     })
-}
-
-/// Reads the body, calling `on_bytes` with each piece as it arrives.
-async fn read_body<R: AsyncBufRead + Unpin>(
-    r: &mut Response<R>,
-    on_bytes: &mut (dyn FnMut(&[u8]) -> bool + Send),
-) -> Result<()> {
-    if r.chunked {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if r.body.read_line(&mut line).await? == 0 {
-                return Ok(());
-            }
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                .with_context(|| format!("bad chunk size {line:?}"))?;
-            if size == 0 {
-                return Ok(());
-            }
-            let mut buf = vec![0; size];
-            r.body.read_exact(&mut buf).await?;
-            let mut crlf = [0; 2];
-            r.body.read_exact(&mut crlf).await?;
-            if !on_bytes(&buf) {
-                return Ok(());
-            }
-        }
-    }
-    let mut buf = Vec::new();
-    match r.length {
-        Some(n) => {
-            buf.resize(n, 0);
-            r.body.read_exact(&mut buf).await?;
-        }
-        None => {
-            r.body.read_to_end(&mut buf).await?;
-        }
-    }
-    on_bytes(&buf);
-    Ok(())
 }
 
 async fn json_call(
@@ -278,14 +226,16 @@ async fn json_call(
     let (status, all) = match agent {
         Agent::Tunnel { ssh, socket } => {
             let bytes = body.map(|b| serde_json::to_vec(b).expect("JSON serialises"));
-            let mut r = request(ssh, socket, method, path, bytes.as_deref()).await?;
-            let mut all = Vec::new();
-            read_body(&mut r, &mut |b| {
-                all.extend_from_slice(b);
-                true
-            })
-            .await?;
-            (r.status, all)
+            let mut r = request(ssh, socket, method, path, bytes).await?;
+            let status = r.response.status().as_u16();
+            let all = r
+                .response
+                .body_mut()
+                .collect()
+                .await
+                .context("reading the agent's answer")?
+                .to_bytes();
+            (status, all.to_vec())
         }
         Agent::Direct(d) => {
             let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
@@ -351,10 +301,19 @@ pub async fn follow(
     match agent {
         Agent::Tunnel { ssh, socket } => {
             let mut r = request(ssh, socket, "GET", &path, None).await?;
-            if r.status != 200 {
-                bail!("cannot follow run {id}: HTTP {}", r.status);
+            if r.response.status() != hyper::StatusCode::OK {
+                bail!("cannot follow run {id}: HTTP {}", r.response.status());
             }
-            read_body(&mut r, &mut |bytes| parser.feed(bytes, on_event)).await
+            let body = r.response.body_mut();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.with_context(|| format!("reading run {id}'s events"))?;
+                if let Some(bytes) = frame.data_ref()
+                    && !parser.feed(bytes, on_event)
+                {
+                    break;
+                }
+            }
+            Ok(())
         }
         Agent::Direct(d) => {
             let mut r = d.send(reqwest::Method::GET, &path, None).await?;
