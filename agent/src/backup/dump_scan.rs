@@ -66,8 +66,8 @@ pub struct DumpScanner {
     /// Inside `DELIMITER ;;` ... `DELIMITER ;`: bodies of triggers, routines, events.
     in_bodies: bool,
     tables: BTreeMap<String, Table>,
-    /// The table the current INSERT fills.
-    current: Option<String>,
+    /// The table the current INSERT fills, out of `tables` until the statement ends.
+    current: Option<(String, Table)>,
     /// Hash of the current row when it spans pieces.
     row: Xxh3,
     row_spans: bool,
@@ -148,7 +148,9 @@ impl DumpScanner {
                         }
                         b',' | b' ' => {}
                         b';' => {
-                            self.current = None;
+                            if let Some((name, table)) = self.current.take() {
+                                self.tables.insert(name, table);
+                            }
                             self.state = State::SkipLine;
                         }
                         b'\n' => {
@@ -221,9 +223,7 @@ impl DumpScanner {
                 self.row.digest128()
             }
         };
-        if let Some(name) = &self.current
-            && let Some(t) = self.tables.get_mut(name)
-        {
+        if let Some((_, t)) = &mut self.current {
             t.rows += 1;
             t.digest = t.digest.wrapping_add(hash);
         }
@@ -263,8 +263,8 @@ impl DumpScanner {
                 Ok(None) => Ok(None),
                 Ok(Some((name, len))) => {
                     let excess = self.head.len() - (prefix.len() - 1 + len);
-                    self.tables.entry(name.clone()).or_default();
-                    self.current = Some(name);
+                    let table = self.tables.remove(&name).unwrap_or_default();
+                    self.current = Some((name, table));
                     self.head.clear();
                     self.state = State::BetweenRows;
                     Ok(Some(excess))

@@ -429,14 +429,19 @@ impl StreamingChild {
         &self.program
     }
 
-    /// The child's stdout as a blocking file (for a compressor thread).
+    /// The child's stdout as a blocking file (for a compressor thread). The pipe is enlarged
+    /// to 1 MiB where the system allows: the tool runs further ahead and both sides switch
+    /// less often (a default pipe holds 64 KiB).
     pub fn take_stdout(&mut self) -> anyhow::Result<std::fs::File> {
         let out = self
             .child
             .stdout
             .take()
             .context("stdout was not captured")?;
-        Ok(std::fs::File::from(out.into_owned_fd()?))
+        let file = std::fs::File::from(out.into_owned_fd()?);
+        // Best effort: an unprivileged process may be held to a smaller fs.pipe-max-size.
+        let _ = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
+        Ok(file)
     }
 
     /// The child's stdin as a blocking file (for a decompressor thread).

@@ -7,13 +7,16 @@
 //! own thread lets the tool, the scan and zstd overlap, as `mysqldump | zstd` does with
 //! processes. Memory stays bounded: at most `depth` chunks wait, plus one being filled.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-/// The consumer's end: a [`Read`] over the chunks the thread read.
+/// The consumer's end: a [`Read`] (and [`BufRead`], so a consumer can take whole chunks
+/// without copying them) over the chunks the thread read. Spent chunks go back to the thread
+/// to be filled again.
 pub struct ReadAhead {
     rx: Receiver<io::Result<Vec<u8>>>,
+    spent: SyncSender<Vec<u8>>,
     chunk: Vec<u8>,
     pos: usize,
     done: bool,
@@ -28,12 +31,14 @@ pub fn read_ahead<R: Read + Send + 'static>(
     depth: usize,
 ) -> io::Result<(ReadAhead, JoinHandle<R>)> {
     let (tx, rx) = sync_channel(depth);
+    let (spent, recycled) = sync_channel(depth + 2);
     let handle = std::thread::Builder::new()
         .name("bosund-read-ahead".into())
-        .spawn(move || fill(input, chunk_size, tx))?;
+        .spawn(move || fill(input, chunk_size, tx, recycled))?;
     Ok((
         ReadAhead {
             rx,
+            spent,
             chunk: Vec::new(),
             pos: 0,
             done: false,
@@ -42,9 +47,16 @@ pub fn read_ahead<R: Read + Send + 'static>(
     ))
 }
 
-fn fill<R: Read>(mut input: R, chunk_size: usize, tx: SyncSender<io::Result<Vec<u8>>>) -> R {
+fn fill<R: Read>(
+    mut input: R,
+    chunk_size: usize,
+    tx: SyncSender<io::Result<Vec<u8>>>,
+    recycled: Receiver<Vec<u8>>,
+) -> R {
     loop {
-        let mut chunk = vec![0u8; chunk_size];
+        // A spent chunk if there is one (already sized: no zeroing), else a new one.
+        let mut chunk = recycled.try_recv().unwrap_or_default();
+        chunk.resize(chunk_size, 0);
         let mut len = 0;
         let mut result = Ok(());
         while len < chunk_size {
@@ -73,30 +85,42 @@ fn fill<R: Read>(mut input: R, chunk_size: usize, tx: SyncSender<io::Result<Vec<
     }
 }
 
-impl Read for ReadAhead {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl BufRead for ReadAhead {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
         while self.pos == self.chunk.len() {
             if self.done {
-                return Ok(0);
+                return Ok(&[]);
             }
             match self.rx.recv() {
                 Ok(Ok(chunk)) => {
-                    self.chunk = chunk;
+                    let spent = std::mem::replace(&mut self.chunk, chunk);
+                    if spent.capacity() > 0 {
+                        // The thread may have ended, or have enough: either way it is fine.
+                        let _ = self.spent.try_send(spent);
+                    }
                     self.pos = 0;
                 }
                 Ok(Err(e)) => {
                     self.done = true;
                     return Err(e);
                 }
-                Err(_) => {
-                    self.done = true;
-                    return Ok(0);
-                }
+                Err(_) => self.done = true,
             }
         }
-        let n = (self.chunk.len() - self.pos).min(buf.len());
-        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
-        self.pos += n;
+        Ok(&self.chunk[self.pos..])
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.pos = (self.pos + amount).min(self.chunk.len());
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
         Ok(n)
     }
 }
@@ -141,6 +165,30 @@ mod tests {
         reader.read_to_end(&mut got).unwrap();
         assert_eq!(got, data);
         assert_eq!(handle.join().unwrap().pos, data.len());
+    }
+
+    #[test]
+    fn whole_chunks_are_lent_and_spent_ones_reused() {
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
+        let input = Dribble {
+            data: data.clone(),
+            pos: 0,
+            fail_at_end: false,
+        };
+        let (mut reader, handle) = read_ahead(input, 4096, 2).unwrap();
+        let mut got = Vec::new();
+        loop {
+            let chunk = reader.fill_buf().unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            assert!(chunk.len() == 4096 || got.len() + chunk.len() == data.len());
+            got.extend_from_slice(chunk);
+            let n = chunk.len();
+            reader.consume(n);
+        }
+        assert_eq!(got, data);
+        handle.join().unwrap();
     }
 
     #[test]

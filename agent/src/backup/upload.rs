@@ -13,7 +13,7 @@
 //! [`MultipartUpload`] that was neither completed nor aborted (error, timeout, cancellation)
 //! aborts it before the drop returns, from a thread of its own.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Write};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -194,7 +194,8 @@ impl Write for PartSink {
 }
 
 /// Reads `input` to its end through a zstd encoder into parts. Runs on a blocking thread.
-fn compress<R: Read>(
+/// `input` is a [`BufRead`] so its buffers go to zstd as they are, without another copy.
+fn compress<R: BufRead>(
     mut input: R,
     level: i32,
     plan: PartPlan,
@@ -213,17 +214,18 @@ fn compress<R: Read>(
         size: 0,
     };
     let mut encoder = zstd::stream::write::Encoder::new(sink, level).context("starting zstd")?;
-    let mut buf = vec![0u8; 128 * 1024];
     let mut raw_size = 0u64;
     loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
+        let piece = match input.fill_buf() {
+            Ok([]) => break,
+            Ok(piece) => piece,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e).context("reading the dump"),
         };
+        let n = piece.len();
         raw_size += n as u64;
-        encoder.write_all(&buf[..n]).context("compressing")?;
+        encoder.write_all(piece).context("compressing")?;
+        input.consume(n);
     }
     let mut sink = encoder.finish().context("finishing zstd")?;
     sink.send_current().context("sending the last part")?;
@@ -352,7 +354,7 @@ impl MultipartUpload {
     /// Compresses `input` (read on a blocking thread until its end) at zstd `level` and uploads
     /// it as parts, and hands `input` back (a reader that looked at the bytes has its findings).
     /// The object is not visible until [`complete`](Self::complete).
-    pub async fn stream<R: Read + Send + 'static>(
+    pub async fn stream<R: BufRead + Send + 'static>(
         &mut self,
         input: R,
         level: i32,
