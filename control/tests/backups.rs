@@ -6,30 +6,16 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-use bosun_harness::{MariaDb, Moto, Sshd};
+use bosun_harness::{MariaDb, Moto};
 use serde_json::Value;
 
-const BOSUN: &str = env!("CARGO_BIN_EXE_bosun");
+mod common;
+
+use common::{SshHost, bosund};
+
 const BUCKET: &str = "backups";
 const PREFIX: &str = "backups/mysql/shop/";
-
-/// The `bosund` of this workspace, built once per test binary.
-fn bosund() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-q", "-p", "bosun-agent", "--bin", "bosund"])
-            .status()
-            .expect("running cargo build for bosund");
-        assert!(status.success(), "building bosund failed");
-        let path = Path::new(BOSUN).with_file_name("bosund");
-        assert!(path.is_file(), "bosund not found at {}", path.display());
-        path
-    })
-}
 
 fn create_bucket(moto: &Moto) {
     use aws_sdk_s3::config::{Credentials, Region};
@@ -71,16 +57,22 @@ fn rows(db: &MariaDb, database: &str) -> String {
 }
 
 struct Fixture {
-    sshd: Sshd,
+    ssh: SshHost,
     db: MariaDb,
     moto: Moto,
-    home: tempfile::TempDir,
-    work: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = SshHost;
+    fn deref(&self) -> &SshHost {
+        &self.ssh
+    }
 }
 
 impl Fixture {
     fn new() -> Fixture {
-        let sshd = Sshd::start().expect("starting sshd");
+        let ssh = SshHost::start();
+        ssh.trust_host();
         let db = MariaDb::start().expect("starting MariaDB");
         db.exec(
             "CREATE DATABASE shop; USE shop;
@@ -92,21 +84,7 @@ impl Fixture {
         .unwrap();
         let moto = Moto::start().expect("starting moto");
         create_bucket(&moto);
-        let home = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
-        std::fs::write(
-            home.path().join(".ssh/known_hosts"),
-            format!("{}\n", sshd.known_hosts_line()),
-        )
-        .unwrap();
-        let work = tempfile::tempdir().unwrap();
-        let f = Fixture {
-            sshd,
-            db,
-            moto,
-            home,
-            work,
-        };
+        let f = Fixture { ssh, db, moto };
         // The host's bosund: the real one with the credentials an instance role would give.
         let wrapper = f.w("bosund");
         std::fs::write(
@@ -122,10 +100,6 @@ impl Fixture {
         std::fs::write(&pw, f.db.password()).unwrap();
         std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
         f
-    }
-
-    fn w(&self, p: &str) -> PathBuf {
-        self.work.path().join(p)
     }
 
     /// A backup of `shop` made by `bosund apply` here; its key.
@@ -169,11 +143,11 @@ impl Fixture {
 
     /// `bosun [--output json] backups SUB --host ... ARGS`.
     fn bosun(&self, json: bool, sub: &str, args: &[&str]) -> Output {
-        let host = format!("{}@127.0.0.1:{}", self.sshd.user(), self.sshd.port());
+        let host = self.host();
         let key = self.sshd.client_key_path();
         let wrapper = self.w("bosund");
         let endpoint = self.moto.endpoint();
-        let mut cmd = Command::new(BOSUN);
+        let mut cmd = self.bosun_command();
         if json {
             cmd.args(["--output", "json"]);
         }
@@ -183,11 +157,8 @@ impl Fixture {
             .arg(&wrapper)
             .args(["--bucket", BUCKET, "--endpoint-url", &endpoint])
             .args(args)
-            .env("HOME", self.home.path())
-            .env_remove("SSH_AUTH_SOCK")
             // Nothing of moto's reaches the host through bosun: it must use its own settings.
-            .env_remove("AWS_ENDPOINT_URL")
-            .current_dir(self.work.path());
+            .env_remove("AWS_ENDPOINT_URL");
         let out = cmd.output().expect("running bosun");
         eprintln!(
             "bosun backups {sub} {args:?} -> {}\n--- stdout\n{}--- stderr\n{}",

@@ -5,13 +5,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-use bosun_harness::Sshd;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-const BOSUN: &str = env!("CARGO_BIN_EXE_bosun");
+mod common;
+
+use common::{BOSUN, SshHost, bosund};
 
 /// A self-contained playbook: a directory, a file naming `who`, and a step that fails when
 /// `fail` is true.
@@ -36,74 +36,37 @@ command = { run = "echo failing on purpose >&2; exit 3" }
 when = "fail"
 "#;
 
-/// The `bosund` of this workspace, built once per test binary.
-fn bosund() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-q", "-p", "bosun-agent", "--bin", "bosund"])
-            .status()
-            .expect("running cargo build for bosund");
-        assert!(status.success(), "building bosund failed");
-        let path = Path::new(BOSUN).with_file_name("bosund");
-        assert!(path.is_file(), "bosund not found at {}", path.display());
-        path
-    })
-}
-
 fn sha256_of(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }
 
-/// An sshd, a HOME for bosun, and a work directory (playbook, remote bosund, state, output).
-struct Fixture {
-    sshd: Sshd,
-    home: tempfile::TempDir,
-    work: tempfile::TempDir,
+/// The loopback host, with `pb.toml` in its work directory (remote bosund, state and output
+/// go there too).
+struct Fixture(SshHost);
+
+impl std::ops::Deref for Fixture {
+    type Target = SshHost;
+    fn deref(&self) -> &SshHost {
+        &self.0
+    }
 }
 
 impl Fixture {
     fn new() -> Fixture {
-        let sshd = Sshd::start().expect("starting sshd");
-        let home = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
-        let work = tempfile::tempdir().unwrap();
-        std::fs::write(work.path().join("pb.toml"), PLAYBOOK).unwrap();
-        Fixture { sshd, home, work }
-    }
-
-    fn known_hosts(&self) -> PathBuf {
-        self.home.path().join(".ssh/known_hosts")
-    }
-
-    fn trust_host(&self) {
-        std::fs::write(
-            self.known_hosts(),
-            format!("{}\n", self.sshd.known_hosts_line()),
-        )
-        .unwrap();
-    }
-
-    fn w(&self, p: &str) -> PathBuf {
-        self.work.path().join(p)
+        let host = SshHost::start();
+        std::fs::write(host.w("pb.toml"), PLAYBOOK).unwrap();
+        Fixture(host)
     }
 
     fn remote_bosund(&self) -> PathBuf {
         self.w("remote/bin/bosund")
     }
 
-    fn host(&self) -> String {
-        format!("{}@127.0.0.1:{}", self.sshd.user(), self.sshd.port())
-    }
-
     /// `bosun ARGS` with this fixture's HOME, from the work directory.
     fn bosun(&self, args: &[&str]) -> Output {
-        let out = Command::new(BOSUN)
+        let out = self
+            .bosun_command()
             .args(args)
-            .env("HOME", self.home.path())
-            .env_remove("SSH_AUTH_SOCK")
-            .current_dir(self.work.path())
             .output()
             .expect("running bosun");
         eprintln!(

@@ -440,7 +440,7 @@ impl StreamingChild {
             .context("stdout was not captured")?;
         let file = std::fs::File::from(out.into_owned_fd()?);
         // Best effort: an unprivileged process may be held to a smaller fs.pipe-max-size.
-        let _ = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
+        //PIPE let _ = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
         Ok(file)
     }
 

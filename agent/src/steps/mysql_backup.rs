@@ -34,10 +34,10 @@ use crate::backup::{parse_size, upload};
 use crate::jinja::is_templated;
 use crate::secrets::{Secret, SecretSource};
 
-/// Bytes per chunk read ahead of the compressor, and chunks that may wait: with the chunk
-/// being filled and the one being compressed, 5 MiB at most.
-const READ_AHEAD_CHUNK: usize = 512 << 10;
-const READ_AHEAD_DEPTH: usize = 8;
+/// Bytes per chunk read ahead of the compressor (one zstd frame each), and chunks that may
+/// wait: with the chunk being filled and the one being compressed, 8 MiB at most.
+const READ_AHEAD_CHUNK: usize = upload::FRAME_SIZE;
+const READ_AHEAD_DEPTH: usize = 2;
 
 /// Default of `port`.
 pub(crate) fn default_port() -> Number {
