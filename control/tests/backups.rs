@@ -4,7 +4,6 @@
 //! test keys), so S3 and the database are reached from the host side as in production.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use bosun_harness::{MariaDb, Moto};
@@ -260,25 +259,18 @@ fn backups_are_listed_and_restored_on_the_host_over_ssh() {
 
 #[test]
 fn a_host_without_bosund_is_reported_unreachable() {
-    let sshd = Sshd::start().expect("starting sshd");
-    let home = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
-    std::fs::write(
-        home.path().join(".ssh/known_hosts"),
-        format!("{}\n", sshd.known_hosts_line()),
-    )
-    .unwrap();
-    let missing = home.path().join("no/bosund");
-    let out = Command::new(BOSUN)
+    let host = SshHost::start();
+    host.trust_host();
+    let missing = host.w("no/bosund");
+    let out = host
+        .bosun_command()
         .args(["--output", "json", "backups", "list", "--host"])
-        .arg(format!("{}@127.0.0.1:{}", sshd.user(), sshd.port()))
+        .arg(host.host())
         .arg("-i")
-        .arg(sshd.client_key_path())
+        .arg(host.sshd.client_key_path())
         .arg("--remote-bosund")
         .arg(&missing)
         .args(["--bucket", BUCKET])
-        .env("HOME", home.path())
-        .env_remove("SSH_AUTH_SOCK")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(4));
