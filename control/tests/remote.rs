@@ -981,6 +981,41 @@ fn via_api_straight_to_the_tls_listener_with_a_token() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "invalid input: nothing ran");
     assert!(stderr(&out).contains("only https://"), "{}", stderr(&out));
+
+    // An inventory host with `api_url`: `--via api` goes straight to that listener; its SSH
+    // address (TEST-NET, unroutable) is never used.
+    let inv = f.w("inv.toml");
+    std::fs::write(
+        &inv,
+        format!("[hosts.agent]\naddress = \"192.0.2.1\"\napi_url = \"{url}\"\n"),
+    )
+    .unwrap();
+    let out = f
+        .bosun_command()
+        .args(["run", "pb.toml", "--inventory"])
+        .arg(&inv)
+        .args([
+            "--via",
+            "api",
+            "--api-ca",
+            ca,
+            "--api-token-file",
+            token_file,
+        ])
+        .args(["--var", &root, "--var", "who=inventory", "--output", "json"])
+        .env_remove("BOSUN_API_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rec = finished(&json_lines(&out))[0].clone();
+    assert_eq!(
+        (rec["host"].as_str(), rec["status"].as_str()),
+        (Some("agent"), Some("changed"))
+    );
+    assert_eq!(
+        std::fs::read_to_string(f.w("tls-out/greeting")).unwrap(),
+        "hello inventory\n"
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! vars = { role = "web" }
 //! bosund_path = "/opt/bosun/bosund"   # optional; default /usr/local/bin (root) or ~/.local/bin
 //! state_dir = "/var/lib/bosun"        # optional; bosund's journal on that host
+//! api_url = "https://10.0.1.5:8443"   # optional; with --via api, its TLS listener, not SSH
 //!
 //! [groups.web]
 //! hosts = ["web-1", "web-2"]
@@ -42,6 +43,9 @@ pub struct InventoryHost {
     pub bosund_path: Option<String>,
     /// bosund's state dir on it.
     pub state_dir: Option<String>,
+    /// Its agent's TLS listener (`https://host:port`), used by `run --via api` instead of the
+    /// API socket through SSH.
+    pub api_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -63,6 +67,7 @@ struct HostModel {
     vars: toml::Table,
     bosund_path: Option<String>,
     state_dir: Option<String>,
+    api_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -110,6 +115,10 @@ impl Inventory {
                 }
             }
             vars.extend(to_json(h.vars));
+            if let Some(url) = &h.api_url {
+                super::api::parse_url(url)
+                    .map_err(|e| anyhow::anyhow!("{file}: [hosts.{name}]: api_url: {e:#}"))?;
+            }
             hosts.push(InventoryHost {
                 address: h.address.unwrap_or_else(|| name.clone()),
                 name,
@@ -118,6 +127,7 @@ impl Inventory {
                 vars,
                 bosund_path: h.bosund_path,
                 state_dir: h.state_dir,
+                api_url: h.api_url,
             });
         }
         for (g, members) in &groups {
@@ -240,6 +250,18 @@ vars = { port = 9090 }
             .unwrap_err()
             .to_string();
         assert!(err.contains("ghost"), "{err}");
+        let err = Inventory::parse("[hosts.a]\napi_url = \"http://a:8443\"\n", "inv.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("inv.toml: [hosts.a]: api_url") && err.contains("only https://"),
+            "{err}"
+        );
+        let ok = Inventory::parse("[hosts.a]\napi_url = \"https://a:8443\"\n", "inv.toml")
+            .unwrap()
+            .select(None)
+            .unwrap();
+        assert_eq!(ok[0].api_url.as_deref(), Some("https://a:8443"));
         let err = Inventory::parse("[hosts\n", "inv.toml")
             .unwrap_err()
             .to_string();

@@ -174,6 +174,8 @@ struct Target {
     vars: Map<String, Value>,
     bosund_path: Option<String>,
     state_dir: Option<String>,
+    /// The inventory's `api_url`: where `--via api` reaches it instead of through SSH.
+    api_url: Option<String>,
 }
 
 fn targets(args: &TargetArgs) -> Result<Vec<Target>> {
@@ -200,6 +202,7 @@ fn targets(args: &TargetArgs) -> Result<Vec<Target>> {
                 vars: h.vars,
                 bosund_path: h.bosund_path.or(args.remote_bosund.clone()),
                 state_dir: h.state_dir.or(args.remote_state_dir.clone()),
+                api_url: h.api_url,
             });
         }
     } else {
@@ -223,6 +226,7 @@ fn targets(args: &TargetArgs) -> Result<Vec<Target>> {
                 vars: Map::new(),
                 bosund_path: args.remote_bosund.clone(),
                 state_dir: args.remote_state_dir.clone(),
+                api_url: None,
             });
         }
     }
@@ -329,6 +333,13 @@ pub fn run(args: RunArgs, json: bool) -> Result<ExitCode> {
     let mut targets = targets(&args.target)?;
     for t in &mut targets {
         t.vars.extend(cli_vars.clone());
+        // `--via api` to a host whose inventory entry names its TLS listener: straight there.
+        if args.via == Via::Api
+            && let Some(url) = t.api_url.take()
+        {
+            t.endpoint = None;
+            t.address = url;
+        }
     }
 
     // Validate locally, for each distinct set of variable names, before connecting anywhere.
