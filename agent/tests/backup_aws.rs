@@ -551,13 +551,30 @@ fn s3_sync_uploads_everything_then_is_ok_then_uploads_only_the_changed_file() {
         Some("STANDARD_IA")
     );
 
+    // The first run recorded each file's stamp and object ETag: nothing is read or hashed.
     let second = apply(&sb, &moto, &pb, &[]);
     second.assert_success();
     assert_eq!(second.step("sync").status, StepStatus::Ok);
     assert_eq!(second.summary().changed, 0, "second run changed");
+    let msg = message(&second, "sync");
+    assert!(
+        msg.contains("(3 known unchanged by their stamp and ETag, 0 hashed and compared)"),
+        "{msg}"
+    );
 
-    // Same size, other content: only the SHA-256 tells.
+    // Same size, other content, and the old mtime put back: the ctime still tells, then the
+    // SHA-256 does.
+    let mtime = std::fs::metadata(sb.path("data/a.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
     sb.write("data/a.txt", "ALPHA\n");
+    std::fs::File::options()
+        .write(true)
+        .open(sb.path("data/a.txt"))
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
     let third = apply(&sb, &moto, &pb, &[]);
     third.assert_success();
     let msg = message(&third, "sync");
@@ -566,6 +583,19 @@ fn s3_sync_uploads_everything_then_is_ok_then_uploads_only_the_changed_file() {
     let out = third.step("sync").output.clone().unwrap().stdout;
     assert_eq!(out, "+ uploads/a.txt");
     assert_eq!(aws.objects()["uploads/a.txt"], b"ALPHA\n");
+    let msg = message(&apply(&sb, &moto, &pb, &[]), "sync");
+    assert!(msg.contains("(3 known unchanged"), "{msg}");
+
+    // An object rewritten by another tool (same size, no recorded SHA-256): its ETag changed,
+    // so it is compared again and uploaded back.
+    aws.put("uploads/sub/deeper/b.txt", b"BRAVO\n");
+    let fifth = apply(&sb, &moto, &pb, &[]);
+    let msg = message(&fifth, "sync");
+    assert!(
+        msg.contains("uploaded 1 file(s)") && msg.contains("~ sub/deeper/b.txt"),
+        "{msg}"
+    );
+    assert_eq!(aws.objects()["uploads/sub/deeper/b.txt"], b"bravo\n");
 }
 
 #[test]

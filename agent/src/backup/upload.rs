@@ -410,7 +410,8 @@ impl MultipartUpload {
     }
 
     /// Completes the upload: the object becomes visible, whole.
-    pub async fn complete(mut self) -> anyhow::Result<()> {
+    /// Returns the object's ETag (when S3 gives one).
+    pub async fn complete(mut self) -> anyhow::Result<Option<String>> {
         let mut parts = std::mem::take(&mut self.parts);
         parts.sort_by_key(|p| p.part_number);
         let result = self
@@ -427,9 +428,9 @@ impl MultipartUpload {
             .send()
             .await;
         match result {
-            Ok(_) => {
+            Ok(out) => {
                 self.open = false;
-                Ok(())
+                Ok(out.e_tag)
             }
             // Still open: dropping self aborts it.
             Err(e) => bail!(

@@ -12,6 +12,15 @@
 //! are uploaded once. S3's own checksums are not used: a multipart object's ChecksumSHA256 is a
 //! checksum of part checksums, which depends on the part size, not on the content alone.
 //!
+//! The quick check, so a warm sync of a large tree reads nothing: at the end of a run (not
+//! under `--check`) the step records, per file, its stamp (size, mtime, ctime, inode) and the
+//! ETag of the object known to hold its content (uploaded, or compared by SHA-256), in
+//! `<state dir>/s3-sync/<hash of bucket, prefix and src>.json` (written atomically). A file
+//! whose stamp and whose object's listed ETag both match the record is unchanged without a
+//! HeadObject or a read. Any write to the file changes its ctime, and any write to the object
+//! its ETag, so either sends it back to the full comparison. A missing or unreadable record
+//! only makes the run slower.
+//!
 //! Uploads: files up to [`MULTIPART_THRESHOLD`] with one PutObject, larger ones as a multipart
 //! upload ([`crate::backup::upload::MultipartUpload`]: aborted when anything fails), both
 //! streamed from the file, so memory does not grow with file size; at most `concurrency` files
@@ -114,12 +123,82 @@ pub struct SyncPlan {
     deletes: Vec<(String, u64)>,
     /// Paths skipped (relative) and why: a symlink, not a regular file.
     skipped: Vec<(String, &'static str)>,
+    /// The quick-check record for the files found unchanged; uploads are added after apply.
+    seen: Seen,
+    /// Where it is kept; `None` under `--check` (nothing is written).
+    seen_path: Option<PathBuf>,
 }
 
 /// A regular file found under `src`.
 struct LocalFile {
     path: PathBuf,
     size: u64,
+    stamp: FileStamp,
+}
+
+/// What must not change while a file is uploaded, and what says it did not change since the
+/// last sync (ctime moves on every write, even one that restores the mtime).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct FileStamp {
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    inode: u64,
+}
+
+impl FileStamp {
+    fn of(m: &std::fs::Metadata) -> FileStamp {
+        FileStamp {
+            size: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+            inode: m.ino(),
+        }
+    }
+}
+
+/// A file's stamp as uploaded and the new object's ETag.
+type Uploaded = (FileStamp, Option<String>);
+
+/// An object under the prefix, as listed.
+struct RemoteObject {
+    size: u64,
+    etag: Option<String>,
+}
+
+/// The quick-check record (see the module doc): relative path → what was last known.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Seen {
+    files: BTreeMap<String, SeenFile>,
+}
+
+/// A file's stamp and the ETag of the object that held its content then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct SeenFile {
+    stamp: FileStamp,
+    etag: String,
+}
+
+impl Seen {
+    /// The record at `path`; empty when there is none or it cannot be read (a slower run, no
+    /// wrong one).
+    fn load(path: &Path) -> Seen {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!("ignoring {}: {e}", path.display());
+                Seen::default()
+            }),
+            Err(_) => Seen::default(),
+        }
+    }
+
+    fn save(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let json = serde_json::to_vec(self)?;
+        crate::host::fs::write_atomic(path, &json, 0o600, &Default::default())
+    }
 }
 
 /// The glob filter: include (empty: all), then exclude.
@@ -242,6 +321,7 @@ fn walk(root: &Path, filter: &Filter) -> Walked {
                     LocalFile {
                         path,
                         size: meta.len(),
+                        stamp: FileStamp::of(&meta),
                     },
                 );
             }
@@ -274,10 +354,10 @@ async fn sha256_file(path: PathBuf) -> anyhow::Result<String> {
     .context("the hashing thread failed")?
 }
 
-/// Size and mtime (ns): what must not change while a file is uploaded.
-fn stamp(path: &Path) -> anyhow::Result<(u64, i64, i64)> {
+/// The file's stamp now.
+fn stamp(path: &Path) -> anyhow::Result<FileStamp> {
     let m = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok((m.len(), m.mtime(), m.mtime_nsec()))
+    Ok(FileStamp::of(&m))
 }
 
 impl S3SyncArgs {
@@ -324,8 +404,21 @@ impl S3SyncArgs {
         format!("s3://{}/{}", self.bucket, self.prefix())
     }
 
-    /// Objects under the prefix: key → size.
-    async fn remote(&self, s3: &aws_sdk_s3::Client) -> anyhow::Result<BTreeMap<String, u64>> {
+    /// Where the quick-check record of this bucket, prefix and source directory lives.
+    fn seen_path(&self, state_dir: &Path, root: &Path) -> PathBuf {
+        let id = Sha256::digest(
+            format!("{}\0{}\0{}", self.bucket, self.prefix(), root.display()).as_bytes(),
+        );
+        state_dir
+            .join("s3-sync")
+            .join(format!("{}.json", &hex::encode(id)[..32]))
+    }
+
+    /// Objects under the prefix: key → size and ETag.
+    async fn remote(
+        &self,
+        s3: &aws_sdk_s3::Client,
+    ) -> anyhow::Result<BTreeMap<String, RemoteObject>> {
         let prefix = self.prefix();
         let mut out = BTreeMap::new();
         let mut pages = s3
@@ -348,7 +441,10 @@ impl S3SyncArgs {
                 {
                     out.insert(
                         key.to_string(),
-                        u64::try_from(o.size().unwrap_or(0)).unwrap_or(0),
+                        RemoteObject {
+                            size: u64::try_from(o.size().unwrap_or(0)).unwrap_or(0),
+                            etag: o.e_tag().map(str::to_string),
+                        },
                     );
                 }
             }
@@ -356,13 +452,14 @@ impl S3SyncArgs {
         Ok(out)
     }
 
-    /// True when the object's recorded SHA-256 differs from the file's (or is missing).
-    async fn differs(
+    /// `None` when the object's recorded SHA-256 differs from the file's (or is missing);
+    /// else `Some` of the object's ETag (empty when S3 gave none).
+    async fn same_content(
         &self,
         s3: &aws_sdk_s3::Client,
         key: &str,
         path: PathBuf,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Option<String>> {
         let head = s3
             .head_object()
             .bucket(&self.bucket)
@@ -381,17 +478,18 @@ impl S3SyncArgs {
             .and_then(|m| m.get(SHA256_METADATA))
             .cloned()
         else {
-            return Ok(true);
+            return Ok(None);
         };
-        Ok(sha256_file(path).await? != recorded)
+        Ok((sha256_file(path).await? == recorded).then(|| head.e_tag().unwrap_or("").to_string()))
     }
 
+    /// Uploads one file.
     async fn upload(
         &self,
         aws: &Aws,
         up: &Upload,
         class: &Option<StorageClass>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Uploaded> {
         let before = stamp(&up.path)?;
         let sha = sha256_file(up.path.clone()).await?;
         let options = ObjectOptions {
@@ -405,14 +503,15 @@ impl S3SyncArgs {
                 up.path.display()
             )
         };
-        if before.0 <= MULTIPART_THRESHOLD {
+        if before.size <= MULTIPART_THRESHOLD {
             let body = ByteStream::read_from()
                 .path(&up.path)
-                .length(aws_sdk_s3::primitives::Length::Exact(before.0))
+                .length(aws_sdk_s3::primitives::Length::Exact(before.size))
                 .build()
                 .await
                 .with_context(|| format!("reading {}", up.path.display()))?;
-            aws.s3()
+            let out = aws
+                .s3()
                 .put_object()
                 .bucket(&self.bucket)
                 .key(&up.key)
@@ -435,9 +534,9 @@ impl S3SyncArgs {
                 // sync sees the mismatch and uploads it again.
                 return Err(changed("uploaded as it was; the next sync corrects it"));
             }
-            return Ok(());
+            return Ok((before, out.e_tag));
         }
-        let size = before.0;
+        let size = before.size;
         let part = size
             .div_ceil(crate::backup::upload::MAX_PARTS)
             .div_ceil(1 << 20)
@@ -458,7 +557,7 @@ impl S3SyncArgs {
             // Dropping `upload` aborts it: the old object (if any) stays.
             return Err(changed("the upload was aborted"));
         }
-        upload.complete().await
+        Ok((before, upload.complete().await?))
     }
 }
 
@@ -539,8 +638,12 @@ impl StepKind for S3SyncArgs {
         let remote = self.remote(&s3).await?;
         let prefix = self.prefix();
 
+        let seen_path = self.seen_path(ctx.state_dir, &root);
+        let last = Seen::load(&seen_path);
+        let mut seen = Seen::default();
         let mut uploads = Vec::new();
         let mut same_size = Vec::new();
+        let mut quick = 0usize;
         for (rel, f) in &files {
             let key = format!("{prefix}{rel}");
             let up = Upload {
@@ -551,23 +654,41 @@ impl StepKind for S3SyncArgs {
                 new: !remote.contains_key(&key),
             };
             match remote.get(&key) {
-                Some(size) if *size == f.size => same_size.push(up),
+                Some(r) if r.size == f.size => {
+                    let known = SeenFile {
+                        stamp: f.stamp,
+                        etag: r.etag.clone().unwrap_or_default(),
+                    };
+                    if r.etag.is_some() && last.files.get(rel) == Some(&known) {
+                        quick += 1;
+                        seen.files.insert(rel.clone(), known);
+                    } else {
+                        same_size.push((up, f.stamp));
+                    }
+                }
                 _ => uploads.push(up),
             }
         }
-        let compared: Vec<anyhow::Result<Option<Upload>>> = futures_util::stream::iter(same_size)
-            .map(|up| {
-                let s3 = &s3;
-                async move {
-                    let differs = self.differs(s3, &up.key, up.path.clone()).await?;
-                    Ok(differs.then_some(up))
-                }
-            })
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
+        let hashed = same_size.len();
+        let compared: Vec<anyhow::Result<(Upload, FileStamp, Option<String>)>> =
+            futures_util::stream::iter(same_size)
+                .map(|(up, stamp)| {
+                    let s3 = &s3;
+                    async move {
+                        let etag = self.same_content(s3, &up.key, up.path.clone()).await?;
+                        Ok((up, stamp, etag))
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
         for c in compared {
-            uploads.extend(c?);
+            match c? {
+                (up, stamp, Some(etag)) => {
+                    seen.files.insert(up.rel, SeenFile { stamp, etag });
+                }
+                (up, _, None) => uploads.push(up),
+            }
         }
         uploads.sort_by(|a, b| a.rel.cmp(&b.rel));
 
@@ -575,10 +696,10 @@ impl StepKind for S3SyncArgs {
         if delete {
             let kept: std::collections::HashSet<&str> =
                 skipped.iter().map(|(rel, _)| rel.as_str()).collect();
-            for (key, size) in &remote {
+            for (key, object) in &remote {
                 let rel = &key[prefix.len()..];
                 if !files.contains_key(rel) && !kept.contains(rel) && filter.selects(rel) {
-                    deletes.push((key.clone(), *size));
+                    deletes.push((key.clone(), object.size));
                 }
             }
         }
@@ -587,6 +708,8 @@ impl StepKind for S3SyncArgs {
             uploads,
             deletes,
             skipped,
+            seen,
+            seen_path: (!ctx.check).then_some(seen_path),
         };
         let skipped_note = if plan.skipped.is_empty() {
             String::new()
@@ -602,8 +725,11 @@ impl StepKind for S3SyncArgs {
             )
         };
         if plan.uploads.is_empty() && plan.deletes.is_empty() {
+            if let Some(path) = &plan.seen_path {
+                plan.seen.save(path)?;
+            }
             return Ok(Check::unchanged(Some(format!(
-                "{} files ({}) in {} are in {}{skipped_note}",
+                "{} files ({}) in {} are in {} ({quick} known unchanged by their stamp and ETag, {hashed} hashed and compared){skipped_note}",
                 files.len(),
                 human_bytes(files.values().map(|f| f.size).sum()),
                 root.display(),
@@ -617,15 +743,15 @@ impl StepKind for S3SyncArgs {
         Ok(Check::change(plan, message))
     }
 
-    async fn apply(&self, _ctx: &StepContext<'_>, plan: SyncPlan) -> anyhow::Result<Outcome> {
+    async fn apply(&self, _ctx: &StepContext<'_>, mut plan: SyncPlan) -> anyhow::Result<Outcome> {
         let concurrency = self.concurrency()?;
         let class = self.storage_class()?;
         let aws = self.aws().await?;
-        let results: Vec<(String, anyhow::Result<()>)> =
+        let results: Vec<(String, anyhow::Result<Uploaded>)> =
             futures_util::stream::iter(plan.uploads.clone())
                 .map(|up| {
                     let (aws, class) = (&aws, &class);
-                    async move { (up.key.clone(), self.upload(aws, &up, class).await) }
+                    async move { (up.rel.clone(), self.upload(aws, &up, class).await) }
                 })
                 .buffer_unordered(concurrency)
                 .collect()
@@ -642,6 +768,17 @@ impl StepKind for S3SyncArgs {
                 self.dest(),
                 failed.join("; ")
             );
+        }
+        for (rel, result) in &results {
+            if let Ok((stamp, Some(etag))) = result {
+                plan.seen.files.insert(
+                    rel.clone(),
+                    SeenFile {
+                        stamp: *stamp,
+                        etag: etag.clone(),
+                    },
+                );
+            }
         }
         let s3 = aws.s3();
         for chunk in plan.deletes.chunks(1000) {
@@ -688,6 +825,9 @@ impl StepKind for S3SyncArgs {
                     listing(errs.into_iter())
                 );
             }
+        }
+        if let Some(path) = &plan.seen_path {
+            plan.seen.save(path)?;
         }
         let mut lines: Vec<String> = plan
             .uploads
