@@ -135,7 +135,11 @@ impl Diagnostics {
         } else {
             GraphicalTheme::unicode_nocolor()
         };
-        let handler = GraphicalReportHandler::new_themed(theme).with_context_lines(1);
+        // The excerpt's header names the file only: miette would add a column counted in
+        // bytes, where ours (the first line) counts characters.
+        let handler = GraphicalReportHandler::new_themed(theme)
+            .with_context_lines(1)
+            .without_primary_span_start();
         let mut out = String::new();
         for (d, loc) in self.items.iter().zip(self.located()) {
             out.push_str(&format!(
@@ -223,6 +227,26 @@ mod tests {
         // 'é' is two bytes: the '=' after "bé " is the 4th character.
         assert_eq!(s.line_col(10), (2, 4));
         assert_eq!(s.line_col(1000), (3, 1));
+    }
+
+    /// On a line with multibyte characters the only location given is ours, in characters,
+    /// and the underline sits under the offending text.
+    #[test]
+    fn multibyte_lines_get_one_location_in_characters() {
+        let src = Source::new("bad.toml", "name = \"héllo wörld\"\nbogus = 1\n");
+        let start = "name = \"héllo ".len();
+        let d = Diagnostics::new(
+            src,
+            vec![Diagnostic::new(start..start + "wörld".len(), "bad word")],
+        );
+        let out = d.render(false);
+        assert!(out.starts_with("bad.toml:1:15: error: bad word\n"), "{out}");
+        assert!(out.contains("╭─[bad.toml]"), "{out}");
+        assert!(!out.contains("1:16"), "a byte column leaked: {out}");
+        let text = out.lines().find(|l| l.contains("héllo")).unwrap();
+        let underline = out.lines().find(|l| l.contains("──┬──")).unwrap();
+        let col = |line: &str, pat: &str| line[..line.find(pat).unwrap()].chars().count();
+        assert_eq!(col(underline, "─"), col(text, "wörld"), "{out}");
     }
 
     #[test]
