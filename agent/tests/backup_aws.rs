@@ -298,6 +298,32 @@ command = { argv = ["echo", "{{ snap.stdout }}"] }
     again.assert_success();
     assert_eq!(again.step("snapshot").status, StepStatus::Ok);
     assert_eq!(aws.snapshots("eu-west-1").len(), 1);
+
+    // The copies are pruned by a backup_prune in their region (as playbooks/backup-rds.toml
+    // does); the source region is not touched by it.
+    let pb = sb.playbook(
+        r#"name = "snap2"
+[[step]]
+name = "snapshot"
+rds_snapshot = { db_instance = "platform", snapshot_id = "bosun-dr-2", copy_to_region = "eu-west-1" }
+
+[[step]]
+name = "prune copies"
+backup_prune = { db_instance = "platform", region = "eu-west-1", keep_last = 1 }
+"#,
+    );
+    let run = apply(&sb, &moto, &pb, &[]);
+    run.assert_success();
+    let msg = message(&run, "prune copies");
+    assert!(msg.contains("deleted 1 RDS snapshots: bosun-dr"), "{msg}");
+    assert_eq!(
+        aws.snapshots("eu-west-1").into_keys().collect::<Vec<_>>(),
+        ["bosun-dr-2"]
+    );
+    assert_eq!(
+        aws.snapshots("us-east-1").into_keys().collect::<Vec<_>>(),
+        ["bosun-dr", "bosun-dr-2"]
+    );
 }
 
 #[test]
