@@ -114,13 +114,15 @@ impl Fixture {
     }
 
     /// `mysql_backup` of `shop` (and `backup_verify` when asked) through `bosund apply`; the key.
-    fn backup(&self, verify: bool) -> String {
+    /// `key_end` ends the key template after `{timestamp}` (two backups may start in the same
+    /// second, and a backup is never overwritten).
+    fn backup(&self, verify: bool, key_end: &str) -> String {
         let conn = format!(
             r#"host = "127.0.0.1", port = {}, user = "root", password = "env:DB_PASSWORD""#,
             self.db.port()
         );
         let mut text = format!(
-            "name = \"backup\"\n[[step]]\nname = \"dump\"\nmysql_backup = {{ {conn}, databases = [\"shop\"], bucket = \"{BUCKET}\" }}\n"
+            "name = \"backup\"\n[[step]]\nname = \"dump\"\nmysql_backup = {{ {conn}, databases = [\"shop\"], bucket = \"{BUCKET}\", key = \"{PREFIX}{{db}}-{{timestamp}}{key_end}\" }}\n"
         );
         if verify {
             text.push_str(&format!(
@@ -204,8 +206,9 @@ fn error_of(out: &Output) -> String {
 #[test]
 fn list_shows_the_backup_and_restore_round_trips_refusing_an_existing_database_without_force() {
     let f = Fixture::new();
-    let verified = f.backup(true);
-    let unverified = f.backup(false);
+    // Both may start in the same second: listed by time, then key (`.` before `_`).
+    let verified = f.backup(true, ".sql.zst");
+    let unverified = f.backup(false, "_2.sql.zst");
     assert_ne!(verified, unverified);
     f.s3.put(&format!("{PREFIX}notes.txt"), b"not a backup".to_vec());
 
@@ -283,10 +286,41 @@ fn list_shows_the_backup_and_restore_round_trips_refusing_an_existing_database_w
     assert_eq!(table_facts(&f.db, "empty_one"), source);
 }
 
+/// A backup never overwrites an object: a key that already exists fails the dump step, and the
+/// object stays as it was.
+#[test]
+fn a_backup_never_overwrites_an_existing_object() {
+    let f = Fixture::new();
+    let key = format!("{PREFIX}fixed.sql.zst");
+    f.s3.put(&key, b"an older backup".to_vec());
+    let conn = format!(
+        r#"host = "127.0.0.1", port = {}, user = "root", password = "env:DB_PASSWORD""#,
+        f.db.port()
+    );
+    let pb = f.sb.playbook(&format!(
+        "name = \"backup\"\n[[step]]\nname = \"dump\"\nmysql_backup = {{ {conn}, databases = [\"shop\"], bucket = \"{BUCKET}\", key = \"{key}\" }}\n"
+    ));
+    let mut cmd = f.sb.bosund();
+    cmd.arg("apply")
+        .arg(&pb)
+        .args(["--output", "json"])
+        .envs(f.moto.env())
+        .env("DB_PASSWORD", f.db.password());
+    let run = Run::from_command(cmd, None);
+    assert_eq!(run.code, 1);
+    let msg = run.step("dump").message.clone().unwrap_or_default();
+    assert!(
+        msg.contains(&format!("s3://{BUCKET}/{key} already exists"))
+            && msg.contains("never overwritten"),
+        "{msg}"
+    );
+    assert_eq!(f.s3.get(&key), b"an older backup");
+}
+
 #[test]
 fn a_damaged_object_is_refused_and_leaves_nothing_half_restored() {
     let f = Fixture::new();
-    let key = f.backup(false);
+    let key = f.backup(false, ".sql.zst");
     let manifest: Manifest =
         serde_json::from_slice(&f.s3.get(&format!("{key}.manifest.json"))).unwrap();
     let mut bytes = f.s3.get(&key);
@@ -320,7 +354,7 @@ fn a_damaged_object_is_refused_and_leaves_nothing_half_restored() {
 
     // An intact object whose SQL the server refuses half-way (its manifest matching it):
     // found in the rehearsal, so --force leaves the old database as it was.
-    let good = f.backup(false);
+    let good = f.backup(false, "_good.sql.zst");
     let mut sql = zstd::stream::decode_all(&f.s3.get(&good)[..]).unwrap();
     sql.extend_from_slice(b"\nINSERT INTO no_such_table VALUES (1);\n");
     let object = zstd::stream::encode_all(&sql[..], 3).unwrap();

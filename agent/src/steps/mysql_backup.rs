@@ -288,6 +288,21 @@ impl MysqlBackupArgs {
     ) -> anyhow::Result<Manifest> {
         let started_at = Utc::now();
         let key = render_key(&self.key, db, started_at).map_err(anyhow::Error::msg)?;
+        // A backup is never overwritten (two runs in the same second render the same key).
+        if let Ok(existing) = aws
+            .s3()
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+        {
+            anyhow::bail!(
+                "s3://{}/{key} already exists ({} bytes): a backup is never overwritten; nothing was stored (another backup of {db} started in the same second? run again, or give `key` a template that differs)",
+                self.bucket,
+                existing.content_length().unwrap_or(0)
+            );
+        }
         let mut upload = MultipartUpload::create(aws, &self.bucket, &key).await?;
         let mut dump = dumper.spawn(db)?;
         // Row counts and digests are read off the dump as it streams (dump_scan), from the
