@@ -9,7 +9,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
 
-use aws_sdk_s3::primitives::ByteStream;
 use bosun_agent::backup::manifest::{Manifest, VerifyRecord};
 use bosun_agent::event::StepStatus;
 use bosun_harness::{MariaDb, Moto};
@@ -38,33 +37,6 @@ impl S3 {
             .block_on(self.client.list_multipart_uploads().bucket(BUCKET).send())
             .unwrap();
         out.uploads().iter().filter_map(|u| u.key.clone()).collect()
-    }
-
-    fn get(&self, key: &str) -> Vec<u8> {
-        self.rt.block_on(async {
-            let out = self
-                .client
-                .get_object()
-                .bucket(BUCKET)
-                .key(key)
-                .send()
-                .await
-                .unwrap();
-            out.body.collect().await.unwrap().into_bytes().to_vec()
-        })
-    }
-
-    fn put(&self, key: &str, body: Vec<u8>) {
-        self.rt
-            .block_on(
-                self.client
-                    .put_object()
-                    .bucket(BUCKET)
-                    .key(key)
-                    .body(ByteStream::from(body))
-                    .send(),
-            )
-            .unwrap();
     }
 
     fn json<T: serde::de::DeserializeOwned>(&self, key: &str) -> T {

@@ -7,7 +7,6 @@ mod common;
 
 use std::process::Output;
 
-use aws_sdk_s3::primitives::ByteStream;
 use bosun_agent::backup::cli::{Listing, Restored, Verification};
 use bosun_agent::backup::manifest::Manifest;
 use bosun_harness::{MariaDb, Moto};
@@ -18,35 +17,6 @@ use sha2::{Digest, Sha256};
 
 const BUCKET: &str = "backups";
 const PREFIX: &str = "backups/mysql/shop/";
-
-impl S3 {
-    fn get(&self, key: &str) -> Vec<u8> {
-        self.rt.block_on(async {
-            let out = self
-                .client
-                .get_object()
-                .bucket(BUCKET)
-                .key(key)
-                .send()
-                .await
-                .unwrap();
-            out.body.collect().await.unwrap().into_bytes().to_vec()
-        })
-    }
-
-    fn put(&self, key: &str, body: Vec<u8>) {
-        self.rt
-            .block_on(
-                self.client
-                    .put_object()
-                    .bucket(BUCKET)
-                    .key(key)
-                    .body(ByteStream::from(body))
-                    .send(),
-            )
-            .unwrap();
-    }
-}
 
 /// MariaDB with `shop`: 100,000 orders, 500 customers, a trigger and a routine.
 fn shop_db() -> MariaDb {
@@ -113,16 +83,15 @@ impl Fixture {
         }
     }
 
-    /// `mysql_backup` of `shop` (and `backup_verify` when asked) through `bosund apply`; the key.
-    /// `key_end` ends the key template after `{timestamp}` (two backups may start in the same
-    /// second, and a backup is never overwritten).
-    fn backup(&self, verify: bool, key_end: &str) -> String {
+    /// `mysql_backup` of `shop` to `key` (a template), and `backup_verify` when asked, through
+    /// `bosund apply`.
+    fn run_backup(&self, key: &str, verify: bool) -> Run {
         let conn = format!(
             r#"host = "127.0.0.1", port = {}, user = "root", password = "env:DB_PASSWORD""#,
             self.db.port()
         );
         let mut text = format!(
-            "name = \"backup\"\n[[step]]\nname = \"dump\"\nmysql_backup = {{ {conn}, databases = [\"shop\"], bucket = \"{BUCKET}\", key = \"{PREFIX}{{db}}-{{timestamp}}{key_end}\" }}\n"
+            "name = \"backup\"\n[[step]]\nname = \"dump\"\nmysql_backup = {{ {conn}, databases = [\"shop\"], bucket = \"{BUCKET}\", key = \"{key}\" }}\n"
         );
         if verify {
             text.push_str(&format!(
@@ -136,12 +105,18 @@ impl Fixture {
             .args(["--output", "json"])
             .envs(self.moto.env())
             .env("DB_PASSWORD", self.db.password());
-        let run = Run::from_command(cmd, None);
+        Run::from_command(cmd, None)
+    }
+
+    /// A successful [`Fixture::run_backup`] to `{PREFIX}{db}-{timestamp}{key_end}`; the key.
+    /// Two backups may start in the same second, and a backup is never overwritten, so they
+    /// take different `key_end`s.
+    fn backup(&self, verify: bool, key_end: &str) -> String {
+        let run = self.run_backup(&format!("{PREFIX}{{db}}-{{timestamp}}{key_end}"), verify);
         run.assert_success();
         run.step("dump").output.as_ref().unwrap().stdout.clone()
     }
 
-    /// `bosund backups ARGS`, with moto's environment and the password in `DB_PASSWORD`.
     fn backups(&self, args: &[&str]) -> Output {
         let out = self
             .sb
@@ -293,20 +268,7 @@ fn a_backup_never_overwrites_an_existing_object() {
     let f = Fixture::new();
     let key = format!("{PREFIX}fixed.sql.zst");
     f.s3.put(&key, b"an older backup".to_vec());
-    let conn = format!(
-        r#"host = "127.0.0.1", port = {}, user = "root", password = "env:DB_PASSWORD""#,
-        f.db.port()
-    );
-    let pb = f.sb.playbook(&format!(
-        "name = \"backup\"\n[[step]]\nname = \"dump\"\nmysql_backup = {{ {conn}, databases = [\"shop\"], bucket = \"{BUCKET}\", key = \"{key}\" }}\n"
-    ));
-    let mut cmd = f.sb.bosund();
-    cmd.arg("apply")
-        .arg(&pb)
-        .args(["--output", "json"])
-        .envs(f.moto.env())
-        .env("DB_PASSWORD", f.db.password());
-    let run = Run::from_command(cmd, None);
+    let run = f.run_backup(&key, false);
     assert_eq!(run.code, 1);
     let msg = run.step("dump").message.clone().unwrap_or_default();
     assert!(

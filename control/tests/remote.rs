@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 mod common;
 
-use common::{BOSUN, SshHost, bosund};
+use common::{SshHost, bosund};
 
 /// A self-contained playbook: a directory, a file naming `who`, and a step that fails when
 /// `fail` is true.
@@ -104,6 +104,16 @@ impl Fixture {
         args.extend_from_slice(extra);
         self.bosun(&args)
     }
+}
+
+/// `bosund history --output json` of the journal in `state`.
+fn recent_runs(state: &Path) -> Value {
+    let history = Command::new(bosund())
+        .args(["history", "--output", "json", "--state-dir"])
+        .arg(state)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&history.stdout).unwrap()
 }
 
 fn json_lines(out: &Output) -> Vec<Value> {
@@ -729,11 +739,9 @@ fn is_gone(pid: &str) -> bool {
 /// bosun's JSON lines.
 fn interrupt_a_sleeper(f: &Fixture, args: &[String], root: &Path) -> Vec<Value> {
     let out_path = f.w("interrupted.jsonl");
-    let mut child = Command::new(BOSUN)
+    let mut child = f
+        .bosun_command()
         .args(args)
-        .env("HOME", f.home.path())
-        .env_remove("SSH_AUTH_SOCK")
-        .current_dir(f.work.path())
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(f.w("interrupted.err")).unwrap())
         .spawn()
@@ -831,12 +839,7 @@ fn ctrl_c_cancels_a_run_over_ssh_and_kills_the_remote_step() {
     let lines = interrupt_a_sleeper(&f, &args, &root);
     assert_cancelled(&lines);
     // The remote bosund journaled the run as failed, and left no variables file behind.
-    let history = Command::new(bosund())
-        .args(["history", "--output", "json", "--state-dir"])
-        .arg(f.w("state"))
-        .output()
-        .unwrap();
-    let runs: Value = serde_json::from_slice(&history.stdout).unwrap();
+    let runs = recent_runs(&f.w("state"));
     assert_eq!(runs[0]["playbook"], "sleeper", "{runs}");
     assert_eq!(runs[0]["status"], "failed", "{runs}");
     assert!(runs[0]["finished_at"].is_string(), "{runs}");
@@ -894,15 +897,13 @@ fn via_api_straight_to_the_tls_listener_with_a_token() {
     let (_daemon, url) = tls_daemon(&f, &tls);
     let root = format!("root={}", f.w("tls-out").display());
     let run = |extra: &[&str], env_token: Option<&str>| {
-        let mut cmd = Command::new(BOSUN);
+        let mut cmd = f.bosun_command();
         cmd.args([
             "run", "pb.toml", "--host", &url, "--via", "api", "--var", &root,
         ])
         .args(["--var", "who=tls", "--output", "json"])
         .args(extra)
-        .env("HOME", f.home.path())
-        .env_remove("BOSUN_API_TOKEN")
-        .current_dir(f.work.path());
+        .env_remove("BOSUN_API_TOKEN");
         if let Some(t) = env_token {
             cmd.env("BOSUN_API_TOKEN", t);
         }
@@ -973,10 +974,10 @@ fn via_api_straight_to_the_tls_listener_with_a_token() {
 
     // Plain HTTP is refused before anything is sent.
     let plain = url.replace("https://", "http://");
-    let out = Command::new(BOSUN)
+    let out = f
+        .bosun_command()
         .args(["run", "pb.toml", "--host", &plain, "--via", "api"])
         .args(["--api-token-file", token_file, "--var", &root])
-        .current_dir(f.work.path())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "invalid input: nothing ran");
@@ -1046,12 +1047,7 @@ fn ctrl_c_cancels_a_run_over_the_api() {
     let lines = interrupt_a_sleeper(&f, &args, &root);
     assert_cancelled(&lines);
     // The daemon recorded the run as cancelled.
-    let history = Command::new(bosund())
-        .args(["history", "--output", "json", "--state-dir"])
-        .arg(f.w("agent/state"))
-        .output()
-        .unwrap();
-    let runs: Value = serde_json::from_slice(&history.stdout).unwrap();
+    let runs = recent_runs(&f.w("agent/state"));
     assert_eq!(runs[0]["playbook"], "sleeper", "{runs}");
     assert_eq!(runs[0]["status"], "failed", "{runs}");
 }

@@ -9,6 +9,8 @@ pub struct S3 {
     pub rt: tokio::runtime::Runtime,
     /// The client, pointed at moto.
     pub client: aws_sdk_s3::Client,
+    /// The bucket made by [`S3::new`], which [`S3::get`] and [`S3::put`] use.
+    pub bucket: String,
 }
 
 impl S3 {
@@ -35,10 +37,40 @@ impl S3 {
         let s3 = S3 {
             rt,
             client: aws_sdk_s3::Client::from_conf(conf),
+            bucket: bucket.to_string(),
         };
         s3.rt
             .block_on(s3.client.create_bucket().bucket(bucket).send())
             .expect("creating the test bucket in moto");
         s3
+    }
+
+    /// The bytes of `key`.
+    pub fn get(&self, key: &str) -> Vec<u8> {
+        self.rt.block_on(async {
+            let out = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+            out.body.collect().await.unwrap().into_bytes().to_vec()
+        })
+    }
+
+    /// Writes `body` at `key` (as another tool would).
+    pub fn put(&self, key: &str, body: Vec<u8>) {
+        self.rt
+            .block_on(
+                self.client
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .body(aws_sdk_s3::primitives::ByteStream::from(body))
+                    .send(),
+            )
+            .unwrap();
     }
 }
