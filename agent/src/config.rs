@@ -42,7 +42,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use crate::playbook::{Diagnostic, Diagnostics, Source};
+use bosun_model::playbook::{Diagnostic, Diagnostics, Source};
 
 pub mod schedule;
 

@@ -12,7 +12,7 @@ use anyhow::Context;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use crate::event::{RunEvent, StepReport};
+use bosun_model::event::{RunEvent, StepReport};
 
 mod schedule;
 mod telemetry;
@@ -143,7 +143,7 @@ pub struct StepRecord {
     pub error: Option<String>,
 }
 
-/// An open journal. Also an [`crate::event::EventSink`]-friendly recorder: feed it every event.
+/// An open journal. Also an [`bosun_model::event::EventSink`]-friendly recorder: feed it every event.
 pub struct Journal {
     conn: Connection,
     current_run: Option<String>,
@@ -323,7 +323,7 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{StepStatus, Summary};
+    use bosun_model::event::{StepStatus, Summary};
 
     #[test]
     fn records_a_run_and_its_steps() {

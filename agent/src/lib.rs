@@ -1,6 +1,7 @@
-//! bosun's agent library: the playbook model and its validation, the engine and the step kinds,
-//! the run journal, and the event types shared with the control CLI. The `bosund` binary is a
-//! thin command line over it; see ARCHITECTURE.md for the map.
+//! bosund's library: the engine and how each step kind runs on a host, the daemon and its API,
+//! telemetry, backups, the run journal. The playbook model it executes (parsing, validation,
+//! step arguments, run events) is the `bosun_model` crate. The `bosund` binary is a thin
+//! command line over this; see ARCHITECTURE.md for the map and the layers.
 
 pub mod api;
 pub mod aws;
@@ -8,12 +9,9 @@ pub mod backup;
 pub mod config;
 pub mod daemon;
 pub mod engine;
-pub mod event;
 pub mod host;
-pub mod jinja;
 pub mod journal;
-pub mod output;
-pub mod playbook;
+pub mod queue;
 pub mod scheduler;
 pub mod secrets;
 pub mod steps;

@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use bosun_agent::daemon::queue::Progress;
 use bosun_agent::engine::{self, RunOptions};
-use bosun_agent::event::{EventSink, RunEvent};
 use bosun_agent::host::facts::Facts;
 use bosun_agent::journal::{self, Journal};
-use bosun_agent::output::{Human, JsonLines, OutputFormat};
-use bosun_agent::playbook::{self, Diagnostics, Playbook, Source};
+use bosun_agent::queue::Progress;
 use bosun_agent::vars;
+use bosun_model::event::{EventSink, RunEvent};
+use bosun_model::output::{Human, JsonLines, OutputFormat};
+use bosun_model::playbook::{self, Diagnostics, Playbook, Source};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Map, Value};
 

@@ -12,27 +12,16 @@
 
 use std::path::PathBuf;
 
-use crate::aws::{Aws, describe_error};
+pub use bosun_model::secret_source::SecretSource;
 
-/// Where a secret comes from, parsed from `env:…`, `file:…` or `ssm:…`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
-    /// An environment variable of bosund.
-    Env(String),
-    /// A file; one trailing newline is not part of the secret.
-    File(PathBuf),
-    /// An SSM Parameter Store parameter name (decrypted on read).
-    Ssm(String),
-}
+use crate::aws::{Aws, describe_error};
 
 /// Why a secret could not be read. Never contains the value.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     /// The source text is not `env:`, `file:` or `ssm:`.
-    #[error(
-        "secret source {0:?} is not understood: write `env:NAME`, `file:/path` or `ssm:/parameter` (a password never goes in the playbook itself)"
-    )]
-    Syntax(String),
+    #[error(transparent)]
+    Syntax(#[from] bosun_model::secret_source::SourceSyntax),
     /// The environment variable is not set (or not UTF-8).
     #[error("environment variable {0} is not set in bosund's environment")]
     EnvMissing(String),
@@ -59,79 +48,48 @@ pub enum SecretError {
     Empty(String),
 }
 
-impl std::str::FromStr for SecretSource {
-    type Err = SecretError;
-
-    fn from_str(s: &str) -> Result<Self, SecretError> {
-        let bad = || SecretError::Syntax(s.to_string());
-        let (scheme, rest) = s.split_once(':').ok_or_else(bad)?;
-        if rest.is_empty() {
-            return Err(bad());
+/// Reads the secret `source` names. `aws` is only connected for `ssm:` sources.
+pub async fn read(source: &SecretSource, aws: Option<&Aws>) -> Result<Secret, SecretError> {
+    let value = match source {
+        SecretSource::Env(name) => {
+            std::env::var(name).map_err(|_| SecretError::EnvMissing(name.clone()))?
         }
-        match scheme {
-            "env" => Ok(SecretSource::Env(rest.to_string())),
-            "file" => Ok(SecretSource::File(PathBuf::from(rest))),
-            "ssm" => Ok(SecretSource::Ssm(rest.to_string())),
-            _ => Err(bad()),
-        }
-    }
-}
-
-impl std::fmt::Display for SecretSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SecretSource::Env(n) => write!(f, "env:{n}"),
-            SecretSource::File(p) => write!(f, "file:{}", p.display()),
-            SecretSource::Ssm(n) => write!(f, "ssm:{n}"),
-        }
-    }
-}
-
-impl SecretSource {
-    /// Reads the secret. `aws` is only connected for `ssm:` sources.
-    pub async fn read(&self, aws: Option<&Aws>) -> Result<Secret, SecretError> {
-        let value = match self {
-            SecretSource::Env(name) => {
-                std::env::var(name).map_err(|_| SecretError::EnvMissing(name.clone()))?
-            }
-            SecretSource::File(path) => {
-                let mut text =
-                    std::fs::read_to_string(path).map_err(|source| SecretError::File {
-                        path: path.clone(),
-                        source,
-                    })?;
-                if text.ends_with('\n') {
+        SecretSource::File(path) => {
+            let mut text = std::fs::read_to_string(path).map_err(|source| SecretError::File {
+                path: path.clone(),
+                source,
+            })?;
+            if text.ends_with('\n') {
+                text.pop();
+                if text.ends_with('\r') {
                     text.pop();
-                    if text.ends_with('\r') {
-                        text.pop();
-                    }
                 }
-                text
             }
-            SecretSource::Ssm(name) => {
-                let fail = |reason: String| SecretError::Ssm {
-                    name: name.clone(),
-                    reason,
-                };
-                let aws = aws.ok_or_else(|| fail("no AWS configuration".into()))?;
-                let out = aws
-                    .ssm()
-                    .get_parameter()
-                    .name(name)
-                    .with_decryption(true)
-                    .send()
-                    .await
-                    .map_err(|e| fail(describe_error(&e)))?;
-                out.parameter
-                    .and_then(|p| p.value)
-                    .ok_or_else(|| fail("the parameter has no value".into()))?
-            }
-        };
-        if value.is_empty() {
-            return Err(SecretError::Empty(self.to_string()));
+            text
         }
-        Ok(Secret(value))
+        SecretSource::Ssm(name) => {
+            let fail = |reason: String| SecretError::Ssm {
+                name: name.clone(),
+                reason,
+            };
+            let aws = aws.ok_or_else(|| fail("no AWS configuration".into()))?;
+            let out = aws
+                .ssm()
+                .get_parameter()
+                .name(name)
+                .with_decryption(true)
+                .send()
+                .await
+                .map_err(|e| fail(describe_error(&e)))?;
+            out.parameter
+                .and_then(|p| p.value)
+                .ok_or_else(|| fail("the parameter has no value".into()))?
+        }
+    };
+    if value.is_empty() {
+        return Err(SecretError::Empty(source.to_string()));
     }
+    Ok(Secret(value))
 }
 
 /// A secret value. Prints as `<redacted>`; [`expose`](Self::expose) is the one way to it.
@@ -213,50 +171,32 @@ impl Redactor {
 mod tests {
     use super::*;
 
-    #[test]
-    fn parses_the_three_sources_and_rejects_the_rest() {
-        assert_eq!(
-            "env:DB_PW".parse::<SecretSource>().unwrap(),
-            SecretSource::Env("DB_PW".into())
-        );
-        assert_eq!(
-            "file:/etc/bosun/pw".parse::<SecretSource>().unwrap(),
-            SecretSource::File("/etc/bosun/pw".into())
-        );
-        assert_eq!(
-            "ssm:/prod/db/password".parse::<SecretSource>().unwrap(),
-            SecretSource::Ssm("/prod/db/password".into())
-        );
-        for bad in ["hunter2", "env:", "vault:x", ""] {
-            let err = bad.parse::<SecretSource>().unwrap_err().to_string();
-            assert!(err.contains("env:NAME"), "{bad}: {err}");
-        }
-    }
-
     #[tokio::test]
     async fn file_source_drops_one_trailing_newline_and_errors_name_the_file_not_the_value() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pw");
         std::fs::write(&path, "s3cret value\n").unwrap();
         let src = SecretSource::File(path.clone());
-        assert_eq!(src.read(None).await.unwrap().expose(), "s3cret value");
+        assert_eq!(read(&src, None).await.unwrap().expose(), "s3cret value");
 
         let missing = SecretSource::File(dir.path().join("nope"));
-        let err = missing.read(None).await.unwrap_err().to_string();
+        let err = read(&missing, None).await.unwrap_err().to_string();
         assert!(err.contains("nope"), "{err}");
 
         std::fs::write(&path, "\n").unwrap();
-        let err = src.read(None).await.unwrap_err().to_string();
+        let err = read(&src, None).await.unwrap_err().to_string();
         assert!(err.contains("empty"), "{err}");
     }
 
     #[tokio::test]
     async fn missing_env_var_is_named() {
-        let err = SecretSource::Env("BOSUN_TEST_SURELY_UNSET_VAR".into())
-            .read(None)
-            .await
-            .unwrap_err()
-            .to_string();
+        let err = read(
+            &SecretSource::Env("BOSUN_TEST_SURELY_UNSET_VAR".into()),
+            None,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("BOSUN_TEST_SURELY_UNSET_VAR"), "{err}");
     }
 

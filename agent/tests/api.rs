@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bosun_agent::event::{RunEvent, StepStatus};
+use bosun_model::event::{RunEvent, StepStatus};
 use daemon_support::{Agent, call_over, is_dead, sleeper, wait_pid};
 use hyper::body::Bytes;
 use hyper::{Method, StatusCode};

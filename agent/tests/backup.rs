@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::Stdio;
 
 use bosun_agent::backup::manifest::{Manifest, VerifyRecord};
-use bosun_agent::event::StepStatus;
 use bosun_harness::{MariaDb, Moto};
+use bosun_model::event::StepStatus;
 use common::s3::S3;
 use common::{Run, Sandbox};
 use sha2::{Digest, Sha256};

@@ -9,8 +9,8 @@ use std::path::Path;
 
 use aws_sdk_rds::types::Tag;
 use aws_sdk_s3::primitives::ByteStream;
-use bosun_agent::event::StepStatus;
 use bosun_harness::Moto;
+use bosun_model::event::StepStatus;
 use common::{Run, Sandbox};
 
 const BUCKET: &str = "backups";

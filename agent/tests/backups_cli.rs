@@ -7,9 +7,9 @@ mod common;
 
 use std::process::Output;
 
-use bosun_agent::backup::cli::{Listing, Restored, Verification};
 use bosun_agent::backup::manifest::Manifest;
 use bosun_harness::{MariaDb, Moto};
+use bosun_model::backup::report::{Listing, Restored, Verification};
 use common::s3::S3;
 use common::{Run, Sandbox};
 use serde_json::Value;

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use bosun_agent::playbook::{LocatedDiagnostic, Source, load};
+use bosun_model::playbook::{LocatedDiagnostic, Source, load};
 
 /// Loads `text` as `t.toml` and returns its diagnostics (panics when it is valid).
 fn errors(text: &str) -> Vec<LocatedDiagnostic> {

@@ -9,7 +9,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bosun_agent::event::{RunEvent, StepStatus};
+use bosun_model::event::{RunEvent, StepStatus};
 use common::{BOSUND, Run, Sandbox, converge, exists, mode, read, summary};
 use serde_json::json;
 

@@ -18,8 +18,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bosun_agent::event::StepStatus;
 use bosun_harness::ArtifactServer;
+use bosun_model::event::StepStatus;
 use common::{Run, Sandbox, mode, summary};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};

@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use bosun_agent::event::StepStatus;
 use bosun_harness::HostBox;
+use bosun_model::event::StepStatus;
 use common::{BOSUND, Run, summary};
 
 /// Where the apt-get wrapper logs every call.

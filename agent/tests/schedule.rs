@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bosun_agent::config::{self, AgentConfig};
-use bosun_agent::daemon::queue::{RunQueue, RunState, RunView};
 use bosun_agent::daemon::schedule::{ManualTimer, ScheduleDriver, Timer};
 use bosun_agent::journal::{Journal, ScheduleRow};
-use bosun_agent::playbook::Source;
+use bosun_agent::queue::{RunQueue, RunState, RunView};
 use bosun_agent::scheduler::Clock;
+use bosun_model::playbook::Source;
 use chrono::{DateTime, TimeZone, Utc};
 use daemon_support::{Agent, BOSUND, PATIENCE};
 use hyper::Method;
@@ -372,7 +372,7 @@ async fn a_slot_the_full_queue_cannot_take_waits_and_is_submitted_once() {
     rig.wait_evaluated(at(1, 12, 0)).await;
     // A run asked for through the API holds the queue.
     let pb =
-        bosun_agent::playbook::load(Source::new("blocker.toml", blocker.clone()), &[]).unwrap();
+        bosun_model::playbook::load(Source::new("blocker.toml", blocker.clone()), &[]).unwrap();
     let api_run = rig
         .queue
         .submit(
@@ -757,7 +757,7 @@ async fn a_slot_whose_run_never_started_runs_at_the_next_start_but_a_started_one
     let mut journal = rig.journal();
     journal.put_schedule(&row).unwrap();
     journal
-        .record(&bosun_agent::event::RunEvent::RunStarted {
+        .record(&bosun_model::event::RunEvent::RunStarted {
             run_id: "died-during".into(),
             playbook: "nightly".into(),
             check: false,

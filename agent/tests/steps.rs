@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::os::unix::fs::symlink;
 
-use bosun_agent::event::StepStatus;
+use bosun_model::event::StepStatus;
 use common::{Sandbox, chmod, converge, exists, listing, mode, read, summary};
 
 // ---------------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
-//! `bosun`: the operator's CLI. It validates playbooks with the agent's own model (the same
+//! `bosun`: the operator's CLI. It validates playbooks with bosun's model (`bosun_model` (the same
 //! parser and diagnostics as `bosund check`), and creates the AWS stack around the host from a
 //! typed CloudFormation template (`template`, `plan`, `up`, `down`). Remote runs (`bosun run`)
 //! build on this crate.
 
 mod cloud;
+mod exit;
+mod local;
 mod remote;
 mod stack;
 
@@ -12,8 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use bosun_agent::playbook::{self, Source};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use bosun_model::output::OutputFormat;
+use bosun_model::playbook::{self, Source};
+use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use stack::artifacts::BootArtifacts;
@@ -33,12 +36,6 @@ struct Cli {
     output: OutputFormat,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum OutputFormat {
-    Human,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -133,7 +130,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("bosun: error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(exit::INVALID)
         }
     }
 }
@@ -161,7 +158,8 @@ fn load(args: &StackArgs) -> Result<Loaded> {
     })
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+/// The async runtime every command that talks to a host or AWS runs on.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -307,7 +305,7 @@ fn config_only(path: &Path) -> Result<StackConfig> {
 }
 
 fn check(playbooks: &[String], var: &[String], json: bool) -> Result<ExitCode> {
-    let outside: Vec<String> = bosun_agent::vars::parse_var_args(var)?
+    let outside: Vec<String> = bosun_model::vars::parse_var_args(var)?
         .keys()
         .cloned()
         .collect();
@@ -343,7 +341,7 @@ fn check(playbooks: &[String], var: &[String], json: bool) -> Result<ExitCode> {
         print_json(&json!({ "playbooks": results }));
     }
     Ok(if invalid {
-        ExitCode::from(2)
+        ExitCode::from(exit::INVALID)
     } else {
         ExitCode::SUCCESS
     })

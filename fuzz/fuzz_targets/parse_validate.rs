@@ -6,7 +6,7 @@
 
 #![no_main]
 
-use bosun_agent::playbook::{self, Diagnostic, Diagnostics, Source};
+use bosun_model::playbook::{self, Diagnostic, Diagnostics, Source};
 use libfuzzer_sys::fuzz_target;
 
 /// `BOSUN_FUZZ_SHOW=1` prints what each input parses to (for checking seeds and crashes).

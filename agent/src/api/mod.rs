@@ -27,11 +27,11 @@ use serde_json::{Map, Value};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::config::{AgentConfig, playbook_path};
-use crate::daemon::queue::{CancelError, RunQueue, RunState, RunView, SubmitError};
 use crate::engine::RunOptions;
-use crate::event::{RunEvent, Summary};
 use crate::journal::{Journal, RunRecord};
-use crate::playbook::{self, LocatedDiagnostic, Source};
+use crate::queue::{CancelError, RunQueue, RunState, RunView, SubmitError};
+use bosun_model::event::{RunEvent, Summary};
+use bosun_model::playbook::{self, LocatedDiagnostic, Source};
 
 /// Largest request body accepted (a playbook is a few KiB).
 pub const BODY_LIMIT: usize = 1024 * 1024;

@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use bosun_model::backup::report::TableStats;
+
 /// Suffix of a backup's manifest object.
 pub const MANIFEST_SUFFIX: &str = ".manifest.json";
 /// Suffix of the record of a successful verification.
@@ -43,22 +45,6 @@ pub struct Manifest {
 
 /// The manifest layout written now: tables with dump digests.
 pub const MANIFEST_FORMAT: u32 = 2;
-
-/// One table's size and content checksum.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TableStats {
-    /// Table name.
-    pub name: String,
-    /// Rows: in the dump (format 2) or `SELECT COUNT(*)` (format 1).
-    pub rows: u64,
-    /// Format 1: `CHECKSUM TABLE` (`None` when the server gives NULL).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checksum: Option<u64>,
-    /// Format 2: the sum of the rows' XXH3-128 as dumped, 32 hex digits
-    /// ([`crate::backup::dump_scan`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub digest: Option<String>,
-}
 
 impl Manifest {
     /// The tables carry dump digests (format 2): a restore is checked by dumping it again.

@@ -10,20 +10,12 @@
 //!   (a step's timeout), like [`crate::host::process`].
 
 use std::path::Path;
-use std::process::Stdio;
 
 use anyhow::{Context, bail};
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
-use tokio::io::AsyncReadExt;
-use tokio::process::{Child, Command};
 
 use super::manifest::TableStats;
 use crate::host::process;
 use crate::secrets::Secret;
-
-/// Kept of a streaming tool's stderr, for its error message.
-const STDERR_CAP: usize = 64 * 1024;
 
 /// Options the dump always gets: a consistent InnoDB snapshot without locking, rows streamed
 /// (not buffered in the tool), and every kind of object; `--hex-blob` keeps binary columns
@@ -249,7 +241,7 @@ impl Client {
         argv.extend(CLIENT_OPTIONS.iter().map(|s| s.to_string()));
         argv.push("--batch".into());
         argv.push(format!("--database={database}"));
-        StreamingChild::spawn(&argv, &self.conn, Stdio::piped(), Stdio::null())
+        StreamingChild::spawn(&argv, &self.conn, process::Pipe::Piped, process::Pipe::Null)
     }
 
     /// A blocking `DROP DATABASE IF EXISTS`, for cleanup from a destructor (no runtime needed).
@@ -261,19 +253,12 @@ impl Client {
             "--execute=DROP DATABASE IF EXISTS {}",
             quote_ident(database)
         ));
-        let out = std::process::Command::new(&argv[0])
-            .args(&argv[1..])
-            .env("MYSQL_PWD", self.conn.password.expose())
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("starting {}", argv[0]))?;
-        if !out.status.success() {
+        let out = process::run_blocking(&argv, &self.conn.env())?;
+        if out.rc != 0 {
             bail!(
                 "dropping database {database} on {}: {}",
                 self.conn.endpoint(),
-                self.conn
-                    .password
-                    .redact(String::from_utf8_lossy(&out.stderr).trim())
+                self.conn.password.redact(out.stderr.trim())
             );
         }
         Ok(())
@@ -318,7 +303,7 @@ impl Dumper {
         argv.extend(self.conn.args());
         argv.extend(DUMP_OPTIONS.iter().map(|s| s.to_string()));
         argv.push(database.to_string());
-        StreamingChild::spawn(&argv, &self.conn, Stdio::null(), Stdio::piped())
+        StreamingChild::spawn(&argv, &self.conn, process::Pipe::Null, process::Pipe::Piped)
     }
 }
 
@@ -353,136 +338,53 @@ impl Dumper {
     }
 }
 
-/// A tool whose stdin or stdout is a stream; stderr is collected (capped) for its error. The
-/// process group is killed when this is dropped before [`wait`](Self::wait) finished.
+/// A tool whose stdin or stdout is a stream ([`process::Streaming`]), its password in
+/// `MYSQL_PWD`; the password is redacted from the stderr it ends with.
 pub struct StreamingChild {
-    program: String,
-    child: Child,
-    pgid: Option<Pid>,
-    stderr: Option<tokio::task::JoinHandle<String>>,
+    inner: process::Streaming,
     password: Secret,
 }
 
-/// How a streaming tool ended.
-#[derive(Debug)]
-pub struct Exit {
-    /// Exit code; negative: killed by that signal.
-    pub code: i32,
-    /// Its stderr (capped, password redacted).
-    pub stderr: String,
-}
-
-impl Exit {
-    /// Exit code 0.
-    pub fn success(&self) -> bool {
-        self.code == 0
-    }
-}
+pub use process::Exit;
 
 impl StreamingChild {
     fn spawn(
         argv: &[String],
         conn: &Connection,
-        stdin: Stdio,
-        stdout: Stdio,
+        stdin: process::Pipe,
+        stdout: process::Pipe,
     ) -> anyhow::Result<StreamingChild> {
-        let (program, args) = argv.split_first().context("empty command")?;
-        let mut child = Command::new(program)
-            .args(args)
-            .env("MYSQL_PWD", conn.password.expose())
-            .stdin(stdin)
-            .stdout(stdout)
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {program}: is it installed and on PATH?"))?;
-        let pgid = child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .map(Pid::from_raw);
-        let stderr = child.stderr.take().map(|mut err| {
-            tokio::spawn(async move {
-                let mut kept = Vec::new();
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = err.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    let room = STDERR_CAP.saturating_sub(kept.len());
-                    kept.extend_from_slice(&buf[..n.min(room)]);
-                }
-                String::from_utf8_lossy(&kept).into_owned()
-            })
-        });
         Ok(StreamingChild {
-            program: program.clone(),
-            child,
-            pgid,
-            stderr,
+            inner: process::Streaming::spawn(argv, &conn.env(), stdin, stdout)?,
             password: conn.password.clone(),
         })
     }
 
     /// The program's name, for messages.
     pub fn program(&self) -> &str {
-        &self.program
+        self.inner.program()
     }
 
-    /// The child's stdout as a blocking file (for a compressor thread). The pipe is enlarged
-    /// to 1 MiB where the system allows: the tool runs further ahead and both sides switch
-    /// less often (a default pipe holds 64 KiB).
+    /// The child's stdout as a blocking file (for a compressor thread).
     pub fn take_stdout(&mut self) -> anyhow::Result<std::fs::File> {
-        let out = self
-            .child
-            .stdout
-            .take()
-            .context("stdout was not captured")?;
-        let file = std::fs::File::from(out.into_owned_fd()?);
-        // Best effort: an unprivileged process may be held to a smaller fs.pipe-max-size.
-        //PIPE let _ = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
-        Ok(file)
+        self.inner.take_stdout()
     }
 
     /// The child's stdin as a blocking file (for a decompressor thread).
     pub fn take_stdin(&mut self) -> anyhow::Result<std::fs::File> {
-        let inp = self.child.stdin.take().context("stdin was not captured")?;
-        Ok(std::fs::File::from(inp.into_owned_fd()?))
+        self.inner.take_stdin()
     }
 
     /// Kills the process group now.
     pub fn kill(&mut self) {
-        if let Some(pgid) = self.pgid.take() {
-            let _ = killpg(pgid, Signal::SIGKILL);
-        }
+        self.inner.kill();
     }
 
-    /// Waits for the program to exit and returns its code and stderr.
-    pub async fn wait(mut self) -> anyhow::Result<Exit> {
-        use std::os::unix::process::ExitStatusExt;
-        let status = self
-            .child
-            .wait()
-            .await
-            .with_context(|| format!("waiting for {}", self.program))?;
-        // Reaped: the group id may be reused from now on, so never signal it again.
-        self.pgid = None;
-        let stderr = match self.stderr.take() {
-            Some(h) => h.await.unwrap_or_default(),
-            None => String::new(),
-        };
-        Ok(Exit {
-            code: status
-                .code()
-                .unwrap_or_else(|| -status.signal().unwrap_or(1)),
-            stderr: self.password.redact(stderr.trim()),
-        })
-    }
-}
-
-impl Drop for StreamingChild {
-    fn drop(&mut self) {
-        self.kill();
+    /// Waits for the program to exit and returns its code and stderr (password redacted).
+    pub async fn wait(self) -> anyhow::Result<Exit> {
+        let mut exit = self.inner.wait().await?;
+        exit.stderr = self.password.redact(&exit.stderr);
+        Ok(exit)
     }
 }
 

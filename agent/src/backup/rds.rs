@@ -1,4 +1,5 @@
-//! RDS manual snapshots: identifiers, the tag that marks bosun's own, listing and waiting.
+//! RDS manual snapshots: the tag that marks bosun's own, listing and waiting. The rules of
+//! snapshot identifiers are the model's ([`bosun_model::backup::rds`]).
 //!
 //! Shared by `rds_snapshot` (create, copy) and `backup_prune` (retention over the snapshots of
 //! one DB instance). Only snapshots carrying [`MANAGED_TAG`] = `true` are bosun's: pruning never
@@ -16,32 +17,6 @@ use crate::aws::describe_error;
 
 /// The tag key `rds_snapshot` puts on every snapshot it makes (value `true`).
 pub const MANAGED_TAG: &str = "bosun:managed";
-
-/// Why `id` is not a valid DB snapshot identifier, if it is not. RDS's rules: 1 to 255
-/// letters, digits and hyphens; a letter first; no hyphen last and no two hyphens in a row.
-pub fn snapshot_id_problem(id: &str) -> Option<String> {
-    let rule = "1 to 255 letters, digits or hyphens, starting with a letter, not ending with a hyphen, without two hyphens in a row";
-    let why = if id.is_empty() {
-        "is empty"
-    } else if id.len() > 255 {
-        "is longer than 255 characters"
-    } else if !id.starts_with(|c: char| c.is_ascii_alphabetic()) {
-        "does not start with a letter"
-    } else if let Some(c) = id.chars().find(|c| !c.is_ascii_alphanumeric() && *c != '-') {
-        return Some(format!(
-            "snapshot id {id:?} contains {c:?}: an RDS snapshot id is {rule}"
-        ));
-    } else if id.ends_with('-') {
-        "ends with a hyphen"
-    } else if id.contains("--") {
-        "contains two hyphens in a row"
-    } else {
-        return None;
-    };
-    Some(format!(
-        "snapshot id {id:?} {why}: an RDS snapshot id is {rule}"
-    ))
-}
 
 /// One DB snapshot, as bosun looks at it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,29 +186,6 @@ pub fn candidates(snapshots: &[Snapshot]) -> Vec<Candidate> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
-
-    #[test]
-    fn snapshot_ids_follow_rds_rules() {
-        assert_eq!(snapshot_id_problem("bosun-platform-20261128"), None);
-        assert_eq!(snapshot_id_problem("a"), None);
-        for (bad, why) in [
-            ("", "is empty"),
-            ("1abc", "does not start with a letter"),
-            ("abc-", "ends with a hyphen"),
-            ("a--b", "two hyphens in a row"),
-            ("a_b", "contains '_'"),
-            ("a.b", "contains '.'"),
-        ] {
-            let p = snapshot_id_problem(bad).unwrap_or_else(|| panic!("{bad:?} accepted"));
-            assert!(p.contains(why), "{bad:?}: {p}");
-            assert!(p.contains("starting with a letter"), "{p}");
-        }
-        assert!(
-            snapshot_id_problem(&"a".repeat(256))
-                .unwrap()
-                .contains("longer than 255")
-        );
-    }
 
     #[test]
     fn the_managed_tag_is_always_added_once() {

@@ -1,4 +1,5 @@
-//! Retention: which backups a policy keeps. Pure: no I/O, no clock.
+//! Retention: which backups a policy keeps. Pure: no I/O, no clock. The policy itself
+//! ([`Policy`]) is the model's: `backup_prune`'s arguments are checked with it.
 //!
 //! The rule, over backups ordered newest first (ties broken by id, larger first):
 //! - `keep_last` N: the N newest;
@@ -13,31 +14,7 @@
 use chrono::{DateTime, Datelike, Utc};
 use std::collections::HashSet;
 
-/// How many backups to keep, by rule. All zero would delete everything but the newest verified
-/// backup; [`Policy::problem`] refuses that.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Policy {
-    /// The newest N backups.
-    pub keep_last: u32,
-    /// The newest backup of each of this many days.
-    pub daily: u32,
-    /// The newest backup of each of this many ISO weeks.
-    pub weekly: u32,
-    /// The newest backup of each of this many months.
-    pub monthly: u32,
-}
-
-impl Policy {
-    /// Why this policy is refused, if it is.
-    pub fn problem(&self) -> Option<String> {
-        (self.keep_last == 0 && self.daily == 0 && self.weekly == 0 && self.monthly == 0).then(
-            || {
-                "the retention policy keeps nothing: set at least one of keep_last, daily, weekly, monthly"
-                    .to_string()
-            },
-        )
-    }
-}
+pub use bosun_model::backup::retention::Policy;
 
 /// One backup as retention sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,24 +200,6 @@ mod tests {
                 ("sun", &vec![Reason::Weekly]),
                 ("dec", &vec![Reason::Monthly]),
             ]
-        );
-    }
-
-    #[test]
-    fn an_empty_policy_is_refused() {
-        assert!(
-            Policy::default()
-                .problem()
-                .unwrap()
-                .contains("keeps nothing")
-        );
-        assert!(
-            Policy {
-                monthly: 1,
-                ..Policy::default()
-            }
-            .problem()
-            .is_none()
         );
     }
 

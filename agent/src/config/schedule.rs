@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use toml::Spanned;
 
-use crate::playbook::{self, Diagnostic, Source};
+use bosun_model::playbook::{self, Diagnostic, Source};
 
 /// Longest schedule name: it appears in logs, the journal and `bosund schedule list`.
 const MAX_NAME: usize = 64;
@@ -230,7 +230,7 @@ fn check_playbook(
 #[cfg(test)]
 mod tests {
     use crate::config::{AgentConfig, parse};
-    use crate::playbook::Source;
+    use bosun_model::playbook::Source;
     use std::time::Duration;
 
     /// (line, column, message, help) of each problem.

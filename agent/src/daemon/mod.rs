@@ -26,9 +26,8 @@
 //!
 //! The API runs on a current-thread runtime: on a 1-vCPU host a worker pool only adds memory,
 //! and all the API does is move requests and events. Runs execute on their own thread (see
-//! [`queue`]), so a busy step never delays a request or a watchdog ping.
+//! [`crate::queue`]), so a busy step never delays a request or a watchdog ping.
 
-pub mod queue;
 pub mod schedule;
 
 use std::path::{Path, PathBuf};
@@ -43,7 +42,7 @@ use tokio::sync::watch;
 
 use crate::api::{self, ApiState, listen};
 use crate::config::{self, AgentConfig, ConfigError};
-use queue::RunQueue;
+use crate::queue::RunQueue;
 
 /// How `bosund run` was started.
 #[derive(Debug, Clone)]

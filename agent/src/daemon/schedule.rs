@@ -35,13 +35,13 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::queue::{RunQueue, SubmitError};
 use crate::config::AgentConfig;
 use crate::config::schedule::ScheduleConfig;
 use crate::engine::RunOptions;
 use crate::journal::{Journal, ScheduleRow};
-use crate::playbook::{self, Playbook, Source};
+use crate::queue::{RunQueue, SubmitError};
 use crate::scheduler::{self, Clock, Decision, Schedule, ScheduleState};
+use bosun_model::playbook::{self, Playbook, Source};
 
 /// The longest the real timer sleeps before looking at the clock again, so a clock that jumps
 /// (NTP, a suspended VM) delays a slot by at most this.

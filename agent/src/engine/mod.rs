@@ -25,11 +25,11 @@ mod pending;
 use pending::PendingHandlers;
 
 use crate::aws::{Aws, AwsTarget};
-use crate::event::{EventSink, RunEvent, StepReport, StepStatus, Summary};
-use crate::jinja::Jinja;
-use crate::playbook::{Condition, FACTS_VAR, Playbook, Step};
 use crate::secrets::{Redactor, Secret, SecretSource};
 use crate::steps::{Outcome, StepContext};
+use bosun_model::event::{EventSink, RunEvent, StepReport, StepStatus, Summary};
+use bosun_model::jinja::Jinja;
+use bosun_model::playbook::{Condition, FACTS_VAR, Playbook, Step};
 
 /// How to run a playbook.
 #[derive(Debug, Clone)]
@@ -205,9 +205,7 @@ async fn read_secrets(
         let value = match opts.extra_vars.get(&secret.name) {
             Some(Value::String(s)) => s.clone(),
             Some(other) => other.to_string(),
-            None => secret
-                .source
-                .read(aws.as_ref())
+            None => crate::secrets::read(&secret.source, aws.as_ref())
                 .await
                 .map_err(|e| format!("secret `{}`: {e}", secret.name))?
                 .expose()
@@ -307,15 +305,17 @@ async fn run_step(
                 let attempt = || async {
                     attempts.set(attempts.get() + 1);
                     let result = match step.timeout {
-                        Some(limit) => tokio::time::timeout(limit, action.run(&ctx))
-                            .await
-                            .unwrap_or_else(|_| {
-                                Err(anyhow::anyhow!(
-                                    "timed out after {}",
-                                    humantime::format_duration(limit)
-                                ))
-                            }),
-                        None => action.run(&ctx).await,
+                        Some(limit) => {
+                            tokio::time::timeout(limit, crate::steps::run(&action, &ctx))
+                                .await
+                                .unwrap_or_else(|_| {
+                                    Err(anyhow::anyhow!(
+                                        "timed out after {}",
+                                        humantime::format_duration(limit)
+                                    ))
+                                })
+                        }
+                        None => crate::steps::run(&action, &ctx).await,
                     };
                     let verdict = judge(step, result, opts.check, jinja, &ctx_value);
                     if verdict.status == StepStatus::Failed {

@@ -13,6 +13,8 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use nix::unistd::{Gid, Group, Uid, User, fchown};
 
+use bosun_model::mode::parse_mode;
+
 /// Wanted attributes as written in a step; `None` leaves that attribute alone.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Attrs {
@@ -77,17 +79,6 @@ impl Attrs {
                 .with_context(|| format!("setting mode {mode:04o} on {}", path.display()))?;
         }
         Ok(())
-    }
-}
-
-/// Parses an octal mode: `"0644"`, `"644"` or `"0o644"`; at most `07777`.
-pub fn parse_mode(s: &str) -> Result<u32, String> {
-    let digits = s.strip_prefix("0o").unwrap_or(s);
-    match u32::from_str_radix(digits, 8) {
-        Ok(m) if m <= 0o7777 && !digits.is_empty() => Ok(m),
-        _ => Err(format!(
-            "mode {s:?} is not an octal mode such as \"0644\" or \"0755\""
-        )),
     }
 }
 
@@ -284,17 +275,6 @@ pub fn replace_tree(src: &Path, dest: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn modes_parse_in_octal_only() {
-        assert_eq!(parse_mode("0644"), Ok(0o644));
-        assert_eq!(parse_mode("755"), Ok(0o755));
-        assert_eq!(parse_mode("0o1777"), Ok(0o1777));
-        assert!(parse_mode("0899").is_err());
-        assert!(parse_mode("17777").is_err());
-        assert!(parse_mode("").is_err());
-        assert!(parse_mode("rw-r--r--").is_err());
-    }
 
     #[test]
     fn atomic_write_sets_mode_and_leaves_no_temporary_file() {

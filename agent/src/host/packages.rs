@@ -18,11 +18,9 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
 use super::process;
-use crate::steps::CommandOutput;
+use bosun_model::event::CommandOutput;
 
 /// Where apt keeps its package lists.
 pub const APT_LISTS: &str = "/var/lib/apt/lists";
@@ -34,41 +32,7 @@ const APT_DAILY_STAMP: &str = "/var/lib/apt/periodic/update-stamp";
 /// How long to wait for the dpkg/apt lock held by another process.
 const LOCK_TIMEOUT_SECS: u32 = 300;
 
-/// A package manager family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Manager {
-    /// apt-get and dpkg (Debian, Ubuntu).
-    Apt,
-    /// dnf and rpm (Amazon Linux 2023, Fedora, RHEL and its rebuilds).
-    Dnf,
-}
-
-impl Manager {
-    /// The manager of a distribution, by its os-release `ID` (the fact `os_id`).
-    pub fn for_os(os_id: &str) -> anyhow::Result<Manager> {
-        match os_id {
-            "debian" | "ubuntu" | "raspbian" | "linuxmint" | "pop" => Ok(Manager::Apt),
-            "amzn" | "fedora" | "rhel" | "centos" | "rocky" | "almalinux" | "ol" => {
-                Ok(Manager::Dnf)
-            }
-            "" => bail!(
-                "the OS is unknown (no ID in /etc/os-release): set `manager` to \"apt\" or \"dnf\""
-            ),
-            other => bail!(
-                "no package manager known for OS {other:?}: set `manager` to \"apt\" or \"dnf\""
-            ),
-        }
-    }
-
-    /// `apt` or `dnf`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Manager::Apt => "apt",
-            Manager::Dnf => "dnf",
-        }
-    }
-}
+pub use bosun_model::steps::package::Manager;
 
 /// Installed version of each of `names` (`None`: not installed). Runs `dpkg-query` or `rpm -q`
 /// once for all of them.
@@ -462,19 +426,6 @@ fn last_lines(out: &CommandOutput) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn managers_follow_the_os_id() {
-        assert_eq!(Manager::for_os("debian").unwrap(), Manager::Apt);
-        assert_eq!(Manager::for_os("ubuntu").unwrap(), Manager::Apt);
-        assert_eq!(Manager::for_os("amzn").unwrap(), Manager::Dnf);
-        assert_eq!(Manager::for_os("fedora").unwrap(), Manager::Dnf);
-        let err = Manager::for_os("arch").unwrap_err().to_string();
-        assert!(
-            err.contains("\"arch\"") && err.contains("`manager`"),
-            "{err}"
-        );
-    }
 
     #[test]
     fn dpkg_query_counts_only_installed_packages() {

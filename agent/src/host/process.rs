@@ -1,8 +1,11 @@
-//! Running programs: captured output (capped), exit code, and no stray processes.
+//! Running programs: captured output (capped), exit code, and no stray processes. Every child
+//! process bosund starts is started here: [`run`] for a program whose output is collected,
+//! [`Streaming`] for one whose stdin or stdout is a stream (a dump, a restore, `journalctl
+//! --follow`), [`run_blocking`] for a destructor that has no runtime.
 //!
-//! Each program runs in its own process group. If the future running it is dropped (a step's
-//! `timeout` fired, the run was cancelled) the whole group is killed, so a shell line's
-//! children do not outlive the step.
+//! Each program runs in its own process group. If the future running it, or the [`Streaming`]
+//! handle, is dropped (a step's `timeout` fired, the run was cancelled) the whole group is
+//! killed, so a shell line's children do not outlive the step.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
@@ -15,7 +18,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
-use crate::steps::CommandOutput;
+use bosun_model::event::CommandOutput;
 
 /// Most bytes of stdout and of stderr kept; the rest is read and dropped so the program never
 /// blocks on a full pipe, and a marker says how much was cut.
@@ -82,6 +85,187 @@ pub async fn run(
             .code()
             .unwrap_or_else(|| -status.signal().unwrap_or(1)),
     })
+}
+
+/// Like [`run`], blocking the thread, for cleanup from a destructor where no runtime may be
+/// running. The child is not put in a group of its own: it is waited for here.
+pub fn run_blocking(
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+) -> anyhow::Result<CommandOutput> {
+    let (program, args) = argv
+        .split_first()
+        .context("empty command: nothing to run")?;
+    let out = std::process::Command::new(program)
+        .args(args)
+        .envs(env)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("starting {program}"))?;
+    let keep = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(OUTPUT_CAP)]).into_owned();
+    Ok(CommandOutput {
+        stdout: keep(&out.stdout),
+        stderr: keep(&out.stderr),
+        rc: out
+            .status
+            .code()
+            .unwrap_or_else(|| -out.status.signal().unwrap_or(1)),
+    })
+}
+
+/// Kept of a streaming program's stderr, for its error message.
+pub const STREAM_STDERR_CAP: usize = 64 * 1024;
+
+/// What a streaming program's stdin and stdout are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pipe {
+    /// Closed (`/dev/null`).
+    Null,
+    /// A pipe to this process, taken with [`Streaming::take_stdin`] / [`Streaming::take_stdout`]
+    /// (blocking files) or [`Streaming::take_async_stdout`].
+    Piped,
+}
+
+impl Pipe {
+    fn stdio(self) -> Stdio {
+        match self {
+            Pipe::Null => Stdio::null(),
+            Pipe::Piped => Stdio::piped(),
+        }
+    }
+}
+
+/// A program whose stdin or stdout is a stream; its stderr is collected (capped) for its
+/// error. The process group is killed when this is dropped before [`wait`](Self::wait)
+/// finished.
+pub struct Streaming {
+    program: String,
+    child: tokio::process::Child,
+    pgid: Option<Pid>,
+    stderr: Option<tokio::task::JoinHandle<String>>,
+}
+
+/// How a streaming program ended.
+#[derive(Debug)]
+pub struct Exit {
+    /// Exit code; negative: killed by that signal.
+    pub code: i32,
+    /// Its stderr, the first [`STREAM_STDERR_CAP`] bytes.
+    pub stderr: String,
+}
+
+impl Exit {
+    /// Exit code 0.
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+}
+
+impl Streaming {
+    /// Starts `argv` with extra `env` in its own process group. Must be called inside a tokio
+    /// runtime (stderr is read by a task).
+    pub fn spawn(
+        argv: &[String],
+        env: &BTreeMap<String, String>,
+        stdin: Pipe,
+        stdout: Pipe,
+    ) -> anyhow::Result<Streaming> {
+        let (program, args) = argv.split_first().context("empty command")?;
+        let mut child = Command::new(program)
+            .args(args)
+            .envs(env)
+            .stdin(stdin.stdio())
+            .stdout(stdout.stdio())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {program}: is it installed and on PATH?"))?;
+        let pgid = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(Pid::from_raw);
+        let stderr = child.stderr.take().map(|mut err| {
+            tokio::spawn(async move {
+                let mut kept = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = err.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let room = STREAM_STDERR_CAP.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                }
+                String::from_utf8_lossy(&kept).into_owned()
+            })
+        });
+        Ok(Streaming {
+            program: program.clone(),
+            child,
+            pgid,
+            stderr,
+        })
+    }
+
+    /// The program's name, for messages.
+    pub fn program(&self) -> &str {
+        &self.program
+    }
+
+    /// The child's stdout as a blocking file (for a compressor thread).
+    pub fn take_stdout(&mut self) -> anyhow::Result<std::fs::File> {
+        let out = self
+            .child
+            .stdout
+            .take()
+            .context("stdout was not captured")?;
+        Ok(std::fs::File::from(out.into_owned_fd()?))
+    }
+
+    /// The child's stdout for async reading (`journalctl --follow`).
+    pub fn take_async_stdout(&mut self) -> anyhow::Result<tokio::process::ChildStdout> {
+        self.child.stdout.take().context("stdout was not captured")
+    }
+
+    /// The child's stdin as a blocking file (for a decompressor thread).
+    pub fn take_stdin(&mut self) -> anyhow::Result<std::fs::File> {
+        let inp = self.child.stdin.take().context("stdin was not captured")?;
+        Ok(std::fs::File::from(inp.into_owned_fd()?))
+    }
+
+    /// Kills the process group now.
+    pub fn kill(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+
+    /// Waits for the program to exit and returns its code and stderr (trimmed).
+    pub async fn wait(mut self) -> anyhow::Result<Exit> {
+        let status = self
+            .child
+            .wait()
+            .await
+            .with_context(|| format!("waiting for {}", self.program))?;
+        // Reaped: the group id may be reused from now on, so never signal it again.
+        self.pgid = None;
+        let stderr = match self.stderr.take() {
+            Some(h) => h.await.unwrap_or_default(),
+            None => String::new(),
+        };
+        Ok(Exit {
+            code: status
+                .code()
+                .unwrap_or_else(|| -status.signal().unwrap_or(1)),
+            stderr: stderr.trim().to_string(),
+        })
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 async fn read_capped(mut r: impl AsyncRead + Unpin) -> std::io::Result<String> {

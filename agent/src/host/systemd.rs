@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use anyhow::bail;
 
 use super::process;
-use crate::steps::CommandOutput;
+use bosun_model::event::CommandOutput;
 
 /// Runs `systemctl ARGS...` and returns its output whatever the exit code.
 pub async fn systemctl(args: &[&str]) -> anyhow::Result<CommandOutput> {

@@ -1,71 +1,12 @@
-//! `package`: distribution packages are installed, at their newest version, or absent.
-//!
-//! ```toml
-//! package = { names = ["jq", "curl"] }                       # present (the default)
-//! package = { names = ["docker.io"], state = "latest" }
-//! package = { names = ["snapd"], state = "absent", purge = true }
-//! package = { names = ["htop"], update_cache_max_age = "6h" }
-//! ```
-//! apt on Debian and Ubuntu, dnf on Amazon Linux and Fedora, chosen by the fact `os_id` (or
-//! `manager`). The installed state is read first (`dpkg-query`, `rpm -q`) and, when nothing
-//! would change, no package manager runs at all: a second run is cheap and touches nothing.
-//! apt's lists are refreshed (`apt-get update`) only before an install or upgrade, and only
-//! when they are older than `update_cache_max_age` (see `host::packages` for how their age is
-//! told). Under `--check` the step says which packages would be installed, upgraded or
-//! removed, and changes nothing (for `latest` it judges from the lists as they are).
+//! Runs `package` on the host; its arguments and their validation are the model's
+//! (`bosun_model::steps::package`).
 
 use std::time::{Duration, SystemTime};
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use bosun_model::steps::package::{Manager, PackageArgs, PackageState};
 
-use super::{ActionArgs, Check, Outcome, StepContext, StepKind};
-use crate::host::packages::{self, InstallOptions, Manager, Verb};
-use crate::jinja::is_templated;
-
-/// Default of `update_cache_max_age`.
-pub const DEFAULT_UPDATE_CACHE_MAX_AGE: &str = "1h";
-
-/// Arguments of `package`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PackageArgs {
-    /// Package names as the distribution spells them (real packages, not virtual ones).
-    pub names: Vec<String>,
-    /// `present` (default), `latest` or `absent`.
-    #[serde(default)]
-    pub state: PackageState,
-    /// apt only: refresh the package lists before installing when they are older than this
-    /// (e.g. "30m", "1h", "1d"; default "1h"; "0s" refreshes before every install).
-    #[serde(default = "default_max_age")]
-    pub update_cache_max_age: String,
-    /// apt only: install recommended packages too (default false: a small host stays small).
-    #[serde(default)]
-    pub install_recommends: bool,
-    /// With `state = "absent"`: remove configuration files too (apt `purge`).
-    #[serde(default)]
-    pub purge: bool,
-    /// `apt` or `dnf`; default: chosen from the fact `os_id`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub manager: Option<Manager>,
-}
-
-fn default_max_age() -> String {
-    DEFAULT_UPDATE_CACHE_MAX_AGE.to_string()
-}
-
-/// What the packages must be.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum PackageState {
-    /// Installed, any version.
-    #[default]
-    Present,
-    /// Installed at the newest version the package sources offer.
-    Latest,
-    /// Not installed.
-    Absent,
-}
+use super::{Check, Outcome, StepContext, StepKind};
+use crate::host::packages::{self, InstallOptions, Verb};
 
 /// What `apply` has to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,17 +23,10 @@ pub struct PackageChange {
     pub refresh: bool,
 }
 
-/// Parses a duration such as "90s", "30m", "1h", "1d" (humantime syntax).
-pub fn parse_max_age(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| {
-        format!("update_cache_max_age {s:?} is not a duration such as \"30m\" or \"1h\": {e}")
-    })
-}
-
 /// Decides what to do from what is installed. `installed` maps every name to its installed
 /// version; `upgradable` holds the installed names a newer version is known for. `stale` says
 /// whether apt's lists need a refresh before an install (always false for dnf).
-pub fn plan(
+pub(crate) fn plan(
     manager: Manager,
     state: PackageState,
     names: &[String],
@@ -136,7 +70,7 @@ pub fn plan(
 }
 
 /// One line on a planned change: "install jq, tree; refresh the package lists (2 days old)".
-pub fn describe(change: &PackageChange, lists_age: Option<Duration>) -> String {
+pub(crate) fn describe(change: &PackageChange, lists_age: Option<Duration>) -> String {
     let mut parts = Vec::new();
     if change.refresh {
         parts.push(match lists_age {
@@ -162,52 +96,25 @@ pub fn describe(change: &PackageChange, lists_age: Option<Duration>) -> String {
     format!("{}: {}", change.manager.name(), parts.join("; "))
 }
 
-impl PackageArgs {
-    fn manager(&self, ctx: &StepContext<'_>) -> anyhow::Result<Manager> {
-        if let Some(m) = self.manager {
-            return Ok(m);
-        }
-        let os_id = ctx
-            .vars
-            .get_attr("facts")
-            .and_then(|f| f.get_attr("os_id"))
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        Manager::for_os(&os_id)
+/// The package manager: `manager`, else the one of the fact `os_id`.
+fn manager(args: &PackageArgs, ctx: &StepContext<'_>) -> anyhow::Result<Manager> {
+    if let Some(m) = args.manager {
+        return Ok(m);
     }
-
-    fn max_age(&self) -> anyhow::Result<Duration> {
-        parse_max_age(&self.update_cache_max_age).map_err(anyhow::Error::msg)
-    }
-
-    fn options(&self) -> InstallOptions {
-        InstallOptions {
-            install_recommends: self.install_recommends,
-        }
-    }
+    let os_id = ctx
+        .vars
+        .get_attr("facts")
+        .and_then(|f| f.get_attr("os_id"))
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    Manager::for_os(&os_id)
 }
 
-impl ActionArgs for PackageArgs {
-    fn validate(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if self.names.is_empty() {
-            problems.push("`names` is empty: list the packages to manage".to_string());
-        }
-        for name in self.names.iter().filter(|n| !is_templated(n)) {
-            if name.is_empty() || name.starts_with('-') || name.chars().any(char::is_whitespace) {
-                problems.push(format!(
-                    "{name:?} is not a package name (one name per entry, no spaces, no options)"
-                ));
-            }
-        }
-        if !is_templated(&self.update_cache_max_age) {
-            problems.extend(parse_max_age(&self.update_cache_max_age).err());
-        }
-        if self.purge && self.state != PackageState::Absent {
-            problems.push("`purge` only means something with `state = \"absent\"`".to_string());
-        }
-        problems
+/// How the package manager is to install.
+fn options(args: &PackageArgs) -> InstallOptions {
+    InstallOptions {
+        install_recommends: args.install_recommends,
     }
 }
 
@@ -215,7 +122,7 @@ impl StepKind for PackageArgs {
     type Change = PackageChange;
 
     async fn check(&self, ctx: &StepContext<'_>) -> anyhow::Result<Check<PackageChange>> {
-        let manager = self.manager(ctx)?;
+        let manager = manager(self, ctx)?;
         let max_age = self.max_age()?;
         let installed = packages::installed(manager, &self.names).await?;
         let lists_age = match manager {
@@ -279,7 +186,7 @@ impl StepKind for PackageArgs {
         }
         let before = packages::installed(manager, &self.names).await?;
         if !change.install.is_empty() {
-            packages::change(manager, Verb::Install, &change.install, self.options()).await?;
+            packages::change(manager, Verb::Install, &change.install, options(self)).await?;
         }
         if !change.upgrade.is_empty() {
             let verb = match manager {
@@ -287,7 +194,7 @@ impl StepKind for PackageArgs {
                 Manager::Apt => Verb::Install,
                 Manager::Dnf => Verb::Upgrade,
             };
-            packages::change(manager, verb, &change.upgrade, self.options()).await?;
+            packages::change(manager, verb, &change.upgrade, options(self)).await?;
         }
         if !change.remove.is_empty() {
             let verb = if self.purge {
@@ -295,7 +202,7 @@ impl StepKind for PackageArgs {
             } else {
                 Verb::Remove
             };
-            packages::change(manager, verb, &change.remove, self.options()).await?;
+            packages::change(manager, verb, &change.remove, options(self)).await?;
         }
         // Trust the package database, not the exit code: an install of a virtual package name
         // "succeeds" without installing anything by that name, and would then run every time.
@@ -499,24 +406,5 @@ mod tests {
         assert_eq!(c.remove, names(&["jq"]));
         assert!(!c.refresh);
         assert_eq!(describe(&c, None), "dnf: remove jq");
-    }
-
-    #[test]
-    fn validation_catches_bad_names_ages_and_purge() {
-        let args = PackageArgs {
-            names: names(&["ok", "two words", "-y"]),
-            state: PackageState::Present,
-            update_cache_max_age: "soon".into(),
-            install_recommends: false,
-            purge: true,
-            manager: None,
-        };
-        let problems = args.validate().join("\n");
-        assert!(problems.contains("\"two words\""), "{problems}");
-        assert!(problems.contains("\"-y\""), "{problems}");
-        assert!(problems.contains("\"soon\""), "{problems}");
-        assert!(problems.contains("`purge`"), "{problems}");
-        assert_eq!(parse_max_age("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_max_age("0s"), Ok(Duration::ZERO));
     }
 }

@@ -1,39 +1,5 @@
-//! `s3_sync`: a local directory to an S3 bucket prefix, uploading only new or changed files.
-//!
-//! ```toml
-//! s3_sync = { src = "/srv/uploads", bucket = "acme-backups", prefix = "uploads/",
-//!             delete = true, storage_class = "STANDARD_IA", exclude = ["**/*.tmp"] }
-//! ```
-//! The change test, compared without downloading anything: a file is uploaded when no object
-//! has its key, when the object's size differs, or when the object's `x-amz-meta-sha256` (the
-//! SHA-256 of the content, hex, which this step writes on every upload) differs from the file's
-//! SHA-256. So only files whose size matches an object are hashed in `check`, and each costs
-//! one HeadObject. Objects without that metadata (uploaded by another tool) count as changed and
-//! are uploaded once. S3's own checksums are not used: a multipart object's ChecksumSHA256 is a
-//! checksum of part checksums, which depends on the part size, not on the content alone.
-//!
-//! The quick check, so a warm sync of a large tree reads nothing: at the end of a run (not
-//! under `--check`) the step records, per file, its stamp (size, mtime, ctime, inode) and the
-//! ETag of the object known to hold its content (uploaded, or compared by SHA-256), in
-//! `<state dir>/s3-sync/<hash of bucket, prefix and src>.json` (written atomically). A file
-//! whose stamp and whose object's listed ETag both match the record is unchanged without a
-//! HeadObject or a read. Any write to the file changes its ctime, and any write to the object
-//! its ETag, so either sends it back to the full comparison. A missing or unreadable record
-//! only makes the run slower.
-//!
-//! Uploads: files up to [`MULTIPART_THRESHOLD`] with one PutObject, larger ones as a multipart
-//! upload ([`crate::backup::upload::MultipartUpload`]: aborted when anything fails), both
-//! streamed from the file, so memory does not grow with file size; at most `concurrency` files
-//! at once. A file is hashed just before its upload and its size and mtime are compared before
-//! and after: a file that changed meanwhile fails the step (a multipart upload is aborted, so
-//! nothing half-written becomes visible).
-//!
-//! `delete = true` then removes objects under the prefix with no local file (only those the
-//! include/exclude globs select: an excluded path is neither uploaded nor deleted). Symlinks are
-//! not followed and other non-regular files (sockets, FIFOs) are skipped; both are named in
-//! the message and their objects are never deleted. An unreadable file or directory fails
-//! `check`, naming every one, before anything is uploaded. The storage class applies to
-//! uploads: an unchanged object keeps the class it has.
+//! Runs `s3_sync` on the host; its arguments and their validation are the model's
+//! (`bosun_model::steps::s3_sync`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -43,18 +9,16 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier, StorageClass};
+use bosun_model::backup::parts::MAX_PARTS;
+use bosun_model::steps::ActionArgs;
+use bosun_model::steps::s3_sync::{Filter, S3SyncArgs};
 use futures_util::StreamExt;
-use globset::{Glob, GlobSet, GlobSetBuilder};
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::k3s::Toggle;
-use super::{ActionArgs, Check, CommandOutput, Outcome, StepContext, StepKind};
+use super::{Check, CommandOutput, Outcome, StepContext, StepKind};
 use crate::aws::{Aws, AwsTarget, describe_error};
-use crate::backup::Number;
 use crate::backup::upload::{MultipartUpload, ObjectOptions};
-use crate::jinja::is_templated;
 
 /// Files larger than this go up as multipart uploads.
 pub const MULTIPART_THRESHOLD: u64 = 16 << 20;
@@ -64,45 +28,6 @@ const MIN_PART: u64 = 16 << 20;
 pub const SHA256_METADATA: &str = "sha256";
 /// Most names listed in a message; the rest are counted.
 const LISTED: usize = 50;
-
-fn default_concurrency() -> Number {
-    Number::Int(4)
-}
-
-/// Arguments of `s3_sync`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct S3SyncArgs {
-    /// Local directory to upload (relative: to the playbook's directory).
-    pub src: String,
-    /// Destination bucket.
-    pub bucket: String,
-    /// Key prefix; a `/` is added when missing. Empty: the bucket's top.
-    #[serde(default)]
-    pub prefix: String,
-    /// Delete objects under the prefix that have no local file (default false).
-    #[serde(default)]
-    pub delete: Toggle,
-    /// Storage class of uploaded objects: STANDARD, STANDARD_IA, ONEZONE_IA,
-    /// INTELLIGENT_TIERING, GLACIER_IR, GLACIER, DEEP_ARCHIVE, ... (default: the bucket's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage_class: Option<String>,
-    /// Only paths (relative to `src`, `/`-separated) matching one of these globs.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub include: Vec<String>,
-    /// Skip paths matching one of these globs (wins over `include`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exclude: Vec<String>,
-    /// Files uploaded (or hashed and compared) at once, 1 to 16.
-    #[serde(default = "default_concurrency")]
-    pub concurrency: Number,
-    /// AWS region (default: from the environment, profile or instance).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    /// S3 endpoint instead of AWS's (default: `AWS_ENDPOINT_URL` if set).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint_url: Option<String>,
-}
 
 /// One file to upload.
 #[derive(Debug, Clone)]
@@ -198,34 +123,6 @@ impl Seen {
         }
         let json = serde_json::to_vec(self)?;
         crate::host::fs::write_atomic(path, &json, 0o600, &Default::default())
-    }
-}
-
-/// The glob filter: include (empty: all), then exclude.
-struct Filter {
-    include: Option<GlobSet>,
-    exclude: GlobSet,
-}
-
-impl Filter {
-    fn new(include: &[String], exclude: &[String]) -> Result<Filter, String> {
-        let set = |globs: &[String], name: &str| -> Result<GlobSet, String> {
-            let mut b = GlobSetBuilder::new();
-            for g in globs {
-                b.add(Glob::new(g).map_err(|e| format!("`{name}`: glob {g:?} is not valid: {e}"))?);
-            }
-            b.build().map_err(|e| format!("`{name}`: {e}"))
-        };
-        Ok(Filter {
-            include: (!include.is_empty())
-                .then(|| set(include, "include"))
-                .transpose()?,
-            exclude: set(exclude, "exclude")?,
-        })
-    }
-
-    fn selects(&self, rel: &str) -> bool {
-        self.include.as_ref().is_none_or(|s| s.is_match(rel)) && !self.exclude.is_match(rel)
     }
 }
 
@@ -360,237 +257,165 @@ fn stamp(path: &Path) -> anyhow::Result<FileStamp> {
     Ok(FileStamp::of(&m))
 }
 
-impl S3SyncArgs {
-    fn prefix(&self) -> String {
-        let p = self.prefix.trim_start_matches('/');
-        if p.is_empty() || p.ends_with('/') {
-            p.to_string()
-        } else {
-            format!("{p}/")
-        }
-    }
+async fn aws(args: &S3SyncArgs) -> anyhow::Result<Aws> {
+    Aws::connect(&AwsTarget {
+        region: args.region.clone(),
+        endpoint_url: args.endpoint_url.clone(),
+    })
+    .await
+}
 
-    fn concurrency(&self) -> anyhow::Result<usize> {
-        let n = self.concurrency.value("concurrency")?;
-        if !(1..=16).contains(&n) {
-            anyhow::bail!("`concurrency` must be 1 to 16, got {n}");
-        }
-        Ok(n as usize)
-    }
+/// Where the quick-check record of this bucket, prefix and source directory lives.
+fn seen_path(args: &S3SyncArgs, state_dir: &Path, root: &Path) -> PathBuf {
+    let id = Sha256::digest(
+        format!("{}\0{}\0{}", args.bucket, args.prefix(), root.display()).as_bytes(),
+    );
+    state_dir
+        .join("s3-sync")
+        .join(format!("{}.json", &hex::encode(id)[..32]))
+}
 
-    fn storage_class(&self) -> anyhow::Result<Option<StorageClass>> {
-        let Some(text) = &self.storage_class else {
-            return Ok(None);
-        };
-        if StorageClass::values().contains(&text.as_str()) {
-            Ok(Some(StorageClass::from(text.as_str())))
-        } else {
-            anyhow::bail!(
-                "`storage_class` {text:?} is not an S3 storage class: use one of {}",
-                StorageClass::values().join(", ")
+/// Objects under the prefix: key → size and ETag.
+async fn remote(
+    args: &S3SyncArgs,
+    s3: &aws_sdk_s3::Client,
+) -> anyhow::Result<BTreeMap<String, RemoteObject>> {
+    let prefix = args.prefix();
+    let mut out = BTreeMap::new();
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(&args.bucket)
+        .prefix(&prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| {
+            anyhow::anyhow!(
+                "listing {}: {} (check the bucket name, region and the role's s3:ListBucket permission)",
+                args.dest(),
+                describe_error(&e)
             )
-        }
-    }
-
-    async fn aws(&self) -> anyhow::Result<Aws> {
-        Aws::connect(&AwsTarget {
-            region: self.region.clone(),
-            endpoint_url: self.endpoint_url.clone(),
-        })
-        .await
-    }
-
-    fn dest(&self) -> String {
-        format!("s3://{}/{}", self.bucket, self.prefix())
-    }
-
-    /// Where the quick-check record of this bucket, prefix and source directory lives.
-    fn seen_path(&self, state_dir: &Path, root: &Path) -> PathBuf {
-        let id = Sha256::digest(
-            format!("{}\0{}\0{}", self.bucket, self.prefix(), root.display()).as_bytes(),
-        );
-        state_dir
-            .join("s3-sync")
-            .join(format!("{}.json", &hex::encode(id)[..32]))
-    }
-
-    /// Objects under the prefix: key → size and ETag.
-    async fn remote(
-        &self,
-        s3: &aws_sdk_s3::Client,
-    ) -> anyhow::Result<BTreeMap<String, RemoteObject>> {
-        let prefix = self.prefix();
-        let mut out = BTreeMap::new();
-        let mut pages = s3
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&prefix)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| {
-                anyhow::anyhow!(
-                    "listing {}: {} (check the bucket name, region and the role's s3:ListBucket permission)",
-                    self.dest(),
-                    describe_error(&e)
-                )
-            })?;
-            for o in page.contents() {
-                if let Some(key) = o.key()
-                    && !key.ends_with('/')
-                {
-                    out.insert(
-                        key.to_string(),
-                        RemoteObject {
-                            size: u64::try_from(o.size().unwrap_or(0)).unwrap_or(0),
-                            etag: o.e_tag().map(str::to_string),
-                        },
-                    );
-                }
+        })?;
+        for o in page.contents() {
+            if let Some(key) = o.key()
+                && !key.ends_with('/')
+            {
+                out.insert(
+                    key.to_string(),
+                    RemoteObject {
+                        size: u64::try_from(o.size().unwrap_or(0)).unwrap_or(0),
+                        etag: o.e_tag().map(str::to_string),
+                    },
+                );
             }
         }
-        Ok(out)
     }
+    Ok(out)
+}
 
-    /// `None` when the object's recorded SHA-256 differs from the file's (or is missing);
-    /// else `Some` of the object's ETag (empty when S3 gave none).
-    async fn same_content(
-        &self,
-        s3: &aws_sdk_s3::Client,
-        key: &str,
-        path: PathBuf,
-    ) -> anyhow::Result<Option<String>> {
-        let head = s3
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
+/// `None` when the object's recorded SHA-256 differs from the file's (or is missing);
+/// else `Some` of the object's ETag (empty when S3 gave none).
+async fn same_content(
+    args: &S3SyncArgs,
+    s3: &aws_sdk_s3::Client,
+    key: &str,
+    path: PathBuf,
+) -> anyhow::Result<Option<String>> {
+    let head = s3
+        .head_object()
+        .bucket(&args.bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "looking at s3://{}/{key}: {}",
+                args.bucket,
+                describe_error(&e)
+            )
+        })?;
+    let Some(recorded) = head
+        .metadata()
+        .and_then(|m| m.get(SHA256_METADATA))
+        .cloned()
+    else {
+        return Ok(None);
+    };
+    Ok((sha256_file(path).await? == recorded).then(|| head.e_tag().unwrap_or("").to_string()))
+}
+
+/// Uploads one file.
+async fn upload(
+    args: &S3SyncArgs,
+    aws: &Aws,
+    up: &Upload,
+    class: &Option<StorageClass>,
+) -> anyhow::Result<Uploaded> {
+    let before = stamp(&up.path)?;
+    let sha = sha256_file(up.path.clone()).await?;
+    let options = ObjectOptions {
+        content_type: None,
+        storage_class: class.clone(),
+        metadata: HashMap::from([(SHA256_METADATA.to_string(), sha)]),
+    };
+    let changed = |what: &str| {
+        anyhow::anyhow!(
+            "{} changed while it was being uploaded ({what}): run the sync again once it is quiet",
+            up.path.display()
+        )
+    };
+    if before.size <= MULTIPART_THRESHOLD {
+        let body = ByteStream::read_from()
+            .path(&up.path)
+            .length(aws_sdk_s3::primitives::Length::Exact(before.size))
+            .build()
+            .await
+            .with_context(|| format!("reading {}", up.path.display()))?;
+        let out = aws
+            .s3()
+            .put_object()
+            .bucket(&args.bucket)
+            .key(&up.key)
+            .body(body)
+            .set_storage_class(options.storage_class)
+            .set_metadata(Some(options.metadata))
             .send()
             .await
             .map_err(|e| {
                 anyhow::anyhow!(
-                    "looking at s3://{}/{key}: {}",
-                    self.bucket,
+                    "uploading {} to s3://{}/{}: {}",
+                    up.path.display(),
+                    args.bucket,
+                    up.key,
                     describe_error(&e)
                 )
             })?;
-        let Some(recorded) = head
-            .metadata()
-            .and_then(|m| m.get(SHA256_METADATA))
-            .cloned()
-        else {
-            return Ok(None);
-        };
-        Ok((sha256_file(path).await? == recorded).then(|| head.e_tag().unwrap_or("").to_string()))
-    }
-
-    /// Uploads one file.
-    async fn upload(
-        &self,
-        aws: &Aws,
-        up: &Upload,
-        class: &Option<StorageClass>,
-    ) -> anyhow::Result<Uploaded> {
-        let before = stamp(&up.path)?;
-        let sha = sha256_file(up.path.clone()).await?;
-        let options = ObjectOptions {
-            content_type: None,
-            storage_class: class.clone(),
-            metadata: HashMap::from([(SHA256_METADATA.to_string(), sha)]),
-        };
-        let changed = |what: &str| {
-            anyhow::anyhow!(
-                "{} changed while it was being uploaded ({what}): run the sync again once it is quiet",
-                up.path.display()
-            )
-        };
-        if before.size <= MULTIPART_THRESHOLD {
-            let body = ByteStream::read_from()
-                .path(&up.path)
-                .length(aws_sdk_s3::primitives::Length::Exact(before.size))
-                .build()
-                .await
-                .with_context(|| format!("reading {}", up.path.display()))?;
-            let out = aws
-                .s3()
-                .put_object()
-                .bucket(&self.bucket)
-                .key(&up.key)
-                .body(body)
-                .set_storage_class(options.storage_class)
-                .set_metadata(Some(options.metadata))
-                .send()
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "uploading {} to s3://{}/{}: {}",
-                        up.path.display(),
-                        self.bucket,
-                        up.key,
-                        describe_error(&e)
-                    )
-                })?;
-            if stamp(&up.path)? != before {
-                // The object holds a mix or a newer version with the old SHA-256: the next
-                // sync sees the mismatch and uploads it again.
-                return Err(changed("uploaded as it was; the next sync corrects it"));
-            }
-            return Ok((before, out.e_tag));
-        }
-        let size = before.size;
-        let part = size
-            .div_ceil(crate::backup::upload::MAX_PARTS)
-            .div_ceil(1 << 20)
-            * (1 << 20);
-        let part = part.max(MIN_PART);
-        let mut upload = MultipartUpload::create_with(aws, &self.bucket, &up.key, &options).await?;
-        let mut offset = 0u64;
-        let mut number = 1i32;
-        while offset < size {
-            let len = part.min(size - offset);
-            upload
-                .upload_file_part(number, &up.path, offset, len)
-                .await?;
-            offset += len;
-            number += 1;
-        }
         if stamp(&up.path)? != before {
-            // Dropping `upload` aborts it: the old object (if any) stays.
-            return Err(changed("the upload was aborted"));
+            // The object holds a mix or a newer version with the old SHA-256: the next
+            // sync sees the mismatch and uploads it again.
+            return Err(changed("uploaded as it was; the next sync corrects it"));
         }
-        Ok((before, upload.complete().await?))
+        return Ok((before, out.e_tag));
     }
-}
-
-impl ActionArgs for S3SyncArgs {
-    fn validate(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if self.src.is_empty() {
-            problems.push("`src` is empty: name the directory to upload".into());
-        }
-        if self.bucket.is_empty() {
-            problems.push("`bucket` is empty".into());
-        }
-        problems.extend(self.delete.problem("delete"));
-        problems.extend(self.concurrency.problem("concurrency"));
-        if matches!(self.concurrency, Number::Int(_))
-            && let Err(e) = self.concurrency()
-        {
-            problems.push(e.to_string());
-        }
-        if let Some(c) = &self.storage_class
-            && !is_templated(c)
-            && let Err(e) = self.storage_class()
-        {
-            problems.push(e.to_string());
-        }
-        let globs: Vec<&String> = self.include.iter().chain(&self.exclude).collect();
-        if !globs.iter().any(|g| is_templated(g))
-            && let Err(e) = Filter::new(&self.include, &self.exclude)
-        {
-            problems.push(e);
-        }
-        problems
+    let size = before.size;
+    let part = size.div_ceil(MAX_PARTS).div_ceil(1 << 20) * (1 << 20);
+    let part = part.max(MIN_PART);
+    let mut upload = MultipartUpload::create_with(aws, &args.bucket, &up.key, &options).await?;
+    let mut offset = 0u64;
+    let mut number = 1i32;
+    while offset < size {
+        let len = part.min(size - offset);
+        upload
+            .upload_file_part(number, &up.path, offset, len)
+            .await?;
+        offset += len;
+        number += 1;
     }
+    if stamp(&up.path)? != before {
+        // Dropping `upload` aborts it: the old object (if any) stays.
+        return Err(changed("the upload was aborted"));
+    }
+    Ok((before, upload.complete().await?))
 }
 
 impl StepKind for S3SyncArgs {
@@ -633,12 +458,12 @@ impl StepKind for S3SyncArgs {
             );
         }
 
-        let aws = self.aws().await?;
+        let aws = aws(self).await?;
         let s3 = aws.s3();
-        let remote = self.remote(&s3).await?;
+        let remote = remote(self, &s3).await?;
         let prefix = self.prefix();
 
-        let seen_path = self.seen_path(ctx.state_dir, &root);
+        let seen_path = seen_path(self, ctx.state_dir, &root);
         let last = Seen::load(&seen_path);
         let mut seen = Seen::default();
         let mut uploads = Vec::new();
@@ -675,7 +500,7 @@ impl StepKind for S3SyncArgs {
                 .map(|(up, stamp)| {
                     let s3 = &s3;
                     async move {
-                        let etag = self.same_content(s3, &up.key, up.path.clone()).await?;
+                        let etag = same_content(self, s3, &up.key, up.path.clone()).await?;
                         Ok((up, stamp, etag))
                     }
                 })
@@ -745,13 +570,13 @@ impl StepKind for S3SyncArgs {
 
     async fn apply(&self, _ctx: &StepContext<'_>, mut plan: SyncPlan) -> anyhow::Result<Outcome> {
         let concurrency = self.concurrency()?;
-        let class = self.storage_class()?;
-        let aws = self.aws().await?;
+        let class = self.storage_class()?.map(StorageClass::from);
+        let aws = aws(self).await?;
         let results: Vec<(String, anyhow::Result<Uploaded>)> =
             futures_util::stream::iter(plan.uploads.clone())
                 .map(|up| {
                     let (aws, class) = (&aws, &class);
-                    async move { (up.rel.clone(), self.upload(aws, &up, class).await) }
+                    async move { (up.rel.clone(), upload(self, aws, &up, class).await) }
                 })
                 .buffer_unordered(concurrency)
                 .collect()
@@ -892,6 +717,8 @@ fn summary(plan: &SyncPlan, dest: &str, tense: Tense) -> String {
 
 #[cfg(test)]
 mod tests {
+    use bosun_model::steps::s3_sync::STORAGE_CLASSES;
+
     use super::*;
 
     #[test]
@@ -902,20 +729,8 @@ mod tests {
     }
 
     #[test]
-    fn exclude_wins_over_include_and_globs_cross_directories() {
-        let f = Filter::new(&["**/*.bin".into(), "top.txt".into()], &["tmp/**".into()]).unwrap();
-        assert!(f.selects("models/a/b.bin"));
-        assert!(f.selects("top.txt"));
-        assert!(!f.selects("tmp/x.bin"));
-        assert!(!f.selects("notes.md"));
-        let all = Filter::new(&[], &[]).unwrap();
-        assert!(all.selects("anything/at/all"));
-        assert!(
-            Filter::new(&["a[".into()], &[])
-                .err()
-                .unwrap()
-                .contains("`include`: glob \"a[\"")
-        );
+    fn the_model_knows_every_storage_class_of_the_sdk() {
+        assert_eq!(STORAGE_CLASSES, StorageClass::values());
     }
 
     #[test]

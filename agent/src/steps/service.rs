@@ -1,61 +1,14 @@
-//! `service`: a systemd unit is running or stopped, enabled at boot or not.
-//!
-//! ```toml
-//! service = { name = "docker", state = "started", enabled = true }
-//! service = { name = "k3s", state = "restarted", daemon_reload = true }
-//! service = { name = "apt-daily.timer", state = "stopped", enabled = false }
-//! ```
-//! `name` without a suffix means `NAME.service`. The step reports `changed` only when it
-//! changed something: a unit already active is not started again, one already enabled is not
-//! enabled again. `restarted` and `reloaded` always act and always report `changed` (as in
-//! Ansible): use them in handlers. `reloaded` starts a unit that is not running.
-//! `daemon_reload = true` runs `systemctl daemon-reload` when systemd's view of the unit is
-//! stale (its files changed on disk, or it was not found when last asked), which is what a
-//! step that just wrote a unit file needs, and only then.
-//!
-//! Order of work: daemon-reload, then enable/disable, then start/stop/restart/reload.
+//! Runs `service` on the host; its arguments and their validation are the model's
+//! (`bosun_model::steps::service`).
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use bosun_model::steps::service::{ServiceArgs, ServiceState};
 
-use super::{ActionArgs, Check, Outcome, StepContext, StepKind};
+use super::{Check, Outcome, StepContext, StepKind};
 use crate::host::systemd;
-use crate::jinja::is_templated;
-
-/// Arguments of `service`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceArgs {
-    /// The unit: `docker` (meaning `docker.service`), `docker.socket`, `fstrim.timer`.
-    pub name: String,
-    /// Whether it runs: `started`, `stopped`, `restarted` or `reloaded`; unset: left alone.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<ServiceState>,
-    /// Whether it starts at boot; unset: left alone.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enabled: Option<bool>,
-    /// Run `systemctl daemon-reload` first when systemd's copy of the unit is stale.
-    #[serde(default)]
-    pub daemon_reload: bool,
-}
-
-/// Whether a unit runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ServiceState {
-    /// Running (started when it is not).
-    Started,
-    /// Not running (stopped when it is).
-    Stopped,
-    /// Restarted (started when it is not running). Always a change.
-    Restarted,
-    /// Reloaded (`systemctl reload`; started when it is not running). Always a change.
-    Reloaded,
-}
 
 /// What systemd says of the unit now.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnitState {
+pub(crate) struct UnitState {
     /// `systemctl is-active`: `active`, `inactive`, `failed`, `activating`, ...
     pub active: String,
     /// `systemctl is-enabled`: `enabled`, `disabled`, `static`, `masked`, `not-found`, ...
@@ -112,7 +65,7 @@ const ENABLED_LIKE: &[&str] = &[
 const RUNNING: &[&str] = &["active", "activating", "reloading", "refreshing"];
 
 /// `name`, with `.service` added when it has no unit suffix.
-pub fn unit_name(name: &str) -> String {
+pub(crate) fn unit_name(name: &str) -> String {
     const SUFFIXES: &[&str] = &[
         ".service",
         ".socket",
@@ -135,7 +88,7 @@ pub fn unit_name(name: &str) -> String {
 
 /// What to do, from what the step wants and what systemd says. `check_mode` relaxes the
 /// not-found error: under `--check` an earlier step may be the one that would write the unit.
-pub fn plan(
+pub(crate) fn plan(
     args: &ServiceArgs,
     have: &UnitState,
     check_mode: bool,
@@ -201,29 +154,6 @@ async fn unit_state(unit: &str) -> anyhow::Result<UnitState> {
         enabled: systemd::enabled_state(unit).await?,
         stale,
     })
-}
-
-impl ActionArgs for ServiceArgs {
-    fn validate(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if self.state.is_none() && self.enabled.is_none() && !self.daemon_reload {
-            problems.push(
-                "nothing to do: give `state`, `enabled` or `daemon_reload = true`".to_string(),
-            );
-        }
-        if !is_templated(&self.name)
-            && (self.name.is_empty()
-                || self.name.starts_with('-')
-                || self.name.contains('/')
-                || self.name.chars().any(char::is_whitespace))
-        {
-            problems.push(format!(
-                "{:?} is not a unit name (such as \"docker\" or \"fstrim.timer\")",
-                self.name
-            ));
-        }
-        problems
-    }
 }
 
 impl StepKind for ServiceArgs {
@@ -396,13 +326,5 @@ mod tests {
         assert_eq!(unit_name("docker.socket"), "docker.socket");
         assert_eq!(unit_name("fstrim.timer"), "fstrim.timer");
         assert_eq!(unit_name("getty@tty1"), "getty@tty1.service");
-    }
-
-    #[test]
-    fn validation_needs_something_to_do_and_a_plain_name() {
-        assert!(args(None, None, false).validate()[0].contains("nothing to do"));
-        let mut a = args(Some(ServiceState::Started), None, false);
-        a.name = "../etc/passwd".into();
-        assert!(a.validate()[0].contains("not a unit name"));
     }
 }

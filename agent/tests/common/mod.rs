@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bosun_agent::event::{RunEvent, StepReport, StepStatus, Summary};
+use bosun_model::event::{RunEvent, StepReport, StepStatus, Summary};
 
 /// The `bosund` binary built by cargo for this test run.
 pub const BOSUND: &str = env!("CARGO_BIN_EXE_bosund");

@@ -1,6 +1,6 @@
 //! `bosun backups list` and `bosun backups restore`: `bosund backups ... --output json` on the
-//! host over SSH (like `bosun status`), parsed into the agent's own documents
-//! ([`Listing`], [`Restored`]) and rendered with the agent's renderers, so both ends agree.
+//! host over SSH (like `bosun status`), parsed into the model's documents
+//! ([`Listing`], [`Restored`]) and rendered with the same renderers as `bosund`'s, so both ends agree.
 //!
 //! The host does the work with its own credentials (instance role) and network: S3 and the
 //! database are reached from there, and `--password-source` (`env:`, `file:`, `ssm:`) is read
@@ -9,15 +9,14 @@
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use bosun_agent::backup::cli::{Listing, Restored, render_listing, render_restored};
+use bosun_model::backup::report::{Listing, Restored, render_listing, render_restored};
 use clap::{Args, Subcommand};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::ssh::{Ssh, shell_quote};
-use super::{
-    EXIT_FAILED, EXIT_UNREACHABLE, Target, TargetArgs, bosund, host_key_policy, runtime, targets,
-};
+use super::{Target, TargetArgs, bosund, host_key_policy, targets};
+use crate::{exit, runtime};
 
 /// `bosun backups ...`.
 #[derive(Subcommand, Debug)]
@@ -218,14 +217,14 @@ fn list(a: ListArgs, json_out: bool) -> Result<ExitCode> {
                 docs.push(json!({"host": t.name, "listing": listing}));
             }
             HostResult::Failed(e) => {
-                code = code.max(EXIT_FAILED);
+                code = code.max(exit::FAILED);
                 if !json_out {
                     println!("{}: failed: {e}", t.name);
                 }
                 docs.push(json!({"host": t.name, "error": e}));
             }
             HostResult::Unreachable(e) => {
-                code = code.max(EXIT_UNREACHABLE);
+                code = code.max(exit::UNREACHABLE);
                 if !json_out {
                     println!("{}: unreachable: {e}", t.name);
                 }
@@ -265,7 +264,7 @@ fn restore(a: RestoreArgs, json_out: bool) -> Result<ExitCode> {
             if !json_out {
                 println!("{}: restore refused or failed: {e}", t.name);
             }
-            (json!({"host": t.name, "error": e}), EXIT_FAILED)
+            (json!({"host": t.name, "error": e}), exit::FAILED)
         }
         HostResult::Unreachable(e) => {
             if !json_out {
@@ -273,7 +272,7 @@ fn restore(a: RestoreArgs, json_out: bool) -> Result<ExitCode> {
             }
             (
                 json!({"host": t.name, "error": e, "unreachable": true}),
-                EXIT_UNREACHABLE,
+                exit::UNREACHABLE,
             )
         }
     };

@@ -136,11 +136,9 @@ impl LocalBosund {
             let _ = std::fs::create_dir_all(file.parent().unwrap_or(Path::new("/")))
                 .map_err(anyhow::Error::from)
                 .and_then(|()| {
-                    bosun_agent::host::fs::write_atomic(
+                    crate::local::write_atomic(
                         file,
                         &serde_json::to_vec(&entries).expect("serialises"),
-                        0o600,
-                        &Default::default(),
                     )
                 });
         }

@@ -35,8 +35,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use bosun_agent::event::{RunEvent, Summary};
-use bosun_agent::playbook::{self, Source};
+use bosun_model::event::{RunEvent, Summary};
+use bosun_model::playbook::{self, Source};
 use clap::{Args, ValueEnum};
 use serde_json::{Map, Value, json};
 
@@ -48,14 +48,8 @@ use ssh::{Endpoint, HostKeyPolicy, Ssh, shell_quote};
 use target::{HostArg, Resolver};
 use tokio::sync::watch;
 
-/// Exit code: some host had a failed step, or hosts were not started.
-const EXIT_FAILED: u8 = 1;
-/// Exit code: invalid playbook or command line; nothing ran.
-const EXIT_INVALID: u8 = 2;
-/// Exit code: some host was unreachable (wins over EXIT_FAILED: its state is unknown).
-const EXIT_UNREACHABLE: u8 = 4;
-/// Exit code: interrupted (Ctrl-C or SIGTERM); the runs were cancelled (wins over the rest).
-const EXIT_CANCELLED: u8 = 130;
+use crate::exit;
+use crate::runtime;
 
 /// Which hosts, and how to reach them (shared by `run` and `status`).
 #[derive(Args, Debug)]
@@ -262,14 +256,6 @@ fn host_key_policy(args: &TargetArgs) -> HostKeyPolicy {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
-
 /// What every host's job shares.
 struct Job {
     playbook: String,
@@ -303,7 +289,7 @@ async fn interrupted(cancel: watch::Sender<bool>) {
         }
         if n == 1 {
             eprintln!("bosun: interrupted again; quitting without waiting for the hosts");
-            std::process::exit(i32::from(EXIT_CANCELLED));
+            std::process::exit(i32::from(exit::CANCELLED));
         }
         eprintln!(
             "bosun: interrupted: cancelling the runs on the hosts (Ctrl-C again to quit at once)"
@@ -317,7 +303,7 @@ pub fn run(args: RunArgs, json: bool) -> Result<ExitCode> {
     let path = find_playbook(&args.playbook)?;
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read playbook {}", path.display()))?;
-    let cli_vars = bosun_agent::vars::parse_var_args(&args.vars)?;
+    let cli_vars = bosun_model::vars::parse_var_args(&args.vars)?;
     let serial = args
         .serial
         .as_deref()
@@ -366,7 +352,7 @@ pub fn run(args: RunArgs, json: bool) -> Result<ExitCode> {
                     t.name
                 );
             }
-            return Ok(ExitCode::from(EXIT_INVALID));
+            return Ok(ExitCode::from(exit::INVALID));
         }
         checked.push(names);
     }
@@ -459,14 +445,14 @@ pub fn run(args: RunArgs, json: bool) -> Result<ExitCode> {
         .flatten()
         .collect();
     let code = if records.iter().any(|r| r.status == HostStatus::Cancelled) {
-        EXIT_CANCELLED
+        exit::CANCELLED
     } else if records.iter().any(|r| r.status == HostStatus::Unreachable) {
-        EXIT_UNREACHABLE
+        exit::UNREACHABLE
     } else if records
         .iter()
         .any(|r| matches!(r.status, HostStatus::Failed | HostStatus::NotStarted))
     {
-        EXIT_FAILED
+        exit::FAILED
     } else {
         0
     };
@@ -781,7 +767,7 @@ pub fn status(args: StatusArgs, json: bool) -> Result<ExitCode> {
         match r {
             Ok(v) => results.push(v),
             Err(e) => {
-                code = EXIT_UNREACHABLE.max(code);
+                code = exit::UNREACHABLE.max(code);
                 results.push(json!({"host": t.name, "error": format!("{e:#}")}));
             }
         }

@@ -1,5 +1,5 @@
 //! What `bosun run` shows while hosts run and at the end. Human: the agent's own renderer
-//! (`bosun_agent::output::Human`) per host, lines prefixed with the host name when there are
+//! (`bosun_model::output::Human`) per host, lines prefixed with the host name when there are
 //! several, a spinner per host on a terminal (indicatif), a summary table. JSON: JSON Lines —
 //! every agent event with a `host` field added, plus bosun's own `host_started`, `host_note`,
 //! `host_finished` and a final `run_summary`.
@@ -9,8 +9,8 @@ use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bosun_agent::event::{EventSink, RunEvent};
-use bosun_agent::output::Human;
+use bosun_model::event::{EventSink, RunEvent};
+use bosun_model::output::Human;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use serde_json::{Value, json};

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use bosun_agent::playbook::{self, Source};
+use bosun_model::playbook::{self, Source};
 use sha2::{Digest, Sha256};
 
 /// One content-addressed object.

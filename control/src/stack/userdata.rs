@@ -221,7 +221,7 @@ mod tests {
     #[test]
     fn agent_config_is_accepted_by_the_agent() {
         let text = agent_toml(&spec());
-        let config = bosun_agent::config::parse(bosun_agent::playbook::Source::new(
+        let config = bosun_agent::config::parse(bosun_model::playbook::Source::new(
             "agent.toml",
             text.clone(),
         ))

@@ -15,7 +15,7 @@ use super::{
     StepCommon, StepSpans, Var,
 };
 use crate::jinja::is_templated;
-use crate::secrets::SecretSource;
+use crate::secret_source::SecretSource;
 use crate::steps::{ACTION_KEYS, Action};
 
 const TOP_KEYS: &[&str] = &["name", "description", "secrets", "vars", "step", "handler"];
@@ -363,7 +363,7 @@ fn parse_step(
         let typed = Action::deserialize(key, ValueDeserializer::from((*value).clone()))?;
         // A whole-value template where a table or list belongs is judged after rendering.
         let typed = match typed {
-            Err(e) if super::deferred_template(e.message()).is_some() => {
+            Err(e) if crate::steps::common::deferred_template(e.message()).is_some() => {
                 let raw = serde_json::Value::deserialize(ValueDeserializer::from((*value).clone()))
                     .unwrap_or_default();
                 match Action::from_json_deferring_templates(key, raw) {

@@ -5,7 +5,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::playbook::LocatedDiagnostic;
-use crate::steps::CommandOutput;
 
 /// One event of a run. Serialised with an `event` field naming the variant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,6 +98,17 @@ pub struct StepReport {
     /// A command's output and exit code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<CommandOutput>,
+}
+
+/// What a command printed and returned.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CommandOutput {
+    /// Standard output, lossily decoded, capped (1 MiB; the agent's `host::process`).
+    pub stdout: String,
+    /// Standard error, lossily decoded, capped.
+    pub stderr: String,
+    /// Exit code; -1 when the process was killed by a signal.
+    pub rc: i32,
 }
 
 /// Counts of step outcomes: the last event of every run.

@@ -27,10 +27,10 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use crate::engine::{self, RunOptions};
-use crate::event::{RunEvent, StepReport, StepStatus, Summary};
 use crate::host::facts::Facts;
 use crate::journal::Journal;
-use crate::playbook::Playbook;
+use bosun_model::event::{RunEvent, StepReport, StepStatus, Summary};
+use bosun_model::playbook::Playbook;
 
 /// Finished runs whose events stay in memory (for `GET /v1/runs/{id}/events`).
 pub const KEEP_FINISHED: usize = 16;

@@ -1,0 +1,143 @@
+//! What every step may say besides its action (`name`, `when`, `retries`, ...), and how a
+//! whole-value template stands in for a table or list until it is rendered.
+
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The keys every step may have besides its action.
+pub const COMMON_KEYS: &[&str] = &[
+    "name",
+    "when",
+    "retries",
+    "delay",
+    "timeout",
+    "register",
+    "changed_when",
+    "failed_when",
+    "notify",
+    "no_log",
+];
+
+/// The keys a step may have besides its action, as written.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepCommon {
+    /// What the step does, in a few words; shown in every report.
+    pub name: String,
+    /// Jinja expression; the step runs only when it is true.
+    #[serde(default)]
+    pub when: Option<String>,
+    /// Further attempts after a failure.
+    #[serde(default)]
+    pub retries: u32,
+    /// Pause between attempts: seconds, or a duration such as "10s" (default 5s).
+    #[serde(default)]
+    pub delay: Option<DurationSpec>,
+    /// Limit on one attempt: seconds, or a duration such as "2m".
+    #[serde(default)]
+    pub timeout: Option<DurationSpec>,
+    /// Variable that receives the result (stdout, stderr, rc, changed, failed, skipped).
+    #[serde(default)]
+    pub register: Option<String>,
+    /// `false`/`true`, or a Jinja expression over `result`, deciding whether this step changed
+    /// something.
+    #[serde(default)]
+    pub changed_when: Option<Condition>,
+    /// `false`/`true`, or a Jinja expression over `result`, deciding whether this step failed.
+    #[serde(default)]
+    pub failed_when: Option<Condition>,
+    /// Handlers to run at the end of the run when this step changed something.
+    #[serde(default)]
+    pub notify: Vec<String>,
+    /// Hide this step's message, diff and command output from every report, the journal and
+    /// the API (its status and exit code remain): for steps that handle secret material.
+    #[serde(default)]
+    pub no_log: bool,
+}
+
+/// Default pause between attempts of a step.
+pub const DEFAULT_DELAY: Duration = Duration::from_secs(5);
+
+/// A duration written as whole seconds (`30`) or in words (`"30s"`, `"5m"`, `"1h 30m"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DurationSpec(#[serde(with = "humantime_serde_compat")] pub Duration);
+
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationSpec {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        let expected = "seconds as an integer, or a duration such as \"30s\" or \"5m\"";
+        match Raw::deserialize(de)
+            .map_err(|_| serde::de::Error::custom(format!("expected {expected}")))?
+        {
+            Raw::Secs(s) => Ok(DurationSpec(Duration::from_secs(s))),
+            Raw::Text(t) => humantime::parse_duration(&t)
+                .map(DurationSpec)
+                .map_err(|e| {
+                    serde::de::Error::custom(format!(
+                        "invalid duration {t:?} ({e}), expected {expected}"
+                    ))
+                }),
+        }
+    }
+}
+
+impl JsonSchema for DurationSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Seconds, or a duration such as \"30s\", \"5m\", \"1h 30m\".",
+            "oneOf": [
+                { "type": "integer", "minimum": 0 },
+                { "type": "string", "pattern": "^\\s*\\d+\\s*[a-zA-Z]+(\\s*\\d+\\s*[a-zA-Z]+)*\\s*$" }
+            ]
+        })
+    }
+}
+
+/// `changed_when` / `failed_when`: a fixed answer or an expression.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Condition {
+    /// Always this answer.
+    Fixed(bool),
+    /// A Jinja expression, evaluated with the step's `result` in scope.
+    Expr(String),
+}
+
+/// For a serde error about a whole-value template (`invalid type: string "{{ t }}", expected a
+/// map`), the template and the empty value to stand in for it while validating.
+pub fn deferred_template(message: &str) -> Option<(String, serde_json::Value)> {
+    let rest = message.strip_prefix("invalid type: string \"")?;
+    let (template, expected) = rest.split_once("\", expected ")?;
+    let t = template.trim();
+    let whole = t.starts_with("{{") && t.ends_with("}}") && t.matches("{{").count() == 1;
+    if !whole {
+        return None;
+    }
+    let stand_in = if expected.starts_with("a map") || expected.starts_with("struct") {
+        serde_json::Value::Object(serde_json::Map::new())
+    } else if expected.starts_with("a sequence") {
+        serde_json::Value::Array(Vec::new())
+    } else {
+        return None;
+    };
+    Some((template.to_string(), stand_in))
+}

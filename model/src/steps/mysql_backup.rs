@@ -1,0 +1,131 @@
+//! `mysql_backup`: dump MySQL/MariaDB databases, compressed, into S3, with a manifest.
+//!
+//! ```toml
+//! mysql_backup = { host = "db.internal", user = "backup", password = "ssm:/prod/db/backup-password",
+//!                  databases = ["shop"], bucket = "acme-backups" }
+//! ```
+//! Per database: `mariadb-dump` (or `mysqldump`) runs with `--single-transaction --quick
+//! --routines --events --triggers --hex-blob`; its output is read for every table's row count
+//! and content digest (`bosun_agent::backup::dump_scan`), compressed with zstd and uploaded as an
+//! S3 multipart upload in bounded memory (see `bosun_agent::backup::upload`) while its SHA-256 is
+//! computed. The upload is completed only when the dump exited 0, and aborted otherwise, so no
+//! partial object is ever visible; then `<key>.manifest.json` is written beside it.
+//!
+//! The password comes from `password = "env:NAME" | "file:/path" | "ssm:/param"` and reaches
+//! the tools in `MYSQL_PWD` only. Like `command`, the step always reports `changed` (a backup
+//! was made); `--check` says what it would dump and where. `register` gets the keys of the new
+//! backups, one per line, in `stdout`.
+
+use chrono::Utc;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::ActionArgs;
+use crate::backup::key::{DEFAULT_KEY_TEMPLATE, render_key};
+use crate::backup::parts::{MEMORY_BUDGET, plan_parts};
+use crate::backup::{Number, parse_size};
+use crate::jinja::is_templated;
+use crate::secret_source::SecretSource;
+
+/// Default of `port`.
+pub fn default_port() -> Number {
+    Number::Int(3306)
+}
+fn default_key() -> String {
+    DEFAULT_KEY_TEMPLATE.to_string()
+}
+fn default_level() -> Number {
+    Number::Int(3)
+}
+fn default_max_size() -> String {
+    "50GiB".to_string()
+}
+
+/// Arguments of `mysql_backup`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlBackupArgs {
+    /// Server host name or address (always reached over TCP).
+    pub host: String,
+    /// Server port.
+    #[serde(default = "default_port")]
+    pub port: Number,
+    /// Account to dump as (needs SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES; PROCESS on
+    /// MySQL 8).
+    pub user: String,
+    /// Where the password is: `env:NAME`, `file:/path` or `ssm:/parameter/name`. Never the
+    /// password itself.
+    pub password: String,
+    /// Databases to back up, one object each.
+    pub databases: Vec<String>,
+    /// Bucket to upload to.
+    pub bucket: String,
+    /// Object key template: `{db}`, `{YYYY}`, `{MM}`, `{DD}`, `{hh}`, `{mm}`, `{ss}`,
+    /// `{timestamp}` (UTC).
+    #[serde(default = "default_key")]
+    pub key: String,
+    /// AWS region (default: from the environment, profile or instance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// S3 (and SSM) endpoint instead of AWS's (default: `AWS_ENDPOINT_URL` if set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    /// The dump program and leading arguments (default: `mariadb-dump`, else `mysqldump`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump_command: Option<Vec<String>>,
+    /// The client program (default: `mariadb`, else `mysql`), for the server's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_command: Option<Vec<String>>,
+    /// Extra connection options for both tools, e.g. `["--ssl-ca=/etc/rds-ca.pem"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_args: Vec<String>,
+    /// zstd level, 1 (fast) to 19 (small).
+    #[serde(default = "default_level")]
+    pub compression_level: Number,
+    /// Largest compressed backup to expect (`50GiB`): sets the part size so S3's 10,000 parts
+    /// suffice. At most 117GiB: larger parts would not fit the memory bound.
+    #[serde(default = "default_max_size")]
+    pub max_size: String,
+}
+
+/// The `host`/`port`/`user`/`password`/`extra_args` of a MySQL step, checked.
+pub fn connection_problems(port: &Number, password: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    problems.extend(port.problem("port"));
+    if !is_templated(password)
+        && let Err(e) = password.parse::<SecretSource>()
+    {
+        problems.push(format!("`password`: {e}"));
+    }
+    problems
+}
+
+impl ActionArgs for MysqlBackupArgs {
+    fn validate(&self) -> Vec<String> {
+        let mut problems = connection_problems(&self.port, &self.password);
+        problems.extend(self.compression_level.problem("compression_level"));
+        if let Ok(level) = self.compression_level.value("compression_level")
+            && !(1..=19).contains(&level)
+        {
+            problems.push(format!("`compression_level` must be 1 to 19, got {level}"));
+        }
+        if self.databases.is_empty() {
+            problems.push("`databases` is empty: name at least one database to back up".into());
+        }
+        if self.bucket.is_empty() {
+            problems.push("`bucket` is empty".into());
+        }
+        if !is_templated(&self.key)
+            && let Err(e) = render_key(&self.key, "db", Utc::now())
+        {
+            problems.push(e);
+        }
+        if !is_templated(&self.max_size) {
+            match parse_size(&self.max_size) {
+                Ok(n) => problems.extend(plan_parts(n, MEMORY_BUDGET).err()),
+                Err(e) => problems.push(format!("`max_size`: {e}")),
+            }
+        }
+        problems
+    }
+}
