@@ -1,25 +1,14 @@
-//! AWS clients for the steps that talk to AWS (backups to S3, RDS snapshots, secrets from SSM).
+//! AWS clients for the steps that talk to AWS (backups to S3, RDS snapshots, secrets from SSM)
+//! and for telemetry (CloudWatch, CloudWatch Logs).
 //!
-//! Credentials and region come from the standard chain (environment, shared profile, IMDS on
-//! EC2). The endpoint can be replaced for every service with `AWS_ENDPOINT_URL` (or per service
-//! with `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL_SSM`: the SDK reads both), or by a step's
-//! `endpoint_url` argument, which wins. A replaced endpoint (moto, s3s-fs, a VPC endpoint by IP)
-//! gets path-style S3 addressing: such endpoints have no per-bucket host names.
-//!
-//! HTTPS goes through rustls with ring, as in the rest of the workspace (no aws-lc build).
+//! How AWS is reached (the standard chain, `AWS_ENDPOINT_URL*` or a step's `endpoint_url`, which
+//! wins; path-style S3 on a replaced endpoint; rustls with ring) is `bosun_aws`'s, shared with
+//! `bosun`; this module builds the service clients the agent needs from it.
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 use aws_sdk_s3::config::RequestChecksumCalculation;
-use aws_smithy_http_client::tls;
-
-/// Where to reach AWS: optional region and endpoint overrides on top of the standard chain.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AwsTarget {
-    /// Region; `None` takes it from the chain (`AWS_REGION`, profile, IMDS).
-    pub region: Option<String>,
-    /// Endpoint for every service; `None` takes it from `AWS_ENDPOINT_URL*` or AWS's own.
-    pub endpoint_url: Option<String>,
-}
+use bosun_aws::{AwsConfig, https_client};
+pub use bosun_aws::{AwsTarget, describe_error};
 
 /// Clients built from one [`AwsTarget`].
 #[derive(Clone)]
@@ -37,43 +26,17 @@ impl std::fmt::Debug for Aws {
     }
 }
 
-fn https_client() -> aws_sdk_s3::config::SharedHttpClient {
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https()
-}
-
-/// An endpoint override in the environment that applies to S3.
-fn env_endpoint() -> bool {
-    ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"]
-        .iter()
-        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
-}
-
 impl Aws {
     /// Loads the shared configuration (credentials are resolved lazily, on first use).
     /// Fails when no region can be found, saying how to give one.
     pub async fn connect(target: &AwsTarget) -> anyhow::Result<Aws> {
-        let mut loader =
-            aws_config::defaults(BehaviorVersion::latest()).http_client(https_client());
-        if let Some(region) = &target.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(url) = &target.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        let sdk = loader.load().await;
+        let AwsConfig { sdk, path_style } = AwsConfig::load(target).await;
         if sdk.region().is_none() {
             anyhow::bail!(
                 "no AWS region: set `region` on the step or AWS_REGION in bosund's environment"
             );
         }
-        Ok(Aws {
-            sdk,
-            path_style: target.endpoint_url.is_some() || env_endpoint(),
-        })
+        Ok(Aws { sdk, path_style })
     }
 
     /// An S3 client. Checksums are sent only where S3 requires them: SigV4 already signs each
@@ -149,18 +112,4 @@ fn telemetry_timeouts() -> aws_config::timeout::TimeoutConfig {
         .operation_attempt_timeout(std::time::Duration::from_secs(10))
         .operation_timeout(TELEMETRY_CALL_TIMEOUT)
         .build()
-}
-
-/// One line for an AWS SDK error: the service's code and message when there is one, else the
-/// error chain (connection refused, timeout, bad credentials).
-pub fn describe_error<E>(err: &aws_sdk_s3::error::SdkError<E>) -> String
-where
-    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
-{
-    use aws_sdk_s3::error::ProvideErrorMetadata;
-    match (err.code(), err.message()) {
-        (Some(code), Some(msg)) => format!("{code}: {msg}"),
-        (Some(code), None) => code.to_string(),
-        _ => format!("{}", aws_sdk_s3::error::DisplayErrorContext(err)),
-    }
 }

@@ -21,8 +21,9 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use aws_sdk_cloudformation::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_cloudformation::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudformation::types::{Capability, ChangeSetStatus, ChangeSetType};
+use bosun_aws::{AwsConfig, AwsTarget, describe_error};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -53,27 +54,19 @@ pub struct Aws {
 
 impl Aws {
     /// Clients for `region`; `endpoint` (moto in tests) replaces every service's endpoint.
-    /// Credentials come from the usual chain (environment, profile, IMDS).
+    /// Credentials come from the usual chain (environment, profile, IMDS); see `bosun_aws`.
     pub async fn connect(region: &str, endpoint: Option<&str>) -> Aws {
-        use aws_smithy_http_client::tls;
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(region.to_string()))
-            .http_client(http);
-        if let Some(url) = endpoint {
-            loader = loader.endpoint_url(url);
-        }
-        let sdk = loader.load().await;
-        let s3 = aws_sdk_s3::config::Builder::from(&sdk)
-            // Loopback endpoints have no per-bucket host names.
-            .force_path_style(endpoint.is_some())
+        let config = AwsConfig::load(&AwsTarget {
+            region: Some(region.to_string()),
+            endpoint_url: endpoint.map(str::to_string),
+        })
+        .await;
+        let s3 = aws_sdk_s3::config::Builder::from(&config.sdk)
+            // Replaced endpoints (moto) have no per-bucket host names.
+            .force_path_style(config.path_style)
             .build();
         Aws {
-            cfn: aws_sdk_cloudformation::Client::new(&sdk),
+            cfn: aws_sdk_cloudformation::Client::new(&config.sdk),
             s3: aws_sdk_s3::Client::from_conf(s3),
         }
     }
@@ -131,16 +124,14 @@ impl ChangeLine {
     }
 }
 
-/// An AWS error as `Code: message` when the service answered, else the whole cause chain
-/// (connection refused, no credentials, ...).
-fn sdk_err<E>(e: E) -> anyhow::Error
+/// An AWS error as [`describe_error`] words it: `Code: message` when the service answered, else
+/// the cause chain (connection refused, no credentials, ...).
+fn sdk_err<E, R>(e: SdkError<E, R>) -> anyhow::Error
 where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
 {
-    match (e.code(), e.message()) {
-        (Some(code), Some(message)) => anyhow!("{code}: {message}"),
-        _ => anyhow!("{}", DisplayErrorContext(&e)),
-    }
+    anyhow!(describe_error(&e))
 }
 
 enum Prepared {

@@ -1,5 +1,7 @@
 //! `bosun`'s exit codes, one list for every command.
 
+/// Every host ok or changed; the command did what was asked.
+pub const OK: u8 = 0;
 /// Some host had a failed step, or hosts were not started.
 pub const FAILED: u8 = 1;
 /// Invalid playbook, stack file or command line; nothing ran.

@@ -52,9 +52,9 @@ enum Command {
     /// Run a playbook on hosts over SSH: install or update bosund there, stream its steps.
     /// Exit 0 all ok, 1 a host failed (or was not started), 2 invalid input (nothing ran),
     /// 4 a host was unreachable.
-    Run(remote::RunArgs),
+    Run(remote::run::RunArgs),
     /// Show bosund's version, the host's uptime and its last runs, over SSH.
-    Status(remote::StatusArgs),
+    Status(remote::status::StatusArgs),
     /// List the backups in S3 or restore one, through bosund on a host, over SSH.
     #[command(subcommand)]
     Backups(remote::backups::BackupsCommand),
@@ -186,8 +186,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let ui = cloud::Ui { json };
     match cli.command {
         Command::Check { playbooks, var } => check(&playbooks, &var, json),
-        Command::Run(args) => remote::run(args, json),
-        Command::Status(args) => remote::status(args, json),
+        Command::Run(args) => remote::run::run(args, json),
+        Command::Status(args) => remote::status::run(args, json),
         Command::Backups(cmd) => remote::backups::run(cmd, json),
         Command::Template { stack } => {
             let l = load(&stack)?;

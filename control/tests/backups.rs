@@ -24,13 +24,7 @@ fn create_bucket(moto: &Moto) {
         .credentials_provider(Credentials::new("test", "test", None, None, "test"))
         .endpoint_url(moto.endpoint())
         .force_path_style(true)
-        .http_client(
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                ))
-                .build_https(),
-        )
+        .http_client(bosun_aws::https_client())
         .build();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -60,7 +60,7 @@ impl PendingHandlers {
     /// Records `handlers` as owed (an empty list removes the record).
     pub(super) fn store(&self, handlers: &[&str]) {
         let result = if handlers.is_empty() {
-            match std::fs::remove_file(&self.path) {
+            match crate::host::fs::remove(&self.path, false) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
                 _ => Ok(()),
             }
@@ -70,7 +70,7 @@ impl PendingHandlers {
                 handlers: handlers.iter().map(|h| h.to_string()).collect(),
             };
             let dir = self.path.parent().unwrap_or(Path::new("."));
-            std::fs::create_dir_all(dir)
+            crate::host::fs::create_dir_all(dir)
                 .map_err(anyhow::Error::from)
                 .and_then(|()| {
                     let json = serde_json::to_vec_pretty(&owed)?;

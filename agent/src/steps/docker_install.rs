@@ -11,15 +11,16 @@ use serde_json::{Map, Value};
 
 use super::content::unified_diff;
 use super::{Check, Outcome, StepContext, StepKind};
-use crate::host::fs::{Attrs, read_if_exists, write_atomic};
+use crate::host::fs::{self as host_fs, Attrs, read_if_exists, write_atomic};
 use crate::host::packages::{self, InstallOptions, Verb};
-use crate::host::{download, process, systemd};
+use crate::host::{download, process, sysctl, systemd};
 
 /// Where dockerd reads its settings.
 pub(crate) const DAEMON_JSON: &str = "/etc/docker/daemon.json";
 /// Keeps IPv4 forwarding on at boot (see `bosun_model::steps::docker_install`).
 pub(crate) const IP_FORWARD_SYSCTL_FILE: &str = "/etc/sysctl.d/60-bosun-ip-forward.conf";
-const IP_FORWARD_PROC: &str = "/proc/sys/net/ipv4/ip_forward";
+/// The kernel setting Docker needs for published ports (see `needs_ip_forward`).
+const IP_FORWARD: &str = "net.ipv4.ip_forward";
 const UNIT: &str = "docker.service";
 /// Docker's apt repository (the OS id is appended: `/debian`, `/ubuntu`).
 pub(crate) const DOCKER_REPO_URL: &str = "https://download.docker.com/linux";
@@ -210,7 +211,7 @@ impl StepKind for DockerInstallArgs {
             {
                 change.ip_forward_file = Some(file.to_string());
             }
-            let now = std::fs::read_to_string(IP_FORWARD_PROC).unwrap_or_default();
+            let now = sysctl::read(IP_FORWARD).unwrap_or_default();
             change.ip_forward_now = now.trim() != "1";
         }
 
@@ -292,8 +293,8 @@ impl StepKind for DockerInstallArgs {
             done.push(format!("wrote {IP_FORWARD_SYSCTL_FILE}"));
         }
         if change.ip_forward_now {
-            std::fs::write(IP_FORWARD_PROC, "1\n").with_context(|| {
-                format!("turning on {IP_FORWARD_PROC} (read-only /proc/sys, in a container? set \"iptables\": false or \"ip-forward\": false in `daemon` there)")
+            sysctl::write(IP_FORWARD, "1").with_context(|| {
+                format!("turning on {} (read-only /proc/sys, in a container? set \"iptables\": false or \"ip-forward\": false in `daemon` there)", sysctl::path(IP_FORWARD).display())
             })?;
             done.push("turned on net.ipv4.ip_forward".to_string());
         }
@@ -342,7 +343,7 @@ impl StepKind for DockerInstallArgs {
 
 fn mkdir(dir: Option<&Path>) -> anyhow::Result<()> {
     match dir {
-        Some(d) => std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display())),
+        Some(d) => host_fs::create_dir_all(d).with_context(|| format!("creating {}", d.display())),
         None => Ok(()),
     }
 }

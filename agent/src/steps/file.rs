@@ -2,14 +2,13 @@
 //! (`bosun_model::steps::file`).
 
 use std::fs;
-use std::os::unix::fs::{OpenOptionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use bosun_model::steps::file::{FileArgs, FileState};
 
 use super::{Check, Outcome, StepContext, StepKind};
-use crate::host::fs::{Attrs, lstat, sync_dir};
+use crate::host::fs::{self as host_fs, Attrs, lstat};
 
 /// What `apply` has to do.
 #[derive(Debug)]
@@ -123,28 +122,20 @@ impl StepKind for FileArgs {
         let path = Path::new(&self.path);
         let message = match change {
             FileChange::CreateDirectory(attrs) => {
-                fs::create_dir_all(path)
+                host_fs::create_dir_all(path)
                     .with_context(|| format!("creating directory {}", path.display()))?;
                 attrs.apply(path)?;
                 "created directory".to_string()
             }
             FileChange::CreateFile(attrs) => {
-                fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(attrs.mode.unwrap_or(0o644))
-                    .open(path)
+                host_fs::create_empty(path, attrs.mode.unwrap_or(0o644))
                     .with_context(|| format!("creating {}", path.display()))?;
                 attrs.apply(path)?;
                 "created empty file".to_string()
             }
             FileChange::Remove { directory } => {
-                if directory {
-                    fs::remove_dir_all(path)
-                } else {
-                    fs::remove_file(path)
-                }
-                .with_context(|| format!("removing {}", path.display()))?;
+                host_fs::remove(path, directory)
+                    .with_context(|| format!("removing {}", path.display()))?;
                 "removed".to_string()
             }
             FileChange::Link {
@@ -152,13 +143,12 @@ impl StepKind for FileArgs {
                 remove_first,
                 attrs,
             } => {
-                match remove_first {
-                    Some(true) => fs::remove_dir_all(path),
-                    Some(false) => fs::remove_file(path),
-                    None => Ok(()),
+                if let Some(directory) = remove_first {
+                    host_fs::remove(path, directory).with_context(|| {
+                        format!("removing {} to put a link there", path.display())
+                    })?;
                 }
-                .with_context(|| format!("removing {} to put a link there", path.display()))?;
-                replace_link(path, &target)?;
+                host_fs::replace_symlink(path, &target)?;
                 Attrs {
                     mode: None,
                     ..attrs
@@ -186,21 +176,4 @@ fn attributes(attrs: Attrs, meta: &fs::Metadata) -> Check<FileChange> {
     } else {
         Check::change(FileChange::Attributes(attrs), diffs.join(", "))
     }
-}
-
-/// Points `path` at `target` atomically: a new link beside it, renamed over it.
-fn replace_link(path: &Path, target: &Path) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.bosun-link-{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    symlink(target, &tmp).with_context(|| format!("creating link {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming link into {}", path.display()))?;
-    sync_dir(dir)
 }

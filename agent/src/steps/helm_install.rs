@@ -1,7 +1,6 @@
 //! Runs `helm_install` on the host; its arguments and their validation are the model's
 //! (`bosun_model::steps::helm_install`).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -9,7 +8,8 @@ use bosun_model::steps::helm_install::HelmInstallArgs;
 
 use super::{Check, Outcome, StepContext, StepKind};
 use crate::host::download::{client, digest_in_list, fetch_text, fetch_verified};
-use crate::host::{archive, fs::sync_dir, process};
+use crate::host::helm::installed_version;
+use crate::host::{archive, fs as host_fs};
 
 /// The architecture to install: `arch`, else this host's (`facts.arch_alias`).
 fn arch(args: &HelmInstallArgs, ctx: &StepContext<'_>) -> anyhow::Result<String> {
@@ -23,35 +23,6 @@ fn arch(args: &HelmInstallArgs, ctx: &StepContext<'_>) -> anyhow::Result<String>
         .and_then(|v| v.as_str().map(str::to_string))
         .filter(|a| !a.is_empty())
         .context("this host's architecture is unknown (no `facts.arch_alias`): set `arch`, e.g. \"amd64\"")
-}
-
-/// What `helm version --short` of `binary` reports (`v3.16.2` of `v3.16.2+g13654a5`); `None`
-/// when there is no file there, a description of the problem when it does not answer.
-async fn installed_version(binary: &Path) -> anyhow::Result<Option<Result<String, String>>> {
-    if !binary.exists() {
-        return Ok(None);
-    }
-    let argv = [
-        binary.display().to_string(),
-        "version".into(),
-        "--short".into(),
-    ];
-    let out = match process::run(&argv, None, &BTreeMap::new()).await {
-        Ok(out) => out,
-        Err(e) => return Ok(Some(Err(format!("{e:#}")))),
-    };
-    let first = out.stdout.trim();
-    let version = first.split('+').next().unwrap_or_default().trim();
-    if out.rc == 0 && version.starts_with('v') {
-        Ok(Some(Ok(version.to_string())))
-    } else {
-        Ok(Some(Err(format!(
-            "`{} version --short` answered exit code {} with {:?}",
-            binary.display(),
-            out.rc,
-            first
-        ))))
-    }
 }
 
 impl StepKind for HelmInstallArgs {
@@ -107,12 +78,10 @@ impl StepKind for HelmInstallArgs {
             .with_context(|| format!("{sums_url} has no SHA-256 for {file}"))?;
 
         let dir = Path::new(&self.install_dir);
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        host_fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         // Staged beside the destination (same file system, so the final rename is atomic);
         // removed with everything in it when this function returns.
-        let staging = tempfile::Builder::new()
-            .prefix(".bosun-helm-")
-            .tempdir_in(dir)
+        let staging = host_fs::staging_dir(dir, ".bosun-helm-")
             .with_context(|| format!("creating a staging directory in {}", dir.display()))?;
         let tarball = staging.path().join(&file);
         fetch_verified(&http, &url, &digest, &tarball, 0o600).await?;
@@ -129,9 +98,8 @@ impl StepKind for HelmInstallArgs {
             None => bail!("{} vanished while it was being installed", staged.display()),
         }
         let binary = self.binary();
-        std::fs::rename(&staged, &binary)
+        host_fs::rename(&staged, &binary)
             .with_context(|| format!("renaming {} into {}", staged.display(), binary.display()))?;
-        sync_dir(dir)?;
         Ok(Outcome {
             changed: true,
             message: Some(match was {

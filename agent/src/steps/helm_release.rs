@@ -1,37 +1,15 @@
 //! Runs `helm_release` on the host; its arguments and their validation are the model's
 //! (`bosun_model::steps::helm_release`).
 
-use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use bosun_model::steps::helm_release::HelmReleaseArgs;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 use similar::TextDiff;
 
 use super::{Check, CommandOutput, Outcome, StepContext, StepKind};
-use crate::host::process;
-
-/// One entry of `helm list -o json`.
-#[derive(Debug, Clone, Deserialize)]
-struct Listed {
-    name: String,
-    /// A string in helm's JSON ("3").
-    revision: String,
-    status: String,
-    /// `name-version`, e.g. `ingress-nginx-4.11.3`.
-    chart: String,
-}
-
-/// One entry of `helm history -o json`.
-#[derive(Debug, Clone, Deserialize)]
-struct HistoryEntry {
-    revision: u32,
-    status: String,
-    chart: String,
-}
+use crate::host::helm::{Helm, HistoryEntry, Listed, Upgrade, Wait, helm_error};
 
 /// What `check` found to do.
 #[derive(Debug)]
@@ -57,28 +35,9 @@ struct Observed {
     values: Map<String, Value>,
 }
 
-/// `helm ARGS --kubeconfig K`; errors only when helm cannot be started.
-async fn helm(release: &HelmReleaseArgs, args: &[&str]) -> anyhow::Result<CommandOutput> {
-    let mut argv: Vec<String> = std::iter::once(release.helm.as_str())
-        .chain(args.iter().copied())
-        .map(String::from)
-        .collect();
-    argv.extend(["--kubeconfig".into(), release.kubeconfig.clone()]);
-    process::run(&argv, None, &BTreeMap::new()).await.with_context(|| {
-        format!(
-            "running {}: is helm installed? (a helm_install step puts it in /usr/local/bin; or set `helm` to its path)",
-            release.helm
-        )
-    })
-}
-
-/// Like [`helm`], but a non-zero exit is an error naming `what` and helm's message.
-async fn helm_ok(release: &HelmReleaseArgs, what: &str, args: &[&str]) -> anyhow::Result<String> {
-    let out = helm(release, args).await?;
-    if out.rc != 0 {
-        bail!("helm {what} failed: {}", helm_error(&out));
-    }
-    Ok(out.stdout)
+/// helm, pointed at the release's cluster.
+fn client(release: &HelmReleaseArgs) -> Helm<'_> {
+    Helm::new(&release.helm, &release.kubeconfig)
 }
 
 /// The values files (resolved) and the merged values helm will be given.
@@ -109,26 +68,8 @@ fn wanted_values(
 }
 
 async fn observe(release: &HelmReleaseArgs) -> anyhow::Result<Observed> {
-    // `--all`: pending and superseded releases too; `--filter`: this one only (a regular
-    // expression, so a list of more than `--max` releases cannot hide it).
-    let filter = format!("^{}$", regex::escape(&release.name));
-    let list = helm_ok(
-        release,
-        "list",
-        &[
-            "list",
-            "--namespace",
-            &release.namespace,
-            "--all",
-            "--filter",
-            &filter,
-            "--output",
-            "json",
-        ],
-    )
-    .await?;
-    let listed: Vec<Listed> = serde_json::from_str(&list)
-        .with_context(|| format!("reading the output of `helm list -o json`: {list:?}"))?;
+    let helm = client(release);
+    let listed = helm.list(&release.namespace, &release.name).await?;
     let Some(latest) = listed
         .into_iter()
         .find(|l| l.name == release.name && l.status != "uninstalled")
@@ -138,28 +79,7 @@ async fn observe(release: &HelmReleaseArgs) -> anyhow::Result<Observed> {
             values: Map::new(),
         });
     };
-    let text = helm_ok(
-        release,
-        "get values",
-        &[
-            "get",
-            "values",
-            &release.name,
-            "--namespace",
-            &release.namespace,
-            "--output",
-            "json",
-        ],
-    )
-    .await?;
-    let values = match serde_json::from_str(&text)
-        .with_context(|| format!("reading the output of `helm get values -o json`: {text:?}"))?
-    {
-        // helm prints `null` for a release without user-supplied values.
-        Value::Null => Map::new(),
-        Value::Object(m) => m,
-        other => bail!("`helm get values -o json` printed {other}, not a map of values"),
-    };
+    let values = helm.values(&release.namespace, &release.name).await?;
     Ok(Observed {
         latest: Some(latest),
         values,
@@ -168,119 +88,58 @@ async fn observe(release: &HelmReleaseArgs) -> anyhow::Result<Observed> {
 
 /// `helm history -o json`; empty when helm has no record of the release.
 async fn history(release: &HelmReleaseArgs) -> anyhow::Result<Vec<HistoryEntry>> {
-    let out = helm(
-        release,
-        &[
-            "history",
-            &release.name,
-            "--namespace",
-            &release.namespace,
-            "--output",
-            "json",
-        ],
-    )
-    .await?;
-    if out.rc != 0 && out.stderr.contains("release: not found") {
-        return Ok(Vec::new());
-    }
-    if out.rc != 0 {
-        bail!("helm history failed: {}", helm_error(&out));
-    }
-    serde_json::from_str(&out.stdout).with_context(|| {
-        format!(
-            "reading the output of `helm history -o json`: {:?}",
-            out.stdout
-        )
-    })
+    client(release)
+        .history(&release.namespace, &release.name)
+        .await
 }
 
 async fn rollback(release: &HelmReleaseArgs, revision: u32) -> anyhow::Result<()> {
-    let rev = revision.to_string();
     let timeout = release.timeout_arg()?;
-    let mut args = vec![
-        "rollback",
-        &release.name,
-        &rev,
-        "--namespace",
-        &release.namespace,
-        "--timeout",
-        &timeout,
-    ];
-    if release.wait {
-        args.push("--wait");
-    }
-    helm_ok(release, "rollback", &args).await.map(drop)
+    client(release)
+        .rollback(
+            &release.namespace,
+            &release.name,
+            revision,
+            wait(release, &timeout),
+        )
+        .await
 }
 
 async fn uninstall(release: &HelmReleaseArgs) -> anyhow::Result<()> {
     let timeout = release.timeout_arg()?;
-    let mut args = vec![
-        "uninstall",
-        &release.name,
-        "--namespace",
-        &release.namespace,
-        "--timeout",
-        &timeout,
-    ];
-    if release.wait {
-        args.push("--wait");
-    }
-    helm_ok(release, "uninstall", &args).await.map(drop)
+    client(release)
+        .uninstall(&release.namespace, &release.name, wait(release, &timeout))
+        .await
 }
 
-/// `helm upgrade --install` with the wanted chart and values.
+fn wait<'a>(release: &HelmReleaseArgs, timeout: &'a str) -> Wait<'a> {
+    Wait {
+        timeout,
+        wait: release.wait,
+    }
+}
+
+/// `helm upgrade --install` with the wanted chart and values (the inline values given last,
+/// so they win, as the doc says).
 async fn upgrade(release: &HelmReleaseArgs, files: &[PathBuf]) -> anyhow::Result<CommandOutput> {
-    // The inline values go to a private temporary file (mode 0600: values may hold
-    // secrets), given last so they win, as the doc says.
-    let inline = if release.values.is_empty() {
-        None
-    } else {
-        let mut f = tempfile::Builder::new()
-            .prefix("bosun-helm-values-")
-            .suffix(".json")
-            .tempfile()
-            .context("creating a temporary values file")?;
-        // JSON is YAML: helm reads it as a values file.
-        serde_json::to_writer_pretty(f.as_file_mut(), &release.values)
-            .context("writing the inline values")?;
-        f.as_file_mut()
-            .flush()
-            .context("writing the inline values")?;
-        Some(f)
-    };
     let timeout = release.timeout_arg()?;
     let (chart, repo) = match release.repo() {
         Some(url) => (release.chart_name(), Some(url)),
         None => (release.chart.as_str(), None),
     };
-    let mut args: Vec<&str> = vec!["upgrade", &release.name, chart, "--install"];
-    if let Some(url) = repo {
-        args.extend(["--repo", url]);
-    }
-    args.extend([
-        "--version",
-        &release.version,
-        "--namespace",
-        &release.namespace,
-    ]);
-    if release.create_namespace {
-        args.push("--create-namespace");
-    }
-    // Declarative: the release gets exactly these values, not the previous ones merged in.
-    args.push("--reset-values");
-    let paths: Vec<String> = files
-        .iter()
-        .map(|p| p.display().to_string())
-        .chain(inline.iter().map(|f| f.path().display().to_string()))
-        .collect();
-    for p in &paths {
-        args.extend(["--values", p]);
-    }
-    if release.wait {
-        args.push("--wait");
-    }
-    args.extend(["--timeout", &timeout]);
-    helm(release, &args).await
+    client(release)
+        .upgrade_install(&Upgrade {
+            name: &release.name,
+            chart,
+            repo,
+            version: &release.version,
+            namespace: &release.namespace,
+            create_namespace: release.create_namespace,
+            values_files: files,
+            inline_values: &release.values,
+            wait: wait(release, &timeout),
+        })
+        .await
 }
 
 /// After a failed upgrade: back to the last deployed revision, or a failed first install
@@ -548,18 +407,6 @@ impl StepKind for HelmReleaseArgs {
             output: Some(out),
         })
     }
-}
-
-/// helm's own message: the last non-empty line of stderr (`Error: UPGRADE FAILED: ...`).
-fn helm_error(out: &CommandOutput) -> String {
-    let line = out
-        .stderr
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("(no message)");
-    format!("exit code {}: {line}", out.rc)
 }
 
 fn is_pending(status: &str) -> bool {

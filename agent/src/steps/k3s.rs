@@ -1,7 +1,8 @@
 //! What `k3s_install` and `k3s_upgrade` share when they run: a release downloaded and verified,
-//! the version of an installed binary, the update server's channel list, and the probes that
-//! say whether k3s is up and healthy. Versions, release file names, the paths of an
-//! installation and the shared argument types are the model's (`bosun_model::steps::k3s`).
+//! the update server's channel list, and the probes that say whether k3s is up and healthy
+//! (asked of `k3s kubectl` through `host::k3s`, which also reads an installed binary's
+//! version). Versions, release file names, the paths of an installation and the shared
+//! argument types are the model's (`bosun_model::steps::k3s`).
 //!
 //! Channels (`stable`, `latest`, and one per minor, `v1.31`) are read from the update server's
 //! channel list, the JSON document at `https://update.k3s.io/v1-release/channels`: `{"data":
@@ -16,18 +17,11 @@ use anyhow::{Context, bail};
 use bosun_model::steps::k3s::{K3sPaths, K3sRelease, SERVICE, arch_files, release_url};
 use serde_json::Value;
 
-use crate::host::{download, process, systemd};
+use crate::host::k3s::{installed_version, kubectl, kubectl_error};
+use crate::host::{download, fs as host_fs, systemd};
 
 /// Pause between two health probes while waiting.
 const POLL: Duration = Duration::from_millis(500);
-
-/// The version in `k3s --version` output (`k3s version v1.31.4+k3s1 (1a2b3c4d)`).
-pub(crate) fn parse_version_output(text: &str) -> Option<K3sRelease> {
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("k3s version "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|v| K3sRelease::parse(v).ok())
-}
 
 /// The releases to install, in order, to go from `from` to `to`: just `to` when it is in the
 /// same or the next minor; otherwise, only when `step_through` is set, the latest patch of each
@@ -86,7 +80,7 @@ pub(crate) struct Channels(Vec<(String, String)>);
 
 impl Channels {
     /// Parses the channel list document (`{"data": [{"id": ..., "latest": ...}]}`).
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let doc: Value =
             serde_json::from_str(text).map_err(|e| format!("the channel list is not JSON: {e}"))?;
         let data = doc["data"]
@@ -104,7 +98,7 @@ impl Channels {
     }
 
     /// Downloads and parses the channel list at `url`.
-    pub async fn fetch(client: &reqwest::Client, url: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn fetch(client: &reqwest::Client, url: &str) -> anyhow::Result<Self> {
         let text = download::fetch_text(client, url)
             .await
             .context("fetching the k3s channel list (set `channel_url` for a mirror)")?;
@@ -112,7 +106,7 @@ impl Channels {
     }
 
     /// The latest release of channel `name` (`stable`, `v1.30`).
-    pub fn latest(&self, name: &str) -> Option<K3sRelease> {
+    pub(crate) fn latest(&self, name: &str) -> Option<K3sRelease> {
         self.0
             .iter()
             .find(|(n, _)| n == name)
@@ -149,7 +143,7 @@ pub(crate) async fn stage_release(
     match reported {
         Ok(Some(v)) if &v == version => Ok(staged),
         other => {
-            let _ = std::fs::remove_file(&staged);
+            let _ = host_fs::remove(&staged, false);
             let said = match other {
                 Ok(Some(v)) => v.to_string(),
                 Ok(None) => "nothing".into(),
@@ -160,25 +154,6 @@ pub(crate) async fn stage_release(
                  mirror serves the wrong file; nothing was installed"
             )
         }
-    }
-}
-
-/// The version of the k3s binary at `binary`; `None` when there is no file there.
-pub(crate) async fn installed_version(binary: &Path) -> anyhow::Result<Option<K3sRelease>> {
-    if !binary.exists() {
-        return Ok(None);
-    }
-    let argv = [binary.display().to_string(), "--version".into()];
-    let out = process::run(&argv, None, &Default::default()).await?;
-    match parse_version_output(&out.stdout) {
-        Some(v) if out.rc == 0 => Ok(Some(v)),
-        _ => bail!(
-            "{} --version did not report a k3s version (exit code {}): {}; remove or replace \
-             the file",
-            binary.display(),
-            out.rc,
-            out.stderr.trim()
-        ),
     }
 }
 
@@ -193,34 +168,6 @@ pub(crate) enum Health {
     NodeReady,
     /// Also `/readyz` and every kube-system pod Ready: what an upgrade must show.
     Full,
-}
-
-/// Runs `k3s kubectl` with the installation's kubeconfig.
-async fn kubectl(paths: &K3sPaths, args: &[&str]) -> anyhow::Result<crate::steps::CommandOutput> {
-    let mut argv = vec![
-        paths.binary().display().to_string(),
-        "kubectl".into(),
-        "--kubeconfig".into(),
-        paths.kubeconfig().display().to_string(),
-        "--request-timeout=10s".into(),
-    ];
-    argv.extend(args.iter().map(|a| a.to_string()));
-    process::run(&argv, None, &Default::default()).await
-}
-
-fn failure(out: &crate::steps::CommandOutput) -> String {
-    let text = if out.stderr.trim().is_empty() {
-        &out.stdout
-    } else {
-        &out.stderr
-    };
-    let line = text
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("no output");
-    format!("exit code {}: {line}", out.rc)
 }
 
 /// One look at the installation: `Ok` when healthy at `want`, else what is not yet right.
@@ -240,14 +187,14 @@ pub(crate) async fn probe(
             .await
             .map_err(|e| format!("{e:#}"))?;
         if out.rc != 0 || out.stdout.trim() != "ok" {
-            return Err(format!("/readyz: {}", failure(&out)));
+            return Err(format!("/readyz: {}", kubectl_error(&out)));
         }
     }
     let out = kubectl(paths, &["get", "nodes", "-o", "json"])
         .await
         .map_err(|e| format!("{e:#}"))?;
     if out.rc != 0 {
-        return Err(format!("get nodes: {}", failure(&out)));
+        return Err(format!("get nodes: {}", kubectl_error(&out)));
     }
     node_ready(&out.stdout, &hostname(), want)?;
     if level == Health::Full {
@@ -255,7 +202,7 @@ pub(crate) async fn probe(
             .await
             .map_err(|e| format!("{e:#}"))?;
         if out.rc != 0 {
-            return Err(format!("get pods: {}", failure(&out)));
+            return Err(format!("get pods: {}", kubectl_error(&out)));
         }
         pods_ready(&out.stdout)?;
     }
@@ -358,13 +305,6 @@ mod tests {
 
     fn v(s: &str) -> K3sRelease {
         K3sRelease::parse(s).unwrap()
-    }
-
-    #[test]
-    fn version_output_is_read_from_the_first_line() {
-        let out = "k3s version v1.31.4+k3s1 (a1b2c3d4)\ngo version go1.22.9\n";
-        assert_eq!(parse_version_output(out), Some(v("v1.31.4+k3s1")));
-        assert_eq!(parse_version_output("go version go1.22.9\n"), None);
     }
 
     fn channels() -> Channels {

@@ -13,8 +13,8 @@ use serde_json::Value;
 use super::content::unified_diff;
 use super::k3s::{self, Channels, Health};
 use super::{Check, Outcome, StepContext, StepKind};
-use crate::host::fs::{Attrs, lstat, read_if_exists, sync_dir, write_atomic};
-use crate::host::{download, systemd};
+use crate::host::fs::{self as host_fs, Attrs, lstat, read_if_exists, write_atomic};
+use crate::host::{download, k3s as host_k3s, systemd};
 
 /// Links made beside the binary (k3s is a multi-call binary), when nothing else has the name.
 const LINKS: &[&str] = &["kubectl", "crictl", "ctr"];
@@ -160,7 +160,7 @@ ExecStart={exec}
 
 /// One file to (re)write.
 #[derive(Debug)]
-pub struct PlannedFile {
+pub(crate) struct PlannedFile {
     path: PathBuf,
     content: Vec<u8>,
     mode: u32,
@@ -205,7 +205,7 @@ impl StepKind for K3sInstallArgs {
         let paths = self.paths();
         let mut todo: Vec<String> = Vec::new();
         let mut notes: Vec<String> = Vec::new();
-        let installed = k3s::installed_version(&paths.binary()).await?;
+        let installed = host_k3s::installed_version(&paths.binary()).await?;
         let (version, install) = match installed {
             Some(v) => {
                 if let Some(pinned) = self.pinned()?.filter(|p| p != &v) {
@@ -307,19 +307,18 @@ impl StepKind for K3sInstallArgs {
         let mut done = Vec::new();
         // The download comes first: a checksum mismatch must leave every file as it was.
         if let Some(release) = &plan.install {
-            std::fs::create_dir_all(&paths.bin_dir)
+            host_fs::create_dir_all(&paths.bin_dir)
                 .with_context(|| format!("creating {}", paths.bin_dir.display()))?;
             let client = download::client()?;
             let arch = self.arch.as_deref();
             let staged =
                 k3s::stage_release(&client, &self.mirror, arch, release, &paths.bin_dir).await?;
-            std::fs::rename(&staged, paths.binary())
+            host_fs::rename(&staged, &paths.binary())
                 .with_context(|| format!("renaming into {}", paths.binary().display()))?;
-            sync_dir(&paths.bin_dir)?;
             done.push(format!("installed k3s {release}"));
         }
         for dir in [&paths.config_dir, &paths.unit_dir] {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            host_fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         for f in &plan.files {
             write_atomic(&f.path, &f.content, f.mode, &Attrs::default())?;
@@ -329,7 +328,7 @@ impl StepKind for K3sInstallArgs {
             ));
         }
         for link in &plan.links {
-            std::os::unix::fs::symlink("k3s", link)
+            host_fs::create_symlink(link, Path::new("k3s"))
                 .with_context(|| format!("linking {} to k3s", link.display()))?;
         }
         if plan.unit_changed {

@@ -10,8 +10,10 @@ use bosun_model::steps::k3s_upgrade::K3sUpgradeArgs;
 
 use super::k3s::{self, Channels, Health};
 use super::{Check, Outcome, StepContext, StepKind};
-use crate::host::fs::{copy_file_atomic, copy_tree, lstat, replace_tree, sync_dir, write_atomic};
-use crate::host::{download, systemd};
+use crate::host::fs::{
+    self as host_fs, copy_file_atomic, copy_tree, lstat, replace_tree, write_atomic,
+};
+use crate::host::{download, k3s as host_k3s, systemd};
 
 /// Directory of the backups inside the state dir.
 pub(crate) const BACKUP_DIR: &str = "k3s-backups";
@@ -135,9 +137,8 @@ struct Staged(Option<PathBuf>);
 impl Staged {
     fn install(&self, binary: &Path) -> anyhow::Result<()> {
         let staged = self.0.as_deref().context("the staged binary is gone")?;
-        std::fs::rename(staged, binary)
-            .with_context(|| format!("renaming {} into {}", staged.display(), binary.display()))?;
-        sync_dir(binary.parent().unwrap_or(Path::new("/")))
+        host_fs::rename(staged, binary)
+            .with_context(|| format!("renaming {} into {}", staged.display(), binary.display()))
     }
 }
 
@@ -145,7 +146,7 @@ impl Drop for Staged {
     fn drop(&mut self) {
         if let Some(p) = self.0.take() {
             // Gone already when it was installed.
-            let _ = std::fs::remove_file(p);
+            let _ = host_fs::remove(&p, false);
         }
     }
 }
@@ -159,19 +160,18 @@ fn back_up(
     from: &K3sRelease,
     to: &K3sRelease,
 ) -> anyhow::Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
-    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+    host_fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+    host_fs::set_mode(root, 0o700)
         .with_context(|| format!("setting the mode of {}", root.display()))?;
     let now = chrono::Utc::now();
     let name = format!("{}-{from}", now.format("%Y%m%dT%H%M%S%.3fZ"));
     let dir = root.join(&name);
     let partial = root.join(format!(".{name}.partial"));
     if lstat(&partial)?.is_some() {
-        std::fs::remove_dir_all(&partial)
+        host_fs::remove(&partial, true)
             .with_context(|| format!("removing {}", partial.display()))?;
     }
-    std::fs::create_dir(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    host_fs::create_dir(&partial).with_context(|| format!("creating {}", partial.display()))?;
     let copied = (|| {
         copy_file_atomic(&paths.binary(), &partial.join("k3s"))?;
         copy_tree(&paths.db_dir(), &partial.join("db"))?;
@@ -191,14 +191,13 @@ fn back_up(
             0o600,
             &Default::default(),
         )?;
-        std::fs::rename(&partial, &dir).with_context(|| format!("renaming into {}", dir.display()))
+        host_fs::rename(&partial, &dir).with_context(|| format!("renaming into {}", dir.display()))
     })();
     if let Err(e) = copied {
         // A half backup is worth nothing and takes the space a small disk lacks.
-        let _ = std::fs::remove_dir_all(&partial);
+        let _ = host_fs::remove(&partial, true);
         return Err(e);
     }
-    sync_dir(root)?;
     Ok(dir)
 }
 
@@ -219,7 +218,7 @@ fn prune(root: &Path, keep: usize) -> Vec<String> {
         .iter()
         .take(excess)
         .filter_map(|n| {
-            std::fs::remove_dir_all(root.join(n))
+            host_fs::remove(&root.join(n), true)
                 .err()
                 .map(|e| format!("could not remove old backup {n}: {e}"))
         })
@@ -237,7 +236,7 @@ impl StepKind for K3sUpgradeArgs {
         let to = K3sRelease::parse(&self.version).map_err(anyhow::Error::msg)?;
         let timeout =
             parse_timeout("health_timeout", &self.health_timeout).map_err(anyhow::Error::msg)?;
-        let from = k3s::installed_version(&paths.binary())
+        let from = host_k3s::installed_version(&paths.binary())
             .await?
             .with_context(|| {
                 format!(

@@ -7,7 +7,7 @@ use anyhow::Context;
 use bosun_model::steps::swap::{SwapArgs, SwapState, SwapWant};
 
 use super::{Check, Outcome, StepContext, StepKind};
-use crate::host::fs::{Attrs, read_if_exists, write_atomic};
+use crate::host::fs::{self as host_fs, Attrs, read_if_exists, write_atomic};
 use crate::host::swap::{self, Allocation, SwapFileFacts};
 
 /// Where the swap line goes.
@@ -217,7 +217,7 @@ impl StepKind for SwapArgs {
         for action in &actions {
             match action {
                 SwapAction::Swapoff => swap::swapoff(path).await?,
-                SwapAction::Remove => std::fs::remove_file(path)
+                SwapAction::Remove => host_fs::remove(path, false)
                     .with_context(|| format!("removing {}", path.display()))?,
                 SwapAction::Create(size) => allocation = Some(swap::create(path, *size, false)?),
                 SwapAction::Chmod => Attrs {
@@ -230,7 +230,8 @@ impl StepKind for SwapArgs {
                 SwapAction::WriteFstab(content) => write_keeping_mode(Path::new(FSTAB), content)?,
                 SwapAction::SetSwappiness(v) => swap::set_swappiness(*v)?,
                 SwapAction::WriteSysctl(content) => {
-                    std::fs::create_dir_all("/etc/sysctl.d").context("creating /etc/sysctl.d")?;
+                    host_fs::create_dir_all(Path::new("/etc/sysctl.d"))
+                        .context("creating /etc/sysctl.d")?;
                     write_keeping_mode(Path::new(SYSCTL_FILE), content)?
                 }
             }
@@ -256,7 +257,7 @@ async fn swapon(path: &Path, allocation: Option<Allocation>) -> anyhow::Result<(
                 "{e:#}: writing {} with zeros and trying again",
                 path.display()
             );
-            std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+            host_fs::remove(path, false).with_context(|| format!("removing {}", path.display()))?;
             swap::create(path, size, true)?;
             swap::mkswap(path).await?;
             swap::swapon(path)

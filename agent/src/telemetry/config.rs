@@ -33,7 +33,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::playbook::Diagnostic;
+use bosun_model::playbook::Diagnostic;
 
 /// Default metrics interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
@@ -103,7 +103,7 @@ impl PartialEq for Pattern {
 /// a section in the file does not restart telemetry on SIGHUP.
 #[derive(Debug, Clone)]
 pub struct Origin {
-    source: crate::playbook::Source,
+    source: bosun_model::playbook::Source,
     span: Range<usize>,
 }
 
@@ -115,13 +115,13 @@ impl PartialEq for Origin {
 
 impl Origin {
     /// The section at `span` of `source`.
-    pub fn new(source: crate::playbook::Source, span: Range<usize>) -> Self {
+    pub fn new(source: bosun_model::playbook::Source, span: Range<usize>) -> Self {
         Origin { source, span }
     }
 
     /// `message` (and `help`) rendered as a located diagnostic, like a config error.
-    pub fn diagnostic(&self, message: &str, help: &str) -> crate::playbook::Diagnostics {
-        crate::playbook::Diagnostics::new(
+    pub fn diagnostic(&self, message: &str, help: &str) -> bosun_model::playbook::Diagnostics {
+        bosun_model::playbook::Diagnostics::new(
             self.source.clone(),
             vec![Diagnostic::new(self.span.clone(), message).with_help(help)],
         )

@@ -3,17 +3,27 @@
 //! ```text
 //! telemetry
 //!   config          [metrics] and [[logs]]: serde sections and their validated form
+//!   point           Point: one figure of a host sample
+//!   stop            the stop signal every task watches
+//!   stats           counters and the latest sample for GET /metrics
+//!   sinks           one per AWS API: cloudwatch (metrics), cloudwatch_logs
 //!   metrics         sample → journal backlog → PutMetricData, back-filled in order
 //!     collect       /proc and statvfs readings
 //!   logs            one task per [[logs]] source: read → batch → send → checkpoint
 //!     event         LogEvent, multi-line assembly, timestamps, filters, oversize split
 //!     batch         LogBatch within PutLogEvents' limits
-//!     file          tailing with rotation (rename, copytruncate), identity, globs
 //!     cri           k3s/kubelet container log lines
-//!     journald      journalctl -o json entries
-//!   sinks           one per AWS API: cloudwatch (metrics), cloudwatch_logs
-//!   stats           counters and the latest sample for GET /metrics
+//!     tail          reading one file with rotation (rename, copytruncate), identity, globs
+//!     ship          per-stream queues → batches → a LogSink with backoff → acks
+//!     file          the file and CRI source: discover, tail, decode, checkpoint
+//!     journald      journalctl -o json entries, and the source running journalctl
 //! ```
+//!
+//! The modules of telemetry depend on each other one way only, down the list: `config`,
+//! `point`, `stop` → `stats` → `sinks` → `metrics`, `logs` → this module (`config` and
+//! `stats` are also used from outside telemetry). So the sinks know nothing of metrics or
+//! logs, and metrics and logs nothing of each other; the layers table in ARCHITECTURE.md
+//! has a row for each of them, and `tests/architecture` keeps it so.
 //!
 //! The thread runs a current-thread runtime with its own journal connection, so a slow SQLite
 //! write or a file read never delays the API, and the API never delays shipping. [`Telemetry`]
@@ -21,10 +31,12 @@
 //! within a deadline, and joins the thread.
 
 pub mod config;
-pub mod logs;
-pub mod metrics;
-pub mod sinks;
+mod logs;
+mod metrics;
+mod point;
+mod sinks;
 pub mod stats;
+mod stop;
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -227,7 +239,11 @@ async fn run(
         (LOG_BUFFER_BUDGET / config.logs.len().max(1)).max(2 * logs::batch::MAX_BATCH_BYTES);
     for source in config.logs {
         let ident = ident_for(&source.instance_id);
-        let sink = sinks::cloudwatch_logs::CloudWatchLogs::new(aws.cloudwatch_logs());
+        let sink = sinks::cloudwatch_logs::CloudWatchLogs::new(
+            aws.cloudwatch_logs(),
+            source.log_group.clone(),
+            source.retention_days,
+        );
         tracing::info!(source = %source.id, group = %source.log_group, "shipping logs");
         let task = match source.kind {
             LogKind::Journald => tokio::task::spawn_local(logs::run_journald(

@@ -9,11 +9,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::metrics::Point;
+use super::point::Point;
 
 /// Counters (monotonic) and gauges of log and metric shipping.
 #[derive(Debug)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Log events accepted by CloudWatch Logs.
     pub log_events_shipped: AtomicU64,
     /// Their bytes (message + 26 per event).
@@ -43,7 +43,7 @@ pub struct Stats {
 }
 
 /// The process's counters.
-pub static STATS: Stats = Stats {
+pub(crate) static STATS: Stats = Stats {
     log_events_shipped: AtomicU64::new(0),
     log_bytes_shipped: AtomicU64::new(0),
     log_errors: AtomicU64::new(0),
@@ -60,18 +60,18 @@ pub static STATS: Stats = Stats {
 };
 
 /// Adds to a counter.
-pub fn add(c: &AtomicU64, n: u64) {
+pub(crate) fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
 /// Sets a log source's queue gauges.
-pub fn set_source(id: &str, queued_bytes: u64, lag: Duration) {
+pub(crate) fn set_source(id: &str, queued_bytes: u64, lag: Duration) {
     let mut s = STATS.sources.lock().unwrap_or_else(|e| e.into_inner());
     s.insert(id.to_string(), (queued_bytes, lag));
 }
 
 /// Replaces the latest host sample.
-pub fn set_host(points: Vec<Point>) {
+pub(crate) fn set_host(points: Vec<Point>) {
     *STATS.host.lock().unwrap_or_else(|e| e.into_inner()) = points;
 }
 

@@ -202,7 +202,7 @@ async fn run_bosund<T: DeserializeOwned>(
 fn list(a: ListArgs, json_out: bool) -> Result<ExitCode> {
     let targets = targets(&a.target)?;
     let rt = runtime()?;
-    let mut code = 0u8;
+    let mut code = exit::OK;
     let mut docs = Vec::new();
     for t in &targets {
         let r: HostResult<Listing> = rt.block_on(on_host(t, &a.target, |bosund| {
@@ -258,7 +258,7 @@ fn restore(a: RestoreArgs, json_out: bool) -> Result<ExitCode> {
                 print!("{}: ", t.name);
                 render_restored(&restored, &mut std::io::stdout().lock())?;
             }
-            (json!({"host": t.name, "restored": restored}), 0)
+            (json!({"host": t.name, "restored": restored}), exit::OK)
         }
         HostResult::Failed(e) => {
             if !json_out {

@@ -303,6 +303,7 @@ pub async fn upload(ssh: &Ssh, local: &LocalBosund, configured: Option<&str>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::local::run_program;
 
     #[test]
     fn probe_output() {
@@ -335,30 +336,19 @@ mod tests {
         let sha = hex::encode(Sha256::digest(&bytes));
         for round in 0..5 {
             let script = upload_script(p.to_str(), &sha);
-            let children: Vec<_> = (0..8)
-                .map(|_| {
-                    use std::io::Write;
-                    let mut child = std::process::Command::new("sh")
-                        .args(["-c", &script])
-                        .stdin(std::process::Stdio::piped())
-                        .stdout(std::process::Stdio::piped())
-                        .stderr(std::process::Stdio::piped())
-                        .spawn()
-                        .unwrap();
-                    let mut stdin = child.stdin.take().unwrap();
-                    let data = bytes.clone();
-                    std::thread::spawn(move || stdin.write_all(&data).unwrap());
-                    child
-                })
-                .collect();
-            for child in children {
-                let out = child.wait_with_output().unwrap();
-                assert!(
-                    out.status.success(),
-                    "round {round}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
+            std::thread::scope(|s| {
+                let uploads: Vec<_> = (0..8)
+                    .map(|_| s.spawn(|| run_program("sh", &["-c", &script], &bytes).unwrap()))
+                    .collect();
+                for upload in uploads {
+                    let out = upload.join().unwrap();
+                    assert!(
+                        out.status.success(),
+                        "round {round}: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            });
             assert_eq!(std::fs::read(&p).unwrap(), bytes);
         }
     }
@@ -368,18 +358,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("bin/bosund");
         let p_str = p.to_str().unwrap();
-        let sh = |script: &str, stdin: &[u8]| {
-            use std::io::Write;
-            let mut child = std::process::Command::new("sh")
-                .args(["-c", script])
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            child.stdin.take().unwrap().write_all(stdin).unwrap();
-            child.wait_with_output().unwrap()
-        };
+        let sh = |script: &str, stdin: &[u8]| run_program("sh", &["-c", script], stdin).unwrap();
         let build = |n: u8| {
             let bytes = [b"\x7fELF".as_slice(), &[n; 64]].concat();
             (hex::encode(Sha256::digest(&bytes)), bytes)

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 
 use super::ssh::Endpoint;
 use super::ssh_config::{self, HostConfig};
+use crate::local::{Finished, run_program};
 
 /// `[user@]host[:port]`, with `[v6addr]:port` for IPv6.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,9 +157,8 @@ fn local_user() -> String {
         .ok()
         .filter(|u| !u.is_empty())
         .or_else(|| {
-            std::process::Command::new("id")
-                .arg("-un")
-                .output()
+            run_program("id", &["-un"], b"")
+                .and_then(Finished::success)
                 .ok()
                 .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
                 .filter(|u| !u.is_empty())

@@ -7,6 +7,8 @@
 //! line, when
 //! - an edge is not in the table (`| crate::module | may use |` rows between the
 //!   `layers:begin` and `layers:end` markers), or names a module the table does not list;
+//!   where the table has rows for the submodules of a module (`agent::telemetry::sinks`),
+//!   the edges between those submodules are held to them too;
 //! - modules import each other in a cycle: between top-level modules, and between the sibling
 //!   submodules of any module (`telemetry::metrics` ↔ `telemetry::logs`), however deep. A child
 //!   using its parent's own items, or a parent using its children, is structure, not a cycle.
@@ -498,8 +500,8 @@ fn every_import_is_an_edge_the_layers_table_allows_and_no_modules_form_a_cycle()
     for c in &crates {
         existing.insert(c.name.to_string());
         for m in c.modules.keys() {
-            if let Some(top) = m.first() {
-                existing.insert(format!("{}::{top}", c.name));
+            for depth in 1..=m.len() {
+                existing.insert(format!("{}::{}", c.name, m[..depth].join("::")));
             }
         }
     }
@@ -521,6 +523,9 @@ fn every_import_is_an_edge_the_layers_table_allows_and_no_modules_form_a_cycle()
     }
 
     let mut edges: Vec<Edge> = Vec::new();
+    // Edges between sibling submodules (`agent::telemetry::logs` → `agent::telemetry::sinks`),
+    // checked against the table where it has rows for that module's children.
+    let mut sub_edges: Vec<(String, String, PathBuf, usize)> = Vec::new();
     // Per parent module (crate, path), the edges between its children, with a witness.
     let mut sibling: BTreeMap<(String, ModPath), BTreeMap<String, BTreeSet<String>>> =
         BTreeMap::new();
@@ -562,6 +567,12 @@ fn every_import_is_an_edge_the_layers_table_allows_and_no_modules_form_a_cycle()
                     let parent: ModPath = module[..common].to_vec();
                     let a = module[common].clone();
                     let b = path[common].clone();
+                    sub_edges.push((
+                        format!("{}::{}", c.name, module[..=common].join("::")),
+                        format!("{}::{}", c.name, path[..=common].join("::")),
+                        file.clone(),
+                        n.line,
+                    ));
                     sibling
                         .entry((c.name.to_string(), parent.clone()))
                         .or_default()
@@ -608,6 +619,30 @@ fn every_import_is_an_edge_the_layers_table_allows_and_no_modules_form_a_cycle()
                 table.lines[&e.from],
                 allowed.iter().cloned().collect::<Vec<_>>().join(", ")
             ));
+        }
+    }
+
+    for (from, to, file, line) in &sub_edges {
+        let parent = &from[..from.rfind("::").unwrap()];
+        let has_rows = table
+            .rows
+            .keys()
+            .any(|k| k.rfind("::").is_some_and(|i| &k[..i] == parent));
+        if !has_rows || from.matches("::").count() < 2 {
+            continue;
+        }
+        match table.rows.get(from) {
+            None => problems.push(format!(
+                "{}:{line}: `{from}` is not in ARCHITECTURE.md's layers table, which has rows for the other modules of `{parent}`",
+                rel(file)
+            )),
+            Some(allowed) if !allowed.contains(to) => problems.push(format!(
+                "{}:{line}: `{from}` may not use `{to}` (ARCHITECTURE.md:{} allows: {})",
+                rel(file),
+                table.lines[from],
+                allowed.iter().cloned().collect::<Vec<_>>().join(", ")
+            )),
+            Some(_) => {}
         }
     }
 

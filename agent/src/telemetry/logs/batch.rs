@@ -9,16 +9,16 @@ use std::collections::{BTreeMap, VecDeque};
 use super::event::{FileId, LogEvent, Origin};
 
 /// Most events in one request.
-pub const MAX_BATCH_EVENTS: usize = 10_000;
+pub(crate) const MAX_BATCH_EVENTS: usize = 10_000;
 /// Most bytes in one request (messages + 26 per event).
-pub const MAX_BATCH_BYTES: usize = 1_048_576;
+pub(crate) const MAX_BATCH_BYTES: usize = 1_048_576;
 /// Widest time span of one request, in milliseconds (strictly under 24 h).
-pub const MAX_BATCH_SPAN_MS: i64 = 24 * 3600 * 1000 - 1;
+pub(crate) const MAX_BATCH_SPAN_MS: i64 = 24 * 3600 * 1000 - 1;
 
 /// Events for one stream, within the limits, sorted by timestamp (stable: lines with equal
 /// times keep their order).
 #[derive(Debug, Default)]
-pub struct LogBatch {
+pub(crate) struct LogBatch {
     /// The events, oldest first.
     pub events: Vec<LogEvent>,
     /// Their cost against [`MAX_BATCH_BYTES`].
@@ -27,7 +27,7 @@ pub struct LogBatch {
 
 /// Positions a batch acknowledges once accepted.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Acks {
+pub(crate) struct Acks {
     /// Per file and generation: the largest end offset in the batch.
     pub files: BTreeMap<(FileId, u32), u64>,
     /// The last journald cursor read (by reading order).

@@ -4,7 +4,7 @@
 
 /// One parsed line.
 #[derive(Debug, PartialEq, Eq)]
-pub struct CriLine<'a> {
+pub(crate) struct CriLine<'a> {
     /// Milliseconds since the epoch.
     pub timestamp_ms: i64,
     /// `stdout` or `stderr`.
@@ -16,7 +16,7 @@ pub struct CriLine<'a> {
 }
 
 /// Parses one line; `None` when it is not in CRI format.
-pub fn parse(line: &str) -> Option<CriLine<'_>> {
+pub(crate) fn parse(line: &str) -> Option<CriLine<'_>> {
     let mut it = line.splitn(4, ' ');
     let ts = it.next()?;
     let stream = it.next()?;
@@ -44,7 +44,7 @@ pub fn parse(line: &str) -> Option<CriLine<'_>> {
 /// Joins partial lines. Memory is bounded by the caller's line limit times the parts it holds;
 /// a joined message past `max` bytes is returned as is (the source splits it with markers).
 #[derive(Debug, Default)]
-pub struct CriJoiner {
+pub(crate) struct CriJoiner {
     held: Option<(i64, String)>,
 }
 

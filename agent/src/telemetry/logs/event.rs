@@ -6,16 +6,16 @@ use std::time::{Duration, Instant};
 use crate::telemetry::config::{Pattern, TimestampRule};
 
 /// Bytes CloudWatch Logs counts per event on top of its message.
-pub const EVENT_OVERHEAD: usize = 26;
+pub(crate) const EVENT_OVERHEAD: usize = 26;
 /// Largest event message sent. CloudWatch documented 256 KiB per event (events and overhead);
 /// newer documentation allows 1 MB, but 256 KiB is accepted everywhere.
-pub const MAX_EVENT_BYTES: usize = 256 * 1024 - EVENT_OVERHEAD;
+pub(crate) const MAX_EVENT_BYTES: usize = 256 * 1024 - EVENT_OVERHEAD;
 /// Largest multi-line event assembled before it is cut (memory bound).
-pub const MAX_ASSEMBLED_BYTES: usize = 4 * MAX_EVENT_BYTES;
+pub(crate) const MAX_ASSEMBLED_BYTES: usize = 4 * MAX_EVENT_BYTES;
 
 /// Where an event came from: what to checkpoint once CloudWatch accepted it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// Bytes of a file up to `end` (exclusive), in its `generation` (bumped on truncation).
     File {
         /// The file's device and inode.
@@ -36,7 +36,7 @@ pub enum Origin {
 
 /// A file's identity on this host: device and inode (with a fingerprint kept beside it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FileId {
+pub(crate) struct FileId {
     /// `st_dev`.
     pub dev: u64,
     /// `st_ino`.
@@ -45,7 +45,7 @@ pub struct FileId {
 
 /// One event, ready for a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogEvent {
+pub(crate) struct LogEvent {
     /// Milliseconds since the epoch.
     pub timestamp_ms: i64,
     /// The text (UTF-8, at most [`MAX_EVENT_BYTES`]).
@@ -62,13 +62,13 @@ impl LogEvent {
 }
 
 /// Milliseconds since the epoch, now.
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
 /// Splits a message larger than `max` bytes into parts that each fit, every part prefixed with
 /// `[bosun: part i/n] ` so a reader can join them; smaller messages are returned as they are.
-pub fn split_oversize(message: String, max: usize) -> Vec<String> {
+pub(crate) fn split_oversize(message: String, max: usize) -> Vec<String> {
     if message.len() <= max {
         return vec![message];
     }
@@ -95,7 +95,7 @@ pub fn split_oversize(message: String, max: usize) -> Vec<String> {
 /// The event's time from its text, by `rule`; `None` when it does not match or parse.
 /// A format without a year (syslog's `%b %d %H:%M:%S`) is read in the current year; a format
 /// without a zone is UTC.
-pub fn extract_timestamp(rule: &TimestampRule, text: &str) -> Option<i64> {
+pub(crate) fn extract_timestamp(rule: &TimestampRule, text: &str) -> Option<i64> {
     let caps = rule.regex.0.captures(text)?;
     let s = caps.get(1).or_else(|| caps.get(0))?.as_str();
     if let Ok(t) = chrono::DateTime::parse_from_str(s, &rule.format) {
@@ -114,7 +114,7 @@ pub fn extract_timestamp(rule: &TimestampRule, text: &str) -> Option<i64> {
 
 /// Include and exclude patterns of a source.
 #[derive(Debug, Clone, Default)]
-pub struct Filter {
+pub(crate) struct Filter {
     /// Keep only matches of one of these (all when empty).
     pub include: Vec<Pattern>,
     /// Drop matches of any of these.
@@ -142,7 +142,7 @@ struct Partial {
 /// when the next one starts, when it has waited `idle` for more lines, or when it reached
 /// [`MAX_ASSEMBLED_BYTES`].
 #[derive(Debug)]
-pub struct Assembler {
+pub(crate) struct Assembler {
     start: Option<Pattern>,
     current: Option<Partial>,
 }

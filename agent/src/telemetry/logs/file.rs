@@ -1,480 +1,513 @@
-//! File sources: files matching a glob, tailed with rotation by rename and by copytruncate.
+//! The file and CRI sources: files matching a glob, each read by a [`Tail`], their lines
+//! decoded into events (multi-line assembly, or CRI partial lines joined), shipped, and their
+//! accepted positions checkpointed in the journal.
 //!
-//! A file is known by its identity: device + inode, with a fingerprint (SHA-256 of its first
-//! bytes, up to [`FP_LEN`]) that tells a reused inode or a truncated-and-rewritten file from
-//! the one checkpointed. Each [`Tail`] reads from its own open descriptor, so a file renamed
-//! or deleted under it is still read to its end.
+//! The source's loop, once per turn: look for rotation, expand the glob for new files (every
+//! [`DISCOVER_EVERY`], at once after a rotation), read every file a turn, complete events that
+//! waited long enough, send what is due, checkpoint what was accepted, close rotated files
+//! read to their end. It stops reading while the shipper is full, so a slow or absent peer
+//! stops the reading (the files are the buffer).
 //!
-//! - Rename (logrotate's default): the path now names another inode; the old tail drains its
-//!   descriptor and is closed once at its end, quiet for [`ROTATE_GRACE`] and fully accepted;
-//!   the new file is read from its start.
-//! - Copytruncate: the same inode shrinks below the read position. What was not yet read is in
-//!   the copy: a sibling file with the same fingerprint and at least that many bytes is read
-//!   from the old position; then the truncated file is read from its start.
-//! - Deleted: the descriptor is drained and closed.
-//! - After a restart, each checkpoint is matched to the file with its identity and fingerprint
-//!   in the same directory (at its path or renamed), or to a copy with its fingerprint.
+//! Invariant: a file's checkpoint advances only to the end of events the sink accepted
+//! (`FileSource::ack`); a file is registered in the journal before anything of it is sent, so
+//! a rotation while bosund is down still finds it by identity after the restart.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
+use super::Identity;
+use super::POLL;
+use super::batch::Acks;
+use super::cri;
+use super::event::{Assembler, FileId, Origin};
+use super::ship::{LogSink, Shipper};
+use super::tail::{self, Line, Tail};
+use crate::journal::{FileCheckpoint, Journal};
+use crate::telemetry::config::{LogKind, LogSourceConfig, render_stream};
+use crate::telemetry::stats;
+use crate::telemetry::stop::{Stop, pause};
 
-use super::event::FileId;
-use crate::journal::FileCheckpoint;
+/// How often the glob is expanded again for new files.
+const DISCOVER_EVERY: Duration = Duration::from_secs(1);
+/// Bytes read from one file per turn.
+const READ_TURN: usize = 256 * 1024;
 
-/// Bytes of a file's start that make its fingerprint.
-pub const FP_LEN: u64 = 512;
-/// How long a rotated file must stay quiet at its end before it is closed.
-pub const ROTATE_GRACE: Duration = Duration::from_secs(2);
-/// Bytes read per call.
-const CHUNK: usize = 64 * 1024;
-/// Longest line kept before it is cut (memory bound; the cut part is shipped as its own line).
-const MAX_LINE: usize = 1024 * 1024;
-
-/// A fingerprint: digest of the first `len` bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fingerprint {
-    /// Bytes covered (0: an empty file, matches anything).
-    pub len: u64,
-    /// Hex SHA-256 (first 16 bytes).
-    pub hex: String,
-}
-
-impl Fingerprint {
-    /// The fingerprint of `file`'s first min(size, [`FP_LEN`]) bytes.
-    pub fn of(file: &File, size: u64) -> io::Result<Fingerprint> {
-        Self::of_len(file, size.min(FP_LEN))
-    }
-
-    /// The digest of exactly `len` leading bytes (fewer when the file is shorter).
-    pub fn of_len(file: &File, len: u64) -> io::Result<Fingerprint> {
-        let mut buf = vec![0u8; len as usize];
-        let mut got = 0;
-        while got < buf.len() {
-            let n = file.read_at(&mut buf[got..], got as u64)?;
-            if n == 0 {
-                break;
-            }
-            got += n;
-        }
-        buf.truncate(got);
-        Ok(Fingerprint {
-            len: got as u64,
-            hex: hex::encode(&Sha256::digest(&buf)[..16]),
-        })
-    }
-
-    /// Whether `file` starts with the bytes this fingerprint covers.
-    pub fn matches(&self, file: &File) -> bool {
-        if self.len == 0 {
-            return true;
-        }
-        Self::of_len(file, self.len).is_ok_and(|f| f == *self)
-    }
-}
-
-/// The identity of an open file.
-pub fn file_id(meta: &std::fs::Metadata) -> FileId {
-    FileId {
-        dev: meta.dev(),
-        ino: meta.ino(),
-    }
-}
-
-/// One file being read.
+/// How a file's lines become events.
 #[derive(Debug)]
-pub struct Tail {
-    /// Where it was found (for the stream name and the checkpoint).
-    pub path: PathBuf,
-    /// Its identity.
-    pub id: FileId,
-    /// Bumped on truncation: older positions no longer apply.
-    pub generation: u32,
-    file: File,
-    /// Its fingerprint (recomputed while shorter than [`FP_LEN`]).
-    pub fp: Fingerprint,
-    /// Bytes consumed (complete lines plus `partial`).
-    pub read_pos: u64,
-    partial: Vec<u8>,
-    /// Bytes CloudWatch accepted.
-    pub acked: u64,
-    /// Set when the path no longer names this file: drain, then close.
-    pub rotated: Option<Instant>,
-    /// The last time bytes were read.
-    pub last_growth: Instant,
-    /// Stream name (filled by the source).
-    pub stream: String,
+enum Decoder {
+    Plain(Assembler),
+    Cri(cri::CriJoiner),
 }
 
-/// A line read: its text (without the newline) and the offset just past it.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Line {
-    /// Text, lossily UTF-8.
-    pub text: String,
-    /// Offset after its newline.
-    pub end: u64,
+#[derive(Debug)]
+struct Tracked {
+    tail: Tail,
+    decoder: Decoder,
 }
 
-/// What [`Tail::read`] found besides lines.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct ReadOutcome {
-    /// The file is now shorter than what was read: it was truncated.
-    pub truncated: bool,
-    /// More bytes are waiting (the byte budget ran out).
-    pub more: bool,
-}
-
-impl Tail {
-    /// Opens `path` and starts at `offset` (clamped to the file's size).
-    pub fn open(path: &Path, offset: u64, now: Instant) -> io::Result<Tail> {
-        let file = File::open(path)?;
-        let meta = file.metadata()?;
-        let fp = Fingerprint::of(&file, meta.len())?;
-        let offset = offset.min(meta.len());
-        Ok(Tail {
-            path: path.to_path_buf(),
-            id: file_id(&meta),
-            generation: 0,
-            file,
-            fp,
-            read_pos: offset,
-            partial: Vec::new(),
-            acked: offset,
-            rotated: None,
-            last_growth: now,
-            stream: String::new(),
-        })
-    }
-
-    /// Offset where the unread complete-line data starts (before the partial line).
-    pub fn line_start(&self) -> u64 {
-        self.read_pos - self.partial.len() as u64
-    }
-
-    /// Size of the open file.
-    pub fn size(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
-    }
-
-    /// Reads complete lines, at most about `budget` bytes. A final line without a newline is
-    /// held until its newline arrives, or returned when `at_end` (a drained rotated file).
-    pub fn read(
-        &mut self,
-        budget: usize,
-        now: Instant,
-        lines: &mut Vec<Line>,
-    ) -> io::Result<ReadOutcome> {
-        let size = self.size()?;
-        if size < self.read_pos {
-            return Ok(ReadOutcome {
-                truncated: true,
-                more: false,
-            });
-        }
-        if size == self.read_pos {
-            return Ok(ReadOutcome::default());
-        }
-        // Truncated and rewritten past the old size before this poll: the start changed.
-        if self.fp.len > 0 && !self.fp.matches(&self.file) {
-            return Ok(ReadOutcome {
-                truncated: true,
-                more: false,
-            });
-        }
-        if self.fp.len < FP_LEN && size > self.fp.len {
-            self.fp = Fingerprint::of(&self.file, size)?;
-        }
-        let mut buf = vec![0u8; CHUNK.min(budget.max(1))];
-        let mut read = 0usize;
-        while read < budget {
-            let n = self.file.read_at(&mut buf, self.read_pos)?;
-            if n == 0 {
-                break;
-            }
-            read += n;
-            self.last_growth = now;
-            let start_of_chunk = self.read_pos;
-            self.read_pos += n as u64;
-            let mut from = 0;
-            for (i, b) in buf[..n].iter().enumerate() {
-                if *b == b'\n' {
-                    let mut bytes = std::mem::take(&mut self.partial);
-                    bytes.extend_from_slice(&buf[from..i]);
-                    if bytes.last() == Some(&b'\r') {
-                        bytes.pop();
-                    }
-                    lines.push(Line {
-                        text: String::from_utf8_lossy(&bytes).into_owned(),
-                        end: start_of_chunk + i as u64 + 1,
-                    });
-                    from = i + 1;
-                }
-            }
-            self.partial.extend_from_slice(&buf[from..n]);
-            if self.partial.len() >= MAX_LINE {
-                let bytes = std::mem::take(&mut self.partial);
-                lines.push(Line {
-                    text: String::from_utf8_lossy(&bytes).into_owned(),
-                    end: self.read_pos,
-                });
-            }
-        }
-        let more = read >= budget && self.read_pos < self.size()?;
-        Ok(ReadOutcome {
-            truncated: false,
-            more,
-        })
-    }
-
-    /// The held partial line as a line (a rotated file ends without a newline).
-    pub fn take_partial(&mut self) -> Option<Line> {
-        if self.partial.is_empty() {
-            return None;
-        }
-        let bytes = std::mem::take(&mut self.partial);
-        Some(Line {
-            text: String::from_utf8_lossy(&bytes).into_owned(),
-            end: self.read_pos,
-        })
-    }
-
-    /// Starts over at offset 0 after a truncation.
-    pub fn restart(&mut self) -> io::Result<()> {
-        self.generation += 1;
-        self.read_pos = 0;
-        self.acked = 0;
-        self.partial.clear();
-        self.fp = Fingerprint::of(&self.file, self.size()?)?;
-        Ok(())
-    }
-
-    /// The checkpoint to store for an accepted `offset`.
-    pub fn checkpoint(&mut self) -> FileCheckpoint {
-        if self.fp.len < FP_LEN
-            && let Ok(size) = self.size()
-            && size > self.fp.len
-            && let Ok(fp) = Fingerprint::of(&self.file, size)
-        {
-            self.fp = fp;
-        }
-        FileCheckpoint {
-            dev: self.id.dev,
-            ino: self.id.ino,
-            path: self.path.display().to_string(),
-            fp_len: self.fp.len,
-            fp: self.fp.hex.clone(),
-            offset: self.acked,
-        }
-    }
-
-    /// Whether the file can be closed: rotated away, read to its end, quiet, all accepted.
-    pub fn finished(&self, now: Instant) -> bool {
-        self.rotated.is_some()
-            && self.partial.is_empty()
-            && self.acked >= self.read_pos
-            && now.duration_since(self.last_growth) >= ROTATE_GRACE
-            && self.size().is_ok_and(|s| s <= self.read_pos)
-    }
-}
-
-/// Paths matching `pattern`: `*` and `?` in any component (no `**`), sorted.
-pub fn glob(pattern: &str) -> Vec<PathBuf> {
-    let mut current = vec![PathBuf::from("/")];
-    for comp in pattern.split('/').filter(|c| !c.is_empty()) {
-        let mut next = Vec::new();
-        for dir in &current {
-            if comp.contains(['*', '?']) {
-                let Ok(rd) = std::fs::read_dir(dir) else {
-                    continue;
-                };
-                for e in rd.flatten() {
-                    let name = e.file_name();
-                    let name = name.to_string_lossy();
-                    if !name.starts_with('.') && wildcard(comp, &name) {
-                        next.push(dir.join(&*name));
-                    }
-                }
-            } else {
-                let p = dir.join(comp);
-                if p.exists() {
-                    next.push(p);
-                }
-            }
-        }
-        current = next;
-    }
-    current.retain(|p| p.is_file());
-    current.sort();
-    current
-}
-
-/// `*` (any run) and `?` (one character) matching.
-pub fn wildcard(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ni;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ni = mark;
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == '*' {
-        pi += 1;
-    }
-    pi == p.len()
-}
-
-/// Where a checkpoint's bytes are now: the file with its identity and fingerprint in its
-/// directory (preferred), else a file with its fingerprint and at least `offset` bytes (a
-/// copytruncate copy). Files in `exclude` (already tracked) are skipped.
-pub fn locate(cp: &FileCheckpoint, exclude: &BTreeMap<FileId, ()>) -> Option<(PathBuf, FileId)> {
-    let dir = Path::new(&cp.path).parent()?;
-    let want = Fingerprint {
-        len: cp.fp_len,
-        hex: cp.fp.clone(),
+/// Runs one file or CRI source until stopped, sending to `sink`, with about `budget` bytes of
+/// events queued at most.
+pub(crate) async fn run_files<S: LogSink>(
+    cfg: LogSourceConfig,
+    ident: Identity,
+    journal: Rc<RefCell<Journal>>,
+    sink: S,
+    budget: usize,
+    mut stop: Stop,
+) {
+    let mut src = FileSource {
+        shipper: Shipper::new(cfg, sink, budget),
+        ident,
+        tails: BTreeMap::new(),
     };
-    let mut by_fp = None;
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = e.path();
-        let Ok(file) = File::open(&path) else {
-            continue;
-        };
-        let Ok(meta) = file.metadata() else { continue };
-        if !meta.is_file() || meta.len() < cp.offset {
-            continue;
-        }
-        let id = file_id(&meta);
-        if exclude.contains_key(&id) || !want.matches(&file) {
-            continue;
-        }
-        if id.dev == cp.dev && id.ino == cp.ino {
-            return Some((path, id));
-        }
-        if want.len > 0 && by_fp.is_none() {
-            by_fp = Some((path, id));
-        }
-    }
-    by_fp
-}
-
-/// `namespace`, `pod`, `container` of a CRI log path
-/// (`/var/log/pods/<namespace>_<pod>_<uid>/<container>/<n>.log`).
-pub fn pod_of(path: &Path) -> Option<(String, String, String)> {
-    let container = path.parent()?;
-    let pod_dir = container.parent()?.file_name()?.to_str()?;
-    let container = container.file_name()?.to_str()?;
-    let (ns, rest) = pod_dir.split_once('_')?;
-    let (pod, _uid) = rest.rsplit_once('_')?;
-    Some((ns.to_string(), pod.to_string(), container.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    #[test]
-    fn wildcards_match_like_a_shell() {
-        assert!(wildcard("*.log", "app.log"));
-        assert!(!wildcard("*.log", "app.log.1"));
-        assert!(wildcard("a?c*", "abcdef"));
-        assert!(wildcard("*", ""));
-        assert!(!wildcard("?", ""));
-    }
-
-    #[test]
-    fn globs_walk_wildcard_components() {
-        let d = tempfile::tempdir().unwrap();
-        for p in ["x_a_1/c1/0.log", "x_b_2/c2/0.log", "x_b_2/c2/0.log.gz"] {
-            let f = d.path().join(p);
-            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-            std::fs::write(&f, "l\n").unwrap();
-        }
-        let found = glob(&format!("{}/*/*/*.log", d.path().display()));
-        assert_eq!(found.len(), 2, "{found:?}");
-        assert_eq!(
-            pod_of(&found[1]),
-            Some(("x".into(), "b".into(), "c2".into()))
-        );
-    }
-
-    #[test]
-    fn tail_reads_complete_lines_and_holds_the_partial_one() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("a.log");
-        let mut f = File::create(&p).unwrap();
-        f.write_all(b"one\r\ntwo\nthr").unwrap();
+    src.resume(&journal.borrow());
+    let mut last_discover: Option<Instant> = None;
+    loop {
         let now = Instant::now();
-        let mut t = Tail::open(&p, 0, now).unwrap();
-        let mut lines = Vec::new();
-        t.read(1 << 20, now, &mut lines).unwrap();
-        assert_eq!(
-            lines,
-            vec![
-                Line {
-                    text: "one".into(),
-                    end: 5
-                },
-                Line {
-                    text: "two".into(),
-                    end: 9
-                }
-            ]
-        );
-        assert_eq!(t.line_start(), 9);
-        f.write_all(b"ee\n").unwrap();
-        lines.clear();
-        t.read(1 << 20, now, &mut lines).unwrap();
-        assert_eq!(
-            lines,
-            vec![Line {
-                text: "three".into(),
-                end: 15
-            }]
-        );
-        // copytruncate: the file shrinks below what was read.
-        f.set_len(0).unwrap();
-        let out = t.read(1 << 20, now, &mut lines).unwrap();
-        assert!(out.truncated);
+        let stopping = stop.borrow().is_some();
+        if src.check_rotation(now)
+            || last_discover.is_none_or(|t| now.duration_since(t) >= DISCOVER_EVERY)
+        {
+            src.discover(now, &journal);
+            last_discover = Some(now);
+        }
+        let more = if stopping {
+            false
+        } else {
+            src.read_all(now, &journal)
+        };
+        src.flush_idle(now, stopping);
+        src.shipper.publish_gauges();
+        match src.shipper.send_ready(&mut stop).await {
+            Some(acks) => src.ack(acks, &journal),
+            None => break,
+        }
+        src.close_finished(Instant::now(), &journal);
+        if stopping && src.shipper.is_empty() {
+            break;
+        }
+        if !more && !pause(POLL, &mut stop).await {
+            break;
+        }
+    }
+    stats::set_source(&src.shipper.cfg().id, 0, Duration::ZERO);
+}
+
+/// A file or CRI source: its shipper and the files it reads.
+struct FileSource<S> {
+    shipper: Shipper<S>,
+    ident: Identity,
+    tails: BTreeMap<FileId, Tracked>,
+}
+
+impl<S: LogSink> FileSource<S> {
+    fn decoder(&self) -> Decoder {
+        match self.shipper.cfg().kind {
+            LogKind::Cri => Decoder::Cri(cri::CriJoiner::default()),
+            _ => Decoder::Plain(Assembler::new(self.shipper.cfg().multiline_start.clone())),
+        }
     }
 
-    #[test]
-    fn a_checkpoint_is_found_after_rename_and_in_a_copy() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("a.log");
-        std::fs::write(&p, "first line of the file\nsecond\n").unwrap();
-        let mut t = Tail::open(&p, 0, Instant::now()).unwrap();
-        t.acked = 23;
-        let cp = t.checkpoint();
-        std::fs::rename(&p, d.path().join("a.log.1")).unwrap();
-        std::fs::write(&p, "new file\n").unwrap();
-        let (found, id) = locate(&cp, &BTreeMap::new()).unwrap();
-        assert_eq!(found, d.path().join("a.log.1"));
-        assert_eq!((id.dev, id.ino), (cp.dev, cp.ino));
-        // A copy (another inode) with the same first bytes is found by fingerprint.
-        std::fs::remove_file(d.path().join("a.log.1")).unwrap();
-        std::fs::write(
-            d.path().join("a.log.copy"),
-            "first line of the file\nsecond\nthird\n",
-        )
-        .unwrap();
-        let (found, _) = locate(&cp, &BTreeMap::new()).unwrap();
-        assert_eq!(found, d.path().join("a.log.copy"));
+    fn stream_for(&self, path: &std::path::Path) -> String {
+        let file = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut vars: Vec<(&str, String)> = vec![
+            ("instance_id", self.ident.instance_id.clone()),
+            ("hostname", self.ident.hostname.clone()),
+            ("file", file),
+        ];
+        if let Some((ns, pod, container)) = tail::pod_of(path) {
+            vars.push(("namespace", ns));
+            vars.push(("pod", pod));
+            vars.push(("container", container));
+        }
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        render_stream(&self.shipper.cfg().log_stream, &vars)
+    }
+
+    fn track(&mut self, mut tail: Tail, stream: Option<String>) {
+        tail.stream = stream.unwrap_or_else(|| self.stream_for(&tail.path));
+        let decoder = self.decoder();
+        self.tails.insert(tail.id, Tracked { tail, decoder });
+    }
+
+    /// Picks up where the journal says each file was left, including files renamed or copied
+    /// while bosund was not running.
+    fn resume(&mut self, journal: &Journal) {
+        let id = self.shipper.cfg().id.clone();
+        let checkpoints = match journal.file_checkpoints(&id) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(source = %id, "reading log checkpoints: {e:#}; files are read from their start");
+                Vec::new()
+            }
+        };
+        let matched = tail::glob(&self.shipper.cfg().path);
+        let now = Instant::now();
+        for cp in checkpoints {
+            let tracked: BTreeMap<FileId, ()> = self.tails.keys().map(|k| (*k, ())).collect();
+            match tail::locate(&cp, &tracked) {
+                Some((path, _)) => match Tail::open(&path, cp.offset, now) {
+                    Ok(mut tail) => {
+                        // A file no longer at a matched path (rotated while down) is drained.
+                        let stream = if matched.contains(&path) {
+                            None
+                        } else {
+                            // Rotated while bosund was down: drained into the stream of the
+                            // name it was read under, which its checkpoint keeps.
+                            tail.rotated = Some(now);
+                            tail.path = PathBuf::from(&cp.path);
+                            Some(self.stream_for(&tail.path))
+                        };
+                        tracing::debug!(source = %id, path = %path.display(), offset = cp.offset, "resuming");
+                        self.track(tail, stream);
+                    }
+                    Err(e) => {
+                        tracing::warn!(source = %id, path = %path.display(), "cannot reopen: {e}")
+                    }
+                },
+                None => {
+                    tracing::info!(source = %id, path = %cp.path, "a checkpointed file is gone; forgetting it");
+                    let _ = journal.forget_file_checkpoint(&id, cp.dev, cp.ino);
+                }
+            }
+        }
+    }
+
+    /// Marks tails whose path now names another file (or nothing) as rotated; `true` when
+    /// one was found (look for the new file at once).
+    fn check_rotation(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        for t in self.tails.values_mut() {
+            if t.tail.rotated.is_some() {
+                continue;
+            }
+            let same = std::fs::metadata(&t.tail.path)
+                .map(|m| tail::file_id(&m) == t.tail.id)
+                .unwrap_or(false);
+            if !same {
+                t.tail.rotated = Some(now);
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// Records where a file is being read from before anything of it is accepted, so a
+    /// rotation while bosund is down still finds it (by inode) after the restart.
+    fn register(&mut self, id: FileId, journal: &Rc<RefCell<Journal>>) {
+        let Some(t) = self.tails.get_mut(&id) else {
+            return;
+        };
+        let cp = t.tail.checkpoint();
+        if let Err(e) = journal
+            .borrow_mut()
+            .save_file_checkpoints(&self.shipper.cfg().id, &[cp])
+        {
+            tracing::error!(source = %self.shipper.cfg().id, "saving a log checkpoint: {e:#}");
+        }
+    }
+
+    /// Starts tailing files newly matching the glob (from their start).
+    fn discover(&mut self, now: Instant, journal: &Rc<RefCell<Journal>>) {
+        for path in tail::glob(&self.shipper.cfg().path) {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let id = tail::file_id(&meta);
+            if let Some(t) = self.tails.get_mut(&id) {
+                // Known (maybe renamed into another matched name): keep reading it.
+                if t.tail.rotated.is_some() && t.tail.path != path {
+                    t.tail.path = path;
+                }
+                continue;
+            }
+            match Tail::open(&path, 0, now) {
+                Ok(tail) => {
+                    tracing::info!(source = %self.shipper.cfg().id, path = %path.display(), "tailing");
+                    self.track(tail, None);
+                    self.register(id, journal);
+                }
+                Err(e) => {
+                    tracing::warn!(source = %self.shipper.cfg().id, path = %path.display(), "cannot open: {e}")
+                }
+            }
+        }
+    }
+
+    /// Reads every file a turn; `true` when some file has more waiting.
+    ///
+    /// A stream's lines keep their order across a rename rotation: rotated files are read
+    /// first (oldest rotation first), and a stream's current file waits while a rotated file
+    /// of the same stream still has more to read. (Reading in inode order interleaved the new
+    /// file's first lines with the old file's last ones whenever the new inode sorted first.)
+    fn read_all(&mut self, now: Instant, journal: &Rc<RefCell<Journal>>) -> bool {
+        let mut more = false;
+        let mut ids: Vec<FileId> = self.tails.keys().copied().collect();
+        ids.sort_by_key(|id| {
+            let rotated = self.tails[id].tail.rotated;
+            (rotated.is_none(), rotated)
+        });
+        let mut behind: Vec<String> = Vec::new();
+        let mut lines = Vec::new();
+        for id in ids {
+            if self.shipper.full() {
+                return true;
+            }
+            let Some(t) = self.tails.get_mut(&id) else {
+                continue;
+            };
+            if t.tail.rotated.is_none() && behind.contains(&t.tail.stream) {
+                more = true;
+                continue;
+            }
+            lines.clear();
+            let outcome = match t.tail.read(READ_TURN, now, &mut lines) {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(path = %t.tail.path.display(), "reading: {e}");
+                    continue;
+                }
+            };
+            more |= outcome.more;
+            if outcome.more && t.tail.rotated.is_some() {
+                behind.push(t.tail.stream.clone());
+            }
+            let generation = t.tail.generation;
+            let stream = t.tail.stream.clone();
+            let mut events = Vec::new();
+            for Line { text, end } in lines.drain(..) {
+                decode(&mut t.decoder, text, end, now, &mut events);
+            }
+            for (ts, text, end) in events {
+                let origin = Origin::File {
+                    id,
+                    generation,
+                    end,
+                };
+                self.shipper.emit(&stream, text, ts, origin);
+            }
+            if outcome.truncated {
+                self.truncated(id, now, journal);
+            }
+        }
+        more
+    }
+
+    /// Copytruncate (or a shrink): read the rest from the copy, then start over.
+    fn truncated(&mut self, id: FileId, now: Instant, journal: &Rc<RefCell<Journal>>) {
+        let Some(t) = self.tails.get_mut(&id) else {
+            return;
+        };
+        let generation = t.tail.generation;
+        let stream = t.tail.stream.clone();
+        let held = flush_decoder(&mut t.decoder);
+        let from = t.tail.line_start();
+        let cp = FileCheckpoint {
+            offset: from,
+            ..t.tail.checkpoint()
+        };
+        let path = t.tail.path.clone();
+        tracing::info!(path = %path.display(), at = from, "file truncated (copytruncate): reading the rest from the copy, then from the start");
+        if let Err(e) = t.tail.restart() {
+            tracing::warn!(path = %path.display(), "after truncation: {e}");
+        }
+        if let Some((text, end)) = held {
+            let origin = Origin::File {
+                id,
+                generation,
+                end,
+            };
+            self.shipper.emit(&stream, text, None, origin);
+        }
+        let tracked: BTreeMap<FileId, ()> = self.tails.keys().map(|k| (*k, ())).collect();
+        match tail::locate(&cp, &tracked) {
+            Some((copy, _)) => match Tail::open(&copy, from, now) {
+                Ok(mut tail) => {
+                    tail.rotated = Some(now);
+                    // Checkpointed under the original name: its stream after a restart.
+                    tail.path = path.clone();
+                    let copy_id = tail.id;
+                    self.track(tail, Some(stream));
+                    self.register(copy_id, journal);
+                    // Its lines come before what is written to the truncated file now: queue
+                    // them first, so read times (and CloudWatch's order) follow the file.
+                    self.drain_now(copy_id, now);
+                }
+                Err(e) => tracing::warn!(path = %copy.display(), "cannot open the copy: {e}"),
+            },
+            None => tracing::warn!(
+                path = %path.display(),
+                "truncated with unread lines and no copy found next to it: lines written between the last read and the truncation are lost (prefer rotation by rename)"
+            ),
+        }
+    }
+
+    /// Reads a (rotated) file to its current end at once, final partial line included.
+    fn drain_now(&mut self, id: FileId, now: Instant) {
+        let Some(t) = self.tails.get_mut(&id) else {
+            return;
+        };
+        let mut lines = Vec::new();
+        loop {
+            match t.tail.read(READ_TURN, now, &mut lines) {
+                Ok(o) if o.more => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(path = %t.tail.path.display(), "reading: {e}");
+                    break;
+                }
+            }
+        }
+        lines.extend(t.tail.take_partial());
+        let mut events = Vec::new();
+        for Line { text, end } in lines {
+            decode(&mut t.decoder, text, end, now, &mut events);
+        }
+        if let Some((text, end)) = flush_decoder(&mut t.decoder) {
+            events.push((None, text, end));
+        }
+        let (generation, stream) = (t.tail.generation, t.tail.stream.clone());
+        for (ts, text, end) in events {
+            let origin = Origin::File {
+                id,
+                generation,
+                end,
+            };
+            self.shipper.emit(&stream, text, ts, origin);
+        }
+    }
+
+    /// Completes multi-line events that waited long enough (all when stopping, and the last
+    /// line of a rotated file that ended without a newline).
+    fn flush_idle(&mut self, now: Instant, stopping: bool) {
+        let idle = if stopping {
+            Duration::ZERO
+        } else {
+            self.shipper.cfg().flush_interval
+        };
+        let ids: Vec<FileId> = self.tails.keys().copied().collect();
+        for id in ids {
+            let Some(t) = self.tails.get_mut(&id) else {
+                continue;
+            };
+            let mut events = Vec::new();
+            if let Decoder::Plain(a) = &mut t.decoder
+                && let Some((text, end)) = a.flush_idle(idle, now)
+            {
+                events.push((None, text, end));
+            }
+            let drained = t.tail.rotated.is_some()
+                && now.duration_since(t.tail.last_growth) >= tail::ROTATE_GRACE
+                && t.tail.size().is_ok_and(|s| s <= t.tail.read_pos);
+            if drained && let Some(Line { text, end }) = t.tail.take_partial() {
+                decode(&mut t.decoder, text, end, now, &mut events);
+                if let Some((text, end)) = flush_decoder(&mut t.decoder) {
+                    events.push((None, text, end));
+                }
+            }
+            let generation = t.tail.generation;
+            let stream = t.tail.stream.clone();
+            for (ts, text, end) in events {
+                let origin = Origin::File {
+                    id,
+                    generation,
+                    end,
+                };
+                self.shipper.emit(&stream, text, ts, origin);
+            }
+        }
+    }
+
+    /// Advances and journals the accepted positions.
+    fn ack(&mut self, acks: Vec<Acks>, journal: &Rc<RefCell<Journal>>) {
+        let mut checkpoints = Vec::new();
+        for a in acks {
+            for ((id, generation), end) in a.files {
+                if let Some(t) = self.tails.get_mut(&id)
+                    && t.tail.generation == generation
+                    && end > t.tail.acked
+                {
+                    t.tail.acked = end;
+                    checkpoints.retain(|c: &FileCheckpoint| (c.dev, c.ino) != (id.dev, id.ino));
+                    checkpoints.push(t.tail.checkpoint());
+                }
+            }
+        }
+        if checkpoints.is_empty() {
+            return;
+        }
+        if let Err(e) = journal
+            .borrow_mut()
+            .save_file_checkpoints(&self.shipper.cfg().id, &checkpoints)
+        {
+            stats::add(&stats::STATS.log_errors, 1);
+            tracing::error!(source = %self.shipper.cfg().id, "saving log checkpoints: {e:#}; lines already sent may be sent again after a restart");
+        }
+    }
+
+    /// Closes rotated files read to their end and accepted, and forgets their checkpoints.
+    fn close_finished(&mut self, now: Instant, journal: &Rc<RefCell<Journal>>) {
+        // A file with events still assembling, or filtered-out tail lines, is finished only
+        // once nothing is held: filtered events never get an ack, so compare positions read.
+        let done: Vec<FileId> = self
+            .tails
+            .iter()
+            .filter(|(_, t)| {
+                let holds = match &t.decoder {
+                    Decoder::Plain(a) => a.holds(),
+                    Decoder::Cri(c) => c.holds(),
+                };
+                !holds && t.tail.finished(now)
+                    || (!holds
+                        && t.tail.rotated.is_some()
+                        && !self.shipper.holds(&t.tail.stream)
+                        && now.duration_since(t.tail.last_growth) >= tail::ROTATE_GRACE
+                        && t.tail.size().is_ok_and(|s| s <= t.tail.read_pos))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            if let Some(t) = self.tails.remove(&id) {
+                tracing::info!(path = %t.tail.path.display(), "rotated file read to its end; closed");
+                let _ =
+                    journal
+                        .borrow()
+                        .forget_file_checkpoint(&self.shipper.cfg().id, id.dev, id.ino);
+            }
+        }
+    }
+}
+
+fn decode(
+    decoder: &mut Decoder,
+    text: String,
+    end: u64,
+    now: Instant,
+    out: &mut Vec<(Option<i64>, String, u64)>,
+) {
+    match decoder {
+        Decoder::Plain(a) => {
+            if let Some((t, e)) = a.push(text, end, now) {
+                out.push((None, t, e));
+            }
+        }
+        Decoder::Cri(j) => {
+            if let Some((ts, t)) = j.push(&text) {
+                out.push((ts, t, end));
+            }
+        }
+    }
+}
+
+fn flush_decoder(decoder: &mut Decoder) -> Option<(String, u64)> {
+    match decoder {
+        Decoder::Plain(a) => a.flush_idle(Duration::ZERO, Instant::now()),
+        Decoder::Cri(_) => None,
     }
 }

@@ -1,12 +1,38 @@
-//! The systemd journal, read through `journalctl -o json --follow`, resumed after the cursor
-//! of the last accepted entry (`--after-cursor`). Without a cursor it starts at this boot.
-//! `$BOSUN_JOURNALCTL` replaces the program (tests feed journal-format JSON through it).
+//! The journald source: the systemd journal, read through `journalctl -o json --follow`,
+//! resumed after the cursor of the last accepted entry (`--after-cursor`). Without a cursor it
+//! starts at this boot. `$BOSUN_JOURNALCTL` replaces the program (tests feed journal-format
+//! JSON through it).
+//!
+//! journalctl is started through `host::process::Streaming` like every child of bosund: in
+//! its own process group, killed when the source stops or the program is restarted.
+//!
+//! Invariant: the cursor saved in the journal is that of the last entry the sink accepted, so
+//! after a restart nothing accepted is read again but one batch in flight.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
 
 use serde_json::Value;
+use tokio::io::AsyncBufReadExt;
+use tokio::time::Instant;
+
+use super::batch::Acks;
+use super::event::Origin;
+use super::ship::{LogSink, Shipper};
+use super::{Identity, POLL};
+use crate::host::process::{Pipe, Streaming};
+use crate::journal::Journal;
+use crate::telemetry::config::{LogSourceConfig, render_stream};
+use crate::telemetry::sinks;
+use crate::telemetry::stats;
+use crate::telemetry::stop::{Stop, pause};
 
 /// One journal entry, as shipped.
 #[derive(Debug, PartialEq, Eq)]
-pub struct JournalEntry {
+pub(crate) struct JournalEntry {
     /// `__CURSOR`.
     pub cursor: String,
     /// `__REALTIME_TIMESTAMP` in milliseconds.
@@ -35,7 +61,7 @@ fn text(v: &Value) -> Option<String> {
 }
 
 /// Parses one line of `journalctl -o json`; `None` for a line that is not a journal entry.
-pub fn parse(line: &str) -> Option<JournalEntry> {
+pub(crate) fn parse(line: &str) -> Option<JournalEntry> {
     let v: Value = serde_json::from_str(line).ok()?;
     let cursor = v.get("__CURSOR")?.as_str()?.to_string();
     let timestamp_ms = v
@@ -61,7 +87,7 @@ pub fn parse(line: &str) -> Option<JournalEntry> {
 }
 
 /// The journalctl arguments: follow, JSON, after `cursor` or from this boot.
-pub fn args(cursor: Option<&str>) -> Vec<String> {
+pub(crate) fn args(cursor: Option<&str>) -> Vec<String> {
     let mut a = vec![
         "--output=json".to_string(),
         "--follow".to_string(),
@@ -73,6 +99,141 @@ pub fn args(cursor: Option<&str>) -> Vec<String> {
         None => a.push("--boot".to_string()),
     }
     a
+}
+
+/// The journalctl program: `$BOSUN_JOURNALCTL` or `journalctl`.
+fn journalctl() -> PathBuf {
+    std::env::var_os("BOSUN_JOURNALCTL")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("journalctl"))
+}
+
+/// The cursor of the last entry the acknowledged batches accepted (by reading order).
+fn last_cursor(acks: Vec<Acks>) -> Option<String> {
+    acks.into_iter()
+        .filter_map(|a| a.cursor)
+        .max_by_key(|(seq, _)| *seq)
+        .map(|(_, cursor)| cursor)
+}
+
+/// Runs the journald source until stopped, sending to `sink` with about `budget` bytes of
+/// events queued at most: `journalctl -o json --follow` after the last accepted cursor;
+/// restarted (after the last cursor read) when it exits.
+pub(crate) async fn run_journald<S: LogSink>(
+    cfg: LogSourceConfig,
+    ident: Identity,
+    journal: Rc<RefCell<Journal>>,
+    sink: S,
+    budget: usize,
+    mut stop: Stop,
+) {
+    let id = cfg.id.clone();
+    let stream = render_stream(
+        &cfg.log_stream,
+        &[
+            ("instance_id", &ident.instance_id),
+            ("hostname", &ident.hostname),
+        ],
+    );
+    let mut shipper = Shipper::new(cfg, sink, budget);
+    let mut last_read = journal.borrow().log_cursor(&id).unwrap_or_else(|e| {
+        tracing::error!(source = %id, "reading the journald cursor: {e:#}");
+        None
+    });
+    let mut seq = 0u64;
+    let mut restarts = sinks::backoff();
+    'outer: while stop.borrow().is_none() {
+        let program = journalctl();
+        let mut argv = vec![program.to_string_lossy().into_owned()];
+        argv.extend(args(last_read.as_deref()));
+        let started = Streaming::spawn(&argv, &BTreeMap::new(), Pipe::Null, Pipe::Piped)
+            .and_then(|mut child| child.take_async_stdout().map(|out| (child, out)));
+        let (mut child, stdout) = match started {
+            Ok(c) => c,
+            Err(e) => {
+                let d = restarts.next().unwrap_or(Duration::from_secs(30));
+                tracing::error!(source = %id, "{e:#}; retrying in {d:?}");
+                if !pause(d, &mut stop).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        loop {
+            let now = Instant::now();
+            let stopping = stop.borrow().is_some();
+            shipper.publish_gauges();
+            match shipper.send_ready(&mut stop).await {
+                Some(acks) => {
+                    if let Some(cursor) = last_cursor(acks)
+                        && let Err(e) = journal.borrow().save_log_cursor(&id, &cursor)
+                    {
+                        tracing::error!(source = %id, "saving the journald cursor: {e:#}");
+                    }
+                }
+                None => break 'outer,
+            }
+            if stopping {
+                break 'outer;
+            }
+            let wait = shipper.until_flush(now).unwrap_or(POLL * 4);
+            if shipper.full() {
+                if !pause(wait.max(Duration::from_millis(10)), &mut stop).await {
+                    break 'outer;
+                }
+                continue;
+            }
+            tokio::select! {
+                line = lines.next_line() => match line {
+                    Ok(Some(line)) => {
+                        if let Some(entry) = parse(&line) {
+                            seq += 1;
+                            last_read = Some(entry.cursor.clone());
+                            let origin = Origin::Journal { seq, cursor: entry.cursor };
+                            shipper.emit(&stream, entry.message, entry.timestamp_ms, origin);
+                        }
+                    }
+                    Ok(None) | Err(_) => {
+                        let d = restarts.next().unwrap_or(Duration::from_secs(30));
+                        // Its end (and stderr) is known only once it is reaped; kill the group
+                        // first, as a journalctl that closed its stdout may still be running.
+                        child.kill();
+                        let ended = match child.wait().await {
+                            Ok(exit) if exit.stderr.is_empty() => format!("exit code {}", exit.code),
+                            Ok(exit) => format!("exit code {}: {}", exit.code, tail_of(&exit.stderr)),
+                            Err(e) => format!("{e:#}"),
+                        };
+                        tracing::warn!(source = %id, "journalctl ended ({ended}); restarting in {d:?}");
+                        // Flush what was read before restarting after it.
+                        if let Some(acks) = shipper.send_ready(&mut stop).await
+                            && let Some(cursor) = last_cursor(acks)
+                        {
+                            let _ = journal.borrow().save_log_cursor(&id, &cursor);
+                        }
+                        if !pause(d, &mut stop).await {
+                            break 'outer;
+                        }
+                        break;
+                    }
+                },
+                _ = tokio::time::sleep(wait) => {}
+                changed = stop.changed() => if changed.is_err() { break 'outer },
+            }
+        }
+    }
+    stats::set_source(&id, 0, Duration::ZERO);
+}
+
+/// The end of a program's stderr, where the reason is: its last 2 KiB.
+fn tail_of(stderr: &str) -> &str {
+    const KEEP: usize = 2048;
+    let mut start = stderr.len().saturating_sub(KEEP);
+    while !stderr.is_char_boundary(start) {
+        start += 1;
+    }
+    &stderr[start..]
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use super::Point;
+use crate::telemetry::point::Point;
 
 /// File system types reported per mount (real storage, not pseudo or overlay).
 const REAL_FS: &[&str] = &[
@@ -41,7 +41,7 @@ impl Cpu {
 
 /// Keeps the previous counters between samples.
 #[derive(Debug)]
-pub struct Collector {
+pub(crate) struct Collector {
     processes: Vec<String>,
     prev_at: Option<Instant>,
     prev_cpu: Option<Cpu>,

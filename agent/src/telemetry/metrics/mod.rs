@@ -11,40 +11,23 @@
 //! Through an outage samples pile up (bounded by age, default 24 h) and are back-filled in order
 //! when CloudWatch answers again; a crash loses nothing already sampled.
 
-pub mod collect;
+pub(crate) mod collect;
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::journal::Journal;
 use crate::telemetry::config::MetricsConfig;
-use crate::telemetry::logs::Stop;
+use crate::telemetry::point::Point;
 use crate::telemetry::sinks::{
     self,
     cloudwatch::{self, TimedPoint},
 };
 use crate::telemetry::stats;
-
-/// One figure of a sample.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Point {
-    /// Metric name (`mem_used_percent`).
-    #[serde(rename = "n")]
-    pub name: String,
-    /// CloudWatch unit (`Percent`, `Bytes`, `Count`, `None`).
-    #[serde(rename = "u")]
-    pub unit: String,
-    /// The value.
-    #[serde(rename = "v")]
-    pub value: f64,
-    /// Dimensions besides InstanceId and the configured ones (`path`, `interface`, ...).
-    #[serde(rename = "d", default)]
-    pub dims: Vec<(String, String)>,
-}
+use crate::telemetry::stop::Stop;
 
 /// Samples read from the backlog per send round (each ~100 points: at most ~10 calls).
 const SAMPLES_PER_ROUND: usize = 10;
@@ -55,7 +38,7 @@ const SAMPLES_PER_ROUND: usize = 10;
 /// The first sample is taken one interval after the start, so CPU shares and rates cover a
 /// whole interval. Ticks stay on the grid set at the start (a tick delayed past the next one
 /// is skipped rather than shifting the ones after it).
-pub async fn sample(
+pub(crate) async fn sample(
     cfg: MetricsConfig,
     journal: Rc<RefCell<Journal>>,
     taken: Rc<Notify>,
@@ -102,7 +85,7 @@ pub async fn sample(
 /// The sender: ships the backlog whenever a sample was taken, retrying failures with backoff
 /// and jitter, until stopped; then one last attempt within the stop deadline (what is left is
 /// sent after the restart).
-pub async fn send(
+pub(crate) async fn send(
     cfg: MetricsConfig,
     instance_id: String,
     journal: Rc<RefCell<Journal>>,

@@ -7,16 +7,16 @@ use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 
 use crate::aws::describe_error;
-use crate::telemetry::metrics::Point;
+use crate::telemetry::point::Point;
 
 /// Most metrics in one PutMetricData.
-pub const MAX_METRICS: usize = 1000;
+pub(crate) const MAX_METRICS: usize = 1000;
 /// Most bytes of one PutMetricData body (1 MB), with room for the envelope.
-pub const MAX_BYTES: usize = 1_000_000 - 10_000;
+pub(crate) const MAX_BYTES: usize = 1_000_000 - 10_000;
 
 /// A point with its time, as sent.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TimedPoint {
+pub(crate) struct TimedPoint {
     /// Milliseconds since the epoch.
     pub ts_ms: i64,
     /// The point.
@@ -25,7 +25,7 @@ pub struct TimedPoint {
 
 /// The size a point takes in a query-protocol body (an overestimate: every field name and
 /// value URL-encoded, index numbers included).
-pub fn encoded_size(p: &TimedPoint, common_dims: &[(String, String)]) -> usize {
+pub(crate) fn encoded_size(p: &TimedPoint, common_dims: &[(String, String)]) -> usize {
     let dims: usize = p
         .point
         .dims
@@ -37,7 +37,7 @@ pub fn encoded_size(p: &TimedPoint, common_dims: &[(String, String)]) -> usize {
 }
 
 /// Splits points into requests within [`MAX_METRICS`] and [`MAX_BYTES`].
-pub fn chunks(
+pub(crate) fn chunks(
     points: &[TimedPoint],
     common_dims: &[(String, String)],
 ) -> Vec<std::ops::Range<usize>> {
@@ -58,7 +58,7 @@ pub fn chunks(
 }
 
 /// Sends one chunk. `high_resolution`: stored at 1-second resolution (intervals under 60 s).
-pub async fn put(
+pub(crate) async fn put(
     client: &Client,
     namespace: &str,
     common_dims: &[(String, String)],

@@ -1,5 +1,6 @@
-//! CloudWatch Logs: PutLogEvents, creating the stream (and the group, with its retention)
-//! when missing.
+//! CloudWatch Logs: PutLogEvents into one log group, creating the stream (and the group, with
+//! its retention) when missing. Knows nothing of where events come from: it takes
+//! `(timestamp, message)` pairs already within the API's limits (`logs::batch` cuts them).
 //!
 //! The group is created only when CreateLogStream says it does not exist, so a host whose role
 //! may create streams but not groups (the stack's policy) never needs more; retention is set
@@ -11,11 +12,10 @@ use aws_sdk_cloudwatchlogs::Client;
 use aws_sdk_cloudwatchlogs::types::InputLogEvent;
 
 use crate::aws::describe_error;
-use crate::telemetry::logs::batch::LogBatch;
 
 /// Events CloudWatch accepted the request for but refused.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Rejected {
+pub(crate) struct Rejected {
     /// Older than 14 days or the group's retention.
     pub too_old: usize,
     /// More than 2 hours in the future.
@@ -24,49 +24,54 @@ pub struct Rejected {
     pub expired: usize,
 }
 
-/// PutLogEvents with stream creation.
+/// PutLogEvents into one group, with stream creation.
 #[derive(Debug, Clone)]
-pub struct CloudWatchLogs {
+pub(crate) struct CloudWatchLogs {
     client: Client,
-    ready: HashSet<(String, String)>,
+    group: String,
+    /// Given to the group when bosund creates it.
+    retention_days: Option<u32>,
+    /// Streams known to exist.
+    ready: HashSet<String>,
 }
 
 impl CloudWatchLogs {
-    /// A sink over `client`.
-    pub fn new(client: Client) -> Self {
+    /// A sink over `client` into `group`; `retention_days` is set on the group only when this
+    /// sink creates it.
+    pub(crate) fn new(client: Client, group: String, retention_days: Option<u32>) -> Self {
         Self {
             client,
+            group,
+            retention_days,
             ready: HashSet::new(),
         }
     }
 
-    /// Sends `batch` to `group`/`stream`. `Ok` means CloudWatch accepted the request (some
+    /// Sends `events` (`(milliseconds since the epoch, message)`, in time order, within
+    /// PutLogEvents' limits) to `stream`. `Ok` means CloudWatch accepted the request (some
     /// events may still have been rejected as too old or too new: counted in the result).
     /// The error says what failed; the caller retries.
-    pub async fn put(
+    pub(crate) async fn put<'a>(
         &mut self,
-        group: &str,
         stream: &str,
-        retention_days: Option<u32>,
-        batch: &LogBatch,
+        events: impl IntoIterator<Item = (i64, &'a str)>,
     ) -> Result<Rejected, String> {
-        let events: Vec<InputLogEvent> = batch
-            .events
-            .iter()
-            .map(|e| {
+        let events: Vec<InputLogEvent> = events
+            .into_iter()
+            .map(|(timestamp_ms, message)| {
                 InputLogEvent::builder()
-                    .timestamp(e.timestamp_ms)
-                    .message(e.message.clone())
+                    .timestamp(timestamp_ms)
+                    .message(message)
                     .build()
                     .expect("timestamp and message are set")
             })
             .collect();
         for attempt in 0..2 {
-            self.ensure(group, stream, retention_days).await?;
+            self.ensure(stream).await?;
             let res = self
                 .client
                 .put_log_events()
-                .log_group_name(group)
+                .log_group_name(&self.group)
                 .log_stream_name(stream)
                 .set_log_events(Some(events.clone()))
                 .send()
@@ -94,41 +99,38 @@ impl CloudWatchLogs {
                             .is_some_and(|s| s.is_resource_not_found_exception()) =>
                 {
                     // The stream or group went away (deleted, or a fresh endpoint): recreate.
-                    self.ready.remove(&(group.to_string(), stream.to_string()));
+                    self.ready.remove(stream);
                 }
                 Err(e) => {
                     return Err(format!(
-                        "PutLogEvents to {group}/{stream}: {}",
+                        "PutLogEvents to {}/{stream}: {}",
+                        self.group,
                         describe_error(&e)
                     ));
                 }
             }
         }
         Err(format!(
-            "PutLogEvents to {group}/{stream}: the stream keeps disappearing"
+            "PutLogEvents to {}/{stream}: the stream keeps disappearing",
+            self.group
         ))
     }
 
-    async fn ensure(
-        &mut self,
-        group: &str,
-        stream: &str,
-        retention_days: Option<u32>,
-    ) -> Result<(), String> {
-        let key = (group.to_string(), stream.to_string());
-        if self.ready.contains(&key) {
+    async fn ensure(&mut self, stream: &str) -> Result<(), String> {
+        if self.ready.contains(stream) {
             return Ok(());
         }
+        let group = self.group.as_str();
         let created = self.create_stream(group, stream).await?;
         if !created {
-            self.create_group(group, retention_days).await?;
+            self.create_group(group, self.retention_days).await?;
             if !self.create_stream(group, stream).await? {
                 return Err(format!(
                     "CreateLogStream {group}/{stream}: the log group {group} still does not exist"
                 ));
             }
         }
-        self.ready.insert(key);
+        self.ready.insert(stream.to_string());
         Ok(())
     }
 

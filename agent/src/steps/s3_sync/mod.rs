@@ -1,9 +1,13 @@
 //! Runs `s3_sync` on the host; its arguments and their validation are the model's
-//! (`bosun_model::steps::s3_sync`).
+//! (`bosun_model::steps::s3_sync`, whose doc says what a sync does).
+//!
+//! - [`local`]: the source directory walked, files stamped and hashed (reads only)
+//! - [`plan`]: pure: which files go up and which objects go, from the two listings and the
+//!   last run's record; the plan's summary
+//! - [`record`]: the quick-check record, `<state dir>/s3-sync/*.json`
+//! - here: the step, and its S3 calls (listing, HeadObject, uploads, deletes)
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -13,249 +17,28 @@ use bosun_model::backup::parts::MAX_PARTS;
 use bosun_model::steps::ActionArgs;
 use bosun_model::steps::s3_sync::{Filter, S3SyncArgs};
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::{Check, CommandOutput, Outcome, StepContext, StepKind};
 use crate::aws::{Aws, AwsTarget, describe_error};
 use crate::backup::upload::{MultipartUpload, ObjectOptions};
 
+mod local;
+mod plan;
+mod record;
+
+use local::{sha256_file, stamp, walk};
+pub use plan::SyncPlan;
+use plan::{RemoteObject, Tense, Upload, human_bytes, listing, summary};
+use record::{FileStamp, Seen, SeenFile, record_path};
+
 /// Files larger than this go up as multipart uploads.
-pub const MULTIPART_THRESHOLD: u64 = 16 << 20;
+pub(crate) const MULTIPART_THRESHOLD: u64 = 16 << 20;
 /// Smallest part of a multipart upload here (S3's minimum is 5 MiB).
 const MIN_PART: u64 = 16 << 20;
 /// User metadata key holding the content's SHA-256 (`x-amz-meta-sha256`).
-pub const SHA256_METADATA: &str = "sha256";
-/// Most names listed in a message; the rest are counted.
-const LISTED: usize = 50;
-
-/// One file to upload.
-#[derive(Debug, Clone)]
-pub struct Upload {
-    rel: String,
-    path: PathBuf,
-    key: String,
-    size: u64,
-    /// No object had its key.
-    new: bool,
-}
-
-/// What `check` found to do.
-#[derive(Debug, Default)]
-pub struct SyncPlan {
-    uploads: Vec<Upload>,
-    /// Keys and sizes of objects to delete.
-    deletes: Vec<(String, u64)>,
-    /// Paths skipped (relative) and why: a symlink, not a regular file.
-    skipped: Vec<(String, &'static str)>,
-    /// The quick-check record for the files found unchanged; uploads are added after apply.
-    seen: Seen,
-    /// Where it is kept; `None` under `--check` (nothing is written).
-    seen_path: Option<PathBuf>,
-}
-
-/// A regular file found under `src`.
-struct LocalFile {
-    path: PathBuf,
-    size: u64,
-    stamp: FileStamp,
-}
-
-/// What must not change while a file is uploaded, and what says it did not change since the
-/// last sync (ctime moves on every write, even one that restores the mtime).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct FileStamp {
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-    inode: u64,
-}
-
-impl FileStamp {
-    fn of(m: &std::fs::Metadata) -> FileStamp {
-        FileStamp {
-            size: m.len(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-            inode: m.ino(),
-        }
-    }
-}
-
+pub(crate) const SHA256_METADATA: &str = "sha256";
 /// A file's stamp as uploaded and the new object's ETag.
 type Uploaded = (FileStamp, Option<String>);
-
-/// An object under the prefix, as listed.
-struct RemoteObject {
-    size: u64,
-    etag: Option<String>,
-}
-
-/// The quick-check record (see the module doc): relative path → what was last known.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Seen {
-    files: BTreeMap<String, SeenFile>,
-}
-
-/// A file's stamp and the ETag of the object that held its content then.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct SeenFile {
-    stamp: FileStamp,
-    etag: String,
-}
-
-impl Seen {
-    /// The record at `path`; empty when there is none or it cannot be read (a slower run, no
-    /// wrong one).
-    fn load(path: &Path) -> Seen {
-        match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::warn!("ignoring {}: {e}", path.display());
-                Seen::default()
-            }),
-            Err(_) => Seen::default(),
-        }
-    }
-
-    fn save(&self, path: &Path) -> anyhow::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let json = serde_json::to_vec(self)?;
-        crate::host::fs::write_atomic(path, &json, 0o600, &Default::default())
-    }
-}
-
-/// "1.5 MiB", "20 B".
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
-/// Up to [`LISTED`] names, then "and N more".
-fn listing(names: impl Iterator<Item = String>) -> String {
-    let all: Vec<String> = names.collect();
-    let mut shown: Vec<String> = all.iter().take(LISTED).cloned().collect();
-    if all.len() > LISTED {
-        shown.push(format!("and {} more", all.len() - LISTED));
-    }
-    shown.join(", ")
-}
-
-/// What [`walk`] found: regular files by relative `/`-path, skipped entries (with why),
-/// entries that could not be read (each with its error).
-type Walked = (
-    BTreeMap<String, LocalFile>,
-    Vec<(String, &'static str)>,
-    Vec<String>,
-);
-
-/// Walks `root` without following symlinks.
-fn walk(root: &Path, filter: &Filter) -> Walked {
-    let mut files = BTreeMap::new();
-    let mut skipped = Vec::new();
-    let mut unreadable = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) => {
-                unreadable.push(format!("{} ({e})", dir.display()));
-                continue;
-            }
-        };
-        for entry in entries {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    unreadable.push(format!("{} ({e})", dir.display()));
-                    continue;
-                }
-            };
-            let path = entry.path();
-            let Ok(rel) = path.strip_prefix(root) else {
-                continue;
-            };
-            let Some(rel) = rel.to_str().map(str::to_string) else {
-                unreadable.push(format!(
-                    "{} (the name is not UTF-8, so it cannot be an S3 key)",
-                    path.display()
-                ));
-                continue;
-            };
-            let meta = match std::fs::symlink_metadata(&path) {
-                Ok(m) => m,
-                Err(e) => {
-                    unreadable.push(format!("{} ({e})", path.display()));
-                    continue;
-                }
-            };
-            let kind = meta.file_type();
-            if kind.is_dir() {
-                dirs.push(path);
-                continue;
-            }
-            if !filter.selects(&rel) {
-                continue;
-            }
-            if kind.is_symlink() {
-                skipped.push((rel, "symlink, not followed"));
-            } else if !kind.is_file() {
-                skipped.push((rel, "not a regular file"));
-            } else {
-                files.insert(
-                    rel,
-                    LocalFile {
-                        path,
-                        size: meta.len(),
-                        stamp: FileStamp::of(&meta),
-                    },
-                );
-            }
-        }
-    }
-    skipped.sort();
-    unreadable.sort();
-    (files, skipped, unreadable)
-}
-
-/// SHA-256 (hex) of the file at `path`, read in 256 KiB chunks on a blocking thread.
-async fn sha256_file(path: PathBuf) -> anyhow::Result<String> {
-    tokio::task::spawn_blocking(move || {
-        let mut file =
-            std::fs::File::open(&path).with_context(|| format!("reading {}", path.display()))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = file
-                .read(&mut buf)
-                .with_context(|| format!("reading {}", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        Ok(hex::encode(hasher.finalize()))
-    })
-    .await
-    .context("the hashing thread failed")?
-}
-
-/// The file's stamp now.
-fn stamp(path: &Path) -> anyhow::Result<FileStamp> {
-    let m = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(FileStamp::of(&m))
-}
 
 async fn aws(args: &S3SyncArgs) -> anyhow::Result<Aws> {
     Aws::connect(&AwsTarget {
@@ -263,16 +46,6 @@ async fn aws(args: &S3SyncArgs) -> anyhow::Result<Aws> {
         endpoint_url: args.endpoint_url.clone(),
     })
     .await
-}
-
-/// Where the quick-check record of this bucket, prefix and source directory lives.
-fn seen_path(args: &S3SyncArgs, state_dir: &Path, root: &Path) -> PathBuf {
-    let id = Sha256::digest(
-        format!("{}\0{}\0{}", args.bucket, args.prefix(), root.display()).as_bytes(),
-    );
-    state_dir
-        .join("s3-sync")
-        .join(format!("{}.json", &hex::encode(id)[..32]))
 }
 
 /// Objects under the prefix: key → size and ETag.
@@ -463,37 +236,11 @@ impl StepKind for S3SyncArgs {
         let remote = remote(self, &s3).await?;
         let prefix = self.prefix();
 
-        let seen_path = seen_path(self, ctx.state_dir, &root);
+        let seen_path = record_path(ctx.state_dir, &self.bucket, &prefix, &root);
         let last = Seen::load(&seen_path);
-        let mut seen = Seen::default();
-        let mut uploads = Vec::new();
-        let mut same_size = Vec::new();
-        let mut quick = 0usize;
-        for (rel, f) in &files {
-            let key = format!("{prefix}{rel}");
-            let up = Upload {
-                rel: rel.clone(),
-                path: f.path.clone(),
-                key: key.clone(),
-                size: f.size,
-                new: !remote.contains_key(&key),
-            };
-            match remote.get(&key) {
-                Some(r) if r.size == f.size => {
-                    let known = SeenFile {
-                        stamp: f.stamp,
-                        etag: r.etag.clone().unwrap_or_default(),
-                    };
-                    if r.etag.is_some() && last.files.get(rel) == Some(&known) {
-                        quick += 1;
-                        seen.files.insert(rel.clone(), known);
-                    } else {
-                        same_size.push((up, f.stamp));
-                    }
-                }
-                _ => uploads.push(up),
-            }
-        }
+        let mut triage = plan::triage(&prefix, &files, &remote, &last);
+        let quick = triage.seen.files.len();
+        let same_size = std::mem::take(&mut triage.compare);
         let hashed = same_size.len();
         let compared: Vec<anyhow::Result<(Upload, FileStamp, Option<String>)>> =
             futures_util::stream::iter(same_size)
@@ -507,27 +254,14 @@ impl StepKind for S3SyncArgs {
                 .buffer_unordered(concurrency)
                 .collect()
                 .await;
-        for c in compared {
-            match c? {
-                (up, stamp, Some(etag)) => {
-                    seen.files.insert(up.rel, SeenFile { stamp, etag });
-                }
-                (up, _, None) => uploads.push(up),
-            }
-        }
-        uploads.sort_by(|a, b| a.rel.cmp(&b.rel));
+        let compared = compared.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+        let (uploads, seen) = triage.settle(compared);
 
-        let mut deletes = Vec::new();
-        if delete {
-            let kept: std::collections::HashSet<&str> =
-                skipped.iter().map(|(rel, _)| rel.as_str()).collect();
-            for (key, object) in &remote {
-                let rel = &key[prefix.len()..];
-                if !files.contains_key(rel) && !kept.contains(rel) && filter.selects(rel) {
-                    deletes.push((key.clone(), object.size));
-                }
-            }
-        }
+        let deletes = if delete {
+            plan::deletes(&prefix, &files, &skipped, &remote, &filter)
+        } else {
+            Vec::new()
+        };
 
         let plan = SyncPlan {
             uploads,
@@ -674,47 +408,6 @@ impl StepKind for S3SyncArgs {
     }
 }
 
-/// Whether [`summary`] says what would be done or what was.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Tense {
-    Planned,
-    Done,
-}
-
-/// "upload 2 file(s) (1.0 KiB: 1 new, 1 changed) and delete 1 object(s) (5 B) in s3://b/p/:
-/// + a, ~ b, - p/c" (or "uploaded ... deleted ...").
-fn summary(plan: &SyncPlan, dest: &str, tense: Tense) -> String {
-    let (upload, delete) = match tense {
-        Tense::Planned => ("upload", "delete"),
-        Tense::Done => ("uploaded", "deleted"),
-    };
-    let new = plan.uploads.iter().filter(|u| u.new).count();
-    let up_bytes: u64 = plan.uploads.iter().map(|u| u.size).sum();
-    let del_bytes: u64 = plan.deletes.iter().map(|d| d.1).sum();
-    let mut parts = Vec::new();
-    if !plan.uploads.is_empty() {
-        parts.push(format!(
-            "{upload} {} file(s) ({}: {new} new, {} changed)",
-            plan.uploads.len(),
-            human_bytes(up_bytes),
-            plan.uploads.len() - new
-        ));
-    }
-    if !plan.deletes.is_empty() {
-        parts.push(format!(
-            "{delete} {} object(s) ({})",
-            plan.deletes.len(),
-            human_bytes(del_bytes)
-        ));
-    }
-    let names = plan
-        .uploads
-        .iter()
-        .map(|u| format!("{} {}", if u.new { "+" } else { "~" }, u.rel))
-        .chain(plan.deletes.iter().map(|(k, _)| format!("- {k}")));
-    format!("{} in {dest}: {}", parts.join(" and "), listing(names))
-}
-
 #[cfg(test)]
 mod tests {
     use bosun_model::steps::s3_sync::STORAGE_CLASSES;
@@ -722,20 +415,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bytes_read_as_binary_units() {
-        assert_eq!(human_bytes(20), "20 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
-    }
-
-    #[test]
     fn the_model_knows_every_storage_class_of_the_sdk() {
         assert_eq!(STORAGE_CLASSES, StorageClass::values());
-    }
-
-    #[test]
-    fn listings_are_capped() {
-        let l = listing((0..60).map(|i| i.to_string()));
-        assert!(l.ends_with("49, and 10 more"), "{l}");
     }
 }

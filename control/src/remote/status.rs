@@ -1,0 +1,158 @@
+//! `bosun status`: per host, over SSH, bosund's path, digest and version, the host's uptime and
+//! its last runs (`bosund history`). A host that cannot be reached is shown as such and makes
+//! the exit code [`exit::UNREACHABLE`]; the others are still shown.
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use serde_json::{Value, json};
+
+use super::bosund;
+use super::ssh::{HostKeyPolicy, Ssh, shell_quote};
+use super::{Target, TargetArgs, host_key_policy, targets};
+use crate::{exit, runtime};
+
+/// `bosun status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// How many recent runs to show.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+}
+
+/// `bosun status`: bosund's version, the host's uptime and its last runs.
+pub fn run(args: StatusArgs, json: bool) -> Result<ExitCode> {
+    let targets = targets(&args.target)?;
+    let policy = host_key_policy(&args.target);
+    let rt = runtime()?;
+    let mut results = Vec::new();
+    let mut code = exit::OK;
+    for t in &targets {
+        let r = rt.block_on(host_status(t, policy, args.runs));
+        match r {
+            Ok(v) => results.push(v),
+            Err(e) => {
+                code = exit::UNREACHABLE.max(code);
+                results.push(json!({"host": t.name, "error": format!("{e:#}")}));
+            }
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"hosts": results})).expect("serialises")
+        );
+    } else {
+        for r in &results {
+            print_status(r);
+        }
+    }
+    Ok(ExitCode::from(code))
+}
+
+async fn host_status(t: &Target, policy: HostKeyPolicy, runs: usize) -> Result<Value> {
+    let Some(endpoint) = &t.endpoint else {
+        bail!(
+            "bosun status works over SSH: give [user@]host[:port], not {}",
+            t.address
+        );
+    };
+    let ssh = Ssh::connect(endpoint, policy).await?;
+    let installed = bosund::probe(&ssh, t.bosund_path.as_deref()).await?;
+    let uptime = ssh.exec("cat /proc/uptime").await?;
+    let uptime_s = String::from_utf8_lossy(&uptime.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse::<f64>().ok());
+    let mut v = json!({
+        "host": t.name,
+        "address": t.address,
+        "uptime_s": uptime_s,
+        "bosund": {"path": installed.path, "sha256": installed.sha256},
+    });
+    if installed.sha256.is_some() {
+        let bin = shell_quote(&installed.path);
+        let version = ssh.exec(&format!("{bin} --version")).await?;
+        v["bosund"]["version"] = json!(String::from_utf8_lossy(&version.stdout).trim());
+        let state = t
+            .state_dir
+            .as_deref()
+            .map(|d| format!(" --state-dir {}", shell_quote(d)))
+            .unwrap_or_default();
+        let history = ssh
+            .exec(&format!(
+                "{bin}{state} history --output json --limit {runs}"
+            ))
+            .await?;
+        v["runs"] = if history.code == Some(0) {
+            serde_json::from_slice(&history.stdout).unwrap_or(Value::Null)
+        } else {
+            json!({"error": history.stderr_text()})
+        };
+    }
+    ssh.close().await;
+    Ok(v)
+}
+
+fn print_status(v: &Value) {
+    let host = v["host"].as_str().unwrap_or_default();
+    if let Some(e) = v["error"].as_str() {
+        println!("{host}: unreachable: {e}");
+        return;
+    }
+    let uptime = v["uptime_s"]
+        .as_f64()
+        .map(|s| format!("up {}", human_duration(s)))
+        .unwrap_or_default();
+    match v["bosund"]["version"].as_str() {
+        Some(ver) => println!(
+            "{host}: {ver} at {} {uptime}",
+            v["bosund"]["path"].as_str().unwrap_or("")
+        ),
+        None => println!("{host}: bosund not installed ({uptime})"),
+    }
+    if let Some(runs) = v["runs"].as_array() {
+        if runs.is_empty() {
+            println!("  no runs yet");
+        }
+        for r in runs {
+            println!(
+                "  {} {:<20} {:<8} ok={} changed={} failed={}",
+                r["started_at"].as_str().unwrap_or("?"),
+                r["playbook"].as_str().unwrap_or("?"),
+                r["status"].as_str().unwrap_or("?"),
+                r["ok"],
+                r["changed"],
+                r["failed"]
+            );
+        }
+    } else if let Some(e) = v["runs"]["error"].as_str() {
+        println!("  history unavailable: {e}");
+    }
+}
+
+fn human_duration(secs: f64) -> String {
+    let s = secs as u64;
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} days", s / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(human_duration(5.2), "5 s");
+        assert_eq!(human_duration(600.0), "10 min");
+        assert_eq!(human_duration(90000.0), "25 h");
+        assert_eq!(human_duration(400000.0), "4 days");
+    }
+}
