@@ -23,12 +23,7 @@ struct Aws {
 
 impl Aws {
     fn new(moto: &Moto) -> Aws {
-        use aws_smithy_http_client::tls;
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
+        let http = bosun_aws::https_client();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

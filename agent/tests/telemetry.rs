@@ -162,13 +162,7 @@ impl Aws {
                 )),
             )
             .endpoint_url(moto.endpoint())
-            .http_client(
-                aws_smithy_http_client::Builder::new()
-                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                    ))
-                    .build_https(),
-            )
+            .http_client(bosun_aws::https_client())
             .build();
         Aws {
             rt: tokio::runtime::Builder::new_current_thread()

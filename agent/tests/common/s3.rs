@@ -16,12 +16,7 @@ pub struct S3 {
 impl S3 {
     /// A client for `moto`, with `bucket` created.
     pub fn new(moto: &Moto, bucket: &str) -> S3 {
-        use aws_smithy_http_client::tls;
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
+        let http = bosun_aws::https_client();
         let conf = aws_sdk_s3::config::Builder::new()
             .behavior_version_latest()
             .region(Region::new("us-east-1"))
