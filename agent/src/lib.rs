@@ -4,7 +4,7 @@
 //! command line over this; see ARCHITECTURE.md for the map and the layers.
 
 pub mod api;
-pub mod aws;
+pub(crate) mod aws;
 pub mod backup;
 pub mod config;
 pub mod daemon;
@@ -13,7 +13,7 @@ pub mod host;
 pub mod journal;
 pub mod queue;
 pub mod scheduler;
-pub mod secrets;
-pub mod steps;
-pub mod telemetry;
+pub(crate) mod secrets;
+pub(crate) mod steps;
+pub(crate) mod telemetry;
 pub mod vars;

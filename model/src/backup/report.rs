@@ -173,3 +173,15 @@ pub fn render_restored(r: &Restored, out: &mut impl Write) -> std::io::Result<()
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::human_size;
+
+    #[test]
+    fn bytes_read_as_binary_units() {
+        assert_eq!(human_size(20), "20 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(3 << 20), "3.0 MiB");
+    }
+}

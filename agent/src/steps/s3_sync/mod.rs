@@ -26,9 +26,10 @@ mod local;
 mod plan;
 mod record;
 
+use bosun_model::backup::report::human_size;
 use local::{sha256_file, stamp, walk};
 pub use plan::SyncPlan;
-use plan::{RemoteObject, Tense, Upload, human_bytes, listing, summary};
+use plan::{RemoteObject, Tense, Upload, listing, summary};
 use record::{FileStamp, Seen, SeenFile, record_path};
 
 /// Files larger than this go up as multipart uploads.
@@ -290,7 +291,7 @@ impl StepKind for S3SyncArgs {
             return Ok(Check::unchanged(Some(format!(
                 "{} files ({}) in {} are in {} ({quick} known unchanged by their stamp and ETag, {hashed} hashed and compared){skipped_note}",
                 files.len(),
-                human_bytes(files.values().map(|f| f.size).sum()),
+                human_size(files.values().map(|f| f.size).sum()),
                 root.display(),
                 self.dest()
             ))));

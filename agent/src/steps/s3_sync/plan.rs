@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
+use bosun_model::backup::report::human_size;
 use bosun_model::steps::s3_sync::Filter;
 
 use super::local::LocalFile;
@@ -139,22 +140,6 @@ pub(super) fn deletes(
         .collect()
 }
 
-/// "1.5 MiB", "20 B".
-pub(super) fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
 /// Up to [`LISTED`] names, then "and N more".
 pub(super) fn listing(names: impl Iterator<Item = String>) -> String {
     let all: Vec<String> = names.collect();
@@ -187,7 +172,7 @@ pub(super) fn summary(plan: &SyncPlan, dest: &str, tense: Tense) -> String {
         parts.push(format!(
             "{upload} {} file(s) ({}: {new} new, {} changed)",
             plan.uploads.len(),
-            human_bytes(up_bytes),
+            human_size(up_bytes),
             plan.uploads.len() - new
         ));
     }
@@ -195,7 +180,7 @@ pub(super) fn summary(plan: &SyncPlan, dest: &str, tense: Tense) -> String {
         parts.push(format!(
             "{delete} {} object(s) ({})",
             plan.deletes.len(),
-            human_bytes(del_bytes)
+            human_size(del_bytes)
         ));
     }
     let names = plan
@@ -346,13 +331,6 @@ mod tests {
             deletes("p/", &files, &skipped, &objects, &filter),
             [("p/gone".to_string(), 5)]
         );
-    }
-
-    #[test]
-    fn bytes_read_as_binary_units() {
-        assert_eq!(human_bytes(20), "20 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
     }
 
     #[test]
