@@ -46,7 +46,6 @@ fn linked(package: &str) -> Vec<String> {
         .args([
             "tree",
             "--locked",
-            "--offline",
             "-e",
             "normal",
             "--prefix",
