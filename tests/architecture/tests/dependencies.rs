@@ -44,15 +44,7 @@ const RULES: &[(&str, &[(&str, &str)])] = &[
 fn linked(package: &str) -> Vec<String> {
     let out = Command::new(env!("CARGO"))
         .args([
-            "tree",
-            "--locked",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-            "--format",
-            "{p}",
-            "-p",
+            "tree", "--locked", "-e", "normal", "--prefix", "none", "--format", "{p}", "-p",
             package,
         ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))

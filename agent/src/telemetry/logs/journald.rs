@@ -153,7 +153,7 @@ pub(crate) async fn run_journald<S: LogSink>(
             Ok(c) => c,
             Err(e) => {
                 let d = restarts.next().unwrap_or(Duration::from_secs(30));
-                tracing::error!(source = %id, "{e:#}; retrying in {d:?}");
+                tracing::error!(source = %id, "{e:#}; retrying in {d:?} (is systemd's journalctl installed?)");
                 if !pause(d, &mut stop).await {
                     break;
                 }
