@@ -1,5 +1,8 @@
-//! What the backup steps' arguments share: numbers written as digits or templates, sizes with
-//! units. The backups themselves (dumps, uploads, manifests, retention) run in the agent.
+//! What the backup steps' arguments and documents need, without doing a backup: numbers
+//! written as digits or templates, sizes with units, object key templates ([`key`]), RDS
+//! snapshot identifiers ([`rds`]), the retention policy's shape ([`retention`]), multipart part
+//! planning ([`parts`]), and the documents of `bosund backups` ([`report`]). Dumps, uploads,
+//! manifests on S3 and the retention plan over real backups run in the agent.
 
 pub mod key;
 pub mod parts;

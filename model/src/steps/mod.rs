@@ -2,7 +2,7 @@
 //!
 //! Each kind has a module here with its arguments struct (plain serde, `deny_unknown_fields`,
 //! a JSON Schema) and its checks serde cannot express ([`ActionArgs::validate`]); the agent
-//! implements how each kind runs on a host (`bosun_agent::steps`). The [`actions!`] list at the
+//! implements how each kind runs on a host (`bosun_agent::steps`). The `actions!` list at the
 //! bottom of this file is the one place that names them all: it generates the [`Action`] enum,
 //! the list of action keys a step may use, and the schema of a step. The agent's dispatch is an
 //! exhaustive `match` on [`Action`], so a kind added here without its execution does not build.
