@@ -332,7 +332,7 @@ fn paths_after(line: &str, prefix: &str) -> Vec<Vec<String>> {
 }
 
 /// Every path a file names, resolved to (crate, absolute module path within it).
-fn named_in(krate: &'static str, module: &ModPath, is_mod_file: bool, text: &str) -> Vec<Named> {
+fn named_in(krate: &'static str, module: &ModPath, text: &str) -> Vec<Named> {
     let mut named = Vec::new();
     for (n, line) in code_of(text).lines().enumerate() {
         for p in paths_after(line, "crate::") {
@@ -346,7 +346,6 @@ fn named_in(krate: &'static str, module: &ModPath, is_mod_file: bool, text: &str
             // `super` of a file module `a/b.rs` ([a, b]) is [a]; of `a/mod.rs` ([a]) it is [].
             let supers = p.iter().take_while(|s| *s == "super").count();
             let mut base: Vec<String> = module.clone();
-            let _ = is_mod_file;
             for _ in 0..supers {
                 base.pop();
             }
@@ -534,15 +533,12 @@ fn every_import_is_an_edge_the_layers_table_allows_and_no_modules_form_a_cycle()
     for c in &crates {
         for (module, file) in &c.modules {
             let text = std::fs::read_to_string(file).unwrap();
-            let is_mod_file = file
-                .file_name()
-                .is_some_and(|f| f == "mod.rs" || f == "lib.rs");
             let from = table_node(c.name, module);
             if module.is_empty() {
                 // The crate root (lib.rs) declares modules and re-exports; it is not a layer.
                 continue;
             }
-            for n in named_in(c.name, module, is_mod_file, &text) {
+            for n in named_in(c.name, module, &text) {
                 let target = by_name[n.krate];
                 // Trim the path to the deepest module that exists (the rest names an item).
                 let mut path = n.path.clone();
@@ -693,7 +689,7 @@ mod tests {
 }
 fn f() { crate::after::call(); }
 "#;
-    let named = named_in("agent", &vec!["x".into(), "y".into()], false, text);
+    let named = named_in("agent", &vec!["x".into(), "y".into()], text);
     let got: Vec<(usize, &str, String)> = named
         .iter()
         .map(|n| (n.line, n.krate, n.path.join("::")))
