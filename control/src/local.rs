@@ -132,20 +132,13 @@ fn write_input(mut pipe: impl Write, bytes: &[u8]) -> std::io::Result<()> {
     }
 }
 
-/// Reads `r` to its end, keeping the first `cap` bytes.
+/// Reads `r` to its end, keeping the first `cap` bytes (the rest is read and dropped, so the
+/// program never blocks on a full pipe).
 fn read_head(mut r: impl Read, cap: usize) -> std::io::Result<Vec<u8>> {
     let mut kept = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => return Ok(kept),
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        let room = cap.saturating_sub(kept.len());
-        kept.extend_from_slice(&buf[..n.min(room)]);
-    }
+    (&mut r).take(cap as u64).read_to_end(&mut kept)?;
+    std::io::copy(&mut r, &mut std::io::sink())?;
+    Ok(kept)
 }
 
 /// Reads `r` to its end, keeping the last `cap` bytes.

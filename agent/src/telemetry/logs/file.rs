@@ -284,14 +284,7 @@ impl<S: LogSink> FileSource<S> {
             for Line { text, end } in lines.drain(..) {
                 decode(&mut t.decoder, text, end, now, &mut events);
             }
-            for (ts, text, end) in events {
-                let origin = Origin::File {
-                    id,
-                    generation,
-                    end,
-                };
-                self.shipper.emit(&stream, text, ts, origin);
-            }
+            emit_file_events(&mut self.shipper, &stream, id, generation, events);
             if outcome.truncated {
                 self.truncated(id, now, journal);
             }
@@ -373,14 +366,7 @@ impl<S: LogSink> FileSource<S> {
             events.push((None, text, end));
         }
         let (generation, stream) = (t.tail.generation, t.tail.stream.clone());
-        for (ts, text, end) in events {
-            let origin = Origin::File {
-                id,
-                generation,
-                end,
-            };
-            self.shipper.emit(&stream, text, ts, origin);
-        }
+        emit_file_events(&mut self.shipper, &stream, id, generation, events);
     }
 
     /// Completes multi-line events that waited long enough (all when stopping, and the last
@@ -413,14 +399,7 @@ impl<S: LogSink> FileSource<S> {
             }
             let generation = t.tail.generation;
             let stream = t.tail.stream.clone();
-            for (ts, text, end) in events {
-                let origin = Origin::File {
-                    id,
-                    generation,
-                    end,
-                };
-                self.shipper.emit(&stream, text, ts, origin);
-            }
+            emit_file_events(&mut self.shipper, &stream, id, generation, events);
         }
     }
 
@@ -481,6 +460,29 @@ impl<S: LogSink> FileSource<S> {
                         .forget_file_checkpoint(&self.shipper.cfg().id, id.dev, id.ino);
             }
         }
+    }
+}
+
+/// Hands a file's decoded events (timestamp, text, end offset) to the shipper, each marked with
+/// where in which generation of the file it ends, for the checkpoint.
+fn emit_file_events<S: LogSink>(
+    shipper: &mut Shipper<S>,
+    stream: &str,
+    id: FileId,
+    generation: u32,
+    events: Vec<(Option<i64>, String, u64)>,
+) {
+    for (ts, text, end) in events {
+        shipper.emit(
+            stream,
+            text,
+            ts,
+            Origin::File {
+                id,
+                generation,
+                end,
+            },
+        );
     }
 }
 
