@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use bosun_model::playbook::{LocatedDiagnostic, Source, load};
+use bosun_model::playbook::{BaseDir, BaseOrigin, LocatedDiagnostic, Source, load};
 
 /// Loads `text` as `t.toml` and returns its diagnostics (panics when it is valid).
 fn errors(text: &str) -> Vec<LocatedDiagnostic> {
@@ -285,6 +285,107 @@ fn check_reports_every_file_and_fails_when_any_is_invalid() {
     );
 }
 
+/// A template that is not there is refused at its `src`, with the step before it not run; a
+/// playbook on stdin resolves against the current directory unless `--base-dir` says where,
+/// and the error says so.
+#[test]
+fn a_missing_local_file_is_refused_at_its_place_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let book = dir.path().join("files.toml");
+    let text = format!(
+        "name = \"files\"\n[[step]]\nname = \"first\"\nfile = {{ path = \"{}\", state = \"directory\" }}\n[[step]]\nname = \"env\"\ntemplate = {{ src = \"templates/env.j2\", dest = \"{}/env\" }}\n[[step]]\nname = \"values\"\ncopy = {{ src = \"files/motd\", dest = \"{}/motd\" }}\n",
+        marker.display(),
+        dir.path().display(),
+        dir.path().display()
+    );
+    std::fs::write(&book, &text).unwrap();
+    std::fs::create_dir_all(dir.path().join("files/motd")).unwrap();
+    let state = dir.path().join("state");
+    let out = bosund(&["check", book.to_str().unwrap()], &state);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let at = |line: &str| format!("{}:{line}: error: ", book.display());
+    assert!(
+        stderr.contains(&format!(
+            "{}`template` src `templates/env.j2` does not exist: no {}/templates/env.j2",
+            at("7:20"),
+            dir.path().display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{}`copy` src `files/motd` is a directory",
+            at("10:16")
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("relative paths resolve against the playbook's directory"),
+        "{stderr}"
+    );
+    let out = bosund(&["apply", book.to_str().unwrap()], &state);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        !marker.exists(),
+        "a step ran before the missing file was found"
+    );
+
+    // On stdin, from another directory: the current directory is the base, and the error says
+    // how to name another.
+    std::fs::create_dir_all(dir.path().join("templates")).unwrap();
+    std::fs::write(dir.path().join("templates/env.j2"), "x={{ 1 }}\n").unwrap();
+    std::fs::remove_dir(dir.path().join("files/motd")).unwrap();
+    std::fs::write(dir.path().join("files/motd"), "hi\n").unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let stdin = |extra: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bosund"))
+            .current_dir(elsewhere.path())
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["apply", "-"])
+            .args(extra)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = stdin(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("<stdin>:7:20: error: `template` src `templates/env.j2` does not exist"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("by default the current directory") && stderr.contains("--base-dir DIR"),
+        "{stderr}"
+    );
+    assert!(!marker.exists());
+    let base = dir.path().to_str().unwrap();
+    let out = stdin(&["--base-dir", base]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("env")).unwrap(),
+        "x=1\n"
+    );
+}
+
 #[test]
 fn every_shipped_playbook_is_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks");
@@ -293,7 +394,12 @@ fn every_shipped_playbook_is_valid() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let text = std::fs::read_to_string(&path).unwrap();
-            if let Err(d) = load(Source::new(path.display().to_string(), text), &[]) {
+            let base = BaseDir {
+                path: dir.clone(),
+                origin: BaseOrigin::PlaybookDir,
+            };
+            let source = Source::new(path.display().to_string(), text);
+            if let Err(d) = bosun_agent::config::load_playbook(source, &[], &base) {
                 panic!("{d}");
             }
             checked += 1;

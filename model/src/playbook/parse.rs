@@ -409,6 +409,7 @@ fn parse_step(
     let span_of = |k: &str| table.get(k).map(|v| v.span());
     let mut templates = Vec::new();
     collect_templates(action_value, &mut templates);
+    let local_files = super::local_files::collect(action.key(), action_value);
     let notify_spans = table
         .get("notify")
         .and_then(|v| v.get_ref().as_array())
@@ -427,6 +428,7 @@ fn parse_step(
         failed_when: common.failed_when,
         notify: common.notify,
         no_log: common.no_log,
+        local_files,
         spans: StepSpans {
             table: item.span(),
             name: name_span,
