@@ -200,6 +200,140 @@ notify = ["nobody"]
 }
 
 #[test]
+fn every_independent_error_of_one_step_is_reported() {
+    // A wrong argument type does not hide a broken `when`, an undefined variable in
+    // `failed_when` or in the arguments' templates.
+    let text = "name = \"x\"\n[[step]]\nname = \"a\"\ncommand = { run = 1, chdir = \"{{ nowhere }}\" }\nwhen = \"x ==\"\nfailed_when = \"result.rc > limit\"\n";
+    let found = errors(text);
+    let got: Vec<(usize, usize, &str)> = found
+        .iter()
+        .map(|d| (d.line, d.column, d.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (4, 19, "step `a`: `command`: invalid type: integer `1`"),
+            (4, 34, "undefined variable `nowhere`"),
+            (
+                5,
+                8,
+                "invalid Jinja: unexpected end of input, expected expression"
+            ),
+            (6, 28, "undefined variable `limit`"),
+        ],
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn duplicate_step_names_are_an_error_at_the_second() {
+    let text = "name = \"x\"\n[[step]]\nname = \"same\"\ncommand = { run = \"true\" }\n[[step]]\nname = \"same\"\ncommand = { run = \"false\" }\n";
+    assert_one(
+        text,
+        6,
+        8,
+        "a step named `same` already exists",
+        "give each step its own name",
+    );
+}
+
+#[test]
+fn a_step_or_handler_without_a_name_says_what_to_add() {
+    let text = "name = \"x\"\n[[step]]\ncommand = { run = \"true\" }\n[[handler]]\ncommand = { run = \"true\" }\n";
+    let found = errors(text);
+    let got: Vec<(usize, usize, &str, &str)> = found
+        .iter()
+        .map(|d| {
+            (
+                d.line,
+                d.column,
+                d.message.as_str(),
+                d.help.as_deref().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                2,
+                1,
+                "step has no `name`",
+                "add a line such as: name = \"what it does\" (reports and the journal show it by its name)"
+            ),
+            (
+                4,
+                1,
+                "handler has no `name`",
+                "add a line such as: name = \"what it does\" (reports, the journal and `notify` find it by its name)"
+            ),
+        ],
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn an_expression_written_with_braces_says_to_drop_them() {
+    let text = "name = \"x\"\n[vars]\nx = 1\n[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\nwhen = \"{{ x\"\n[[step]]\nname = \"b\"\ncommand = { run = \"true\" }\nchanged_when = \"{{ result.rc == 0 }}\"\nfailed_when = \"{{- x }} > 1\"\n";
+    let found = errors(text);
+    let got: Vec<(usize, usize, &str, &str)> = found
+        .iter()
+        .map(|d| {
+            (
+                d.line,
+                d.column,
+                d.message.as_str(),
+                d.help.as_deref().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                7,
+                8,
+                "`when` is a Jinja expression: write it without `{{ }}`",
+                "write: when = \"x\""
+            ),
+            (
+                11,
+                16,
+                "`changed_when` is a Jinja expression: write it without `{{ }}`",
+                "write: changed_when = \"result.rc == 0\""
+            ),
+            (
+                12,
+                15,
+                "`failed_when` is a Jinja expression: write it without `{{ }}`",
+                "write: failed_when = \"x > 1\""
+            ),
+        ],
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn a_toml_syntax_error_is_reported_once_without_the_errors_that_follow_from_it() {
+    // The parser recovers by dropping `name`, then calls the next `name` a duplicate.
+    assert_one(
+        "name = x\nname = \"y\"\n",
+        1,
+        8,
+        "invalid TOML: string values must be quoted",
+        "",
+    );
+    // An unclosed array: five errors on line 4 from toml, one here.
+    let found = errors("name = \"x\"\n[vars]\na = [1, 2\nb = 2\n");
+    assert_eq!(found.len(), 1, "{found:#?}");
+    // Two independent mistakes on two lines are both reported.
+    let found =
+        errors("name = \"x\"\n[[step]\nname = \"a\"\ncommand = { run = \"true\" }\n[vars\n");
+    let at: Vec<(usize, usize)> = found.iter().map(|d| (d.line, d.column)).collect();
+    assert_eq!(at, vec![(2, 8), (5, 6)], "{found:#?}");
+}
+
+#[test]
 fn a_handler_that_failed_to_parse_is_not_reported_twice() {
     // The handler is broken; the step's notify must not also claim it does not exist.
     let text = "name = \"x\"\n[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\nnotify = [\"h\"]\n[[handler]]\nname = \"h\"\ncommand = { run = 1 }\n";

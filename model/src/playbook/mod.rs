@@ -39,7 +39,8 @@ pub use validate::{FACTS_VAR, RESULT_VAR, validate};
 
 pub use crate::steps::LocalFileRole;
 pub use crate::steps::common::{
-    COMMON_KEYS, Condition, DEFAULT_DELAY, DurationSpec, StepCommon, deferred_template,
+    COMMON_KEYS, CONDITION_KEYS, Condition, DEFAULT_DELAY, DurationSpec, StepCommon,
+    deferred_template,
 };
 
 /// Parses and validates a playbook, given the names of the variables set from outside it
@@ -80,6 +81,7 @@ fn load_then(
         &parsed.playbook,
         &outside,
         &parsed.stray_handlers,
+        &parsed.stray_steps,
     ));
     diagnostics.extend(more(&parsed.playbook));
     if diagnostics.is_empty() {
