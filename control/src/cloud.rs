@@ -72,8 +72,8 @@ impl Aws {
     }
 }
 
-/// How results are shown: human lines and progress on stderr (results on stdout), or one JSON
-/// document on stdout at the end.
+/// How results are shown: human lines and progress on stderr (results on stdout), or one line of
+/// JSON on stdout at the end (JSON Lines, as every `--output json`).
 #[derive(Clone, Copy)]
 pub struct Ui {
     /// `--output json`.
