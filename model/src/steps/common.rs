@@ -20,6 +20,10 @@ pub const COMMON_KEYS: &[&str] = &[
     "no_log",
 ];
 
+/// The keys of a step that hold a Jinja expression, written without `{{ }}`
+/// (`when = "x == 1"`); a `changed_when` or `failed_when` may also be a plain boolean.
+pub const CONDITION_KEYS: &[&str] = &["when", "changed_when", "failed_when"];
+
 /// The keys a step may have besides its action, as written.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
