@@ -341,6 +341,19 @@ pub fn playbook_path(dir: &Path, name: &str) -> Result<PathBuf, String> {
     Ok(dir.join(file))
 }
 
+/// Loads a playbook as bosund runs it: parsed, validated, and every local file it reads
+/// (template and copy sources, values files) found on this host under `base`.
+pub fn load_playbook(
+    source: Source,
+    outside_vars: &[String],
+    base: &bosun_model::playbook::BaseDir,
+) -> Result<bosun_model::playbook::Playbook, Diagnostics> {
+    use bosun_model::playbook::{Scope, load_with_files};
+    load_with_files(source, outside_vars, base, Scope::All, |p| {
+        std::fs::metadata(p).map(|m| m.is_dir())
+    })
+}
+
 fn validate_tcp(
     section: Range<usize>,
     tcp: TcpSection,

@@ -15,7 +15,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use bosun_model::output::OutputFormat;
-use bosun_model::playbook::{self, Source};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
@@ -328,7 +327,7 @@ fn check(playbooks: &[String], var: &[String], json: bool) -> Result<ExitCode> {
     let mut results = Vec::new();
     for file in playbooks {
         let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
-        match playbook::load(Source::new(file.clone(), text), &outside) {
+        match local::load_playbook(Path::new(file), text, &outside) {
             Ok(p) => {
                 if json {
                     results.push(json!({"file": file, "ok": true,

@@ -441,7 +441,11 @@ async fn submit_run(
         }
     };
     let names: Vec<String> = req.vars.keys().cloned().collect();
-    let playbook = playbook::load(source, &names).map_err(|diags| {
+    let base = playbook::BaseDir {
+        path: base_dir.clone(),
+        origin: playbook::BaseOrigin::Configured("the agent's playbooks_dir".into()),
+    };
+    let playbook = crate::config::load_playbook(source, &names, &base).map_err(|diags| {
         Failure(
             StatusCode::UNPROCESSABLE_ENTITY,
             ApiError {

@@ -198,7 +198,12 @@ fn check_playbook(
         }
     };
     let names: Vec<String> = vars.keys().cloned().collect();
-    if let Err(problems) = playbook::load(Source::new(path.display().to_string(), text), &names) {
+    let base = playbook::BaseDir {
+        path: playbooks_dir.to_path_buf(),
+        origin: playbook::BaseOrigin::PlaybookDir,
+    };
+    let source = Source::new(path.display().to_string(), text);
+    if let Err(problems) = super::load_playbook(source, &names, &base) {
         let first = problems.located().into_iter().next();
         let at = first
             .map(|d| {

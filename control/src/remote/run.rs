@@ -16,7 +16,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use bosun_model::event::{RunEvent, Summary};
-use bosun_model::playbook::{self, Source};
 use clap::{Args, ValueEnum};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
@@ -184,10 +183,7 @@ pub fn run(args: RunArgs, json: bool) -> Result<ExitCode> {
         if checked.contains(&names) {
             continue;
         }
-        if let Err(d) = playbook::load(
-            Source::new(path.display().to_string(), text.clone()),
-            &names,
-        ) {
+        if let Err(d) = crate::local::load_playbook(&path, text.clone(), &names) {
             if json {
                 println!(
                     "{}",

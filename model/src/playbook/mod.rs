@@ -26,23 +26,50 @@ use std::time::Duration;
 use crate::steps::Action;
 
 pub mod diagnostics;
+mod local_files;
 mod parse;
 mod schema;
 mod validate;
 
 pub use diagnostics::{Diagnostic, Diagnostics, LocatedDiagnostic, Source};
+pub use local_files::{BaseDir, BaseOrigin, LocalFile, Scope, check_local_files};
 pub use parse::parse;
 pub use schema::json_schema;
 pub use validate::{FACTS_VAR, RESULT_VAR, validate};
 
+pub use crate::steps::LocalFileRole;
 pub use crate::steps::common::{
-    COMMON_KEYS, Condition, DEFAULT_DELAY, DurationSpec, StepCommon, deferred_template,
+    COMMON_KEYS, CONDITION_KEYS, Condition, DEFAULT_DELAY, DurationSpec, StepCommon,
+    deferred_template,
 };
 
 /// Parses and validates a playbook, given the names of the variables set from outside it
 /// (`--var`, `--vars-file`). On failure, every problem found in the text: structural ones and,
 /// for the parts that did parse, undefined variables and unknown handlers.
 pub fn load(source: Source, outside_vars: &[String]) -> Result<Playbook, Diagnostics> {
+    load_then(source, outside_vars, |_| Vec::new())
+}
+
+/// [`load`], then [`check_local_files`] on what parsed: every problem of the text and every
+/// local file that is not there, together. `probe` is as for [`check_local_files`].
+pub fn load_with_files(
+    source: Source,
+    outside_vars: &[String],
+    base: &BaseDir,
+    scope: Scope,
+    probe: impl Fn(&std::path::Path) -> std::io::Result<bool>,
+) -> Result<Playbook, Diagnostics> {
+    load_then(source, outside_vars, |p| {
+        check_local_files(p, base, scope, probe)
+    })
+}
+
+/// Parses and validates, then adds what `more` finds in the parts that parsed.
+fn load_then(
+    source: Source,
+    outside_vars: &[String],
+    more: impl FnOnce(&Playbook) -> Vec<Diagnostic>,
+) -> Result<Playbook, Diagnostics> {
     let parsed = parse::parse_partial(source);
     if parsed.syntax_error {
         return Err(Diagnostics::new(parsed.playbook.source, parsed.diagnostics));
@@ -54,7 +81,9 @@ pub fn load(source: Source, outside_vars: &[String]) -> Result<Playbook, Diagnos
         &parsed.playbook,
         &outside,
         &parsed.stray_handlers,
+        &parsed.stray_steps,
     ));
+    diagnostics.extend(more(&parsed.playbook));
     if diagnostics.is_empty() {
         Ok(parsed.playbook)
     } else {
@@ -134,6 +163,8 @@ pub struct Step {
     /// `no_log`: the step's events carry no message, diff or command output (status and exit
     /// code only).
     pub no_log: bool,
+    /// The files its action reads from the machine it runs on (see [`Playbook::local_files`]).
+    pub local_files: Vec<LocalFile>,
     /// Where the parts of the step are written, for diagnostics.
     pub spans: StepSpans,
 }

@@ -20,6 +20,10 @@ pub const COMMON_KEYS: &[&str] = &[
     "no_log",
 ];
 
+/// The keys of a step that hold a Jinja expression, written without `{{ }}`
+/// (`when = "x == 1"`); a `changed_when` or `failed_when` may also be a plain boolean.
+pub const CONDITION_KEYS: &[&str] = &["when", "changed_when", "failed_when"];
+
 /// The keys a step may have besides its action, as written.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -38,7 +42,10 @@ pub struct StepCommon {
     /// Limit on one attempt: seconds, or a duration such as "2m".
     #[serde(default)]
     pub timeout: Option<DurationSpec>,
-    /// Variable that receives the result (stdout, stderr, rc, changed, failed, skipped).
+    /// Variable that receives the result (stdout, stderr, rc, changed, failed, skipped, msg).
+    /// When a tool the step ran failed (a database client restoring a backup), stdout and
+    /// stderr are its whole output (capped), which reports quote only in part; never under
+    /// `no_log`.
     #[serde(default)]
     pub register: Option<String>,
     /// `false`/`true`, or a Jinja expression over `result`, deciding whether this step changed
@@ -46,6 +53,8 @@ pub struct StepCommon {
     #[serde(default)]
     pub changed_when: Option<Condition>,
     /// `false`/`true`, or a Jinja expression over `result`, deciding whether this step failed.
+    /// It also judges a step that failed because a tool it ran failed (`result.stderr`,
+    /// `result.rc` are that tool's), so an expected failure can be accepted.
     #[serde(default)]
     pub failed_when: Option<Condition>,
     /// Handlers to run at the end of the run when this step changed something.
