@@ -13,7 +13,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use bosun_model::output::OutputFormat;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -30,7 +30,9 @@ use stack::userdata::{self, UserDataSpec};
     about = "bosun's control CLI: drives bosund agents and the AWS stack around them"
 )]
 struct Cli {
-    /// Output format: human-readable lines, or one JSON document on stdout.
+    /// Output format: human-readable lines, or JSON Lines on stdout (one compact JSON value
+    /// per line: an event per line for `run`, a playbook per line for `check`, one line for a
+    /// single result).
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Human)]
     output: OutputFormat,
     #[command(subcommand)]
@@ -61,6 +63,10 @@ enum Command {
     Template {
         #[command(flatten)]
         stack: StackArgs,
+        /// Print the second stack's template instead (`[edge]` outside us-east-1: the
+        /// certificate, the health checks and their alarms, in us-east-1).
+        #[arg(long)]
+        edge: bool,
     },
     /// Print the instance's cloud-init user-data, resolved for a given bucket.
     UserData {
@@ -173,11 +179,9 @@ fn endpoint<'a>(aws: &'a AwsArgs, config: &'a StackConfig) -> Option<&'a str> {
         .or(config.endpoints.aws.as_deref())
 }
 
+/// One line of JSON Lines (see `--output`).
 fn print_json(value: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("JSON values serialise")
-    );
+    println!("{value}");
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -188,8 +192,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => remote::run::run(args, json),
         Command::Status(args) => remote::status::run(args, json),
         Command::Backups(cmd) => remote::backups::run(cmd, json),
-        Command::Template { stack } => {
+        Command::Template { stack, edge } => {
             let l = load(&stack)?;
+            if edge {
+                if !l.config.has_edge_stack() {
+                    bail!(
+                        "stack {} has no edge stack: it needs [edge] and a region other than {}",
+                        l.config.name,
+                        stack::config::EDGE_REGION
+                    );
+                }
+                println!("{}", stack::edge::template(&l.config).to_json());
+                return Ok(ExitCode::SUCCESS);
+            }
             let boot = BootDigests {
                 bosund_sha256: l.artifacts.bosund.sha256.clone(),
                 playbooks_sha256: l.artifacts.playbooks.sha256.clone(),
@@ -282,7 +297,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let rt = runtime()?;
             let result = rt.block_on(async {
                 let clients = cloud::Aws::connect(&config.region, endpoint(&aws, &config)).await;
-                cloud::down(&clients, ui, &config.name, delete_data).await
+                cloud::down(&clients, ui, &config, delete_data).await
             })?;
             if json {
                 print_json(&result);
@@ -309,13 +324,12 @@ fn check(playbooks: &[String], var: &[String], json: bool) -> Result<ExitCode> {
         .cloned()
         .collect();
     let mut invalid = false;
-    let mut results = Vec::new();
     for file in playbooks {
         let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
         match local::load_playbook(Path::new(file), text, &outside) {
             Ok(p) => {
                 if json {
-                    results.push(json!({"file": file, "ok": true,
+                    print_json(&json!({"file": file, "ok": true,
                         "steps": p.steps.len(), "handlers": p.handlers.len()}));
                 } else {
                     println!(
@@ -328,16 +342,12 @@ fn check(playbooks: &[String], var: &[String], json: bool) -> Result<ExitCode> {
             Err(d) => {
                 invalid = true;
                 if json {
-                    results
-                        .push(json!({"file": file, "ok": false, "diagnostics": d.render(false)}));
+                    print_json(&json!({"file": file, "ok": false, "diagnostics": d.located()}));
                 } else {
                     eprint!("{}", d.render(std::io::stderr().is_terminal()));
                 }
             }
         }
-    }
-    if json {
-        print_json(&json!({ "playbooks": results }));
     }
     Ok(if invalid {
         ExitCode::from(exit::INVALID)
