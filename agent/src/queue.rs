@@ -555,6 +555,12 @@ fn runner(queue: Arc<RunQueue>, mut jobs: mpsc::UnboundedReceiver<String>, state
                 None
             }
         };
+        // An upgrade bosund died in is finished or rolled back before any run may touch k3s.
+        match engine::settle_interrupted(&state_dir).await {
+            Ok(Some(settled)) => tracing::warn!("at start: {settled}"),
+            Ok(None) => {}
+            Err(e) => tracing::error!("at start: {e:#}"),
+        }
         while let Some(id) = jobs.recv().await {
             let Some((playbook, mut opts, mut cancel)) = queue.begin(&id) else {
                 continue;
@@ -567,7 +573,11 @@ fn runner(queue: Arc<RunQueue>, mut jobs: mpsc::UnboundedReceiver<String>, state
                 if let Some(j) = journal.as_mut()
                     && let Err(e) = j.record(event)
                 {
-                    tracing::warn!(run = %id, "journal write failed: {e:#}");
+                    if crate::journal::is_disk_full(&e) {
+                        tracing::error!(run = %id, "journal write failed: no space left on device: {e:#}");
+                    } else {
+                        tracing::warn!(run = %id, "journal write failed: {e:#}");
+                    }
                 }
                 queue.push_event(&id, event);
             };

@@ -14,7 +14,7 @@
 
 use std::cell::Cell;
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use backon::{ConstantBuilder, Retryable};
@@ -66,9 +66,12 @@ pub async fn run(playbook: &Playbook, opts: &RunOptions, sink: &mut dyn EventSin
     });
 
     let mut redactor = Redactor::default();
-    let prepared = match read_secrets(playbook, opts, &mut redactor).await {
-        Ok(secrets) => initial_vars(playbook, opts, secrets, &jinja).map_err(|m| ("[vars]", m)),
-        Err(message) => Err(("[secrets]", message)),
+    let prepared = match state_dir_room(&opts.state_dir) {
+        Err(message) => Err(("[state]", message)),
+        Ok(()) => match read_secrets(playbook, opts, &mut redactor).await {
+            Ok(secrets) => initial_vars(playbook, opts, secrets, &jinja).map_err(|m| ("[vars]", m)),
+            Err(message) => Err(("[secrets]", message)),
+        },
     };
     let mut masked = Masked {
         inner: sink,
@@ -154,6 +157,26 @@ pub async fn run(playbook: &Playbook, opts: &RunOptions, sink: &mut dyn EventSin
     }
     sink.emit(&RunEvent::Summary(summary));
     summary
+}
+
+/// Free space a run needs in the state dir: the journal's rows and what steps keep there
+/// (pending handlers, an upgrade's phase record) must be writable, or a run could change the
+/// host and be unable to record it.
+pub const STATE_DIR_MIN_FREE: u64 = 1 << 20;
+
+/// Refuses a run whose state dir's file system is (nearly) full, before anything runs.
+fn state_dir_room(state_dir: &Path) -> Result<(), String> {
+    match crate::host::fs::free_space(state_dir) {
+        Ok(free) if free < STATE_DIR_MIN_FREE => Err(format!(
+            "no space left on device for the state dir {}: {free} bytes free, a run needs {} \
+             KiB there (journal, pending handlers, upgrade records); free space there. Nothing \
+             was run",
+            state_dir.display(),
+            STATE_DIR_MIN_FREE / 1024
+        )),
+        // Not knowing is no reason to refuse: the writes themselves will say.
+        _ => Ok(()),
+    }
 }
 
 /// Passes events on with every secret masked (a no-op while there are no secrets).
@@ -310,14 +333,22 @@ async fn run_step(
                     attempts.set(attempts.get() + 1);
                     let result = match step.timeout {
                         Some(limit) => {
-                            tokio::time::timeout(limit, crate::steps::run(&action, &ctx))
+                            match tokio::time::timeout(limit, crate::steps::run(&action, &ctx))
                                 .await
-                                .unwrap_or_else(|_| {
-                                    Err(anyhow::anyhow!(
+                            {
+                                Ok(result) => result,
+                                Err(_) => {
+                                    let timed_out = format!(
                                         "timed out after {}",
                                         humantime::format_duration(limit)
-                                    ))
-                                })
+                                    );
+                                    // What the dropped future left half-done is settled now.
+                                    Err(match crate::steps::after_timeout(&action, &ctx).await {
+                                        Some(settled) => anyhow::anyhow!("{timed_out}; {settled}"),
+                                        None => anyhow::anyhow!(timed_out),
+                                    })
+                                }
+                            }
                         }
                         None => crate::steps::run(&action, &ctx).await,
                     };
@@ -555,4 +586,10 @@ fn result_value(a: &Attempt, no_log: bool) -> Value {
         "rc": out.map_or(0, |o| o.rc),
         "msg": a.error.as_deref().or(a.outcome.message.as_deref()).unwrap_or_default(),
     })
+}
+
+/// Settles what a step killed mid-way (bosund died) left on the host, before any run starts;
+/// what was done, for the log. See `steps::settle_interrupted`.
+pub async fn settle_interrupted(state_dir: &Path) -> anyhow::Result<Option<String>> {
+    crate::steps::settle_interrupted(state_dir).await
 }
