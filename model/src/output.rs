@@ -202,6 +202,9 @@ mod tests {
             "{out}"
         );
         let out = render(false, &[step(StepStatus::Ok, "ran")]);
-        assert!(out.contains("ok       read the config back (2.0 ms)\n"), "{out}");
+        assert!(
+            out.contains("ok       read the config back (2.0 ms)\n"),
+            "{out}"
+        );
     }
 }
