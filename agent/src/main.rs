@@ -118,6 +118,13 @@ struct ApplyArgs {
     vars: VarArgs,
     #[arg(long, value_enum, default_value = "human")]
     output: OutputFormat,
+    /// Run only the steps tagged with one of these (comma-separated), and those tagged
+    /// `always`; the steps of a tagged block or include carry its tags.
+    #[arg(long, value_name = "TAG,...", value_delimiter = ',')]
+    tags: Vec<String>,
+    /// Run none of the steps tagged with one of these (comma-separated).
+    #[arg(long, value_name = "TAG,...", value_delimiter = ',')]
+    skip_tags: Vec<String>,
 }
 
 #[derive(Args)]
@@ -213,16 +220,23 @@ fn read_source(arg: &str) -> anyhow::Result<(Source, PathBuf)> {
     Ok((Source::new(arg, text), dir))
 }
 
-/// Parses and validates; every diagnostic on failure.
-fn load(source: Source, outside: &Map<String, Value>) -> Result<Playbook, Diagnostics> {
+/// Parses and validates (reading included playbooks relative to the including file; the
+/// root's directory is `base_dir`); every diagnostic on failure.
+fn load(
+    source: Source,
+    base_dir: &Path,
+    outside: &Map<String, Value>,
+) -> Result<Playbook, Diagnostics> {
     let names: Vec<String> = outside.keys().cloned().collect();
-    playbook::load(source, &names)
+    playbook::load_with(source, base_dir, &names, &mut |p| {
+        std::fs::read_to_string(p).map_err(|e| e.to_string())
+    })
 }
 
 fn apply(args: ApplyArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
     let outside = args.vars.collect()?;
     let (source, base_dir) = read_source(&args.playbook)?;
-    let playbook = match load(source, &outside) {
+    let playbook = match load(source, &base_dir, &outside) {
         Ok(p) => p,
         Err(diags) => {
             if args.output == OutputFormat::Json {
@@ -276,6 +290,8 @@ fn apply(args: ApplyArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
                     facts,
                     state_dir: state_dir.to_path_buf(),
                     schedule: None,
+                    tags: args.tags,
+                    skip_tags: args.skip_tags,
                 };
                 engine::run(&playbook, &opts, &mut sink).await
             };
@@ -339,8 +355,8 @@ fn check(files: &[String], vars: &VarArgs) -> anyhow::Result<ExitCode> {
     let outside = vars.collect()?;
     let mut invalid = false;
     for file in files {
-        let (source, _) = read_source(file)?;
-        match load(source, &outside) {
+        let (source, base_dir) = read_source(file)?;
+        match load(source, &base_dir, &outside) {
             Ok(p) => println!(
                 "{file}: ok ({} steps, {} handlers)",
                 p.steps.len(),

@@ -313,7 +313,14 @@ fn check(playbooks: &[String], var: &[String], json: bool) -> Result<ExitCode> {
     let mut results = Vec::new();
     for file in playbooks {
         let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
-        match playbook::load(Source::new(file.clone(), text), &outside) {
+        let dir = std::path::Path::new(file)
+            .parent()
+            .unwrap_or(std::path::Path::new("."));
+        let loaded =
+            playbook::load_with(Source::new(file.clone(), text), dir, &outside, &mut |p| {
+                std::fs::read_to_string(p).map_err(|e| e.to_string())
+            });
+        match loaded {
             Ok(p) => {
                 if json {
                     results.push(json!({"file": file, "ok": true,

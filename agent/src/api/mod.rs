@@ -78,6 +78,12 @@ pub struct SubmitRun {
     /// Check mode: report what would change, change nothing.
     #[serde(default)]
     pub check: bool,
+    /// Run only the steps with one of these tags (and those tagged `always`), like `--tags`.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Run none of the steps with one of these tags, like `--skip-tags`.
+    #[serde(default)]
+    pub skip_tags: Vec<String>,
 }
 
 /// A run accepted (202) or cancelled.
@@ -441,7 +447,19 @@ async fn submit_run(
         }
     };
     let names: Vec<String> = req.vars.keys().cloned().collect();
-    let playbook = playbook::load(source, &names).map_err(|diags| {
+    // Included playbooks are read from the playbooks directory, and only from there.
+    let dir = std::path::absolute(&config.playbooks_dir).unwrap_or(config.playbooks_dir.clone());
+    let mut read = |path: &std::path::Path| {
+        let path = std::path::absolute(path).map_err(|e| e.to_string())?;
+        if !path.starts_with(&dir) {
+            return Err(format!(
+                "an included playbook must be inside the playbooks directory {}",
+                dir.display()
+            ));
+        }
+        std::fs::read_to_string(&path).map_err(|e| e.to_string())
+    };
+    let playbook = playbook::load_with(source, &base_dir, &names, &mut read).map_err(|diags| {
         Failure(
             StatusCode::UNPROCESSABLE_ENTITY,
             ApiError {
@@ -462,6 +480,8 @@ async fn submit_run(
         facts: Value::Null,
         state_dir: state.state_dir.clone(),
         schedule: None,
+        tags: req.tags,
+        skip_tags: req.skip_tags,
     };
     let view = state.queue.submit(playbook, opts).map_err(|e| match e {
         SubmitError::QueueFull(_) => {

@@ -198,7 +198,14 @@ fn check_playbook(
         }
     };
     let names: Vec<String> = vars.keys().cloned().collect();
-    if let Err(problems) = playbook::load(Source::new(path.display().to_string(), text), &names) {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let loaded = playbook::load_with(
+        Source::new(path.display().to_string(), text),
+        dir,
+        &names,
+        &mut |p| std::fs::read_to_string(p).map_err(|e| e.to_string()),
+    );
+    if let Err(problems) = loaded {
         let first = problems.located().into_iter().next();
         let at = first
             .map(|d| {

@@ -387,6 +387,8 @@ impl ScheduleDriver {
             facts: serde_json::Value::Null,
             state_dir: self.state_dir.clone(),
             schedule: Some(name.clone()),
+            tags: Vec::new(),
+            skip_tags: Vec::new(),
         };
         match self.queue.submit(playbook, opts) {
             Ok(_) => {
@@ -469,7 +471,14 @@ fn load_playbook(config: &ScheduleConfig) -> Result<Playbook, String> {
     let text = std::fs::read_to_string(&config.path)
         .map_err(|e| format!("reading playbook {}: {e}", config.path.display()))?;
     let names: Vec<String> = config.vars.keys().cloned().collect();
-    playbook::load(Source::new(config.path.display().to_string(), text), &names).map_err(|d| {
+    let dir = config.path.parent().unwrap_or(Path::new("."));
+    playbook::load_with(
+        Source::new(config.path.display().to_string(), text),
+        dir,
+        &names,
+        &mut |p| std::fs::read_to_string(p).map_err(|e| e.to_string()),
+    )
+    .map_err(|d| {
         let all: Vec<String> = d
             .located()
             .into_iter()
