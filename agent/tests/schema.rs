@@ -34,8 +34,13 @@ fn schema_knows_every_action_and_requires_exactly_one() {
         step["oneOf"].as_array().map(Vec::len),
         Some(bosun_model::steps::ACTION_KEYS.len() + 2)
     );
-    for key in ["block", "rescue", "always", "include", "loop", "tags", "until"] {
-        assert!(step["properties"].get(key).is_some(), "no {key} in {step:#}");
+    for key in [
+        "block", "rescue", "always", "include", "loop", "tags", "until",
+    ] {
+        assert!(
+            step["properties"].get(key).is_some(),
+            "no {key} in {step:#}"
+        );
     }
     assert_eq!(step["additionalProperties"], false, "{step:#}");
 }

@@ -680,7 +680,7 @@ mod tests {
             &vars,
         );
         assert!(c.contains("trap 'exit 143' TERM"), "{c}");
-        assert!(c.contains("/usr/local/bin/bosund --state-dir '/tmp/s d' apply - --output json --check --tags 'web,db' --vars-file"), "{c}");
+        assert!(c.contains("/usr/local/bin/bosund --state-dir '/tmp/s d' apply - --output json --check --tags web,db --vars-file"), "{c}");
         assert!(c.contains(r#"'{"secret":"it'\''s s3cret"}'"#), "{c}");
         let c = apply_command("/b", None, false, &Tags::default(), &Map::new());
         assert_eq!(c, "exec /b apply - --output json");
