@@ -12,7 +12,7 @@ use bosun_agent::queue::Progress;
 use bosun_agent::vars;
 use bosun_model::event::{EventSink, RunEvent};
 use bosun_model::output::{Human, JsonLines, OutputFormat};
-use bosun_model::playbook::{self, Diagnostics, Playbook, Source};
+use bosun_model::playbook::{self, BaseDir, BaseOrigin, Diagnostics, Playbook, Source};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Map, Value};
 
@@ -46,6 +46,8 @@ enum Command {
         playbooks: Vec<String>,
         #[command(flatten)]
         vars: VarArgs,
+        #[command(flatten)]
+        base: BaseDirArg,
     },
     /// Print the JSON Schema of the playbook format.
     Schema,
@@ -116,6 +118,8 @@ struct ApplyArgs {
     diff: bool,
     #[command(flatten)]
     vars: VarArgs,
+    #[command(flatten)]
+    base: BaseDirArg,
     #[arg(long, value_enum, default_value = "human")]
     output: OutputFormat,
     /// Run only the steps tagged with one of these (comma-separated), and those tagged
@@ -125,6 +129,15 @@ struct ApplyArgs {
     /// Run none of the steps tagged with one of these (comma-separated).
     #[arg(long, value_name = "TAG,...", value_delimiter = ',')]
     skip_tags: Vec<String>,
+}
+
+#[derive(Args)]
+struct BaseDirArg {
+    /// The directory relative paths in the playbook (template and copy `src`, helm
+    /// `values_files`) resolve against [default: the playbook file's directory; for a playbook
+    /// read from stdin (`-`), the current directory]
+    #[arg(long, value_name = "DIR")]
+    base_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -170,7 +183,11 @@ fn main() -> ExitCode {
         .unwrap_or_else(journal::default_state_dir);
     let result = match cli.command {
         Command::Apply(args) => apply(args, &state_dir),
-        Command::Check { playbooks, vars } => check(&playbooks, &vars),
+        Command::Check {
+            playbooks,
+            vars,
+            base,
+        } => check(&playbooks, &vars, &base),
         Command::Schema => {
             print!("{}", playbook::json_schema());
             Ok(ExitCode::SUCCESS)
@@ -200,43 +217,52 @@ fn main() -> ExitCode {
     })
 }
 
-/// Reads a playbook file or stdin (`-`).
-fn read_source(arg: &str) -> anyhow::Result<(Source, PathBuf)> {
-    if arg == "-" {
+/// Reads a playbook file or stdin (`-`), with the directory its relative paths resolve
+/// against.
+fn read_source(arg: &str, base: &BaseDirArg) -> anyhow::Result<(Source, BaseDir)> {
+    let (source, default) = if arg == "-" {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
             .context("reading the playbook from stdin")?;
         let cwd = std::env::current_dir().context("finding the current directory")?;
-        return Ok((Source::new("<stdin>", text), cwd));
-    }
-    let path = Path::new(arg);
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading playbook {arg}"))?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    Ok((Source::new(arg, text), dir))
+        (Source::new("<stdin>", text), (cwd, BaseOrigin::CurrentDir))
+    } else {
+        let path = Path::new(arg);
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading playbook {arg}"))?;
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        (
+            Source::new(arg, text),
+            (dir.to_path_buf(), BaseOrigin::PlaybookDir),
+        )
+    };
+    let (path, origin) = match &base.base_dir {
+        Some(dir) => (dir.clone(), BaseOrigin::Flag),
+        None => default,
+    };
+    let path = std::path::absolute(&path).unwrap_or(path);
+    Ok((source, BaseDir { path, origin }))
 }
 
-/// Parses and validates (reading included playbooks relative to the including file; the
-/// root's directory is `base_dir`); every diagnostic on failure.
+/// Parses and validates, and checks that every local file it reads is there; every
+/// diagnostic on failure.
 fn load(
     source: Source,
-    base_dir: &Path,
     outside: &Map<String, Value>,
+    base: &BaseDir,
 ) -> Result<Playbook, Diagnostics> {
     let names: Vec<String> = outside.keys().cloned().collect();
-    playbook::load_with(source, base_dir, &names, &mut |p| {
-        std::fs::read_to_string(p).map_err(|e| e.to_string())
-    })
+    bosun_agent::config::load_playbook(source, &names, base)
 }
 
 fn apply(args: ApplyArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
     let outside = args.vars.collect()?;
-    let (source, base_dir) = read_source(&args.playbook)?;
-    let playbook = match load(source, &base_dir, &outside) {
+    let (source, base_dir) = read_source(&args.playbook, &args.base)?;
+    let playbook = match load(source, &outside, &base_dir) {
         Ok(p) => p,
         Err(diags) => {
             if args.output == OutputFormat::Json {
@@ -285,7 +311,7 @@ fn apply(args: ApplyArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
                 let opts = RunOptions {
                     run_id: uuid::Uuid::now_v7().to_string(),
                     check: args.check,
-                    base_dir: std::path::absolute(&base_dir).unwrap_or(base_dir),
+                    base_dir: base_dir.path,
                     extra_vars: outside,
                     facts,
                     state_dir: state_dir.to_path_buf(),
@@ -351,12 +377,12 @@ async fn stop_signal() -> (&'static str, u8) {
     }
 }
 
-fn check(files: &[String], vars: &VarArgs) -> anyhow::Result<ExitCode> {
+fn check(files: &[String], vars: &VarArgs, base: &BaseDirArg) -> anyhow::Result<ExitCode> {
     let outside = vars.collect()?;
     let mut invalid = false;
     for file in files {
-        let (source, base_dir) = read_source(file)?;
-        match load(source, &base_dir, &outside) {
+        let (source, base_dir) = read_source(file, base)?;
+        match load(source, &outside, &base_dir) {
             Ok(p) => println!(
                 "{file}: ok ({} steps, {} handlers)",
                 p.steps.len(),

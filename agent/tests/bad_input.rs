@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use bosun_model::playbook::{LocatedDiagnostic, Source, load};
+use bosun_model::playbook::{BaseDir, BaseOrigin, LocatedDiagnostic, Source, load};
 
 /// Loads `text` as `t.toml` and returns its diagnostics (panics when it is valid).
 fn errors(text: &str) -> Vec<LocatedDiagnostic> {
@@ -200,6 +200,140 @@ notify = ["nobody"]
 }
 
 #[test]
+fn every_independent_error_of_one_step_is_reported() {
+    // A wrong argument type does not hide a broken `when`, an undefined variable in
+    // `failed_when` or in the arguments' templates.
+    let text = "name = \"x\"\n[[step]]\nname = \"a\"\ncommand = { run = 1, chdir = \"{{ nowhere }}\" }\nwhen = \"x ==\"\nfailed_when = \"result.rc > limit\"\n";
+    let found = errors(text);
+    let got: Vec<(usize, usize, &str)> = found
+        .iter()
+        .map(|d| (d.line, d.column, d.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (4, 19, "step `a`: `command`: invalid type: integer `1`"),
+            (4, 34, "undefined variable `nowhere`"),
+            (
+                5,
+                8,
+                "invalid Jinja: unexpected end of input, expected expression"
+            ),
+            (6, 28, "undefined variable `limit`"),
+        ],
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn duplicate_step_names_are_an_error_at_the_second() {
+    let text = "name = \"x\"\n[[step]]\nname = \"same\"\ncommand = { run = \"true\" }\n[[step]]\nname = \"same\"\ncommand = { run = \"false\" }\n";
+    assert_one(
+        text,
+        6,
+        8,
+        "a step named `same` already exists",
+        "give each step its own name",
+    );
+}
+
+#[test]
+fn a_step_or_handler_without_a_name_says_what_to_add() {
+    let text = "name = \"x\"\n[[step]]\ncommand = { run = \"true\" }\n[[handler]]\ncommand = { run = \"true\" }\n";
+    let found = errors(text);
+    let got: Vec<(usize, usize, &str, &str)> = found
+        .iter()
+        .map(|d| {
+            (
+                d.line,
+                d.column,
+                d.message.as_str(),
+                d.help.as_deref().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                2,
+                1,
+                "step has no `name`",
+                "add a line such as: name = \"what it does\" (reports and the journal show it by its name)"
+            ),
+            (
+                4,
+                1,
+                "handler has no `name`",
+                "add a line such as: name = \"what it does\" (reports, the journal and `notify` find it by its name)"
+            ),
+        ],
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn an_expression_written_with_braces_says_to_drop_them() {
+    let text = "name = \"x\"\n[vars]\nx = 1\n[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\nwhen = \"{{ x\"\n[[step]]\nname = \"b\"\ncommand = { run = \"true\" }\nchanged_when = \"{{ result.rc == 0 }}\"\nfailed_when = \"{{- x }} > 1\"\n";
+    let found = errors(text);
+    let got: Vec<(usize, usize, &str, &str)> = found
+        .iter()
+        .map(|d| {
+            (
+                d.line,
+                d.column,
+                d.message.as_str(),
+                d.help.as_deref().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                7,
+                8,
+                "`when` is a Jinja expression: write it without `{{ }}`",
+                "write: when = \"x\""
+            ),
+            (
+                11,
+                16,
+                "`changed_when` is a Jinja expression: write it without `{{ }}`",
+                "write: changed_when = \"result.rc == 0\""
+            ),
+            (
+                12,
+                15,
+                "`failed_when` is a Jinja expression: write it without `{{ }}`",
+                "write: failed_when = \"x > 1\""
+            ),
+        ],
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn a_toml_syntax_error_is_reported_once_without_the_errors_that_follow_from_it() {
+    // The parser recovers by dropping `name`, then calls the next `name` a duplicate.
+    assert_one(
+        "name = x\nname = \"y\"\n",
+        1,
+        8,
+        "invalid TOML: string values must be quoted",
+        "",
+    );
+    // An unclosed array: five errors on line 4 from toml, one here.
+    let found = errors("name = \"x\"\n[vars]\na = [1, 2\nb = 2\n");
+    assert_eq!(found.len(), 1, "{found:#?}");
+    // Two independent mistakes on two lines are both reported.
+    let found =
+        errors("name = \"x\"\n[[step]\nname = \"a\"\ncommand = { run = \"true\" }\n[vars\n");
+    let at: Vec<(usize, usize)> = found.iter().map(|d| (d.line, d.column)).collect();
+    assert_eq!(at, vec![(2, 8), (5, 6)], "{found:#?}");
+}
+
+#[test]
 fn a_handler_that_failed_to_parse_is_not_reported_twice() {
     // The handler is broken; the step's notify must not also claim it does not exist.
     let text = "name = \"x\"\n[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\nnotify = [\"h\"]\n[[handler]]\nname = \"h\"\ncommand = { run = 1 }\n";
@@ -285,6 +419,107 @@ fn check_reports_every_file_and_fails_when_any_is_invalid() {
     );
 }
 
+/// A template that is not there is refused at its `src`, with the step before it not run; a
+/// playbook on stdin resolves against the current directory unless `--base-dir` says where,
+/// and the error says so.
+#[test]
+fn a_missing_local_file_is_refused_at_its_place_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let book = dir.path().join("files.toml");
+    let text = format!(
+        "name = \"files\"\n[[step]]\nname = \"first\"\nfile = {{ path = \"{}\", state = \"directory\" }}\n[[step]]\nname = \"env\"\ntemplate = {{ src = \"templates/env.j2\", dest = \"{}/env\" }}\n[[step]]\nname = \"values\"\ncopy = {{ src = \"files/motd\", dest = \"{}/motd\" }}\n",
+        marker.display(),
+        dir.path().display(),
+        dir.path().display()
+    );
+    std::fs::write(&book, &text).unwrap();
+    std::fs::create_dir_all(dir.path().join("files/motd")).unwrap();
+    let state = dir.path().join("state");
+    let out = bosund(&["check", book.to_str().unwrap()], &state);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let at = |line: &str| format!("{}:{line}: error: ", book.display());
+    assert!(
+        stderr.contains(&format!(
+            "{}`template` src `templates/env.j2` does not exist: no {}/templates/env.j2",
+            at("7:20"),
+            dir.path().display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{}`copy` src `files/motd` is a directory",
+            at("10:16")
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("relative paths resolve against the playbook's directory"),
+        "{stderr}"
+    );
+    let out = bosund(&["apply", book.to_str().unwrap()], &state);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        !marker.exists(),
+        "a step ran before the missing file was found"
+    );
+
+    // On stdin, from another directory: the current directory is the base, and the error says
+    // how to name another.
+    std::fs::create_dir_all(dir.path().join("templates")).unwrap();
+    std::fs::write(dir.path().join("templates/env.j2"), "x={{ 1 }}\n").unwrap();
+    std::fs::remove_dir(dir.path().join("files/motd")).unwrap();
+    std::fs::write(dir.path().join("files/motd"), "hi\n").unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let stdin = |extra: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bosund"))
+            .current_dir(elsewhere.path())
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["apply", "-"])
+            .args(extra)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = stdin(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("<stdin>:7:20: error: `template` src `templates/env.j2` does not exist"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("by default the current directory") && stderr.contains("--base-dir DIR"),
+        "{stderr}"
+    );
+    assert!(!marker.exists());
+    let base = dir.path().to_str().unwrap();
+    let out = stdin(&["--base-dir", base]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("env")).unwrap(),
+        "x=1\n"
+    );
+}
+
 #[test]
 fn every_shipped_playbook_is_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks");
@@ -293,7 +528,12 @@ fn every_shipped_playbook_is_valid() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let text = std::fs::read_to_string(&path).unwrap();
-            if let Err(d) = load(Source::new(path.display().to_string(), text), &[]) {
+            let base = BaseDir {
+                path: dir.clone(),
+                origin: BaseOrigin::PlaybookDir,
+            };
+            let source = Source::new(path.display().to_string(), text);
+            if let Err(d) = bosun_agent::config::load_playbook(source, &[], &base) {
                 panic!("{d}");
             }
             checked += 1;

@@ -170,6 +170,10 @@ fn validation_covers_included_files_with_their_own_location_and_refuses_cycles()
         "name = \"bad\"\n[[step]]\nname = \"x\"\ncopy = { dest = \"/tmp/x\", content = \"{{ nope }}\" }\n",
     );
     sb.write(
+        "inc/tpl.toml",
+        "name = \"tpl\"\n[[step]]\nname = \"t\"\ntemplate = { src = \"missing.j2\", dest = \"/tmp/t\" }\n",
+    );
+    sb.write(
         "inc/a.toml",
         "name = \"a\"\n[[step]]\nname = \"to b\"\ninclude = { playbook = \"b.toml\" }\n",
     );
@@ -188,6 +192,9 @@ include = { playbook = "inc/a.toml" }
 [[step]]
 name = "missing"
 include = { playbook = "inc/none.toml" }
+[[step]]
+name = "tpl"
+include = { playbook = "inc/tpl.toml" }
 "#,
     );
     let (code, _, stderr) = sb.apply_human(&pb, &[]);
@@ -207,6 +214,13 @@ include = { playbook = "inc/none.toml" }
         stderr.contains(
             "playbook.toml:10:24: error: cannot read the included playbook `inc/none.toml`"
         ),
+        "{stderr}"
+    );
+    // A file an included step reads is looked for beside the included playbook.
+    let missing = format!("no {}", sb.path("inc/missing.j2").display());
+    assert!(
+        stderr.contains("inc/tpl.toml:4:20: error: `template` src `missing.j2` does not exist")
+            && stderr.contains(&missing),
         "{stderr}"
     );
     assert!(!sb.path("x").exists());

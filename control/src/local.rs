@@ -9,6 +9,33 @@ use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 
 use anyhow::{Context, Result, bail};
+use bosun_model::playbook::{self, BaseDir, BaseOrigin, Diagnostics, Playbook, Scope, Source};
+
+/// Loads the playbook at `path` (its `text` already read) as `bosun check` and `bosun run`
+/// judge it before any host is contacted: parsed, validated with the variable names given,
+/// and every file it names by a relative path (template and copy sources, values files) found
+/// beside it. Absolute paths name the host's files, not the operator's, and are not looked at.
+pub fn load_playbook(
+    path: &Path,
+    text: String,
+    var_names: &[String],
+) -> std::result::Result<Playbook, Diagnostics> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = dir.unwrap_or(Path::new("."));
+    let base = BaseDir {
+        path: std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()),
+        origin: BaseOrigin::PlaybookDir,
+    };
+    let source = Source::new(path.display().to_string(), text);
+    playbook::load_with_files(
+        source,
+        var_names,
+        &base,
+        Scope::RelativeOnly,
+        |p| std::fs::metadata(p).map(|m| m.is_dir()),
+        &mut |p| std::fs::read_to_string(p).map_err(|e| e.to_string()),
+    )
+}
 
 /// Writes `bytes` to `path` atomically, mode 0600: a temporary file in the same directory,
 /// flushed to disk, then renamed over `path`, so a reader sees the old content or the new,

@@ -15,7 +15,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use bosun_model::output::OutputFormat;
-use bosun_model::playbook::{self, Source};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
@@ -313,14 +312,7 @@ fn check(playbooks: &[String], var: &[String], json: bool) -> Result<ExitCode> {
     let mut results = Vec::new();
     for file in playbooks {
         let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
-        let dir = std::path::Path::new(file)
-            .parent()
-            .unwrap_or(std::path::Path::new("."));
-        let loaded =
-            playbook::load_with(Source::new(file.clone(), text), dir, &outside, &mut |p| {
-                std::fs::read_to_string(p).map_err(|e| e.to_string())
-            });
-        match loaded {
+        match local::load_playbook(Path::new(file), text, &outside) {
             Ok(p) => {
                 if json {
                     results.push(json!({"file": file, "ok": true,

@@ -447,31 +447,25 @@ async fn submit_run(
         }
     };
     let names: Vec<String> = req.vars.keys().cloned().collect();
-    // Included playbooks are read from the playbooks directory, and only from there.
-    let dir = std::path::absolute(&config.playbooks_dir).unwrap_or(config.playbooks_dir.clone());
-    let mut read = |path: &std::path::Path| {
-        let path = std::path::absolute(path).map_err(|e| e.to_string())?;
-        if !path.starts_with(&dir) {
-            return Err(format!(
-                "an included playbook must be inside the playbooks directory {}",
-                dir.display()
-            ));
-        }
-        std::fs::read_to_string(&path).map_err(|e| e.to_string())
+    let base = playbook::BaseDir {
+        path: base_dir.clone(),
+        origin: playbook::BaseOrigin::Configured("the agent's playbooks_dir".into()),
     };
-    let playbook = playbook::load_with(source, &base_dir, &names, &mut read).map_err(|diags| {
-        Failure(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError {
-                error: format!(
-                    "the playbook is invalid ({} problems); nothing ran",
-                    diags.items.len()
-                ),
-                help: Some("fix each problem at its line and column, then submit again".into()),
-                diagnostics: diags.located().into_iter().map(Into::into).collect(),
-            },
-        )
-    })?;
+    let within = Some(config.playbooks_dir.as_path());
+    let playbook =
+        crate::config::load_playbook_within(source, &names, &base, within).map_err(|diags| {
+            Failure(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ApiError {
+                    error: format!(
+                        "the playbook is invalid ({} problems); nothing ran",
+                        diags.items.len()
+                    ),
+                    help: Some("fix each problem at its line and column, then submit again".into()),
+                    diagnostics: diags.located().into_iter().map(Into::into).collect(),
+                },
+            )
+        })?;
     let opts = RunOptions {
         run_id: uuid::Uuid::now_v7().to_string(),
         check: req.check,

@@ -198,14 +198,12 @@ fn check_playbook(
         }
     };
     let names: Vec<String> = vars.keys().cloned().collect();
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let loaded = playbook::load_with(
-        Source::new(path.display().to_string(), text),
-        dir,
-        &names,
-        &mut |p| std::fs::read_to_string(p).map_err(|e| e.to_string()),
-    );
-    if let Err(problems) = loaded {
+    let base = playbook::BaseDir {
+        path: playbooks_dir.to_path_buf(),
+        origin: playbook::BaseOrigin::PlaybookDir,
+    };
+    let source = Source::new(path.display().to_string(), text);
+    if let Err(problems) = super::load_playbook(source, &names, &base) {
         let first = problems.located().into_iter().next();
         let at = first
             .map(|d| {

@@ -471,14 +471,16 @@ fn load_playbook(config: &ScheduleConfig) -> Result<Playbook, String> {
     let text = std::fs::read_to_string(&config.path)
         .map_err(|e| format!("reading playbook {}: {e}", config.path.display()))?;
     let names: Vec<String> = config.vars.keys().cloned().collect();
-    let dir = config.path.parent().unwrap_or(Path::new("."));
-    playbook::load_with(
-        Source::new(config.path.display().to_string(), text),
-        dir,
-        &names,
-        &mut |p| std::fs::read_to_string(p).map_err(|e| e.to_string()),
-    )
-    .map_err(|d| {
+    let base = playbook::BaseDir {
+        path: config
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
+        origin: playbook::BaseOrigin::PlaybookDir,
+    };
+    let source = Source::new(config.path.display().to_string(), text);
+    crate::config::load_playbook(source, &names, &base).map_err(|d| {
         let all: Vec<String> = d
             .located()
             .into_iter()

@@ -16,7 +16,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use bosun_model::event::{RunEvent, Summary};
-use bosun_model::playbook::{self, Source};
 use clap::{Args, ValueEnum};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
@@ -202,13 +201,7 @@ pub fn run(args: RunArgs, json: bool) -> Result<ExitCode> {
         if checked.contains(&names) {
             continue;
         }
-        let dir = path.parent().unwrap_or(std::path::Path::new("."));
-        let loaded = playbook::load_with(
-            Source::new(path.display().to_string(), text.clone()),
-            dir,
-            &names,
-            &mut |p| std::fs::read_to_string(p).map_err(|e| e.to_string()),
-        );
+        let loaded = crate::local::load_playbook(&path, text.clone(), &names);
         if let Ok(p) = &loaded
             && let Some(first) = p.included_files.first()
         {

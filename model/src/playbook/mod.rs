@@ -29,19 +29,22 @@ use crate::steps::Action;
 
 pub mod diagnostics;
 mod include;
+mod local_files;
 mod parse;
 mod schema;
 mod validate;
 
 pub use diagnostics::{Diagnostic, Diagnostics, LocatedDiagnostic, Source};
 pub use include::ReadInclude;
+pub use local_files::{BaseDir, BaseOrigin, LocalFile, Scope, check_local_files};
 pub use parse::parse;
 pub use schema::json_schema;
 pub use validate::{FACTS_VAR, LOOP_VAR, RESULT_VAR, validate};
 
+pub use crate::steps::LocalFileRole;
 pub use crate::steps::common::{
-    COMMON_KEYS, Condition, DEFAULT_DELAY, DurationSpec, LoopItems, STRUCTURE_KEYS, StepCommon,
-    deferred_template,
+    COMMON_KEYS, CONDITION_KEYS, Condition, DEFAULT_DELAY, DurationSpec, LoopItems, STRUCTURE_KEYS,
+    StepCommon, deferred_template,
 };
 
 /// Parses and validates a playbook, given the names of the variables set from outside it
@@ -49,9 +52,15 @@ pub use crate::steps::common::{
 /// for the parts that did parse, undefined variables and unknown handlers. A playbook given
 /// this way cannot `include` (there is no file to resolve against): see [`load_with`].
 pub fn load(source: Source, outside_vars: &[String]) -> Result<Playbook, Diagnostics> {
-    load_with(source, Path::new("."), outside_vars, &mut |_| {
-        Err("this playbook was given as text, so nothing it includes can be read: give it as a file".into())
-    })
+    load_with(source, Path::new("."), outside_vars, &mut refuse_includes)
+}
+
+/// The reader of [`load`]: a playbook given as text has no directory to include from.
+fn refuse_includes(_: &Path) -> Result<String, String> {
+    Err(
+        "this playbook was given as text, so nothing it includes can be read: give it as a file"
+            .into(),
+    )
 }
 
 /// [`load`], reading each included playbook through `read` (paths resolved against the
@@ -62,6 +71,34 @@ pub fn load_with(
     base_dir: &Path,
     outside_vars: &[String],
     read: &mut ReadInclude<'_>,
+) -> Result<Playbook, Diagnostics> {
+    load_then(source, base_dir, outside_vars, read, |_| Vec::new())
+}
+
+/// [`load_with`] (includes read through `read`, relative to `base`), then
+/// [`check_local_files`] on what parsed: every problem of the text and every local file that
+/// is not there, together. `probe` is as for [`check_local_files`].
+pub fn load_with_files(
+    source: Source,
+    outside_vars: &[String],
+    base: &BaseDir,
+    scope: Scope,
+    probe: impl Fn(&std::path::Path) -> std::io::Result<bool>,
+    read: &mut ReadInclude<'_>,
+) -> Result<Playbook, Diagnostics> {
+    load_then(source, &base.path, outside_vars, read, |p| {
+        check_local_files(p, base, scope, probe)
+    })
+}
+
+/// Parses, expands includes and validates, then adds what `more` finds in the parts that
+/// parsed.
+fn load_then(
+    source: Source,
+    base_dir: &Path,
+    outside_vars: &[String],
+    read: &mut ReadInclude<'_>,
+    more: impl FnOnce(&Playbook) -> Vec<Diagnostic>,
 ) -> Result<Playbook, Diagnostics> {
     let parsed = parse::parse_partial(source);
     if parsed.syntax_error {
@@ -89,7 +126,9 @@ pub fn load_with(
         &playbook,
         &outside,
         &stray_handlers,
+        &parsed.stray_steps,
     ));
+    diagnostics.extend(more(&playbook));
     if diagnostics.is_empty() {
         Ok(playbook)
     } else {
@@ -186,6 +225,8 @@ pub struct Step {
     /// The file the step is written in when it is not the playbook's own text (a step of an
     /// included playbook); its spans point into this source.
     pub file: Option<Source>,
+    /// The files its action reads from the machine it runs on (see [`Playbook::local_files`]).
+    pub local_files: Vec<LocalFile>,
     /// Where the parts of the step are written, for diagnostics.
     pub spans: StepSpans,
 }

@@ -11,8 +11,8 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::{
-    Block, Body, COMMON_KEYS, DEFAULT_DELAY, Diagnostic, Diagnostics, IncludeRef, Playbook,
-    STRUCTURE_KEYS, SecretVar, Source, Step, StepCommon, StepSpans, Var,
+    Block, Body, COMMON_KEYS, CONDITION_KEYS, DEFAULT_DELAY, Diagnostic, Diagnostics, IncludeRef,
+    Playbook, STRUCTURE_KEYS, SecretVar, Source, Step, StepCommon, StepSpans, Var,
 };
 use crate::jinja::is_templated;
 use crate::secret_source::SecretSource;
@@ -40,6 +40,8 @@ pub(crate) struct Parsed {
     pub diagnostics: Vec<Diagnostic>,
     /// `register` names of steps that failed to parse.
     pub stray_registers: Vec<String>,
+    /// What can still be checked of steps and handlers that failed to parse.
+    pub stray_steps: Vec<StrayStep>,
     /// Names of handlers that failed to parse.
     pub stray_handlers: Vec<String>,
     /// The text was not even TOML: nothing else is worth checking.
@@ -51,17 +53,12 @@ pub(crate) fn parse_partial(source: Source) -> Parsed {
     let mut stray = Stray::default();
     let (root, errors) = DeTable::parse_recoverable(&text);
     if !errors.is_empty() {
-        let items = errors
-            .iter()
-            .map(|e| {
-                let span = e.span().unwrap_or(0..0);
-                Diagnostic::new(span, format!("invalid TOML: {}", e.message().trim_end()))
-            })
-            .collect();
+        let items = syntax_errors(&text, &errors);
         return Parsed {
             playbook: empty(source),
             diagnostics: items,
             stray_registers: Vec::new(),
+            stray_steps: Vec::new(),
             stray_handlers: Vec::new(),
             syntax_error: true,
         };
@@ -107,9 +104,33 @@ pub(crate) fn parse_partial(source: Source) -> Parsed {
         },
         diagnostics: diags,
         stray_registers: stray.registers,
+        stray_steps: stray.checks,
         stray_handlers: stray.handlers,
         syntax_error: false,
     }
+}
+
+/// The TOML errors worth showing: the parser recovers after an error and goes on, but what it
+/// reports next on the same line, and any `duplicate key` after an error (the key it dropped
+/// coming back), follow from the first error rather than being mistakes of their own.
+fn syntax_errors(text: &str, errors: &[toml::de::Error]) -> Vec<Diagnostic> {
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count();
+    let mut lines = Vec::new();
+    let mut out = Vec::new();
+    for e in errors {
+        let span = e.span().unwrap_or(0..0);
+        let line = line_of(span.start);
+        let cascade =
+            lines.contains(&line) || (!out.is_empty() && e.message().contains("duplicate key"));
+        if !cascade {
+            lines.push(line);
+            out.push(Diagnostic::new(
+                span,
+                format!("invalid TOML: {}", e.message().trim_end()),
+            ));
+        }
+    }
+    out
 }
 
 fn empty(source: Source) -> Playbook {
@@ -125,11 +146,23 @@ fn empty(source: Source) -> Playbook {
     }
 }
 
-/// Names defined by steps and handlers that failed to parse.
+/// What steps and handlers that failed to parse still say: the names they define, and their
+/// conditions and templates, which are checked on their own (an error in a step's action does
+/// not hide a broken `when`).
 #[derive(Default)]
 struct Stray {
     registers: Vec<String>,
     handlers: Vec<String>,
+    checks: Vec<StrayStep>,
+}
+
+/// The parts of a step that failed to parse which can still be checked.
+#[derive(Debug, Default)]
+pub(crate) struct StrayStep {
+    /// `when`, `changed_when` and `failed_when` when they are strings: key, expression, span.
+    pub conditions: Vec<(&'static str, String, Range<usize>)>,
+    /// Every templated string in its actions' arguments.
+    pub templates: Vec<(String, Range<usize>)>,
 }
 
 fn string(value: &Spanned<DeValue<'_>>, key: &str, diags: &mut Vec<Diagnostic>) -> Option<String> {
@@ -280,6 +313,9 @@ fn parse_steps(
                 stray.registers.extend(get("register"));
                 if kind == "handler" {
                     stray.handlers.extend(get("name"));
+                }
+                if let Some(table) = item.get_ref().as_table() {
+                    stray.checks.push(stray_step(table));
                 }
             }
             step
@@ -444,6 +480,19 @@ fn parse_step(
     let common_value = Spanned::new(item.span(), DeValue::Table(common));
     let common = match StepCommon::deserialize(ValueDeserializer::from(common_value)) {
         Ok(c) => Some(c),
+        Err(e) if e.message().starts_with("missing field `name`") => {
+            let what = if kind == "handler" {
+                "reports, the journal and `notify` find it by its name"
+            } else {
+                "reports and the journal show it by its name"
+            };
+            diags.push(
+                Diagnostic::new(item.span(), format!("{label} has no `name`")).with_help(format!(
+                    "add a line such as: name = \"what it does\" ({what})"
+                )),
+            );
+            None
+        }
         Err(e) => {
             diags.push(serde_diagnostic(&e, item.span(), &label));
             None
@@ -550,8 +599,10 @@ fn parse_step(
     let (common, (body, action_span, action_value)) = (common?, body?);
     let span_of = |k: &str| table.get(k).map(|v| v.span());
     let mut templates = Vec::new();
-    if let Some(v) = action_value {
+    let mut local_files = Vec::new();
+    if let (Some(v), Body::Action { action, .. }) = (action_value, &body) {
         collect_templates(v, &mut templates);
+        local_files = super::local_files::collect(action.key(), v);
     }
     let mut outer_templates = Vec::new();
     for k in ["loop", "environment"] {
@@ -586,6 +637,7 @@ fn parse_step(
         until: common.until,
         check_mode: common.check_mode,
         file: None,
+        local_files,
         spans: StepSpans {
             table: item.span(),
             name: name_span,
@@ -649,6 +701,23 @@ fn parse_action(
             None
         }
     }
+}
+
+fn stray_step(table: &DeTable<'_>) -> StrayStep {
+    let mut out = StrayStep::default();
+    for key in CONDITION_KEYS {
+        if let Some(v) = table.get(*key)
+            && let DeValue::String(expr) = v.get_ref()
+        {
+            out.conditions.push((key, expr.to_string(), v.span()));
+        }
+    }
+    for (key, value) in table.iter() {
+        if ACTION_KEYS.contains(&key.get_ref().as_ref()) {
+            collect_templates(value, &mut out.templates);
+        }
+    }
+    out
 }
 
 /// A serde error from toml's deserialiser as a diagnostic; its span when it has one, else the

@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::ops::Range;
 
+use super::parse::StrayStep;
 use super::parse::is_identifier;
 use super::{Body, Condition, Diagnostic, LoopItems, Playbook, Step};
 use crate::jinja::{Jinja, is_templated};
@@ -19,18 +20,37 @@ pub const LOOP_VAR: &str = "item";
 /// Validates `playbook` given the names of variables set from outside it (`--var`,
 /// `--vars-file`). Returns every problem found; empty when the playbook can run.
 pub fn validate(playbook: &Playbook, outside_vars: &[String]) -> Vec<Diagnostic> {
-    validate_with(playbook, outside_vars, &[])
+    validate_with(playbook, outside_vars, &[], &[])
 }
 
-/// [`validate`], counting `extra_handlers` (handlers that exist but failed to parse) as known.
+/// [`validate`], counting `extra_handlers` (handlers that exist but failed to parse) as known,
+/// and checking what can be checked of the steps that failed to parse (`stray`).
 pub(crate) fn validate_with(
     playbook: &Playbook,
     outside_vars: &[String],
     extra_handlers: &[String],
+    stray: &[StrayStep],
 ) -> Vec<Diagnostic> {
     let jinja = Jinja::new();
     let mut diags = Vec::new();
     let text = &playbook.source.text;
+
+    // Reports, the journal and `history --run` name steps; two with one name cannot be told
+    // apart there, so this is an error rather than a warning.
+    let mut step_names = HashSet::new();
+    for s in &playbook.steps {
+        if !step_names.insert(s.name.as_str()) {
+            diags.push(
+                Diagnostic::new(
+                    s.spans.name.clone(),
+                    format!("a step named `{}` already exists", s.name),
+                )
+                .with_help(
+                    "give each step its own name: reports and the journal tell steps apart by name",
+                ),
+            );
+        }
+    }
 
     let mut handler_names = HashSet::new();
     for h in &playbook.handlers {
@@ -117,6 +137,34 @@ pub(crate) fn validate_with(
         check_step(&jinja, handler, &defined, text, &mut found);
         diags.extend(found.into_iter().map(|d| d.in_file(handler.file.as_ref())));
     }
+    // Where a step that failed to parse sits in the order is not known: judge its parts
+    // against everything the playbook defines anywhere.
+    let mut everything = defined;
+    everything.extend(outside_vars.iter().cloned());
+    everything.insert(RESULT_VAR.to_string());
+    for step in stray {
+        for (key, expr, span) in &step.conditions {
+            check_expression(
+                &jinja,
+                key,
+                expr,
+                span.clone(),
+                &everything,
+                text,
+                &mut diags,
+            );
+        }
+        for (template, span) in &step.templates {
+            check_template(
+                &jinja,
+                template,
+                span.clone(),
+                &everything,
+                text,
+                &mut diags,
+            );
+        }
+    }
     diags
 }
 
@@ -178,7 +226,15 @@ fn check_steps(
             let mut with_result = scope.clone();
             with_result.insert(RESULT_VAR.to_string());
             with_result.extend(step.register.clone());
-            check_expression(jinja, expr, span.clone(), &with_result, text, &mut found);
+            check_expression(
+                jinja,
+                "until",
+                expr,
+                span.clone(),
+                &with_result,
+                text,
+                &mut found,
+            );
         }
         diags.extend(found.into_iter().map(|d| d.in_file(step.file.as_ref())));
         if let Body::Block(b) = &step.body {
@@ -214,7 +270,7 @@ fn check_step(
         );
     }
     if let (Some(expr), Some(span)) = (&step.when, &step.spans.when) {
-        check_expression(jinja, expr, span.clone(), defined, text, diags);
+        check_expression(jinja, "when", expr, span.clone(), defined, text, diags);
     }
     for (template, span) in &step.spans.templates {
         check_template(jinja, template, span.clone(), defined, text, diags);
@@ -224,12 +280,12 @@ fn check_step(
     if let Some(r) = &step.register {
         with_result.insert(r.clone());
     }
-    for (cond, span) in [
-        (&step.changed_when, &step.spans.changed_when),
-        (&step.failed_when, &step.spans.failed_when),
+    for (key, cond, span) in [
+        ("changed_when", &step.changed_when, &step.spans.changed_when),
+        ("failed_when", &step.failed_when, &step.spans.failed_when),
     ] {
         if let (Some(Condition::Expr(expr)), Some(span)) = (cond, span) {
-            check_expression(jinja, expr, span.clone(), &with_result, text, diags);
+            check_expression(jinja, key, expr, span.clone(), &with_result, text, diags);
         }
     }
 }
@@ -251,18 +307,51 @@ fn check_template(
     }
 }
 
+/// Checks the expression under `key` (`when`, ...): written without `{{ }}`, valid Jinja,
+/// reading only defined variables.
 fn check_expression(
     jinja: &Jinja,
+    key: &str,
     expr: &str,
     span: Range<usize>,
     defined: &BTreeSet<String>,
     text: &str,
     diags: &mut Vec<Diagnostic>,
 ) {
+    if let Some(d) = braces_in_expression(key, expr, &span) {
+        diags.push(d);
+        return;
+    }
     match jinja.expression_variables(expr) {
         Ok(used) => undefined(used, span, defined, text, diags),
         Err(e) => diags.push(jinja_syntax(&e, span)),
     }
+}
+
+/// A diagnostic for an expression key (`when`, `changed_when`, `failed_when`, ...) written
+/// as a template: these keys already are Jinja expressions, and minijinja would read `{{ x }}`
+/// as a map literal and answer with a message about maps.
+pub(crate) fn braces_in_expression(
+    key: &str,
+    expr: &str,
+    span: &Range<usize>,
+) -> Option<Diagnostic> {
+    if !is_templated(expr) {
+        return None;
+    }
+    let bare = expr
+        .replace("{{-", "")
+        .replace("-}}", "")
+        .replace("{{", "")
+        .replace("}}", "");
+    let bare = bare.split_whitespace().collect::<Vec<_>>().join(" ");
+    Some(
+        Diagnostic::new(
+            span.clone(),
+            format!("`{key}` is a Jinja expression: write it without `{{{{ }}}}`"),
+        )
+        .with_help(format!("write: {key} = {bare:?}")),
+    )
 }
 
 fn jinja_syntax(e: &minijinja::Error, span: Range<usize>) -> Diagnostic {

@@ -30,6 +30,10 @@ pub const COMMON_KEYS: &[&str] = &[
 /// `rescue` and `always`), or the steps of another playbook (`include`).
 pub const STRUCTURE_KEYS: &[&str] = &["block", "rescue", "always", "include"];
 
+/// The keys of a step that hold a Jinja expression, written without `{{ }}`
+/// (`when = "x == 1"`); a `changed_when` or `failed_when` may also be a plain boolean.
+pub const CONDITION_KEYS: &[&str] = &["when", "changed_when", "failed_when", "until"];
+
 /// The keys a step may have besides its action, as written.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -34,6 +34,9 @@ pub struct CopyArgs {
 }
 
 impl ActionArgs for CopyArgs {
+    const LOCAL_FILES: &'static [(&'static str, super::LocalFileRole)] =
+        &[("src", super::LocalFileRole::CopySource)];
+
     fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         match (&self.content, &self.src) {

@@ -132,6 +132,9 @@ impl HelmReleaseArgs {
 }
 
 impl ActionArgs for HelmReleaseArgs {
+    const LOCAL_FILES: &'static [(&'static str, super::LocalFileRole)] =
+        &[("values_files", super::LocalFileRole::ValuesFile)];
+
     fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if !is_templated(&self.name) && !is_dns_label(&self.name, 53) {

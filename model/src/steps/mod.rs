@@ -40,6 +40,33 @@ pub trait ActionArgs: Serialize + DeserializeOwned + JsonSchema {
     fn validate(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// The arguments that name a file read from the machine the playbook runs on, and what
+    /// each file is (`src` of `template`). A key may hold a string or a list of strings. These
+    /// are what [`crate::playbook::Playbook::local_files`] lists, with their spans.
+    const LOCAL_FILES: &'static [(&'static str, LocalFileRole)] = &[];
+}
+
+/// What a local file named in a step's arguments is for (see [`ActionArgs::LOCAL_FILES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LocalFileRole {
+    /// `template.src`: a Jinja template, rendered on the host.
+    TemplateSource,
+    /// `copy.src`: a file copied byte for byte.
+    CopySource,
+    /// An entry of `helm_release.values_files`: YAML values.
+    ValuesFile,
+}
+
+impl LocalFileRole {
+    /// How the file is named in messages: `template` src, `helm_release` values file.
+    pub fn describe(self) -> &'static str {
+        match self {
+            LocalFileRole::TemplateSource => "`template` src",
+            LocalFileRole::CopySource => "`copy` src",
+            LocalFileRole::ValuesFile => "`helm_release` values file",
+        }
+    }
 }
 
 /// The problem with a `mode` argument, if any; a mode that still holds Jinja is judged after
@@ -91,6 +118,15 @@ macro_rules! actions {
                 match key {
                     $( stringify!($key) => Some(<$args>::deserialize(de).map(Action::$variant)), )*
                     _ => None,
+                }
+            }
+
+            /// The arguments of the action written under `key` that name local files (see
+            /// [`ActionArgs::LOCAL_FILES`]); empty when `key` names no action.
+            pub fn local_file_args(key: &str) -> &'static [(&'static str, LocalFileRole)] {
+                match key {
+                    $( stringify!($key) => <$args as ActionArgs>::LOCAL_FILES, )*
+                    _ => &[],
                 }
             }
 

@@ -30,6 +30,9 @@ pub struct TemplateArgs {
 }
 
 impl ActionArgs for TemplateArgs {
+    const LOCAL_FILES: &'static [(&'static str, super::LocalFileRole)] =
+        &[("src", super::LocalFileRole::TemplateSource)];
+
     fn validate(&self) -> Vec<String> {
         super::mode_problem(self.mode.as_deref())
             .into_iter()

@@ -1,0 +1,48 @@
+//! `bosun check`: the operator's machine judges a playbook as the agent would, and the files it
+//! names by relative paths must be beside it (absolute paths are the host's, not looked at).
+
+use std::process::Command;
+
+const BOSUN: &str = env!("CARGO_BIN_EXE_bosun");
+
+#[test]
+fn a_missing_relative_file_is_refused_at_its_place_and_an_absolute_one_is_left_to_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let book = dir.path().join("site.toml");
+    std::fs::write(
+        &book,
+        "name = \"site\"\n[[step]]\nname = \"env\"\ntemplate = { src = \"templates/env.j2\", dest = \"/etc/env\" }\n[[step]]\nname = \"host file\"\ncopy = { src = \"/nonexistent/on/this/machine\", dest = \"/etc/x\" }\n",
+    )
+    .unwrap();
+    let out = Command::new(BOSUN)
+        .args(["check", book.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:4:20: error: `template` src `templates/env.j2` does not exist",
+            book.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("/nonexistent"),
+        "an absolute path was judged on the operator's machine: {stderr}"
+    );
+    assert!(stderr.contains("1 error found"), "{stderr}");
+
+    std::fs::create_dir(dir.path().join("templates")).unwrap();
+    std::fs::write(dir.path().join("templates/env.j2"), "x=1\n").unwrap();
+    let out = Command::new(BOSUN)
+        .args(["check", book.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
