@@ -10,6 +10,7 @@ use std::process::Output;
 use bosun_agent::backup::manifest::Manifest;
 use bosun_harness::{MariaDb, Moto};
 use bosun_model::backup::report::{Listing, Restored, Verification};
+use bosun_model::event::StepStatus;
 use common::s3::S3;
 use common::{Run, Sandbox};
 use serde_json::Value;
@@ -364,4 +365,132 @@ fn a_damaged_object_is_refused_and_leaves_nothing_half_restored() {
     let missing = error_of(&f.restore("backups/mysql/shop/nope.sql.zst", "other", &[]));
     assert!(missing.contains("has no readable manifest"), "{missing}");
     assert!(!database_exists(&f.db, "other"));
+}
+
+/// Every file under `dir` (the journal and its WAL), as bytes.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    out
+}
+
+/// A backup whose SQL the server refuses in the middle of a customers row (its manifest
+/// matching the object, so it gets as far as the client): verify and restore fail with a
+/// message of a few KiB holding the client's `ERROR` line, and no row value appears in the
+/// message, the events, bosund's stderr or any file of the journal. `register` still sees
+/// the client's whole stderr, and `no_log` keeps it from `register` too.
+#[test]
+fn a_backup_the_server_refuses_fails_with_the_error_line_and_no_row_value() {
+    let f = Fixture::new();
+    let good = f.backup(false, ".sql.zst");
+    let sql = String::from_utf8(zstd::stream::decode_all(&f.s3.get(&good)[..]).unwrap()).unwrap();
+    let bad_sql = sql.replacen("'customer 250')", "'customer 250' garbage)", 1);
+    assert_ne!(bad_sql, sql, "the dump has no row 250 to damage");
+    let object = zstd::stream::encode_all(bad_sql.as_bytes(), 3).unwrap();
+    let mut m: Manifest =
+        serde_json::from_slice(&f.s3.get(&format!("{good}.manifest.json"))).unwrap();
+    (m.size, m.uncompressed_size) = (object.len() as u64, bad_sql.len() as u64);
+    m.sha256 = hex::encode(Sha256::digest(&object));
+    f.s3.put(&good, object);
+    f.s3.put(
+        &format!("{good}.manifest.json"),
+        serde_json::to_vec(&m).unwrap(),
+    );
+    // Row values of `customers` that sit right after the damage, where the server's
+    // "near '...'" quotes from.
+    let row_values = ["customer 25", "customer 26", "garbage"];
+    let leaks = |what: &str, text: &str| {
+        for v in row_values {
+            assert!(
+                !text.contains(v),
+                "{what} holds the row value {v:?}: {text}"
+            );
+        }
+    };
+
+    let conn = format!(
+        r#"host = "127.0.0.1", port = {}, user = "root", password = "env:DB_PASSWORD""#,
+        f.db.port()
+    );
+    let verify = |extra: &str| {
+        format!(
+            "[[step]]\nname = \"verify\"\nbackup_verify = {{ {conn}, bucket = \"{BUCKET}\", key = \"{good}\" }}\n{extra}\n"
+        )
+    };
+    let text = format!(
+        "name = \"verify\"\n{}{}{}{}",
+        verify("register = \"seen\"\nfailed_when = \"'ERROR 1064' not in result.stderr\""),
+        verify("register = \"hidden\"\nno_log = true\nfailed_when = false")
+            .replace("\"verify\"", "\"quiet\""),
+        "[[step]]\nname = \"sizes\"\ncommand = { run = \"echo {{ seen.stderr | length }} {{ 'customer 251' in seen.stderr }} {{ hidden.stderr | length }}\" }\n",
+        verify("").replace("\"verify\"", "\"strict\""),
+    );
+    let pb = f.sb.playbook(&text);
+    let mut cmd = f.sb.bosund();
+    cmd.arg("apply")
+        .arg(&pb)
+        .args(["--output", "json"])
+        .envs(f.moto.env())
+        .env("DB_PASSWORD", f.db.password());
+    let run = Run::from_command(cmd, None);
+
+    // failed_when judged the client's stderr: the expected failure was accepted.
+    assert_eq!(
+        run.step("verify").status,
+        StepStatus::Ok,
+        "{:#?}",
+        run.step("verify")
+    );
+    let sizes = run
+        .step("sizes")
+        .output
+        .as_ref()
+        .unwrap()
+        .stdout
+        .trim()
+        .to_string();
+    let [len, has_row, hidden_len] = sizes.split(' ').collect::<Vec<_>>()[..] else {
+        panic!("{sizes}");
+    };
+    assert_eq!(
+        has_row, "true",
+        "register did not get the whole stderr: {sizes}"
+    );
+    assert!(len.parse::<usize>().unwrap() > 0);
+    assert_eq!(hidden_len, "0", "a no_log step's output reached register");
+    assert_eq!(run.step("quiet").status, StepStatus::Ok);
+    let strict = run.step("strict");
+    assert_eq!(strict.status, StepStatus::Failed);
+    let msg = strict.message.clone().unwrap();
+    assert!(msg.len() <= 4096, "{} bytes: {msg}", msg.len());
+    assert!(
+        msg.contains("ERROR 1064 (42000) at line") && msg.contains("near '["),
+        "{msg}"
+    );
+    leaks("the step's message", &msg);
+    for e in &run.events {
+        leaks("an event", &serde_json::to_string(e).unwrap());
+    }
+    leaks("bosund's stderr", &run.stderr);
+    for (path, bytes) in files_under(&f.sb.state_dir()) {
+        let text = String::from_utf8_lossy(&bytes);
+        leaks(&path.display().to_string(), &text);
+    }
+    let record: serde_json::Value =
+        serde_json::from_slice(&f.s3.get(&format!("{good}.verify-failed.json"))).unwrap();
+    leaks("the verify record", &record.to_string());
+
+    // `bosund backups restore` says the same, and drops what it half-restored.
+    let err = error_of(&f.restore(&good, "fresh", &[]));
+    assert!(err.len() <= 4096, "{} bytes: {err}", err.len());
+    assert!(err.contains("ERROR 1064 (42000) at line"), "{err}");
+    leaks("the restore error", &err);
+    assert!(!database_exists(&f.db, "fresh"));
 }

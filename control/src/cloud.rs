@@ -10,6 +10,14 @@
 //! bucket policy (which names the VPC endpoint) lives with the bucket from its first second.
 //! A separate bucket stack would split `down` and need cross-stack exports for the policy.
 //!
+//! `[edge]` outside us-east-1 adds a second stack there, `<name>-edge` (certificate, health
+//! checks, their alarms; `stack::edge`). `up` applies it first and waits (CloudFormation's
+//! certificate resource completes only once DNS validation has issued the certificate), then
+//! passes its outputs to the main stack as parameters; `plan` shows both change sets; `down`
+//! deletes the main stack first (the distribution holds the certificate), then the edge stack.
+//! Before either, `up` makes sure the origin secret exists in Parameter Store (created once,
+//! random, never printed); the template only names it.
+//!
 //! Safety: a change set that would replace the instance, the database or the bucket is not
 //! executed without `--allow-replacement` (the newest AMI or a new first boot replaces the
 //! host, and the host holds the cluster's state). Later `up`s keep the first-boot digests the
@@ -22,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use aws_sdk_cloudformation::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_cloudformation::types::{Capability, ChangeSetStatus, ChangeSetType};
+use aws_sdk_cloudformation::types::{Capability, ChangeSetStatus, ChangeSetType, Parameter};
 use bosun_aws::{AwsConfig, AwsTarget, describe_error};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -30,7 +38,8 @@ use serde_json::{Value, json};
 
 use crate::stack::artifacts::{Artifact, BootArtifacts};
 use crate::stack::cfn::Template;
-use crate::stack::config::StackConfig;
+use crate::stack::config::{EDGE_REGION, StackConfig};
+use crate::stack::edge;
 use crate::stack::template::{self, BootDigests};
 
 /// How often stack and change-set status is polled.
@@ -50,6 +59,9 @@ const GUARDED: &[&str] = &[
 pub struct Aws {
     cfn: aws_sdk_cloudformation::Client,
     s3: aws_sdk_s3::Client,
+    ssm: aws_sdk_ssm::Client,
+    /// CloudFormation in us-east-1, for the edge stack (the same client when that is the region).
+    edge_cfn: aws_sdk_cloudformation::Client,
 }
 
 impl Aws {
@@ -65,12 +77,27 @@ impl Aws {
             // Replaced endpoints (moto) have no per-bucket host names.
             .force_path_style(config.path_style)
             .build();
+        let edge_cfn = if region == EDGE_REGION {
+            aws_sdk_cloudformation::Client::new(&config.sdk)
+        } else {
+            let edge = AwsConfig::load(&AwsTarget {
+                region: Some(EDGE_REGION.to_string()),
+                endpoint_url: endpoint.map(str::to_string),
+            })
+            .await;
+            aws_sdk_cloudformation::Client::new(&edge.sdk)
+        };
         Aws {
             cfn: aws_sdk_cloudformation::Client::new(&config.sdk),
             s3: aws_sdk_s3::Client::from_conf(s3),
+            ssm: aws_sdk_ssm::Client::new(&config.sdk),
+            edge_cfn,
         }
     }
 }
+
+/// CloudFormation in one region (the stack's, or us-east-1 for the edge stack).
+type Cfn = aws_sdk_cloudformation::Client;
 
 /// How results are shown: human lines and progress on stderr (results on stdout), or one JSON
 /// document on stdout at the end.
@@ -142,8 +169,8 @@ enum Prepared {
     },
 }
 
-async fn describe(aws: &Aws, stack: &str) -> Result<Option<StackState>> {
-    let out = match aws.cfn.describe_stacks().stack_name(stack).send().await {
+async fn describe(cfn: &Cfn, stack: &str) -> Result<Option<StackState>> {
+    let out = match cfn.describe_stacks().stack_name(stack).send().await {
         Ok(out) => out,
         Err(e) if e.message().is_some_and(|m| m.contains("does not exist")) => return Ok(None),
         Err(e) => {
@@ -178,10 +205,11 @@ fn no_changes(reason: &str) -> bool {
 }
 
 async fn prepare(
-    aws: &Aws,
+    cfn: &Cfn,
     stack: &str,
     template: &Template,
     kind: ChangeSetType,
+    params: &[(String, String)],
 ) -> Result<Prepared> {
     let name = format!(
         "bosun-{}",
@@ -190,12 +218,12 @@ async fn prepare(
             .map(|d| d.as_millis())
             .unwrap_or(0)
     );
-    aws.cfn
-        .create_change_set()
+    cfn.create_change_set()
         .stack_name(stack)
         .change_set_name(&name)
         .change_set_type(kind)
         .template_body(template.to_json())
+        .set_parameters(Some(parameters(params)))
         .capabilities(Capability::CapabilityIam)
         .description("bosun up")
         .send()
@@ -209,8 +237,7 @@ async fn prepare(
         let status;
         let reason;
         loop {
-            let out = aws
-                .cfn
+            let out = cfn
                 .describe_change_set()
                 .stack_name(stack)
                 .change_set_name(&name)
@@ -247,7 +274,7 @@ async fn prepare(
                 return Ok(Prepared::Changes { name, changes });
             }
             Some(ChangeSetStatus::Failed) => {
-                delete_change_set(aws, stack, &name).await;
+                delete_change_set(cfn, stack, &name).await;
                 if no_changes(&reason) {
                     return Ok(Prepared::NoChanges);
                 }
@@ -261,10 +288,9 @@ async fn prepare(
     }
 }
 
-async fn delete_change_set(aws: &Aws, stack: &str, name: &str) {
+async fn delete_change_set(cfn: &Cfn, stack: &str, name: &str) {
     // Best effort: a leftover change set costs nothing and blocks nothing.
-    let _ = aws
-        .cfn
+    let _ = cfn
         .delete_change_set()
         .stack_name(stack)
         .change_set_name(name)
@@ -273,14 +299,8 @@ async fn delete_change_set(aws: &Aws, stack: &str, name: &str) {
 }
 
 /// Event ids already shown (or present before we started).
-async fn event_ids(aws: &Aws, stack: &str) -> HashSet<String> {
-    match aws
-        .cfn
-        .describe_stack_events()
-        .stack_name(stack)
-        .send()
-        .await
-    {
+async fn event_ids(cfn: &Cfn, stack: &str) -> HashSet<String> {
+    match cfn.describe_stack_events().stack_name(stack).send().await {
         Ok(out) => out
             .stack_events()
             .iter()
@@ -292,27 +312,26 @@ async fn event_ids(aws: &Aws, stack: &str) -> HashSet<String> {
 
 /// Executes a change set and follows the stack's events until it settles.
 async fn execute(
-    aws: &Aws,
+    cfn: &Cfn,
     ui: Ui,
     stack: &str,
     change_set: &str,
     expected: usize,
     events: &mut Vec<Value>,
 ) -> Result<StackState> {
-    let mut seen = event_ids(aws, stack).await;
-    aws.cfn
-        .execute_change_set()
+    let mut seen = event_ids(cfn, stack).await;
+    cfn.execute_change_set()
         .stack_name(stack)
         .change_set_name(change_set)
         .send()
         .await
         .map_err(sdk_err)
         .with_context(|| format!("executing change set {change_set} of stack {stack}"))?;
-    wait(aws, ui, stack, expected, &mut seen, events).await
+    wait(cfn, ui, stack, expected, &mut seen, events).await
 }
 
 async fn wait(
-    aws: &Aws,
+    cfn: &Cfn,
     ui: Ui,
     stack: &str,
     expected: usize,
@@ -333,13 +352,7 @@ async fn wait(
     let started = Instant::now();
     let mut failures = Vec::new();
     let state = loop {
-        if let Ok(out) = aws
-            .cfn
-            .describe_stack_events()
-            .stack_name(stack)
-            .send()
-            .await
-        {
+        if let Ok(out) = cfn.describe_stack_events().stack_name(stack).send().await {
             // Newest first: show the new ones oldest first.
             let fresh: Vec<_> = out
                 .stack_events()
@@ -370,7 +383,7 @@ async fn wait(
                 }));
             }
         }
-        let state = describe(aws, stack).await?;
+        let state = describe(cfn, stack).await?;
         let status = state
             .as_ref()
             .map(|s| s.status.clone())
@@ -457,9 +470,8 @@ fn boot_digests(
 /// The first-boot digests in the deployed template (its `Boot*Sha256` outputs), read from the
 /// template rather than the stack's outputs so a stack whose outputs are not (yet) resolved
 /// still answers; `None` when the host has not been created yet.
-async fn deployed_boot(aws: &Aws, stack: &str) -> Result<Option<BootDigests>> {
-    let out = aws
-        .cfn
+async fn deployed_boot(cfn: &Cfn, stack: &str) -> Result<Option<BootDigests>> {
+    let out = cfn
         .get_template()
         .stack_name(stack)
         .send()
@@ -489,9 +501,8 @@ async fn deployed_boot(aws: &Aws, stack: &str) -> Result<Option<BootDigests>> {
 }
 
 /// The physical id of a stack's resource, `None` when the stack has no such resource.
-async fn physical_id(aws: &Aws, stack: &str, logical_id: &str) -> Result<Option<String>> {
-    match aws
-        .cfn
+async fn physical_id(cfn: &Cfn, stack: &str, logical_id: &str) -> Result<Option<String>> {
+    match cfn
         .describe_stack_resource()
         .stack_name(stack)
         .logical_resource_id(logical_id)
@@ -543,38 +554,69 @@ pub struct Request<'a> {
     pub refresh_boot: bool,
 }
 
-/// `bosun plan`: what `up` would change, without changing anything.
-pub async fn plan(aws: &Aws, ui: Ui, req: &Request<'_>) -> Result<Value> {
-    let stack = &req.config.name;
-    let state = describe(aws, stack).await?;
-    let exists = state
-        .as_ref()
-        .is_some_and(|s| s.status != "REVIEW_IN_PROGRESS");
-    let deployed = if exists {
-        deployed_boot(aws, stack).await?
-    } else {
-        None
+/// The main stack's parameters from the edge stack's outputs; placeholders (for `plan` only)
+/// while the edge stack does not exist yet.
+fn edge_parameters(
+    config: &StackConfig,
+    outputs: Option<&BTreeMap<String, String>>,
+) -> Result<Vec<(String, String)>> {
+    let Some(e) = config.edge.as_ref().filter(|_| config.has_edge_stack()) else {
+        return Ok(Vec::new());
     };
-    let boot = boot_digests(deployed, req.artifacts, req.refresh_boot);
-    let full = template::full(req.config, req.public_key, &boot);
+    let get = |key: &str, placeholder: String| -> Result<String> {
+        match outputs {
+            None => Ok(placeholder),
+            Some(o) => o.get(key).cloned().ok_or_else(|| {
+                anyhow!(
+                    "stack {} has no output {key}: was it made by bosun up?",
+                    config.edge_stack_name()
+                )
+            }),
+        }
+    };
+    let mut params = vec![
+        (
+            edge::CERTIFICATE_PARAMETER.to_string(),
+            get(
+                edge::CERTIFICATE_OUTPUT,
+                format!("arn:aws:acm:{EDGE_REGION}:000000000000:certificate/created-by-up"),
+            )?,
+        ),
+        (
+            edge::HEALTH_CHECKS_PARAMETER.to_string(),
+            get(
+                edge::HEALTH_CHECKS_OUTPUT,
+                vec!["created-by-up"; e.domain_names.len()].join(","),
+            )?,
+        ),
+    ];
+    if e.waf {
+        params.push((
+            edge::WEB_ACL_PARAMETER.to_string(),
+            get(edge::WEB_ACL_OUTPUT, "created-by-up".into())?,
+        ));
+    }
+    Ok(params)
+}
+
+/// The changes `up` would make to `stack`: every resource an add when it does not exist.
+async fn planned_changes(
+    cfn: &Cfn,
+    ui: Ui,
+    stack: &str,
+    exists: bool,
+    template: &Template,
+    params: &[(String, String)],
+) -> Result<Vec<ChangeLine>> {
     let changes = if !exists {
         // A CREATE change set would leave an empty stack behind; every resource is an add.
         ui.say(format!("stack {stack} does not exist; `bosun up` creates:"));
-        full.resources
-            .iter()
-            .map(|(id, r)| ChangeLine {
-                action: "Add".into(),
-                logical_id: id.clone(),
-                resource_type: r.kind.to_string(),
-                replacement: String::new(),
-            })
-            .collect()
+        adds(template)
     } else {
-        check_status(stack, state.as_ref().expect("exists"))?;
-        match prepare(aws, stack, &full, ChangeSetType::Update).await? {
+        match prepare(cfn, stack, template, ChangeSetType::Update, params).await? {
             Prepared::NoChanges => Vec::new(),
             Prepared::Changes { name, changes } => {
-                delete_change_set(aws, stack, &name).await;
+                delete_change_set(cfn, stack, &name).await;
                 changes
             }
         }
@@ -587,75 +629,151 @@ pub async fn plan(aws: &Aws, ui: Ui, req: &Request<'_>) -> Result<Value> {
     for c in &changes {
         ui.say(c.human());
     }
-    Ok(json!({
+    Ok(changes)
+}
+
+fn plan_json(stack: &str, exists: bool, changes: &[ChangeLine]) -> Value {
+    json!({
         "stack": stack,
         "exists": exists,
         "no_changes": changes.is_empty(),
         "changes": changes,
         "replacements": changes.iter().filter(|c| c.replaces()).count(),
-    }))
+    })
 }
 
-/// `bosun up`: create or update the stack, uploading the first-boot artefacts first.
-pub async fn up(aws: &Aws, ui: Ui, req: &Request<'_>, allow_replacement: bool) -> Result<Value> {
-    let stack = &req.config.name;
-    let mut events = Vec::new();
-    let mut state = describe(aws, stack).await?;
-    if let Some(s) = &state {
-        check_status(stack, s)?;
+/// Whether a described stack counts as existing (a stack in REVIEW_IN_PROGRESS has only a
+/// change set that was never executed).
+fn exists(state: Option<&StackState>) -> bool {
+    state.is_some_and(|s| s.status != "REVIEW_IN_PROGRESS")
+}
+
+/// `bosun plan`: what `up` would change, without changing anything; with an edge stack, its
+/// change set first (under `edge`).
+pub async fn plan(aws: &Aws, ui: Ui, req: &Request<'_>) -> Result<Value> {
+    let config = req.config;
+    let stack = &config.name;
+    let mut edge_json = Value::Null;
+    let mut edge_outputs = None;
+    if config.has_edge_stack() {
+        let name = config.edge_stack_name();
+        let state = describe(&aws.edge_cfn, &name).await?;
+        if let Some(s) = state.as_ref().filter(|s| exists(Some(s))) {
+            check_status(&name, s)?;
+            edge_outputs = Some(s.outputs.clone());
+        }
+        let exists = exists(state.as_ref());
+        let changes = planned_changes(
+            &aws.edge_cfn,
+            ui,
+            &name,
+            exists,
+            &edge::template(config),
+            &[],
+        )
+        .await?;
+        edge_json = plan_json(&name, exists, &changes);
     }
-    let mut created = false;
-    if state
-        .as_ref()
-        .is_none_or(|s| s.status == "REVIEW_IN_PROGRESS")
-    {
-        ui.say(format!(
-            "creating stack {stack}: foundation (network, bucket, logs)"
-        ));
-        let foundation = template::foundation(req.config);
-        let Prepared::Changes { name, changes } =
-            prepare(aws, stack, &foundation, ChangeSetType::Create).await?
-        else {
-            bail!("CloudFormation reported no changes for a new stack {stack}");
-        };
-        state = Some(execute(aws, ui, stack, &name, changes.len(), &mut events).await?);
-        created = true;
-    }
-    let state = state.expect("created above");
-    let bucket = physical_id(aws, stack, "Bucket").await?.ok_or_else(|| {
-        anyhow!("stack {stack} has no resource Bucket: it was not created by bosun up")
-    })?;
-    let mut uploads = Vec::new();
-    for a in [&req.artifacts.bosund, &req.artifacts.playbooks] {
-        let uploaded = upload(aws, &bucket, a).await?;
-        ui.say(format!(
-            "{} s3://{bucket}/{}",
-            if uploaded { "uploaded" } else { "present " },
-            a.key
-        ));
-        uploads.push(json!({"key": a.key, "sha256": a.sha256, "uploaded": uploaded}));
-    }
-    let boot = boot_digests(
-        deployed_boot(aws, stack).await?,
-        req.artifacts,
-        req.refresh_boot,
-    );
-    if boot.bosund_sha256 != req.artifacts.bosund.sha256 {
-        ui.say(
-            "note: the host keeps the bosund it first booted with; `bosun run` updates a running \
-             host (`--refresh-boot --allow-replacement` rebuilds it instead)",
-        );
-    }
-    let full = template::full(req.config, req.public_key, &boot);
-    let (changes, final_state) = match prepare(aws, stack, &full, ChangeSetType::Update).await? {
+    let state = describe(&aws.cfn, stack).await?;
+    let exists = exists(state.as_ref());
+    let deployed = if exists {
+        check_status(stack, state.as_ref().expect("exists"))?;
+        deployed_boot(&aws.cfn, stack).await?
+    } else {
+        None
+    };
+    let boot = boot_digests(deployed, req.artifacts, req.refresh_boot);
+    let full = template::full(config, req.public_key, &boot);
+    let params = edge_parameters(config, edge_outputs.as_ref())?;
+    let changes = planned_changes(&aws.cfn, ui, stack, exists, &full, &params).await?;
+    let mut result = plan_json(stack, exists, &changes);
+    result["edge"] = edge_json;
+    Ok(result)
+}
+
+/// What applying one change set did.
+struct Applied {
+    changes: Vec<ChangeLine>,
+    state: StackState,
+}
+
+/// Creates a new stack straight from `template` (nothing to review or guard: every change is
+/// an add) and follows its events.
+async fn create(
+    cfn: &Cfn,
+    ui: Ui,
+    stack: &str,
+    template: &Template,
+    params: &[(String, String)],
+    events: &mut Vec<Value>,
+) -> Result<Applied> {
+    let changes = adds(template);
+    cfn.create_stack()
+        .stack_name(stack)
+        .template_body(template.to_json())
+        .set_parameters(Some(parameters(params)))
+        .capabilities(Capability::CapabilityIam)
+        .send()
+        .await
+        .map_err(sdk_err)
+        .with_context(|| format!("creating stack {stack}"))?;
+    let mut seen = HashSet::new();
+    let state = wait(cfn, ui, stack, changes.len(), &mut seen, events).await?;
+    Ok(Applied { changes, state })
+}
+
+/// Every resource of `template` as an add.
+fn adds(template: &Template) -> Vec<ChangeLine> {
+    template
+        .resources
+        .iter()
+        .map(|(id, r)| ChangeLine {
+            action: "Add".into(),
+            logical_id: id.clone(),
+            resource_type: r.kind.to_string(),
+            replacement: String::new(),
+        })
+        .collect()
+}
+
+fn parameters(params: &[(String, String)]) -> Vec<Parameter> {
+    params
+        .iter()
+        .map(|(k, v)| {
+            Parameter::builder()
+                .parameter_key(k)
+                .parameter_value(v)
+                .build()
+        })
+        .collect()
+}
+
+/// Prepares and (unless it replaces state without consent) executes an update of an existing
+/// stack.
+async fn apply(
+    cfn: &Cfn,
+    ui: Ui,
+    stack: &str,
+    template: &Template,
+    params: &[(String, String)],
+    allow_replacement: bool,
+    events: &mut Vec<Value>,
+) -> Result<Applied> {
+    match prepare(cfn, stack, template, ChangeSetType::Update, params).await? {
         Prepared::NoChanges => {
             ui.say(format!("stack {stack}: no changes"));
-            (Vec::new(), state)
+            let state = describe(cfn, stack)
+                .await?
+                .ok_or_else(|| anyhow!("stack {stack} disappeared while it was being updated"))?;
+            Ok(Applied {
+                changes: Vec::new(),
+                state,
+            })
         }
         Prepared::Changes { name, changes } => {
             let guarded = guarded(&changes);
             if !guarded.is_empty() && !allow_replacement {
-                delete_change_set(aws, stack, &name).await;
+                delete_change_set(cfn, stack, &name).await;
                 bail!(
                     "this update would replace resources that hold state:\n{}\nnothing was \
                      changed; pin `ami` in stack.toml if a new AMI caused it, or re-run with \
@@ -674,32 +792,199 @@ pub async fn up(aws: &Aws, ui: Ui, req: &Request<'_>, allow_replacement: bool) -
             for c in &changes {
                 ui.say(c.human());
             }
-            let s = execute(aws, ui, stack, &name, changes.len(), &mut events).await?;
-            (changes, s)
+            let state = execute(cfn, ui, stack, &name, changes.len(), events).await?;
+            Ok(Applied { changes, state })
         }
+    }
+}
+
+/// Makes sure the origin secret exists in Parameter Store: created once with 32 random bytes
+/// (hex), never overwritten, never printed. Returns whether it was created.
+async fn ensure_origin_secret(aws: &Aws, config: &StackConfig) -> Result<bool> {
+    use aws_sdk_ssm::types::ParameterType;
+    let name = config.origin_secret_parameter();
+    match aws.ssm.get_parameter().name(&name).send().await {
+        Ok(_) => return Ok(false),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_parameter_not_found()) => {}
+        Err(e) => {
+            return Err(sdk_err(e)).with_context(|| format!("looking up SSM parameter {name}"));
+        }
+    }
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| anyhow!("the system's random generator failed"))?;
+    aws.ssm
+        .put_parameter()
+        .name(&name)
+        .description(format!(
+            "bosun {}: the secret CloudFront sends to the origin (X-Origin-Verify)",
+            config.name
+        ))
+        .value(hex::encode(bytes))
+        // A String, not a SecureString: CloudFormation resolves only `ssm` (not `ssm-secure`)
+        // references in a distribution's properties. Readable by principals allowed
+        // ssm:GetParameter on it: the host's role and the account's administrators.
+        .r#type(ParameterType::String)
+        .overwrite(false)
+        .send()
+        .await
+        .map_err(sdk_err)
+        .with_context(|| format!("creating SSM parameter {name}"))?;
+    Ok(true)
+}
+
+/// `bosun up` of the edge stack: create or update it and wait; returns its JSON and outputs.
+async fn up_edge(
+    aws: &Aws,
+    ui: Ui,
+    config: &StackConfig,
+    allow_replacement: bool,
+) -> Result<(Value, BTreeMap<String, String>)> {
+    let name = config.edge_stack_name();
+    let state = describe(&aws.edge_cfn, &name).await?;
+    if let Some(s) = &state {
+        check_status(&name, s)?;
+    }
+    let create = !exists(state.as_ref());
+    if create {
+        ui.say(format!(
+            "creating stack {name} in {EDGE_REGION} (certificate, health checks); the \
+             certificate is issued once its DNS validation record resolves"
+        ));
+    }
+    let mut events = Vec::new();
+    let template = edge::template(config);
+    let applied = if create {
+        self::create(&aws.edge_cfn, ui, &name, &template, &[], &mut events).await?
+    } else {
+        apply(
+            &aws.edge_cfn,
+            ui,
+            &name,
+            &template,
+            &[],
+            allow_replacement,
+            &mut events,
+        )
+        .await?
     };
+    let json = json!({
+        "stack": name,
+        "region": EDGE_REGION,
+        "status": applied.state.status,
+        "created": create,
+        "no_changes": applied.changes.is_empty(),
+        "changes": applied.changes,
+        "events": events,
+        "outputs": applied.state.outputs,
+    });
+    Ok((json, applied.state.outputs))
+}
+
+/// `bosun up`: create or update the stack (the edge stack first), uploading the first-boot
+/// artefacts first.
+pub async fn up(aws: &Aws, ui: Ui, req: &Request<'_>, allow_replacement: bool) -> Result<Value> {
+    let config = req.config;
+    let stack = &config.name;
+    let mut origin_secret_created = false;
+    if config.edge.is_some() {
+        origin_secret_created = ensure_origin_secret(aws, config).await?;
+        if origin_secret_created {
+            ui.say(format!(
+                "created the origin secret in SSM parameter {}",
+                config.origin_secret_parameter()
+            ));
+        }
+    }
+    let (edge_json, edge_outputs) = if config.has_edge_stack() {
+        let (j, o) = up_edge(aws, ui, config, allow_replacement).await?;
+        (j, Some(o))
+    } else {
+        (Value::Null, None)
+    };
+    let params = edge_parameters(config, edge_outputs.as_ref())?;
+    let mut events = Vec::new();
+    let state = describe(&aws.cfn, stack).await?;
+    if let Some(s) = &state {
+        check_status(stack, s)?;
+    }
+    let created = !exists(state.as_ref());
+    if created {
+        ui.say(format!(
+            "creating stack {stack}: foundation (network, bucket, logs)"
+        ));
+        let foundation = template::foundation(config);
+        create(&aws.cfn, ui, stack, &foundation, &[], &mut events).await?;
+    }
+    let bucket = physical_id(&aws.cfn, stack, "Bucket")
+        .await?
+        .ok_or_else(|| {
+            anyhow!("stack {stack} has no resource Bucket: it was not created by bosun up")
+        })?;
+    let mut uploads = Vec::new();
+    for a in [&req.artifacts.bosund, &req.artifacts.playbooks] {
+        let uploaded = upload(aws, &bucket, a).await?;
+        ui.say(format!(
+            "{} s3://{bucket}/{}",
+            if uploaded { "uploaded" } else { "present " },
+            a.key
+        ));
+        uploads.push(json!({"key": a.key, "sha256": a.sha256, "uploaded": uploaded}));
+    }
+    let boot = boot_digests(
+        deployed_boot(&aws.cfn, stack).await?,
+        req.artifacts,
+        req.refresh_boot,
+    );
+    if boot.bosund_sha256 != req.artifacts.bosund.sha256 {
+        ui.say(
+            "note: the host keeps the bosund it first booted with; `bosun run` updates a running \
+             host (`--refresh-boot --allow-replacement` rebuilds it instead)",
+        );
+    }
+    let full = template::full(config, req.public_key, &boot);
+    let applied = apply(
+        &aws.cfn,
+        ui,
+        stack,
+        &full,
+        &params,
+        allow_replacement,
+        &mut events,
+    )
+    .await?;
     if !ui.json {
-        for (k, v) in &final_state.outputs {
+        for (k, v) in &applied.state.outputs {
             println!("{k:<20} {v}");
         }
     }
     Ok(json!({
         "stack": stack,
-        "status": final_state.status,
+        "status": applied.state.status,
         "created": created,
-        "no_changes": changes.is_empty(),
-        "changes": changes,
+        "no_changes": applied.changes.is_empty(),
+        "changes": applied.changes,
         "uploads": uploads,
         "events": events,
-        "outputs": final_state.outputs,
+        "outputs": applied.state.outputs,
+        "origin_secret_created": origin_secret_created,
+        "edge": edge_json,
     }))
 }
 
-/// `bosun down`: delete the stack; the bucket is kept unless `delete_data`.
-pub async fn down(aws: &Aws, ui: Ui, stack: &str, delete_data: bool) -> Result<Value> {
-    let Some(state) = describe(aws, stack).await? else {
+/// Deletes one stack and waits; `None` when it does not exist. With `has_bucket`, returns the
+/// name of its `Bucket` (retained by CloudFormation).
+async fn delete_stack(
+    cfn: &Cfn,
+    ui: Ui,
+    stack: &str,
+    has_bucket: bool,
+) -> Result<Option<(Option<String>, Vec<Value>)>> {
+    let Some(state) = describe(cfn, stack).await? else {
         ui.say(format!("stack {stack} does not exist: nothing to delete"));
-        return Ok(json!({"stack": stack, "deleted": false, "bucket": null}));
+        return Ok(None);
     };
     if state.status.ends_with("_IN_PROGRESS") && state.status != "REVIEW_IN_PROGRESS" {
         bail!(
@@ -707,10 +992,13 @@ pub async fn down(aws: &Aws, ui: Ui, stack: &str, delete_data: bool) -> Result<V
             state.status
         );
     }
-    let bucket = physical_id(aws, &state.id, "Bucket").await?;
-    let mut seen = event_ids(aws, &state.id).await;
-    aws.cfn
-        .delete_stack()
+    let bucket = if has_bucket {
+        physical_id(cfn, &state.id, "Bucket").await?
+    } else {
+        None
+    };
+    let mut seen = event_ids(cfn, &state.id).await;
+    cfn.delete_stack()
         .stack_name(&state.id)
         .send()
         .await
@@ -718,7 +1006,45 @@ pub async fn down(aws: &Aws, ui: Ui, stack: &str, delete_data: bool) -> Result<V
         .with_context(|| format!("deleting stack {stack}"))?;
     ui.say(format!("deleting stack {stack}"));
     let mut events = Vec::new();
-    wait(aws, ui, &state.id, 0, &mut seen, &mut events).await?;
+    wait(cfn, ui, &state.id, 0, &mut seen, &mut events).await?;
+    Ok(Some((bucket, events)))
+}
+
+/// `bosun down`: delete the stack, then its edge stack (the distribution uses the
+/// certificate), then the origin secret; the bucket is kept unless `delete_data`.
+pub async fn down(aws: &Aws, ui: Ui, config: &StackConfig, delete_data: bool) -> Result<Value> {
+    let stack = &config.name;
+    let main = delete_stack(&aws.cfn, ui, stack, true).await?;
+    let edge_name = config.edge_stack_name();
+    // Looked for even without [edge] in stack.toml now: an edge stack left by an earlier
+    // config is still this stack's.
+    let edge_deleted = if config.region != EDGE_REGION {
+        delete_stack(&aws.edge_cfn, ui, &edge_name, false)
+            .await?
+            .is_some()
+    } else {
+        false
+    };
+    let secret = config.origin_secret_parameter();
+    let secret_deleted = match aws.ssm.delete_parameter().name(&secret).send().await {
+        Ok(_) => true,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_parameter_not_found()) =>
+        {
+            false
+        }
+        Err(e) => {
+            return Err(sdk_err(e)).with_context(|| format!("deleting SSM parameter {secret}"));
+        }
+    };
+    let Some((bucket, events)) = main else {
+        return Ok(json!({
+            "stack": stack, "deleted": false, "bucket": null,
+            "edge_stack": edge_name, "edge_deleted": edge_deleted,
+            "origin_secret_deleted": secret_deleted,
+        }));
+    };
     let mut bucket_deleted = false;
     match (&bucket, delete_data) {
         (Some(b), true) => {
@@ -736,7 +1062,8 @@ pub async fn down(aws: &Aws, ui: Ui, stack: &str, delete_data: bool) -> Result<V
     }
     Ok(json!({
         "stack": stack, "deleted": true, "bucket": bucket, "bucket_deleted": bucket_deleted,
-        "events": events,
+        "events": events, "edge_stack": edge_name, "edge_deleted": edge_deleted,
+        "origin_secret_deleted": secret_deleted,
     }))
 }
 

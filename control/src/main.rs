@@ -13,7 +13,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use bosun_model::output::OutputFormat;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -61,6 +61,10 @@ enum Command {
     Template {
         #[command(flatten)]
         stack: StackArgs,
+        /// Print the second stack's template instead (`[edge]` outside us-east-1: the
+        /// certificate, the health checks and their alarms, in us-east-1).
+        #[arg(long)]
+        edge: bool,
     },
     /// Print the instance's cloud-init user-data, resolved for a given bucket.
     UserData {
@@ -188,8 +192,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => remote::run::run(args, json),
         Command::Status(args) => remote::status::run(args, json),
         Command::Backups(cmd) => remote::backups::run(cmd, json),
-        Command::Template { stack } => {
+        Command::Template { stack, edge } => {
             let l = load(&stack)?;
+            if edge {
+                if !l.config.has_edge_stack() {
+                    bail!(
+                        "stack {} has no edge stack: it needs [edge] and a region other than {}",
+                        l.config.name,
+                        stack::config::EDGE_REGION
+                    );
+                }
+                println!("{}", stack::edge::template(&l.config).to_json());
+                return Ok(ExitCode::SUCCESS);
+            }
             let boot = BootDigests {
                 bosund_sha256: l.artifacts.bosund.sha256.clone(),
                 playbooks_sha256: l.artifacts.playbooks.sha256.clone(),
@@ -282,7 +297,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let rt = runtime()?;
             let result = rt.block_on(async {
                 let clients = cloud::Aws::connect(&config.region, endpoint(&aws, &config)).await;
-                cloud::down(&clients, ui, &config.name, delete_data).await
+                cloud::down(&clients, ui, &config, delete_data).await
             })?;
             if json {
                 print_json(&result);

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use bosun_harness::{Moto, venv_program};
+use bosun_harness::{Moto, checkov_program, venv_program};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -35,6 +35,10 @@ struct Fixture {
 
 impl Fixture {
     fn new(extra: &str) -> Fixture {
+        Fixture::in_region("us-east-1", extra)
+    }
+
+    fn in_region(region: &str, extra: &str) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         // Its own playbooks, so these tests do not depend on the repository's bootstrap.
         let playbooks = dir.path().join("playbooks");
@@ -46,7 +50,7 @@ impl Fixture {
         std::fs::write(
             dir.path().join("stack.toml"),
             format!(
-                "name = \"prod-1\"\nregion = \"us-east-1\"\noperator_cidr = \"{OPERATOR_CIDR}\"\n\
+                "name = \"prod-1\"\nregion = \"{region}\"\noperator_cidr = \"{OPERATOR_CIDR}\"\n\
                  ssh_public_key = \"key.pub\"\nplaybooks = \"{}\"\n{extra}",
                 playbooks.display()
             ),
@@ -99,6 +103,12 @@ impl Fixture {
         let text = self.bosun_ok(&["template"], &[]);
         serde_json::from_str(&text).unwrap()
     }
+
+    /// The us-east-1 stack's template (`bosun template --edge`).
+    fn edge_template(&self) -> Value {
+        let text = self.bosun_ok(&["template", "--edge"], &[]);
+        serde_json::from_str(&text).unwrap()
+    }
 }
 
 const MAXIMAL: &str = r#"
@@ -119,20 +129,84 @@ fn cfn_lint(file: &Path) -> Output {
         .expect("run cfn-lint")
 }
 
+/// `[edge]` with two names, the operator's alarm addresses and `[dns]` beside it.
+const EDGE: &str = r#"
+[dns]
+hosted_zone_id = "Z0123456789ABCDEFGHIJ"
+record_name = "prod-1.example.com"
+[edge]
+domain_names = ["app.example.com", "jenkins.example.com"]
+hosted_zone_id = "Z0123456789ABCDEFGHIJ"
+origin_prefix_list = "pl-4fa04526"
+health_check_path = "/healthz"
+[alarms]
+email = ["ops@example.com"]
+"#;
+
+/// Every trade-off of the README turned on.
+const TRADE_OFFS_ON: &str = r#"
+kms_key = true
+[backups]
+access_logging = true
+"#;
+
+/// `[rds]` with its trade-offs on.
+const RDS_TRADE_OFFS_ON: &str = "[rds]\nmulti_az = true\nmonitoring_interval = 60\n";
+
+/// The maximal config with `[edge]` outside us-east-1 (so two stacks), `[rds]` on.
+fn edge_fixture(trade_offs: bool) -> Fixture {
+    let mut extra = String::from("os = \"al2023\"\n");
+    if trade_offs {
+        extra.push_str(TRADE_OFFS_ON);
+        extra.push_str(RDS_TRADE_OFFS_ON);
+        extra.push_str(&EDGE.replace("[edge]\n", "[edge]\nwaf = true\naccess_logging = true\n"));
+    } else {
+        extra.push_str("[rds]\n");
+        extra.push_str(EDGE);
+    }
+    Fixture::in_region("eu-west-1", &extra)
+}
+
 #[test]
 fn templates_pass_cfn_lint_without_errors_or_warnings() {
-    for (label, extra) in [("default", ""), ("maximal", MAXIMAL)] {
-        let f = Fixture::new(extra);
+    let mut files = Vec::new();
+    for (label, extra, region) in [
+        ("default", "", "us-east-1"),
+        ("maximal", MAXIMAL, "us-east-1"),
+        ("edge-in-us-east-1", &format!("[rds]\n{EDGE}"), "us-east-1"),
+        ("edge", &format!("[rds]\n{EDGE}"), "eu-west-1"),
+    ] {
+        let f = Fixture::in_region(region, extra);
         let file = f.path("template.json");
         std::fs::write(&file, f.bosun_ok(&["template"], &[])).unwrap();
-        let out = cfn_lint(&file);
-        assert!(
-            out.status.success(),
-            "cfn-lint on the {label} template:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        files.push((label.to_string(), file, f));
     }
+    let f = edge_fixture(true);
+    for (label, args) in [
+        ("edge, trade-offs on", &["template"][..]),
+        ("edge stack, trade-offs on", &["template", "--edge"][..]),
+    ] {
+        let file = f.path(&format!("{}.json", files.len()));
+        std::fs::write(&file, f.bosun_ok(args, &[])).unwrap();
+        files.push((label.to_string(), file, Fixture::new("")));
+    }
+    let f = edge_fixture(false);
+    let file = f.path("edge-stack.json");
+    std::fs::write(&file, f.bosun_ok(&["template", "--edge"], &[])).unwrap();
+    files.push(("edge stack".into(), file, f));
+    // One cfn-lint run over every template (it starts slowly).
+    let out = Command::new(venv_program("cfn-lint"))
+        .arg("--")
+        .args(files.iter().map(|(_, f, _)| f))
+        .output()
+        .expect("run cfn-lint");
+    let labels: Vec<&str> = files.iter().map(|(l, _, _)| l.as_str()).collect();
+    assert!(
+        out.status.success(),
+        "cfn-lint on the templates {labels:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The linter is really looking: a wrong property is an error.
     let f = Fixture::new("");
     let mut t = f.template();
@@ -282,7 +356,8 @@ fn policies_have_no_wildcard_actions_and_scoped_resources() {
         assert!(
             text.contains(":db:${Database}")
                 || text.contains(":snapshot:prod-1-*")
-                || text.contains("MasterUserSecret"),
+                || text.contains("MasterUserSecret")
+                || text.contains(":dbuser:${Database.DbiResourceId}/bosun_backup"),
             "rds: {r}"
         );
     }
@@ -418,13 +493,21 @@ fn template_holds_what_moto_ignores() {
     );
     assert_eq!(res["Certificate"]["Properties"]["ValidationMethod"], "DNS");
     assert_eq!(res["HostRecord"]["Properties"]["Type"], "A");
-    for o in [
-        "InstanceId",
-        "PublicIp",
-        "PublicDnsName",
-        "SshCommand",
-        "BucketName",
-    ] {
+    // The record is at the Elastic IP, never at the instance's transient address.
+    assert_eq!(
+        res["HostRecord"]["Properties"]["ResourceRecords"],
+        serde_json::json!([{"Ref": "HostEip"}])
+    );
+    assert_eq!(
+        res["HostEip"]["Properties"]["InstanceId"],
+        serde_json::json!({"Ref": "Host"})
+    );
+    assert!(
+        !t.to_string().contains("\"PublicIp\"]"),
+        "nothing points at Host.PublicIp"
+    );
+    assert_eq!(p["EnableIAMDatabaseAuthentication"], true);
+    for o in ["InstanceId", "PublicIp", "SshCommand", "BucketName"] {
         assert!(t["Outputs"][o].is_object(), "output {o}");
     }
 
@@ -549,16 +632,17 @@ fn remove_what_moto_cannot_delete(moto: &Moto) {
     boto3(
         moto,
         r#"
-ec2 = boto3.client("ec2")
-vpc = ec2.describe_vpcs(Filters=[{"Name": "tag:Name", "Values": ["prod-1-vpc"]}])["Vpcs"][0]["VpcId"]
-f = [{"Name": "vpc-id", "Values": [vpc]}]
-ec2.delete_vpc_endpoints(VpcEndpointIds=[e["VpcEndpointId"] for e in ec2.describe_vpc_endpoints(Filters=f)["VpcEndpoints"]])
-for rt in ec2.describe_route_tables(Filters=f)["RouteTables"]:
-    if any(a.get("Main") for a in rt["Associations"]):
-        continue
-    for a in rt["Associations"]:
-        ec2.disassociate_route_table(AssociationId=a["RouteTableAssociationId"])
-    ec2.delete_route_table(RouteTableId=rt["RouteTableId"])
+for region in ["us-east-1", "eu-west-1"]:
+    ec2 = boto3.client("ec2", region_name=region)
+    for v in ec2.describe_vpcs(Filters=[{"Name": "tag:Name", "Values": ["prod-1-vpc"]}])["Vpcs"]:
+        f = [{"Name": "vpc-id", "Values": [v["VpcId"]]}]
+        ec2.delete_vpc_endpoints(VpcEndpointIds=[e["VpcEndpointId"] for e in ec2.describe_vpc_endpoints(Filters=f)["VpcEndpoints"]])
+        for rt in ec2.describe_route_tables(Filters=f)["RouteTables"]:
+            if any(a.get("Main") for a in rt["Associations"]):
+                continue
+            for a in rt["Associations"]:
+                ec2.disassociate_route_table(AssociationId=a["RouteTableAssociationId"])
+            ec2.delete_route_table(RouteTableId=rt["RouteTableId"])
 print("{}")
 "#,
     );
@@ -747,4 +831,445 @@ fn unreachable_endpoint_fails_with_what_failed() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("describing stack prod-1"), "{err}");
+}
+
+/// The trade-offs the README lists, as checkov's check ids: each fails on the maximal template
+/// with its switch off, and none does with the switches on.
+const TRADE_OFF_CHECKS: &[&str] = &[
+    "CKV_AWS_18",  // S3 access logging: [backups] access_logging
+    "CKV_AWS_158", // log group KMS key: kms_key
+    "CKV_AWS_26",  // SNS topic encryption (needs a customer key for alarms): kms_key
+    "CKV_AWS_157", // RDS Multi-AZ: [rds] multi_az
+    "CKV_AWS_118", // RDS enhanced monitoring: [rds] monitoring_interval
+    "CKV_AWS_68",  // WAF on CloudFront: [edge] waf
+    "CKV_AWS_86",  // CloudFront access logs: [edge] access_logging
+];
+
+/// Runs checkov once over `files`; returns the failed checks' ids with their resources.
+fn checkov_failures(files: &[PathBuf]) -> Vec<(String, String)> {
+    let mut cmd = Command::new(checkov_program());
+    cmd.args(["--framework", "cloudformation", "--quiet", "--compact"])
+        .args(["--skip-download", "--output", "json"]);
+    for f in files {
+        cmd.arg("-f").arg(f);
+    }
+    let out = cmd.output().expect("run checkov");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("checkov printed no JSON ({e}):\n{text}"));
+    let reports = match report {
+        Value::Array(a) => a,
+        one => vec![one],
+    };
+    let mut failed = Vec::new();
+    for r in &reports {
+        assert!(
+            r["summary"]["passed"].as_u64().unwrap() > 20,
+            "checkov checked the templates: {}",
+            r["summary"]
+        );
+        for c in r["results"]["failed_checks"].as_array().unwrap() {
+            failed.push((
+                c["check_id"].as_str().unwrap().to_string(),
+                c["resource"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    failed.sort();
+    failed
+}
+
+#[test]
+fn checkov_fails_only_the_listed_trade_offs_and_none_when_they_are_on() {
+    let off = edge_fixture(false);
+    let on = edge_fixture(true);
+    let mut files = Vec::new();
+    for (f, tag) in [(&off, "off"), (&on, "on")] {
+        for (args, what) in [
+            (&["template"][..], "main"),
+            (&["template", "--edge"][..], "edge"),
+        ] {
+            let file = f.path(&format!("{what}-{tag}.json"));
+            std::fs::write(&file, f.bosun_ok(args, &[])).unwrap();
+            files.push(file);
+        }
+    }
+    let failed_off = checkov_failures(&files[..2]);
+    let ids: Vec<&str> = failed_off.iter().map(|(id, _)| id.as_str()).collect();
+    for (id, resource) in &failed_off {
+        assert!(
+            TRADE_OFF_CHECKS.contains(&id.as_str()),
+            "checkov failed {id} on {resource}, which is not a listed trade-off: {failed_off:?}"
+        );
+    }
+    for id in TRADE_OFF_CHECKS {
+        assert!(
+            ids.contains(id),
+            "{id} is listed as a trade-off but passes with its switch off: {failed_off:?}"
+        );
+    }
+    let failed_on = checkov_failures(&files[2..]);
+    assert_eq!(failed_on, [], "every trade-off turned on");
+}
+
+/// Every security-group ingress rule of a template.
+fn ingress_rules(t: &Value) -> Vec<Value> {
+    t["Resources"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|r| r["Type"] == "AWS::EC2::SecurityGroup")
+        .flat_map(|r| {
+            r["Properties"]["SecurityGroupIngress"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[test]
+fn edge_templates_keep_the_origin_behind_cloudfront() {
+    let f = edge_fixture(false);
+    let t = f.template();
+    let edge = f.edge_template();
+    let res = &t["Resources"];
+
+    // Nothing but SSH from the operator is open to an address range; HTTP only from
+    // CloudFront's prefix list; nothing to the world, in either address family.
+    for rule in ingress_rules(&t) {
+        for key in ["CidrIp", "CidrIpv6"] {
+            if let Some(cidr) = rule[key].as_str() {
+                assert!(
+                    cidr != "0.0.0.0/0" && cidr != "::/0",
+                    "open to the world: {rule}"
+                );
+                assert_eq!(
+                    rule["FromPort"], 22,
+                    "only SSH from an address range: {rule}"
+                );
+                assert_eq!(cidr, OPERATOR_CIDR);
+            }
+        }
+        if rule["FromPort"] == 80 {
+            assert_eq!(rule["SourcePrefixListId"], "pl-4fa04526", "{rule}");
+        }
+        assert_ne!(
+            rule["FromPort"], 443,
+            "the origin takes HTTP from CloudFront only: {rule}"
+        );
+    }
+    assert!(
+        ingress_rules(&t)
+            .iter()
+            .any(|r| r["SourcePrefixListId"] == "pl-4fa04526"),
+        "CloudFront reaches the ingress"
+    );
+
+    // Viewer HTTPS only, TLS 1.2 or newer, the certificate from the us-east-1 stack.
+    let d = &res["Distribution"]["Properties"]["DistributionConfig"];
+    assert_eq!(
+        d["DefaultCacheBehavior"]["ViewerProtocolPolicy"],
+        "redirect-to-https"
+    );
+    assert_eq!(
+        d["ViewerCertificate"]["MinimumProtocolVersion"],
+        "TLSv1.2_2021"
+    );
+    assert_eq!(d["ViewerCertificate"]["SslSupportMethod"], "sni-only");
+    assert_eq!(
+        d["ViewerCertificate"]["AcmCertificateArn"],
+        serde_json::json!({"Ref": "EdgeCertificateArn"})
+    );
+    assert_eq!(
+        d["Aliases"],
+        serde_json::json!(["app.example.com", "jenkins.example.com"])
+    );
+    // The origin is the Elastic IP's name; the secret header only names the SSM parameter.
+    let origin = &d["Origins"][0];
+    assert!(
+        origin["DomainName"].to_string().contains("HostEip"),
+        "{origin}"
+    );
+    assert!(
+        origin["DomainName"]
+            .to_string()
+            .contains("eu-west-1.compute.amazonaws.com")
+    );
+    assert_eq!(
+        origin["OriginCustomHeaders"][0]["HeaderValue"],
+        "{{resolve:ssm:/bosun/prod-1/edge/origin-secret}}"
+    );
+
+    // Every alias record, A and AAAA, targets the distribution.
+    let mut aliases = Vec::new();
+    for r in res.as_object().unwrap().values() {
+        if r["Type"] == "AWS::Route53::RecordSet" && r["Properties"]["AliasTarget"].is_object() {
+            let p = &r["Properties"];
+            assert_eq!(
+                p["AliasTarget"]["DNSName"],
+                serde_json::json!({"Fn::GetAtt": ["Distribution", "DomainName"]})
+            );
+            assert_eq!(p["AliasTarget"]["HostedZoneId"], "Z2FDTNDATAQYW2");
+            aliases.push(format!(
+                "{} {}",
+                p["Name"].as_str().unwrap(),
+                p["Type"].as_str().unwrap()
+            ));
+        }
+    }
+    aliases.sort();
+    assert_eq!(
+        aliases,
+        [
+            "app.example.com A",
+            "app.example.com AAAA",
+            "jenkins.example.com A",
+            "jenkins.example.com AAAA"
+        ]
+    );
+
+    // The certificate, the health checks and their alarms live in the us-east-1 stack.
+    assert!(
+        !t.to_string()
+            .contains("AWS::CertificateManager::Certificate")
+            || res["Certificate"].is_null(),
+        "no certificate for CloudFront in the main stack"
+    );
+    let e = &edge["Resources"];
+    let cert = &e["EdgeCertificate"]["Properties"];
+    assert_eq!(cert["DomainName"], "app.example.com");
+    assert_eq!(
+        cert["SubjectAlternativeNames"],
+        serde_json::json!(["jenkins.example.com"])
+    );
+    assert_eq!(cert["ValidationMethod"], "DNS");
+    for (i, name) in ["app.example.com", "jenkins.example.com"]
+        .iter()
+        .enumerate()
+    {
+        let hc = &e[format!("HealthCheck{i}")]["Properties"]["HealthCheckConfig"];
+        assert_eq!(hc["Type"], "HTTPS");
+        assert_eq!(hc["FullyQualifiedDomainName"], *name);
+        assert_eq!(hc["ResourcePath"], "/healthz");
+        let alarm = &e[format!("HealthCheckAlarm{i}")]["Properties"];
+        assert_eq!(alarm["Namespace"], "AWS/Route53");
+        assert_eq!(
+            alarm["AlarmActions"],
+            serde_json::json!([{"Ref": "AlarmTopic"}])
+        );
+    }
+    for topic in [&e["AlarmTopic"], &res["AlarmTopic"]] {
+        assert_eq!(
+            topic["Properties"]["Subscription"],
+            serde_json::json!([{"Protocol": "email", "Endpoint": "ops@example.com"}])
+        );
+    }
+    // The host's status checks notify the topic; the dashboard shows the health checks.
+    for alarm in ["SystemStatusAlarm", "InstanceStatusAlarm"] {
+        let actions = res[alarm]["Properties"]["AlarmActions"].to_string();
+        assert!(actions.contains("AlarmTopic"), "{alarm}: {actions}");
+    }
+    let dashboard = res["Dashboard"]["Properties"]["DashboardBody"].to_string();
+    assert!(dashboard.contains("HealthCheckStatus") && dashboard.contains("us-east-1"));
+
+    // Only the backup user may connect with an IAM token.
+    let role = res["HostRole"]["Properties"]["Policies"].to_string();
+    assert_eq!(role.matches("rds-db:connect").count(), 1, "{role}");
+    assert!(role.contains("dbuser:${Database.DbiResourceId}/bosun_backup"));
+    assert_eq!(
+        res["Database"]["Properties"]["EnableIAMDatabaseAuthentication"],
+        true
+    );
+
+    // In us-east-1 the same config is one stack.
+    let one = Fixture::in_region("us-east-1", &format!("os = \"al2023\"\n[rds]\n{EDGE}"));
+    let t1 = one.template();
+    assert!(t1["Resources"]["EdgeCertificate"].is_object());
+    assert_eq!(
+        t1["Resources"]["Distribution"]["Properties"]["DistributionConfig"]["ViewerCertificate"]["AcmCertificateArn"],
+        serde_json::json!({"Ref": "EdgeCertificate"})
+    );
+    assert!(t1["Parameters"]["EdgeCertificateArn"].is_null());
+    let out = one.bosun(&["template", "--edge"], &[]);
+    assert_eq!(out.status.code(), Some(2), "no second stack in us-east-1");
+}
+
+#[test]
+fn edge_config_errors_are_all_reported() {
+    let f = Fixture::in_region(
+        "eu-west-1",
+        "public_http = true\n[edge]\ndomain_names = [\"app.example.com\", \"*.example.com\", \"app.example.com\"]\n\
+         hosted_zone_id = \"zone\"\norigin_prefix_list = \"sg-1\"\n\
+         certificate_arn = \"arn:aws:acm:eu-west-1:1:certificate/x\"\nhealth_check_path = \"healthz\"\n",
+    );
+    let out = f.bosun(&["template"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "stack.toml",
+        "\"*.example.com\"",
+        "twice",
+        "hosted_zone_id",
+        "origin_prefix_list",
+        "us-east-1",
+        "health_check_path",
+        "public_http",
+    ] {
+        assert!(err.contains(needle), "{needle} in:\n{err}");
+    }
+}
+
+/// moto implements, of the edge: SSM parameters, Route 53 health checks and SNS topics (with
+/// subscriptions) in CloudFormation, and the EIP. It does not implement
+/// `AWS::CertificateManager::Certificate`, `AWS::CloudWatch::Alarm` or
+/// `AWS::CloudFront::Distribution` in CloudFormation: the edge stack here names an existing
+/// certificate, the alarms are asserted on the template (above), and the main stack's update,
+/// which needs `Distribution.DomainName`, is refused by moto. What is asserted here: `plan`
+/// shows both stacks, `up` creates the secret and the edge stack, a second `up` changes
+/// neither, `down` removes both (and the secret) and keeps the bucket.
+#[test]
+fn edge_stack_is_applied_first_and_removed_by_down() {
+    let moto = Moto::start().expect("start moto");
+    let env = moto.env();
+    let f = Fixture::in_region(
+        "eu-west-1",
+        &format!(
+            "os = \"al2023\"\n{}",
+            EDGE.replace(
+                "[edge]\n",
+                "[edge]\ncertificate_arn = \"arn:aws:acm:us-east-1:123456789012:certificate/0b9a\"\n"
+            )
+        ),
+    );
+    let plan = f.bosun_json(&["plan"], &env);
+    assert_eq!(plan["edge"]["stack"], "prod-1-edge", "{plan}");
+    assert_eq!(plan["edge"]["exists"], false);
+    let edge_adds: Vec<&str> = plan["edge"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["logical_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        edge_adds.contains(&"HealthCheck1") && edge_adds.contains(&"AlarmTopic"),
+        "{plan}"
+    );
+    assert!(
+        !edge_adds.contains(&"EdgeCertificate"),
+        "certificate_arn given: {plan}"
+    );
+    let main_adds = plan["changes"].to_string();
+    assert!(
+        main_adds.contains("Distribution") && main_adds.contains("HostEip"),
+        "{plan}"
+    );
+
+    let up = f.bosun(&["--output", "json", "up"], &env);
+    let stderr = String::from_utf8_lossy(&up.stderr).to_string();
+    let stdout = String::from_utf8_lossy(&up.stdout).to_string();
+    assert_eq!(
+        up.status.code(),
+        Some(2),
+        "moto refuses the distribution:\n{stderr}"
+    );
+    assert!(stderr.contains("Distribution"), "{stderr}");
+    let found = boto3(
+        &moto,
+        r#"
+import os
+ssm = boto3.client("ssm", region_name="eu-west-1")
+secret = ssm.get_parameter(Name="/bosun/prod-1/edge/origin-secret")["Parameter"]["Value"]
+cf = boto3.client("cloudformation", region_name="us-east-1")
+s = cf.describe_stacks(StackName="prod-1-edge")["Stacks"][0]
+r53 = boto3.client("route53")
+checks = [c["HealthCheckConfig"] for c in r53.list_health_checks()["HealthChecks"]]
+sns = boto3.client("sns", region_name="us-east-1")
+subs = [x["Endpoint"] for x in sns.list_subscriptions()["Subscriptions"]]
+print(json.dumps({"secret": secret, "status": s["StackStatus"], "outputs": s.get("Outputs", []),
+    "checks": checks, "subs": subs}))
+"#,
+    );
+    let secret = found["secret"].as_str().unwrap().to_string();
+    assert_eq!(secret.len(), 64, "32 random bytes, hex");
+    assert_eq!(found["status"], "CREATE_COMPLETE", "{found}");
+    let names: Vec<&str> = found["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["FullyQualifiedDomainName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["app.example.com", "jenkins.example.com"], "{found}");
+    assert!(
+        found["subs"].to_string().contains("ops@example.com"),
+        "{found}"
+    );
+    // The secret is in no template, output or message.
+    let templates = format!(
+        "{}{}",
+        f.bosun_ok(&["template"], &[]),
+        f.bosun_ok(&["template", "--edge"], &[])
+    );
+    for (what, text) in [
+        ("templates", &templates),
+        ("stdout", &stdout),
+        ("stderr", &stderr),
+        ("edge outputs", &found["outputs"].to_string()),
+    ] {
+        assert!(
+            !text.contains(&secret),
+            "the origin secret is in the {what}"
+        );
+    }
+
+    // A second `up`: the edge stack has no changes and the secret is kept.
+    let again = f.bosun(&["up"], &env);
+    let again_err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        again_err.contains("stack prod-1-edge: no changes"),
+        "{again_err}"
+    );
+    assert!(
+        !again_err.contains("created the origin secret"),
+        "{again_err}"
+    );
+    let kept = boto3(
+        &moto,
+        r#"print(json.dumps(boto3.client("ssm", region_name="eu-west-1").get_parameter(Name="/bosun/prod-1/edge/origin-secret")["Parameter"]["Value"]))"#,
+    );
+    assert_eq!(kept, secret.as_str());
+
+    // moto keeps the template of the change set it refused, and then cannot read the main
+    // stack's resources any more: the main stack goes through moto's own DeleteStack (its
+    // `down` is covered by the tests above), the edge stack and the secret through `down`.
+    remove_what_moto_cannot_delete(&moto);
+    boto3(
+        &moto,
+        r#"
+cf = boto3.client("cloudformation", region_name="eu-west-1")
+cf.delete_stack(StackName="prod-1")
+print("{}")
+"#,
+    );
+    let down = f.bosun_json(&["down"], &env);
+    assert_eq!(down["deleted"], false, "{down}");
+    assert_eq!(down["edge_deleted"], true, "{down}");
+    assert_eq!(down["origin_secret_deleted"], true, "{down}");
+    let after = boto3(
+        &moto,
+        r#"
+stacks = []
+for region in ["eu-west-1", "us-east-1"]:
+    cf = boto3.client("cloudformation", region_name=region)
+    stacks += [s["StackName"] for s in cf.list_stacks()["StackSummaries"] if s["StackStatus"] != "DELETE_COMPLETE"]
+buckets = [b["Name"] for b in boto3.client("s3").list_buckets()["Buckets"]]
+print(json.dumps({"stacks": stacks, "buckets": buckets}))
+"#,
+    );
+    assert_eq!(after["stacks"], serde_json::json!([]), "{after}");
+    assert_eq!(
+        after["buckets"].as_array().unwrap().len(),
+        1,
+        "the bucket is kept: {after}"
+    );
 }

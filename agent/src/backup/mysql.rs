@@ -8,6 +8,11 @@
 //!   password, a socket path) do not change what a step does; TLS and the like go in `extra_args`.
 //! - Streaming children run in their own process group, killed when their handle is dropped
 //!   (a step's timeout), like [`crate::host::process`].
+//! - A tool's output can hold customer data: the client repeats a failed statement, and the
+//!   server's error quotes the text near a syntax error, a duplicate key, a bad value. Error
+//!   messages therefore quote only its `ERROR` lines and its own `tool:` lines, with those
+//!   quotations replaced ([`tool_error`]); the whole (capped) stderr reaches only `register`
+//!   ([`crate::host::process::Failed`]).
 
 use std::path::Path;
 
@@ -70,6 +75,103 @@ impl Connection {
     fn env(&self) -> std::collections::BTreeMap<String, String> {
         [("MYSQL_PWD".to_string(), self.password.expose().to_string())].into()
     }
+}
+
+/// Where a server or client error quotes data: the literal after these words (`near '...' at
+/// line 1`, `Duplicate entry '...' for key`, `Incorrect integer value: '...' for column`).
+const DATA_QUOTES: &[&str] = &["near '", "entry '", "value: '", "value '"];
+
+/// How a quoted datum ends: the message's own words after it, else the line's last quote.
+const QUOTE_ENDS: &[&str] = &["' at line", "' for key", "' for column"];
+
+/// What an error message may say of a MySQL/MariaDB tool's stderr (password already
+/// redacted): its `ERROR ...` lines and its own `mariadb: ...`-style lines, each with quoted
+/// data replaced by a count of hidden bytes (also when the quotation runs over many lines, as
+/// the server's `near '...'` does for a dump's multi-line INSERT), then a count of the other
+/// lines (statement echoes, warnings) left out; the end of that, capped ([`process::quote_end`]). `cut` is how
+/// much of the start of stderr was dropped already.
+pub fn tool_error(stderr: &str, cut: usize) -> String {
+    // An entry is a tool line and the lines after it up to the next one: the server's error
+    // text runs over many lines when the statement it quotes does (a dump's rows).
+    let mut entries: Vec<String> = Vec::new();
+    let mut hidden = 0usize;
+    for line in stderr.lines() {
+        if is_tool_line(line.trim_start()) {
+            entries.push(line.trim_start().to_string());
+        } else if let Some(entry) = entries.last_mut() {
+            entry.push('\n');
+            entry.push_str(line);
+        } else if !line.trim().is_empty() {
+            hidden += 1;
+        }
+    }
+    let mut kept = Vec::new();
+    for entry in &entries {
+        // Masking folds a quotation over many lines into its first; what is left after that
+        // line is not the tool's own words.
+        let masked = mask_data(entry);
+        let mut lines = masked.lines();
+        kept.push(lines.next().unwrap_or_default().trim_end().to_string());
+        hidden += lines.filter(|l| !l.trim().is_empty()).count();
+    }
+    let mut text = kept.join("\n");
+    let mut left_out = Vec::new();
+    if hidden > 0 {
+        let s = if hidden == 1 { "" } else { "s" };
+        left_out.push(format!("{hidden} other line{s}"));
+    }
+    if cut > 0 {
+        left_out.push(format!("{cut} earlier bytes"));
+    }
+    if !left_out.is_empty() {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "[bosun: {} of the tool's output not shown: they can hold data]",
+            left_out.join(" and ")
+        ));
+    }
+    process::quote_end(&text, 0)
+}
+
+/// `ERROR 1064 (42000) at line 3: ...`, `ERROR at line 5: ...`, `mariadb: ...`,
+/// `mysqldump: ...`: what the tools say themselves, as opposed to text they repeat.
+fn is_tool_line(line: &str) -> bool {
+    if line.starts_with("ERROR ") || line.starts_with("ERROR:") {
+        return true;
+    }
+    ["mariadb", "mysql", "mariadb-dump", "mysqldump"]
+        .iter()
+        .any(|tool| {
+            line.strip_prefix(tool)
+                .is_some_and(|rest| rest.starts_with(": "))
+        })
+}
+
+/// `line` with each datum quoted after one of [`DATA_QUOTES`] replaced.
+fn mask_data(line: &str) -> String {
+    let mut line = line.to_string();
+    for marker in DATA_QUOTES {
+        let Some(i) = line.find(marker) else {
+            continue;
+        };
+        let start = i + marker.len();
+        let rest = &line[start..];
+        let end = QUOTE_ENDS
+            .iter()
+            .filter_map(|e| rest.rfind(e))
+            .max()
+            .or_else(|| rest.rfind('\''))
+            .unwrap_or(rest.len());
+        line = format!(
+            "{}[{} bytes not shown]{}",
+            &line[..start],
+            end,
+            &rest[end..]
+        );
+    }
+    line
 }
 
 /// The first of `candidates` found on `PATH` (or as given, when it holds a `/`).
@@ -138,7 +240,7 @@ impl Client {
                 self.argv[0],
                 self.conn.endpoint(),
                 out.rc,
-                self.conn.password.redact(out.stderr.trim())
+                tool_error(&self.conn.password.redact(&out.stderr), 0)
             );
         }
         Ok(out
@@ -258,7 +360,7 @@ impl Client {
             bail!(
                 "dropping database {database} on {}: {}",
                 self.conn.endpoint(),
-                self.conn.password.redact(out.stderr.trim())
+                tool_error(&self.conn.password.redact(&out.stderr), 0)
             );
         }
         Ok(())
@@ -285,7 +387,11 @@ impl Dumper {
         argv.push("--version".into());
         let out = process::run(&argv, None, &Default::default()).await?;
         if out.rc != 0 {
-            bail!("{} --version failed: {}", self.argv[0], out.stderr.trim());
+            bail!(
+                "{} --version failed: {}",
+                self.argv[0],
+                process::quote_end(&out.stderr, 0)
+            );
         }
         Ok(out
             .stdout
@@ -330,8 +436,8 @@ impl Dumper {
             Err(e) => Err(e.context(format!("dumping {database} with {program} to compare it"))),
             Ok(_) if !exit.success() => bail!(
                 "{program} exited with code {} while dumping {database} to compare it: {}",
-                exit.code,
-                exit.stderr
+                exit.code(),
+                exit.dump_message()
             ),
             Ok(tables) => Ok(tables),
         }
@@ -345,7 +451,45 @@ pub struct StreamingChild {
     password: Secret,
 }
 
-pub use process::Exit;
+/// How a MySQL/MariaDB tool ended (stderr redacted of the password).
+#[derive(Debug)]
+pub struct Exit {
+    inner: process::Exit,
+}
+
+impl Exit {
+    /// Exit code 0.
+    pub fn success(&self) -> bool {
+        self.inner.success()
+    }
+
+    /// Exit code; negative: killed by that signal.
+    pub fn code(&self) -> i32 {
+        self.inner.code
+    }
+
+    /// What an error message may say of a client's stderr ([`tool_error`]: the client
+    /// repeats the statement it failed on).
+    pub fn message(&self) -> String {
+        tool_error(&self.inner.stderr, self.inner.stderr_cut)
+    }
+
+    /// What an error message says of a dump tool's stderr: its end
+    /// ([`process::quote_end`]); a dump tool does not repeat data, and a wrapper's own
+    /// words are worth reading.
+    pub fn dump_message(&self) -> String {
+        self.inner.stderr_for_message()
+    }
+
+    /// Its whole stderr (the last [`process::STREAM_STDERR_CAP`] bytes), for `register` only.
+    pub fn output(&self) -> bosun_model::event::CommandOutput {
+        bosun_model::event::CommandOutput {
+            stdout: String::new(),
+            stderr: self.inner.stderr.clone(),
+            rc: self.inner.code,
+        }
+    }
+}
 
 impl StreamingChild {
     fn spawn(
@@ -382,9 +526,9 @@ impl StreamingChild {
 
     /// Waits for the program to exit and returns its code and stderr (password redacted).
     pub async fn wait(self) -> anyhow::Result<Exit> {
-        let mut exit = self.inner.wait().await?;
-        exit.stderr = self.password.redact(&exit.stderr);
-        Ok(exit)
+        let mut inner = self.inner.wait().await?;
+        inner.stderr = self.password.redact(&inner.stderr);
+        Ok(Exit { inner })
     }
 }
 
@@ -396,6 +540,70 @@ mod tests {
     fn quoting_doubles_the_quote_character() {
         assert_eq!(quote_ident("a`b"), "`a``b`");
         assert_eq!(quote_str(r"it's \ here"), r"'it''s \\ here'");
+    }
+
+    #[test]
+    fn tool_errors_keep_the_error_line_and_hide_data() {
+        let stderr = "INSERT INTO `customers` VALUES (1,'Alice Rich'),(2,'Bob Card 4111')\n\
+            ERROR 1064 (42000) at line 42: You have an error in your SQL syntax; check the manual that corresponds to your MariaDB server version for the right syntax to use near 'garbage,'Bob Card 4111'),(3,'it''s')' at line 1\n";
+        let msg = tool_error(stderr, 0);
+        assert!(
+            msg.starts_with("ERROR 1064 (42000) at line 42: You have an error in your SQL syntax;"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("near '[36 bytes not shown]' at line 1"),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with(
+                "[bosun: 1 other line of the tool's output not shown: they can hold data]"
+            ),
+            "{msg}"
+        );
+        for datum in ["Alice", "Bob", "4111", "garbage"] {
+            assert!(!msg.contains(datum), "{datum} in {msg}");
+        }
+        let dup = tool_error(
+            "ERROR 1062 (23000) at line 9: Duplicate entry 'alice@example.com' for key 'email'",
+            100,
+        );
+        assert!(
+            dup.contains("Duplicate entry '[17 bytes not shown]' for key 'email'"),
+            "{dup}"
+        );
+        assert!(
+            dup.ends_with(
+                "[bosun: 100 earlier bytes of the tool's output not shown: they can hold data]"
+            ),
+            "{dup}"
+        );
+        // The tool's own words and errors without data stay whole.
+        let own = "mariadb-dump: Got error: 1045: \"Access denied for user 'root'@'localhost'\"";
+        assert_eq!(tool_error(own, 0), own);
+        let table = "ERROR 1146 (42S02) at line 3: Table 'fresh.no_such_table' doesn't exist";
+        assert_eq!(tool_error(table, 0), table);
+        // The server quotes a multi-line statement (a dump's rows, one a line) whole.
+        let rows: String = (250..760)
+            .map(|i| format!(",({i},'customer {i}')\n"))
+            .collect();
+        let multi = format!(
+            "ERROR 1064 (42000) at line 60: You have an error in your SQL syntax; check the manual that corresponds to your MariaDB server version for the right syntax to use near 'garbage)\n{rows}' at line 1\n"
+        );
+        let msg = tool_error(&multi, 0);
+        assert_eq!(
+            msg,
+            format!(
+                "ERROR 1064 (42000) at line 60: You have an error in your SQL syntax; check the manual that corresponds to your MariaDB server version for the right syntax to use near '[{} bytes not shown]' at line 1",
+                rows.len() + 9
+            )
+        );
+        // Thousands of statement echoes cost a count, and the message stays small.
+        let echo = "INSERT INTO t VALUES (1,'x')\n".repeat(10_000)
+            + "ERROR 1136 (21S01) at line 2: Column count doesn't match value count at row 1";
+        let msg = tool_error(&echo, 0);
+        assert!(msg.len() < 300, "{msg}");
+        assert!(msg.contains("10000 other lines"), "{msg}");
     }
 
     #[test]

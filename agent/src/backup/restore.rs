@@ -23,8 +23,12 @@ pub struct Streamed {
     pub sha256: String,
     /// Bytes of SQL fed to the client.
     pub sql_bytes: u64,
-    /// What went wrong: a SHA-256 mismatch first, then decompression and client errors.
+    /// What went wrong: a SHA-256 mismatch first, then decompression and client errors
+    /// (the client's quoted as [`super::mysql::tool_error`] allows).
     pub problems: Vec<String>,
+    /// The client's whole stderr when it failed (capped, password redacted): for `register`
+    /// only, as it can repeat the data it failed on.
+    pub client_output: Option<bosun_model::event::CommandOutput>,
 }
 
 /// Reads the chunks a channel brings, for the blocking decompressor.
@@ -116,21 +120,34 @@ pub async fn stream_into(
     }
     let sql_bytes = match decompressed {
         Ok(n) => n,
+        // The client stopped reading because it failed: its error says why.
+        Err(e) if !exit.success() && is_broken_pipe(&e) => 0,
         Err(e) => {
             problems.push(format!("decompressing: {e:#}"));
             0
         }
     };
+    let mut client_output = None;
     if !exit.success() {
         problems.push(format!(
             "{program} failed to restore (exit code {}): {}",
-            exit.code, exit.stderr
+            exit.code(),
+            exit.message()
         ));
+        client_output = Some(exit.output());
     }
     Ok(Streamed {
         sha256,
         sql_bytes,
         problems,
+        client_output,
+    })
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }
 

@@ -29,7 +29,7 @@ use pending::PendingHandlers;
 use crate::aws::{Aws, AwsTarget};
 use crate::secrets::{Redactor, Secret, SecretSource};
 use crate::steps::{Outcome, StepContext};
-use bosun_model::event::{EventSink, RunEvent, StepReport, StepStatus, Summary};
+use bosun_model::event::{CommandOutput, EventSink, RunEvent, StepReport, StepStatus, Summary};
 use bosun_model::jinja::Jinja;
 use bosun_model::playbook::{
     Block, Body, Condition, FACTS_VAR, LOOP_VAR, LoopItems, Playbook, Step,
@@ -630,6 +630,9 @@ struct Attempt {
     status: StepStatus,
     outcome: Outcome,
     error: Option<String>,
+    /// A failed program's whole output ([`crate::host::process::Failed`]): for `register`
+    /// only, never in the report.
+    detail: Option<CommandOutput>,
 }
 
 /// What every step of one run shares.
@@ -681,6 +684,7 @@ async fn run_step(
                 ..Outcome::default()
             },
             error: None,
+            detail: None,
         },
         Some(Err(e)) => failed(format!("evaluating `when`: {e:#}")),
         Some(Ok(true)) | None => match render_action(step, inherited, jinja, &ctx_value) {
@@ -749,12 +753,13 @@ async fn run_step(
     };
 
     if let Some(name) = &step.register {
-        vars.insert(name.clone(), result_value(&verdict));
+        vars.insert(name.clone(), result_value(&verdict, step.no_log));
     }
     let Attempt {
         status,
         mut outcome,
         mut error,
+        detail: _,
     } = verdict;
     if no_log {
         let hidden = || "(hidden: no_log)".to_string();
@@ -853,6 +858,7 @@ fn failed(message: String) -> Attempt {
         status: StepStatus::Failed,
         outcome: Outcome::default(),
         error: Some(message),
+        detail: None,
     }
 }
 
@@ -866,7 +872,7 @@ fn judge(
 ) -> Attempt {
     let outcome = match result {
         Ok(o) => o,
-        Err(e) => return failed(format!("{e:#}")),
+        Err(e) => return judge_failure(step, &e, jinja, vars),
     };
     let ran = outcome.output.is_some();
     let mut is_failed = outcome.output.as_ref().is_some_and(|o| o.rc != 0);
@@ -935,6 +941,63 @@ fn judge(
         status,
         outcome: Outcome { changed, ..outcome },
         error,
+        detail: None,
+    }
+}
+
+/// A kind's error. When it carries a failed program's output
+/// ([`crate::host::process::Failed`]), `register` gets that output and `failed_when` judges it
+/// (`result.stderr`, `result.rc`), so a playbook can accept a failure it expects; the report
+/// keeps only the message.
+fn judge_failure(
+    step: &Step,
+    e: &anyhow::Error,
+    jinja: &Jinja,
+    vars: &minijinja::Value,
+) -> Attempt {
+    let message = format!("{e:#}");
+    let Some(out) = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<crate::host::process::Failed>())
+        .map(|f| f.output.clone())
+    else {
+        return failed(message);
+    };
+    let result = json!({
+        "changed": false,
+        "failed": true,
+        "skipped": false,
+        "stdout": out.stdout,
+        "stderr": out.stderr,
+        "rc": out.rc,
+    });
+    let scope =
+        minijinja::context! { result => minijinja::Value::from_serialize(&result), ..vars.clone() };
+    let verdict = match &step.failed_when {
+        None => Ok(true),
+        Some(Condition::Fixed(b)) => Ok(*b),
+        Some(Condition::Expr(expr)) => jinja
+            .eval_bool(expr, &scope)
+            .map_err(|err| format!("evaluating `failed_when`: {err:#}")),
+    };
+    match verdict {
+        Ok(false) => Attempt {
+            status: StepStatus::Ok,
+            outcome: Outcome {
+                message: Some(format!("failed_when is false for: {message}")),
+                ..Outcome::default()
+            },
+            error: None,
+            detail: Some(out),
+        },
+        Ok(true) => Attempt {
+            detail: Some(out),
+            ..failed(message)
+        },
+        Err(why) => Attempt {
+            detail: Some(out),
+            ..failed(format!("{message}; {why}"))
+        },
     }
 }
 
@@ -943,6 +1006,7 @@ fn failed_with(outcome: Outcome) -> Attempt {
         status: StepStatus::Failed,
         outcome,
         error: None,
+        detail: None,
     }
 }
 
@@ -950,9 +1014,11 @@ fn last_line(s: &str) -> Option<&str> {
     s.lines().rev().map(str::trim).find(|l| !l.is_empty())
 }
 
-/// What `register` stores.
-fn result_value(a: &Attempt) -> Value {
-    let out = a.outcome.output.as_ref();
+/// What `register` stores. A failed program's whole output ([`Attempt::detail`]) stands in
+/// for the step's output, except under `no_log`.
+fn result_value(a: &Attempt, no_log: bool) -> Value {
+    let detail = a.detail.as_ref().filter(|_| !no_log);
+    let out = a.outcome.output.as_ref().or(detail);
     json!({
         "changed": a.status == StepStatus::Changed,
         "failed": a.status == StepStatus::Failed,

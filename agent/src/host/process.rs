@@ -6,6 +6,11 @@
 //! Each program runs in its own process group. If the future running it, or the [`Streaming`]
 //! handle, is dropped (a step's `timeout` fired, the run was cancelled) the whole group is
 //! killed, so a shell line's children do not outlive the step.
+//!
+//! Error text has one rule, kept here: a message quotes a failed program's output from its
+//! end, where the reason is, at most [`MESSAGE_QUOTE_CAP`] bytes, with a note of how much
+//! was cut ([`quote_end`]). Collected stderr ([`run`]) and a streaming program's stderr keep
+//! their end too; collected stdout keeps its start (it is the program's result).
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
@@ -21,8 +26,50 @@ use tokio::process::Command;
 use bosun_model::event::CommandOutput;
 
 /// Most bytes of stdout and of stderr kept; the rest is read and dropped so the program never
-/// blocks on a full pipe, and a marker says how much was cut.
+/// blocks on a full pipe, and a marker says how much was cut (stdout keeps its first bytes,
+/// stderr its last).
 pub const OUTPUT_CAP: usize = 1 << 20;
+
+/// Most bytes of a program's output an error message quotes ([`quote_end`]).
+pub const MESSAGE_QUOTE_CAP: usize = 3 * 1024;
+
+/// The end of `text` (a failed program's output, trimmed) for an error message: at most
+/// [`MESSAGE_QUOTE_CAP`] bytes, starting at a line boundary when one is near, after a note of
+/// how many bytes before it are not shown. `already_cut` counts bytes the caller dropped from
+/// the start before (a capped stream), so the note gives the whole amount.
+pub fn quote_end(text: &str, already_cut: usize) -> String {
+    let text = text.trim();
+    let mut start = text.len().saturating_sub(MESSAGE_QUOTE_CAP);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    // Start at a whole line when one begins within the first quarter of what is kept.
+    if start > 0
+        && let Some(nl) = text[start..].find('\n')
+        && nl < MESSAGE_QUOTE_CAP / 4
+    {
+        start += nl + 1;
+    }
+    let cut = already_cut + start;
+    if cut == 0 {
+        text.to_string()
+    } else {
+        format!("[bosun: {cut} earlier bytes not shown] {}", &text[start..])
+    }
+}
+
+/// A step's failure that carries a program's whole (capped) output besides its message. The
+/// message quotes only what may be shown ([`quote_end`], or less for tools that echo data);
+/// the engine hands `output` to `register` (never for a `no_log` step) and to nothing else:
+/// not to events, the journal or the API.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failed {
+    /// What the step reports.
+    pub message: String,
+    /// What `register` sees as stdout, stderr and rc.
+    pub output: CommandOutput,
+}
 
 /// Kills a process group when dropped, unless disarmed after the program was reaped.
 struct GroupGuard(Option<Pid>);
@@ -75,12 +122,22 @@ pub async fn run(
         .stderr
         .take()
         .context("child stderr was not captured")?;
-    let (out, err, status) = tokio::join!(read_capped(stdout), read_capped(stderr), child.wait());
+    let (out, err, status) = tokio::join!(
+        read_capped(stdout),
+        read_end_capped(stderr, OUTPUT_CAP),
+        child.wait()
+    );
     let status = status.with_context(|| format!("waiting for {program:?}"))?;
     guard.0 = None;
     Ok(CommandOutput {
         stdout: out.context("reading stdout")?,
-        stderr: err.context("reading stderr")?,
+        stderr: err.context("reading stderr").map(|(kept, cut)| {
+            if cut == 0 {
+                kept
+            } else {
+                format!("[bosun: {cut} earlier bytes not kept]\n{kept}")
+            }
+        })?,
         rc: status
             .code()
             .unwrap_or_else(|| -status.signal().unwrap_or(1)),
@@ -103,9 +160,11 @@ pub fn run_blocking(
         .output()
         .with_context(|| format!("starting {program}"))?;
     let keep = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(OUTPUT_CAP)]).into_owned();
+    let keep_end =
+        |b: &[u8]| String::from_utf8_lossy(&b[b.len().saturating_sub(OUTPUT_CAP)..]).into_owned();
     Ok(CommandOutput {
         stdout: keep(&out.stdout),
-        stderr: keep(&out.stderr),
+        stderr: keep_end(&out.stderr),
         rc: out
             .status
             .code()
@@ -113,8 +172,14 @@ pub fn run_blocking(
     })
 }
 
-/// Kept of a streaming program's stderr, for its error message.
+/// Kept of a streaming program's stderr (its last bytes): what `register` may see of it; an
+/// error message quotes less ([`quote_end`]).
 pub const STREAM_STDERR_CAP: usize = 64 * 1024;
+
+/// Asked of the kernel for a streaming program's stdout pipe (the default is 64 KiB): a dump
+/// tool then writes on while its reader is busy compressing. Best effort: an unprivileged
+/// process may be held to a smaller `fs.pipe-max-size`.
+pub const STREAM_PIPE_SIZE: usize = 1 << 20;
 
 /// What a streaming program's stdin and stdout are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,7 +207,7 @@ pub struct Streaming {
     program: String,
     child: tokio::process::Child,
     pgid: Option<Pid>,
-    stderr: Option<tokio::task::JoinHandle<String>>,
+    stderr: Option<tokio::task::JoinHandle<(String, usize)>>,
 }
 
 /// How a streaming program ended.
@@ -150,14 +215,21 @@ pub struct Streaming {
 pub struct Exit {
     /// Exit code; negative: killed by that signal.
     pub code: i32,
-    /// Its stderr, the first [`STREAM_STDERR_CAP`] bytes.
+    /// Its stderr, trimmed: the last [`STREAM_STDERR_CAP`] bytes.
     pub stderr: String,
+    /// Bytes of stderr before those kept, dropped.
+    pub stderr_cut: usize,
 }
 
 impl Exit {
     /// Exit code 0.
     pub fn success(&self) -> bool {
         self.code == 0
+    }
+
+    /// The end of its stderr for an error message ([`quote_end`]).
+    pub fn stderr_for_message(&self) -> String {
+        quote_end(&self.stderr, self.stderr_cut)
     }
 }
 
@@ -185,18 +257,11 @@ impl Streaming {
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .map(Pid::from_raw);
-        let stderr = child.stderr.take().map(|mut err| {
+        let stderr = child.stderr.take().map(|err| {
             tokio::spawn(async move {
-                let mut kept = Vec::new();
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = err.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    let room = STREAM_STDERR_CAP.saturating_sub(kept.len());
-                    kept.extend_from_slice(&buf[..n.min(room)]);
-                }
-                String::from_utf8_lossy(&kept).into_owned()
+                read_end_capped(err, STREAM_STDERR_CAP)
+                    .await
+                    .unwrap_or_default()
             })
         });
         Ok(Streaming {
@@ -219,7 +284,13 @@ impl Streaming {
             .stdout
             .take()
             .context("stdout was not captured")?;
-        Ok(std::fs::File::from(out.into_owned_fd()?))
+        let file = std::fs::File::from(out.into_owned_fd()?);
+        // Best effort (see STREAM_PIPE_SIZE): a smaller pipe only costs overlap.
+        let _ = nix::fcntl::fcntl(
+            &file,
+            nix::fcntl::FcntlArg::F_SETPIPE_SZ(STREAM_PIPE_SIZE as nix::libc::c_int),
+        );
+        Ok(file)
     }
 
     /// The child's stdout for async reading (`journalctl --follow`).
@@ -249,15 +320,16 @@ impl Streaming {
             .with_context(|| format!("waiting for {}", self.program))?;
         // Reaped: the group id may be reused from now on, so never signal it again.
         self.pgid = None;
-        let stderr = match self.stderr.take() {
+        let (stderr, stderr_cut) = match self.stderr.take() {
             Some(h) => h.await.unwrap_or_default(),
-            None => String::new(),
+            None => (String::new(), 0),
         };
         Ok(Exit {
             code: status
                 .code()
                 .unwrap_or_else(|| -status.signal().unwrap_or(1)),
             stderr: stderr.trim().to_string(),
+            stderr_cut,
         })
     }
 }
@@ -286,6 +358,45 @@ async fn read_capped(mut r: impl AsyncRead + Unpin) -> std::io::Result<String> {
         s.push_str(&format!("\n[bosun: {dropped} more bytes not kept]"));
     }
     Ok(s)
+}
+
+/// Reads `r` to its end keeping its last `cap` bytes (at a character boundary); returns them
+/// and how many bytes before them were dropped. Memory stays within twice `cap`.
+async fn read_end_capped(
+    mut r: impl AsyncRead + Unpin,
+    cap: usize,
+) -> std::io::Result<(String, usize)> {
+    let mut kept = Vec::new();
+    let mut cut = 0usize;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > 2 * cap {
+            let over = kept.len() - cap;
+            kept.drain(..over);
+            cut += over;
+        }
+    }
+    if kept.len() > cap {
+        let over = kept.len() - cap;
+        kept.drain(..over);
+        cut += over;
+    }
+    // Do not start inside a UTF-8 sequence (continuation bytes are 0b10xx_xxxx).
+    let skip = kept
+        .iter()
+        .take(3)
+        .take_while(|b| (**b & 0xC0) == 0x80)
+        .count();
+    if skip > 0 && cut > 0 {
+        kept.drain(..skip);
+        cut += skip;
+    }
+    Ok((String::from_utf8_lossy(&kept).into_owned(), cut))
 }
 
 #[cfg(test)]
@@ -320,6 +431,71 @@ mod tests {
             "[bosun: {} more bytes not kept]",
             3_000_000 - OUTPUT_CAP
         )));
+    }
+
+    #[test]
+    fn a_message_quotes_the_end_of_the_output_with_a_note_of_the_cut() {
+        assert_eq!(quote_end("  short\n", 0), "short");
+        assert_eq!(
+            quote_end("short", 10),
+            "[bosun: 10 earlier bytes not shown] short"
+        );
+        let long = format!(
+            "{}ERROR 1064 at line 9: the reason",
+            "row 1, 'a value'\n".repeat(1000)
+        );
+        let q = quote_end(&long, 0);
+        assert!(q.len() <= MESSAGE_QUOTE_CAP + 64, "{}", q.len());
+        assert!(q.ends_with("ERROR 1064 at line 9: the reason"));
+        let cut = long.len() - (q.len() - q.find("] ").unwrap() - 2);
+        assert!(
+            q.starts_with(&format!("[bosun: {cut} earlier bytes not shown] row 1")),
+            "{q}"
+        );
+        // Never split inside a character.
+        let wide = "é".repeat(MESSAGE_QUOTE_CAP);
+        assert!(quote_end(&wide, 0).ends_with('é'));
+    }
+
+    #[tokio::test]
+    async fn collected_stderr_keeps_its_end() {
+        let out = run(
+            &sh("head -c 1100000 /dev/zero | tr '\\0' x >&2; echo; echo 'the reason' >&2; exit 1"),
+            None,
+            &BTreeMap::new(),
+        )
+        .await
+        .unwrap();
+        assert!(out.stderr.trim_end().ends_with("the reason"));
+        assert!(out.stderr.starts_with("[bosun: "), "{}", &out.stderr[..40]);
+        assert!(out.stderr.len() <= OUTPUT_CAP + 64);
+    }
+
+    #[tokio::test]
+    async fn streaming_keeps_the_end_of_stderr_and_a_large_stdout_pipe() {
+        // 200 KiB of statement echo, then the error: the end is kept, not the start.
+        let line = "for i in $(seq 1 4000); do echo \"INSERT INTO t VALUES ($i,'customer $i')\" >&2; done; echo 'ERROR 1064 (42000) at line 7: bad' >&2; exit 1";
+        let mut child =
+            Streaming::spawn(&sh(line), &BTreeMap::new(), Pipe::Null, Pipe::Piped).unwrap();
+        let stdout = child.take_stdout().unwrap();
+        let size = nix::fcntl::fcntl(&stdout, nix::fcntl::FcntlArg::F_GETPIPE_SZ).unwrap();
+        let max: usize = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        if max >= STREAM_PIPE_SIZE || nix::unistd::geteuid().is_root() {
+            assert_eq!(size as usize, STREAM_PIPE_SIZE);
+        }
+        let exit = child.wait().await.unwrap();
+        assert_eq!(exit.code, 1);
+        assert!(exit.stderr.ends_with("ERROR 1064 (42000) at line 7: bad"));
+        assert!(exit.stderr.len() <= STREAM_STDERR_CAP);
+        assert!(exit.stderr_cut > 0);
+        let msg = exit.stderr_for_message();
+        assert!(msg.len() <= MESSAGE_QUOTE_CAP + 64, "{}", msg.len());
+        assert!(msg.ends_with("ERROR 1064 (42000) at line 7: bad"));
+        assert!(msg.starts_with("[bosun: "), "{msg}");
     }
 
     #[tokio::test]

@@ -220,7 +220,7 @@ async fn run_ok(argv: &[&str]) -> anyhow::Result<()> {
             "`{}` failed (exit code {}): {}",
             argv.join(" "),
             out.rc,
-            out.stderr.trim()
+            process::quote_end(&out.stderr, 0)
         );
     }
     Ok(())

@@ -26,7 +26,7 @@ pub async fn systemctl_ok(args: &[&str]) -> anyhow::Result<CommandOutput> {
             "systemctl {} failed (exit code {}): {}",
             args.join(" "),
             out.rc,
-            out.stderr.trim()
+            process::quote_end(&out.stderr, 0)
         );
     }
     Ok(out)

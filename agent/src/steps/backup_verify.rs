@@ -13,6 +13,7 @@ use crate::backup::manifest::{
 };
 use crate::backup::mysql::{Client, quote_ident};
 use crate::backup::{catalogue, restore};
+use crate::host::process;
 
 /// Where the step's S3 (and SSM) requests go.
 fn target(args: &BackupVerifyArgs) -> AwsTarget {
@@ -114,7 +115,8 @@ impl StepKind for BackupVerifyArgs {
             armed: true,
         };
 
-        let (sha256, mut problems) = restore(self, &s3, &key, &manifest, &client, &name).await?;
+        let (sha256, mut problems, client_output) =
+            restore(self, &s3, &key, &manifest, &client, &name).await?;
         if problems.is_empty() {
             let restored =
                 restore::restored_tables(&manifest, &client, &self.dump_command, &name).await?;
@@ -155,11 +157,15 @@ impl StepKind for BackupVerifyArgs {
                 )
             })?;
         if !problems.is_empty() {
-            bail!(
+            let message = format!(
                 "verification of s3://{}/{key} failed: {}",
                 self.bucket,
                 problems.join("; ")
             );
+            return Err(match client_output {
+                Some(output) => process::Failed { message, output }.into(),
+                None => anyhow::anyhow!(message),
+            });
         }
         Ok(Outcome {
             changed: true,
@@ -179,7 +185,8 @@ impl StepKind for BackupVerifyArgs {
 }
 
 /// Streams the object into the scratch database. Returns the object's SHA-256 and the
-/// problems found (a SHA-256 mismatch first, then decompression and restore errors).
+/// problems found (a SHA-256 mismatch first, then decompression and restore errors), and the
+/// client's whole output when it failed (for `register`).
 async fn restore(
     args: &BackupVerifyArgs,
     s3: &aws_sdk_s3::Client,
@@ -187,8 +194,8 @@ async fn restore(
     manifest: &Manifest,
     client: &Client,
     database: &str,
-) -> anyhow::Result<(String, Vec<String>)> {
+) -> anyhow::Result<(String, Vec<String>, Option<CommandOutput>)> {
     let streamed =
         restore::stream_into(s3, &args.bucket, key, &manifest.sha256, client, database).await?;
-    Ok((streamed.sha256, streamed.problems))
+    Ok((streamed.sha256, streamed.problems, streamed.client_output))
 }

@@ -377,7 +377,7 @@ async fn wait_for_docker(timeout: Duration) -> anyhow::Result<String> {
             bail!(
                 "`docker info` did not answer within {}: {}\n{status}\n(more: journalctl -u {UNIT})",
                 humantime::format_duration(timeout),
-                out.stderr.trim()
+                crate::host::process::quote_end(&out.stderr, 0)
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -220,7 +220,8 @@ async fn backup_one(
         let aborted = upload.abort().await;
         let mut msg = format!(
             "{program} exited with code {} while dumping {db}; nothing was stored (the upload was aborted): {}",
-            exit.code, exit.stderr
+            exit.code(),
+            exit.dump_message()
         );
         if let Err(a) = aborted {
             msg.push_str(&format!("; {a:#}"));

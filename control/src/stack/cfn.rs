@@ -27,6 +27,14 @@ pub enum Expr {
     Base64(Box<Expr>),
     /// `{"Fn::Select": [index, {"Fn::GetAZs": ""}]}`: the n-th availability zone of the region.
     AvailabilityZone(u32),
+    /// `{"Fn::Sub": [text, {name: value, ...}]}`: `${name}` replaced by the given values.
+    SubWith(String, Vec<(String, Expr)>),
+    /// `{"Fn::Select": [index, list]}`.
+    Select(u32, Box<Expr>),
+    /// `{"Fn::Split": [separator, text]}`.
+    Split(String, Box<Expr>),
+    /// `{"Fn::Join": [separator, list]}` where the list is itself a function's result.
+    JoinList(String, Box<Expr>),
 }
 
 impl Expr {
@@ -91,6 +99,14 @@ impl Expr {
             }
             Expr::Base64(v) => json!({ "Fn::Base64": v.to_json() }),
             Expr::AvailabilityZone(i) => json!({ "Fn::Select": [i, { "Fn::GetAZs": "" }] }),
+            Expr::SubWith(t, vars) => {
+                let vars: serde_json::Map<String, Value> =
+                    vars.iter().map(|(k, v)| (k.clone(), v.to_json())).collect();
+                json!({ "Fn::Sub": [t, vars] })
+            }
+            Expr::Select(i, list) => json!({ "Fn::Select": [i, list.to_json()] }),
+            Expr::Split(sep, text) => json!({ "Fn::Split": [sep, text.to_json()] }),
+            Expr::JoinList(sep, list) => json!({ "Fn::Join": [sep, list.to_json()] }),
         }
     }
 }
@@ -140,6 +156,10 @@ pub struct Resource {
     pub deletion_policy: Option<Policy>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub update_replace_policy: Option<Policy>,
+    /// Only for scanners' suppressions (`{"checkov": {"skip": [{id, comment}]}}`), each with
+    /// its reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
     pub properties: Value,
 }
 
@@ -152,6 +172,7 @@ impl Resource {
             depends_on: Vec::new(),
             deletion_policy: None,
             update_replace_policy: None,
+            metadata: None,
             // Serialising plain structs of strings, numbers and Exprs cannot fail.
             properties: serde_json::to_value(properties).expect("properties serialise to JSON"),
         }
@@ -177,7 +198,9 @@ impl Resource {
 pub struct Parameter {
     #[serde(rename = "Type")]
     pub kind: String,
-    pub default: String,
+    /// `None` for values `bosun up` always passes (the edge stack's outputs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
     pub description: String,
 }
 

@@ -11,10 +11,17 @@
 //! glacier_after_days = 30
 //! expire_after_days = 365
 //! [rds]            # optional: RDS MySQL
-//! [dns]            # optional: Route 53 record and ACM certificate
+//! [dns]            # optional: Route 53 record (at the Elastic IP) and ACM certificate
 //! hosted_zone_id = "Z0123456789ABCDEFGHIJ"
 //! record_name = "prod-1.example.com"
 //! certificate = true
+//! [edge]           # optional: CloudFront in front of the host's ingress (see template::edge)
+//! domain_names = ["app.example.com", "jenkins.example.com"]
+//! hosted_zone_id = "Z0123456789ABCDEFGHIJ"
+//! origin_prefix_list = "pl-4fa04526"   # CloudFront's origin-facing list in `region`
+//! health_check_path = "/healthz"
+//! [alarms]
+//! email = ["ops@example.com"]
 //! [bootstrap_vars] # optional: over bootstrap.toml's [vars] at first boot
 //! k3s_version = "v1.31.4+k3s1"
 //! ```
@@ -54,6 +61,12 @@ pub struct StackConfig {
     /// Open HTTP and HTTPS (80/443) to the world for the cluster's ingress.
     #[serde(default)]
     pub public_http: bool,
+    /// A customer-managed KMS key (per region) for the log group and the alarm topic (a
+    /// trade-off left off by default: 1 USD a month per key; both are encrypted at rest by
+    /// AWS-owned keys anyway, and CloudWatch alarms cannot publish to a topic under the
+    /// AWS-managed `alias/aws/sns` key).
+    #[serde(default)]
+    pub kms_key: bool,
     /// The VPC's address range; the public subnet is its first /24.
     #[serde(default = "default_vpc_cidr")]
     pub vpc_cidr: String,
@@ -76,6 +89,9 @@ pub struct StackConfig {
     /// Optional DNS record (and certificate) for the host.
     #[serde(default)]
     pub dns: Option<DnsConfig>,
+    /// Optional CloudFront distribution in front of the host's ingress.
+    #[serde(default)]
+    pub edge: Option<EdgeConfig>,
     /// Endpoint overrides, for tests against moto and the host-in-a-box.
     #[serde(default)]
     pub endpoints: EndpointsConfig,
@@ -142,6 +158,10 @@ pub struct BackupsConfig {
     /// Days after which backups (and old versions) are deleted; more than `glacier_after_days`.
     #[serde(default = "default_expire_days")]
     pub expire_after_days: u32,
+    /// Server access logging of the bucket into a second, log-only bucket (a trade-off left
+    /// off by default: a few cents a month of log objects, and one more bucket to keep).
+    #[serde(default)]
+    pub access_logging: bool,
 }
 
 impl Default for BackupsConfig {
@@ -149,6 +169,7 @@ impl Default for BackupsConfig {
         BackupsConfig {
             glacier_after_days: default_glacier_days(),
             expire_after_days: default_expire_days(),
+            access_logging: false,
         }
     }
 }
@@ -166,6 +187,10 @@ pub struct AlarmsConfig {
     /// Root file system used above this (the agent's `disk_used_percent` for `/`).
     #[serde(default = "default_disk_percent")]
     pub disk_percent: u32,
+    /// Who is told when an alarm fires: e-mail subscriptions of the stack's SNS topic (each
+    /// address confirms its subscription once, from the mail AWS sends).
+    #[serde(default)]
+    pub email: Vec<String>,
 }
 
 impl Default for AlarmsConfig {
@@ -174,6 +199,7 @@ impl Default for AlarmsConfig {
             cpu_percent: default_cpu_percent(),
             memory_percent: default_memory_percent(),
             disk_percent: default_disk_percent(),
+            email: Vec::new(),
         }
     }
 }
@@ -194,6 +220,18 @@ pub struct RdsConfig {
     /// Master user name; its password is generated and kept by Secrets Manager.
     #[serde(default = "default_db_user")]
     pub master_username: String,
+    /// The database user the host's role may connect as with an IAM token
+    /// (`rds-db:connect`, nothing else); bootstrap creates it with the `mysql_user` step.
+    #[serde(default = "default_db_backup_user")]
+    pub backup_user: String,
+    /// A standby in a second zone (a trade-off left off by default: it doubles the instance
+    /// and storage cost, about 15 USD a month for a db.t3.micro with 20 GiB).
+    #[serde(default)]
+    pub multi_az: bool,
+    /// Enhanced monitoring interval in seconds (0 = off, the default; 1, 5, 10, 15, 30 or
+    /// 60): OS metrics from the database host, billed as CloudWatch Logs ingestion.
+    #[serde(default)]
+    pub monitoring_interval: u32,
 }
 
 /// `[dns]`: an A record for the host in an existing hosted zone, optionally an ACM certificate.
@@ -207,6 +245,62 @@ pub struct DnsConfig {
     /// Also request an ACM certificate for `record_name`, validated by DNS in the zone.
     #[serde(default)]
     pub certificate: bool,
+}
+
+/// `[edge]`: a CloudFront distribution in front of the host's ingress, for `domain_names`.
+///
+/// What must live in us-east-1 (the certificate CloudFront uses, the Route 53 health checks'
+/// alarms) goes into a second stack `<name>-edge` there when `region` is another one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// The public names, e.g. `["app.example.com", "jenkins.example.com"]`: the
+    /// distribution's aliases, the certificate's names, one alias A and AAAA record each.
+    pub domain_names: Vec<String>,
+    /// The Route 53 hosted zone holding every name (records and certificate validation).
+    pub hosted_zone_id: String,
+    /// An issued ACM certificate in us-east-1 covering every name, instead of one bosun requests.
+    #[serde(default)]
+    pub certificate_arn: Option<String>,
+    /// The id of CloudFront's origin-facing managed prefix list in `region`
+    /// (`com.amazonaws.global.cloudfront.origin-facing`; `aws ec2 describe-managed-prefix-lists
+    /// --filters Name=prefix-list-name,Values=com.amazonaws.global.cloudfront.origin-facing`):
+    /// the only source the host accepts HTTP from.
+    pub origin_prefix_list: String,
+    /// The path Route 53's health checks request on each name, through CloudFront.
+    #[serde(default = "default_health_check_path")]
+    pub health_check_path: String,
+    /// CloudFront standard access logs into the stack's bucket under `cloudfront/` (a
+    /// trade-off left off by default: log objects cost cents, but the bucket would need ACLs).
+    #[serde(default)]
+    pub access_logging: bool,
+    /// An AWS WAF web ACL on the distribution with AWS's common and known-bad-inputs rule
+    /// groups (a trade-off left off by default: about 7 USD a month, 5 for the ACL, 1 per rule
+    /// group, plus 0.60 per million requests).
+    #[serde(default)]
+    pub waf: bool,
+}
+
+/// The region whose ACM certificates CloudFront can use, and where Route 53 health-check
+/// metrics live.
+pub const EDGE_REGION: &str = "us-east-1";
+
+impl StackConfig {
+    /// Whether `[edge]` needs a second stack in [`EDGE_REGION`].
+    pub fn has_edge_stack(&self) -> bool {
+        self.edge.is_some() && self.region != EDGE_REGION
+    }
+
+    /// The name of the second stack (in [`EDGE_REGION`]).
+    pub fn edge_stack_name(&self) -> String {
+        format!("{}-edge", self.name)
+    }
+
+    /// The SSM parameter holding the secret CloudFront sends to the origin; created by
+    /// `bosun up`, never written into a template, user-data or output.
+    pub fn origin_secret_parameter(&self) -> String {
+        format!("/bosun/{}/edge/origin-secret", self.name)
+    }
 }
 
 /// `[endpoints]`: where bosun and the instance reach AWS, when not AWS itself.
@@ -264,6 +358,12 @@ fn default_db_backup_days() -> u32 {
 }
 fn default_db_user() -> String {
     "bosun_admin".into()
+}
+fn default_db_backup_user() -> String {
+    "bosun_backup".into()
+}
+fn default_health_check_path() -> String {
+    "/".into()
 }
 
 /// CloudWatch Logs' allowed retention values.
@@ -340,6 +440,37 @@ impl StackConfig {
         {
             p.push("rds.backup_retention_days must be 1 to 35 (0 would disable backups)".into());
         }
+        if let Some(rds) = &self.rds
+            && ![0, 1, 5, 10, 15, 30, 60].contains(&rds.monitoring_interval)
+        {
+            p.push(format!(
+                "rds.monitoring_interval = {} is not one of 0, 1, 5, 10, 15, 30, 60",
+                rds.monitoring_interval
+            ));
+        }
+        if let Some(rds) = &self.rds
+            && !is_mysql_user(&rds.backup_user)
+        {
+            p.push(format!(
+                "rds.backup_user {:?}: use letters, digits and underscores, at most 32",
+                rds.backup_user
+            ));
+        }
+        for e in &self.alarms.email {
+            if !e.contains('@') || e.contains(char::is_whitespace) {
+                p.push(format!("alarms.email {e:?} is not an e-mail address"));
+            }
+        }
+        if let Some(edge) = &self.edge {
+            p.extend(edge_problems(edge));
+            if self.public_http {
+                p.push(
+                    "public_http = true and [edge] exclude each other: with [edge] the host takes \
+                     HTTP from CloudFront only; remove public_http"
+                        .into(),
+                );
+            }
+        }
         if let Some(ami) = &self.ami
             && !ami.starts_with("ami-")
         {
@@ -383,6 +514,67 @@ impl StackConfig {
             playbooks_dir,
         })
     }
+}
+
+fn edge_problems(edge: &EdgeConfig) -> Vec<String> {
+    let mut p = Vec::new();
+    if edge.domain_names.is_empty() {
+        p.push("edge.domain_names is empty: name at least one, e.g. [\"app.example.com\"]".into());
+    }
+    for name in &edge.domain_names {
+        let ok = name.len() <= 253
+            && name.contains('.')
+            && name.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        if !ok {
+            p.push(format!(
+                "edge.domain_names: {name:?} is not a fully qualified name like app.example.com \
+                 (wildcards and trailing dots are not taken)"
+            ));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for name in &edge.domain_names {
+        if !seen.insert(name.to_ascii_lowercase()) {
+            p.push(format!("edge.domain_names lists {name:?} twice"));
+        }
+    }
+    if !edge.hosted_zone_id.starts_with('Z') {
+        p.push(format!(
+            "edge.hosted_zone_id {:?} is not a Route 53 zone id (Z…)",
+            edge.hosted_zone_id
+        ));
+    }
+    if !edge.origin_prefix_list.starts_with("pl-") {
+        p.push(format!(
+            "edge.origin_prefix_list {:?} is not a prefix list id (pl-…)",
+            edge.origin_prefix_list
+        ));
+    }
+    if let Some(arn) = &edge.certificate_arn
+        && !arn.starts_with(&format!("arn:aws:acm:{EDGE_REGION}:"))
+    {
+        p.push(format!(
+            "edge.certificate_arn {arn:?} is not an ACM certificate in {EDGE_REGION}: \
+             CloudFront uses certificates from {EDGE_REGION} only"
+        ));
+    }
+    if !edge.health_check_path.starts_with('/') || edge.health_check_path.len() > 255 {
+        p.push(format!(
+            "edge.health_check_path {:?} must start with / (at most 255 characters)",
+            edge.health_check_path
+        ));
+    }
+    p
+}
+
+/// A MySQL user name bosun is willing to put into SQL and IAM policies unquoted.
+fn is_mysql_user(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 32 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {

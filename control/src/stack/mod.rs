@@ -1,9 +1,14 @@
 //! The AWS stack around the host, as data: `stack.toml` ([`config`]), the CloudFormation
-//! model ([`cfn`]) and template ([`template`]), the first boot's user-data ([`userdata`]) and
-//! artefacts ([`artifacts`]). Nothing here talks to AWS; `crate::cloud` does.
+//! model ([`cfn`]), the resource property types ([`resources`]), the templates ([`template`],
+//! with [`edge`] for CloudFront and what must live in us-east-1, and [`notify`] for the alarm
+//! topic), the first boot's user-data ([`userdata`]) and artefacts ([`artifacts`]). Nothing
+//! here talks to AWS; `crate::cloud` does.
 
 pub mod artifacts;
 pub mod cfn;
 pub mod config;
+pub mod edge;
+pub mod notify;
+pub mod resources;
 pub mod template;
 pub mod userdata;

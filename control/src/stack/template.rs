@@ -3,14 +3,18 @@
 //!
 //! Two shapes: the *foundation* (network, bucket, log group) that must exist before the
 //! artefacts can be uploaded, and the *full* stack (foundation plus IAM, instance, alarms,
-//! dashboard, database, DNS). `bosun up` creates the foundation first when the stack does not
-//! exist, uploads, then updates to the full template; see `crate::cloud` for why.
+//! dashboard, database, DNS, the edge). `bosun up` creates the foundation first when the stack
+//! does not exist, uploads, then updates to the full template; see `crate::cloud` for why.
+//! With `[edge]` outside us-east-1 a second template ([`super::edge::template`]) holds what
+//! must live there.
 
-use serde::Serialize;
 use serde_json::json;
 
-use super::cfn::{Expr, Parameter, Policy, Properties, Resource, Template};
+use super::cfn::{Expr, Parameter, Policy, Resource, Template};
 use super::config::StackConfig;
+use super::edge::{self, EdgeRefs};
+use super::notify;
+use super::resources::*;
 use super::userdata::{self, UserDataSpec};
 
 /// The namespace of the agent's own metrics (memory, disk); the role may publish only there.
@@ -34,7 +38,8 @@ pub fn foundation(config: &StackConfig) -> Template {
         config.name
     ));
     network(&mut t, config);
-    storage(&mut t, config);
+    let key = notify::stack_key(&mut t, config, true);
+    storage(&mut t, config, key.as_ref());
     t.output(
         "BucketName",
         "The stack's S3 bucket (artifacts/, backups/)",
@@ -55,12 +60,12 @@ pub fn full(config: &StackConfig, public_key: &str, boot: &BootDigests) -> Templ
         match &config.ami {
             Some(ami) => Parameter {
                 kind: "AWS::EC2::Image::Id".into(),
-                default: ami.clone(),
+                default: Some(ami.clone()),
                 description: "The host's AMI (pinned in stack.toml)".into(),
             },
             None => Parameter {
                 kind: "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>".into(),
-                default: config.os.ami_parameter().into(),
+                default: Some(config.os.ami_parameter().into()),
                 description: "Public SSM parameter holding the latest AMI of the host's OS".into(),
             },
         },
@@ -70,273 +75,24 @@ pub fn full(config: &StackConfig, public_key: &str, boot: &BootDigests) -> Templ
     }
     host_role(&mut t, config);
     host(&mut t, config, public_key, boot);
-    alarms(&mut t, config);
-    dashboard(&mut t);
+    let key = config.kms_key.then(|| Expr::get_att(notify::KEY, "Arn"));
+    let topic = notify::alarm_topic(&mut t, config, key.as_ref());
+    alarms(&mut t, config, &topic);
+    let refs = config.edge.is_some().then(|| {
+        let refs = if config.has_edge_stack() {
+            edge::parameters(&mut t, config)
+        } else {
+            edge::us_east_1(&mut t, config, &topic)
+        };
+        edge::distribution(&mut t, config, &refs);
+        refs
+    });
+    dashboard(&mut t, refs.as_ref());
     if config.dns.is_some() {
         dns(&mut t, config);
     }
     t
 }
-
-// --- Resource property types ------------------------------------------------------------------
-
-/// A `Key`/`Value` tag.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Tag {
-    pub key: String,
-    pub value: Expr,
-}
-
-fn name_tag(config: &StackConfig, what: &str) -> Vec<Tag> {
-    vec![Tag {
-        key: "Name".into(),
-        value: Expr::str(format!("{}-{what}", config.name)),
-    }]
-}
-
-macro_rules! properties {
-    ($(#[$m:meta])* $name:ident = $ty:literal { $($(#[$fm:meta])* $field:ident : $fty:ty),* $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Serialize)]
-        #[serde(rename_all = "PascalCase")]
-        pub struct $name { $($(#[$fm])* pub $field: $fty),* }
-        impl Properties for $name { const TYPE: &'static str = $ty; }
-    };
-}
-
-properties!(
-    /// `AWS::EC2::VPC`.
-    Vpc = "AWS::EC2::VPC" { cidr_block: String, enable_dns_support: bool, enable_dns_hostnames: bool, tags: Vec<Tag> }
-);
-properties!(
-    /// `AWS::EC2::Subnet`.
-    Subnet = "AWS::EC2::Subnet" { vpc_id: Expr, cidr_block: String, availability_zone: Expr, map_public_ip_on_launch: bool, tags: Vec<Tag> }
-);
-properties!(
-    /// `AWS::EC2::InternetGateway`.
-    InternetGateway = "AWS::EC2::InternetGateway" { tags: Vec<Tag> }
-);
-properties!(
-    /// `AWS::EC2::VPCGatewayAttachment`.
-    GatewayAttachment = "AWS::EC2::VPCGatewayAttachment" { vpc_id: Expr, internet_gateway_id: Expr }
-);
-properties!(
-    /// `AWS::EC2::RouteTable`.
-    RouteTable = "AWS::EC2::RouteTable" { vpc_id: Expr, tags: Vec<Tag> }
-);
-properties!(
-    /// `AWS::EC2::Route`.
-    Route = "AWS::EC2::Route" { route_table_id: Expr, destination_cidr_block: String, gateway_id: Expr }
-);
-properties!(
-    /// `AWS::EC2::SubnetRouteTableAssociation`.
-    RouteTableAssociation = "AWS::EC2::SubnetRouteTableAssociation" { subnet_id: Expr, route_table_id: Expr }
-);
-properties!(
-    /// `AWS::EC2::SecurityGroup`.
-    SecurityGroup = "AWS::EC2::SecurityGroup" { group_description: String, vpc_id: Expr, security_group_ingress: Vec<Ingress>, tags: Vec<Tag> }
-);
-
-/// One ingress rule of a security group.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Ingress {
-    pub description: String,
-    pub ip_protocol: String,
-    pub from_port: u16,
-    pub to_port: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cidr_ip: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source_security_group_id: Option<Expr>,
-}
-
-properties!(
-    /// `AWS::EC2::VPCEndpoint` (gateway).
-    VpcEndpoint = "AWS::EC2::VPCEndpoint" { vpc_id: Expr, service_name: Expr, vpc_endpoint_type: String, route_table_ids: Vec<Expr> }
-);
-properties!(
-    /// `AWS::S3::Bucket`.
-    Bucket = "AWS::S3::Bucket" {
-        bucket_encryption: serde_json::Value,
-        versioning_configuration: serde_json::Value,
-        public_access_block_configuration: serde_json::Value,
-        ownership_controls: serde_json::Value,
-        lifecycle_configuration: LifecycleConfiguration,
-        tags: Vec<Tag>,
-    }
-);
-
-/// A bucket's lifecycle rules.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct LifecycleConfiguration {
-    pub rules: Vec<serde_json::Value>,
-}
-
-properties!(
-    /// `AWS::S3::BucketPolicy`.
-    BucketPolicy = "AWS::S3::BucketPolicy" { bucket: Expr, policy_document: PolicyDocument }
-);
-properties!(
-    /// `AWS::Logs::LogGroup`.
-    LogGroup = "AWS::Logs::LogGroup" { log_group_name: String, retention_in_days: u32 }
-);
-properties!(
-    /// `AWS::IAM::Role`.
-    Role = "AWS::IAM::Role" { description: String, assume_role_policy_document: PolicyDocument, policies: Vec<InlinePolicy>, tags: Vec<Tag> }
-);
-properties!(
-    /// `AWS::IAM::InstanceProfile`.
-    InstanceProfile = "AWS::IAM::InstanceProfile" { roles: Vec<Expr> }
-);
-
-/// An IAM policy document.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct PolicyDocument {
-    pub version: &'static str,
-    pub statement: Vec<Statement>,
-}
-
-impl PolicyDocument {
-    fn new(statement: Vec<Statement>) -> PolicyDocument {
-        PolicyDocument {
-            version: "2012-10-17",
-            statement,
-        }
-    }
-}
-
-/// One statement of a policy.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Statement {
-    pub sid: String,
-    pub effect: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub principal: Option<serde_json::Value>,
-    pub action: Vec<&'static str>,
-    /// Empty only in trust policies, which name no resource.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub resource: Vec<Expr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub condition: Option<serde_json::Value>,
-}
-
-impl Statement {
-    fn allow(sid: &str, action: &[&'static str], resource: Vec<Expr>) -> Statement {
-        Statement {
-            sid: sid.into(),
-            effect: "Allow",
-            principal: None,
-            action: action.to_vec(),
-            resource,
-            condition: None,
-        }
-    }
-
-    fn when(mut self, condition: serde_json::Value) -> Statement {
-        self.condition = Some(condition);
-        self
-    }
-}
-
-/// A named inline policy of a role.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct InlinePolicy {
-    pub policy_name: String,
-    pub policy_document: PolicyDocument,
-}
-
-properties!(
-    /// `AWS::EC2::KeyPair`, imported from the operator's public key.
-    KeyPair = "AWS::EC2::KeyPair" { key_name: Expr, public_key_material: String, tags: Vec<Tag> }
-);
-properties!(
-    /// `AWS::EC2::LaunchTemplate`: what `AWS::EC2::Instance` cannot say itself (metadata
-    /// options).
-    LaunchTemplate = "AWS::EC2::LaunchTemplate" { launch_template_data: LaunchTemplateData }
-);
-
-/// The launch template's data.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct LaunchTemplateData {
-    pub metadata_options: serde_json::Value,
-    pub block_device_mappings: Vec<serde_json::Value>,
-    pub user_data: Expr,
-}
-
-properties!(
-    /// `AWS::EC2::Instance`.
-    Instance = "AWS::EC2::Instance" {
-        launch_template: serde_json::Value,
-        image_id: Expr,
-        instance_type: String,
-        key_name: Expr,
-        subnet_id: Expr,
-        security_group_ids: Vec<Expr>,
-        iam_instance_profile: Expr,
-        monitoring: bool,
-        tags: Vec<Tag>,
-    }
-);
-properties!(
-    /// `AWS::CloudWatch::Alarm`.
-    Alarm = "AWS::CloudWatch::Alarm" {
-        alarm_description: String,
-        namespace: String,
-        metric_name: String,
-        dimensions: Vec<serde_json::Value>,
-        statistic: String,
-        period: u32,
-        evaluation_periods: u32,
-        threshold: f64,
-        comparison_operator: String,
-        treat_missing_data: String,
-        alarm_actions: Vec<Expr>,
-    }
-);
-properties!(
-    /// `AWS::CloudWatch::Dashboard`.
-    Dashboard = "AWS::CloudWatch::Dashboard" { dashboard_name: Expr, dashboard_body: Expr }
-);
-properties!(
-    /// `AWS::RDS::DBSubnetGroup`.
-    DbSubnetGroup = "AWS::RDS::DBSubnetGroup" { d_b_subnet_group_description: String, subnet_ids: Vec<Expr> }
-);
-properties!(
-    /// `AWS::RDS::DBInstance`.
-    DbInstance = "AWS::RDS::DBInstance" {
-        engine: String,
-        d_b_instance_class: String,
-        allocated_storage: String,
-        storage_type: String,
-        storage_encrypted: bool,
-        backup_retention_period: u32,
-        delete_automated_backups: bool,
-        copy_tags_to_snapshot: bool,
-        manage_master_user_password: bool,
-        master_username: String,
-        d_b_subnet_group_name: Expr,
-        v_p_c_security_groups: Vec<Expr>,
-        publicly_accessible: bool,
-        multi_a_z: bool,
-        auto_minor_version_upgrade: bool,
-        tags: Vec<Tag>,
-    }
-);
-properties!(
-    /// `AWS::Route53::RecordSet`.
-    RecordSet = "AWS::Route53::RecordSet" { hosted_zone_id: String, name: String, r#type: String, t_t_l: String, resource_records: Vec<Expr> }
-);
-properties!(
-    /// `AWS::CertificateManager::Certificate`.
-    Certificate = "AWS::CertificateManager::Certificate" { domain_name: String, validation_method: String, domain_validation_options: Vec<serde_json::Value> }
-);
 
 // --- Groups of resources ------------------------------------------------------------------------
 
@@ -419,8 +175,21 @@ fn network(t: &mut Template, c: &StackConfig) {
         to_port: 22,
         cidr_ip: Some(c.operator_cidr.clone()),
         source_security_group_id: None,
+        source_prefix_list_id: None,
     }];
-    if c.public_http {
+    if let Some(edge) = &c.edge {
+        // CloudFront only: its origin-facing addresses, as AWS keeps them in a managed prefix
+        // list (the ingress also requires the secret header, see `super::edge`).
+        ingress.push(Ingress {
+            description: "HTTP from CloudFront to the cluster's ingress".into(),
+            ip_protocol: "tcp".into(),
+            from_port: 80,
+            to_port: 80,
+            cidr_ip: None,
+            source_security_group_id: None,
+            source_prefix_list_id: Some(edge.origin_prefix_list.clone()),
+        });
+    } else if c.public_http {
         for (port, what) in [(80, "HTTP"), (443, "HTTPS")] {
             ingress.push(Ingress {
                 description: format!("{what} to the cluster's ingress"),
@@ -429,6 +198,7 @@ fn network(t: &mut Template, c: &StackConfig) {
                 to_port: port,
                 cidr_ip: Some("0.0.0.0/0".into()),
                 source_security_group_id: None,
+                source_prefix_list_id: None,
             });
         }
     }
@@ -454,8 +224,11 @@ fn network(t: &mut Template, c: &StackConfig) {
     );
 }
 
-fn storage(t: &mut Template, c: &StackConfig) {
+fn storage(t: &mut Template, c: &StackConfig, key: Option<&Expr>) {
     let b = &c.backups;
+    if b.access_logging {
+        access_log_bucket(t, c);
+    }
     t.add(
         "Bucket",
         Resource::new(Bucket {
@@ -487,6 +260,9 @@ fn storage(t: &mut Template, c: &StackConfig) {
                     }),
                 ],
             },
+            logging_configuration: b.access_logging.then(|| {
+                json!({"DestinationBucketName": Expr::r#ref("AccessLogBucket"), "LogFilePrefix": "data/"})
+            }),
             tags: name_tag(c, "data"),
         })
         .keep_on_delete(Policy::Retain),
@@ -526,9 +302,69 @@ fn storage(t: &mut Template, c: &StackConfig) {
         Resource::new(LogGroup {
             log_group_name: log_group_name(c),
             retention_in_days: c.logs.retention_days,
+            kms_key_id: key.cloned(),
         }),
         // Not retained: it has a fixed name, so a kept group would make the next `up` of the
         // same stack fail ("already exists"); its retention already bounds what it holds.
+    );
+}
+
+/// `[backups] access_logging`: a bucket for the data bucket's server access logs, written by
+/// the S3 logging service (bucket policy), expired after the log group's retention.
+fn access_log_bucket(t: &mut Template, c: &StackConfig) {
+    let mut bucket = Resource::new(Bucket {
+        bucket_encryption: json!({"ServerSideEncryptionConfiguration": [
+            {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}, "BucketKeyEnabled": true}
+        ]}),
+        versioning_configuration: json!({"Status": "Enabled"}),
+        public_access_block_configuration: json!({
+            "BlockPublicAcls": true, "BlockPublicPolicy": true,
+            "IgnorePublicAcls": true, "RestrictPublicBuckets": true
+        }),
+        ownership_controls: json!({"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}),
+        lifecycle_configuration: LifecycleConfiguration {
+            rules: vec![json!({
+                "Id": "expire-access-logs",
+                "Status": "Enabled",
+                "ExpirationInDays": c.logs.retention_days,
+                "NoncurrentVersionExpiration": {"NoncurrentDays": 1}
+            })],
+        },
+        logging_configuration: None,
+        tags: name_tag(c, "access-logs"),
+    })
+    .keep_on_delete(Policy::Retain);
+    // A log bucket does not log its own access (that would log forever).
+    bucket.metadata = Some(json!({"checkov": {"skip": [{
+        "id": "CKV_AWS_18", "comment": "the access-log bucket itself; logging it would loop"
+    }]}}));
+    t.add("AccessLogBucket", bucket);
+    t.add(
+        "AccessLogBucketPolicy",
+        Resource::new(BucketPolicy {
+            bucket: Expr::r#ref("AccessLogBucket"),
+            policy_document: PolicyDocument::new(vec![
+                Statement {
+                    sid: "DenyWithoutTls".into(),
+                    effect: "Deny",
+                    principal: Some(json!("*")),
+                    action: vec!["s3:*"],
+                    resource: vec![
+                        Expr::get_att("AccessLogBucket", "Arn"),
+                        Expr::sub("${AccessLogBucket.Arn}/*"),
+                    ],
+                    condition: Some(json!({"Bool": {"aws:SecureTransport": "false"}})),
+                },
+                Statement {
+                    sid: "S3WritesAccessLogs".into(),
+                    effect: "Allow",
+                    principal: Some(json!({"Service": "logging.s3.amazonaws.com"})),
+                    action: vec!["s3:PutObject"],
+                    resource: vec![Expr::sub("${AccessLogBucket.Arn}/data/*")],
+                    condition: Some(json!({"StringEquals": {"aws:SourceAccount": Expr::r#ref("AWS::AccountId")}})),
+                },
+            ]),
+        }),
     );
 }
 
@@ -603,7 +439,7 @@ fn host_role(t: &mut Template, c: &StackConfig) {
             )]),
         },
     ];
-    if c.rds.is_some() {
+    if let Some(rds) = &c.rds {
         let db = arn("rds", "db:${Database}");
         let snapshots = arn("rds", &format!("snapshot:{}-*", c.name));
         policies.push(InlinePolicy {
@@ -628,6 +464,15 @@ fn host_role(t: &mut Template, c: &StackConfig) {
                     &["secretsmanager:GetSecretValue"],
                     vec![Expr::get_att("Database", "MasterUserSecret.SecretArn")],
                 ),
+                // IAM database authentication as the backup user, and as no one else.
+                Statement::allow(
+                    "ConnectAsTheBackupUser",
+                    &["rds-db:connect"],
+                    vec![arn(
+                        "rds-db",
+                        &format!("dbuser:${{Database.DbiResourceId}}/{}", rds.backup_user),
+                    )],
+                ),
             ]),
         });
     }
@@ -644,6 +489,7 @@ fn host_role(t: &mut Template, c: &StackConfig) {
                 condition: None,
             }]),
             policies,
+            managed_policy_arns: vec![],
             tags: name_tag(c, "host"),
         }),
     );
@@ -740,21 +586,23 @@ fn host(t: &mut Template, c: &StackConfig, public_key: &str, boot: &BootDigests)
         .depends_on("PublicSubnetRoutes")
         .depends_on("S3Endpoint"),
     );
+    // The stable address: it survives stop/start (the instance's own public IP does not), and
+    // every record and origin points at it, never at `Host.PublicIp`.
+    t.add(
+        "HostEip",
+        Resource::new(Eip {
+            domain: "vpc".into(),
+            instance_id: Expr::r#ref("Host"),
+            tags: name_tag(c, "host"),
+        })
+        .depends_on("GatewayAttachment"),
+    );
     t.output("InstanceId", "The host's instance id", Expr::r#ref("Host"));
-    t.output(
-        "PublicIp",
-        "The host's public IPv4 address",
-        Expr::get_att("Host", "PublicIp"),
-    );
-    t.output(
-        "PublicDnsName",
-        "The host's public DNS name",
-        Expr::get_att("Host", "PublicDnsName"),
-    );
+    t.output("PublicIp", "The host's Elastic IP", Expr::r#ref("HostEip"));
     t.output(
         "SshCommand",
         "Log in to the host",
-        Expr::sub(format!("ssh {}@${{Host.PublicDnsName}}", c.os.login_user())),
+        Expr::sub(format!("ssh {}@${{HostEip}}", c.os.login_user())),
     );
     t.output(
         "LogGroup",
@@ -775,6 +623,8 @@ fn host(t: &mut Template, c: &StackConfig, public_key: &str, boot: &BootDigests)
     );
 }
 
+// Each argument is one property of the alarm, named at the call site's line.
+#[allow(clippy::too_many_arguments)]
 fn alarm(
     description: String,
     namespace: &str,
@@ -783,13 +633,16 @@ fn alarm(
     threshold: f64,
     periods: u32,
     actions: Vec<Expr>,
+    topic: &Expr,
 ) -> Resource {
+    let mut actions = actions;
+    actions.push(topic.clone());
     Resource::new(Alarm {
         alarm_description: description,
         namespace: namespace.into(),
         metric_name: metric.into(),
         dimensions,
-        statistic: if metric == "StatusCheckFailed_System" {
+        statistic: if metric.starts_with("StatusCheckFailed") {
             "Maximum"
         } else {
             "Average"
@@ -798,7 +651,7 @@ fn alarm(
         period: 300,
         evaluation_periods: periods,
         threshold,
-        comparison_operator: if metric == "StatusCheckFailed_System" {
+        comparison_operator: if metric.starts_with("StatusCheckFailed") {
             "GreaterThanOrEqualToThreshold"
         } else {
             "GreaterThanThreshold"
@@ -811,10 +664,11 @@ fn alarm(
         }
         .into(),
         alarm_actions: actions,
+        o_k_actions: vec![topic.clone()],
     })
 }
 
-fn alarms(t: &mut Template, c: &StackConfig) {
+fn alarms(t: &mut Template, c: &StackConfig, topic: &Expr) {
     let instance = json!({"Name": "InstanceId", "Value": Expr::r#ref("Host")});
     let a = &c.alarms;
     t.add(
@@ -827,6 +681,7 @@ fn alarms(t: &mut Template, c: &StackConfig) {
             a.cpu_percent.into(),
             3,
             vec![],
+            topic,
         ),
     );
     t.add(
@@ -844,6 +699,23 @@ fn alarms(t: &mut Template, c: &StackConfig) {
             vec![Expr::sub(
                 "arn:${AWS::Partition}:automate:${AWS::Region}:ec2:recover",
             )],
+            topic,
+        ),
+    );
+    t.add(
+        "InstanceStatusAlarm",
+        alarm(
+            format!(
+                "{}: instance status check failed (the OS does not answer: reboot or look at the console log)",
+                c.name
+            ),
+            "AWS/EC2",
+            "StatusCheckFailed_Instance",
+            vec![instance.clone()],
+            1.0,
+            3,
+            vec![],
+            topic,
         ),
     );
     t.add(
@@ -859,6 +731,7 @@ fn alarms(t: &mut Template, c: &StackConfig) {
             a.memory_percent.into(),
             3,
             vec![],
+            topic,
         ),
     );
     t.add(
@@ -874,28 +747,103 @@ fn alarms(t: &mut Template, c: &StackConfig) {
             a.disk_percent.into(),
             1,
             vec![],
+            topic,
         ),
     );
 }
 
-fn dashboard(t: &mut Template) {
-    let metric = |title: &str, metrics: serde_json::Value| {
+fn dashboard(t: &mut Template, edge: Option<&EdgeRefs>) {
+    let metric = |title: &str, region: &str, stat: &str, metrics: serde_json::Value| {
         json!({"type": "metric", "width": 12, "height": 6, "properties": {
-            "title": title, "region": "${AWS::Region}", "stat": "Average", "period": 300,
+            "title": title, "region": region, "stat": stat, "period": 300,
             "metrics": metrics
         }})
     };
-    let body = json!({"widgets": [
-        metric("CPU %", json!([["AWS/EC2", "CPUUtilization", "InstanceId", "${Host}"]])),
-        metric("Status checks", json!([["AWS/EC2", "StatusCheckFailed", "InstanceId", "${Host}"]])),
-        metric("Memory used %", json!([[METRICS_NAMESPACE, "mem_used_percent", "InstanceId", "${Host}"]])),
-        metric("Root disk used %", json!([[METRICS_NAMESPACE, "disk_used_percent", "InstanceId", "${Host}", "path", "/"]])),
-    ]});
+    let here = "${AWS::Region}";
+    let mut widgets = vec![
+        metric(
+            "CPU %",
+            here,
+            "Average",
+            json!([["AWS/EC2", "CPUUtilization", "InstanceId", "${Host}"]]),
+        ),
+        metric(
+            "Status checks (system, instance)",
+            here,
+            "Maximum",
+            json!([
+                [
+                    "AWS/EC2",
+                    "StatusCheckFailed_System",
+                    "InstanceId",
+                    "${Host}"
+                ],
+                [
+                    "AWS/EC2",
+                    "StatusCheckFailed_Instance",
+                    "InstanceId",
+                    "${Host}"
+                ]
+            ]),
+        ),
+        metric(
+            "Memory used %",
+            here,
+            "Average",
+            json!([[
+                METRICS_NAMESPACE,
+                "mem_used_percent",
+                "InstanceId",
+                "${Host}"
+            ]]),
+        ),
+        metric(
+            "Root disk used %",
+            here,
+            "Average",
+            json!([[
+                METRICS_NAMESPACE,
+                "disk_used_percent",
+                "InstanceId",
+                "${Host}",
+                "path",
+                "/"
+            ]]),
+        ),
+    ];
+    let mut vars = Vec::new();
+    if let Some(refs) = edge {
+        // Route 53 publishes health-check metrics in us-east-1 only.
+        let checks: Vec<serde_json::Value> = (0..refs.health_check_ids.len())
+            .map(|i| {
+                json!([
+                    "AWS/Route53",
+                    "HealthCheckStatus",
+                    "HealthCheckId",
+                    format!("${{HealthCheck{i}Id}}")
+                ])
+            })
+            .collect();
+        widgets.push(metric(
+            "Public names healthy (1) through CloudFront",
+            "us-east-1",
+            "Minimum",
+            json!(checks),
+        ));
+        for (i, id) in refs.health_check_ids.iter().enumerate() {
+            vars.push((format!("HealthCheck{i}Id"), id.clone()));
+        }
+    }
+    let body = json!({ "widgets": widgets }).to_string();
     t.add(
         "Dashboard",
         Resource::new(Dashboard {
             dashboard_name: Expr::sub("bosun-${AWS::StackName}"),
-            dashboard_body: Expr::sub(body.to_string()),
+            dashboard_body: if vars.is_empty() {
+                Expr::sub(body)
+            } else {
+                Expr::SubWith(body, vars)
+            },
         }),
     );
 }
@@ -934,6 +882,7 @@ fn database(t: &mut Template, c: &StackConfig) {
                 to_port: 3306,
                 cidr_ip: None,
                 source_security_group_id: Some(Expr::get_att("HostSecurityGroup", "GroupId")),
+                source_prefix_list_id: None,
             }],
             tags: name_tag(c, "db"),
         }),
@@ -954,12 +903,43 @@ fn database(t: &mut Template, c: &StackConfig) {
             d_b_subnet_group_name: Expr::r#ref("DbSubnetGroup"),
             v_p_c_security_groups: vec![Expr::get_att("DbSecurityGroup", "GroupId")],
             publicly_accessible: false,
-            multi_a_z: false,
+            multi_a_z: rds.multi_az,
             auto_minor_version_upgrade: true,
+            // Tokens from the host's role instead of a stored password (see HostRole's
+            // `database` policy: rds-db:connect as the backup user only).
+            enable_i_a_m_database_authentication: true,
+            enable_cloudwatch_logs_exports: vec!["error".into(), "slowquery".into()],
+            // Off: `bosun down` deletes the stack's database (after its final snapshot); a
+            // protected instance would make every `down` fail half-way.
+            deletion_protection: false,
+            monitoring_interval: (rds.monitoring_interval > 0).then_some(rds.monitoring_interval),
+            monitoring_role_arn: (rds.monitoring_interval > 0)
+                .then(|| Expr::get_att("DbMonitoringRole", "Arn")),
             tags: name_tag(c, "db"),
         })
         .keep_on_delete(Policy::Snapshot),
     );
+    if rds.monitoring_interval > 0 {
+        t.add(
+            "DbMonitoringRole",
+            Resource::new(Role {
+                description: format!("RDS enhanced monitoring of the {} database", c.name),
+                assume_role_policy_document: PolicyDocument::new(vec![Statement {
+                    sid: "RdsMonitoringAssumesTheRole".into(),
+                    effect: "Allow",
+                    principal: Some(json!({"Service": "monitoring.rds.amazonaws.com"})),
+                    action: vec!["sts:AssumeRole"],
+                    resource: vec![],
+                    condition: None,
+                }]),
+                policies: vec![],
+                managed_policy_arns: vec![Expr::sub(
+                    "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole",
+                )],
+                tags: name_tag(c, "db-monitoring"),
+            }),
+        );
+    }
     t.output(
         "DatabaseEndpoint",
         "The database's host name",
@@ -980,8 +960,9 @@ fn dns(t: &mut Template, c: &StackConfig) {
             hosted_zone_id: d.hosted_zone_id.clone(),
             name: d.record_name.clone(),
             r#type: "A".into(),
-            t_t_l: "300".into(),
-            resource_records: vec![Expr::get_att("Host", "PublicIp")],
+            t_t_l: Some("300".into()),
+            resource_records: vec![Expr::r#ref("HostEip")],
+            alias_target: None,
         }),
     );
     t.output("HostName", "The host's DNS name", Expr::str(&d.record_name));
@@ -990,6 +971,7 @@ fn dns(t: &mut Template, c: &StackConfig) {
             "Certificate",
             Resource::new(Certificate {
                 domain_name: d.record_name.clone(),
+                subject_alternative_names: vec![],
                 validation_method: "DNS".into(),
                 domain_validation_options: vec![json!({
                     "DomainName": d.record_name, "HostedZoneId": d.hosted_zone_id

@@ -52,7 +52,10 @@ pub struct StepCommon {
     /// Limit on one attempt: seconds, or a duration such as "2m".
     #[serde(default)]
     pub timeout: Option<DurationSpec>,
-    /// Variable that receives the result (stdout, stderr, rc, changed, failed, skipped).
+    /// Variable that receives the result (stdout, stderr, rc, changed, failed, skipped, msg).
+    /// When a tool the step ran failed (a database client restoring a backup), stdout and
+    /// stderr are its whole output (capped), which reports quote only in part; never under
+    /// `no_log`.
     #[serde(default)]
     pub register: Option<String>,
     /// `false`/`true`, or a Jinja expression over `result`, deciding whether this step changed
@@ -60,6 +63,8 @@ pub struct StepCommon {
     #[serde(default)]
     pub changed_when: Option<Condition>,
     /// `false`/`true`, or a Jinja expression over `result`, deciding whether this step failed.
+    /// It also judges a step that failed because a tool it ran failed (`result.stderr`,
+    /// `result.rc` are that tool's), so an expected failure can be accepted.
     #[serde(default)]
     pub failed_when: Option<Condition>,
     /// Handlers to run at the end of the run when this step changed something.

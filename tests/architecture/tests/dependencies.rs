@@ -34,7 +34,6 @@ const RULES: &[(&str, &[(&str, &str)])] = &[
             ("aws-sdk-cloudwatch", "the agent's metrics"),
             ("aws-sdk-cloudwatchlogs", "the agent's log shipping"),
             ("aws-sdk-rds", "the agent's RDS snapshots"),
-            ("aws-sdk-ssm", "the agent's secrets"),
             ("zstd", "the agent's backups"),
         ],
     ),

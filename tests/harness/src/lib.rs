@@ -41,4 +41,4 @@ pub use mariadb::MariaDb;
 pub use moto::Moto;
 pub use process::{current_user, free_port, port_is_open};
 pub use sshd::Sshd;
-pub use venv::venv_program;
+pub use venv::{checkov_program, venv_program};

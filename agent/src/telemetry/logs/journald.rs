@@ -202,7 +202,7 @@ pub(crate) async fn run_journald<S: LogSink>(
                         child.kill();
                         let ended = match child.wait().await {
                             Ok(exit) if exit.stderr.is_empty() => format!("exit code {}", exit.code),
-                            Ok(exit) => format!("exit code {}: {}", exit.code, tail_of(&exit.stderr)),
+                            Ok(exit) => format!("exit code {}: {}", exit.code, exit.stderr_for_message()),
                             Err(e) => format!("{e:#}"),
                         };
                         tracing::warn!(source = %id, "journalctl ended ({ended}); restarting in {d:?}");
@@ -224,16 +224,6 @@ pub(crate) async fn run_journald<S: LogSink>(
         }
     }
     stats::set_source(&id, 0, Duration::ZERO);
-}
-
-/// The end of a program's stderr, where the reason is: its last 2 KiB.
-fn tail_of(stderr: &str) -> &str {
-    const KEEP: usize = 2048;
-    let mut start = stderr.len().saturating_sub(KEEP);
-    while !stderr.is_char_boundary(start) {
-        start += 1;
-    }
-    &stderr[start..]
 }
 
 #[cfg(test)]
