@@ -753,7 +753,7 @@ async fn run_step(
     };
 
     if let Some(name) = &step.register {
-        vars.insert(name.clone(), result_value(&verdict, step.no_log));
+        vars.insert(name.clone(), result_value(&verdict, no_log));
     }
     let Attempt {
         status,
@@ -843,7 +843,7 @@ fn until_holds(
     if check && verdict.outcome.output.is_none() {
         return Ok(true);
     }
-    let result = minijinja::Value::from_serialize(result_value(verdict));
+    let result = minijinja::Value::from_serialize(result_value(verdict, false));
     let mut scope = minijinja::context! { result => result.clone(), ..vars.clone() };
     if let Some(name) = &step.register {
         scope = minijinja::context! { ..minijinja::Value::from_iter([(name.clone(), result)]), ..scope };
