@@ -167,6 +167,32 @@ impl Journal {
         })
     }
 
+    /// Opens the journal in `state_dir` for reading, creating nothing: `None` when there is no
+    /// journal there. A journal of an older schema is migrated (it is the journal's own state
+    /// brought up to date), as [`Journal::open`] would.
+    pub fn open_existing(state_dir: &Path) -> anyhow::Result<Option<Self>> {
+        let path = state_dir.join("journal.db");
+        match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            Ok(_) => {}
+        }
+        let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("opening journal {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .with_context(|| format!("reading journal {}", path.display()))?;
+        if usize::try_from(version).ok() != Some(SCHEMA.len()) {
+            drop(conn);
+            return Self::open(state_dir).map(Some);
+        }
+        Ok(Some(Self {
+            conn,
+            current_run: None,
+        }))
+    }
+
     /// Records one event of a run.
     pub fn record(&mut self, event: &RunEvent) -> anyhow::Result<()> {
         match event {

@@ -396,11 +396,20 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     use bosun_agent::config::{ConfigError, DEFAULT_CONFIG_PATH};
     let explicit = path.is_some();
     let path = path.unwrap_or_else(|| DEFAULT_CONFIG_PATH.into());
+    // Only the default path may be absent (an explicit one that is not there is an error).
+    let absent = !explicit && !path.exists();
     match bosun_agent::daemon::load_config(&path, explicit) {
         Ok(c) => {
+            let what = if absent {
+                format!(
+                    "{}: no such file; bosund runs with the defaults, which are",
+                    path.display()
+                )
+            } else {
+                format!("{}: ok", path.display())
+            };
             println!(
-                "{}: ok (socket {}, tcp {}, queue_limit {})",
-                path.display(),
+                "{what} (socket {}, tcp {}, queue_limit {})",
                 c.api.socket.display(),
                 c.api.tcp.map_or("off".to_string(), |t| format!(
                     "{} tls={}",
@@ -425,11 +434,31 @@ fn history(
     run: Option<&str>,
     output: OutputFormat,
 ) -> anyhow::Result<ExitCode> {
-    let journal = Journal::open(state_dir)?;
+    // A read-only command: no journal yet means no runs, not a new journal.
+    let Some(journal) = Journal::open_existing(state_dir)? else {
+        if let Some(run_id) = run {
+            eprintln!(
+                "bosund: no run `{run_id}`: no runs recorded in {}",
+                state_dir.display()
+            );
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
+        if output == OutputFormat::Human {
+            println!("no runs recorded in {}", state_dir.display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
     if let Some(run_id) = run {
+        if journal.run_status(run_id)?.is_none() {
+            eprintln!(
+                "bosund: no run `{run_id}` in {}; `bosund history` lists the recent runs",
+                state_dir.display()
+            );
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
         let steps = journal.steps(run_id)?;
         match output {
-            OutputFormat::Json => println!("{}", serde_json::to_string(&steps)?),
+            OutputFormat::Json => json_lines(&steps)?,
             OutputFormat::Human => {
                 for s in steps {
                     println!(
@@ -447,7 +476,10 @@ fn history(
     }
     let runs = journal.recent_runs(limit)?;
     match output {
-        OutputFormat::Json => println!("{}", serde_json::to_string(&runs)?),
+        OutputFormat::Json => json_lines(&runs)?,
+        OutputFormat::Human if runs.is_empty() => {
+            println!("no runs recorded in {}", state_dir.display());
+        }
         OutputFormat::Human => {
             println!(
                 "{:<29} {:<36} {:<20} {:<8} summary",
@@ -467,6 +499,14 @@ fn history(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--output json` of a listing: JSON Lines, one record per line (see [`OutputFormat`]).
+fn json_lines<T: serde::Serialize>(records: &[T]) -> anyhow::Result<()> {
+    for r in records {
+        println!("{}", serde_json::to_string(r)?);
+    }
+    Ok(())
 }
 
 fn schedule_list(
@@ -490,11 +530,11 @@ fn schedule_list(
     let state_dir = state_dir
         .or_else(|| config.state_dir.clone())
         .unwrap_or_else(journal::default_state_dir);
-    let journal = Journal::open(&state_dir)?;
+    let journal = Journal::open_existing(&state_dir)?;
     let now = after.unwrap_or_else(chrono::Utc::now);
-    let schedules = bosun_agent::daemon::schedule::list(&config, &journal, now)?;
+    let schedules = bosun_agent::daemon::schedule::list(&config, journal.as_ref(), now)?;
     match output {
-        OutputFormat::Json => println!("{}", serde_json::to_string(&schedules)?),
+        OutputFormat::Json => json_lines(&schedules)?,
         OutputFormat::Human => {
             if schedules.is_empty() {
                 println!("no [[schedule]] in {}", path.display());

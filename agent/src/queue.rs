@@ -555,6 +555,12 @@ fn runner(queue: Arc<RunQueue>, mut jobs: mpsc::UnboundedReceiver<String>, state
                 None
             }
         };
+        // An upgrade bosund died in is finished or rolled back before any run may touch k3s.
+        match engine::settle_interrupted(&state_dir).await {
+            Ok(Some(settled)) => tracing::warn!("at start: {settled}"),
+            Ok(None) => {}
+            Err(e) => tracing::error!("at start: {e:#}"),
+        }
         while let Some(id) = jobs.recv().await {
             let Some((playbook, mut opts, mut cancel)) = queue.begin(&id) else {
                 continue;

@@ -391,9 +391,138 @@ fn apply_runs_nothing_when_the_playbook_is_invalid() {
     assert_eq!(event["diagnostics"][0]["line"], 8);
     assert_eq!(event["diagnostics"][0]["column"], 11);
     assert!(!marker.exists());
-    // Nothing was journaled either.
+    // Nothing was journaled either: not even a journal was created.
     let out = bosund(&["history", "--output", "json"], &state);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    assert!(
+        !state.exists(),
+        "an invalid playbook created the state directory"
+    );
+}
+
+/// `history`, `schedule list` and `check-config` look and create nothing; an unknown run id
+/// is an error; `--output json` is JSON Lines.
+#[test]
+fn read_only_commands_create_nothing_and_say_what_they_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let out = bosund(&["history"], &state);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("no runs recorded in {}\n", state.display())
+    );
+    let out = bosund(&["history", "--run", "nope"], &state);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no run `nope`: no runs recorded in"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = dir.path().join("agent.toml");
+    std::fs::create_dir(dir.path().join("playbooks")).unwrap();
+    std::fs::write(
+        dir.path().join("playbooks/nightly.toml"),
+        "name = \"n\"\n[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "playbooks_dir = \"{}\"\n[[schedule]]\nplaybook = \"nightly\"\ncron = \"0 3 * * *\"\n",
+            dir.path().join("playbooks").display()
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let out = bosund(
+        &["schedule", "list", "--config", c, "--output", "json"],
+        &state,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(listing["last_run"], serde_json::Value::Null);
+    assert!(
+        !state.exists(),
+        "a read-only command created {}",
+        state.display()
+    );
+
+    // Two runs: history is JSON Lines, newest first; a run id it does not know is an error.
+    let book = dir.path().join("playbooks/nightly.toml");
+    for _ in 0..2 {
+        assert_eq!(
+            bosund(&["apply", book.to_str().unwrap()], &state)
+                .status
+                .code(),
+            Some(0)
+        );
+    }
+    let out = bosund(&["history", "--output", "json"], &state);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(
+        lines
+            .iter()
+            .all(|r| r["playbook"] == "n" && r["status"] == "ok")
+    );
+    let id = lines[0]["id"].as_str().unwrap();
+    let out = bosund(&["history", "--run", id, "--output", "json"], &state);
+    let step: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(step["name"], "a");
+    let out = bosund(&["history", "--run", "nope"], &state);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "no run `nope` in {}; `bosund history` lists the recent runs",
+            state.display()
+        )),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Without `--config` and without the default file, `check-config` says that it shows the
+/// defaults rather than calling a missing file ok.
+#[test]
+fn check_config_says_when_the_default_file_is_absent() {
+    let default = Path::new(bosun_agent::config::DEFAULT_CONFIG_PATH);
+    if default.exists() {
+        eprintln!("skipped: {} exists on this machine", default.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = bosund(&["check-config"], &dir.path().join("s"));
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!(
+            "{}: no such file; bosund runs with the defaults, which are (socket ",
+            default.display()
+        )),
+        "{stdout}"
+    );
+    let missing = dir.path().join("agent.toml");
+    let out = bosund(
+        &["check-config", "--config", missing.to_str().unwrap()],
+        &dir.path().join("s"),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an explicit missing file is an error"
+    );
 }
 
 #[test]

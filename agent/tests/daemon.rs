@@ -193,8 +193,10 @@ async fn sigterm_during_a_run_ends_it_journals_it_and_exits_zero() {
         .arg(&agent.state)
         .output()
         .unwrap();
-    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("history JSON");
-    let runs = runs.as_array().unwrap();
+    let runs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("history prints JSON Lines"))
+        .collect();
     assert_eq!(runs.len(), 1, "only the started run is journaled: {runs:?}");
     assert_eq!(runs[0]["id"], id.as_str());
     assert_eq!(runs[0]["status"], "failed", "{runs:?}");

@@ -28,6 +28,8 @@ const V30: &str = "v1.30.6+k3s1";
 const V31: &str = "v1.31.4+k3s1";
 const V32: &str = "v1.32.2+k3s1";
 const V33: &str = "v1.33.1+k3s1";
+const V34: &str = "v1.34.0+k3s1";
+const V35: &str = "v1.35.0+k3s1";
 /// Where the state dir lives inside the box (bosund's default as root).
 const STATE: &str = "/var/lib/bosun";
 const DATA: &str = "/var/lib/rancher/k3s";
@@ -147,6 +149,12 @@ impl K3sHost {
 
     /// `bosund apply PLAYBOOK --output json ARGS...` inside the box.
     fn apply(&self, playbook: &str, args: &[&str]) -> Run {
+        self.apply_env(playbook, args, &[])
+    }
+
+    /// [`K3sHost::apply`] with extra environment. The run may end without its summary (a
+    /// bosund killed by `BOSUN_TEST_KILL_AT`): its events are whatever was written.
+    fn apply_env(&self, playbook: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
         let started = Instant::now();
         let mut argv = vec![
             "/usr/local/sbin/bosund",
@@ -158,10 +166,9 @@ impl K3sHost {
         argv.extend(["--output", "json"]);
         argv.extend_from_slice(args);
         // An IMDS endpoint that refuses at once: facts gathering is quick and has no ec2 part.
-        let out = self
-            .hb
-            .exec_env(&argv, &[("BOSUN_IMDS_ENDPOINT", "http://127.0.0.1:1")])
-            .unwrap();
+        let mut env = env.to_vec();
+        env.push(("BOSUN_IMDS_ENDPOINT", "http://127.0.0.1:1"));
+        let out = self.hb.exec_env(&argv, &env).unwrap();
         let stdout = String::from_utf8(out.stdout).unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let events: Vec<RunEvent> = stdout
@@ -270,13 +277,15 @@ k3s_upgrade = {{ version = "{version}", mirror = "{mirror}", channel_url = "{cha
 fn k3s_is_installed_upgraded_rolled_back_and_stepped_through_minors_on_a_booted_host() {
     let t0 = Instant::now();
     let releases = Releases::new(
-        &[V30, V31, V32, V33],
+        &[V30, V31, V32, V33, V34, V35],
         &[
             ("stable", V31),
             ("v1.30", V30),
             ("v1.31", V31),
             ("v1.32", V32),
             ("v1.33", V33),
+            ("v1.34", V34),
+            ("v1.35", V35),
         ],
     );
     let host = K3sHost::boot();
@@ -588,6 +597,132 @@ fn k3s_is_installed_upgraded_rolled_back_and_stepped_through_minors_on_a_booted_
     assert!(msg.contains("left at v1.33.1+k3s1"), "{msg}");
     assert_eq!(host.k3s_version(), V33);
     phase("install re-run keeps the upgraded version", &mut clock);
+
+    // --- bosund killed (kill -9) at each phase of an upgrade, then the step run again --------
+    // Every kill leaves the phase record; the next run settles it before planning: k3s back
+    // at v1.33 with its datastore, or v1.34 finished once healthy; never an unchecked swap.
+    let record = format!("{STATE}/k3s-upgrade.json");
+    let to34 = host.playbook("to34.toml", &upgrade_playbook(&releases, V34, ""));
+    let stay33 = host.playbook("stay33.toml", &upgrade_playbook(&releases, V33, ""));
+    let fault34 = format!("{DATA}/fake-k3s/faults/{V34}");
+    let token = host.read(&format!("{DATA}/server/token"));
+    for (point, fault, settled) in [
+        (
+            "stopped",
+            None,
+            "stopped before the swap: v1.33.1+k3s1 (unchanged) was started again",
+        ),
+        (
+            "backed-up",
+            None,
+            "stopped before the swap: v1.33.1+k3s1 (unchanged) was started again",
+        ),
+        (
+            "swapped",
+            Some("never-ready"),
+            "was rolled back: v1.34.0+k3s1 failed its health check",
+        ),
+        (
+            "started",
+            Some("exit"),
+            "was rolled back: v1.34.0+k3s1 failed its health check",
+        ),
+    ] {
+        if let Some(word) = fault {
+            host.hb
+                .write_file(&fault34, word.as_bytes(), 0o644)
+                .unwrap();
+        }
+        let killed = host.apply_env(&to34, &[], &[("BOSUN_TEST_KILL_AT", point)]);
+        assert_eq!(
+            killed.code, -1,
+            "bosund was not killed at {point}: {killed:#?}"
+        );
+        assert!(
+            host.exists(&record),
+            "no phase record after a kill at {point}"
+        );
+        let again = host.apply(&stay33, &[]);
+        again.assert_success();
+        let msg = message(&again, "upgrade k3s");
+        eprintln!("k3s: killed at {point}: {msg}");
+        assert!(
+            msg.contains(&format!("the interrupted k3s upgrade {V33} → {V34}")),
+            "{msg}"
+        );
+        assert!(msg.contains(settled), "{point}: {msg}");
+        assert_eq!(host.k3s_version(), V33, "{point}");
+        assert_eq!(host.node(), (true, V33.to_string()), "{point}");
+        let db = host.read(&format!("{DATA}/server/db/state.db"));
+        assert!(
+            db.starts_with(&db_before) && !db.contains(&format!("written-by {V34}")),
+            "{point}: the datastore is not v1.33's:\n{db}"
+        );
+
+        assert_eq!(host.read(&format!("{DATA}/server/token")), token);
+        assert!(!host.exists(&record), "{point}: the record was left");
+        assert_eq!(
+            host.sh("ls -A /usr/local/bin | grep bosun-staged || true"),
+            "",
+            "{point}: a staged download was left"
+        );
+        let _ = std::fs::remove_file(host.hb.path(&fault34));
+    }
+    phase(
+        "killed at stopped/backed-up/swapped/started: settled on the next run",
+        &mut clock,
+    );
+
+    // Killed right after the new version started, healthy: the next run finishes the upgrade.
+    let killed = host.apply_env(&to34, &[], &[("BOSUN_TEST_KILL_AT", "started")]);
+    assert_eq!(killed.code, -1);
+    let again = host.apply(&to34, &[]);
+    again.assert_success();
+    let msg = message(&again, "upgrade k3s");
+    assert!(
+        msg.contains("was finished: v1.34.0+k3s1 is healthy"),
+        "{msg}"
+    );
+    assert_eq!(host.k3s_version(), V34);
+    assert_eq!(host.node(), (true, V34.to_string()));
+    assert!(!host.exists(&record));
+    phase(
+        "killed after starting a healthy version: finished",
+        &mut clock,
+    );
+
+    // The step's own timeout fires while v1.35 (never Ready) is being checked: the dropped
+    // upgrade is settled at once, and the step's message says how.
+    let fault35 = format!("{DATA}/fake-k3s/faults/{V35}");
+    host.hb.write_file(&fault35, b"never-ready", 0o644).unwrap();
+    let timed = host.playbook(
+        "to35.toml",
+        &upgrade_playbook(&releases, V35, "").replace(
+            "[[step]]\nname = \"upgrade k3s\"\n",
+            "[[step]]\nname = \"upgrade k3s\"\ntimeout = \"4s\"\n",
+        ),
+    );
+    let db34 = host.read(&format!("{DATA}/server/db/state.db"));
+    let out = host.apply(&timed, &[]);
+    assert_eq!(out.code, 1, "{out:#?}");
+    let msg = message(&out, "upgrade k3s");
+    eprintln!("k3s: step timeout: {msg}");
+    assert!(
+        msg.contains(&format!(
+            "timed out after 4s; the interrupted k3s upgrade {V34} → {V35}"
+        )) && msg.contains("was rolled back"),
+        "{msg}"
+    );
+    assert_eq!(host.k3s_version(), V34);
+    assert_eq!(host.node(), (true, V34.to_string()));
+    let db = host.read(&format!("{DATA}/server/db/state.db"));
+    assert!(
+        db.starts_with(&db34) && !db.contains(&format!("written-by {V35}")),
+        "the datastore is not v1.34's:\n{db}"
+    );
+    assert!(!host.exists(&record));
+    std::fs::remove_file(host.hb.path(&fault35)).unwrap();
+    phase("a step timeout mid-upgrade rolls back at once", &mut clock);
     let halt = Instant::now();
     drop(host);
     eprintln!(

@@ -554,7 +554,7 @@ async fn bosund_run_catches_up_at_start_and_history_api_and_list_show_the_schedu
     let state = agent.state.to_str().unwrap().to_string();
     let (code, out, err) = run_bosund(&["history", "--output", "json", "--state-dir", &state]);
     assert_eq!(code, 0, "{err}");
-    let history: Value = serde_json::from_str(&out).unwrap();
+    let history = json_lines(&out);
     assert_eq!(history[0]["id"], id.as_str());
     assert_eq!(history[0]["schedule"], "nightly");
 
@@ -564,7 +564,7 @@ async fn bosund_run_catches_up_at_start_and_history_api_and_list_show_the_schedu
         let (code, out, err) =
             run_bosund(&["schedule", "list", "--config", &config, "--output", "json"]);
         assert_eq!(code, 0, "{err}");
-        let list: Value = serde_json::from_str(&out).unwrap();
+        let list = json_lines(&out);
         let last = &list[0]["last_run"];
         assert_eq!(last["run_id"], id.as_str(), "{list}");
         assert_eq!(list[0]["due"], false, "{list}");
@@ -614,7 +614,7 @@ fn schedule_list_shows_the_next_times_with_jitter_and_the_last_run() {
         "2026-03-01T12:00:00Z",
     ]);
     assert_eq!(code, 0, "{err}");
-    let list: Value = serde_json::from_str(&out).unwrap();
+    let list = json_lines(&out);
     // backup-rds's jitter offset is derived from its name: 9 min 47 s (SHA-256 of the name, first 8 bytes big-endian, mod 900 s), the same on every host
     // and every start (changing it moves every fleet's backups).
     assert_eq!(
@@ -803,4 +803,14 @@ async fn a_schedule_removed_and_added_back_during_its_run_does_not_overlap_it() 
     rig.wait_runs("it ends", |r| r.iter().all(finished)).await;
     rig.config_tx = Some(tx);
     rig.stop().await;
+}
+
+/// `--output json` of a listing (JSON Lines: a record per line) as one array.
+fn json_lines(out: &str) -> Value {
+    out.lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .unwrap_or_else(|e| panic!("{e}: {l:?} is not JSON"))
+        })
+        .collect()
 }

@@ -99,8 +99,8 @@ impl Aws {
 /// CloudFormation in one region (the stack's, or us-east-1 for the edge stack).
 type Cfn = aws_sdk_cloudformation::Client;
 
-/// How results are shown: human lines and progress on stderr (results on stdout), or one JSON
-/// document on stdout at the end.
+/// How results are shown: human lines and progress on stderr (results on stdout), or one line of
+/// JSON on stdout at the end (JSON Lines, as every `--output json`).
 #[derive(Clone, Copy)]
 pub struct Ui {
     /// `--output json`.

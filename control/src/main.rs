@@ -30,7 +30,9 @@ use stack::userdata::{self, UserDataSpec};
     about = "bosun's control CLI: drives bosund agents and the AWS stack around them"
 )]
 struct Cli {
-    /// Output format: human-readable lines, or one JSON document on stdout.
+    /// Output format: human-readable lines, or JSON Lines on stdout (one compact JSON value
+    /// per line: an event per line for `run`, a playbook per line for `check`, one line for a
+    /// single result).
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Human)]
     output: OutputFormat,
     #[command(subcommand)]
@@ -177,11 +179,9 @@ fn endpoint<'a>(aws: &'a AwsArgs, config: &'a StackConfig) -> Option<&'a str> {
         .or(config.endpoints.aws.as_deref())
 }
 
+/// One line of JSON Lines (see `--output`).
 fn print_json(value: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("JSON values serialise")
-    );
+    println!("{value}");
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -325,13 +325,12 @@ fn check(playbooks: &[String], var: &[String], json: bool) -> Result<ExitCode> {
         .cloned()
         .collect();
     let mut invalid = false;
-    let mut results = Vec::new();
     for file in playbooks {
         let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
         match local::load_playbook(Path::new(file), text, &outside) {
             Ok(p) => {
                 if json {
-                    results.push(json!({"file": file, "ok": true,
+                    print_json(&json!({"file": file, "ok": true,
                         "steps": p.steps.len(), "handlers": p.handlers.len()}));
                 } else {
                     println!(
@@ -344,16 +343,12 @@ fn check(playbooks: &[String], var: &[String], json: bool) -> Result<ExitCode> {
             Err(d) => {
                 invalid = true;
                 if json {
-                    results
-                        .push(json!({"file": file, "ok": false, "diagnostics": d.render(false)}));
+                    print_json(&json!({"file": file, "ok": false, "diagnostics": d.located()}));
                 } else {
                     eprint!("{}", d.render(std::io::stderr().is_terminal()));
                 }
             }
         }
-    }
-    if json {
-        print_json(&json!({ "playbooks": results }));
     }
     Ok(if invalid {
         ExitCode::from(exit::INVALID)

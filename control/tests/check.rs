@@ -32,6 +32,23 @@ fn a_missing_relative_file_is_refused_at_its_place_and_an_absolute_one_is_left_t
         "an absolute path was judged on the operator's machine: {stderr}"
     );
     assert!(stderr.contains("1 error found"), "{stderr}");
+    // JSON Lines: a line per playbook, the diagnostics located.
+    let out = Command::new(BOSUN)
+        .args(["--output", "json", "check", book.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let line: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(line["ok"], false);
+    assert_eq!(
+        (
+            &line["diagnostics"][0]["line"],
+            &line["diagnostics"][0]["column"]
+        ),
+        (&serde_json::json!(4), &serde_json::json!(20)),
+        "{line}"
+    );
 
     std::fs::create_dir(dir.path().join("templates")).unwrap();
     std::fs::write(dir.path().join("templates/env.j2"), "x=1\n").unwrap();

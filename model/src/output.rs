@@ -10,7 +10,9 @@ use crate::event::{EventSink, RunEvent, StepStatus};
 pub enum OutputFormat {
     /// A line per step, then `ok=N changed=N failed=N skipped=N`.
     Human,
-    /// JSON Lines: one event per line, the summary last.
+    /// JSON Lines, as every `--output json` of bosund and bosun: one compact JSON value per
+    /// line (a run: an event per line, the summary last; a listing: a record per line; a
+    /// single result: one line).
     Json,
 }
 

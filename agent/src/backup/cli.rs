@@ -129,7 +129,7 @@ pub struct RestoreArgs {
 }
 
 /// Runs a `bosund backups` command; returns the exit code (0 done, 1 failed or refused). With
-/// `--output json` the result, or `{"error": "..."}`, is one JSON document on stdout; errors
+/// `--output json` the result, or `{"error": "..."}`, is one JSON document on one line of stdout (JSON Lines, as every `--output json`); errors
 /// also go to stderr.
 pub fn run(command: BackupsCommand) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -171,7 +171,7 @@ pub fn run(command: BackupsCommand) -> anyhow::Result<u8> {
                 Rendered::Listing(l) => serde_json::to_value(l)?,
                 Rendered::Restored(r) => serde_json::to_value(r)?,
             };
-            writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+            writeln!(out, "{}", serde_json::to_string(&v)?)?;
             Ok(0)
         }
         (Ok(Rendered::Listing(l)), OutputFormat::Human) => {

@@ -559,18 +559,23 @@ pub struct LastRun {
     pub error: Option<String>,
 }
 
-/// Every configured schedule at `now`, from the config and the journal (the daemon need not run).
+/// Every configured schedule at `now`, from the config and the journal (the daemon need not
+/// run; no journal yet means no schedule has run).
 pub fn list(
     config: &AgentConfig,
-    journal: &Journal,
+    journal: Option<&Journal>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Vec<ScheduleListing>> {
     let rfc = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
     let mut out = Vec::new();
     for c in &config.schedules {
         let schedule = c.schedule().map_err(|e| anyhow::anyhow!("{e}"))?;
-        let row = journal.schedule(&c.name)?;
-        let due = row.as_ref().is_some_and(|r| {
+        // No journal: nothing has run yet.
+        let row = match journal {
+            Some(j) => j.schedule(&c.name)?,
+            None => None,
+        };
+        let due = row.as_ref().zip(journal).is_some_and(|(r, journal)| {
             let mut probe = ScheduleState {
                 last_slot: slot_done(journal, r),
                 since: Some(r.since),
@@ -588,7 +593,7 @@ pub fn list(
                     let mut outcome = r.last_outcome.unwrap_or_else(|| "unknown".into());
                     // `queued` is all the scheduler wrote; the run's own row knows more.
                     if outcome == "queued"
-                        && let Some(id) = &r.last_run_id
+                        && let (Some(id), Some(journal)) = (&r.last_run_id, journal)
                         && let Some(status) = journal.run_status(id)?
                     {
                         outcome = status;

@@ -14,7 +14,7 @@
 
 use std::cell::Cell;
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use backon::{ConstantBuilder, Retryable};
@@ -337,14 +337,22 @@ async fn run_step(
                     attempts.set(attempts.get() + 1);
                     let result = match step.timeout {
                         Some(limit) => {
-                            tokio::time::timeout(limit, crate::steps::run(&action, &ctx))
+                            match tokio::time::timeout(limit, crate::steps::run(&action, &ctx))
                                 .await
-                                .unwrap_or_else(|_| {
-                                    Err(anyhow::anyhow!(
+                            {
+                                Ok(result) => result,
+                                Err(_) => {
+                                    let timed_out = format!(
                                         "timed out after {}",
                                         humantime::format_duration(limit)
-                                    ))
-                                })
+                                    );
+                                    // What the dropped future left half-done is settled now.
+                                    Err(match crate::steps::after_timeout(&action, &ctx).await {
+                                        Some(settled) => anyhow::anyhow!("{timed_out}; {settled}"),
+                                        None => anyhow::anyhow!(timed_out),
+                                    })
+                                }
+                            }
                         }
                         None => crate::steps::run(&action, &ctx).await,
                     };
@@ -582,4 +590,10 @@ fn result_value(a: &Attempt, no_log: bool) -> Value {
         "rc": out.map_or(0, |o| o.rc),
         "msg": a.error.as_deref().or(a.outcome.message.as_deref()).unwrap_or_default(),
     })
+}
+
+/// Settles what a step killed mid-way (bosund died) left on the host, before any run starts;
+/// what was done, for the log. See `steps::settle_interrupted`.
+pub async fn settle_interrupted(state_dir: &Path) -> anyhow::Result<Option<String>> {
+    crate::steps::settle_interrupted(state_dir).await
 }

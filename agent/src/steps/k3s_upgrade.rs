@@ -9,18 +9,27 @@ use bosun_model::steps::k3s::{K3sPaths, K3sRelease, SERVICE, parse_timeout};
 use bosun_model::steps::k3s_upgrade::K3sUpgradeArgs;
 
 use super::k3s::{self, Channels, Health};
+use super::k3s_interrupted::{self as interrupted, Phase};
 use super::{Check, Outcome, StepContext, StepKind};
-use crate::host::fs::{
-    self as host_fs, copy_file_atomic, copy_tree, lstat, replace_tree, write_atomic,
-};
+use crate::host::fs::{self as host_fs, copy_file_atomic, copy_tree, lstat, write_atomic};
 use crate::host::{download, k3s as host_k3s, systemd};
 
 /// Directory of the backups inside the state dir.
 pub(crate) const BACKUP_DIR: &str = "k3s-backups";
 
-/// What `apply` has to do.
+/// What `apply` has to do: settle an interrupted upgrade first, or upgrade.
 #[derive(Debug)]
-pub struct UpgradePlan {
+pub enum UpgradePlan {
+    /// A phase record is on disk ([`interrupted`]): finish or roll back that upgrade, then
+    /// look again.
+    Resume,
+    /// Hops from the running version.
+    Upgrade(Hops),
+}
+
+/// The hops from the running version to the one asked for.
+#[derive(Debug)]
+pub struct Hops {
     from: K3sRelease,
     hops: Vec<K3sRelease>,
     timeout: Duration,
@@ -34,11 +43,15 @@ struct Hop {
 }
 
 /// One hop from `from` to `to` (see `bosun_model::steps::k3s_upgrade`). On error, k3s runs
-/// `from` again, or the error says that the rollback failed.
+/// `from` again, or the error says that the rollback failed. Each move is announced in the
+/// phase record first ([`interrupted`]), so a bosund killed at any point leaves a record the
+/// next start or run settles.
+#[allow(clippy::too_many_arguments)]
 async fn upgrade_once(
     args: &K3sUpgradeArgs,
     client: &reqwest::Client,
     paths: &K3sPaths,
+    state_dir: &Path,
     backup_root: &Path,
     from: &K3sRelease,
     to: &K3sRelease,
@@ -55,15 +68,21 @@ async fn upgrade_once(
     )
     .await
     .map_err(|e| anyhow!("{e:#}; k3s {from} was left running, untouched"))?;
+    let mut record = interrupted::Interrupted::new(paths, from, to, &staged, timeout);
     let staged = Staged(Some(staged));
 
+    interrupted::enter(state_dir, &mut record, Phase::Stopping)?;
     systemd::systemctl_ok(&["stop", &unit]).await?;
+    interrupted::reached("stopped");
     let backup = match back_up(paths, backup_root, from, to) {
         Ok(b) => b,
         Err(e) => {
             let restart = systemd::systemctl_ok(&["start", "--no-block", &unit]).await;
             let then = match restart {
-                Ok(_) => format!("k3s {from} was started again"),
+                Ok(_) => {
+                    interrupted::clear(state_dir)?;
+                    format!("k3s {from} was started again")
+                }
                 Err(r) => format!("starting k3s {from} again failed too: {r:#}"),
             };
             bail!(
@@ -71,10 +90,17 @@ async fn upgrade_once(
             );
         }
     };
+    record.backup = Some(backup.clone());
+    interrupted::enter(state_dir, &mut record, Phase::BackedUp)?;
+    interrupted::reached("backed-up");
 
     let swapped: anyhow::Result<Duration> = async {
+        interrupted::enter(state_dir, &mut record, Phase::Swapping)?;
         staged.install(&paths.binary())?;
+        interrupted::reached("swapped");
+        interrupted::enter(state_dir, &mut record, Phase::Started)?;
         systemd::systemctl_ok(&["start", "--no-block", &unit]).await?;
+        interrupted::reached("started");
         k3s::wait_healthy(paths, to, Health::Full, timeout)
             .await
             .map_err(|reason| {
@@ -83,52 +109,32 @@ async fn upgrade_once(
     }
     .await;
     match swapped {
-        Ok(healthy_after) => Ok(Hop {
-            from: from.clone(),
-            backup,
-            healthy_after,
-        }),
-        Err(failure) => match roll_back(paths, &backup, from, timeout).await {
-            Ok(()) => Err(anyhow!(
-                "{failure:#}; rolled back to {from}: binary, datastore and token restored \
+        Ok(healthy_after) => {
+            interrupted::clear(state_dir)?;
+            Ok(Hop {
+                from: from.clone(),
+                backup,
+                healthy_after,
+            })
+        }
+        Err(failure) => {
+            match interrupted::roll_back(state_dir, &record, paths, &backup, from, timeout).await {
+                Ok(()) => {
+                    interrupted::clear(state_dir)?;
+                    Err(anyhow!(
+                        "{failure:#}; rolled back to {from}: binary, datastore and token restored \
                      from {}, and {from} is healthy again",
-                backup.display()
-            )),
-            Err(e) => Err(anyhow!(
-                "{failure:#}; rolling back to {from} from the backup {} did not bring it \
+                        backup.display()
+                    ))
+                }
+                Err(e) => Err(anyhow!(
+                    "{failure:#}; rolling back to {from} from the backup {} did not bring it \
                      back: {e:#}. The backup is kept; look at `journalctl -u {SERVICE}`",
-                backup.display()
-            )),
-        },
+                    backup.display()
+                )),
+            }
+        }
     }
-}
-
-/// Puts the binary, datastore and token of `backup` back and checks that `from` is healthy.
-async fn roll_back(
-    paths: &K3sPaths,
-    backup: &Path,
-    from: &K3sRelease,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let unit = format!("{SERVICE}.service");
-    systemd::systemctl_ok(&["stop", &unit]).await?;
-    copy_file_atomic(&backup.join("k3s"), &paths.binary())?;
-    replace_tree(&backup.join("db"), &paths.db_dir())?;
-    if backup.join("token").exists() {
-        copy_file_atomic(&backup.join("token"), &paths.token())?;
-    }
-    // A crash-looping new version may have hit the start rate limit.
-    let _ = systemd::systemctl(&["reset-failed", &unit]).await;
-    systemd::systemctl_ok(&["start", "--no-block", &unit]).await?;
-    k3s::wait_healthy(paths, from, Health::Full, timeout)
-        .await
-        .map(|_| ())
-        .map_err(|reason| {
-            anyhow!(
-                "{from} is not healthy {} after the restore: {reason}",
-                humantime::format_duration(timeout)
-            )
-        })
 }
 
 /// The downloaded binary until it is renamed into place; removed if dropped before.
@@ -228,108 +234,155 @@ fn prune(root: &Path, keep: usize) -> Vec<String> {
 impl StepKind for K3sUpgradeArgs {
     type Change = UpgradePlan;
 
-    async fn check(&self, _ctx: &StepContext<'_>) -> anyhow::Result<Check<UpgradePlan>> {
-        let paths = self.paths();
-        if self.version.trim().is_empty() {
-            bail!("`version` is empty: name the release to run, e.g. --var version=v1.31.4+k3s1");
-        }
-        let to = K3sRelease::parse(&self.version).map_err(anyhow::Error::msg)?;
-        let timeout =
-            parse_timeout("health_timeout", &self.health_timeout).map_err(anyhow::Error::msg)?;
-        let from = host_k3s::installed_version(&paths.binary())
-            .await?
-            .with_context(|| {
+    async fn check(&self, ctx: &StepContext<'_>) -> anyhow::Result<Check<UpgradePlan>> {
+        if let Some(record) = interrupted::load(ctx.state_dir)? {
+            return Ok(Check::change(
+                UpgradePlan::Resume,
                 format!(
-                    "no k3s at {}: install it first (k3s_install), or set `bin_dir`",
-                    paths.binary().display()
-                )
-            })?;
-        if from == to {
-            return Ok(Check::unchanged(Some(format!("k3s is at {to}"))));
+                    "an interrupted upgrade {} is settled first: finished if the new version \
+                     is healthy, else rolled back from its backup",
+                    record.describe()
+                ),
+            ));
         }
-        if !paths.db_dir().is_dir() {
-            bail!(
-                "no datastore at {}: k3s_upgrade backs up the embedded datastore before it \
-                 upgrades; is `data_dir` right (k3s's `data-dir`)?",
-                paths.db_dir().display()
-            );
-        }
-        let step = self.step_through_minors.value("step_through_minors")?;
-        let skips = to.major == from.major && to.minor > from.minor + 1;
-        let channels = if skips && step {
-            Some(Channels::fetch(&download::client()?, &self.channel_url).await?)
-        } else {
-            None
-        };
-        let hops =
-            k3s::upgrade_path(&from, &to, step, channels.as_ref()).map_err(anyhow::Error::msg)?;
-        let via: Vec<String> = hops[..hops.len() - 1]
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        let mut msg = format!("upgrade k3s {from} → {to}");
-        if !via.is_empty() {
-            msg.push_str(&format!(" via {}", via.join(", ")));
-        }
-        msg.push_str(" (datastore backup, health check, rollback on failure)");
-        Ok(Check::change(
-            UpgradePlan {
-                from,
-                hops,
-                timeout,
-            },
-            msg,
-        ))
-    }
-
-    async fn apply(&self, ctx: &StepContext<'_>, plan: UpgradePlan) -> anyhow::Result<Outcome> {
-        let paths = self.paths();
-        let client = download::client()?;
-        let backup_root = ctx.state_dir.join(BACKUP_DIR);
-        let mut current = plan.from.clone();
-        let mut last: Option<Hop> = None;
-        for to in &plan.hops {
-            match upgrade_once(
-                self,
-                &client,
-                &paths,
-                &backup_root,
-                &current,
-                to,
-                plan.timeout,
-            )
-            .await
-            {
-                Ok(hop) => {
-                    last = Some(hop);
-                    current = to.clone();
-                }
-                Err(e) if current != plan.from => {
-                    return Err(e.context(format!(
-                        "the upgrade from {} stopped at {current}, which is healthy",
-                        plan.from
-                    )));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let hop = last.context("an upgrade plan has at least one hop")?;
-        let mut message = format!(
-            "upgraded k3s {} → {current}; healthy after {:.1}s; backup of {}'s datastore in {}",
-            plan.from,
-            hop.healthy_after.as_secs_f64(),
-            hop.from,
-            hop.backup.display()
-        );
-        for problem in prune(&backup_root, self.keep_backups as usize) {
-            message.push_str(&format!("; {problem}"));
-        }
-        Ok(Outcome {
-            changed: true,
-            message: Some(message),
-            ..Outcome::default()
+        Ok(match plan_hops(self).await? {
+            None => Check::unchanged(Some(format!("k3s is at {}", self.version.trim()))),
+            Some((hops, msg)) => Check::change(UpgradePlan::Upgrade(hops), msg),
         })
     }
+
+    async fn apply(&self, ctx: &StepContext<'_>, change: UpgradePlan) -> anyhow::Result<Outcome> {
+        let hops = match change {
+            UpgradePlan::Upgrade(hops) => hops,
+            UpgradePlan::Resume => {
+                let settled = interrupted::resume(ctx.state_dir)
+                    .await?
+                    .unwrap_or_else(|| "an interrupted upgrade was settled meanwhile".into());
+                let Some((hops, _)) = plan_hops(self).await? else {
+                    return Ok(Outcome {
+                        changed: true,
+                        message: Some(format!("{settled}; k3s is at {}", self.version.trim())),
+                        ..Outcome::default()
+                    });
+                };
+                let mut outcome = upgrade(self, ctx, hops)
+                    .await
+                    .map_err(|e| e.context(settled.clone()))?;
+                outcome.message = outcome.message.map(|m| format!("{settled}; then {m}"));
+                return Ok(outcome);
+            }
+        };
+        upgrade(self, ctx, hops).await
+    }
+}
+
+/// The hops to the version asked for and the check's message, or `None` when k3s runs it.
+async fn plan_hops(args: &K3sUpgradeArgs) -> anyhow::Result<Option<(Hops, String)>> {
+    let paths = args.paths();
+    if args.version.trim().is_empty() {
+        bail!("`version` is empty: name the release to run, e.g. --var version=v1.31.4+k3s1");
+    }
+    let to = K3sRelease::parse(&args.version).map_err(anyhow::Error::msg)?;
+    let timeout =
+        parse_timeout("health_timeout", &args.health_timeout).map_err(anyhow::Error::msg)?;
+    let from = host_k3s::installed_version(&paths.binary())
+        .await?
+        .with_context(|| {
+            format!(
+                "no k3s at {}: install it first (k3s_install), or set `bin_dir`",
+                paths.binary().display()
+            )
+        })?;
+    if from == to {
+        return Ok(None);
+    }
+    if !paths.db_dir().is_dir() {
+        bail!(
+            "no datastore at {}: k3s_upgrade backs up the embedded datastore before it \
+             upgrades; is `data_dir` right (k3s's `data-dir`)?",
+            paths.db_dir().display()
+        );
+    }
+    let step = args.step_through_minors.value("step_through_minors")?;
+    let skips = to.major == from.major && to.minor > from.minor + 1;
+    let channels = if skips && step {
+        Some(Channels::fetch(&download::client()?, &args.channel_url).await?)
+    } else {
+        None
+    };
+    let hops =
+        k3s::upgrade_path(&from, &to, step, channels.as_ref()).map_err(anyhow::Error::msg)?;
+    let via: Vec<String> = hops[..hops.len() - 1]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let mut msg = format!("upgrade k3s {from} → {to}");
+    if !via.is_empty() {
+        msg.push_str(&format!(" via {}", via.join(", ")));
+    }
+    msg.push_str(" (datastore backup, health check, rollback on failure)");
+    Ok(Some((
+        Hops {
+            from,
+            hops,
+            timeout,
+        },
+        msg,
+    )))
+}
+
+async fn upgrade(
+    args: &K3sUpgradeArgs,
+    ctx: &StepContext<'_>,
+    plan: Hops,
+) -> anyhow::Result<Outcome> {
+    let paths = args.paths();
+    let client = download::client()?;
+    let backup_root = ctx.state_dir.join(BACKUP_DIR);
+    let mut current = plan.from.clone();
+    let mut last: Option<Hop> = None;
+    for to in &plan.hops {
+        match upgrade_once(
+            args,
+            &client,
+            &paths,
+            ctx.state_dir,
+            &backup_root,
+            &current,
+            to,
+            plan.timeout,
+        )
+        .await
+        {
+            Ok(hop) => {
+                last = Some(hop);
+                current = to.clone();
+            }
+            Err(e) if current != plan.from => {
+                return Err(e.context(format!(
+                    "the upgrade from {} stopped at {current}, which is healthy",
+                    plan.from
+                )));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let hop = last.context("an upgrade plan has at least one hop")?;
+    let mut message = format!(
+        "upgraded k3s {} → {current}; healthy after {:.1}s; backup of {}'s datastore in {}",
+        plan.from,
+        hop.healthy_after.as_secs_f64(),
+        hop.from,
+        hop.backup.display()
+    );
+    for problem in prune(&backup_root, args.keep_backups as usize) {
+        message.push_str(&format!("; {problem}"));
+    }
+    Ok(Outcome {
+        changed: true,
+        message: Some(message),
+        ..Outcome::default()
+    })
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ mod helm_install;
 mod helm_release;
 mod k3s;
 mod k3s_install;
+mod k3s_interrupted;
 mod k3s_upgrade;
 mod line_in_file;
 mod mysql_backup;
@@ -183,5 +184,25 @@ pub async fn run(action: &Action, ctx: &StepContext<'_>) -> anyhow::Result<Outco
         Action::BackupPrune(a) => run_kind(a, ctx).await,
         Action::RdsSnapshot(a) => run_kind(a, ctx).await,
         Action::S3Sync(a) => run_kind(a, ctx).await,
+    }
+}
+
+/// Settles what a step killed mid-way left on the host (today: an interrupted `k3s_upgrade`,
+/// [`k3s_interrupted`]) and says what was done; an error when it could not be settled (the
+/// record is kept for the next attempt). Called when bosund's runner starts.
+pub async fn settle_interrupted(state_dir: &std::path::Path) -> anyhow::Result<Option<String>> {
+    k3s_interrupted::resume(state_dir).await
+}
+
+/// After `action`'s `timeout` fired and its future was dropped: settles what it left half-done
+/// and says what was done, for the step's message. `None` for kinds with nothing to settle.
+pub async fn after_timeout(action: &Action, ctx: &StepContext<'_>) -> Option<String> {
+    match action {
+        Action::K3sUpgrade(_) if !ctx.check => match k3s_interrupted::resume(ctx.state_dir).await {
+            Ok(None) => None,
+            Ok(Some(settled)) => Some(settled),
+            Err(e) => Some(format!("{e:#}")),
+        },
+        _ => None,
     }
 }

@@ -154,7 +154,7 @@ impl Sandbox {
             "bosund history failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).expect("history prints JSON")
+        json_lines(&out.stdout)
     }
 
     /// Everything under the sandbox except the journal: path → what is there.
@@ -413,4 +413,15 @@ pub fn converge(sb: &Sandbox, playbook: &Path) -> (Run, Run, Run) {
         second.statuses()
     );
     (check, first, second)
+}
+
+/// `--output json` of a listing (JSON Lines: a record per line) as one array.
+pub fn json_lines(stdout: &[u8]) -> serde_json::Value {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .unwrap_or_else(|e| panic!("{e}: {l:?} is not JSON"))
+        })
+        .collect()
 }

@@ -235,7 +235,7 @@ fn list(a: ListArgs, json_out: bool) -> Result<ExitCode> {
     if json_out {
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({"hosts": docs})).expect("serialises")
+            serde_json::to_string(&json!({"hosts": docs})).expect("serialises")
         );
     }
     Ok(ExitCode::from(code))
@@ -277,10 +277,7 @@ fn restore(a: RestoreArgs, json_out: bool) -> Result<ExitCode> {
         }
     };
     if json_out {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).expect("serialises")
-        );
+        println!("{}", serde_json::to_string(&doc).expect("serialises"));
     }
     Ok(ExitCode::from(code))
 }

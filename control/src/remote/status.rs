@@ -43,7 +43,7 @@ pub fn run(args: StatusArgs, json: bool) -> Result<ExitCode> {
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({"hosts": results})).expect("serialises")
+            serde_json::to_string(&json!({"hosts": results})).expect("serialises")
         );
     } else {
         for r in &results {
