@@ -131,6 +131,16 @@ struct AwsArgs {
 }
 
 fn main() -> ExitCode {
+    // Quiet unless asked: `RUST_LOG=debug` shows, among others, the AWS SDK's full error
+    // structures behind the one-line messages.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+                .unwrap_or_else(|_| "off".into()),
+        )
+        .init();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
@@ -232,7 +242,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 playbooks_sha256: &l.artifacts.playbooks.sha256,
                 log_group: &template::log_group_name(c),
                 metrics_namespace: template::METRICS_NAMESPACE,
-                bootstrap_vars: &c.bootstrap_vars,
+                bootstrap_vars: &c.first_boot_vars(),
+                edge: c.edge.is_some(),
             });
             if json {
                 print_json(&json!({"user_data": text}));
