@@ -83,6 +83,21 @@ impl Aws {
         aws_sdk_ssm::Client::new(&self.sdk)
     }
 
+    /// The value of SSM parameter `name`, decrypted (an `ssm:` secret); the error in one line.
+    pub async fn ssm_parameter(&self, name: &str) -> Result<String, String> {
+        let out = self
+            .ssm()
+            .get_parameter()
+            .name(name)
+            .with_decryption(true)
+            .send()
+            .await
+            .map_err(|e| describe_error(&e))?;
+        out.parameter
+            .and_then(|p| p.value)
+            .ok_or_else(|| "the parameter has no value".to_string())
+    }
+
     /// A CloudWatch client (telemetry: PutMetricData). Each call is bounded by
     /// [`TELEMETRY_CALL_TIMEOUT`] so a hung endpoint cannot stall shipping.
     pub fn cloudwatch(&self) -> aws_sdk_cloudwatch::Client {

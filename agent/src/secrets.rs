@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 pub use bosun_model::secret_source::SecretSource;
 
-use crate::aws::{Aws, describe_error};
+use crate::aws::Aws;
 
 /// Why a secret could not be read. Never contains the value.
 #[derive(Debug, thiserror::Error)]
@@ -73,17 +73,7 @@ pub async fn read(source: &SecretSource, aws: Option<&Aws>) -> Result<Secret, Se
                 reason,
             };
             let aws = aws.ok_or_else(|| fail("no AWS configuration".into()))?;
-            let out = aws
-                .ssm()
-                .get_parameter()
-                .name(name)
-                .with_decryption(true)
-                .send()
-                .await
-                .map_err(|e| fail(describe_error(&e)))?;
-            out.parameter
-                .and_then(|p| p.value)
-                .ok_or_else(|| fail("the parameter has no value".into()))?
+            aws.ssm_parameter(name).await.map_err(fail)?
         }
     };
     if value.is_empty() {
