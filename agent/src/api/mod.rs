@@ -78,6 +78,12 @@ pub struct SubmitRun {
     /// Check mode: report what would change, change nothing.
     #[serde(default)]
     pub check: bool,
+    /// Run only the steps with one of these tags (and those tagged `always`), like `--tags`.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Run none of the steps with one of these tags, like `--skip-tags`.
+    #[serde(default)]
+    pub skip_tags: Vec<String>,
 }
 
 /// A run accepted (202) or cancelled.
@@ -445,19 +451,21 @@ async fn submit_run(
         path: base_dir.clone(),
         origin: playbook::BaseOrigin::Configured("the agent's playbooks_dir".into()),
     };
-    let playbook = crate::config::load_playbook(source, &names, &base).map_err(|diags| {
-        Failure(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError {
-                error: format!(
-                    "the playbook is invalid ({} problems); nothing ran",
-                    diags.items.len()
-                ),
-                help: Some("fix each problem at its line and column, then submit again".into()),
-                diagnostics: diags.located().into_iter().map(Into::into).collect(),
-            },
-        )
-    })?;
+    let within = Some(config.playbooks_dir.as_path());
+    let playbook =
+        crate::config::load_playbook_within(source, &names, &base, within).map_err(|diags| {
+            Failure(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ApiError {
+                    error: format!(
+                        "the playbook is invalid ({} problems); nothing ran",
+                        diags.items.len()
+                    ),
+                    help: Some("fix each problem at its line and column, then submit again".into()),
+                    diagnostics: diags.located().into_iter().map(Into::into).collect(),
+                },
+            )
+        })?;
     let opts = RunOptions {
         run_id: uuid::Uuid::now_v7().to_string(),
         check: req.check,
@@ -466,6 +474,8 @@ async fn submit_run(
         facts: Value::Null,
         state_dir: state.state_dir.clone(),
         schedule: None,
+        tags: req.tags,
+        skip_tags: req.skip_tags,
     };
     let view = state.queue.submit(playbook, opts).map_err(|e| match e {
         SubmitError::QueueFull(_) => {
@@ -669,13 +679,48 @@ async fn openapi() -> impl IntoResponse {
 /// Prometheus metrics (text exposition format 0.0.4).
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    let dir = state.state_dir.clone();
+    let drift = tokio::task::spawn_blocking(move || match Journal::open_existing(&dir)? {
+        Some(j) => j.drift(),
+        None => Ok(Vec::new()),
+    })
+    .await;
+    let drift = match drift {
+        Ok(Ok(rows)) => rows,
+        Ok(Err(e)) => {
+            tracing::warn!("reading drift from the journal: {e:#}");
+            Vec::new()
+        }
+        Err(e) => {
+            tracing::warn!("reading drift from the journal: {e}");
+            Vec::new()
+        }
+    };
+    let mut text = render_metrics(&state);
+    render_drift(&mut text, &drift);
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render_metrics(&state),
+        text,
     )
+}
+
+/// `bosun_drift_steps{playbook="…"}`: per playbook, the steps its last scheduled check run
+/// found would change.
+fn render_drift(out: &mut String, drift: &[crate::journal::DriftRow]) {
+    if drift.is_empty() {
+        return;
+    }
+    out.push_str("# HELP bosun_drift_steps Steps the last scheduled check run of a playbook found would change (0: the host is as the playbook says).\n# TYPE bosun_drift_steps gauge\n");
+    for row in drift {
+        let label = row.playbook.replace('\\', "\\\\").replace('"', "\\\"");
+        out.push_str(&format!(
+            "bosun_drift_steps{{playbook=\"{label}\"}} {}\n",
+            row.steps.len()
+        ));
+    }
 }
 
 fn render_metrics(state: &ApiState) -> String {

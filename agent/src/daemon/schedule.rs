@@ -376,7 +376,7 @@ impl ScheduleDriver {
         }
         let opts = RunOptions {
             run_id: run_id.clone(),
-            check: false,
+            check: e.config.check,
             base_dir: e
                 .config
                 .path
@@ -387,6 +387,8 @@ impl ScheduleDriver {
             facts: serde_json::Value::Null,
             state_dir: self.state_dir.clone(),
             schedule: Some(name.clone()),
+            tags: Vec::new(),
+            skip_tags: Vec::new(),
         };
         match self.queue.submit(playbook, opts) {
             Ok(_) => {
