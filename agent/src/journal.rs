@@ -5,6 +5,12 @@
 //! Writes go through SQLite transactions in WAL mode, so a crash leaves the journal as it was
 //! after the last completed write. A run that never wrote its summary (the agent was killed)
 //! keeps the status `running` and shows so in `bosund history`.
+//!
+//! A journal the disk damaged is found when bosund starts ([`Journal::open_checked`]: SQLite's
+//! `quick_check`), moved aside as `journal.db.corrupt-<time>` and replaced by a new one, so a
+//! bad file never keeps the daemon from starting (no crash loop under systemd). What a lost
+//! journal costs is chosen to be duplicates, not loss: a log file without a checkpoint is read
+//! from its start, journald from the start of the boot; unsent metric points are gone.
 
 use std::path::{Path, PathBuf};
 
@@ -167,6 +173,48 @@ impl Journal {
         })
     }
 
+    /// [`Journal::open`] after checking the file: a `journal.db` that is not a database or
+    /// fails SQLite's `quick_check` is renamed `journal.db.corrupt-<UTC time>` (with its
+    /// `-wal` and `-shm`), and a new journal is started. Returns the journal and, when one was
+    /// moved aside, what was done, for the log. Other errors (permissions, a full disk) are
+    /// returned as they are.
+    pub fn open_checked(state_dir: &Path) -> anyhow::Result<(Self, Option<String>)> {
+        let path = state_dir.join("journal.db");
+        let damage = if path.exists() {
+            damage(&path).with_context(|| format!("checking journal {}", path.display()))?
+        } else {
+            None
+        };
+        let Some(reason) = damage else {
+            return Ok((Self::open(state_dir)?, None));
+        };
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+        let aside = state_dir.join(format!("journal.db.corrupt-{stamp}"));
+        for suffix in ["", "-wal", "-shm"] {
+            let from = state_dir.join(format!("journal.db{suffix}"));
+            let to = PathBuf::from(format!("{}{suffix}", aside.display()));
+            match std::fs::rename(&from, &to) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| {
+                        format!("moving the damaged journal {} aside", from.display())
+                    });
+                }
+                _ => {}
+            }
+        }
+        let journal = Self::open(state_dir)?;
+        Ok((
+            journal,
+            Some(format!(
+                "journal {} failed its integrity check ({reason}): moved aside to {} and a new \
+                 journal started; the runs before are in that file; log sources send their \
+                 files again from the start (duplicates, not loss)",
+                path.display(),
+                aside.display()
+            )),
+        ))
+    }
+
     /// Opens the journal in `state_dir` for reading, creating nothing: `None` when there is no
     /// journal there. A journal of an older schema is migrated (it is the journal's own state
     /// brought up to date), as [`Journal::open`] would.
@@ -177,12 +225,32 @@ impl Journal {
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
             Ok(_) => {}
         }
-        let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .with_context(|| format!("opening journal {}", path.display()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .with_context(|| format!("reading journal {}", path.display()))?;
+        let read = |immutable: bool| -> rusqlite::Result<(Connection, i64)> {
+            use rusqlite::OpenFlags;
+            let conn = if immutable {
+                let uri = format!("file:{}?immutable=1", path.display());
+                Connection::open_with_flags(
+                    uri,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+                )?
+            } else {
+                Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?
+            };
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            let version = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            Ok((conn, version))
+        };
+        // A WAL journal is read through its shared-memory index (`journal.db-shm`) and locks,
+        // which cannot be set up on a full disk. Then the database file alone is read
+        // (`immutable`): everything up to the last checkpoint (bosund checkpoints when it
+        // closes the journal), so `history` still answers while the disk is full.
+        let (conn, version) = match read(false) {
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::SystemIoFailure) => {
+                read(true)
+            }
+            other => other,
+        }
+        .with_context(|| format!("reading journal {}", path.display()))?;
         if usize::try_from(version).ok() != Some(SCHEMA.len()) {
             drop(conn);
             return Self::open(state_dir).map(Some);
@@ -334,6 +402,39 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What is wrong with the SQLite file at `path`: `None` when `quick_check` says `ok`. An error
+/// only for what is not damage (the file locked, unreadable).
+fn damage(path: &Path) -> anyhow::Result<Option<String>> {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    let is_damage =
+        |e: &rusqlite::Error| matches!(e.sqlite_error_code(), Some(DatabaseCorrupt | NotADatabase));
+    let conn = match Connection::open(path) {
+        Ok(c) => c,
+        Err(e) if is_damage(&e) => return Ok(Some(e.to_string())),
+        Err(e) => return Err(e.into()),
+    };
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let rows: Result<Vec<String>, rusqlite::Error> = conn
+        .prepare("PRAGMA quick_check(5)")
+        .and_then(|mut stmt| stmt.query_map([], |r| r.get(0))?.collect());
+    match rows {
+        Ok(rows) if rows == ["ok"] => Ok(None),
+        Ok(rows) => Ok(Some(rows.join("; "))),
+        Err(e) if is_damage(&e) => Ok(Some(e.to_string())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether `err` says the disk is full (SQLite's `SQLITE_FULL`, or `ENOSPC`).
+pub fn is_disk_full(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<rusqlite::Error>()
+            .is_some_and(|e| e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull))
+            || c.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::StorageFull)
+    })
+}
+
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.is_dir() {
@@ -393,5 +494,50 @@ mod tests {
         drop(j);
         let j = Journal::open(&dir.path().join("state")).unwrap();
         assert_eq!(j.recent_runs(10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_damaged_journal_is_moved_aside_and_a_new_one_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let (j, note) = Journal::open_checked(&state).unwrap();
+        assert_eq!(note, None);
+        drop(j);
+        let (j, note) = Journal::open_checked(&state).unwrap();
+        assert_eq!(note, None, "a sound journal is kept");
+        drop(j);
+        // Garbage over the pages after the first (the schema's tables).
+        let db = state.join("journal.db");
+        let mut bytes = std::fs::read(&db).unwrap();
+        assert!(bytes.len() > 8192, "{}", bytes.len());
+        for b in &mut bytes[4096..8192] {
+            *b = 0xA5;
+        }
+        std::fs::write(&db, &bytes).unwrap();
+        let (mut j, note) = Journal::open_checked(&state).unwrap();
+        let note = note.expect("the damage was not found");
+        assert!(note.contains("failed its integrity check"), "{note}");
+        assert!(note.contains("moved aside to"), "{note}");
+        j.record(&RunEvent::RunStarted {
+            run_id: "r2".into(),
+            playbook: "demo".into(),
+            check: false,
+            started_at: "2026-01-01T00:00:00Z".into(),
+            schedule: None,
+        })
+        .unwrap();
+        assert_eq!(j.recent_runs(10).unwrap().len(), 1);
+        let aside: Vec<String> = std::fs::read_dir(&state)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("journal.db.corrupt-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert_eq!(std::fs::read(state.join(&aside[0])).unwrap(), bytes);
+        // Not a database at all: the same.
+        drop(j);
+        std::fs::write(&db, b"this is not SQLite").unwrap();
+        let (_, note) = Journal::open_checked(&state).unwrap();
+        assert!(note.unwrap().contains("failed its integrity check"));
     }
 }

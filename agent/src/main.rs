@@ -167,6 +167,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BOSUN_LOG")
+                .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
                 .unwrap_or_else(|_| default_log.into()),
         )
         .init();
@@ -271,8 +272,13 @@ fn apply(args: ApplyArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let mut journal = match Journal::open(state_dir) {
-        Ok(j) => Some(j),
+    let mut journal = match Journal::open_checked(state_dir) {
+        Ok((j, moved_aside)) => {
+            if let Some(note) = moved_aside {
+                eprintln!("bosund: warning: {note}");
+            }
+            Some(j)
+        }
         Err(e) => {
             eprintln!("bosund: warning: this run is not journaled: {e:#}");
             None
@@ -295,7 +301,11 @@ fn apply(args: ApplyArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
             if let Some(j) = journal.as_mut()
                 && let Err(e) = j.record(event)
             {
-                tracing::warn!("journal write failed: {e:#}");
+                if journal::is_disk_full(&e) {
+                    tracing::error!("journal write failed: no space left on device: {e:#}");
+                } else {
+                    tracing::warn!("journal write failed: {e:#}");
+                }
             }
         };
         let ended = {

@@ -573,7 +573,11 @@ fn runner(queue: Arc<RunQueue>, mut jobs: mpsc::UnboundedReceiver<String>, state
                 if let Some(j) = journal.as_mut()
                     && let Err(e) = j.record(event)
                 {
-                    tracing::warn!(run = %id, "journal write failed: {e:#}");
+                    if crate::journal::is_disk_full(&e) {
+                        tracing::error!(run = %id, "journal write failed: no space left on device: {e:#}");
+                    } else {
+                        tracing::warn!(run = %id, "journal write failed: {e:#}");
+                    }
                 }
                 queue.push_event(&id, event);
             };

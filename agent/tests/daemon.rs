@@ -207,3 +207,82 @@ async fn sigterm_during_a_run_ends_it_journals_it_and_exits_zero() {
         "{log}"
     );
 }
+
+/// A `journal.db` with garbage written over its pages: `bosund run` finds it at start, moves
+/// it aside with a message, starts a new journal and serves (READY, a run journaled); started
+/// again, it finds nothing wrong and moves nothing: never a crash loop under systemd.
+#[tokio::test]
+async fn a_damaged_journal_is_moved_aside_and_the_daemon_serves_with_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let playbook = dir.path().join("first.toml");
+    std::fs::write(
+        &playbook,
+        "name = \"first\"\n[[step]]\nname = \"say\"\ncommand = { run = \"true\" }\n",
+    )
+    .unwrap();
+    let out = Command::new(BOSUND)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("apply")
+        .arg(&playbook)
+        .env("BOSUN_IMDS_ENDPOINT", "http://127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let db = state.join("journal.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    for b in &mut bytes[4096..12288] {
+        *b = 0x5A;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+
+    let mut agent = Agent::spawn_in(dir, "", "", &[]);
+    agent.expect_notify("READY=1");
+    let log = agent.log_text();
+    assert!(
+        log.contains("failed its integrity check") && log.contains("moved aside to"),
+        "{log}"
+    );
+    let aside = |state: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(state)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                n.starts_with("journal.db.corrupt-") && !n.ends_with("-wal") && !n.ends_with("-shm")
+            })
+            .collect()
+    };
+    assert_eq!(aside(&agent.state).len(), 1);
+    let id = agent
+        .submit("name = \"after\"\n[[step]]\nname = \"say\"\ncommand = { run = \"true\" }\n")
+        .await;
+    agent.wait_status(&id, &["ok"]).await;
+    let (_, runs) = agent.call(Method::GET, "/v1/runs", None).await;
+    assert!(runs.to_string().contains(&id), "{runs}");
+
+    // Stopped and started again: the new journal is sound, nothing more is moved.
+    agent.signal(Signal::SIGTERM);
+    assert!(
+        agent
+            .wait_exit(Duration::from_secs(20))
+            .is_some_and(|s| s.success())
+    );
+    let dir = std::mem::replace(&mut agent.dir, tempfile::tempdir().unwrap());
+    drop(agent);
+    std::fs::remove_file(dir.path().join("notify.sock")).unwrap();
+    let mut again = Agent::spawn_in(dir, "", "", &[]);
+    again.expect_notify("READY=1");
+    assert!(
+        !again.log_text().contains("integrity check"),
+        "{}",
+        again.log_text()
+    );
+    assert_eq!(aside(&again.state).len(), 1);
+    let out = Command::new(BOSUND)
+        .args(["history", "--output", "json", "--state-dir"])
+        .arg(&again.state)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
+}

@@ -1082,3 +1082,114 @@ command = { run = "test -e @ROOT@/reload-works && echo reloaded >> @ROOT@/reload
     let done = sb.apply(&pb, &[]);
     assert!(!done.ran("reload"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// a full state disk
+// ---------------------------------------------------------------------------------------------
+
+/// The state dir on a 2 MiB tmpfs (in a mount namespace of its own, so nothing outlives the
+/// test): a run that journals, then the file system filled to ENOSPC, a run refused with a
+/// clear "no space left" before any step, and afterwards the journal reads and runs again.
+/// One shell script in one namespace: the mount exists only while it runs.
+#[test]
+fn a_full_state_disk_refuses_the_run_clearly_and_leaves_the_journal_readable() {
+    let sb = Sandbox::new();
+    let out = sb.path("out");
+    fs::create_dir_all(&out).unwrap();
+    let mnt = sb.path("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let pb = sb.playbook(&format!(
+        "name = \"touch\"\n[[step]]\nname = \"write\"\ncopy = {{ dest = \"{}/touched\", content = \"x\\n\" }}\n",
+        out.display()
+    ));
+    let script = r#"set -e
+mount -t tmpfs -o size=2m tmpfs "$MNT"
+S="$MNT/state"
+"$BOSUND" --state-dir "$S" apply "$PB" --output json > "$OUT/first.json"
+dd if=/dev/zero of="$MNT/fill" bs=64k 2>/dev/null || true
+df -k "$MNT" | tail -1 > "$OUT/df"
+set +e
+"$BOSUND" --state-dir "$S" apply "$PB" --output json > "$OUT/full.json" 2> "$OUT/full.err"
+echo $? > "$OUT/full.rc"
+set -e
+"$BOSUND" --state-dir "$S" history --output json > "$OUT/history-full.json"
+rm "$MNT/fill"
+"$BOSUND" --state-dir "$S" apply "$PB" --output json > "$OUT/after.json"
+"$BOSUND" --state-dir "$S" history --output json > "$OUT/history.json"
+"#;
+    let status = std::process::Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+        .env("MNT", &mnt)
+        .env("OUT", &out)
+        .env("PB", &pb)
+        .env("BOSUND", BOSUND)
+        .env("BOSUN_IMDS_ENDPOINT", "http://127.0.0.1:1")
+        .status()
+        .expect("unshare (util-linux) runs the scenario; the test needs root for its tmpfs");
+    assert!(status.success(), "the scenario script failed: {status}");
+    let events = |name: &str| -> Vec<RunEvent> {
+        read(&out.join(name))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let df = read(&out.join("df"));
+    assert_eq!(df.split_whitespace().nth(3), Some("0"), "not full: {df}");
+    assert_eq!(read(&out.join("full.rc")).trim(), "1");
+    let full = events("full.json");
+    let refused = full
+        .iter()
+        .find_map(|e| match e {
+            RunEvent::StepFinished(r) => Some(r),
+            _ => None,
+        })
+        .expect("a step_finished for the refusal");
+    assert_eq!(refused.action, "state");
+    assert_eq!(refused.status, StepStatus::Failed);
+    let msg = refused.message.clone().unwrap();
+    assert!(
+        msg.starts_with(&format!(
+            "no space left on device for the state dir {}/state: 0 bytes free",
+            mnt.display()
+        )) && msg.ends_with("Nothing was run"),
+        "{msg}"
+    );
+    assert!(
+        !full
+            .iter()
+            .any(|e| matches!(e, RunEvent::StepStarted { .. })),
+        "a step started on a full disk"
+    );
+    // The journal read while full, and after: every run that journaled is there.
+    let history = |name: &str| -> Vec<serde_json::Value> {
+        read(&out.join(name))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let first_id = match &events("first.json")[0] {
+        RunEvent::RunStarted { run_id, .. } => run_id.clone(),
+        e => panic!("{e:?}"),
+    };
+    assert!(
+        history("history-full.json")
+            .iter()
+            .any(|r| r["id"] == first_id.as_str())
+    );
+    let after = history("history.json");
+    assert!(
+        after.iter().any(|r| r["id"] == first_id.as_str()),
+        "{after:?}"
+    );
+    assert_eq!(
+        after[0]["status"], "ok",
+        "the run after freeing space: {after:?}"
+    );
+}

@@ -13,6 +13,7 @@
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_http_client::tls;
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
@@ -55,6 +56,15 @@ impl AwsConfig {
         }
     }
 
+    /// Where requests go, for messages: the replaced endpoint's URL, else "AWS in REGION".
+    pub fn endpoint_label(&self) -> String {
+        match (self.sdk.endpoint_url(), self.region()) {
+            (Some(url), _) => url.to_string(),
+            (None, Some(region)) => format!("AWS in {region}"),
+            (None, None) => "AWS".to_string(),
+        }
+    }
+
     /// The region clients are built for, if any.
     pub fn region(&self) -> Option<&str> {
         self.sdk.region().map(|r| r.as_ref())
@@ -81,17 +91,52 @@ fn path_style(target: &AwsTarget, env: impl Fn(&str) -> Option<std::ffi::OsStrin
             .any(|k| env(k).is_some_and(|v| !v.is_empty()))
 }
 
-/// One line for an AWS SDK error: the service's code and message when the service answered,
-/// else the chain of causes (connection refused, timeout, no credentials), each cause's text
-/// once, without the error's debug dump.
+/// One line for an AWS SDK error: the service and operation, then the service's error code and
+/// message when it answered with an AWS error, else the HTTP status when it answered with
+/// something else (a proxy's error page, a broken endpoint), else the chain of causes
+/// (connection refused, timeout, no credentials), each cause's text once; the request id when
+/// the response has one. For example `CloudFormation ExecuteChangeSet failed: HTTP 500 Internal
+/// Server Error, not an AWS error (request id 7a1f…)`. The SDK's own `Debug` output, 1–2 KiB of
+/// internal structures, goes only to the debug log (`RUST_LOG=debug`).
 pub fn describe_error<E, R>(err: &SdkError<E, R>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
-    match (err.code(), err.message()) {
-        (Some(code), Some(msg)) => format!("{code}: {msg}"),
-        (Some(code), None) => code.to_string(),
+    describe(err, None)
+}
+
+/// [`describe_error`], naming `endpoint` (a URL, or "AWS in eu-west-1") when the answer was
+/// not an AWS error or there was no answer: that is when the endpoint is what to look at.
+pub fn describe_error_at<E, R>(err: &SdkError<E, R>, endpoint: &str) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    describe(err, Some(endpoint))
+}
+
+fn describe<E, R>(err: &SdkError<E, R>, endpoint: Option<&str>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    tracing::debug!(error = ?err, "AWS SDK error");
+    let raw = err
+        .raw_response()
+        .and_then(|r| (r as &dyn std::any::Any).downcast_ref::<HttpResponse>());
+    let from = endpoint.map(|e| format!(" from {e}")).unwrap_or_default();
+    let what = match (err.code(), err.message(), raw) {
+        (Some(code), Some(msg), _) => format!("{code}: {msg}"),
+        (Some(code), None, _) => code.to_string(),
+        (None, _, Some(raw)) if !raw.status().is_success() => {
+            let status = raw.status().as_u16();
+            let reason = http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("");
+            format!("HTTP {status} {reason}{from}, not an AWS error")
+        }
         _ => {
             let mut text = err.to_string();
             let mut cause = std::error::Error::source(err);
@@ -100,9 +145,54 @@ where
                 text.push_str(&c.to_string());
                 cause = c.source();
             }
+            if let (Some(e), None) = (endpoint, raw) {
+                text.push_str(&format!(" (endpoint {e})"));
+            }
             text
         }
-    }
+    };
+    let request_id = raw
+        .and_then(|r| {
+            ["x-amzn-requestid", "x-amz-request-id", "x-amzn-request-id"]
+                .iter()
+                .find_map(|h| r.headers().get(*h))
+        })
+        .map(|id| format!(" (request id {id})"))
+        .unwrap_or_default();
+    format!("{} failed: {what}{request_id}", operation_of::<E>())
+}
+
+/// "CloudFormation ExecuteChangeSet" for an `aws_sdk_cloudformation::…::ExecuteChangeSetError`,
+/// from the error's type: every SDK operation has its own error type, named after it, in its
+/// service's crate. "AWS request" for any other type.
+fn operation_of<E>() -> String {
+    operation_named(std::any::type_name::<E>())
+}
+
+fn operation_named(path: &str) -> String {
+    let path = path.split('<').next().unwrap_or(path);
+    let crate_name = path.split("::").next().unwrap_or_default();
+    let (Some(service), Some(op)) = (
+        crate_name.strip_prefix("aws_sdk_"),
+        path.rsplit("::")
+            .next()
+            .and_then(|t| t.strip_suffix("Error")),
+    ) else {
+        return "AWS request".into();
+    };
+    let service = match service {
+        "cloudformation" => "CloudFormation",
+        "cloudwatch" => "CloudWatch",
+        "cloudwatchlogs" => "CloudWatch Logs",
+        "s3" => "S3",
+        "ssm" => "SSM",
+        "rds" => "RDS",
+        "sts" => "STS",
+        "ec2" => "EC2",
+        "iam" => "IAM",
+        other => other,
+    };
+    format!("{service} {op}")
 }
 
 #[cfg(test)]
@@ -128,19 +218,62 @@ mod tests {
         let e = service(Some("NoSuchBucket"), Some("The bucket does not exist"));
         assert_eq!(
             describe_error(&e),
-            "NoSuchBucket: The bucket does not exist"
+            "AWS request failed: NoSuchBucket: The bucket does not exist"
         );
-        assert_eq!(describe_error(&service(Some("NotFound"), None)), "NotFound");
+        assert_eq!(
+            describe_error(&service(Some("NotFound"), None)),
+            "AWS request failed: NotFound"
+        );
     }
 
     #[test]
     fn without_an_answer_the_causes_are_chained_without_a_debug_dump() {
         let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         let e: Error = SdkError::timeout_error(refused);
-        assert_eq!(describe_error(&e), "request has timed out: refused");
+        assert_eq!(
+            describe_error(&e),
+            "AWS request failed: request has timed out: refused"
+        );
         let text = describe_error(&service(None, Some("only a message")));
-        assert!(text.starts_with("service error: "), "{text}");
+        assert!(
+            text.starts_with("AWS request failed: service error: "),
+            "{text}"
+        );
         assert!(text.contains("only a message"), "{text}");
+    }
+
+    /// An HTTP 500 whose body is not an AWS error (the SDK's `Unhandled(… XmlDecodeError …)`)
+    /// is its status, the endpoint and the request id, on one line.
+    #[test]
+    fn an_answer_that_is_not_an_aws_error_is_its_status_and_endpoint() {
+        use aws_smithy_runtime_api::http::StatusCode;
+        use aws_smithy_types::body::SdkBody;
+        let mut raw = HttpResponse::new(
+            StatusCode::try_from(500).unwrap(),
+            SdkBody::from("<html>oops</html>"),
+        );
+        raw.headers_mut().insert("x-amzn-RequestId", "rid-42");
+        let e: SdkError<ErrorMetadata, HttpResponse> =
+            SdkError::service_error(ErrorMetadata::builder().build(), raw);
+        assert_eq!(
+            describe_error_at(&e, "http://127.0.0.1:9"),
+            "AWS request failed: HTTP 500 Internal Server Error from http://127.0.0.1:9, not an AWS error (request id rid-42)"
+        );
+    }
+
+    #[test]
+    fn the_operation_and_service_come_from_the_error_type() {
+        assert_eq!(
+            operation_named(
+                "aws_sdk_cloudformation::operation::execute_change_set::ExecuteChangeSetError"
+            ),
+            "CloudFormation ExecuteChangeSet"
+        );
+        assert_eq!(
+            operation_named("aws_sdk_cloudwatchlogs::operation::put_log_events::PutLogEventsError"),
+            "CloudWatch Logs PutLogEvents"
+        );
+        assert_eq!(operation_of::<ErrorMetadata>(), "AWS request");
     }
 
     #[test]

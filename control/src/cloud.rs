@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use aws_sdk_cloudformation::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudformation::types::{Capability, ChangeSetStatus, ChangeSetType, Parameter};
-use bosun_aws::{AwsConfig, AwsTarget, describe_error};
+use bosun_aws::{AwsConfig, AwsTarget, describe_error_at};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -73,6 +73,7 @@ impl Aws {
             endpoint_url: endpoint.map(str::to_string),
         })
         .await;
+        let _ = ENDPOINT.set(config.endpoint_label());
         let s3 = aws_sdk_s3::config::Builder::from(&config.sdk)
             // Replaced endpoints (moto) have no per-bucket host names.
             .force_path_style(config.path_style)
@@ -151,14 +152,22 @@ impl ChangeLine {
     }
 }
 
-/// An AWS error as [`describe_error`] words it: `Code: message` when the service answered, else
-/// the cause chain (connection refused, no credentials, ...).
+/// Where this process's AWS requests go, for error messages: `bosun` is a one-shot command
+/// with one endpoint (the edge stack differs only in region), set by [`Aws::connect`].
+static ENDPOINT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// An AWS error as [`describe_error_at`] words it, on one line: service and operation, then
+/// `Code: message` when the service answered with an AWS error, else the HTTP status and the
+/// endpoint, else the cause chain (connection refused, no credentials, ...); the request id.
 fn sdk_err<E, R>(e: SdkError<E, R>) -> anyhow::Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
-    anyhow!(describe_error(&e))
+    anyhow!(describe_error_at(
+        &e,
+        ENDPOINT.get().map_or("AWS", String::as_str)
+    ))
 }
 
 enum Prepared {

@@ -131,6 +131,16 @@ struct AwsArgs {
 }
 
 fn main() -> ExitCode {
+    // Quiet unless asked: `RUST_LOG=debug` shows, among others, the AWS SDK's full error
+    // structures behind the one-line messages.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+                .unwrap_or_else(|_| "off".into()),
+        )
+        .init();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {

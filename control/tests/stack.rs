@@ -831,6 +831,81 @@ fn unreachable_endpoint_fails_with_what_failed() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("describing stack prod-1"), "{err}");
+    assert!(
+        err.contains("CloudFormation DescribeStacks failed: dispatch failure")
+            && err.contains(&format!("(endpoint http://127.0.0.1:{port})")),
+        "{err}"
+    );
+}
+
+/// An endpoint that answers with something that is not an AWS error (a proxy's error page): one
+/// line with the operation, the HTTP status, the endpoint and the request id; no SDK debug dump.
+#[test]
+fn an_answer_that_is_not_an_aws_error_is_one_readable_line() {
+    use std::io::{Read, Write};
+    let f = Fixture::new("os = \"al2023\"\n");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Answers every request on every connection alike, until the test ends.
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    let body = "<html><body>upstream broke</body></html>";
+                    let reply = format!(
+                        "HTTP/1.1 500 Internal Server Error\r\nx-amzn-RequestId: rid-500\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if conn.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let env = vec![
+        ("AWS_ACCESS_KEY_ID".to_string(), "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY".to_string(), "test".to_string()),
+        ("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string()),
+        ("AWS_MAX_ATTEMPTS".to_string(), "1".to_string()),
+    ];
+    let out = f.bosun(
+        &["up", "--endpoint-url", &format!("http://127.0.0.1:{port}")],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("bosun: error:"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        line.ends_with(&format!(
+            "CloudFormation DescribeStacks failed: HTTP 500 Internal Server Error from http://127.0.0.1:{port}, not an AWS error (request id rid-500)"
+        )),
+        "{err}"
+    );
+    assert!(
+        !err.contains("ServiceError") && !err.contains("XmlDecodeError") && line.len() < 300,
+        "{err}"
+    );
+    // The SDK's structures are for RUST_LOG=debug.
+    let mut env = env;
+    env.push(("RUST_LOG".to_string(), "bosun_aws=debug".to_string()));
+    let out = f.bosun(
+        &["up", "--endpoint-url", &format!("http://127.0.0.1:{port}")],
+        &env,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("AWS SDK error") && err.contains("ServiceError"),
+        "{err}"
+    );
 }
 
 /// The trade-offs the README lists, as checkov's check ids: each fails on the maximal template

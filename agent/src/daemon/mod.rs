@@ -131,6 +131,13 @@ async fn serve(
             Some((listener, tls))
         }
     };
+    // A journal the disk damaged is moved aside here, once, before anything else opens it:
+    // bosund starts with a new one rather than failing (and being restarted) forever.
+    match crate::journal::Journal::open_checked(&state_dir) {
+        Ok((_, Some(note))) => tracing::error!("{note}"),
+        Ok((_, None)) => {}
+        Err(e) => tracing::error!("the journal cannot be opened: {e:#}; runs are not journaled"),
+    }
     let (queue, runner) = RunQueue::start(config.queue_limit, state_dir.clone())
         .context("starting the runner thread")?;
     let shared = Arc::new(RwLock::new(Arc::new(config.clone())));

@@ -66,9 +66,12 @@ pub async fn run(playbook: &Playbook, opts: &RunOptions, sink: &mut dyn EventSin
     });
 
     let mut redactor = Redactor::default();
-    let prepared = match read_secrets(playbook, opts, &mut redactor).await {
-        Ok(secrets) => initial_vars(playbook, opts, secrets, &jinja).map_err(|m| ("[vars]", m)),
-        Err(message) => Err(("[secrets]", message)),
+    let prepared = match state_dir_room(&opts.state_dir) {
+        Err(message) => Err(("[state]", message)),
+        Ok(()) => match read_secrets(playbook, opts, &mut redactor).await {
+            Ok(secrets) => initial_vars(playbook, opts, secrets, &jinja).map_err(|m| ("[vars]", m)),
+            Err(message) => Err(("[secrets]", message)),
+        },
     };
     let mut masked = Masked {
         inner: sink,
@@ -154,6 +157,26 @@ pub async fn run(playbook: &Playbook, opts: &RunOptions, sink: &mut dyn EventSin
     }
     sink.emit(&RunEvent::Summary(summary));
     summary
+}
+
+/// Free space a run needs in the state dir: the journal's rows and what steps keep there
+/// (pending handlers, an upgrade's phase record) must be writable, or a run could change the
+/// host and be unable to record it.
+pub const STATE_DIR_MIN_FREE: u64 = 1 << 20;
+
+/// Refuses a run whose state dir's file system is (nearly) full, before anything runs.
+fn state_dir_room(state_dir: &Path) -> Result<(), String> {
+    match crate::host::fs::free_space(state_dir) {
+        Ok(free) if free < STATE_DIR_MIN_FREE => Err(format!(
+            "no space left on device for the state dir {}: {free} bytes free, a run needs {} \
+             KiB there (journal, pending handlers, upgrade records); free space there. Nothing \
+             was run",
+            state_dir.display(),
+            STATE_DIR_MIN_FREE / 1024
+        )),
+        // Not knowing is no reason to refuse: the writes themselves will say.
+        _ => Ok(()),
+    }
 }
 
 /// Passes events on with every secret masked (a no-op while there are no secrets).

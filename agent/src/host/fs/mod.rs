@@ -39,6 +39,20 @@ pub(crate) use tree::{copy_tree, replace_tree};
 pub(crate) use write::{copy_file_atomic, create_empty, write_atomic};
 
 /// Metadata of `path` without following a final symlink; `None` when nothing is there.
+/// Bytes an unprivileged writer may still use on the file system holding `path`, or its
+/// nearest existing ancestor (a state dir not created yet).
+pub(crate) fn free_space(path: &Path) -> io::Result<u64> {
+    let mut at = path;
+    while !at.exists() {
+        match at.parent() {
+            Some(p) => at = p,
+            None => break,
+        }
+    }
+    let st = nix::sys::statvfs::statvfs(at).map_err(io::Error::from)?;
+    Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
+}
+
 pub(crate) fn lstat(path: &Path) -> anyhow::Result<Option<Metadata>> {
     match fs::symlink_metadata(path) {
         Ok(m) => Ok(Some(m)),
