@@ -949,6 +949,33 @@ fn a_secret_that_cannot_be_read_fails_the_run_before_any_step_naming_the_source_
 }
 
 #[test]
+fn a_secret_source_may_name_outside_variables() {
+    let sb = Sandbox::new();
+    sb.write("edge/origin.secret", "s3cr3t-from-file\n");
+    let pb = sb.playbook(
+        "name = \"templated\"\n[secrets]\norigin = \"file:{{ secret_dir }}/origin.secret\"\n\
+         [[step]]\nname = \"write\"\ncopy = { dest = \"@ROOT@/out\", content = \"{{ origin }}\" }\n",
+    );
+    let dir = sb.path("edge");
+    let run = sb.apply(&pb, &["--var", &format!("secret_dir={}", dir.display())]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(read(&sb.path("out")), "s3cr3t-from-file");
+    let events = serde_json::to_string(&run.events).unwrap();
+    assert!(!events.contains("s3cr3t-from-file"), "masked: {events}");
+
+    // Without the variable, the run stops before any step and says which secret and why.
+    let run = sb.apply(&pb, &[]);
+    assert_eq!(run.code, 1);
+    let reports = run.reports();
+    assert_eq!(reports.len(), 1, "{reports:#?}");
+    let message = reports[0].message.as_deref().unwrap();
+    assert!(
+        message.contains("secret `origin`") && message.contains("secret_dir"),
+        "{message}"
+    );
+}
+
+#[test]
 fn bad_secret_sources_and_name_clashes_are_refused_with_their_location() {
     let sb = Sandbox::new();
     let pb = sb.playbook(

@@ -422,6 +422,74 @@ fn a_failed_first_install_is_uninstalled_and_the_next_run_installs() {
     assert_eq!(c.release().unwrap()["status"], "deployed");
 }
 
+/// helm killed during an uninstall leaves the release `uninstalling` (some resources gone):
+/// the step finishes the uninstall and installs fresh, never rolls the half-deleted release
+/// back; a status no helm writes (`unknown`) fails the step without touching anything.
+#[test]
+fn a_release_left_uninstalling_is_uninstalled_then_installed_and_unknown_is_refused() {
+    let c = Cluster::new();
+    let v1 = c.playbook("1.2.3", r#", values = { replicas = 1 }"#);
+    c.apply(&v1, &[]).assert_success();
+    c.inject("leave-uninstalling");
+    let (rc, _, _) = c.helm(&["uninstall", "web", "-n", "web"]);
+    assert_eq!(rc, 137);
+    assert_eq!(c.release().unwrap()["status"], "uninstalling");
+
+    let check = c.apply(&v1, &["--check"]);
+    check.assert_success();
+    let msg = message(&check);
+    assert!(
+        msg.contains("web was left uninstalling (revision 1")
+            && msg.contains("would finish the uninstall, then install"),
+        "{msg}"
+    );
+    let from = c.calls().len();
+    let run = c.apply(&v1, &[]);
+    run.assert_success();
+    let msg = message(&run);
+    assert!(
+        msg.contains("finished the uninstall of web that had stopped mid-way (revision 1 was left uninstalling)")
+            && msg.contains("installed web (nginx-1.2.3) in namespace web as revision 1"),
+        "{msg}"
+    );
+    let commands = c.commands_since(from);
+    assert!(!commands.iter().any(|c| c == "rollback"), "{commands:?}");
+    assert_eq!(
+        c.history(),
+        vec![(1, "deployed".to_string(), "nginx-1.2.3".to_string())]
+    );
+    assert_eq!(c.values(), json!({"replicas": 1}));
+
+    // A status no helm action writes: refused, nothing run but the looks.
+    let mut state: Value = serde_json::from_slice(&c.stored().unwrap()).unwrap();
+    for r in state["revisions"].as_array_mut().unwrap() {
+        r["status"] = "unknown".into();
+    }
+    fs::write(
+        c.state.join("state.json"),
+        serde_json::to_vec(&state).unwrap(),
+    )
+    .unwrap();
+    let before = c.stored();
+    let from = c.calls().len();
+    let run = c.apply(&v1, &[]);
+    assert_eq!(run.step("release").status, StepStatus::Failed);
+    let msg = message(&run);
+    assert!(
+        msg.contains("revision 1 has status \"unknown\", which no helm action writes")
+            && msg.contains("helm history web -n web"),
+        "{msg}"
+    );
+    assert_eq!(c.stored(), before);
+    assert!(
+        c.commands_since(from)
+            .iter()
+            .all(|c| c == "list" || c == "get" || c == "history"),
+        "{:?}",
+        c.commands_since(from)
+    );
+}
+
 #[test]
 fn a_release_left_pending_upgrade_is_rolled_back_then_upgraded() {
     let c = Cluster::new();

@@ -242,7 +242,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 playbooks_sha256: &l.artifacts.playbooks.sha256,
                 log_group: &template::log_group_name(c),
                 metrics_namespace: template::METRICS_NAMESPACE,
-                bootstrap_vars: &c.bootstrap_vars,
+                bootstrap_vars: &c.first_boot_vars(),
+                edge: c.edge.is_some(),
             });
             if json {
                 print_json(&json!({"user_data": text}));

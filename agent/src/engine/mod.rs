@@ -68,7 +68,7 @@ pub async fn run(playbook: &Playbook, opts: &RunOptions, sink: &mut dyn EventSin
     let mut redactor = Redactor::default();
     let prepared = match state_dir_room(&opts.state_dir) {
         Err(message) => Err(("[state]", message)),
-        Ok(()) => match read_secrets(playbook, opts, &mut redactor).await {
+        Ok(()) => match read_secrets(playbook, opts, &jinja, &mut redactor).await {
             Ok(secrets) => initial_vars(playbook, opts, secrets, &jinja).map_err(|m| ("[vars]", m)),
             Err(message) => Err(("[secrets]", message)),
         },
@@ -207,14 +207,41 @@ impl EventSink for Masked<'_> {
 /// Reads the values of `[secrets]` (an outside variable of the same name supplies the value
 /// instead) and adds each to `redactor`. SSM is connected only when a source needs it. Errors
 /// name the secret and its source, never a value.
+///
+/// A source may name outside variables (`--var`, `--vars-file`, `facts`), e.g.
+/// `"ssm:{{ origin_secret_parameter }}"`: one playbook serves every stack, each first boot
+/// passing its own parameter name. `[vars]` are not visible there (they may use the secrets).
 async fn read_secrets(
     playbook: &Playbook,
     opts: &RunOptions,
+    jinja: &Jinja,
     redactor: &mut Redactor,
 ) -> Result<Map<String, Value>, String> {
+    let mut outside = opts.extra_vars.clone();
+    outside.insert(FACTS_VAR.into(), opts.facts.clone());
+    let ctx = minijinja::Value::from_serialize(&outside);
+    let mut sources = Vec::new();
+    for secret in &playbook.secrets {
+        let written = secret.source.to_string();
+        let source = if bosun_model::jinja::is_templated(&written) {
+            let rendered = jinja
+                .render_str(&written, &ctx)
+                .map_err(|e| format!("secret `{}`: its source {written}: {e}", secret.name))?;
+            rendered.parse::<SecretSource>().map_err(|_| {
+                format!(
+                    "secret `{}`: its source {written} renders to something that is not \
+                     `env:`, `file:` or `ssm:`",
+                    secret.name
+                )
+            })?
+        } else {
+            secret.source.clone()
+        };
+        sources.push(source);
+    }
     let mut values = Map::new();
-    let needs_aws = playbook.secrets.iter().any(|s| {
-        matches!(s.source, SecretSource::Ssm(_)) && !opts.extra_vars.contains_key(&s.name)
+    let needs_aws = playbook.secrets.iter().zip(&sources).any(|(s, source)| {
+        matches!(source, SecretSource::Ssm(_)) && !opts.extra_vars.contains_key(&s.name)
     });
     let aws = if needs_aws {
         let aws = Aws::connect(&AwsTarget::default())
@@ -224,11 +251,11 @@ async fn read_secrets(
     } else {
         None
     };
-    for secret in &playbook.secrets {
+    for (secret, source) in playbook.secrets.iter().zip(&sources) {
         let value = match opts.extra_vars.get(&secret.name) {
             Some(Value::String(s)) => s.clone(),
             Some(other) => other.to_string(),
-            None => crate::secrets::read(&secret.source, aws.as_ref())
+            None => crate::secrets::read(source, aws.as_ref())
                 .await
                 .map_err(|e| format!("secret `{}`: {e}", secret.name))?
                 .expose()

@@ -18,13 +18,32 @@ pub struct ReleaseChange {
     recovery: Option<Recovery>,
 }
 
-/// How a release stuck in a pending state is recovered.
+/// How a release stuck half-way is recovered.
+///
+/// What each of helm's statuses (`pkg/release/status.go`) means here, and why:
+/// - `pending-install`, `pending-upgrade`, `pending-rollback`: a helm was killed mid-operation
+///   (helm refuses any other operation on the release until it is settled): roll back to the
+///   last deployed revision, or uninstall when none was ever deployed.
+/// - `uninstalling`: a `helm uninstall` stopped mid-way; helm marks the release so *before*
+///   deleting its resources (`pkg/action/uninstall.go`), so some may be gone already, and
+///   `helm upgrade` refuses it ("has no deployed releases"). Rolling back would resurrect a
+///   half-deleted release with old values; the uninstall is finished instead (helm's uninstall
+///   accepts an `uninstalling` release) and the wanted chart installed fresh, as Rancher
+///   Fleet does. An uninstall keeps PersistentVolumeClaims a StatefulSet made (helm does not
+///   own them), so data volumes survive.
+/// - `unknown`: no helm action writes it (it is the zero value of the type); a release record
+///   carrying it was written by another tool or damaged. Nothing is guessed: the step fails
+///   and says how to look.
+/// - `deployed`, `failed`, `superseded`: ordinary; a `failed` latest revision is upgraded
+///   again. `uninstalled` (kept history): as no release.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Recovery {
     /// Roll back to this revision, the last one that was deployed.
     Rollback { stuck: String, revision: u32 },
     /// Nothing was ever deployed: uninstall.
     Uninstall { stuck: String },
+    /// An uninstall stopped mid-way: finish it (then install).
+    FinishUninstall { revision: String },
 }
 
 /// The release as helm reports it.
@@ -233,21 +252,46 @@ async fn compare(
         )
         .with_diff(diff));
     };
+    if latest.status == "uninstalling" {
+        return Ok(Check::change(
+            ReleaseChange {
+                recovery: Some(Recovery::FinishUninstall {
+                    revision: latest.revision.clone(),
+                }),
+            },
+            format!(
+                "release {} was left uninstalling (revision {}: a helm uninstall stopped mid-way, some of its resources may be gone): would finish the uninstall, then install the wanted chart and values",
+                release.name, latest.revision
+            ),
+        ));
+    }
+    if !KNOWN_STATUSES.contains(&latest.status.as_str()) || latest.status == "unknown" {
+        bail!(
+            "release {} revision {} has status {:?}, which no helm action writes (another tool, or a damaged release record): bosun does not guess what is deployed; look at `helm history {} -n {}`, then roll back or uninstall it by hand",
+            release.name,
+            latest.revision,
+            latest.status,
+            release.name,
+            release.namespace
+        );
+    }
     if is_pending(&latest.status) {
         let history = history(release).await?;
         let revision: u32 = latest.revision.parse().unwrap_or(0);
-        let recovery = match last_deployed(&history, Some(revision)) {
-            Some(good) => Recovery::Rollback {
-                stuck: latest.status.clone(),
-                revision: good.revision,
-            },
-            None => Recovery::Uninstall {
-                stuck: latest.status.clone(),
-            },
-        };
-        let what = match &recovery {
-            Recovery::Rollback { revision, .. } => format!("roll back to revision {revision}"),
-            Recovery::Uninstall { .. } => "uninstall it (no revision was ever deployed)".into(),
+        let (recovery, what) = match last_deployed(&history, Some(revision)) {
+            Some(good) => (
+                Recovery::Rollback {
+                    stuck: latest.status.clone(),
+                    revision: good.revision,
+                },
+                format!("roll back to revision {}", good.revision),
+            ),
+            None => (
+                Recovery::Uninstall {
+                    stuck: latest.status.clone(),
+                },
+                "uninstall it (no revision was ever deployed)".to_string(),
+            ),
         };
         return Ok(Check::change(
             ReleaseChange {
@@ -344,6 +388,18 @@ impl StepKind for HelmReleaseArgs {
                         self.name
                     ));
                 }
+                Recovery::FinishUninstall { revision } => {
+                    uninstall(self).await.with_context(|| {
+                        format!(
+                            "finishing the uninstall of {} (revision {revision} was left uninstalling)",
+                            self.name
+                        )
+                    })?;
+                    done.push(format!(
+                        "finished the uninstall of {} that had stopped mid-way (revision {revision} was left uninstalling)",
+                        self.name
+                    ));
+                }
             }
             // The rollback may have brought back exactly what is wanted.
             let again = compare(self, ctx).await?;
@@ -409,6 +465,19 @@ impl StepKind for HelmReleaseArgs {
     }
 }
 
+/// Every status helm v3 defines (`pkg/release/status.go`).
+const KNOWN_STATUSES: &[&str] = &[
+    "unknown",
+    "deployed",
+    "uninstalled",
+    "superseded",
+    "failed",
+    "uninstalling",
+    "pending-install",
+    "pending-upgrade",
+    "pending-rollback",
+];
+
 fn is_pending(status: &str) -> bool {
     matches!(
         status,
@@ -465,6 +534,13 @@ fn values_equal(a: &Value, b: &Value) -> bool {
         (Value::Bool(x), Value::String(s)) | (Value::String(s), Value::Bool(x)) => {
             yaml11_bool(s) == Some(*x)
         }
+        (Value::Number(n), Value::String(s)) | (Value::String(s), Value::Number(n)) => {
+            match yaml11_number(s) {
+                Some(Yaml11Number::Int(i)) => n.as_i64() == Some(i),
+                Some(Yaml11Number::Float(f)) => n.as_f64() == Some(f),
+                None => false,
+            }
+        }
         (Value::Array(x), Value::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| values_equal(a, b))
         }
@@ -475,6 +551,62 @@ fn values_equal(a: &Value, b: &Value) -> bool {
         }
         _ => a == b,
     }
+}
+
+/// A plain scalar's number as helm reads it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Yaml11Number {
+    Int(i64),
+    Float(f64),
+}
+
+/// What helm makes of `s` as a plain YAML scalar, when a number. helm reads values files with
+/// go-yaml v2 (YAML 1.1, through sigs.k8s.io/yaml), whose `resolve` tries, for a scalar
+/// starting with a digit, sign or dot: `strconv.ParseInt(s without '_', 0)` (so `0x1F` hex,
+/// `0644` *octal*, `0o17`, `0b101`, `1_000`), then `ParseFloat` (`1e3`, `09` → 9.0). bosun
+/// reads values files with serde_norway, which keeps `0644`, `1_000` and `09` as strings (and
+/// resolves `0x1F` as helm does); comparing through this rule means such a file does not
+/// look changed on every run. Its limit: a quoted `'0644'` (a string to helm too) compares
+/// equal to a deployed 420.
+fn yaml11_number(s: &str) -> Option<Yaml11Number> {
+    if !s.starts_with(|c: char| c.is_ascii_digit() || matches!(c, '+' | '-' | '.')) {
+        return None;
+    }
+    let plain = s.replace('_', "");
+    let (negative, digits) = match plain.as_bytes().first() {
+        Some(b'-') => (true, &plain[1..]),
+        Some(b'+') => (false, &plain[1..]),
+        _ => (false, plain.as_str()),
+    };
+    if !digits.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+        return None;
+    }
+    let lower = digits.to_ascii_lowercase();
+    let (radix, body) = if let Some(h) = lower.strip_prefix("0x") {
+        (16, h)
+    } else if let Some(b) = lower.strip_prefix("0b") {
+        (2, b)
+    } else if let Some(o) = lower.strip_prefix("0o") {
+        (8, o)
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        (8, &lower[1..])
+    } else {
+        (10, lower.as_str())
+    };
+    if !body.is_empty()
+        && let Ok(v) = i64::from_str_radix(body, radix)
+    {
+        return Some(Yaml11Number::Int(if negative { -v } else { v }));
+    }
+    // Go's ParseFloat: decimal only here (a leading zero is no octal marker for floats).
+    let is_decimal_float = digits
+        .chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
+        && digits.chars().any(|c| c.is_ascii_digit());
+    if is_decimal_float && let Ok(f) = plain.parse::<f64>() {
+        return Some(Yaml11Number::Float(f));
+    }
+    None
 }
 
 fn yaml11_bool(s: &str) -> Option<bool> {
@@ -572,6 +704,31 @@ mod tests {
         assert!(!values_equal(&json!({"s": "maybe"}), &json!({"s": true})));
         assert!(!values_equal(&json!({"a": 1}), &json!({"a": 1, "b": 2})));
         assert!(!values_equal(&json!([1, 2]), &json!([2, 1])));
+    }
+
+    /// A values file as bosun parses it, against what helm (go-yaml v2, YAML 1.1) deployed
+    /// from the same text: `0644` is octal 420, `0x1F` 31, `1_000` 1000, `yes` true, `09`
+    /// 9.0, a quoted `'0644'` stays a string.
+    #[test]
+    fn values_files_compare_the_way_helm_reads_yaml_1_1() {
+        let text = "mode: 0644\nmask: 0x1F\nbig: 1_000\nenabled: yes\nlegacy: Off\nport: 09\nratio: 1e3\nneg: -0b11\noct: 0o17\nname: '0644'\nplain: hello\n";
+        let ours: Value = serde_norway::from_str(text).unwrap();
+        let helm = json!({
+            "mode": 420, "mask": 31, "big": 1000, "enabled": true, "legacy": false, "port": 9,
+            "ratio": 1000, "neg": -3, "oct": 15, "name": "0644", "plain": "hello"
+        });
+        assert!(values_equal(&helm, &ours), "{ours}");
+        // Read as decimal (YAML 1.2) it would be another value: a real change is still seen.
+        let decimal = json!({"mode": 644});
+        assert!(!values_equal(&decimal, &json!({"mode": "0644"})));
+        assert_eq!(yaml11_number("0644"), Some(Yaml11Number::Int(420)));
+        assert_eq!(yaml11_number("-0x1f"), Some(Yaml11Number::Int(-31)));
+        assert_eq!(yaml11_number("1_000"), Some(Yaml11Number::Int(1000)));
+        assert_eq!(yaml11_number("09"), Some(Yaml11Number::Float(9.0)));
+        assert_eq!(yaml11_number("012.5"), Some(Yaml11Number::Float(12.5)));
+        for not_a_number in ["0x", "1.2.3", "abc", "", "v1", "1e", "--1"] {
+            assert_eq!(yaml11_number(not_a_number), None, "{not_a_number}");
+        }
     }
 
     #[test]

@@ -301,6 +301,27 @@ impl StackConfig {
     pub fn origin_secret_parameter(&self) -> String {
         format!("/bosun/{}/edge/origin-secret", self.name)
     }
+    /// The variables of the first boot's playbooks: `[bootstrap_vars]`, and with `[edge]` the
+    /// origin secret's parameter name (edge.toml reads the value itself) and a k3s config that
+    /// keeps the bundled Traefik (unless `[bootstrap_vars]` sets `k3s_config` itself).
+    pub fn first_boot_vars(&self) -> toml::Table {
+        let mut vars = self.bootstrap_vars.clone();
+        if self.edge.is_some() {
+            vars.insert(
+                "origin_secret_parameter".into(),
+                self.origin_secret_parameter().into(),
+            );
+            if !vars.contains_key("k3s_config") {
+                let mut k3s = toml::Table::new();
+                k3s.insert(
+                    "disable".into(),
+                    toml::Value::Array(vec!["servicelb".into(), "metrics-server".into()]),
+                );
+                vars.insert("k3s_config".into(), k3s.into());
+            }
+        }
+        vars
+    }
 }
 
 /// `[endpoints]`: where bosun and the instance reach AWS, when not AWS itself.
@@ -618,6 +639,33 @@ ssh_public_key = "key.pub"
         let e = StackConfig::parse(&format!("{MINIMAL}\ninstance_typ = \"t3.small\""), "t")
             .unwrap_err();
         assert!(format!("{e:#}").contains("instance_typ"), "{e:#}");
+    }
+
+    #[test]
+    fn edge_first_boot_vars_name_the_secret_and_keep_traefik() {
+        let text = format!(
+            "{MINIMAL}[edge]\ndomain_names = [\"app.example.com\"]\nhosted_zone_id = \"Z1\"\n\
+             origin_prefix_list = \"pl-1\"\n"
+        );
+        let c = StackConfig::parse(&text, "t").unwrap();
+        assert!(c.has_edge_stack());
+        assert_eq!(c.edge_stack_name(), "prod-1-edge");
+        let vars = c.first_boot_vars();
+        assert_eq!(
+            vars["origin_secret_parameter"].as_str(),
+            Some("/bosun/prod-1/edge/origin-secret")
+        );
+        let disable = vars["k3s_config"]["disable"].as_array().unwrap();
+        assert!(!disable.iter().any(|d| d.as_str() == Some("traefik")));
+        // An operator's own k3s_config wins; without [edge] nothing is added.
+        let own = StackConfig::parse(
+            &format!("{text}[bootstrap_vars.k3s_config]\nnode-label = [\"a=b\"]\n"),
+            "t",
+        )
+        .unwrap();
+        assert!(own.first_boot_vars()["k3s_config"].get("disable").is_none());
+        let plain = StackConfig::parse(MINIMAL, "t").unwrap();
+        assert!(plain.first_boot_vars().is_empty());
     }
 
     #[test]

@@ -520,7 +520,8 @@ fn host(t: &mut Template, c: &StackConfig, public_key: &str, boot: &BootDigests)
         playbooks_sha256: &boot.playbooks_sha256,
         log_group: &log_group,
         metrics_namespace: METRICS_NAMESPACE,
-        bootstrap_vars: &c.bootstrap_vars,
+        bootstrap_vars: &c.first_boot_vars(),
+        edge: c.edge.is_some(),
     });
     let artifacts_url = match &c.endpoints.artifacts {
         Some(base) => Expr::Join(

@@ -35,8 +35,10 @@ pub struct UserDataSpec<'a> {
     pub log_group: &'a str,
     /// CloudWatch metrics namespace of the agent.
     pub metrics_namespace: &'a str,
-    /// Variables for `bootstrap.toml` (`stack.toml`'s `[bootstrap_vars]`); none when empty.
+    /// Variables for `bootstrap.toml` (`StackConfig::first_boot_vars`); none when empty.
     pub bootstrap_vars: &'a toml::Table,
+    /// `[edge]` is on: `edge.toml` runs after `bootstrap.toml`.
+    pub edge: bool,
 }
 
 /// Where the first boot writes `[bootstrap_vars]` for `bosund apply --vars-file`.
@@ -143,10 +145,15 @@ tar -xzf "$work/playbooks.tar.gz" -C /etc/bosun/playbooks
 systemctl daemon-reload
 systemctl enable --now bosund
 bosund apply /etc/bosun/playbooks/bootstrap.toml{vars}
-"#,
+{edge}"#,
         base = spec.artifacts_url,
         bosund = spec.bosund_sha256,
         playbooks = spec.playbooks_sha256,
+        edge = if spec.edge {
+            format!("bosund apply /etc/bosun/playbooks/edge.toml{vars}\n")
+        } else {
+            String::new()
+        },
     )
 }
 
@@ -165,6 +172,7 @@ mod tests {
             log_group: "/bosun/prod-1",
             metrics_namespace: "Bosun/Host",
             bootstrap_vars: Box::leak(Box::default()),
+            edge: false,
         }
     }
 
@@ -190,6 +198,15 @@ mod tests {
         assert_eq!(back, vars);
         assert!(ud.contains(&format!(
             "bosund apply /etc/bosun/playbooks/bootstrap.toml --vars-file {BOOTSTRAP_VARS_PATH}\n"
+        )));
+        assert!(!ud.contains("edge.toml"));
+        let edge = render(&UserDataSpec {
+            bootstrap_vars: &vars,
+            edge: true,
+            ..spec()
+        });
+        assert!(edge.contains(&format!(
+            "bootstrap.toml --vars-file {BOOTSTRAP_VARS_PATH}\nbosund apply /etc/bosun/playbooks/edge.toml --vars-file {BOOTSTRAP_VARS_PATH}\n"
         )));
     }
 
