@@ -341,17 +341,47 @@ pub fn playbook_path(dir: &Path, name: &str) -> Result<PathBuf, String> {
     Ok(dir.join(file))
 }
 
-/// Loads a playbook as bosund runs it: parsed, validated, and every local file it reads
-/// (template and copy sources, values files) found on this host under `base`.
+/// Loads a playbook as bosund runs it: parsed, validated, its includes read (relative to the
+/// including file), and every local file it reads (template and copy sources, values files)
+/// found on this host under `base`.
 pub fn load_playbook(
     source: Source,
     outside_vars: &[String],
     base: &bosun_model::playbook::BaseDir,
 ) -> Result<bosun_model::playbook::Playbook, Diagnostics> {
+    load_playbook_within(source, outside_vars, base, None)
+}
+
+/// [`load_playbook`]; with `root`, an included playbook outside that directory is refused
+/// (the API: a submitted text includes only what the playbooks directory holds).
+pub fn load_playbook_within(
+    source: Source,
+    outside_vars: &[String],
+    base: &bosun_model::playbook::BaseDir,
+    root: Option<&Path>,
+) -> Result<bosun_model::playbook::Playbook, Diagnostics> {
     use bosun_model::playbook::{Scope, load_with_files};
-    load_with_files(source, outside_vars, base, Scope::All, |p| {
-        std::fs::metadata(p).map(|m| m.is_dir())
-    })
+    let root = root.map(|r| std::path::absolute(r).unwrap_or_else(|_| r.to_path_buf()));
+    let mut read = |path: &Path| {
+        let path = std::path::absolute(path).map_err(|e| e.to_string())?;
+        if let Some(root) = &root
+            && !path.starts_with(root)
+        {
+            return Err(format!(
+                "it is outside {}, the only directory included playbooks are read from here",
+                root.display()
+            ));
+        }
+        std::fs::read_to_string(&path).map_err(|e| e.to_string())
+    };
+    load_with_files(
+        source,
+        outside_vars,
+        base,
+        Scope::All,
+        |p| std::fs::metadata(p).map(|m| m.is_dir()),
+        &mut read,
+    )
 }
 
 fn validate_tcp(

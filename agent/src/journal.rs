@@ -482,6 +482,7 @@ mod tests {
             changed: 0,
             failed: 1,
             skipped: 0,
+            rescued: 0,
         }))
         .unwrap();
         let runs = j.recent_runs(10).unwrap();

@@ -122,6 +122,13 @@ struct ApplyArgs {
     base: BaseDirArg,
     #[arg(long, value_enum, default_value = "human")]
     output: OutputFormat,
+    /// Run only the steps tagged with one of these (comma-separated), and those tagged
+    /// `always`; the steps of a tagged block or include carry its tags.
+    #[arg(long, value_name = "TAG,...", value_delimiter = ',')]
+    tags: Vec<String>,
+    /// Run none of the steps tagged with one of these (comma-separated).
+    #[arg(long, value_name = "TAG,...", value_delimiter = ',')]
+    skip_tags: Vec<String>,
 }
 
 #[derive(Args)]
@@ -319,6 +326,8 @@ fn apply(args: ApplyArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
                     facts,
                     state_dir: state_dir.to_path_buf(),
                     schedule: None,
+                    tags: args.tags,
+                    skip_tags: args.skip_tags,
                 };
                 engine::run(&playbook, &opts, &mut sink).await
             };

@@ -653,7 +653,8 @@ mod tests {
                 ok: 0,
                 changed: 1,
                 failed: 1,
-                skipped: 0
+                skipped: 0,
+                rescued: 0,
             })
         );
     }

@@ -385,6 +385,8 @@ async fn a_slot_the_full_queue_cannot_take_waits_and_is_submitted_once() {
                 facts: Value::Null,
                 state_dir: rig.state(),
                 schedule: None,
+                tags: Vec::new(),
+                skip_tags: Vec::new(),
             },
         )
         .unwrap();

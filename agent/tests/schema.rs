@@ -29,10 +29,19 @@ fn schema_knows_every_action_and_requires_exactly_one() {
             "no {key} in {step:#}"
         );
     }
+    // One action, or a `block`, or an `include`.
     assert_eq!(
         step["oneOf"].as_array().map(Vec::len),
-        Some(bosun_model::steps::ACTION_KEYS.len())
+        Some(bosun_model::steps::ACTION_KEYS.len() + 2)
     );
+    for key in [
+        "block", "rescue", "always", "include", "loop", "tags", "until",
+    ] {
+        assert!(
+            step["properties"].get(key).is_some(),
+            "no {key} in {step:#}"
+        );
+    }
     assert_eq!(step["additionalProperties"], false, "{step:#}");
 }
 
@@ -108,4 +117,47 @@ fn schema_accepts_whole_value_templates_for_tables_but_not_other_strings() {
         errors[0].1.starts_with("step/0/docker_install") && errors[0].1.contains("'json-file'"),
         "{errors:#?}"
     );
+}
+
+/// The language keys (blocks, includes, loops, tags, until, step vars) are what the schema
+/// describes: a playbook using all of them passes; a step with `rescue` but no `block` (no
+/// action either) does not.
+#[test]
+fn schema_describes_blocks_includes_and_loops() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        r#"name = "t"
+[[step]]
+name = "grp"
+tags = ["web"]
+vars = { a = 1 }
+environment = { X = "1" }
+check_mode = false
+[[step.block]]
+name = "each"
+command = { run = "true" }
+loop = "{{ items }}"
+until = "result.rc == 0"
+retries = 2
+[[step.rescue]]
+name = "inc"
+include = { playbook = "common/base.toml", vars = { who = "ann" } }
+[[step.always]]
+name = "x"
+file = { path = "/tmp/x", state = "directory" }
+loop = ["a", 1]
+"#,
+    )
+    .unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "name = \"t\"\n[[step]]\nname = \"r\"\n[[step.rescue]]\nname = \"x\"\ncommand = { run = \"true\" }\n",
+    )
+    .unwrap();
+    let errors = schema_errors(&[good, bad.clone()]);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].0, bad.display().to_string());
 }

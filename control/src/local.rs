@@ -27,9 +27,14 @@ pub fn load_playbook(
         origin: BaseOrigin::PlaybookDir,
     };
     let source = Source::new(path.display().to_string(), text);
-    playbook::load_with_files(source, var_names, &base, Scope::RelativeOnly, |p| {
-        std::fs::metadata(p).map(|m| m.is_dir())
-    })
+    playbook::load_with_files(
+        source,
+        var_names,
+        &base,
+        Scope::RelativeOnly,
+        |p| std::fs::metadata(p).map(|m| m.is_dir()),
+        &mut |p| std::fs::read_to_string(p).map_err(|e| e.to_string()),
+    )
 }
 
 /// Writes `bytes` to `path` atomically, mode 0600: a temporary file in the same directory,

@@ -122,6 +122,9 @@ pub struct Summary {
     pub failed: usize,
     /// Steps skipped by `when`.
     pub skipped: usize,
+    /// Steps that failed inside a block whose `rescue` then ran (the run went on).
+    #[serde(default)]
+    pub rescued: usize,
 }
 
 impl Summary {

@@ -121,9 +121,14 @@ impl<W: Write> EventSink for Human<W> {
                 res
             }
             RunEvent::Summary(s) => {
+                let rescued = if s.rescued > 0 {
+                    format!(" rescued={}", s.rescued)
+                } else {
+                    String::new()
+                };
                 writeln!(
                     out,
-                    "ok={} changed={} failed={} skipped={}",
+                    "ok={} changed={} failed={} skipped={}{rescued}",
                     s.ok, s.changed, s.failed, s.skipped
                 )
             }

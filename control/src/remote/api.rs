@@ -259,8 +259,11 @@ pub async fn submit(
     playbook_toml: &str,
     vars: &Map<String, Value>,
     check: bool,
+    tags: &[String],
+    skip_tags: &[String],
 ) -> Result<String> {
-    let body = json!({"playbook_toml": playbook_toml, "vars": vars, "check": check});
+    let body = json!({"playbook_toml": playbook_toml, "vars": vars, "check": check,
+        "tags": tags, "skip_tags": skip_tags});
     let (status, v) = json_call(agent, "POST", "/v1/runs", Some(&body)).await?;
     if status != 202 {
         let hint = match status {

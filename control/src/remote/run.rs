@@ -44,6 +44,13 @@ pub struct RunArgs {
     /// Set a variable (name=value); wins over inventory and playbook vars.
     #[arg(long = "var", value_name = "NAME=VALUE")]
     vars: Vec<String>,
+    /// Run only the steps tagged with one of these (comma-separated), and those tagged
+    /// `always`; the steps of a tagged block or include carry its tags.
+    #[arg(long, value_name = "TAG,...", value_delimiter = ',')]
+    tags: Vec<String>,
+    /// Run none of the steps tagged with one of these (comma-separated).
+    #[arg(long, value_name = "TAG,...", value_delimiter = ',')]
+    skip_tags: Vec<String>,
     /// Rolling batches: N hosts, or N% of them, per batch; a batch starts when the previous
     /// one has finished.
     #[arg(long, value_name = "N|N%")]
@@ -108,6 +115,8 @@ fn find_playbook(arg: &str) -> Result<PathBuf> {
 struct Job {
     playbook: String,
     check: bool,
+    /// `--tags` and `--skip-tags`.
+    tags: Tags,
     api_socket: String,
     /// `None` with `--via api` (nothing is installed).
     local: Option<LocalBosund>,
@@ -118,6 +127,15 @@ struct Job {
     reporter: Reporter,
     /// Turns true on Ctrl-C (or SIGTERM): running hosts cancel their runs, others do not start.
     cancel: watch::Receiver<bool>,
+}
+
+/// `--tags` / `--skip-tags` as given: passed on to bosund (or the API) as they are.
+#[derive(Debug, Clone, Default)]
+pub struct Tags {
+    /// `--tags`.
+    pub only: Vec<String>,
+    /// `--skip-tags`.
+    pub skip: Vec<String>,
 }
 
 /// Ctrl-C or SIGTERM once: `cancel` turns true (runs are cancelled, the summary printed).
@@ -183,7 +201,18 @@ pub fn run(args: RunArgs, json: bool) -> Result<ExitCode> {
         if checked.contains(&names) {
             continue;
         }
-        if let Err(d) = crate::local::load_playbook(&path, text.clone(), &names) {
+        let loaded = crate::local::load_playbook(&path, text.clone(), &names);
+        if let Ok(p) = &loaded
+            && let Some(first) = p.included_files.first()
+        {
+            bail!(
+                "{} includes {}: `bosun run` sends the playbook alone, so a playbook with \
+                 includes cannot run remotely yet (run it with `bosund apply` on the host)",
+                path.display(),
+                first.display()
+            );
+        }
+        if let Err(d) = loaded {
             if json {
                 println!(
                     "{}",
@@ -227,6 +256,10 @@ pub fn run(args: RunArgs, json: bool) -> Result<ExitCode> {
     let job = Arc::new(Job {
         playbook: text,
         check: args.check,
+        tags: Tags {
+            only: args.tags.clone(),
+            skip: args.skip_tags.clone(),
+        },
         api_socket: args.api_socket.clone(),
         local,
         api_token,
@@ -380,7 +413,13 @@ async fn apply_on(
     ssh: &Ssh,
     record: &mut HostRecord,
 ) -> Result<()> {
-    let command = apply_command("\"$p\"", t.state_dir.as_deref(), job.check, &t.vars);
+    let command = apply_command(
+        "\"$p\"",
+        t.state_dir.as_deref(),
+        job.check,
+        &job.tags,
+        &t.vars,
+    );
     let script = bosund::run_script(t.bosund_path.as_deref(), local, &command);
     let mut summary: Option<Summary> = None;
     let mut out = None;
@@ -464,7 +503,15 @@ async fn apply_via_api(
     agent: api::Agent<'_>,
     record: &mut HostRecord,
 ) -> Result<()> {
-    let id = api::submit(agent, &job.playbook, &t.vars, job.check).await?;
+    let id = api::submit(
+        agent,
+        &job.playbook,
+        &t.vars,
+        job.check,
+        &job.tags.only,
+        &job.tags.skip,
+    )
+    .await?;
     job.reporter
         .note(&t.name, &format!("run {id} submitted to the agent's API"));
     let mut summary: Option<Summary> = None;
@@ -576,6 +623,7 @@ fn apply_command(
     bosund: &str,
     state_dir: Option<&str>,
     check: bool,
+    tags: &Tags,
     vars: &Map<String, Value>,
 ) -> String {
     let mut cmd = bosund.to_string();
@@ -585,6 +633,11 @@ fn apply_command(
     cmd.push_str(" apply - --output json");
     if check {
         cmd.push_str(" --check");
+    }
+    for (flag, list) in [("--tags", &tags.only), ("--skip-tags", &tags.skip)] {
+        if !list.is_empty() {
+            cmd.push_str(&format!(" {flag} {}", shell_quote(&list.join(","))));
+        }
     }
     if vars.is_empty() {
         return format!("exec {cmd}");
@@ -608,11 +661,21 @@ mod tests {
     fn apply_command_keeps_vars_off_the_command_line() {
         let mut vars = Map::new();
         vars.insert("secret".into(), json!("it's s3cret"));
-        let c = apply_command("/usr/local/bin/bosund", Some("/tmp/s d"), true, &vars);
+        let tags = Tags {
+            only: vec!["web".into(), "db".into()],
+            skip: Vec::new(),
+        };
+        let c = apply_command(
+            "/usr/local/bin/bosund",
+            Some("/tmp/s d"),
+            true,
+            &tags,
+            &vars,
+        );
         assert!(c.contains("trap 'exit 143' TERM"), "{c}");
-        assert!(c.contains("/usr/local/bin/bosund --state-dir '/tmp/s d' apply - --output json --check --vars-file"), "{c}");
+        assert!(c.contains("/usr/local/bin/bosund --state-dir '/tmp/s d' apply - --output json --check --tags web,db --vars-file"), "{c}");
         assert!(c.contains(r#"'{"secret":"it'\''s s3cret"}'"#), "{c}");
-        let c = apply_command("/b", None, false, &Map::new());
+        let c = apply_command("/b", None, false, &Tags::default(), &Map::new());
         assert_eq!(c, "exec /b apply - --output json");
     }
 

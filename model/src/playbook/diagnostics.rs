@@ -13,7 +13,7 @@ use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource};
 use serde::{Deserialize, Serialize};
 
 /// The text of a playbook and the name it is shown under (a path, or `<stdin>`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
     /// Shown in messages: the path as the user gave it.
     pub name: String,
@@ -58,6 +58,9 @@ pub struct Diagnostic {
     pub message: String,
     /// What was expected or what to do, when there is something useful to say.
     pub help: Option<String>,
+    /// The file `span` points into when it is not the one being loaded (an included
+    /// playbook).
+    pub file: Option<Source>,
 }
 
 impl Diagnostic {
@@ -67,7 +70,16 @@ impl Diagnostic {
             span,
             message: message.into(),
             help: None,
+            file: None,
         }
+    }
+
+    /// Says that the span points into `file` (unless a file is set already).
+    pub fn in_file(mut self, file: Option<&Source>) -> Self {
+        if self.file.is_none() {
+            self.file = file.cloned();
+        }
+        self
     }
 
     /// Adds what was expected or what to do.
@@ -105,7 +117,17 @@ pub struct LocatedDiagnostic {
 impl Diagnostics {
     /// Diagnostics for `source`; sorts them by position so the output reads top to bottom.
     pub fn new(source: Source, mut items: Vec<Diagnostic>) -> Self {
-        items.sort_by_key(|d| (d.span.start, d.span.end));
+        // The loaded file's problems first, then each included file's, each top to bottom.
+        items.sort_by(|a, b| {
+            let key = |d: &Diagnostic| {
+                (
+                    d.file.as_ref().map(|f| f.name.clone()),
+                    d.span.start,
+                    d.span.end,
+                )
+            };
+            key(a).cmp(&key(b))
+        });
         items.dedup();
         Self { source, items }
     }
@@ -115,9 +137,10 @@ impl Diagnostics {
         self.items
             .iter()
             .map(|d| {
-                let (line, column) = self.source.line_col(d.span.start);
+                let source = d.file.as_ref().unwrap_or(&self.source);
+                let (line, column) = source.line_col(d.span.start);
                 LocatedDiagnostic {
-                    file: self.source.name.clone(),
+                    file: source.name.clone(),
                     line,
                     column,
                     message: d.message.clone(),
@@ -146,9 +169,10 @@ impl Diagnostics {
                 "{}:{}:{}: error: {}\n",
                 loc.file, loc.line, loc.column, d.message
             ));
+            let source = d.file.as_ref().unwrap_or(&self.source);
             let report = Report {
                 diagnostic: d,
-                source: NamedSource::new(&self.source.name, self.source.text.to_string()),
+                source: NamedSource::new(&source.name, source.text.to_string()),
             };
             // Writing into a String cannot fail.
             let _ = handler.render_report(&mut out, &report);

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 use toml::de::DeValue;
 
-use super::{Diagnostic, Playbook};
+use super::{Body, Diagnostic, Playbook, Source, Step};
 use crate::jinja::is_templated;
 use crate::steps::{Action, LocalFileRole};
 
@@ -50,13 +50,30 @@ impl LocalFile {
 }
 
 impl Playbook {
-    /// Every local file the steps and handlers read, in the order they are written. Paths
-    /// that hold Jinja and empty entries are left out (see the module doc).
+    /// Every local file the steps and handlers read, in the order they are written (the
+    /// steps of blocks and includes too). Paths that hold Jinja and empty entries are left
+    /// out (see the module doc).
     pub fn local_files(&self) -> impl Iterator<Item = &LocalFile> {
-        self.steps
-            .iter()
-            .chain(&self.handlers)
-            .flat_map(|s| &s.local_files)
+        self.local_files_with_origin().into_iter().map(|(_, f)| f)
+    }
+
+    /// [`Playbook::local_files`], each with the included playbook it is written in (`None`:
+    /// this playbook's own text); its relative path resolves against that file's directory.
+    pub fn local_files_with_origin(&self) -> Vec<(Option<&Source>, &LocalFile)> {
+        fn walk<'a>(steps: &'a [Step], out: &mut Vec<(Option<&'a Source>, &'a LocalFile)>) {
+            for step in steps {
+                out.extend(step.local_files.iter().map(|f| (step.file.as_ref(), f)));
+                if let Body::Block(b) = &step.body {
+                    for part in [&b.steps, &b.rescue, &b.always] {
+                        walk(part, out);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.steps, &mut out);
+        walk(&self.handlers, &mut out);
+        out
     }
 }
 
@@ -119,10 +136,18 @@ pub fn check_local_files(
     probe: impl Fn(&Path) -> io::Result<bool>,
 ) -> Vec<Diagnostic> {
     playbook
-        .local_files()
-        .filter(|f| scope == Scope::All || f.is_relative())
-        .filter_map(|f| {
-            let resolved = f.resolve(&base.path);
+        .local_files_with_origin()
+        .into_iter()
+        .filter(|(_, f)| scope == Scope::All || f.is_relative())
+        .filter_map(|(file, f)| {
+            // A file named in an included playbook resolves against that playbook's directory.
+            let dir = match file {
+                Some(src) => Path::new(&src.name)
+                    .parent()
+                    .map_or_else(|| base.path.clone(), Path::to_path_buf),
+                None => base.path.clone(),
+            };
+            let resolved = f.resolve(&dir);
             let what = f.role.describe();
             let shown = resolved.display();
             let message = match probe(&resolved) {
@@ -138,7 +163,11 @@ pub fn check_local_files(
             } else {
                 "an absolute path is read as it is, on the host the playbook runs on".to_string()
             };
-            Some(Diagnostic::new(f.span.clone(), message).with_help(help))
+            Some(
+                Diagnostic::new(f.span.clone(), message)
+                    .with_help(help)
+                    .in_file(file),
+            )
         })
         .collect()
 }

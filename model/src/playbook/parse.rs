@@ -11,8 +11,8 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::{
-    COMMON_KEYS, CONDITION_KEYS, DEFAULT_DELAY, Diagnostic, Diagnostics, Playbook, SecretVar,
-    Source, Step, StepCommon, StepSpans, Var,
+    Block, Body, COMMON_KEYS, CONDITION_KEYS, DEFAULT_DELAY, Diagnostic, Diagnostics, IncludeRef,
+    Playbook, STRUCTURE_KEYS, SecretVar, Source, Step, StepCommon, StepSpans, Var,
 };
 use crate::jinja::is_templated;
 use crate::secret_source::SecretSource;
@@ -99,6 +99,7 @@ pub(crate) fn parse_partial(source: Source) -> Parsed {
             vars,
             steps,
             handlers,
+            included_files: Vec::new(),
             source,
         },
         diagnostics: diags,
@@ -140,6 +141,7 @@ fn empty(source: Source) -> Playbook {
         vars: Vec::new(),
         steps: Vec::new(),
         handlers: Vec::new(),
+        included_files: Vec::new(),
         source,
     }
 }
@@ -211,6 +213,7 @@ fn parse_vars(value: &Spanned<DeValue<'_>>, diags: &mut Vec<Diagnostic>) -> Vec<
                 name,
                 value: v,
                 span: value.span(),
+                file: None,
             }),
             Err(e) => diags.push(Diagnostic::new(
                 value.span(),
@@ -298,7 +301,7 @@ fn parse_steps(
     items
         .iter()
         .filter_map(|item| {
-            let step = parse_step(item, kind, diags);
+            let step = parse_step(item, kind, diags, stray);
             if step.is_none() {
                 let get = |k: &str| {
                     item.get_ref()
@@ -320,10 +323,34 @@ fn parse_steps(
         .collect()
 }
 
+/// `include = { playbook = "...", vars = { ... } }` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncludeArgs {
+    playbook: String,
+    /// Read with its spans by `parse_vars`.
+    #[serde(default, rename = "vars")]
+    _vars: serde::de::IgnoredAny,
+}
+
+/// Common keys that mean nothing on a block or an include (they belong on its steps).
+const NOT_ON_BLOCKS: &[&str] = &[
+    "loop",
+    "until",
+    "retries",
+    "delay",
+    "timeout",
+    "register",
+    "changed_when",
+    "failed_when",
+    "notify",
+];
+
 fn parse_step(
     item: &Spanned<DeValue<'_>>,
     kind: &str,
     diags: &mut Vec<Diagnostic>,
+    stray: &mut Stray,
 ) -> Option<Step> {
     let Some(table) = item.get_ref().as_table() else {
         diags.push(Diagnostic::new(
@@ -338,17 +365,20 @@ fn parse_step(
     let before = diags.len();
     let mut common = DeTable::new();
     let mut actions: Vec<(&Spanned<_>, &Spanned<DeValue<'_>>)> = Vec::new();
+    let mut structure: Vec<(&Spanned<_>, &Spanned<DeValue<'_>>)> = Vec::new();
     for (key, value) in table.iter() {
         let k: &str = key.get_ref().as_ref();
         if COMMON_KEYS.contains(&k) {
             common.insert(key.clone(), value.clone());
         } else if ACTION_KEYS.contains(&k) {
             actions.push((key, value));
+        } else if STRUCTURE_KEYS.contains(&k) {
+            structure.push((key, value));
         } else {
             diags.push(
                 Diagnostic::new(key.span(), format!("unknown key `{k}` in {kind}")).with_help(
                     format!(
-                        "expected one of: {}; or one action: {}",
+                        "expected one of: {}; or one action: {}; or `block` (with `rescue`, `always`) or `include`",
                         COMMON_KEYS.join(", "),
                         ACTION_KEYS.join(", ")
                     ),
@@ -362,25 +392,87 @@ fn parse_step(
         .get("name")
         .and_then(|v| v.get_ref().as_str())
         .map_or_else(|| kind.to_string(), |n| format!("{kind} `{n}`"));
-    match actions.as_slice() {
-        [] => diags.push(
-            Diagnostic::new(name_span.clone(), format!("{label} has no action"))
-                .with_help(format!("add exactly one of: {}", ACTION_KEYS.join(", "))),
-        ),
-        [_] => {}
-        [(first, _), rest @ ..] => {
-            for (key, _) in rest {
+    let structural = |k: &str| structure.iter().find(|(key, _)| key.get_ref() == k);
+    let block_key = structural("block").or_else(|| structural("include"));
+    if let Some((key, _)) = block_key {
+        let what = key.get_ref().to_string();
+        if kind == "handler" {
+            diags.push(
+                Diagnostic::new(
+                    key.span(),
+                    format!("{label}: a handler cannot be a `{what}`"),
+                )
+                .with_help("a handler is one action; notify several handlers instead"),
+            );
+        }
+        for (a, _) in &actions {
+            diags.push(
+                Diagnostic::new(
+                    a.span(),
+                    format!("{label} is a `{what}` and has an action `{}`", a.get_ref()),
+                )
+                .with_help(format!("put the action in a step of the {what}")),
+            );
+        }
+        if let (Some(_), Some((inc, _))) = (structural("block"), structural("include")) {
+            diags.push(
+                Diagnostic::new(
+                    inc.span(),
+                    format!("{label} has both `block` and `include`"),
+                )
+                .with_help("put the include in a step of the block"),
+            );
+        }
+        for k in NOT_ON_BLOCKS {
+            if let Some((key, _)) = table.get_key_value(*k) {
                 diags.push(
-                    Diagnostic::new(
-                        key.span(),
-                        format!(
-                            "{label} has more than one action: `{}` and `{}`",
-                            first.get_ref(),
-                            key.get_ref()
-                        ),
-                    )
-                    .with_help("a step does exactly one thing: split it into one step per action"),
+                    Diagnostic::new(key.span(), format!("`{k}` cannot be set on a `{what}`"))
+                        .with_help(format!(
+                            "set it on the steps inside; a {what} takes name, when, tags, vars, environment, check_mode and no_log"
+                        )),
                 );
+            }
+        }
+    }
+    if structural("block").is_none() {
+        for k in ["rescue", "always"] {
+            if let Some((key, _)) = structural(k) {
+                diags.push(
+                    Diagnostic::new(key.span(), format!("{label}: `{k}` without `block`"))
+                        .with_help(format!(
+                            "`{k}` belongs to a block: [[step]] name = \"...\", then [[step.block]] ... and [[step.{k}]] ..."
+                        )),
+                );
+            }
+        }
+    }
+    if block_key.is_none() {
+        match actions.as_slice() {
+            [] => diags.push(
+                Diagnostic::new(name_span.clone(), format!("{label} has no action")).with_help(
+                    format!(
+                        "add exactly one of: {}; or a `block` of steps, or an `include`",
+                        ACTION_KEYS.join(", ")
+                    ),
+                ),
+            ),
+            [_] => {}
+            [(first, _), rest @ ..] => {
+                for (key, _) in rest {
+                    diags.push(
+                        Diagnostic::new(
+                            key.span(),
+                            format!(
+                                "{label} has more than one action: `{}` and `{}`",
+                                first.get_ref(),
+                                key.get_ref()
+                            ),
+                        )
+                        .with_help(
+                            "a step does exactly one thing: split it into one step per action",
+                        ),
+                    );
+                }
             }
         }
     }
@@ -406,70 +498,131 @@ fn parse_step(
             None
         }
     };
-
-    let action = actions.first().and_then(|(key, value)| {
-        let key: &str = key.get_ref().as_ref();
-        let typed = Action::deserialize(key, ValueDeserializer::from((*value).clone()))?;
-        // A whole-value template where a table or list belongs is judged after rendering.
-        let typed = match typed {
-            Err(e) if crate::steps::common::deferred_template(e.message()).is_some() => {
-                let raw = serde_json::Value::deserialize(ValueDeserializer::from((*value).clone()))
-                    .unwrap_or_default();
-                match Action::from_json_deferring_templates(key, raw) {
-                    Ok(a) => Ok(a),
-                    Err(msg) => {
-                        diags.push(Diagnostic::new(
-                            value.span(),
-                            format!("{label}: `{key}`: {msg}"),
-                        ));
-                        return None;
-                    }
-                }
+    let step_vars = table
+        .get("vars")
+        .map(|v| parse_vars(v, diags))
+        .unwrap_or_default();
+    let mut tag_spans = Vec::new();
+    if let Some(tags) = table.get("tags").and_then(|v| v.get_ref().as_array()) {
+        for t in tags {
+            tag_spans.push(t.span());
+            if let Some(name) = t.get_ref().as_str()
+                && (name.is_empty() || name.contains([',', ' ']))
+            {
+                diags.push(
+                    Diagnostic::new(t.span(), format!("tag {name:?} cannot be selected"))
+                        .with_help(
+                            "a tag is one word: no spaces or commas (--tags a,b splits on commas)",
+                        ),
+                );
             }
-            other => other,
+        }
+    }
+
+    let body = if let Some((key, value)) = structural("block") {
+        let steps = parse_steps(value, "step", diags, stray);
+        let part = |k: &str, diags: &mut Vec<Diagnostic>, stray: &mut Stray| {
+            structural(k)
+                .map(|(_, v)| parse_steps(v, "step", diags, stray))
+                .unwrap_or_default()
         };
-        match typed {
-            Ok(action) => {
-                for problem in action.validate() {
-                    diags.push(Diagnostic::new(
-                        value.span(),
-                        format!("{label}: `{key}`: {problem}"),
-                    ));
+        let rescue = part("rescue", diags, stray);
+        let always = part("always", diags, stray);
+        if value.get_ref().as_array().is_some_and(|a| a.is_empty()) {
+            diags.push(
+                Diagnostic::new(key.span(), format!("{label}: the block has no steps"))
+                    .with_help("add steps as [[step.block]] tables"),
+            );
+        }
+        Some((
+            Body::Block(Block {
+                steps,
+                rescue,
+                always,
+                include: None,
+            }),
+            value.span(),
+            None,
+        ))
+    } else if let Some((_, value)) = structural("include") {
+        match IncludeArgs::deserialize(ValueDeserializer::from((*value).clone())) {
+            Ok(inc) => {
+                let path_span = value
+                    .get_ref()
+                    .as_table()
+                    .and_then(|t| t.get("playbook"))
+                    .map_or(value.span(), |v| v.span());
+                let mut vars_spans = Vec::new();
+                if let Some(v) = value.get_ref().as_table().and_then(|t| t.get("vars")) {
+                    vars_spans = parse_vars(v, diags);
                 }
-                Some((action, value.span(), value))
+                let include = IncludeRef {
+                    path: inc.playbook,
+                    span: path_span,
+                    vars: vars_spans,
+                };
+                Some((
+                    Body::Block(Block {
+                        include: Some(include),
+                        ..Block::default()
+                    }),
+                    value.span(),
+                    None,
+                ))
             }
             Err(e) => {
                 diags.push(serde_diagnostic(
                     &e,
                     value.span(),
-                    &format!("{label}: `{key}`"),
+                    &format!("{label}: `include`"),
                 ));
                 None
             }
         }
-    });
+    } else {
+        actions.first().and_then(|(key, value)| {
+            let action = parse_action(key.get_ref().as_ref(), value, &label, diags)?;
+            let raw_args =
+                serde_json::Value::deserialize(ValueDeserializer::from((*value).clone()))
+                    .unwrap_or_default();
+            Some((
+                Body::Action { action, raw_args },
+                value.span(),
+                Some(*value),
+            ))
+        })
+    };
 
     if diags.len() > before {
         return None;
     }
-    let (common, (action, action_span, action_value)) = (common?, action?);
-    let raw_args = serde_json::Value::deserialize(ValueDeserializer::from((*action_value).clone()))
-        .unwrap_or_default();
+    let (common, (body, action_span, action_value)) = (common?, body?);
     let span_of = |k: &str| table.get(k).map(|v| v.span());
     let mut templates = Vec::new();
-    collect_templates(action_value, &mut templates);
-    let local_files = super::local_files::collect(action.key(), action_value);
+    let mut local_files = Vec::new();
+    if let (Some(v), Body::Action { action, .. }) = (action_value, &body) {
+        collect_templates(v, &mut templates);
+        local_files = super::local_files::collect(action.key(), v);
+    }
+    let mut outer_templates = Vec::new();
+    for k in ["loop", "environment"] {
+        if let Some(v) = table.get(k) {
+            collect_templates(v, &mut outer_templates);
+        }
+    }
     let notify_spans = table
         .get("notify")
         .and_then(|v| v.get_ref().as_array())
         .map(|a| a.iter().map(|v| v.span()).collect())
         .unwrap_or_default();
+    let retries = common
+        .retries
+        .unwrap_or(if common.until.is_some() { 3 } else { 0 });
     Some(Step {
         name: common.name,
-        action,
-        raw_args,
+        body,
         when: common.when,
-        retries: common.retries,
+        retries,
         delay: common.delay.map_or(DEFAULT_DELAY, |d| d.0),
         timeout: common.timeout.map(|d| d.0),
         register: common.register,
@@ -477,6 +630,13 @@ fn parse_step(
         failed_when: common.failed_when,
         notify: common.notify,
         no_log: common.no_log,
+        loop_items: common.loop_items,
+        tags: common.tags,
+        vars: step_vars,
+        environment: common.environment,
+        until: common.until,
+        check_mode: common.check_mode,
+        file: None,
         local_files,
         spans: StepSpans {
             table: item.span(),
@@ -488,8 +648,59 @@ fn parse_step(
             register: span_of("register"),
             notify: notify_spans,
             templates,
+            loop_items: span_of("loop"),
+            until: span_of("until"),
+            outer_templates,
+            tags: tag_spans,
         },
     })
+}
+
+/// The action written under `key`, typed and validated; `None` (with diagnostics) when wrong.
+fn parse_action(
+    key: &str,
+    value: &Spanned<DeValue<'_>>,
+    label: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Action> {
+    let typed = Action::deserialize(key, ValueDeserializer::from(value.clone()))?;
+    // A whole-value template where a table or list belongs is judged after rendering.
+    let typed = match typed {
+        Err(e) if crate::steps::common::deferred_template(e.message()).is_some() => {
+            let raw = serde_json::Value::deserialize(ValueDeserializer::from(value.clone()))
+                .unwrap_or_default();
+            match Action::from_json_deferring_templates(key, raw) {
+                Ok(a) => Ok(a),
+                Err(msg) => {
+                    diags.push(Diagnostic::new(
+                        value.span(),
+                        format!("{label}: `{key}`: {msg}"),
+                    ));
+                    return None;
+                }
+            }
+        }
+        other => other,
+    };
+    match typed {
+        Ok(action) => {
+            for problem in action.validate() {
+                diags.push(Diagnostic::new(
+                    value.span(),
+                    format!("{label}: `{key}`: {problem}"),
+                ));
+            }
+            Some(action)
+        }
+        Err(e) => {
+            diags.push(serde_diagnostic(
+                &e,
+                value.span(),
+                &format!("{label}: `{key}`"),
+            ));
+            None
+        }
+    }
 }
 
 fn stray_step(table: &DeTable<'_>) -> StrayStep {

@@ -112,6 +112,7 @@ pub fn json_schema() -> String {
     // serde cannot say "exactly one of these keys"; the schema can.
     let one_action: Vec<Value> = ACTION_KEYS
         .iter()
+        .chain(&["block", "include"])
         .map(|k| json!({ "required": [k] }))
         .collect();
     if let Some(step) = schema

@@ -7,13 +7,15 @@ use std::ops::Range;
 
 use super::parse::StrayStep;
 use super::parse::is_identifier;
-use super::{Condition, Diagnostic, Playbook, Step};
+use super::{Body, Condition, Diagnostic, LoopItems, Playbook, Step};
 use crate::jinja::{Jinja, is_templated};
 
 /// The variable holding host facts (`facts.arch`, `facts.ec2.region`, ...).
 pub const FACTS_VAR: &str = "facts";
 /// The variable holding a step's own result inside `changed_when` and `failed_when`.
 pub const RESULT_VAR: &str = "result";
+/// The variable holding the current item of a `loop`.
+pub const LOOP_VAR: &str = "item";
 
 /// Validates `playbook` given the names of variables set from outside it (`--var`,
 /// `--vars-file`). Returns every problem found; empty when the playbook can run.
@@ -58,7 +60,8 @@ pub(crate) fn validate_with(
                     h.spans.name.clone(),
                     format!("a handler named `{}` already exists", h.name),
                 )
-                .with_help("give each handler its own name: `notify` finds handlers by name"),
+                .with_help("give each handler its own name: `notify` finds handlers by name")
+                .in_file(h.file.as_ref()),
             );
         }
         if !h.notify.is_empty() {
@@ -70,14 +73,17 @@ pub(crate) fn validate_with(
                         h.name
                     ),
                 )
-                .with_help("list every handler to run in the `notify` of the step itself"),
+                .with_help("list every handler to run in the `notify` of the step itself")
+                .in_file(h.file.as_ref()),
             );
         }
     }
     handler_names.extend(extra_handlers.iter().map(String::as_str));
     let mut known_handlers: Vec<&str> = handler_names.iter().copied().collect();
     known_handlers.sort_unstable();
-    for step in &playbook.steps {
+    let mut all_steps = Vec::new();
+    flatten(&playbook.steps, &mut all_steps);
+    for step in all_steps {
         for (target, span) in step.notify.iter().zip(&step.spans.notify) {
             if !handler_names.contains(target.as_str()) {
                 let help = if known_handlers.is_empty() {
@@ -93,7 +99,8 @@ pub(crate) fn validate_with(
                         span.clone(),
                         format!("`notify` names no handler: `{target}`"),
                     )
-                    .with_help(help),
+                    .with_help(help)
+                    .in_file(step.file.as_ref()),
                 );
             }
         }
@@ -122,15 +129,13 @@ pub(crate) fn validate_with(
         }
         defined.insert(var.name.clone());
     }
-    for step in &playbook.steps {
-        check_step(&jinja, step, &defined, text, &mut diags);
-        if let Some(r) = &step.register {
-            defined.insert(r.clone());
-        }
-    }
+    check_steps(&jinja, &playbook.steps, &mut defined, text, &mut diags);
     // Handlers run after every step, so every registered variable exists by then.
     for handler in &playbook.handlers {
-        check_step(&jinja, handler, &defined, text, &mut diags);
+        let text = handler.file.as_ref().map_or(text, |f| &f.text);
+        let mut found = Vec::new();
+        check_step(&jinja, handler, &defined, text, &mut found);
+        diags.extend(found.into_iter().map(|d| d.in_file(handler.file.as_ref())));
     }
     // Where a step that failed to parse sits in the order is not known: judge its parts
     // against everything the playbook defines anywhere.
@@ -161,6 +166,89 @@ pub(crate) fn validate_with(
         }
     }
     diags
+}
+
+/// Every step, the steps of blocks included (depth first, in the order they run).
+fn flatten<'a>(steps: &'a [Step], out: &mut Vec<&'a Step>) {
+    for step in steps {
+        out.push(step);
+        if let Body::Block(b) = &step.body {
+            for part in [&b.steps, &b.rescue, &b.always] {
+                flatten(part, out);
+            }
+        }
+    }
+}
+
+/// Checks `steps` in order; `defined` grows by their `register` names (a block's steps'
+/// too: later steps may read them).
+fn check_steps(
+    jinja: &Jinja,
+    steps: &[Step],
+    defined: &mut BTreeSet<String>,
+    root_text: &str,
+    diags: &mut Vec<Diagnostic>,
+) {
+    for step in steps {
+        let text = step.file.as_ref().map_or(root_text, |f| &f.text);
+        // `vars` of the step, each seeing the ones before it.
+        let mut scope = defined.clone();
+        let mut found = Vec::new();
+        for var in &step.vars {
+            let var_text = var.file.as_ref().map_or(text, |f| &f.text);
+            if let serde_json::Value::String(s) = &var.value {
+                let mut var_found = Vec::new();
+                check_template(jinja, s, var.span.clone(), &scope, var_text, &mut var_found);
+                diags.extend(var_found.into_iter().map(|d| d.in_file(var.file.as_ref())));
+            }
+            scope.insert(var.name.clone());
+        }
+        for (template, span) in &step.spans.outer_templates {
+            check_template(jinja, template, span.clone(), &scope, text, &mut found);
+        }
+        if step.loop_items.is_some() {
+            scope.insert(LOOP_VAR.to_string());
+        }
+        if let Some(items) = &step.loop_items
+            && let (LoopItems::Template(t), Some(span)) = (items, &step.spans.loop_items)
+            && !t.trim_start().starts_with("{{")
+        {
+            found.push(
+                Diagnostic::new(
+                    span.clone(),
+                    "`loop` must be a list, or a template that is one `{{ expression }}`",
+                )
+                .with_help("write loop = [\"a\", \"b\"] or loop = \"{{ users }}\""),
+            );
+        }
+        check_step(jinja, step, &scope, text, &mut found);
+        if let (Some(expr), Some(span)) = (&step.until, &step.spans.until) {
+            let mut with_result = scope.clone();
+            with_result.insert(RESULT_VAR.to_string());
+            with_result.extend(step.register.clone());
+            check_expression(
+                jinja,
+                "until",
+                expr,
+                span.clone(),
+                &with_result,
+                text,
+                &mut found,
+            );
+        }
+        diags.extend(found.into_iter().map(|d| d.in_file(step.file.as_ref())));
+        if let Body::Block(b) = &step.body {
+            let mut inner = scope.clone();
+            for part in [&b.steps, &b.rescue, &b.always] {
+                check_steps(jinja, part, &mut inner, root_text, diags);
+            }
+            // Registers made inside the block are visible after it.
+            defined.extend(inner.difference(&scope).cloned().collect::<Vec<_>>());
+        }
+        if let Some(r) = &step.register {
+            defined.insert(r.clone());
+        }
+    }
 }
 
 fn check_step(

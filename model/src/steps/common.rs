@@ -18,11 +18,21 @@ pub const COMMON_KEYS: &[&str] = &[
     "failed_when",
     "notify",
     "no_log",
+    "loop",
+    "tags",
+    "vars",
+    "environment",
+    "until",
+    "check_mode",
 ];
+
+/// The keys that give a step its structure instead of an action: a `block` of steps (with
+/// `rescue` and `always`), or the steps of another playbook (`include`).
+pub const STRUCTURE_KEYS: &[&str] = &["block", "rescue", "always", "include"];
 
 /// The keys of a step that hold a Jinja expression, written without `{{ }}`
 /// (`when = "x == 1"`); a `changed_when` or `failed_when` may also be a plain boolean.
-pub const CONDITION_KEYS: &[&str] = &["when", "changed_when", "failed_when"];
+pub const CONDITION_KEYS: &[&str] = &["when", "changed_when", "failed_when", "until"];
 
 /// The keys a step may have besides its action, as written.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -33,9 +43,9 @@ pub struct StepCommon {
     /// Jinja expression; the step runs only when it is true.
     #[serde(default)]
     pub when: Option<String>,
-    /// Further attempts after a failure.
+    /// Further attempts after a failure (or while `until` is false).
     #[serde(default)]
-    pub retries: u32,
+    pub retries: Option<u32>,
     /// Pause between attempts: seconds, or a duration such as "10s" (default 5s).
     #[serde(default)]
     pub delay: Option<DurationSpec>,
@@ -64,6 +74,43 @@ pub struct StepCommon {
     /// the API (its status and exit code remain): for steps that handle secret material.
     #[serde(default)]
     pub no_log: bool,
+    /// Run the step once per item, with the item in `item`: a list, or a whole-value template
+    /// that renders to one (`"{{ users }}"`). Each item is its own event (`name [item]`);
+    /// `when` is evaluated per item; `register` holds `results`, one per item; the step
+    /// changed when any item did.
+    #[serde(default, rename = "loop")]
+    pub loop_items: Option<LoopItems>,
+    /// Names for `--tags` / `--skip-tags`; the steps of a block or include inherit them. A
+    /// step tagged `always` runs unless skipped by name; `never` only when asked for.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Variables for this step only (for a block or include: for every step in it), in the
+    /// order written; strings may use the variables visible before the step.
+    #[serde(default)]
+    pub vars: serde_json::Map<String, serde_json::Value>,
+    /// Environment variables for a `command` (for a block or include: for every command in
+    /// it); the command's own `env` wins.
+    #[serde(default)]
+    pub environment: std::collections::BTreeMap<String, String>,
+    /// A Jinja expression over `result` (and the `register` name): the step is attempted
+    /// again, up to `retries` times (3 when `retries` is not given) with `delay` between,
+    /// until it is true. A step whose condition never turns true fails.
+    #[serde(default)]
+    pub until: Option<String>,
+    /// `false`: the step runs for real also under `--check` (read-only commands whose output
+    /// later steps need). For a block or include: every step in it.
+    #[serde(default)]
+    pub check_mode: Option<bool>,
+}
+
+/// `loop`: the items as written, or a template that renders to a list.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum LoopItems {
+    /// The items themselves.
+    List(Vec<serde_json::Value>),
+    /// A whole-value template (`"{{ users }}"`) rendered to a list when the step runs.
+    Template(String),
 }
 
 /// Default pause between attempts of a step.
@@ -149,4 +196,15 @@ pub fn deferred_template(message: &str) -> Option<(String, serde_json::Value)> {
         return None;
     };
     Some((template.to_string(), stand_in))
+}
+
+/// `include = { playbook = "common/base.toml", vars = { ... } }`, for the JSON Schema.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct IncludeSchema {
+    /// The playbook whose steps run here, relative to the directory of this file.
+    playbook: String,
+    /// Variables for the included steps; they win over the included playbook's `[vars]`.
+    vars: Option<serde_json::Map<String, serde_json::Value>>,
 }

@@ -187,6 +187,17 @@ macro_rules! actions {
             #[serde(flatten)]
             common: common::StepCommon,
             $( $key: Option<$args>, )*
+            /// Steps run together (instead of an action): `[[step.block]]` tables. When one
+            /// fails, `rescue` runs (and the run goes on if it succeeds); `always` runs after,
+            /// either way.
+            block: Option<Vec<StepSchema>>,
+            /// With `block`: steps run when a step of the block fails.
+            rescue: Option<Vec<StepSchema>>,
+            /// With `block`: steps run after the block (and its rescue), whatever happened.
+            always: Option<Vec<StepSchema>>,
+            /// Runs another playbook's steps here (instead of an action); its handlers join
+            /// this playbook's by name.
+            include: Option<common::IncludeSchema>,
         }
     };
 }
