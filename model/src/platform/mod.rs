@@ -11,8 +11,10 @@
 //! - [`budget`]: the sum, the room, the verdict and its table; EC2 instance types.
 
 pub mod budget;
+pub mod plan;
 pub mod quantity;
 pub mod requests;
 
-pub use budget::{Budget, ComponentRequests, InstanceType, Room, instance_type};
+pub use budget::{Budget, ComponentRequests, InstanceType, Remedy, Room, instance_type};
+pub use plan::components;
 pub use quantity::Requests;
