@@ -74,6 +74,12 @@ enum Command {
         #[arg(long, value_enum, default_value = "human")]
         output: OutputFormat,
     },
+    /// Drift: per playbook, the steps its last scheduled check run (`[[schedule]]` with
+    /// `check = true`) found would change.
+    Drift {
+        #[arg(long, value_enum, default_value = "human")]
+        output: OutputFormat,
+    },
     /// Scheduled playbooks (`[[schedule]]` in the agent config).
     Schedule {
         #[command(subcommand)]
@@ -202,6 +208,7 @@ fn main() -> ExitCode {
         Command::History { limit, run, output } => {
             history(&state_dir, limit, run.as_deref(), output)
         }
+        Command::Drift { output } => drift(&state_dir, output),
         Command::Schedule {
             command:
                 ScheduleCommand::List {
@@ -445,6 +452,35 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `bosund drift`: the journal's drift report (a JSON array with `--output json`).
+fn drift(state_dir: &Path, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    let rows = match Journal::open_existing(state_dir)? {
+        Some(j) => j.drift()?,
+        None => Vec::new(),
+    };
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string(&rows)?),
+        OutputFormat::Human if rows.is_empty() => {
+            println!("no drift report yet: a [[schedule]] with check = true makes one")
+        }
+        OutputFormat::Human => {
+            for r in &rows {
+                match r.steps.len() {
+                    0 => println!("{}: no drift (checked {})", r.playbook, r.checked_at),
+                    n => println!(
+                        "{}: {n} steps would change: {} (checked {}, run {})",
+                        r.playbook,
+                        r.steps.join(", "),
+                        r.checked_at,
+                        r.run_id
+                    ),
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn history(
