@@ -333,7 +333,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 print!("{}", b.table());
             }
-            Ok(ExitCode::from(if b.fits() { exit::OK } else { exit::FAILED }))
+            Ok(ExitCode::from(if b.fits() {
+                exit::OK
+            } else {
+                exit::FAILED
+            }))
         }
         Command::Down {
             config,

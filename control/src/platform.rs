@@ -57,7 +57,8 @@ pub fn budget(config_path: &Path, stack: &StackConfig) -> Result<Option<Budget>>
 
 /// The budget as one JSON value (`--output json`).
 pub fn to_json(b: &Budget) -> Value {
-    let r = |r: platform::Requests| json!({"cpu_millis": r.cpu_millis, "memory_bytes": r.memory_bytes});
+    let r =
+        |r: platform::Requests| json!({"cpu_millis": r.cpu_millis, "memory_bytes": r.memory_bytes});
     let fits_on = match b.remedy() {
         Remedy::InstanceType(t) => json!({"instance_type": t.name}),
         Remedy::Nodes { count, of } => json!({"nodes": count, "instance_type": of.name}),

@@ -61,7 +61,15 @@ fn full_on_a_micro_does_not_fit_and_names_the_type_that_does_which_then_fits() {
     let micro = stack(dir.path(), "micro.toml", "t2.micro", "profile = \"full\"");
     let (rc, out, err) = budget(&micro);
     assert_eq!(rc, 1, "{out}{err}");
-    for component in ["ingress", "monitoring", "blackbox", "jenkins", "sonarqube", "kafka", "logs"] {
+    for component in [
+        "ingress",
+        "monitoring",
+        "blackbox",
+        "jenkins",
+        "sonarqube",
+        "kafka",
+        "logs",
+    ] {
         assert!(
             out.lines().any(|l| l.starts_with(component)),
             "{component} missing:\n{out}"
@@ -81,7 +89,14 @@ fn full_on_a_micro_does_not_fit_and_names_the_type_that_does_which_then_fits() {
     assert!(out.ends_with("fits\n"), "{out}");
 
     // The same as JSON Lines: one value.
-    let (rc, out, _) = bosun(&["--output", "json", "platform", "budget", "--config", micro.to_str().unwrap()]);
+    let (rc, out, _) = bosun(&[
+        "--output",
+        "json",
+        "platform",
+        "budget",
+        "--config",
+        micro.to_str().unwrap(),
+    ]);
     assert_eq!(rc, 1);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["fits"], false);
@@ -104,9 +119,19 @@ fn profiles_fit_the_nodes_they_are_sized_for() {
         let (rc, out, err) = budget(&config);
         assert_eq!(rc, rc_wanted, "{instance} {selection}:\n{out}{err}");
     }
-    let config = stack(dir.path(), "s.toml", "t2.micro", "components = [\"ingress\", \"blackbox\"]");
+    let config = stack(
+        dir.path(),
+        "s.toml",
+        "t2.micro",
+        "components = [\"ingress\", \"blackbox\"]",
+    );
     let (_, out, _) = budget(&config);
-    let names: Vec<&str> = out.lines().skip(1).take(2).map(|l| l.split_whitespace().next().unwrap()).collect();
+    let names: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .take(2)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
     assert_eq!(names, ["ingress", "blackbox"], "{out}");
 }
 
@@ -114,9 +139,21 @@ fn profiles_fit_the_nodes_they_are_sized_for() {
 fn invalid_input_exits_2_saying_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
     for (instance, platform, says) in [
-        ("t9.huge", "profile = \"small\"", "instance_type \"t9.huge\": bosun does not know its size"),
-        ("t3.small", "profile = \"medium\"", "platform.profile \"medium\" is not one of learner, small, full"),
-        ("t3.small", "components = [\"nagios\"]", "platform.components: \"nagios\" is not one of"),
+        (
+            "t9.huge",
+            "profile = \"small\"",
+            "instance_type \"t9.huge\": bosun does not know its size",
+        ),
+        (
+            "t3.small",
+            "profile = \"medium\"",
+            "platform.profile \"medium\" is not one of learner, small, full",
+        ),
+        (
+            "t3.small",
+            "components = [\"nagios\"]",
+            "platform.components: \"nagios\" is not one of",
+        ),
         ("t3.small", "", "has no [platform] section"),
     ] {
         let config = stack(dir.path(), "bad.toml", instance, platform);

@@ -650,7 +650,10 @@ fn is_mysql_user(s: &str) -> bool {
 
 /// `playbooks` of the config at `config_path`, resolved against the config's directory.
 pub fn playbooks_dir(config_path: &Path, stack: &StackConfig) -> PathBuf {
-    resolve(config_path.parent().unwrap_or(Path::new(".")), &stack.playbooks)
+    resolve(
+        config_path.parent().unwrap_or(Path::new(".")),
+        &stack.playbooks,
+    )
 }
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {

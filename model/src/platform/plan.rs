@@ -41,8 +41,10 @@ pub fn components(
     for step in &playbook.steps {
         let mut found = false;
         let mut total = Requests::default();
-        step_requests(&jinja, step, &scope, outside, base, read, &mut found, &mut total)
-            .map_err(|e| format!("component `{}`: {e}", step.name))?;
+        step_requests(
+            &jinja, step, &scope, outside, base, read, &mut found, &mut total,
+        )
+        .map_err(|e| format!("component `{}`: {e}", step.name))?;
         if found {
             out.push(ComponentRequests {
                 name: step.name.clone(),
@@ -153,7 +155,8 @@ fn step_requests(
                     (None, Some(content)) => render(content)?,
                     (None, None) => String::new(),
                 };
-                *total = *total + requests::in_yaml(&text).map_err(|e| format!("{}: {e}", args.dest))?;
+                *total =
+                    *total + requests::in_yaml(&text).map_err(|e| format!("{}: {e}", args.dest))?;
                 *found = true;
             }
             Action::Template(args) if is_manifest(&render(&args.dest)?) => {

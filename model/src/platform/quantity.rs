@@ -63,7 +63,7 @@ impl fmt::Display for Requests {
 
 /// Millicores as people write them: `250m`, `2`, `1.5`.
 pub fn cpu(millis: u64) -> String {
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         format!("{}", millis / 1000)
     } else if millis >= 1000 {
         format!("{:.2}", millis as f64 / 1000.0)
