@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
+use bosun_model::cli_docs;
 use bosun_model::output::OutputFormat;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -116,6 +117,16 @@ enum Command {
         #[arg(long)]
         delete_data: bool,
     },
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: cli_docs::Shell,
+    },
+    /// Write the man pages (NAME.1 and one per subcommand) into DIR.
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -204,6 +215,17 @@ fn endpoint<'a>(aws: &'a AwsArgs, config: &'a StackConfig) -> Option<&'a str> {
         .or(config.endpoints.aws.as_deref())
 }
 
+/// `man DIR`: writes every man page of this binary into `dir`.
+fn write_man_pages(dir: &Path) -> Result<ExitCode> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (name, roff) in cli_docs::man_pages(<Cli as clap::CommandFactory>::command())? {
+        let path = dir.join(name);
+        std::fs::write(&path, roff).with_context(|| format!("writing {}", path.display()))?;
+        println!("{}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// One line of JSON Lines (see `--output`).
 fn print_json(value: &serde_json::Value) {
     println!("{value}");
@@ -214,6 +236,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let ui = cloud::Ui { json };
     match cli.command {
         Command::Check { playbooks, var } => check(&playbooks, &var, json),
+        Command::Completions { shell } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            cli_docs::completions(cmd, shell, &mut std::io::stdout().lock());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => write_man_pages(&dir),
         Command::Run(args) => remote::run::run(args, json),
         Command::Status(args) => remote::status::run(args, json),
         Command::Backups(cmd) => remote::backups::run(cmd, json),

@@ -11,6 +11,7 @@
 //! runtime (tokio, the AWS SDK, SQLite), and what keeps its logic testable without a host.
 
 pub mod backup;
+pub mod cli_docs;
 pub mod event;
 pub mod jinja;
 pub mod mode;
