@@ -98,6 +98,31 @@ impl Aws {
             .ok_or_else(|| "the parameter has no value".to_string())
     }
 
+    /// A Secrets Manager client (the `secretsmanager:` secret source).
+    pub fn secretsmanager(&self) -> aws_sdk_secretsmanager::Client {
+        aws_sdk_secretsmanager::Client::new(&self.sdk)
+    }
+
+    /// The string value of Secrets Manager secret `id` (a `secretsmanager:` secret); the error
+    /// in one line.
+    pub async fn secret_string(&self, id: &str) -> Result<String, String> {
+        let out = self
+            .secretsmanager()
+            .get_secret_value()
+            .secret_id(id)
+            .send()
+            .await
+            .map_err(|e| describe_error(&e))?;
+        out.secret_string
+            .ok_or_else(|| "the secret has no string value (a binary secret?)".to_string())
+    }
+
+    /// The shared SDK configuration (credentials, region, time source): what the RDS IAM
+    /// token generator signs with.
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.sdk
+    }
+
     /// A CloudWatch client (telemetry: PutMetricData). Each call is bounded by
     /// [`TELEMETRY_CALL_TIMEOUT`] so a hung endpoint cannot stall shipping.
     pub fn cloudwatch(&self) -> aws_sdk_cloudwatch::Client {

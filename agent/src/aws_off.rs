@@ -26,4 +26,9 @@ impl Aws {
     pub async fn ssm_parameter(&self, _name: &str) -> Result<String, String> {
         match *self {}
     }
+
+    /// Unreachable: no [`Aws`] exists.
+    pub async fn secret_string(&self, _id: &str) -> Result<String, String> {
+        match *self {}
+    }
 }

@@ -6,6 +6,7 @@
 mod cloud;
 mod exit;
 mod local;
+mod platform;
 mod remote;
 mod stack;
 
@@ -101,6 +102,10 @@ enum Command {
         #[arg(long)]
         allow_replacement: bool,
     },
+    /// The platform's capacity: the requests of `[platform]`'s components (from
+    /// playbooks/platform.toml and its values) against the stack's instance type.
+    #[command(subcommand)]
+    Platform(PlatformCommand),
     /// Delete the stack. The bucket (backups) is kept unless --delete-data.
     Down {
         /// Stack config (stack.toml).
@@ -121,6 +126,16 @@ enum Command {
     Man {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlatformCommand {
+    /// Print the budget table. Exit 0 it fits, 1 it does not fit, 2 invalid input. No AWS call.
+    Budget {
+        /// Stack config (stack.toml) with a `[platform]` section.
+        #[arg(long, default_value = "stack.toml")]
+        config: PathBuf,
     },
 }
 
@@ -286,6 +301,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             refresh_boot,
         } => {
             let l = load(&stack)?;
+            if let Some(code) = platform_gate(&stack.config, &l.config, json)? {
+                return Ok(code);
+            }
             let rt = runtime()?;
             let result = rt.block_on(async {
                 let clients =
@@ -310,6 +328,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             allow_replacement,
         } => {
             let l = load(&stack)?;
+            if let Some(code) = platform_gate(&stack.config, &l.config, json)? {
+                return Ok(code);
+            }
             let rt = runtime()?;
             let result = rt.block_on(async {
                 let clients =
@@ -326,6 +347,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print_json(&result);
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Platform(PlatformCommand::Budget { config }) => {
+            let stack = config_only(&config)?;
+            let Some(b) = platform::budget(&config, &stack)? else {
+                anyhow::bail!(
+                    "{} has no [platform] section: name a profile (learner, small, full) or components",
+                    config.display()
+                );
+            };
+            if json {
+                print_json(&platform::to_json(&b));
+            } else {
+                print!("{}", b.table());
+            }
+            Ok(ExitCode::from(if b.fits() {
+                exit::OK
+            } else {
+                exit::FAILED
+            }))
         }
         Command::Down {
             config,
@@ -344,6 +384,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `plan` and `up` refuse a stack whose instance type cannot hold its `[platform]`, before any
+/// AWS call: `Some(exit code)` when refused, with the budget table on stderr (or the JSON).
+fn platform_gate(config_path: &Path, config: &StackConfig, json: bool) -> Result<Option<ExitCode>> {
+    let Some(b) = platform::budget(config_path, config)? else {
+        return Ok(None);
+    };
+    if b.fits() {
+        return Ok(None);
+    }
+    if json {
+        print_json(&platform::to_json(&b));
+    }
+    eprint!("{}", b.table());
+    eprintln!(
+        "bosun: refused: instance_type {} cannot hold the [platform] of {}; nothing was created or changed",
+        config.instance_type,
+        config_path.display()
+    );
+    Ok(Some(ExitCode::from(exit::FAILED)))
 }
 
 /// `down` needs neither the key nor the artefacts: only the name and where to reach AWS.

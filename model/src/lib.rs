@@ -16,6 +16,7 @@ pub mod event;
 pub mod jinja;
 pub mod mode;
 pub mod output;
+pub mod platform;
 pub mod playbook;
 pub mod secret_source;
 pub mod steps;
