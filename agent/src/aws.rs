@@ -83,6 +83,17 @@ impl Aws {
         aws_sdk_ssm::Client::new(&self.sdk)
     }
 
+    /// A Secrets Manager client (the `secretsmanager:` secret source).
+    pub fn secretsmanager(&self) -> aws_sdk_secretsmanager::Client {
+        aws_sdk_secretsmanager::Client::new(&self.sdk)
+    }
+
+    /// The shared SDK configuration (credentials, region, time source): what the RDS IAM
+    /// token generator signs with.
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.sdk
+    }
+
     /// A CloudWatch client (telemetry: PutMetricData). Each call is bounded by
     /// [`TELEMETRY_CALL_TIMEOUT`] so a hung endpoint cannot stall shipping.
     pub fn cloudwatch(&self) -> aws_sdk_cloudwatch::Client {

@@ -20,8 +20,10 @@ use serde::Serialize;
 
 use bosun_model::event::{RunEvent, StepReport};
 
+mod drift;
 mod schedule;
 mod telemetry;
+pub use drift::DriftRow;
 pub use schedule::ScheduleRow;
 pub use telemetry::{FileCheckpoint, MetricSample};
 
@@ -85,6 +87,13 @@ const SCHEMA: &[&str] = &[
         last_started_at TEXT,
         last_outcome TEXT,
         last_error TEXT
+    );",
+    // version 4: drift, per playbook: the steps a scheduled check run found would change
+    "CREATE TABLE drift (
+        playbook TEXT PRIMARY KEY,
+        steps TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        checked_at TEXT NOT NULL
     );",
 ];
 
@@ -153,6 +162,9 @@ pub struct StepRecord {
 pub struct Journal {
     conn: Connection,
     current_run: Option<String>,
+    /// The running run is a scheduled check (a drift report): its playbook, and the steps
+    /// that would change so far.
+    drift: Option<(String, Vec<String>)>,
 }
 
 impl Journal {
@@ -170,6 +182,7 @@ impl Journal {
         Ok(Self {
             conn,
             current_run: None,
+            drift: None,
         })
     }
 
@@ -258,6 +271,7 @@ impl Journal {
         Ok(Some(Self {
             conn,
             current_run: None,
+            drift: None,
         }))
     }
 
@@ -276,6 +290,7 @@ impl Journal {
                     params![run_id, playbook, check, started_at, schedule],
                 )?;
                 self.current_run = Some(run_id.clone());
+                self.drift = (*check && schedule.is_some()).then(|| (playbook.clone(), Vec::new()));
             }
             RunEvent::StepFinished(StepReport {
                 index,
@@ -291,6 +306,11 @@ impl Journal {
                 let Some(run_id) = &self.current_run else {
                     return Ok(());
                 };
+                if *status == bosun_model::event::StepStatus::Changed
+                    && let Some((_, drifted)) = &mut self.drift
+                {
+                    drifted.push(name.clone());
+                }
                 let error = (status.as_str() == "failed")
                     .then_some(message.as_deref())
                     .flatten();
@@ -304,6 +324,12 @@ impl Journal {
                 let Some(run_id) = self.current_run.take() else {
                     return Ok(());
                 };
+                // A check that failed part-way says nothing sure: the last report stands.
+                if let Some((playbook, steps)) = self.drift.take()
+                    && s.failed == 0
+                {
+                    self.put_drift(&playbook, &steps, &run_id)?;
+                }
                 let status = if s.failed > 0 { "failed" } else { "ok" };
                 self.conn.execute(
                     "UPDATE runs SET finished_at = ?2, status = ?3, ok = ?4, changed = ?5, failed = ?6, skipped = ?7 WHERE id = ?1",

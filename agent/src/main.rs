@@ -10,6 +10,7 @@ use bosun_agent::host::facts::Facts;
 use bosun_agent::journal::{self, Journal};
 use bosun_agent::queue::Progress;
 use bosun_agent::vars;
+use bosun_model::cli_docs;
 use bosun_model::event::{EventSink, RunEvent};
 use bosun_model::output::{Human, JsonLines, OutputFormat};
 use bosun_model::playbook::{self, BaseDir, BaseOrigin, Diagnostics, Playbook, Source};
@@ -74,6 +75,12 @@ enum Command {
         #[arg(long, value_enum, default_value = "human")]
         output: OutputFormat,
     },
+    /// Drift: per playbook, the steps its last scheduled check run (`[[schedule]]` with
+    /// `check = true`) found would change.
+    Drift {
+        #[arg(long, value_enum, default_value = "human")]
+        output: OutputFormat,
+    },
     /// Scheduled playbooks (`[[schedule]]` in the agent config).
     Schedule {
         #[command(subcommand)]
@@ -82,6 +89,16 @@ enum Command {
     /// List the backups in S3, or restore one into a database.
     #[command(subcommand)]
     Backups(bosun_agent::backup::cli::BackupsCommand),
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: cli_docs::Shell,
+    },
+    /// Write the man pages (NAME.1 and one per subcommand) into DIR.
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -202,6 +219,7 @@ fn main() -> ExitCode {
         Command::History { limit, run, output } => {
             history(&state_dir, limit, run.as_deref(), output)
         }
+        Command::Drift { output } => drift(&state_dir, output),
         Command::Schedule {
             command:
                 ScheduleCommand::List {
@@ -211,11 +229,28 @@ fn main() -> ExitCode {
                 },
         } => schedule_list(config, cli.state_dir.clone(), after, output),
         Command::Backups(cmd) => bosun_agent::backup::cli::run(cmd).map(ExitCode::from),
+        Command::Completions { shell } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            cli_docs::completions(cmd, shell, &mut std::io::stdout().lock());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => write_man_pages(&dir),
     };
     result.unwrap_or_else(|e| {
         eprintln!("bosund: error: {e:#}");
         ExitCode::from(EXIT_INVALID)
     })
+}
+
+/// `man DIR`: writes every man page of this binary into `dir`.
+fn write_man_pages(dir: &Path) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (name, roff) in cli_docs::man_pages(<Cli as clap::CommandFactory>::command())? {
+        let path = dir.join(name);
+        std::fs::write(&path, roff).with_context(|| format!("writing {}", path.display()))?;
+        println!("{}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Reads a playbook file or stdin (`-`), with the directory its relative paths resolve
@@ -445,6 +480,35 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `bosund drift`: the journal's drift report (a JSON array with `--output json`).
+fn drift(state_dir: &Path, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    let rows = match Journal::open_existing(state_dir)? {
+        Some(j) => j.drift()?,
+        None => Vec::new(),
+    };
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string(&rows)?),
+        OutputFormat::Human if rows.is_empty() => {
+            println!("no drift report yet: a [[schedule]] with check = true makes one")
+        }
+        OutputFormat::Human => {
+            for r in &rows {
+                match r.steps.len() {
+                    0 => println!("{}: no drift (checked {})", r.playbook, r.checked_at),
+                    n => println!(
+                        "{}: {n} steps would change: {} (checked {}, run {})",
+                        r.playbook,
+                        r.steps.join(", "),
+                        r.checked_at,
+                        r.run_id
+                    ),
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn history(

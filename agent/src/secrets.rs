@@ -4,7 +4,9 @@
 //! A playbook never holds a secret, only its source:
 //! - `env:NAME`: bosund's environment variable `NAME`;
 //! - `file:/path`: the file's content, one trailing newline removed;
-//! - `ssm:/param/name`: an SSM Parameter Store parameter, decrypted (`SecureString`).
+//! - `ssm:/param/name`: an SSM Parameter Store parameter, decrypted (`SecureString`);
+//! - `secretsmanager:<name or ARN>[#key]`: a Secrets Manager secret's string, or one field of
+//!   it when it is JSON (`#password` of the master password RDS manages).
 //!
 //! Invariant: a [`Secret`]'s value reaches only what it is for (a child's `MYSQL_PWD`). Its
 //! `Debug` prints `<redacted>`, it has no `Display`, and no error of this module contains it.
@@ -41,6 +43,16 @@ pub enum SecretError {
         /// The parameter.
         name: String,
         /// What SSM said.
+        reason: String,
+    },
+    /// Secrets Manager refused, could not be reached, or the secret is not what `#key` says.
+    #[error(
+        "cannot read Secrets Manager secret {id}: {reason} (check the id, the region and the role's secretsmanager:GetSecretValue permission)"
+    )]
+    SecretsManager {
+        /// The secret's name or ARN.
+        id: String,
+        /// What went wrong (never the value).
         reason: String,
     },
     /// The source gave an empty value.
@@ -85,11 +97,43 @@ pub async fn read(source: &SecretSource, aws: Option<&Aws>) -> Result<Secret, Se
                 .and_then(|p| p.value)
                 .ok_or_else(|| fail("the parameter has no value".into()))?
         }
+        SecretSource::SecretsManager { id, key } => {
+            let fail = |reason: String| SecretError::SecretsManager {
+                id: id.clone(),
+                reason,
+            };
+            let aws = aws.ok_or_else(|| fail("no AWS configuration".into()))?;
+            let out = aws
+                .secretsmanager()
+                .get_secret_value()
+                .secret_id(id)
+                .send()
+                .await
+                .map_err(|e| fail(describe_error(&e)))?;
+            let text = out
+                .secret_string
+                .ok_or_else(|| fail("the secret has no string value (a binary secret?)".into()))?;
+            match key {
+                None => text,
+                Some(key) => json_field(&text, key).map_err(fail)?,
+            }
+        }
     };
     if value.is_empty() {
         return Err(SecretError::Empty(source.to_string()));
     }
     Ok(Secret(value))
+}
+
+/// The string field `key` of a JSON object. Errors never quote the text (it is the secret).
+fn json_field(text: &str, key: &str) -> Result<String, String> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|_| format!("#{key} was asked for but the secret is not JSON"))?;
+    match value.get(key) {
+        Some(serde_json::Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(format!("field {key:?} of the secret is not a string")),
+        None => Err(format!("the secret's JSON has no field {key:?}")),
+    }
 }
 
 /// A secret value. Prints as `<redacted>`; [`expose`](Self::expose) is the one way to it.

@@ -264,6 +264,43 @@ fn installs_with_merged_values_then_a_second_run_is_ok_without_an_upgrade() {
     assert_eq!(c.release().unwrap()["revision"], "1");
 }
 
+/// Release names with hyphens (most platform releases: `node-exporter`, `kafka-connect`): bosun
+/// finds its release with `helm list --filter ^name$` where the name is regex-escaped
+/// (`^my\-app$`), which helm (and the fake, since it models the filter as helm's regular
+/// expression) matches; a neighbour whose name starts the same is not taken for it.
+#[test]
+fn hyphenated_release_names_are_found_so_a_second_run_changes_nothing() {
+    let c = Cluster::new();
+    let pb = c.sb.playbook(&format!(
+        r#"
+name = "t"
+[[step]]
+name = "my-app"
+helm_release = {{ name = "my-app", chart = "example/nginx", version = "1.0.0", namespace = "web", create_namespace = true, kubeconfig = "{kc}", helm = "{helm}" }}
+[[step]]
+name = "my-app-canary"
+helm_release = {{ name = "my-app-canary", chart = "example/nginx", version = "2.0.0", namespace = "web", create_namespace = true, kubeconfig = "{kc}", helm = "{helm}" }}
+"#,
+        kc = c.kubeconfig.display(),
+        helm = c.fake.display(),
+    ));
+    let first = c.apply(&pb, &[]);
+    first.assert_success();
+    assert_eq!(first.summary(), summary(0, 2, 0, 0));
+    let calls_before = c.calls().len();
+    let second = c.apply(&pb, &[]);
+    second.assert_success();
+    assert_eq!(second.summary(), summary(2, 0, 0, 0));
+    assert!(
+        c.commands_since(calls_before)
+            .iter()
+            .all(|c| c == "list" || c == "get"),
+        "the second run changed a release"
+    );
+    let msg = second.step("my-app").message.clone().unwrap_or_default();
+    assert!(msg.contains("nginx-1.0.0"), "{msg}");
+}
+
 #[test]
 fn a_values_change_upgrades_to_revision_2_with_a_diff_then_a_chart_version_change_to_3() {
     let c = Cluster::new();

@@ -816,3 +816,83 @@ fn json_lines(out: &str) -> Value {
         })
         .collect()
 }
+
+/// A `[[schedule]]` with `check = true` every second: a drift report. The file the playbook
+/// manages is changed by hand: within a slot `/metrics` counts the step and `bosund drift`
+/// names it, and the check changed nothing; restored, the count returns to 0.
+#[tokio::test]
+async fn a_scheduled_check_reports_drift_on_metrics_and_clears_when_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("playbooks")).unwrap();
+    let motd = dir.path().join("motd");
+    std::fs::write(&motd, "hello\n").unwrap();
+    std::fs::write(
+        dir.path().join("playbooks/site.toml"),
+        format!(
+            "name = \"site\"\n[[step]]\nname = \"motd\"\ncopy = {{ dest = \"{}\", content = \"hello\\n\" }}\n[[step]]\nname = \"noop\"\ncommand = {{ run = \"true\" }}\nchanged_when = false\n",
+            motd.display()
+        ),
+    )
+    .unwrap();
+    let mut agent = Agent::spawn_in(
+        dir,
+        "",
+        "[[schedule]]\nplaybook = \"site\"\ncron = \"* * * * * *\"\ncheck = true\n",
+        &[],
+    );
+    agent.expect_notify("READY=1");
+    let metric = |n: usize| format!("bosun_drift_steps{{playbook=\"site\"}} {n}\n");
+    let wait_metrics = |want: String| {
+        let agent = &agent;
+        async move {
+            let deadline = Instant::now() + PATIENCE;
+            loop {
+                let (_, text) = agent
+                    .call_text(Method::GET, "/metrics", Default::default(), "text/plain")
+                    .await;
+                if text.contains(&want) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "/metrics never showed {want:?}:\n{text}\nlog:\n{}",
+                    agent.log_text()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_metrics(metric(0)).await;
+
+    std::fs::write(&motd, "tampered\n").unwrap();
+    wait_metrics(metric(1)).await;
+    let state = agent.state.to_str().unwrap().to_string();
+    let (code, out, err) = run_bosund(&["drift", "--output", "json", "--state-dir", &state]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["playbook"], "site", "{rows}");
+    assert_eq!(rows[0]["steps"], serde_json::json!(["motd"]), "{rows}");
+    let (_, human, _) = run_bosund(&["drift", "--state-dir", &state]);
+    assert!(
+        human.contains("site: 1 steps would change: motd"),
+        "{human}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&motd).unwrap(),
+        "tampered\n",
+        "a check run changed the file"
+    );
+    let history = run_bosund(&["history", "--output", "json", "--state-dir", &state]).1;
+    let history = json_lines(&history);
+    assert!(
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["check"] == true),
+        "{history}"
+    );
+
+    std::fs::write(&motd, "hello\n").unwrap();
+    wait_metrics(metric(0)).await;
+}

@@ -6,6 +6,7 @@
 mod cloud;
 mod exit;
 mod local;
+mod platform;
 mod remote;
 mod stack;
 
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
+use bosun_model::cli_docs;
 use bosun_model::output::OutputFormat;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -100,6 +102,10 @@ enum Command {
         #[arg(long)]
         allow_replacement: bool,
     },
+    /// The platform's capacity: the requests of `[platform]`'s components (from
+    /// playbooks/platform.toml and its values) against the stack's instance type.
+    #[command(subcommand)]
+    Platform(PlatformCommand),
     /// Delete the stack. The bucket (backups) is kept unless --delete-data.
     Down {
         /// Stack config (stack.toml).
@@ -110,6 +116,26 @@ enum Command {
         /// Also empty and delete the stack's bucket, with every backup in it.
         #[arg(long)]
         delete_data: bool,
+    },
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: cli_docs::Shell,
+    },
+    /// Write the man pages (NAME.1 and one per subcommand) into DIR.
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlatformCommand {
+    /// Print the budget table. Exit 0 it fits, 1 it does not fit, 2 invalid input. No AWS call.
+    Budget {
+        /// Stack config (stack.toml) with a `[platform]` section.
+        #[arg(long, default_value = "stack.toml")]
+        config: PathBuf,
     },
 }
 
@@ -189,6 +215,17 @@ fn endpoint<'a>(aws: &'a AwsArgs, config: &'a StackConfig) -> Option<&'a str> {
         .or(config.endpoints.aws.as_deref())
 }
 
+/// `man DIR`: writes every man page of this binary into `dir`.
+fn write_man_pages(dir: &Path) -> Result<ExitCode> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (name, roff) in cli_docs::man_pages(<Cli as clap::CommandFactory>::command())? {
+        let path = dir.join(name);
+        std::fs::write(&path, roff).with_context(|| format!("writing {}", path.display()))?;
+        println!("{}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// One line of JSON Lines (see `--output`).
 fn print_json(value: &serde_json::Value) {
     println!("{value}");
@@ -199,6 +236,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let ui = cloud::Ui { json };
     match cli.command {
         Command::Check { playbooks, var } => check(&playbooks, &var, json),
+        Command::Completions { shell } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            cli_docs::completions(cmd, shell, &mut std::io::stdout().lock());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => write_man_pages(&dir),
         Command::Run(args) => remote::run::run(args, json),
         Command::Status(args) => remote::status::run(args, json),
         Command::Backups(cmd) => remote::backups::run(cmd, json),
@@ -258,6 +301,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             refresh_boot,
         } => {
             let l = load(&stack)?;
+            if let Some(code) = platform_gate(&stack.config, &l.config, json)? {
+                return Ok(code);
+            }
             let rt = runtime()?;
             let result = rt.block_on(async {
                 let clients =
@@ -282,6 +328,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             allow_replacement,
         } => {
             let l = load(&stack)?;
+            if let Some(code) = platform_gate(&stack.config, &l.config, json)? {
+                return Ok(code);
+            }
             let rt = runtime()?;
             let result = rt.block_on(async {
                 let clients =
@@ -298,6 +347,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print_json(&result);
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Platform(PlatformCommand::Budget { config }) => {
+            let stack = config_only(&config)?;
+            let Some(b) = platform::budget(&config, &stack)? else {
+                anyhow::bail!(
+                    "{} has no [platform] section: name a profile (learner, small, full) or components",
+                    config.display()
+                );
+            };
+            if json {
+                print_json(&platform::to_json(&b));
+            } else {
+                print!("{}", b.table());
+            }
+            Ok(ExitCode::from(if b.fits() {
+                exit::OK
+            } else {
+                exit::FAILED
+            }))
         }
         Command::Down {
             config,
@@ -316,6 +384,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `plan` and `up` refuse a stack whose instance type cannot hold its `[platform]`, before any
+/// AWS call: `Some(exit code)` when refused, with the budget table on stderr (or the JSON).
+fn platform_gate(config_path: &Path, config: &StackConfig, json: bool) -> Result<Option<ExitCode>> {
+    let Some(b) = platform::budget(config_path, config)? else {
+        return Ok(None);
+    };
+    if b.fits() {
+        return Ok(None);
+    }
+    if json {
+        print_json(&platform::to_json(&b));
+    }
+    eprint!("{}", b.table());
+    eprintln!(
+        "bosun: refused: instance_type {} cannot hold the [platform] of {}; nothing was created or changed",
+        config.instance_type,
+        config_path.display()
+    );
+    Ok(Some(ExitCode::from(exit::FAILED)))
 }
 
 /// `down` needs neither the key nor the artefacts: only the name and where to reach AWS.

@@ -468,10 +468,19 @@ fn template_holds_what_moto_ignores() {
     for (alarm, metric) in [
         ("MemoryAlarm", "mem_used_percent"),
         ("DiskAlarm", "disk_used_percent"),
+        ("DriftAlarm", "DriftSteps"),
     ] {
         assert_eq!(res[alarm]["Properties"]["Namespace"], "Bosun/Host");
         assert_eq!(res[alarm]["Properties"]["MetricName"], metric);
     }
+    let drift = &res["DriftAlarm"]["Properties"];
+    assert_eq!(
+        (
+            drift["Threshold"].as_f64(),
+            drift["TreatMissingData"].as_str()
+        ),
+        (Some(0.0), Some("notBreaching"))
+    );
     assert_eq!(
         res["CpuAlarm"]["Properties"]["MetricName"],
         "CPUUtilization"

@@ -11,10 +11,12 @@
 //! runtime (tokio, the AWS SDK, SQLite), and what keeps its logic testable without a host.
 
 pub mod backup;
+pub mod cli_docs;
 pub mod event;
 pub mod jinja;
 pub mod mode;
 pub mod output;
+pub mod platform;
 pub mod playbook;
 pub mod secret_source;
 pub mod steps;

@@ -34,12 +34,18 @@ impl<W: Write> EventSink for JsonLines<W> {
 pub struct Human<W: Write> {
     out: W,
     diff: bool,
+    /// The run is under `--check` (from its `RunStarted`).
+    check: bool,
 }
 
 impl<W: Write> Human<W> {
     /// A renderer; `diff` shows file diffs.
     pub fn new(out: W, diff: bool) -> Self {
-        Self { out, diff }
+        Self {
+            out,
+            diff,
+            check: false,
+        }
     }
 }
 
@@ -50,6 +56,7 @@ impl<W: Write> EventSink for Human<W> {
             RunEvent::RunStarted {
                 playbook, check, ..
             } => {
+                self.check = *check;
                 writeln!(
                     out,
                     "{playbook}{}",
@@ -75,8 +82,15 @@ impl<W: Write> EventSink for Human<W> {
                 if r.attempts > 1 {
                     line.push_str(&format!(" after {} attempts", r.attempts));
                 }
-                if let (StepStatus::Changed | StepStatus::Skipped, Some(m)) = (r.status, &r.message)
-                {
+                // Under --check an `ok` may be a step that did not run (a command whose
+                // `changed_when = false` keeps it from counting as a change): its message says
+                // so ("would run").
+                let says = match r.status {
+                    StepStatus::Changed | StepStatus::Skipped => true,
+                    StepStatus::Ok => self.check,
+                    StepStatus::Failed => false,
+                };
+                if let (true, Some(m)) = (says, &r.message) {
                     line.push_str(&format!(": {m}"));
                 }
                 let mut res = writeln!(out, "{line}");
@@ -144,5 +158,58 @@ fn duration(ms: f64) -> String {
         format!("{ms:.1} ms")
     } else {
         format!("{:.2} s", ms / 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::StepReport;
+
+    fn step(status: StepStatus, message: &str) -> RunEvent {
+        RunEvent::StepFinished(StepReport {
+            index: 0,
+            name: "read the config back".into(),
+            action: "command".into(),
+            handler: false,
+            status,
+            duration_ms: 2.0,
+            attempts: 1,
+            message: Some(message.into()),
+            diff: None,
+            output: None,
+        })
+    }
+
+    fn render(check: bool, events: &[RunEvent]) -> String {
+        let mut out = Vec::new();
+        let mut h = Human::new(&mut out, false);
+        h.emit(&RunEvent::RunStarted {
+            run_id: "r".into(),
+            playbook: "demo".into(),
+            check,
+            started_at: "2026-12-07T00:00:00Z".into(),
+            schedule: None,
+        });
+        for e in events {
+            h.emit(e);
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    /// A command kept from counting as a change by `changed_when = false` did not run under
+    /// --check: the line says "would run" instead of a bare `ok`.
+    #[test]
+    fn under_check_an_ok_step_that_did_not_run_says_so() {
+        let out = render(true, &[step(StepStatus::Ok, "would run")]);
+        assert!(
+            out.contains("ok       read the config back (2.0 ms): would run\n"),
+            "{out}"
+        );
+        let out = render(false, &[step(StepStatus::Ok, "ran")]);
+        assert!(
+            out.contains("ok       read the config back (2.0 ms)\n"),
+            "{out}"
+        );
     }
 }

@@ -679,13 +679,48 @@ async fn openapi() -> impl IntoResponse {
 /// Prometheus metrics (text exposition format 0.0.4).
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    let dir = state.state_dir.clone();
+    let drift = tokio::task::spawn_blocking(move || match Journal::open_existing(&dir)? {
+        Some(j) => j.drift(),
+        None => Ok(Vec::new()),
+    })
+    .await;
+    let drift = match drift {
+        Ok(Ok(rows)) => rows,
+        Ok(Err(e)) => {
+            tracing::warn!("reading drift from the journal: {e:#}");
+            Vec::new()
+        }
+        Err(e) => {
+            tracing::warn!("reading drift from the journal: {e}");
+            Vec::new()
+        }
+    };
+    let mut text = render_metrics(&state);
+    render_drift(&mut text, &drift);
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render_metrics(&state),
+        text,
     )
+}
+
+/// `bosun_drift_steps{playbook="…"}`: per playbook, the steps its last scheduled check run
+/// found would change.
+fn render_drift(out: &mut String, drift: &[crate::journal::DriftRow]) {
+    if drift.is_empty() {
+        return;
+    }
+    out.push_str("# HELP bosun_drift_steps Steps the last scheduled check run of a playbook found would change (0: the host is as the playbook says).\n# TYPE bosun_drift_steps gauge\n");
+    for row in drift {
+        let label = row.playbook.replace('\\', "\\\\").replace('"', "\\\"");
+        out.push_str(&format!(
+            "bosun_drift_steps{{playbook=\"{label}\"}} {}\n",
+            row.steps.len()
+        ));
+    }
 }
 
 fn render_metrics(state: &ApiState) -> String {

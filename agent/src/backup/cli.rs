@@ -390,6 +390,7 @@ pub async fn restore(req: &RestoreRequest) -> anyhow::Result<Restored> {
             user: req.user.clone(),
             password,
             extra_args: req.extra_args.clone(),
+            cleartext: false,
         },
     };
     let server = client.conn.endpoint();

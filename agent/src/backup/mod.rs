@@ -11,6 +11,7 @@
 //! - [`dump_scan`]: each table's row count and content digest, read off a dump as it streams;
 //! - [`mysql`]: the MySQL/MariaDB client and dump tools (queries, dump, restore), password in
 //!   `MYSQL_PWD` only;
+//! - [`iam`]: RDS IAM authentication tokens and the client options they need;
 //! - [`rds`]: RDS manual snapshots (identifiers, bosun's tag, listing, waiting), for
 //!   `rds_snapshot` and `backup_prune`.
 //! - [`read_ahead`]: a reader on its own thread, a bounded number of chunks ahead (the dump
@@ -25,6 +26,7 @@
 pub mod catalogue;
 pub mod cli;
 pub mod dump_scan;
+pub mod iam;
 pub mod key;
 pub mod manifest;
 pub mod mysql;

@@ -51,6 +51,9 @@ pub struct Connection {
     pub password: Secret,
     /// Extra client options (`--ssl-ca=...`), after the connection options.
     pub extra_args: Vec<String>,
+    /// The password is an RDS IAM token: the clients may send it in clear text (inside the
+    /// TLS that `extra_args` require, see [`super::iam`]).
+    pub cleartext: bool,
 }
 
 impl Connection {
@@ -73,7 +76,13 @@ impl Connection {
     }
 
     fn env(&self) -> std::collections::BTreeMap<String, String> {
-        [("MYSQL_PWD".to_string(), self.password.expose().to_string())].into()
+        let mut env: std::collections::BTreeMap<String, String> =
+            [("MYSQL_PWD".to_string(), self.password.expose().to_string())].into();
+        if self.cleartext {
+            let (k, v) = super::iam::CLEARTEXT_ENV;
+            env.insert(k.into(), v.into());
+        }
+        env
     }
 }
 
@@ -614,10 +623,41 @@ mod tests {
             user: "backup".into(),
             password: Secret::new("pw-123".into()),
             extra_args: vec!["--ssl".into()],
+            cleartext: false,
         };
         let args = conn.args();
         assert_eq!(args[0], "--no-defaults");
         assert!(args.iter().all(|a| !a.contains("pw-123")));
         assert_eq!(conn.env()["MYSQL_PWD"], "pw-123");
+        assert!(!conn.env().contains_key(super::super::iam::CLEARTEXT_ENV.0));
+    }
+
+    #[test]
+    fn an_iam_login_has_tls_the_cleartext_plugin_and_the_token_only_in_the_environment() {
+        let token = "db.example:3306/?Action=connect&DBUser=bosun_backup&X-Amz-Signature=ab12";
+        let conn = Connection {
+            host: "db.example".into(),
+            port: 3306,
+            user: "bosun_backup".into(),
+            password: Secret::new(token.into()),
+            extra_args: super::super::iam::client_args("/etc/bosun/rds-global-bundle.pem"),
+            cleartext: true,
+        };
+        let args = conn.args();
+        for want in [
+            "--ssl-ca=/etc/bosun/rds-global-bundle.pem",
+            "--ssl-verify-server-cert",
+            "--default-auth=mysql_clear_password",
+        ] {
+            assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
+        }
+        assert!(
+            args.iter()
+                .all(|a| !a.contains("X-Amz") && !a.starts_with("--password")),
+            "{args:?}"
+        );
+        let env = conn.env();
+        assert_eq!(env["MYSQL_PWD"], token);
+        assert_eq!(env["LIBMYSQL_ENABLE_CLEARTEXT_PLUGIN"], "Y");
     }
 }

@@ -7,6 +7,8 @@
 //! jitter = "15m"             # a fixed offset in [0, jitter) derived from the name; default 0
 //! name = "nightly-backup"    # default: the playbook's name; unique; the journal's key
 //! vars = { keep_daily = 7 }  # like --var: win over the playbook's [vars]
+//! check = true               # a drift report: the playbook runs in check mode (changes
+//!                            # nothing); the steps that would change are drift
 //! ```
 //!
 //! Validation reads the playbook the entry names: a schedule of a missing or invalid playbook
@@ -41,6 +43,9 @@ pub struct ScheduleSection {
     /// Variables for the runs, like `--var`.
     #[serde(default)]
     vars: Map<String, Value>,
+    /// Run in check mode: a drift report, changing nothing.
+    #[serde(default)]
+    check: bool,
 }
 
 /// One validated schedule: what the daemon's scheduler is built from.
@@ -58,6 +63,9 @@ pub struct ScheduleConfig {
     pub jitter: Duration,
     /// Variables for the runs.
     pub vars: Map<String, Value>,
+    /// Runs are in check mode: what would change is drift (kept in the journal per
+    /// playbook).
+    pub check: bool,
 }
 
 impl ScheduleConfig {
@@ -147,6 +155,7 @@ pub fn validate_schedules(
                 cron: s.cron.into_inner(),
                 jitter,
                 vars: s.vars,
+                check: s.check,
             });
         }
     }

@@ -376,7 +376,7 @@ impl ScheduleDriver {
         }
         let opts = RunOptions {
             run_id: run_id.clone(),
-            check: false,
+            check: e.config.check,
             base_dir: e
                 .config
                 .path

@@ -622,7 +622,10 @@ async fn read_secrets(
     }
     let mut values = Map::new();
     let needs_aws = playbook.secrets.iter().zip(&sources).any(|(s, source)| {
-        matches!(source, SecretSource::Ssm(_)) && !opts.extra_vars.contains_key(&s.name)
+        matches!(
+            source,
+            SecretSource::Ssm(_) | SecretSource::SecretsManager { .. }
+        ) && !opts.extra_vars.contains_key(&s.name)
     });
     let aws = if needs_aws {
         let aws = Aws::connect(&AwsTarget::default())

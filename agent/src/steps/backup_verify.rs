@@ -5,7 +5,7 @@ use anyhow::{Context, bail};
 use bosun_model::steps::backup_verify::BackupVerifyArgs;
 use chrono::Utc;
 
-use super::mysql_backup::{client_argv, connect};
+use super::mysql_backup::{Login, client_argv, connect};
 use super::{Check, CommandOutput, Outcome, StepContext, StepKind};
 use crate::aws::{Aws, AwsTarget, describe_error};
 use crate::backup::manifest::{
@@ -81,11 +81,15 @@ impl StepKind for BackupVerifyArgs {
                 .await
                 .context("reading the manifest: is this a bosun backup whose upload finished?")?;
         let conn = connect(
-            &self.host,
-            &self.port,
-            &self.user,
-            &self.password,
-            &self.extra_args,
+            &Login {
+                host: &self.host,
+                port: &self.port,
+                user: &self.user,
+                password: &self.password,
+                auth: self.auth,
+                ssl_ca: self.ssl_ca.as_deref(),
+                extra_args: &self.extra_args,
+            },
             &aws,
         )
         .await?;

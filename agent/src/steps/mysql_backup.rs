@@ -6,41 +6,61 @@ use bosun_model::backup::key::render_key;
 use bosun_model::backup::parts::{MEMORY_BUDGET, PartPlan, plan_parts};
 use bosun_model::backup::{Number, parse_size};
 use bosun_model::secret_source::SecretSource;
-use bosun_model::steps::mysql_backup::MysqlBackupArgs;
+use bosun_model::steps::mysql_backup::{MysqlAuth, MysqlBackupArgs};
 use chrono::Utc;
 
 use super::{Check, CommandOutput, Outcome, StepContext, StepKind};
 use crate::aws::{Aws, AwsTarget, describe_error};
 use crate::backup::dump_scan::Scanning;
+use crate::backup::iam;
 use crate::backup::manifest::{MANIFEST_FORMAT, MANIFEST_SUFFIX, Manifest};
 use crate::backup::mysql::{Client, Connection, Dumper, dump_argv, find_tool};
 use crate::backup::read_ahead::read_ahead;
 use crate::backup::upload::{self, MultipartUpload};
-use crate::secrets::{self, Secret};
+use crate::secrets;
 
 /// Bytes per chunk read ahead of the compressor (one zstd frame each), and chunks that may
 /// wait: with the chunk being filled and the one being compressed, 8 MiB at most.
 const READ_AHEAD_CHUNK: usize = upload::FRAME_SIZE;
 const READ_AHEAD_DEPTH: usize = 2;
 
-/// Builds a [`Connection`], reading the password.
-pub(crate) async fn connect(
-    host: &str,
-    port: &Number,
-    user: &str,
-    password: &str,
-    extra_args: &[String],
-    aws: &Aws,
-) -> anyhow::Result<Connection> {
-    let port = u16::try_from(port.value("port")?).context("`port` must be at most 65535")?;
-    let source: SecretSource = password.parse()?;
-    let password: Secret = secrets::read(&source, Some(aws)).await?;
+/// How a MySQL step logs in, as its arguments say.
+pub(crate) struct Login<'a> {
+    pub host: &'a str,
+    pub port: &'a Number,
+    pub user: &'a str,
+    pub password: &'a str,
+    pub auth: MysqlAuth,
+    pub ssl_ca: Option<&'a str>,
+    pub extra_args: &'a [String],
+}
+
+/// Builds a [`Connection`]: the password read from its source, or (`auth = "iam"`) an RDS IAM
+/// token signed with `aws`'s credentials and region, with TLS and the cleartext plugin.
+pub(crate) async fn connect(login: &Login<'_>, aws: &Aws) -> anyhow::Result<Connection> {
+    let port = u16::try_from(login.port.value("port")?).context("`port` must be at most 65535")?;
+    let mut extra_args = login.extra_args.to_vec();
+    let (password, cleartext) = match login.auth {
+        MysqlAuth::Password => {
+            let source: SecretSource = login.password.parse()?;
+            (secrets::read(&source, Some(aws)).await?, false)
+        }
+        MysqlAuth::Iam => {
+            let ca = login
+                .ssl_ca
+                .context("auth = \"iam\" needs `ssl_ca` (the RDS CA bundle)")?;
+            extra_args.extend(iam::client_args(ca));
+            let token = iam::auth_token(aws.sdk_config(), login.host, port, login.user).await?;
+            (token, true)
+        }
+    };
     Ok(Connection {
-        host: host.to_string(),
+        host: login.host.to_string(),
         port,
-        user: user.to_string(),
+        user: login.user.to_string(),
         password,
-        extra_args: extra_args.to_vec(),
+        extra_args,
+        cleartext,
     })
 }
 
@@ -94,11 +114,15 @@ impl StepKind for MysqlBackupArgs {
         .map_err(anyhow::Error::msg)?;
         let aws = Aws::connect(&target(self)).await?;
         let conn = connect(
-            &self.host,
-            &self.port,
-            &self.user,
-            &self.password,
-            &self.extra_args,
+            &Login {
+                host: &self.host,
+                port: &self.port,
+                user: &self.user,
+                password: &self.password,
+                auth: self.auth,
+                ssl_ca: self.ssl_ca.as_deref(),
+                extra_args: &self.extra_args,
+            },
             &aws,
         )
         .await?;

@@ -1,5 +1,6 @@
-//! `bosun status`: per host, over SSH, bosund's path, digest and version, the host's uptime and
-//! its last runs (`bosund history`). A host that cannot be reached is shown as such and makes
+//! `bosun status`: per host, over SSH, bosund's path, digest and version, the host's uptime,
+//! its last runs (`bosund history`) and its drift report (`bosund drift`: the steps scheduled
+//! check runs found would change). A host that cannot be reached is shown as such and makes
 //! the exit code [`exit::UNREACHABLE`]; the others are still shown.
 
 use std::process::ExitCode;
@@ -92,34 +93,55 @@ async fn host_status(t: &Target, policy: HostKeyPolicy, runs: usize) -> Result<V
         } else {
             json!({"error": history.stderr_text()})
         };
+        let drift = ssh
+            .exec(&format!("{bin}{state} drift --output json"))
+            .await?;
+        v["drift"] = if drift.code == Some(0) {
+            serde_json::from_slice(&drift.stdout).unwrap_or(Value::Null)
+        } else {
+            json!({"error": drift.stderr_text()})
+        };
     }
     ssh.close().await;
     Ok(v)
 }
 
 fn print_status(v: &Value) {
+    print!("{}", status_text(v));
+}
+
+/// The human lines of one host's status.
+fn status_text(v: &Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
     let host = v["host"].as_str().unwrap_or_default();
     if let Some(e) = v["error"].as_str() {
-        println!("{host}: unreachable: {e}");
-        return;
+        let _ = writeln!(out, "{host}: unreachable: {e}");
+        return out;
     }
     let uptime = v["uptime_s"]
         .as_f64()
         .map(|s| format!("up {}", human_duration(s)))
         .unwrap_or_default();
     match v["bosund"]["version"].as_str() {
-        Some(ver) => println!(
-            "{host}: {ver} at {} {uptime}",
-            v["bosund"]["path"].as_str().unwrap_or("")
-        ),
-        None => println!("{host}: bosund not installed ({uptime})"),
+        Some(ver) => {
+            let _ = writeln!(
+                out,
+                "{host}: {ver} at {} {uptime}",
+                v["bosund"]["path"].as_str().unwrap_or("")
+            );
+        }
+        None => {
+            let _ = writeln!(out, "{host}: bosund not installed ({uptime})");
+        }
     }
     if let Some(runs) = v["runs"].as_array() {
         if runs.is_empty() {
-            println!("  no runs yet");
+            let _ = writeln!(out, "  no runs yet");
         }
         for r in runs {
-            println!(
+            let _ = writeln!(
+                out,
                 "  {} {:<20} {:<8} ok={} changed={} failed={}",
                 r["started_at"].as_str().unwrap_or("?"),
                 r["playbook"].as_str().unwrap_or("?"),
@@ -130,8 +152,31 @@ fn print_status(v: &Value) {
             );
         }
     } else if let Some(e) = v["runs"]["error"].as_str() {
-        println!("  history unavailable: {e}");
+        let _ = writeln!(out, "  history unavailable: {e}");
     }
+    if let Some(rows) = v["drift"].as_array() {
+        for r in rows {
+            let playbook = r["playbook"].as_str().unwrap_or("?");
+            let checked = r["checked_at"].as_str().unwrap_or("?");
+            let steps: Vec<&str> = r["steps"]
+                .as_array()
+                .map(|s| s.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let _ = if steps.is_empty() {
+                writeln!(out, "  drift {playbook}: none (checked {checked})")
+            } else {
+                writeln!(
+                    out,
+                    "  drift {playbook}: {} steps would change: {} (checked {checked})",
+                    steps.len(),
+                    steps.join(", ")
+                )
+            };
+        }
+    } else if let Some(e) = v["drift"]["error"].as_str() {
+        let _ = writeln!(out, "  drift unavailable: {}", e.trim());
+    }
+    out
 }
 
 fn human_duration(secs: f64) -> String {
@@ -147,6 +192,31 @@ fn human_duration(secs: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_drift_report_names_the_steps_that_would_change() {
+        let v = json!({
+            "host": "web1",
+            "uptime_s": 600.0,
+            "bosund": {"path": "/usr/local/sbin/bosund", "version": "bosund 0.1.0"},
+            "runs": [],
+            "drift": [
+                {"playbook": "site", "steps": ["motd", "sshd config"], "run_id": "r1", "checked_at": "2026-12-07T05:00:00Z"},
+                {"playbook": "backup", "steps": [], "run_id": "r2", "checked_at": "2026-12-07T05:00:01Z"}
+            ]
+        });
+        let text = status_text(&v);
+        assert!(
+            text.contains("  drift site: 2 steps would change: motd, sshd config (checked 2026-12-07T05:00:00Z)\n"),
+            "{text}"
+        );
+        assert!(text.contains("  drift backup: none (checked"), "{text}");
+        let old = json!({"host": "web2", "bosund": {"version": "bosund 0.0.9", "path": "/x"}, "drift": {"error": "error: unrecognized subcommand 'drift'\n"}});
+        assert!(
+            status_text(&old)
+                .contains("  drift unavailable: error: unrecognized subcommand 'drift'")
+        );
+    }
 
     #[test]
     fn durations() {

@@ -92,6 +92,10 @@ pub struct StackConfig {
     /// Optional CloudFront distribution in front of the host's ingress.
     #[serde(default)]
     pub edge: Option<EdgeConfig>,
+    /// The platform (playbooks/platform.toml) the host will run: its profile or components,
+    /// which `bosun platform budget`, `plan` and `up` check against `instance_type`.
+    #[serde(default)]
+    pub platform: Option<PlatformConfig>,
     /// Endpoint overrides, for tests against moto and the host-in-a-box.
     #[serde(default)]
     pub endpoints: EndpointsConfig,
@@ -101,6 +105,31 @@ pub struct StackConfig {
     #[serde(default)]
     pub bootstrap_vars: toml::Table,
 }
+
+/// `[platform]`: which of playbooks/platform.toml's components the host runs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformConfig {
+    /// `learner` (a 1 GiB node), `small` (4 GiB) or `full` (16 GiB or several nodes).
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// An explicit component list instead of (or over) the profile's.
+    #[serde(default)]
+    pub components: Vec<String>,
+}
+
+/// The profiles of playbooks/platform.toml.
+pub const PLATFORM_PROFILES: &[&str] = &["learner", "small", "full"];
+/// The components of playbooks/platform.toml.
+pub const PLATFORM_COMPONENTS: &[&str] = &[
+    "ingress",
+    "monitoring",
+    "blackbox",
+    "jenkins",
+    "sonarqube",
+    "kafka",
+    "logs",
+];
 
 /// The host's operating system.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -492,6 +521,27 @@ impl StackConfig {
                 );
             }
         }
+        if let Some(platform) = &self.platform {
+            if let Some(profile) = &platform.profile
+                && !PLATFORM_PROFILES.contains(&profile.as_str())
+            {
+                p.push(format!(
+                    "platform.profile {profile:?} is not one of {}",
+                    PLATFORM_PROFILES.join(", ")
+                ));
+            }
+            for c in &platform.components {
+                if !PLATFORM_COMPONENTS.contains(&c.as_str()) {
+                    p.push(format!(
+                        "platform.components: {c:?} is not one of {}",
+                        PLATFORM_COMPONENTS.join(", ")
+                    ));
+                }
+            }
+            if platform.profile.is_none() && platform.components.is_empty() {
+                p.push("[platform] names neither a profile nor components".into());
+            }
+        }
         if let Some(ami) = &self.ami
             && !ami.starts_with("ami-")
         {
@@ -596,6 +646,14 @@ fn edge_problems(edge: &EdgeConfig) -> Vec<String> {
 /// A MySQL user name bosun is willing to put into SQL and IAM policies unquoted.
 fn is_mysql_user(s: &str) -> bool {
     !s.is_empty() && s.len() <= 32 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `playbooks` of the config at `config_path`, resolved against the config's directory.
+pub fn playbooks_dir(config_path: &Path, stack: &StackConfig) -> PathBuf {
+    resolve(
+        config_path.parent().unwrap_or(Path::new(".")),
+        &stack.playbooks,
+    )
 }
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {

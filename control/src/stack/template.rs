@@ -744,12 +744,35 @@ fn alarms(t: &mut Template, c: &StackConfig, topic: &Expr) {
             ),
             METRICS_NAMESPACE,
             "disk_used_percent",
-            vec![instance, json!({"Name": "path", "Value": "/"})],
+            vec![instance.clone(), json!({"Name": "path", "Value": "/"})],
             a.disk_percent.into(),
             1,
             vec![],
             topic,
         ),
+    );
+    // bosund's drift report: steps a scheduled check run (`check = true`) found would
+    // change, summed over its playbooks (the per-playbook points carry `playbook`). No data
+    // means no check is scheduled: not an alarm.
+    t.add(
+        "DriftAlarm",
+        Resource::new(Alarm {
+            alarm_description: format!(
+                "{}: the host drifted from its playbooks (bosund's scheduled check runs; `bosun status` names the steps)",
+                c.name
+            ),
+            namespace: METRICS_NAMESPACE.into(),
+            metric_name: "DriftSteps".into(),
+            dimensions: vec![instance],
+            statistic: "Maximum".into(),
+            period: 300,
+            evaluation_periods: 1,
+            threshold: 0.0,
+            comparison_operator: "GreaterThanThreshold".into(),
+            treat_missing_data: "notBreaching".into(),
+            alarm_actions: vec![topic.clone()],
+            o_k_actions: vec![topic.clone()],
+        }),
     );
 }
 

@@ -225,7 +225,7 @@ fn parse_vars(value: &Spanned<DeValue<'_>>, diags: &mut Vec<Diagnostic>) -> Vec<
 }
 
 fn parse_secrets(value: &Spanned<DeValue<'_>>, diags: &mut Vec<Diagnostic>) -> Vec<SecretVar> {
-    let help = "write [secrets] followed by lines of name = \"env:NAME\", \"file:/path\" or \"ssm:/parameter\"";
+    let help = "write [secrets] followed by lines of name = \"env:NAME\", \"file:/path\", \"ssm:/parameter\" or \"secretsmanager:<secret id>[#key]\"";
     let Some(table) = value.get_ref().as_table() else {
         diags.push(
             Diagnostic::new(

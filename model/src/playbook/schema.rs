@@ -31,7 +31,9 @@ struct PlaybookSchema {
 /// Where a secret is read.
 #[derive(JsonSchema)]
 #[allow(dead_code)]
-struct SecretSourceSchema(#[schemars(regex(pattern = r"^(env|file|ssm):.+"))] String);
+struct SecretSourceSchema(
+    #[schemars(regex(pattern = r"^(env|file|ssm|secretsmanager):.+"))] String,
+);
 
 /// A string that is only `{{ expression }}`: the engine renders it to the expression's value, so
 /// it may stand where a table or a list belongs (`daemon = "{{ docker_daemon }}"`).

@@ -22,7 +22,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::ActionArgs;
-use super::mysql_backup::{connection_problems, default_port};
+use super::mysql_backup::{MysqlAuth, connection_problems, default_port};
 use crate::backup::Number;
 
 /// Arguments of `backup_verify`.
@@ -50,8 +50,16 @@ pub struct BackupVerifyArgs {
     pub port: Number,
     /// Account that may create and drop databases there.
     pub user: String,
-    /// Where the password is: `env:NAME`, `file:/path` or `ssm:/parameter/name`.
+    /// Where the password is: `env:NAME`, `file:/path`, `ssm:/parameter/name` or
+    /// `secretsmanager:<id>[#key]`. Not with `auth = "iam"`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub password: String,
+    /// `password` (default) or `iam`: an RDS IAM token instead of a stored password.
+    #[serde(default)]
+    pub auth: MysqlAuth,
+    /// CA bundle the server's certificate is verified against; required with `auth = "iam"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_ca: Option<String>,
     /// The client program (default: `mariadb`, else `mysql`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_command: Option<Vec<String>>,
@@ -85,7 +93,12 @@ impl BackupVerifyArgs {
 
 impl ActionArgs for BackupVerifyArgs {
     fn validate(&self) -> Vec<String> {
-        let mut problems = connection_problems(&self.port, &self.password);
+        let mut problems = connection_problems(
+            &self.port,
+            &self.password,
+            self.auth,
+            self.ssl_ca.as_deref(),
+        );
         match (&self.key, &self.prefix) {
             (Some(_), Some(_)) => problems.push("give either `key` or `prefix`, not both".into()),
             (None, None) => problems.push(

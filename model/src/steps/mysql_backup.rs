@@ -11,8 +11,19 @@
 //! computed. The upload is completed only when the dump exited 0, and aborted otherwise, so no
 //! partial object is ever visible; then `<key>.manifest.json` is written beside it.
 //!
-//! The password comes from `password = "env:NAME" | "file:/path" | "ssm:/param"` and reaches
-//! the tools in `MYSQL_PWD` only. Like `command`, the step always reports `changed` (a backup
+//! The password comes from `password = "env:NAME" | "file:/path" | "ssm:/param" |
+//! "secretsmanager:<id>#key"` and reaches the tools in `MYSQL_PWD` only. With `auth = "iam"`
+//! (RDS IAM database authentication) there is no password: bosund signs a 15-minute token with
+//! the host's role for `host`, `port`, `user` and the step's region, and the tools connect over
+//! TLS, verifying the server against `ssl_ca` (the RDS CA bundle), with the cleartext plugin
+//! the token needs:
+//!
+//! ```toml
+//! mysql_backup = { host = "prod.abc.eu-west-1.rds.amazonaws.com", user = "bosun_backup",
+//!                  auth = "iam", ssl_ca = "/etc/bosun/rds-global-bundle.pem",
+//!                  databases = ["shop"], bucket = "acme-backups" }
+//! ```
+//! Like `command`, the step always reports `changed` (a backup
 //! was made); `--check` says what it would dump and where. `register` gets the keys of the new
 //! backups, one per line, in `stdout`.
 
@@ -41,6 +52,18 @@ fn default_max_size() -> String {
     "50GiB".to_string()
 }
 
+/// How a MySQL step authenticates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MysqlAuth {
+    /// A password read from `password`'s source.
+    #[default]
+    Password,
+    /// An RDS IAM authentication token (15 minutes), signed with the host's AWS credentials;
+    /// needs `ssl_ca` and no `password`.
+    Iam,
+}
+
 /// Arguments of `mysql_backup`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -53,9 +76,18 @@ pub struct MysqlBackupArgs {
     /// Account to dump as (needs SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES; PROCESS on
     /// MySQL 8).
     pub user: String,
-    /// Where the password is: `env:NAME`, `file:/path` or `ssm:/parameter/name`. Never the
-    /// password itself.
+    /// Where the password is: `env:NAME`, `file:/path`, `ssm:/parameter/name` or
+    /// `secretsmanager:<id>[#key]`. Never the password itself. Not with `auth = "iam"`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub password: String,
+    /// `password` (default) or `iam`: an RDS IAM token instead of a stored password.
+    #[serde(default)]
+    pub auth: MysqlAuth,
+    /// CA bundle the server's certificate is verified against (the RDS bundle,
+    /// `global-bundle.pem`); required with `auth = "iam"`, which sends the token in clear text
+    /// inside TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_ca: Option<String>,
     /// Databases to back up, one object each.
     pub databases: Vec<String>,
     /// Bucket to upload to.
@@ -88,21 +120,60 @@ pub struct MysqlBackupArgs {
     pub max_size: String,
 }
 
-/// The `host`/`port`/`user`/`password`/`extra_args` of a MySQL step, checked.
-pub fn connection_problems(port: &Number, password: &str) -> Vec<String> {
+/// The `host`/`port`/`user`/`password`/`auth`/`ssl_ca` of a MySQL step, checked.
+pub fn connection_problems(
+    port: &Number,
+    password: &str,
+    auth: MysqlAuth,
+    ssl_ca: Option<&str>,
+) -> Vec<String> {
     let mut problems = Vec::new();
     problems.extend(port.problem("port"));
-    if !is_templated(password)
-        && let Err(e) = password.parse::<SecretSource>()
-    {
-        problems.push(format!("`password`: {e}"));
+    match auth {
+        MysqlAuth::Password if password.is_empty() => problems.push(
+            "missing `password`: where the password is (`ssm:/...`, `secretsmanager:...`), or \
+             `auth = \"iam\"` for an RDS IAM token"
+                .into(),
+        ),
+        MysqlAuth::Password => {
+            if !is_templated(password)
+                && let Err(e) = password.parse::<SecretSource>()
+            {
+                problems.push(format!("`password`: {e}"));
+            }
+        }
+        MysqlAuth::Iam => {
+            if !password.is_empty() {
+                problems.push(
+                    "`auth = \"iam\"` connects with a token from the host's role: remove `password`"
+                        .into(),
+                );
+            }
+            match ssl_ca {
+                None => problems.push(
+                    "`auth = \"iam\"` needs `ssl_ca`: the RDS CA bundle (global-bundle.pem from \
+                     truststore.pki.rds.amazonaws.com), since the token travels in clear text \
+                     inside TLS"
+                        .into(),
+                ),
+                Some(ca) if !is_templated(ca) && !ca.starts_with('/') => {
+                    problems.push(format!("`ssl_ca` must be an absolute path, got {ca:?}"))
+                }
+                Some(_) => {}
+            }
+        }
     }
     problems
 }
 
 impl ActionArgs for MysqlBackupArgs {
     fn validate(&self) -> Vec<String> {
-        let mut problems = connection_problems(&self.port, &self.password);
+        let mut problems = connection_problems(
+            &self.port,
+            &self.password,
+            self.auth,
+            self.ssl_ca.as_deref(),
+        );
         problems.extend(self.compression_level.problem("compression_level"));
         if let Ok(level) = self.compression_level.value("compression_level")
             && !(1..=19).contains(&level)
@@ -127,5 +198,34 @@ impl ActionArgs for MysqlBackupArgs {
             }
         }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(password: &str, auth: MysqlAuth, ssl_ca: Option<&str>) -> String {
+        connection_problems(&default_port(), password, auth, ssl_ca).join("\n")
+    }
+
+    #[test]
+    fn iam_needs_a_ca_bundle_and_no_password_and_a_password_login_needs_its_source() {
+        assert_eq!(problems("ssm:/db/pw", MysqlAuth::Password, None), "");
+        assert!(problems("", MysqlAuth::Password, None).contains("missing `password`"));
+        assert_eq!(problems("", MysqlAuth::Iam, Some("/etc/rds.pem")), "");
+        let p = problems("ssm:/db/pw", MysqlAuth::Iam, None);
+        assert!(
+            p.contains("remove `password`") && p.contains("ssl_ca"),
+            "{p}"
+        );
+        assert!(problems("", MysqlAuth::Iam, Some("rds.pem")).contains("absolute"));
+        let args: MysqlBackupArgs = serde_json::from_value(serde_json::json!({
+            "host": "db", "user": "bosun_backup", "auth": "iam", "ssl_ca": "/etc/rds.pem",
+            "databases": ["shop"], "bucket": "b"
+        }))
+        .unwrap();
+        assert_eq!(args.auth, MysqlAuth::Iam);
+        assert_eq!(args.validate(), Vec::<String>::new());
     }
 }

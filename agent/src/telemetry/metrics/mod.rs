@@ -63,7 +63,9 @@ pub(crate) async fn sample(
         }
         let ts = chrono::Utc::now().timestamp_millis();
         let points = collector.sample();
-        match serde_json::to_string(&points) {
+        let mut stored = points.clone();
+        stored.extend(drift_points(&journal.borrow()));
+        match serde_json::to_string(&stored) {
             Ok(json) => match journal.borrow().push_metric_sample(ts, &json) {
                 Ok(()) => {
                     stats::STATS
@@ -80,6 +82,36 @@ pub(crate) async fn sample(
         stats::set_host(points);
         taken.notify_one();
     }
+}
+
+/// `DriftSteps` from the journal's drift report: one point per playbook (dimension
+/// `playbook`) and their sum without it (what the stack's alarm watches: an alarm names its
+/// dimensions exactly, and the stack does not know the playbooks). None before any scheduled
+/// check ran.
+fn drift_points(journal: &Journal) -> Vec<Point> {
+    let rows = match journal.drift() {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!("reading drift from the journal: {e:#}");
+            return Vec::new();
+        }
+    };
+    if rows.is_empty() {
+        return Vec::new();
+    }
+    let point = |value: usize, dims: Vec<(String, String)>| Point {
+        name: "DriftSteps".into(),
+        unit: "Count".into(),
+        value: value as f64,
+        dims,
+    };
+    let total = rows.iter().map(|r| r.steps.len()).sum();
+    let mut points: Vec<Point> = rows
+        .iter()
+        .map(|r| point(r.steps.len(), vec![("playbook".into(), r.playbook.clone())]))
+        .collect();
+    points.push(point(total, Vec::new()));
+    points
 }
 
 /// The sender: ships the backlog whenever a sample was taken, retrying failures with backoff
@@ -214,5 +246,64 @@ async fn ship(
         if stop.borrow().is_some_and(|d| Instant::now() >= d) {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bosun_model::event::{RunEvent, StepReport, StepStatus, Summary};
+
+    #[test]
+    fn drift_is_sent_per_playbook_and_summed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        assert!(drift_points(&j).is_empty(), "no check ran: no points");
+        for (id, playbook, drifted) in [("r1", "site", 2), ("r2", "edge", 1)] {
+            j.record(&RunEvent::RunStarted {
+                run_id: id.into(),
+                playbook: playbook.into(),
+                check: true,
+                started_at: "2026-01-01T00:00:00Z".into(),
+                schedule: Some(format!("{playbook}-drift")),
+            })
+            .unwrap();
+            for i in 0..drifted {
+                j.record(&RunEvent::StepFinished(StepReport {
+                    index: i,
+                    name: format!("step {i}"),
+                    action: "file".into(),
+                    handler: false,
+                    status: StepStatus::Changed,
+                    duration_ms: 1.0,
+                    attempts: 1,
+                    message: None,
+                    diff: None,
+                    output: None,
+                }))
+                .unwrap();
+            }
+            j.record(&RunEvent::Summary(Summary {
+                changed: drifted,
+                ..Summary::default()
+            }))
+            .unwrap();
+        }
+        let points = drift_points(&j);
+        let got: Vec<(f64, Vec<(String, String)>)> =
+            points.iter().map(|p| (p.value, p.dims.clone())).collect();
+        assert!(
+            points
+                .iter()
+                .all(|p| p.name == "DriftSteps" && p.unit == "Count")
+        );
+        assert_eq!(
+            got,
+            vec![
+                (1.0, vec![("playbook".to_string(), "edge".to_string())]),
+                (2.0, vec![("playbook".to_string(), "site".to_string())]),
+                (3.0, vec![]),
+            ]
+        );
     }
 }

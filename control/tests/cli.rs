@@ -1,5 +1,6 @@
-//! `bosun check`: the operator's machine judges a playbook as the agent would, and the files it
-//! names by relative paths must be beside it (absolute paths are the host's, not looked at).
+//! `bosun`'s own command line: `check` judges a playbook on the operator's machine as the agent
+//! would (the files it names by relative paths must be beside it; absolute paths are the
+//! host's, not looked at); `completions` and `man` describe the same commands as `--help`.
 
 use std::process::Command;
 
@@ -62,4 +63,39 @@ fn a_missing_relative_file_is_refused_at_its_place_and_an_absolute_one_is_left_t
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// bash accepts the completion script, which offers the subcommands; `man DIR` writes a page per
+/// command that man(1)'s formatter reads without warnings.
+#[test]
+fn completions_and_man_pages_describe_the_commands() {
+    let out = Command::new(BOSUN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let script = String::from_utf8(out.stdout).unwrap();
+    for sub in ["check", "run", "plan", "up", "down", "completions", "man"] {
+        assert!(script.contains(sub), "no `{sub}` in:\n{script}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bosun.bash");
+    std::fs::write(&file, &script).unwrap();
+    let bash = Command::new("bash").arg("-n").arg(&file).output().unwrap();
+    assert!(
+        bash.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bash.stderr)
+    );
+
+    let man = dir.path().join("man1");
+    let out = Command::new(BOSUN)
+        .args(["man", man.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let page = std::fs::read_to_string(man.join("bosun-check.1")).unwrap();
+    assert!(page.contains(".TH bosun-check 1"), "{page}");
+    assert!(page.contains("Validate playbooks locally"), "{page}");
+    assert!(man.join("bosun.1").exists() && man.join("bosun-up.1").exists());
 }

@@ -1,0 +1,188 @@
+//! `bosun platform budget` and the same check at the start of `plan`/`up`, against the shipped
+//! playbooks/platform.toml and its values: the requests of a profile against a fresh k3s node
+//! of the stack's instance type. No AWS call is made (none is reachable here).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BOSUN: &str = env!("CARGO_BIN_EXE_bosun");
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOnmhb2Bx2dM6Kp1pH2kzM2nXv3YZ0PLb5zmV8WFxyZ1 op@laptop";
+
+fn playbooks() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks")
+}
+
+/// A stack.toml for `instance_type` with `platform` as its `[platform]` body (none when empty).
+fn stack(dir: &Path, name: &str, instance_type: &str, platform: &str) -> PathBuf {
+    std::fs::write(dir.join("key.pub"), format!("{KEY}\n")).unwrap();
+    std::fs::write(dir.join("bosund"), b"\x7fELF bosund v1").unwrap();
+    let section = if platform.is_empty() {
+        String::new()
+    } else {
+        format!("[platform]\n{platform}\n")
+    };
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"demo\"\nregion = \"eu-west-1\"\noperator_cidr = \"203.0.113.7/32\"\n\
+             ssh_public_key = \"key.pub\"\ninstance_type = \"{instance_type}\"\nplaybooks = \"{}\"\n{section}",
+            playbooks().display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn bosun(args: &[&str]) -> (i32, String, String) {
+    let out: Output = Command::new(BOSUN)
+        .args(args)
+        // Any AWS call would go here and fail: the budget must not make one.
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn budget(config: &Path) -> (i32, String, String) {
+    bosun(&["platform", "budget", "--config", config.to_str().unwrap()])
+}
+
+#[test]
+fn full_on_a_micro_does_not_fit_and_names_the_type_that_does_which_then_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let micro = stack(dir.path(), "micro.toml", "t2.micro", "profile = \"full\"");
+    let (rc, out, err) = budget(&micro);
+    assert_eq!(rc, 1, "{out}{err}");
+    for component in [
+        "ingress",
+        "monitoring",
+        "blackbox",
+        "jenkins",
+        "sonarqube",
+        "kafka",
+        "logs",
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with(component)),
+            "{component} missing:\n{out}"
+        );
+    }
+    assert!(out.contains("room on t2.micro (1 vCPU, 1024 MiB)"), "{out}");
+    let fits_on = out
+        .lines()
+        .find_map(|l| l.split("the smallest instance type that fits is ").nth(1))
+        .unwrap_or_else(|| panic!("no instance type named:\n{out}"));
+    let named = fits_on.split_whitespace().next().unwrap();
+    assert_eq!(named, "t3.xlarge", "{out}");
+
+    let there = stack(dir.path(), "there.toml", named, "profile = \"full\"");
+    let (rc, out, err) = budget(&there);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.ends_with("fits\n"), "{out}");
+
+    // The same as JSON Lines: one value.
+    let (rc, out, _) = bosun(&[
+        "--output",
+        "json",
+        "platform",
+        "budget",
+        "--config",
+        micro.to_str().unwrap(),
+    ]);
+    assert_eq!(rc, 1);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["fits"], false);
+    assert_eq!(v["fits_on"]["instance_type"], "t3.xlarge");
+    assert_eq!(v["components"].as_array().unwrap().len(), 7);
+}
+
+#[test]
+fn profiles_fit_the_nodes_they_are_sized_for() {
+    let dir = tempfile::tempdir().unwrap();
+    for (instance, selection, rc_wanted) in [
+        ("t2.micro", "profile = \"learner\"", 0),
+        ("t2.micro", "profile = \"small\"", 1),
+        ("t3.medium", "profile = \"small\"", 0),
+        // An explicit list replaces the profile's.
+        ("t2.micro", "components = [\"ingress\", \"blackbox\"]", 0),
+        ("t3.medium", "components = [\"sonarqube\", \"logs\"]", 1),
+    ] {
+        let config = stack(dir.path(), "s.toml", instance, selection);
+        let (rc, out, err) = budget(&config);
+        assert_eq!(rc, rc_wanted, "{instance} {selection}:\n{out}{err}");
+    }
+    let config = stack(
+        dir.path(),
+        "s.toml",
+        "t2.micro",
+        "components = [\"ingress\", \"blackbox\"]",
+    );
+    let (_, out, _) = budget(&config);
+    let names: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .take(2)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(names, ["ingress", "blackbox"], "{out}");
+}
+
+#[test]
+fn invalid_input_exits_2_saying_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    for (instance, platform, says) in [
+        (
+            "t9.huge",
+            "profile = \"small\"",
+            "instance_type \"t9.huge\": bosun does not know its size",
+        ),
+        (
+            "t3.small",
+            "profile = \"medium\"",
+            "platform.profile \"medium\" is not one of learner, small, full",
+        ),
+        (
+            "t3.small",
+            "components = [\"nagios\"]",
+            "platform.components: \"nagios\" is not one of",
+        ),
+        ("t3.small", "", "has no [platform] section"),
+    ] {
+        let config = stack(dir.path(), "bad.toml", instance, platform);
+        let (rc, out, err) = budget(&config);
+        assert_eq!(rc, 2, "{instance} {platform}: {out}{err}");
+        assert!(err.contains(says), "{err}");
+    }
+}
+
+#[test]
+fn plan_and_up_refuse_a_platform_the_instance_cannot_hold_before_any_aws_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = stack(dir.path(), "stack.toml", "t2.micro", "profile = \"full\"");
+    for command in ["plan", "up"] {
+        let (rc, out, err) = bosun(&[
+            command,
+            "--config",
+            config.to_str().unwrap(),
+            "--bosund",
+            dir.path().join("bosund").to_str().unwrap(),
+        ]);
+        assert_eq!(rc, 1, "{command}: {out}{err}");
+        assert!(
+            err.contains("refused: instance_type t2.micro cannot hold the [platform]")
+                && err.contains("nothing was created or changed")
+                && err.contains("t3.xlarge"),
+            "{command}: {err}"
+        );
+        // Refused before the AWS endpoint was tried (it would have failed differently).
+        assert!(!err.contains("127.0.0.1:9"), "{err}");
+    }
+}
