@@ -469,6 +469,60 @@ package = { names = ["jq"], state = "absent" }
         1,
         "the fstab line was duplicated"
     );
+    // bosund killed (kill -9) after each move of a resize: the next run completes it (a
+    // swap file of the asked size, in use, mode 0600, listed once in fstab).
+    for (point, size, bytes) in [
+        ("swap-off", "32MiB", 32 << 20),
+        ("swap-removed", "48MiB", 48 << 20),
+        ("swap-created", "32MiB", 32 << 20),
+        ("swap-mkswap", "48MiB", 48 << 20),
+    ] {
+        hb.write_file("/root/swap-kill.toml", swap(size).as_bytes(), 0o644)
+            .unwrap();
+        let mut env = ENV.to_vec();
+        env.push(("BOSUN_TEST_KILL_AT", point));
+        let killed = hb
+            .command(
+                &[
+                    "bosund",
+                    "apply",
+                    "/root/swap-kill.toml",
+                    "--output",
+                    "json",
+                ],
+                &env,
+            )
+            .output()
+            .unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&killed.status),
+            Some(9),
+            "bosund was not killed at {point}: {killed:?}"
+        );
+        let again = apply(&hb, "swap", &swap(size), &[]);
+        again.assert_success();
+        assert!(swaps().contains("/bosun-test.swap"), "{point}: {}", swaps());
+        assert_eq!(
+            hb.sh("stat -c %a:%s /bosun-test.swap").unwrap().trim(),
+            format!("600:{bytes}"),
+            "{point}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(hb.path("/etc/fstab"))
+                .unwrap()
+                .matches("/bosun-test.swap")
+                .count(),
+            1,
+            "{point}"
+        );
+        let settled = apply(&hb, "swap", &swap(size), &[]);
+        assert_eq!(
+            settled.summary(),
+            summary(1, 0, 0, 0),
+            "{point}: {settled:#?}"
+        );
+    }
+
     // /proc/sys is read-only in the box: asking for swappiness fails, and says why.
     let sw = apply(
         &hb,

@@ -904,7 +904,7 @@ fn until_holds(
     if check && verdict.outcome.output.is_none() {
         return Ok(true);
     }
-    let result = minijinja::Value::from_serialize(result_value(verdict, false));
+    let result = minijinja::Value::from_serialize(result_value(verdict, step.no_log));
     let mut scope = minijinja::context! { result => result.clone(), ..vars.clone() };
     if let Some(name) = &step.register {
         scope = minijinja::context! { ..minijinja::Value::from_iter([(name.clone(), result)]), ..scope };
