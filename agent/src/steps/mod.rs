@@ -33,6 +33,7 @@ mod k3s_interrupted;
 mod k3s_upgrade;
 mod line_in_file;
 mod mysql_backup;
+mod mysql_user;
 mod package;
 mod rds_snapshot;
 mod s3_sync;
@@ -180,6 +181,7 @@ pub async fn run(action: &Action, ctx: &StepContext<'_>) -> anyhow::Result<Outco
         Action::K3sInstall(a) => run_kind(a, ctx).await,
         Action::K3sUpgrade(a) => run_kind(a, ctx).await,
         Action::MysqlBackup(a) => run_kind(a, ctx).await,
+        Action::MysqlUser(a) => run_kind(a, ctx).await,
         Action::BackupVerify(a) => run_kind(a, ctx).await,
         Action::BackupPrune(a) => run_kind(a, ctx).await,
         Action::RdsSnapshot(a) => run_kind(a, ctx).await,
