@@ -340,6 +340,18 @@ impl RunQueue {
         Ok(view)
     }
 
+    /// Stops accepting runs (submissions get [`SubmitError::ShuttingDown`]) and waits until
+    /// every run already accepted, queued or running, has ended: nothing is cancelled. For a
+    /// restart into a new build that loses no run.
+    pub async fn finish_accepted(&self) {
+        let mut idle = {
+            let mut inner = self.lock();
+            inner.jobs = None;
+            inner.idle.subscribe()
+        };
+        let _ = idle.wait_for(|i| *i).await;
+    }
+
     /// Stops accepting runs, cancels the queued ones, lets the running one go on for `grace`,
     /// then cancels it too and waits (bounded) for its end to be journaled. Returns the ids of
     /// the queued runs that were dropped.

@@ -15,6 +15,7 @@
 //! and so does dropping the box.
 
 mod common;
+mod daemon_support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -468,6 +469,60 @@ package = { names = ["jq"], state = "absent" }
         1,
         "the fstab line was duplicated"
     );
+    // bosund killed (kill -9) after each move of a resize: the next run completes it (a
+    // swap file of the asked size, in use, mode 0600, listed once in fstab).
+    for (point, size, bytes) in [
+        ("swap-off", "32MiB", 32 << 20),
+        ("swap-removed", "48MiB", 48 << 20),
+        ("swap-created", "32MiB", 32 << 20),
+        ("swap-mkswap", "48MiB", 48 << 20),
+    ] {
+        hb.write_file("/root/swap-kill.toml", swap(size).as_bytes(), 0o644)
+            .unwrap();
+        let mut env = ENV.to_vec();
+        env.push(("BOSUN_TEST_KILL_AT", point));
+        let killed = hb
+            .command(
+                &[
+                    "bosund",
+                    "apply",
+                    "/root/swap-kill.toml",
+                    "--output",
+                    "json",
+                ],
+                &env,
+            )
+            .output()
+            .unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&killed.status),
+            Some(9),
+            "bosund was not killed at {point}: {killed:?}"
+        );
+        let again = apply(&hb, "swap", &swap(size), &[]);
+        again.assert_success();
+        assert!(swaps().contains("/bosun-test.swap"), "{point}: {}", swaps());
+        assert_eq!(
+            hb.sh("stat -c %a:%s /bosun-test.swap").unwrap().trim(),
+            format!("600:{bytes}"),
+            "{point}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(hb.path("/etc/fstab"))
+                .unwrap()
+                .matches("/bosun-test.swap")
+                .count(),
+            1,
+            "{point}"
+        );
+        let settled = apply(&hb, "swap", &swap(size), &[]);
+        assert_eq!(
+            settled.summary(),
+            summary(1, 0, 0, 0),
+            "{point}: {settled:#?}"
+        );
+    }
+
     // /proc/sys is read-only in the box: asking for swappiness fails, and says why.
     let sw = apply(
         &hb,
@@ -587,4 +642,161 @@ daemon = {{ iptables = false, "ip-forward" = false, bridge = "none", "log-opts" 
         hb.machine(),
         test_started.elapsed().as_secs_f64()
     );
+}
+
+/// `bosund run` under the shipped bosund.service, a run in flight and one queued; a new build
+/// is renamed over /usr/local/bin/bosund and the service gets SIGUSR2, as `bosun run`'s install
+/// does. The daemon refuses new runs, lets both accepted runs finish, then execs the new build
+/// in place (same main PID, the new file's inode): the new build answers `/v1/health`, and
+/// both runs are journaled `ok`.
+#[test]
+fn a_running_daemon_updates_itself_after_its_accepted_runs_and_loses_none() {
+    use daemon_support::call_over;
+    use hyper::{Method, StatusCode};
+    use serde_json::{Value, json};
+    use std::os::unix::fs::MetadataExt;
+
+    let hb = boot();
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/bosund.service"),
+    )
+    .unwrap();
+    hb.write_file("/etc/systemd/system/bosund.service", unit.as_bytes(), 0o644)
+        .unwrap();
+    hb.write_file(
+        "/etc/systemd/system/bosund.service.d/test.conf",
+        b"[Service]\nEnvironment=BOSUN_IMDS_ENDPOINT=http://127.0.0.1:1\n",
+        0o644,
+    )
+    .unwrap();
+    // The socket on the box's root file system (not its /run tmpfs), so this process can
+    // reach it through the box's directory.
+    let socket = "/var/lib/bosun-api/api.sock";
+    hb.write_file(
+        "/etc/bosun/agent.toml",
+        format!("playbooks_dir = \"/etc/bosun/playbooks\"\n[api]\nsocket = \"{socket}\"\n")
+            .as_bytes(),
+        0o644,
+    )
+    .unwrap();
+    hb.sh("mkfifo /root/gate").unwrap();
+    hb.write_file(
+        "/etc/bosun/playbooks/gated.toml",
+        b"name = \"gated\"\n[[step]]\nname = \"wait for the gate\"\ncommand = { run = \"read line < /root/gate\" }\n",
+        0o644,
+    )
+    .unwrap();
+    hb.write_file(
+        "/etc/bosun/playbooks/after.toml",
+        b"name = \"after\"\n[[step]]\nname = \"queued behind\"\ncommand = { run = \"true\" }\n",
+        0o644,
+    )
+    .unwrap();
+    hb.sh("systemctl daemon-reload && systemctl start bosund.service")
+        .unwrap();
+    let pid = hb
+        .sh("systemctl show -p MainPID --value bosund.service")
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_ne!(pid, "0");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let host_socket = hb.path(socket);
+    let call = |method: Method, path: &str, body: Option<Value>| {
+        rt.block_on(async {
+            let stream = tokio::net::UnixStream::connect(&host_socket).await?;
+            Ok::<_, std::io::Error>(call_over(stream, method, path, body, None).await)
+        })
+    };
+    let wait = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + daemon_support::PATIENCE;
+        while !cond() {
+            assert!(
+                Instant::now() < deadline,
+                "never: {what}; bosund's journal:\n{}",
+                hb.sh("journalctl -u bosund.service --no-pager | tail -40")
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let submit =
+        |name: &str| call(Method::POST, "/v1/runs", Some(json!({"playbook": name}))).unwrap();
+    let (code, first) = submit("gated");
+    assert_eq!(code, StatusCode::ACCEPTED, "{first}");
+    let first = first["id"].as_str().unwrap().to_string();
+    wait("the first run is running", &|| {
+        call(Method::GET, &format!("/v1/runs/{first}"), None)
+            .is_ok_and(|(_, r)| r["status"] == "running")
+    });
+    let (code, second) = submit("after");
+    assert_eq!(code, StatusCode::ACCEPTED, "{second}");
+    let second = second["id"].as_str().unwrap().to_string();
+
+    // A new build (another digest: bytes after the ELF image change nothing it runs), put in
+    // place as bosun's install does, and the service told.
+    let mut build = std::fs::read(BOSUND).unwrap();
+    build.extend_from_slice(b"\n#bosun-test-build-2\n");
+    hb.write_file("/usr/local/bin/.bosund-new", &build, 0o755)
+        .unwrap();
+    hb.sh("mv -f /usr/local/bin/.bosund-new /usr/local/bin/bosund && systemctl kill --kill-whom=main --signal=USR2 bosund.service")
+        .unwrap();
+    let new_inode = std::fs::metadata(hb.path("/usr/local/bin/bosund"))
+        .unwrap()
+        .ino();
+    wait("the update is announced", &|| {
+        hb.sh("journalctl -u bosund.service --no-pager")
+            .is_ok_and(|log| log.contains("a new build is installed"))
+    });
+    // While it finishes the accepted runs, it accepts no new one.
+    let (code, refused) = submit("after");
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{refused}");
+
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(hb.path("/root/gate"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"go\n"))
+        .unwrap();
+    // /proc inside the box is the box's own: read it there.
+    let exe_inode = || -> Option<u64> {
+        hb.sh(&format!("stat -L -c %i /proc/{pid}/exe"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    };
+    wait(
+        "the new build runs as the same main process and answers",
+        &|| {
+            exe_inode() == Some(new_inode)
+                && call(Method::GET, "/v1/health", None)
+                    .is_ok_and(|(c, h)| c == StatusCode::OK && h["status"] == "ok")
+        },
+    );
+    assert_eq!(
+        hb.sh("systemctl show -p MainPID --value bosund.service")
+            .unwrap()
+            .trim(),
+        pid,
+        "systemd restarted the service instead of bosund replacing itself"
+    );
+    assert_eq!(
+        hb.sh("systemctl is-active bosund.service").unwrap().trim(),
+        "active"
+    );
+    let (_, runs) = call(Method::GET, "/v1/runs", None).unwrap();
+    for id in [&first, &second] {
+        let run = runs["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id.as_str())
+            .unwrap_or_else(|| panic!("run {id} was lost: {runs}"));
+        assert_eq!(run["status"], "ok", "{run}");
+    }
+    // And it takes runs again.
+    let (code, third) = submit("after");
+    assert_eq!(code, StatusCode::ACCEPTED, "{third}");
 }

@@ -691,6 +691,67 @@ fn k3s_is_installed_upgraded_rolled_back_and_stepped_through_minors_on_a_booted_
         &mut clock,
     );
 
+    // Killed after v1.35 (never Ready) started; then `bosund run` starts (as systemd would
+    // restart it): its runner settles the upgrade before any run, rolling v1.35 back.
+    let fault35 = format!("{DATA}/fake-k3s/faults/{V35}");
+    host.hb.write_file(&fault35, b"never-ready", 0o644).unwrap();
+    let to35 = host.playbook("to35-kill.toml", &upgrade_playbook(&releases, V35, ""));
+    let db34 = host.read(&format!("{DATA}/server/db/state.db"));
+    let killed = host.apply_env(&to35, &[], &[("BOSUN_TEST_KILL_AT", "started")]);
+    assert_eq!(killed.code, -1);
+    assert!(host.exists(&record));
+    host.hb
+        .write_file(
+            "/root/agent.toml",
+            b"playbooks_dir = \"/root\"\n[api]\nsocket = \"/run/bosun-settle/api.sock\"\n",
+            0o644,
+        )
+        .unwrap();
+    host.sh(&format!(
+        "systemd-run --unit bosund-settle -p Type=notify -p NotifyAccess=main \
+         --setenv=BOSUN_IMDS_ENDPOINT=http://127.0.0.1:1 /usr/local/sbin/bosund \
+         --state-dir {STATE} run --config /root/agent.toml"
+    ));
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    let log = loop {
+        let log = host.sh("journalctl -u bosund-settle --no-pager -o cat");
+        if log.contains("at start:") {
+            break log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not settle the upgrade:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    eprintln!(
+        "k3s: daemon start: {}",
+        log.lines()
+            .find(|l| l.contains("at start:"))
+            .unwrap_or_default()
+    );
+    assert!(
+        log.contains(&format!(
+            "at start: the interrupted k3s upgrade {V34} → {V35} (phase started) was rolled back"
+        )),
+        "{log}"
+    );
+    assert_eq!(host.sh("systemctl is-active bosund-settle"), "active");
+    host.sh("systemctl stop bosund-settle");
+    assert!(!host.exists(&record));
+    assert_eq!(host.k3s_version(), V34);
+    assert_eq!(host.node(), (true, V34.to_string()));
+    let db = host.read(&format!("{DATA}/server/db/state.db"));
+    assert!(
+        db.starts_with(&db34) && !db.contains(&format!("written-by {V35}")),
+        "the datastore is not v1.34's:\n{db}"
+    );
+    std::fs::remove_file(host.hb.path(&fault35)).unwrap();
+    phase(
+        "killed mid-upgrade, settled by the daemon's start",
+        &mut clock,
+    );
+
     // The step's own timeout fires while v1.35 (never Ready) is being checked: the dropped
     // upgrade is settled at once, and the step's message says how.
     let fault35 = format!("{DATA}/fake-k3s/faults/{V35}");

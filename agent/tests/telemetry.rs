@@ -1109,3 +1109,39 @@ fn a_real_journal_is_followed_and_resumed_by_its_cursor_after_kill_9() {
         got.len() - 300
     );
 }
+
+/// A journal the disk damaged while bosund was down: it is moved aside at start and the file
+/// source, having no checkpoint, sends the file again from its start. The cost of a lost
+/// journal is duplicates, never a gap.
+#[test]
+fn a_damaged_journal_resends_from_the_start_rather_than_skipping() {
+    let moto = Moto::start().expect("moto");
+    let aws = Aws::new(&moto);
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    append(&app.join("app.log"), 0..20);
+    let mut b = Bosund::start(dir.path(), &file_source(dir.path(), ""), env(&moto));
+    let first: Vec<String> = (0..20).map(line).collect();
+    assert_same(&wait_all(&aws, "i-test/app.log", &first, &b), &first);
+    b.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(b.wait_exit(Duration::from_secs(30)).success());
+
+    let db = dir.path().join("state/journal.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    for byte in &mut bytes[4096..12288] {
+        *byte = 0xA5;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    append(&app.join("app.log"), 20..30);
+    b.spawn();
+    let mut want = first.clone();
+    want.extend((0..30).map(line));
+    assert_same(&wait_all(&aws, "i-test/app.log", &want, &b), &want);
+    let log = b.log();
+    assert!(
+        log.contains("failed its integrity check") && log.contains("moved aside to"),
+        "{}",
+        tail(&log, 20)
+    );
+}

@@ -13,6 +13,11 @@
 //! 5. SIGTERM or SIGINT: `STOPPING=1`, stop accepting, cancel queued runs, let the running run
 //!    go on for `shutdown_timeout`, then cancel it (its end is journaled), close connections,
 //!    exit 0.
+//! 6. SIGUSR2 (sent by `bosun run` after it installed another build at bosund's path): when
+//!    the file at the path bosund was started from is not the running build, stop accepting
+//!    runs, let every run already accepted (running and queued) finish, stop as in 5 (nothing
+//!    left to cancel), then exec the new build in place (same PID, same arguments: systemd
+//!    sees the same service, which says READY again). The same build there: nothing to do.
 //!
 //! `[[schedule]]` runs are started by [`schedule`], a task on the API's runtime that submits
 //! them to the same queue as API runs (evaluated as soon as it starts: slots missed while bosund
@@ -93,8 +98,19 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    runtime.block_on(serve(config, placement, opts))?;
-    Ok(ExitCode::SUCCESS)
+    let ended = runtime.block_on(serve(config, placement, opts))?;
+    drop(runtime);
+    match ended {
+        Ended::Stopped => Ok(ExitCode::SUCCESS),
+        Ended::Update(path) => {
+            tracing::info!(path = %path.display(), "starting the new build");
+            let err = crate::host::process::reexec(&path);
+            Err(anyhow::anyhow!(
+                "starting the new build {} failed: {err}; start bosund again (systemctl restart bosund)",
+                path.display()
+            ))
+        }
+    }
 }
 
 /// Where telemetry ships from, when the config has any.
@@ -109,11 +125,31 @@ async fn find_placement(
         .map(Some)
 }
 
+/// How [`serve`] ended.
+enum Ended {
+    /// SIGTERM or SIGINT: exit.
+    Stopped,
+    /// SIGUSR2 found another build at this path: exec it.
+    Update(PathBuf),
+}
+
+/// The path bosund was started from, when the file there now is another build than the one
+/// running (compared by device and inode: an install renames a new file over the path).
+fn new_build_at(started_from: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let there = std::fs::metadata(started_from).ok()?;
+    let running = std::fs::metadata("/proc/self/exe").ok()?;
+    ((there.dev(), there.ino()) != (running.dev(), running.ino()))
+        .then(|| started_from.to_path_buf())
+}
+
 async fn serve(
     config: AgentConfig,
     placement: Option<crate::telemetry::Placement>,
     opts: DaemonOptions,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Ended> {
+    // Read before any update can rename another file over it.
+    let started_from = std::env::current_exe().context("finding bosund's own path")?;
     let state_dir = opts
         .state_dir
         .clone()
@@ -174,6 +210,9 @@ async fn serve(
     let mut term = signal(SignalKind::terminate()).context("handling SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("handling SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("handling SIGHUP")?;
+    let mut usr2 = signal(SignalKind::user_defined2()).context("handling SIGUSR2")?;
+    let mut update: Option<PathBuf> = None;
+    let mut updated: Option<tokio::sync::oneshot::Receiver<()>> = None;
     tracing::info!(
         socket = %config.api.socket.display(),
         tcp = ?config.api.tcp.as_ref().map(|t| t.listen),
@@ -185,8 +224,8 @@ async fn serve(
 
     loop {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = term.recv() => { update = None; break }
+            _ = int.recv() => { update = None; break }
             _ = hup.recv() => {
                 reload(&opts, &shared, &queue);
                 let after = current(&shared);
@@ -210,11 +249,31 @@ async fn serve(
                     }
                 }
             }
+            _ = usr2.recv(), if update.is_none() => match new_build_at(&started_from) {
+                None => tracing::info!(path = %started_from.display(), "SIGUSR2: the build at this path is the running one; nothing to update"),
+                Some(path) => {
+                    tracing::info!(path = %path.display(), "SIGUSR2: a new build is installed; no new runs are accepted, the accepted ones finish, then it starts");
+                    notify(&[NotifyState::Status("updating: finishing the accepted runs")]);
+                    update = Some(path);
+                    let q = queue.clone();
+                    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+                    tokio::spawn(async move {
+                        q.finish_accepted().await;
+                        let _ = done_tx.send(());
+                    });
+                    updated = Some(done_rx);
+                }
+            },
+            _ = async { if let Some(rx) = updated.as_mut() { let _ = rx.await; } else { std::future::pending::<()>().await } } => break,
             _ = tick(watchdog) => notify(&[NotifyState::Watchdog]),
         }
     }
 
-    notify(&[NotifyState::Stopping, NotifyState::Status("draining")]);
+    if update.is_some() {
+        notify(&[NotifyState::Status("updating: starting the new build")]);
+    } else {
+        notify(&[NotifyState::Stopping, NotifyState::Status("draining")]);
+    }
     tracing::info!("stopping: no new runs are accepted");
     let _ = stop_tx.send(true);
     let grace = shared
@@ -250,7 +309,10 @@ async fn serve(
         tracing::error!("the runner thread did not end; exiting anyway");
     }
     tracing::info!("bosund stopped");
-    Ok(())
+    Ok(match update {
+        Some(path) => Ended::Update(path),
+        None => Ended::Stopped,
+    })
 }
 
 /// Longest telemetry may take on SIGTERM to send what it read and checkpoint.

@@ -71,6 +71,19 @@ pub struct Failed {
     pub output: CommandOutput,
 }
 
+/// Replaces this process with the program at `path`, given this process's own arguments
+/// and environment (`execv`): the PID stays, so systemd sees the same main process. Returns
+/// only when the exec failed.
+pub fn reexec(path: &Path) -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_else(|| path.as_os_str().to_owned());
+    std::process::Command::new(path)
+        .arg0(argv0)
+        .args(args)
+        .exec()
+}
+
 /// Kills a process group when dropped, unless disarmed after the program was reaped.
 struct GroupGuard(Option<Pid>);
 

@@ -13,9 +13,7 @@
 //!   new version is started and health-checked, and rolled back from the backup if it fails.
 //! - A record whose resumption failed is kept, so the next attempt tries again.
 //!
-//! Tests kill bosund at a phase with `BOSUN_TEST_KILL_AT=<phase>` ([`reached`]): bosund sends
-//! itself SIGKILL right after that point, which is `kill -9` at a known instant without racing
-//! a timer.
+//! Tests kill bosund at a phase with `BOSUN_TEST_KILL_AT=<phase>` ([`super::kill_point`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -155,13 +153,9 @@ pub(crate) fn clear(state_dir: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// A test hook: when `BOSUN_TEST_KILL_AT` names `point`, bosund sends itself SIGKILL here.
-/// Points: `stopped`, `backed-up`, `swapped`, `started`.
+/// A test hook ([`super::kill_point`]): `stopped`, `backed-up`, `swapped`, `started`.
 pub(crate) fn reached(point: &str) {
-    if std::env::var("BOSUN_TEST_KILL_AT").is_ok_and(|p| p == point) {
-        tracing::warn!("BOSUN_TEST_KILL_AT={point}: killing bosund");
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
-    }
+    super::kill_point(point);
 }
 
 /// Finishes or rolls back the upgrade recorded in `state_dir`, if any, and says which. The

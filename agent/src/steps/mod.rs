@@ -189,6 +189,17 @@ pub async fn run(action: &Action, ctx: &StepContext<'_>) -> anyhow::Result<Outco
     }
 }
 
+/// A test hook for crash safety: when `BOSUN_TEST_KILL_AT` names `point`, bosund sends itself
+/// SIGKILL here, which is `kill -9` at a known instant without racing a timer. Points:
+/// k3s_upgrade's `stopped`, `backed-up`, `swapped`, `started`; swap's `swap-off`,
+/// `swap-removed`, `swap-created`, `swap-mkswap` (after that action).
+pub(crate) fn kill_point(point: &str) {
+    if std::env::var("BOSUN_TEST_KILL_AT").is_ok_and(|p| p == point) {
+        tracing::warn!("BOSUN_TEST_KILL_AT={point}: killing bosund");
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 /// Settles what a step killed mid-way left on the host (today: an interrupted `k3s_upgrade`,
 /// [`k3s_interrupted`]) and says what was done; an error when it could not be settled (the
 /// record is kept for the next attempt). Called when bosund's runner starts.

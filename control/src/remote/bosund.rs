@@ -8,7 +8,8 @@
 //! when that fails ([`NEED_INSTALL`]) are the bytes sent ([`upload`]): into a temp file beside
 //! the build, its digest checked on the host, chmod 0755, renamed to its content address, then
 //! linked over the configured path (a rename, so a running bosund keeps its inode) and older
-//! builds removed. The name is trusted: a build rewritten in place (not replaced) on the host
+//! builds removed; a running `bosund.service` is then told (SIGUSR2) and restarts into the new
+//! build once the runs it accepted have ended. The name is trusted: a build rewritten in place (not replaced) on the host
 //! is not noticed by `run`; `bosun status` hashes the file and shows it.
 //!
 //! Locally the SHA-256 of the `bosund` to ship is cached ([`LocalBosund::load`]) by path,
@@ -256,6 +257,14 @@ fn parse_probe(text: &str) -> Result<Installed> {
     }
 }
 
+/// Tells a running `bosund.service` that a new build is installed (SIGUSR2 to its main
+/// process): the daemon compares the file at its own path with the build it runs, and if they
+/// differ lets its accepted runs finish, then execs the new build. Nothing when there is no
+/// such service (no systemd, not root, not running).
+const UPDATE_DAEMON: &str = "if [ \"$(id -u)\" = 0 ] && command -v systemctl >/dev/null 2>&1 && \
+     systemctl is-active --quiet bosund.service 2>/dev/null; then systemctl kill \
+     --kill-whom=main --signal=USR2 bosund.service 2>/dev/null || true; fi";
+
 /// The install script: reads the build on stdin (see the module doc). Prints bosund's path.
 /// Installing (rename, link, clean-up; not the transfer) holds an exclusive `flock` on
 /// `<builds>/.lock` (util-linux; skipped where missing): concurrent uploads to one path (a fleet
@@ -271,7 +280,7 @@ fn upload_script(configured: Option<&str>, sha256: &str) -> String {
          exec 9>\"$b/.lock\"; if command -v flock >/dev/null; then flock 9; fi; \
          mv -f \"$t\" \"$c\"; \
          ln -f \"$c\" \"$l\"; mv -f \"$l\" \"$p\"; for f in \"$b\"/*; do [ \"$f\" = \"$c\" ] || \
-         rm -f \"$f\"; done; trap - EXIT; printf '%s\\n' \"$p\"",
+         rm -f \"$f\"; done; trap - EXIT; {UPDATE_DAEMON}; printf '%s\\n' \"$p\"",
         locate(configured, sha256)
     )
 }
