@@ -45,14 +45,26 @@ impl Cluster {
         notify
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
-        let server = Command::new(&k3s)
-            .args(["server", "--config"])
-            .arg(&config)
-            .env("NOTIFY_SOCKET", &sock)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        // Another test thread that forks while this file is still open for writing makes the
+        // exec fail with ETXTBSY until that child has exec'd (its copy of the descriptor is
+        // close-on-exec): try again, a bounded number of times.
+        let mut tries = 0;
+        let server = loop {
+            match Command::new(&k3s)
+                .args(["server", "--config"])
+                .arg(&config)
+                .env("NOTIFY_SOCKET", &sock)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+            {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 1000 => {
+                    tries += 1;
+                    std::thread::yield_now();
+                }
+                other => break other.unwrap(),
+            }
+        };
         // READY=1 comes once the kubeconfig is written and kubectl gets answers.
         let mut buf = [0u8; 256];
         let n = notify

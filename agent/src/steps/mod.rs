@@ -20,6 +20,7 @@ pub use bosun_model::event::CommandOutput;
 
 mod backup_prune;
 mod backup_verify;
+mod block_in_file;
 mod command;
 mod content;
 mod copy;
@@ -171,6 +172,7 @@ pub async fn run(action: &Action, ctx: &StepContext<'_>) -> anyhow::Result<Outco
         Action::Copy(a) => run_kind(a, ctx).await,
         Action::Template(a) => run_kind(a, ctx).await,
         Action::LineInFile(a) => run_kind(a, ctx).await,
+        Action::BlockInFile(a) => run_kind(a, ctx).await,
         Action::Command(a) => run_kind(a, ctx).await,
         Action::Package(a) => run_kind(a, ctx).await,
         Action::Service(a) => run_kind(a, ctx).await,

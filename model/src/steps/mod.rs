@@ -14,6 +14,7 @@ use crate::jinja::Jinja;
 
 pub mod backup_prune;
 pub mod backup_verify;
+pub mod block_in_file;
 pub mod command;
 pub mod common;
 pub mod copy;
@@ -208,6 +209,7 @@ actions! {
     copy => Copy(copy::CopyArgs),
     template => Template(template::TemplateArgs),
     line_in_file => LineInFile(line_in_file::LineInFileArgs),
+    block_in_file => BlockInFile(block_in_file::BlockInFileArgs),
     command => Command(command::CommandArgs),
     package => Package(package::PackageArgs),
     service => Service(service::ServiceArgs),
