@@ -37,6 +37,8 @@ mod k3s_upgrade;
 mod line_in_file;
 #[cfg(feature = "aws")]
 mod mysql_backup;
+#[cfg(feature = "aws")]
+mod mysql_user;
 mod package;
 #[cfg(feature = "aws")]
 mod rds_snapshot;
@@ -189,6 +191,8 @@ pub async fn run(action: &Action, ctx: &StepContext<'_>) -> anyhow::Result<Outco
         #[cfg(feature = "aws")]
         Action::MysqlBackup(a) => run_kind(a, ctx).await,
         #[cfg(feature = "aws")]
+        Action::MysqlUser(a) => run_kind(a, ctx).await,
+        #[cfg(feature = "aws")]
         Action::BackupVerify(a) => run_kind(a, ctx).await,
         #[cfg(feature = "aws")]
         Action::BackupPrune(a) => run_kind(a, ctx).await,
@@ -198,11 +202,12 @@ pub async fn run(action: &Action, ctx: &StepContext<'_>) -> anyhow::Result<Outco
         Action::S3Sync(a) => run_kind(a, ctx).await,
         #[cfg(not(feature = "aws"))]
         Action::MysqlBackup(_)
+        | Action::MysqlUser(_)
         | Action::BackupVerify(_)
         | Action::BackupPrune(_)
         | Action::RdsSnapshot(_)
         | Action::S3Sync(_) => {
-            anyhow::bail!("`{}` calls AWS: {}", action.key(), crate::WITHOUT_AWS)
+            anyhow::bail!("`{}` is not in this build: {}", action.key(), crate::WITHOUT_AWS)
         }
     }
 }
