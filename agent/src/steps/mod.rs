@@ -20,6 +20,7 @@ pub use bosun_model::event::CommandOutput;
 
 mod backup_prune;
 mod backup_verify;
+mod block_in_file;
 mod command;
 mod content;
 mod copy;
@@ -33,6 +34,7 @@ mod k3s_interrupted;
 mod k3s_upgrade;
 mod line_in_file;
 mod mysql_backup;
+mod mysql_user;
 mod package;
 mod rds_snapshot;
 mod s3_sync;
@@ -170,6 +172,7 @@ pub async fn run(action: &Action, ctx: &StepContext<'_>) -> anyhow::Result<Outco
         Action::Copy(a) => run_kind(a, ctx).await,
         Action::Template(a) => run_kind(a, ctx).await,
         Action::LineInFile(a) => run_kind(a, ctx).await,
+        Action::BlockInFile(a) => run_kind(a, ctx).await,
         Action::Command(a) => run_kind(a, ctx).await,
         Action::Package(a) => run_kind(a, ctx).await,
         Action::Service(a) => run_kind(a, ctx).await,
@@ -180,6 +183,7 @@ pub async fn run(action: &Action, ctx: &StepContext<'_>) -> anyhow::Result<Outco
         Action::K3sInstall(a) => run_kind(a, ctx).await,
         Action::K3sUpgrade(a) => run_kind(a, ctx).await,
         Action::MysqlBackup(a) => run_kind(a, ctx).await,
+        Action::MysqlUser(a) => run_kind(a, ctx).await,
         Action::BackupVerify(a) => run_kind(a, ctx).await,
         Action::BackupPrune(a) => run_kind(a, ctx).await,
         Action::RdsSnapshot(a) => run_kind(a, ctx).await,
