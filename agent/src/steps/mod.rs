@@ -207,7 +207,11 @@ pub async fn run(action: &Action, ctx: &StepContext<'_>) -> anyhow::Result<Outco
         | Action::BackupPrune(_)
         | Action::RdsSnapshot(_)
         | Action::S3Sync(_) => {
-            anyhow::bail!("`{}` is not in this build: {}", action.key(), crate::WITHOUT_AWS)
+            anyhow::bail!(
+                "`{}` is not in this build: {}",
+                action.key(),
+                crate::WITHOUT_AWS
+            )
         }
     }
 }
