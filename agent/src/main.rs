@@ -491,7 +491,7 @@ fn drift(state_dir: &Path, output: OutputFormat) -> anyhow::Result<ExitCode> {
         None => Vec::new(),
     };
     match output {
-        OutputFormat::Json => println!("{}", serde_json::to_string(&rows)?),
+        OutputFormat::Json => json_lines(&rows)?,
         OutputFormat::Human if rows.is_empty() => {
             println!("no drift report yet: a [[schedule]] with check = true makes one")
         }

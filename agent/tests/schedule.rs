@@ -869,7 +869,7 @@ async fn a_scheduled_check_reports_drift_on_metrics_and_clears_when_restored() {
     let state = agent.state.to_str().unwrap().to_string();
     let (code, out, err) = run_bosund(&["drift", "--output", "json", "--state-dir", &state]);
     assert_eq!(code, 0, "{err}");
-    let rows: Value = serde_json::from_str(&out).unwrap();
+    let rows = json_lines(&out);
     assert_eq!(rows[0]["playbook"], "site", "{rows}");
     assert_eq!(rows[0]["steps"], serde_json::json!(["motd"]), "{rows}");
     let (_, human, _) = run_bosund(&["drift", "--state-dir", &state]);

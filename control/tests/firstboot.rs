@@ -380,8 +380,13 @@ bridge = "none"
     assert!(agent_toml.contains("stack firstboot"), "{agent_toml}");
 
     // The bootstrap ran, is in the agent's journal and succeeded.
-    let history: Value =
-        serde_json::from_str(&hb.sh("bosund history --output json").unwrap()).unwrap();
+    // JSON Lines: a run per line.
+    let history: Value = hb
+        .sh("bosund history --output json")
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .collect();
     let runs = history
         .as_array()
         .unwrap_or_else(|| panic!("history is a list of runs: {history:#}"));

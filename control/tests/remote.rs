@@ -113,7 +113,11 @@ fn recent_runs(state: &Path) -> Value {
         .arg(state)
         .output()
         .unwrap();
-    serde_json::from_slice(&history.stdout).unwrap()
+    // JSON Lines: a run per line.
+    String::from_utf8_lossy(&history.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .collect()
 }
 
 fn json_lines(out: &Output) -> Vec<Value> {

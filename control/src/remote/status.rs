@@ -89,7 +89,7 @@ async fn host_status(t: &Target, policy: HostKeyPolicy, runs: usize) -> Result<V
             ))
             .await?;
         v["runs"] = if history.code == Some(0) {
-            serde_json::from_slice(&history.stdout).unwrap_or(Value::Null)
+            json_lines(&history.stdout)
         } else {
             json!({"error": history.stderr_text()})
         };
@@ -97,7 +97,7 @@ async fn host_status(t: &Target, policy: HostKeyPolicy, runs: usize) -> Result<V
             .exec(&format!("{bin}{state} drift --output json"))
             .await?;
         v["drift"] = if drift.code == Some(0) {
-            serde_json::from_slice(&drift.stdout).unwrap_or(Value::Null)
+            json_lines(&drift.stdout)
         } else {
             json!({"error": drift.stderr_text()})
         };
@@ -189,6 +189,20 @@ fn human_duration(secs: f64) -> String {
     }
 }
 
+/// A listing bosund printed with `--output json`: JSON Lines, a record per line, as one array
+/// (a bosund from before JSON Lines printed the array itself); `null` when it is neither.
+fn json_lines(stdout: &[u8]) -> Value {
+    if let Ok(v @ Value::Array(_)) = serde_json::from_slice(stdout) {
+        return v;
+    }
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(serde_json::from_str)
+        .collect::<Result<Vec<Value>, _>>()
+        .map_or(Value::Null, Value::Array)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +238,17 @@ mod tests {
         assert_eq!(human_duration(600.0), "10 min");
         assert_eq!(human_duration(90000.0), "25 h");
         assert_eq!(human_duration(400000.0), "4 days");
+    }
+
+    #[test]
+    fn a_listing_is_read_as_json_lines_or_as_the_old_array() {
+        let lines = json_lines(b"{\"id\":\"b\"}\n{\"id\":\"a\"}\n");
+        assert_eq!(lines, serde_json::json!([{"id": "b"}, {"id": "a"}]));
+        assert_eq!(json_lines(b""), serde_json::json!([]));
+        assert_eq!(
+            json_lines(b"[{\"id\":\"a\"}]\n"),
+            serde_json::json!([{"id": "a"}])
+        );
+        assert_eq!(json_lines(b"not json\n"), Value::Null);
     }
 }
