@@ -288,6 +288,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 bootstrap_vars: &c.first_boot_vars(),
                 edge: c.edge.is_some(),
                 platform: c.platform.is_some(),
+                registries: &c.registry_boot(),
             });
             if json {
                 print_json(&json!({"user_data": text}));
