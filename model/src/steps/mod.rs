@@ -27,6 +27,7 @@ pub mod k3s_install;
 pub mod k3s_upgrade;
 pub mod line_in_file;
 pub mod mysql_backup;
+pub mod mysql_user;
 pub mod package;
 pub mod rds_snapshot;
 pub mod s3_sync;
@@ -219,6 +220,7 @@ actions! {
     k3s_install => K3sInstall(k3s_install::K3sInstallArgs),
     k3s_upgrade => K3sUpgrade(k3s_upgrade::K3sUpgradeArgs),
     mysql_backup => MysqlBackup(mysql_backup::MysqlBackupArgs),
+    mysql_user => MysqlUser(mysql_user::MysqlUserArgs),
     backup_verify => BackupVerify(backup_verify::BackupVerifyArgs),
     backup_prune => BackupPrune(backup_prune::BackupPruneArgs),
     rds_snapshot => RdsSnapshot(rds_snapshot::RdsSnapshotArgs),
