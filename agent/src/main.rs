@@ -87,6 +87,7 @@ enum Command {
         command: ScheduleCommand,
     },
     /// List the backups in S3, or restore one into a database.
+    #[cfg(feature = "aws")]
     #[command(subcommand)]
     Backups(bosun_agent::backup::cli::BackupsCommand),
     /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
@@ -228,6 +229,7 @@ fn main() -> ExitCode {
                     output,
                 },
         } => schedule_list(config, cli.state_dir.clone(), after, output),
+        #[cfg(feature = "aws")]
         Command::Backups(cmd) => bosun_agent::backup::cli::run(cmd).map(ExitCode::from),
         Command::Completions { shell } => {
             let cmd = <Cli as clap::CommandFactory>::command();

@@ -142,7 +142,10 @@ fn learner_installs_on_a_1_gib_node_and_a_second_run_changes_nothing_but_full_is
 
     // The full profile on the same node: refused before any step, with the table.
     let c = Cluster::start("1Gi");
-    let full = c.apply(&["profile=full", "sonarqube_db_password=s3cret-pw"]);
+    let full = c.apply(&[
+        "profile=full",
+        &format!("secrets_dir={}", c.sb.path("secrets").display()),
+    ]);
     assert_eq!(full.summary(), summary(0, 0, 1, 0));
     let refusal = full.step("[capacity]");
     assert_eq!(refusal.status, StepStatus::Failed);
@@ -158,7 +161,7 @@ fn learner_installs_on_a_1_gib_node_and_a_second_run_changes_nothing_but_full_is
     ] {
         assert!(message.contains(part), "{part:?} missing in:\n{message}");
     }
-    assert!(!message.contains("s3cret-pw"));
+    assert!(!c.sb.path("secrets").exists(), "a step ran");
     assert!(!c.sb.path("helm/calls.jsonl").exists(), "helm was called");
     assert!(c.releases().is_empty());
     assert!(!c.sb.path("manifests").exists(), "a manifest was written");

@@ -527,6 +527,7 @@ fn host(t: &mut Template, c: &StackConfig, public_key: &str, boot: &BootDigests)
         bootstrap_vars: &c.first_boot_vars(DB_HOST_PLACEHOLDER, DB_SECRET_PLACEHOLDER),
         edge: c.edge.is_some(),
         database: c.rds.is_some(),
+        platform: c.platform.is_some(),
     });
     let artifacts_url = match &c.endpoints.artifacts {
         Some(base) => Expr::Join(

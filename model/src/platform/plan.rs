@@ -170,7 +170,10 @@ fn step_requests(
             }
             Action::Template(args) if is_yaml(&args.dest) => {
                 let path = resolve(render(&args.src)?);
-                let text = render(&read(&path)?)?;
+                // A template that needs what only the run knows (a registered result) is
+                // counted as written: its requests are plain text.
+                let raw = read(&path)?;
+                let text = render(&raw).unwrap_or(raw);
                 if is_manifest(&text) {
                     c.requests = c.requests
                         + requests::in_yaml(&text)
