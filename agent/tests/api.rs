@@ -142,6 +142,31 @@ async fn bad_submissions_are_refused_with_reasons() {
         (Some("<request>"), Some(4), Some(19)),
         "{body}"
     );
+    // A template that is not in the playbooks directory is refused before anything runs.
+    let (status, body) = agent
+        .call(Method::POST, "/v1/runs", Some(json!({ "playbook_toml": "name = \"x\"\n[[step]]\nname = \"s\"\ntemplate = { src = \"templates/nope.j2\", dest = \"/tmp/x\" }\n" })))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let d = &body["diagnostics"][0];
+    assert_eq!(
+        (d["line"].as_u64(), d["column"].as_u64()),
+        (Some(4), Some(20)),
+        "{body}"
+    );
+    assert!(
+        d["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("`template` src `templates/nope.j2` does not exist"),
+        "{body}"
+    );
+    assert!(
+        d["help"]
+            .as_str()
+            .unwrap()
+            .contains("the agent's playbooks_dir"),
+        "{body}"
+    );
 
     let (status, body) = agent
         .call(
