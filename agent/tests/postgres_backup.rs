@@ -332,3 +332,30 @@ exit 1
             .contains(password)
     );
 }
+
+#[test]
+fn a_wrong_password_fails_with_the_servers_words_and_stores_nothing() {
+    let pg = Postgres::start().expect("starting PostgreSQL");
+    pg.exec("postgres", "CREATE DATABASE shop").unwrap();
+    let moto = Moto::start().unwrap();
+    let s3 = S3::new(&moto, BUCKET);
+    let sb = Sandbox::new();
+    let wrong = "not-the-password-5e1f";
+    let mut cmd = sb.bosund();
+    cmd.arg("apply")
+        .arg(backup_playbook(&sb, &pg, "", false))
+        .args(["--output", "json"])
+        .envs(moto.env())
+        .env("PG_PASSWORD", wrong);
+    let run = Run::from_command(cmd, None);
+    assert_eq!(run.step("dump").status, StepStatus::Failed);
+    let msg = run.step("dump").message.clone().unwrap();
+    assert!(
+        msg.contains("password authentication failed for user \"bosun\""),
+        "{msg}"
+    );
+    assert!(msg.contains("connecting to database shop"), "{msg}");
+    assert!(!msg.contains(wrong) && !run.stderr.contains(wrong), "{msg}");
+    assert_eq!(s3.keys(), Vec::<String>::new());
+    assert_eq!(s3.open_uploads(), Vec::<String>::new());
+}
