@@ -83,9 +83,38 @@ impl Aws {
         aws_sdk_ssm::Client::new(&self.sdk)
     }
 
+    /// The value of SSM parameter `name`, decrypted (an `ssm:` secret); the error in one line.
+    pub async fn ssm_parameter(&self, name: &str) -> Result<String, String> {
+        let out = self
+            .ssm()
+            .get_parameter()
+            .name(name)
+            .with_decryption(true)
+            .send()
+            .await
+            .map_err(|e| describe_error(&e))?;
+        out.parameter
+            .and_then(|p| p.value)
+            .ok_or_else(|| "the parameter has no value".to_string())
+    }
+
     /// A Secrets Manager client (the `secretsmanager:` secret source).
     pub fn secretsmanager(&self) -> aws_sdk_secretsmanager::Client {
         aws_sdk_secretsmanager::Client::new(&self.sdk)
+    }
+
+    /// The string value of Secrets Manager secret `id` (a `secretsmanager:` secret); the error
+    /// in one line.
+    pub async fn secret_string(&self, id: &str) -> Result<String, String> {
+        let out = self
+            .secretsmanager()
+            .get_secret_value()
+            .secret_id(id)
+            .send()
+            .await
+            .map_err(|e| describe_error(&e))?;
+        out.secret_string
+            .ok_or_else(|| "the secret has no string value (a binary secret?)".to_string())
     }
 
     /// The shared SDK configuration (credentials, region, time source): what the RDS IAM

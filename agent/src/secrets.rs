@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 pub use bosun_model::secret_source::SecretSource;
 
-use crate::aws::{Aws, describe_error};
+use crate::aws::Aws;
 
 /// Why a secret could not be read. Never contains the value.
 #[derive(Debug, thiserror::Error)]
@@ -85,17 +85,7 @@ pub async fn read(source: &SecretSource, aws: Option<&Aws>) -> Result<Secret, Se
                 reason,
             };
             let aws = aws.ok_or_else(|| fail("no AWS configuration".into()))?;
-            let out = aws
-                .ssm()
-                .get_parameter()
-                .name(name)
-                .with_decryption(true)
-                .send()
-                .await
-                .map_err(|e| fail(describe_error(&e)))?;
-            out.parameter
-                .and_then(|p| p.value)
-                .ok_or_else(|| fail("the parameter has no value".into()))?
+            aws.ssm_parameter(name).await.map_err(fail)?
         }
         SecretSource::SecretsManager { id, key } => {
             let fail = |reason: String| SecretError::SecretsManager {
@@ -103,16 +93,7 @@ pub async fn read(source: &SecretSource, aws: Option<&Aws>) -> Result<Secret, Se
                 reason,
             };
             let aws = aws.ok_or_else(|| fail("no AWS configuration".into()))?;
-            let out = aws
-                .secretsmanager()
-                .get_secret_value()
-                .secret_id(id)
-                .send()
-                .await
-                .map_err(|e| fail(describe_error(&e)))?;
-            let text = out
-                .secret_string
-                .ok_or_else(|| fail("the secret has no string value (a binary secret?)".into()))?;
+            let text = aws.secret_string(id).await.map_err(fail)?;
             match key {
                 None => text,
                 Some(key) => json_field(&text, key).map_err(fail)?,

@@ -314,6 +314,18 @@ fn an_expression_written_with_braces_says_to_drop_them() {
 }
 
 #[test]
+fn until_written_with_braces_says_to_drop_them() {
+    let text = "name = \"x\"\n[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\nretries = 3\nuntil = \"{{ result.rc == 0 }}\"\n";
+    assert_one(
+        text,
+        6,
+        9,
+        "`until` is a Jinja expression: write it without `{{ }}`",
+        "write: until = \"result.rc == 0\"",
+    );
+}
+
+#[test]
 fn a_toml_syntax_error_is_reported_once_without_the_errors_that_follow_from_it() {
     // The parser recovers by dropping `name`, then calls the next `name` a duplicate.
     assert_one(

@@ -450,3 +450,74 @@ include = { playbook = "x.toml" }
         );
     }
 }
+
+#[test]
+fn block_in_file_and_line_in_file_insertion_converge_with_a_diff() {
+    let sb = Sandbox::new();
+    sb.write("conf", "Port 22\nMatch all\n  X yes\n");
+    let pb = sb.playbook(
+        r#"
+name = "edits"
+[[step]]
+name = "block"
+block_in_file = { path = "@ROOT@/conf", block = "Match User deploy\n  PasswordAuthentication no", insert_before = "^Match all" }
+[[step]]
+name = "line"
+line_in_file = { path = "@ROOT@/conf", regexp = "^#?PermitRootLogin", line = "PermitRootLogin no", insert_after = "^Port " }
+[[step]]
+name = "marker"
+file = { path = "@ROOT@/done", state = "touch", mode = "0600" }
+"#,
+    );
+    let (check, first, _) = common::converge(&sb, &pb);
+    let diff = check.step("block").diff.clone().unwrap_or_default();
+    assert!(diff.contains("+# BEGIN MANAGED BY BOSUN"), "{diff}");
+    assert_eq!(first.step("line").status, StepStatus::Changed);
+    assert_eq!(
+        read(&sb.path("conf")),
+        "Port 22\nPermitRootLogin no\n# BEGIN MANAGED BY BOSUN\nMatch User deploy\n  PasswordAuthentication no\n# END MANAGED BY BOSUN\nMatch all\n  X yes\n"
+    );
+    assert_eq!(common::mode(&sb.path("done")), 0o600);
+}
+
+#[test]
+fn bad_edit_arguments_are_refused_at_validation_with_their_location() {
+    let sb = Sandbox::new();
+    let pb = sb.playbook(
+        r##"name = "bad edits"
+[[step]]
+name = "both"
+line_in_file = { path = "/x", line = "a", insert_after = "EOF", insert_before = "BOF" }
+[[step]]
+name = "backrefs"
+line_in_file = { path = "/x", line = "a", backrefs = true }
+[[step]]
+name = "marker"
+block_in_file = { path = "/x", block = "b", marker = "# fixed" }
+[[step]]
+name = "regex"
+block_in_file = { path = "/x", block = "b", insert_after = "(" }
+"##,
+    );
+    let run = sb.apply(&pb, &[]);
+    assert_eq!(run.code, 2);
+    let RunEvent::Invalid { diagnostics } = &run.events[0] else {
+        panic!("{run:#?}")
+    };
+    for (line, text) in [
+        (4, "give `insert_after` or `insert_before`, not both"),
+        (7, "`backrefs = true` needs `regexp`"),
+        (10, "`marker` must contain `{mark}`"),
+        (
+            13,
+            "`insert_after` is neither EOF nor a valid regular expression",
+        ),
+    ] {
+        assert!(
+            diagnostics
+                .iter()
+                .any(|d| d.line == line && d.message.contains(text)),
+            "missing {line}: {text} in {diagnostics:#?}"
+        );
+    }
+}

@@ -287,6 +287,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 metrics_namespace: template::METRICS_NAMESPACE,
                 bootstrap_vars: &c.first_boot_vars(),
                 edge: c.edge.is_some(),
+                platform: c.platform.is_some(),
             });
             if json {
                 print_json(&json!({"user_data": text}));

@@ -186,3 +186,49 @@ fn plan_and_up_refuse_a_platform_the_instance_cannot_hold_before_any_aws_call() 
         assert!(!err.contains("127.0.0.1:9"), "{err}");
     }
 }
+
+#[test]
+fn the_first_boot_applies_the_platform_with_its_profile_and_keeps_traefik_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = stack(
+        dir.path(),
+        "stack.toml",
+        "t2.micro",
+        "profile = \"learner\"",
+    );
+    let (rc, out, err) = bosun(&[
+        "user-data",
+        "--config",
+        config.to_str().unwrap(),
+        "--bosund",
+        dir.path().join("bosund").to_str().unwrap(),
+        "--bucket",
+        "b",
+    ]);
+    assert_eq!(rc, 0, "{err}");
+    let doc: serde_json::Value =
+        serde_norway::from_str(out.trim_start_matches("#cloud-config\n")).unwrap();
+    let files = doc["write_files"].as_array().unwrap();
+    let file = |path: &str| {
+        files
+            .iter()
+            .find(|f| f["path"] == path)
+            .and_then(|f| f["content"].as_str())
+            .unwrap_or_else(|| panic!("{path} not written"))
+            .to_string()
+    };
+    let vars: toml::Table = toml::from_str(&file("/etc/bosun/bootstrap-vars.toml")).unwrap();
+    assert_eq!(vars["profile"].as_str(), Some("learner"));
+    assert_eq!(vars["edge"].as_bool(), Some(false));
+    assert_eq!(
+        vars["k3s_config"]["disable"].as_array().unwrap(),
+        &vec![toml::Value::from("servicelb")]
+    );
+    let script = file("/usr/local/lib/bosun/first-boot");
+    assert!(
+        script.ends_with(
+            "bosund apply /etc/bosun/playbooks/platform.toml --vars-file /etc/bosun/bootstrap-vars.toml\n"
+        ),
+        "{script}"
+    );
+}

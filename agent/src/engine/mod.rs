@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use backon::{ConstantBuilder, Retryable};
 use serde_json::{Map, Value, json};
 
+mod capacity;
 mod pending;
 
 use pending::PendingHandlers;
@@ -87,6 +88,22 @@ pub async fn run(playbook: &Playbook, opts: &RunOptions, sink: &mut dyn EventSin
         redactor: &redactor,
     };
     let sink: &mut dyn EventSink = &mut masked;
+    // Before any step changes anything: do the releases this run installs fit the cluster?
+    let prepared = match prepared {
+        Ok(v) => match capacity::check(playbook, opts).await {
+            capacity::Verdict::Refused(message) => Err(("[capacity]", message)),
+            capacity::Verdict::Fits(note) => {
+                tracing::info!("{note}");
+                Ok(v)
+            }
+            capacity::Verdict::Unchecked(note) => {
+                tracing::warn!("{note}");
+                Ok(v)
+            }
+            capacity::Verdict::NotApplicable => Ok(v),
+        },
+        Err(e) => Err(e),
+    };
     let mut vars = match prepared {
         Ok(v) => v,
         Err((what, message)) => {

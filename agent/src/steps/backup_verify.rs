@@ -90,7 +90,7 @@ impl StepKind for BackupVerifyArgs {
                 ssl_ca: self.ssl_ca.as_deref(),
                 extra_args: &self.extra_args,
             },
-            &aws,
+            Some(&aws),
         )
         .await?;
         let client = Client {

@@ -56,7 +56,7 @@ impl StepKind for FileArgs {
                     path.display()
                 ),
             },
-            FileState::File => match meta {
+            FileState::File | FileState::Touch => match meta {
                 None => Check::change(FileChange::CreateFile(attrs), "create empty file"),
                 Some(m) if m.is_file() => attributes(attrs, &m),
                 Some(_) => bail!("{} exists and is not a regular file", path.display()),

@@ -18,8 +18,11 @@ use bosun_model::steps::Action;
 
 pub use bosun_model::event::CommandOutput;
 
+#[cfg(feature = "aws")]
 mod backup_prune;
+#[cfg(feature = "aws")]
 mod backup_verify;
+mod block_in_file;
 mod command;
 mod content;
 mod copy;
@@ -32,9 +35,14 @@ mod k3s_install;
 mod k3s_interrupted;
 mod k3s_upgrade;
 mod line_in_file;
+#[cfg(feature = "aws")]
 mod mysql_backup;
+#[cfg(feature = "aws")]
+mod mysql_user;
 mod package;
+#[cfg(feature = "aws")]
 mod rds_snapshot;
+#[cfg(feature = "aws")]
 mod s3_sync;
 mod service;
 mod swap;
@@ -170,6 +178,7 @@ pub async fn run(action: &Action, ctx: &StepContext<'_>) -> anyhow::Result<Outco
         Action::Copy(a) => run_kind(a, ctx).await,
         Action::Template(a) => run_kind(a, ctx).await,
         Action::LineInFile(a) => run_kind(a, ctx).await,
+        Action::BlockInFile(a) => run_kind(a, ctx).await,
         Action::Command(a) => run_kind(a, ctx).await,
         Action::Package(a) => run_kind(a, ctx).await,
         Action::Service(a) => run_kind(a, ctx).await,
@@ -179,11 +188,31 @@ pub async fn run(action: &Action, ctx: &StepContext<'_>) -> anyhow::Result<Outco
         Action::HelmRelease(a) => run_kind(a, ctx).await,
         Action::K3sInstall(a) => run_kind(a, ctx).await,
         Action::K3sUpgrade(a) => run_kind(a, ctx).await,
+        #[cfg(feature = "aws")]
         Action::MysqlBackup(a) => run_kind(a, ctx).await,
+        #[cfg(feature = "aws")]
+        Action::MysqlUser(a) => run_kind(a, ctx).await,
+        #[cfg(feature = "aws")]
         Action::BackupVerify(a) => run_kind(a, ctx).await,
+        #[cfg(feature = "aws")]
         Action::BackupPrune(a) => run_kind(a, ctx).await,
+        #[cfg(feature = "aws")]
         Action::RdsSnapshot(a) => run_kind(a, ctx).await,
+        #[cfg(feature = "aws")]
         Action::S3Sync(a) => run_kind(a, ctx).await,
+        #[cfg(not(feature = "aws"))]
+        Action::MysqlBackup(_)
+        | Action::MysqlUser(_)
+        | Action::BackupVerify(_)
+        | Action::BackupPrune(_)
+        | Action::RdsSnapshot(_)
+        | Action::S3Sync(_) => {
+            anyhow::bail!(
+                "`{}` is not in this build: {}",
+                action.key(),
+                crate::WITHOUT_AWS
+            )
+        }
     }
 }
 

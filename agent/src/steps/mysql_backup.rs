@@ -35,21 +35,35 @@ pub(crate) struct Login<'a> {
     pub extra_args: &'a [String],
 }
 
+impl Login<'_> {
+    /// Whether logging in needs AWS: an IAM token, or a password kept in SSM or Secrets Manager.
+    pub fn needs_aws(&self) -> bool {
+        self.auth == MysqlAuth::Iam
+            || matches!(
+                self.password.parse::<SecretSource>(),
+                Ok(SecretSource::Ssm(_) | SecretSource::SecretsManager { .. })
+            )
+    }
+}
+
 /// Builds a [`Connection`]: the password read from its source, or (`auth = "iam"`) an RDS IAM
-/// token signed with `aws`'s credentials and region, with TLS and the cleartext plugin.
-pub(crate) async fn connect(login: &Login<'_>, aws: &Aws) -> anyhow::Result<Connection> {
+/// token signed with `aws`'s credentials and region, with TLS and the cleartext plugin. `aws`
+/// may be `None` when neither the login nor the password's source needs AWS
+/// ([`Login::needs_aws`]).
+pub(crate) async fn connect(login: &Login<'_>, aws: Option<&Aws>) -> anyhow::Result<Connection> {
     let port = u16::try_from(login.port.value("port")?).context("`port` must be at most 65535")?;
     let mut extra_args = login.extra_args.to_vec();
     let (password, cleartext) = match login.auth {
         MysqlAuth::Password => {
             let source: SecretSource = login.password.parse()?;
-            (secrets::read(&source, Some(aws)).await?, false)
+            (secrets::read(&source, aws).await?, false)
         }
         MysqlAuth::Iam => {
             let ca = login
                 .ssl_ca
                 .context("auth = \"iam\" needs `ssl_ca` (the RDS CA bundle)")?;
             extra_args.extend(iam::client_args(ca));
+            let aws = aws.context("auth = \"iam\" needs the AWS configuration")?;
             let token = iam::auth_token(aws.sdk_config(), login.host, port, login.user).await?;
             (token, true)
         }
@@ -123,7 +137,7 @@ impl StepKind for MysqlBackupArgs {
                 ssl_ca: self.ssl_ca.as_deref(),
                 extra_args: &self.extra_args,
             },
-            &aws,
+            Some(&aws),
         )
         .await?;
         let client = Client {

@@ -31,9 +31,12 @@
 //! within a deadline, and joins the thread.
 
 pub mod config;
+#[cfg(feature = "aws")]
 mod logs;
+#[cfg(feature = "aws")]
 mod metrics;
 mod point;
+#[cfg(feature = "aws")]
 mod sinks;
 pub mod stats;
 mod stop;
@@ -97,6 +100,10 @@ impl Placement {
     /// order: the config's `region`, AWS_REGION / AWS_DEFAULT_REGION, IMDS (on EC2), the SDK's
     /// chain (the shared profile). None of them: [`NoRegion`].
     pub async fn find(config: &TelemetryConfig) -> Result<Placement, NoRegion> {
+        if cfg!(not(feature = "aws")) {
+            let text = "[metrics] and [[logs]] ship to AWS";
+            return Err(NoRegion(format!("{text}: {}\n", crate::WITHOUT_AWS)));
+        }
         let facts = crate::host::facts::Facts::gather().await;
         let env_region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
             .iter()
@@ -189,6 +196,18 @@ impl Telemetry {
     }
 }
 
+/// Without the `aws` feature nothing ships ([`Placement::find`] refuses a config that asks).
+#[cfg(not(feature = "aws"))]
+async fn run(
+    _config: TelemetryConfig,
+    _placement: Placement,
+    _state_dir: PathBuf,
+    _stop: watch::Receiver<Option<Instant>>,
+) -> anyhow::Result<()> {
+    Ok(())
+}
+
+#[cfg(feature = "aws")]
 async fn run(
     config: TelemetryConfig,
     placement: Placement,

@@ -265,8 +265,8 @@ impl Run {
                     open = Some(*index);
                 }
                 RunEvent::StepFinished(r) => {
-                    // `[secrets]`, `[vars]` and `[state]` failures are reported without a step_started.
-                    if !["vars", "secrets", "state"].contains(&r.action.as_str()) {
+                    // `[secrets]`, `[vars]`, `[state]` and `[capacity]` failures are reported without a step_started.
+                    if !["vars", "secrets", "state", "capacity"].contains(&r.action.as_str()) {
                         assert_eq!(
                             open.take(),
                             Some(r.index),

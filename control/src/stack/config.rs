@@ -349,6 +349,35 @@ impl StackConfig {
                 vars.insert("k3s_config".into(), k3s.into());
             }
         }
+        if let Some(platform) = &self.platform {
+            // platform.toml's selection (outside variables win inside its includes too).
+            if let Some(profile) = &platform.profile {
+                vars.insert("profile".into(), profile.as_str().into());
+            }
+            if !platform.components.is_empty() {
+                vars.insert(
+                    "components".into(),
+                    toml::Value::Array(
+                        platform
+                            .components
+                            .iter()
+                            .map(|c| c.as_str().into())
+                            .collect(),
+                    ),
+                );
+            }
+            vars.insert("edge".into(), self.edge.is_some().into());
+            // The ingress component sizes k3s's bundled Traefik: keep it on (bootstrap's
+            // small-host default disables it).
+            if !vars.contains_key("k3s_config") {
+                let mut k3s = toml::Table::new();
+                k3s.insert(
+                    "disable".into(),
+                    toml::Value::Array(vec!["servicelb".into()]),
+                );
+                vars.insert("k3s_config".into(), k3s.into());
+            }
+        }
         vars
     }
 }

@@ -522,6 +522,7 @@ fn host(t: &mut Template, c: &StackConfig, public_key: &str, boot: &BootDigests)
         metrics_namespace: METRICS_NAMESPACE,
         bootstrap_vars: &c.first_boot_vars(),
         edge: c.edge.is_some(),
+        platform: c.platform.is_some(),
     });
     let artifacts_url = match &c.endpoints.artifacts {
         Some(base) => Expr::Join(

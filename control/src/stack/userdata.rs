@@ -39,6 +39,8 @@ pub struct UserDataSpec<'a> {
     pub bootstrap_vars: &'a toml::Table,
     /// `[edge]` is on: `edge.toml` runs after `bootstrap.toml`.
     pub edge: bool,
+    /// `[platform]` is set: `platform.toml` runs last, with the profile in the vars file.
+    pub platform: bool,
 }
 
 /// Where the first boot writes `[bootstrap_vars]` for `bosund apply --vars-file`.
@@ -145,12 +147,17 @@ tar -xzf "$work/playbooks.tar.gz" -C /etc/bosun/playbooks
 systemctl daemon-reload
 systemctl enable --now bosund
 bosund apply /etc/bosun/playbooks/bootstrap.toml{vars}
-{edge}"#,
+{edge}{platform}"#,
         base = spec.artifacts_url,
         bosund = spec.bosund_sha256,
         playbooks = spec.playbooks_sha256,
         edge = if spec.edge {
             format!("bosund apply /etc/bosun/playbooks/edge.toml{vars}\n")
+        } else {
+            String::new()
+        },
+        platform = if spec.platform {
+            format!("bosund apply /etc/bosun/playbooks/platform.toml{vars}\n")
         } else {
             String::new()
         },
@@ -173,7 +180,26 @@ mod tests {
             metrics_namespace: "Bosun/Host",
             bootstrap_vars: Box::leak(Box::default()),
             edge: false,
+            platform: false,
         }
+    }
+
+    #[test]
+    fn platform_runs_last_with_the_vars_file() {
+        assert!(!render(&spec()).contains("platform.toml"));
+        let vars: toml::Table = toml::from_str("profile = \"learner\"\n").unwrap();
+        let script = first_boot_script(&UserDataSpec {
+            bootstrap_vars: &vars,
+            edge: true,
+            platform: true,
+            ..spec()
+        });
+        assert!(
+            script.ends_with(&format!(
+                "bosund apply /etc/bosun/playbooks/edge.toml --vars-file {BOOTSTRAP_VARS_PATH}\nbosund apply /etc/bosun/playbooks/platform.toml --vars-file {BOOTSTRAP_VARS_PATH}\n"
+            )),
+            "{script}"
+        );
     }
 
     #[test]
@@ -200,7 +226,8 @@ mod tests {
             "bosund apply /etc/bosun/playbooks/bootstrap.toml --vars-file {BOOTSTRAP_VARS_PATH}\n"
         )));
         assert!(!ud.contains("edge.toml"));
-        let edge = render(&UserDataSpec {
+        // The script as cloud-init writes it (inside the YAML it is an indented block).
+        let edge = first_boot_script(&UserDataSpec {
             bootstrap_vars: &vars,
             edge: true,
             ..spec()

@@ -15,10 +15,36 @@ use super::quantity::{Requests, cpu, memory};
 const MI: u64 = 1 << 20;
 
 /// What one component (a playbook's include: its releases and manifests) requests.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ComponentRequests {
     pub name: String,
     pub requests: Requests,
+    /// The workloads it installs, to tell its pods from others' on a cluster where it already
+    /// runs (their requests are counted here, not again as "already requested").
+    pub owns: Vec<Owned>,
+    /// The kubeconfig its first release reaches the cluster with.
+    pub kubeconfig: Option<String>,
+}
+
+/// Pods a component owns: those of a Helm release (`app.kubernetes.io/instance` = the release,
+/// or starting with `<release>-` as k3s's HelmChart releases label them), or every pod of a
+/// namespace its manifests create (`release` = `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owned {
+    pub namespace: String,
+    pub release: Option<String>,
+}
+
+impl Owned {
+    /// Whether the pod in `namespace` with this `app.kubernetes.io/instance` label is owned.
+    pub fn owns(&self, namespace: &str, instance: Option<&str>) -> bool {
+        namespace == self.namespace
+            && match (&self.release, instance) {
+                (None, _) => true,
+                (Some(r), Some(i)) => i == r || i.starts_with(&format!("{r}-")),
+                (Some(_), None) => false,
+            }
+    }
 }
 
 /// The room on the node(s).
@@ -331,6 +357,7 @@ mod tests {
                 cpu_millis,
                 memory_bytes: mib * MI,
             },
+            ..Default::default()
         }
     }
 

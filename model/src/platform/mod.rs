@@ -9,12 +9,13 @@
 //! - [`quantity`]: Kubernetes resource quantities (`250m`, `1.5`, `512Mi`, `2048M`, `1G`).
 //! - [`requests`]: the requests written in a values file or a manifest.
 //! - [`budget`]: the sum, the room, the verdict and its table; EC2 instance types.
+//! - [`plan`]: the components a loaded playbook will install, with their requests.
 
 pub mod budget;
 pub mod plan;
 pub mod quantity;
 pub mod requests;
 
-pub use budget::{Budget, ComponentRequests, InstanceType, Remedy, Room, instance_type};
+pub use budget::{Budget, ComponentRequests, InstanceType, Owned, Remedy, Room, instance_type};
 pub use plan::components;
 pub use quantity::Requests;

@@ -4,9 +4,11 @@
 //!
 //! Inside a component it counts what will land on the cluster: every `helm_release` (its
 //! `values_files`, rendered and deep-merged in order as helm merges `-f` files, then its inline
-//! `values`), and every `copy`/`template` into k3s's manifests directory (a `dest` under
-//! `/server/manifests/`; templates rendered), whose `when` holds. A `when` that needs what only
-//! the run knows (a registered result, facts) is an error: the budget is decided up front.
+//! `values`), and every `copy`/`template` of Kubernetes objects (a `.yaml` dest whose every
+//! document has `apiVersion` and `kind`: what k3s applies from its manifests directory;
+//! templates rendered), whose `when` holds. A `when` that needs what only
+//! the run knows (a registered result) is taken to hold: the budget may count more than the run
+//! installs, never less.
 //!
 //! Variables are scoped as the engine scopes them: the playbook's `[vars]`, an include's (and
 //! its file's) vars over them inside it, and the outside variables (`--var`) over everything.
@@ -15,8 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::budget::ComponentRequests;
-use super::quantity::Requests;
+use super::budget::{ComponentRequests, Owned};
 use super::requests;
 use crate::jinja::Jinja;
 use crate::playbook::{Body, Playbook, Step, Var};
@@ -39,17 +40,17 @@ pub fn components(
     overlay(&jinja, &mut scope, &playbook.vars, outside)?;
     let mut out = Vec::new();
     for step in &playbook.steps {
+        let mut c = ComponentRequests {
+            name: step.name.clone(),
+            ..Default::default()
+        };
         let mut found = false;
-        let mut total = Requests::default();
         step_requests(
-            &jinja, step, &scope, outside, base, read, &mut found, &mut total,
+            &jinja, step, &scope, outside, base, read, &mut found, &mut c,
         )
         .map_err(|e| format!("component `{}`: {e}", step.name))?;
         if found {
-            out.push(ComponentRequests {
-                name: step.name.clone(),
-                requests: total,
-            });
+            out.push(c);
         }
     }
     Ok(out)
@@ -63,11 +64,13 @@ fn overlay(
     outside: &Map<String, Value>,
 ) -> Result<(), String> {
     for v in vars {
+        // A variable that needs what only the run knows (a secret, a registered result) keeps
+        // its text; it matters only if a release's values name it, and then rendering fails.
         let value = match &v.value {
             Value::String(s) => Value::String(
                 jinja
                     .render_str(s, &ctx(scope))
-                    .map_err(|e| format!("variable `{}`: {e}", v.name))?,
+                    .unwrap_or_else(|_| s.clone()),
             ),
             other => other.clone(),
         };
@@ -92,20 +95,16 @@ fn step_requests(
     base: &Path,
     read: &mut ReadFile<'_>,
     found: &mut bool,
-    total: &mut Requests,
+    c: &mut ComponentRequests,
 ) -> Result<(), String> {
     let mut scope = outer.clone();
     overlay(jinja, &mut scope, &step.vars, outside)?;
-    if let Some(when) = &step.when {
-        let holds = jinja.eval_bool(when, &ctx(&scope)).map_err(|e| {
-            format!(
-                "step `{}`: its `when` cannot be decided before the run: {e}",
-                step.name
-            )
-        })?;
-        if !holds {
-            return Ok(());
-        }
+    // A `when` that needs what only the run knows (a registered result) is taken to hold:
+    // the budget counts what might be installed rather than miss it.
+    if let Some(when) = &step.when
+        && matches!(jinja.eval_bool(when, &ctx(&scope)), Ok(false))
+    {
+        return Ok(());
     }
     let dir = match &step.file {
         Some(source) => Path::new(&source.name)
@@ -126,7 +125,7 @@ fn step_requests(
     match &step.body {
         Body::Block(block) => {
             for s in block.steps.iter().chain(&block.always) {
-                step_requests(jinja, s, &scope, outside, base, read, found, total)?;
+                step_requests(jinja, s, &scope, outside, base, read, found, c)?;
             }
         }
         Body::Action { action, .. } => match action {
@@ -144,27 +143,44 @@ fn step_requests(
                     merge(&mut values, v);
                 }
                 merge(&mut values, Value::Object(args.values.clone()));
-                *total = *total
+                c.requests = c.requests
                     + requests::in_values(&values)
                         .map_err(|e| format!("release `{}`: {e}", args.name))?;
+                c.owns.push(Owned {
+                    namespace: render(&args.namespace)?,
+                    release: Some(render(&args.name)?),
+                });
+                if c.kubeconfig.is_none() {
+                    c.kubeconfig = Some(render(&args.kubeconfig)?);
+                }
                 *found = true;
             }
-            Action::Copy(args) if is_manifest(&render(&args.dest)?) => {
+            Action::Copy(args) if is_yaml(&args.dest) => {
                 let text = match (&args.src, &args.content) {
                     (Some(src), _) => read(&resolve(render(src)?))?,
                     (None, Some(content)) => render(content)?,
                     (None, None) => String::new(),
                 };
-                *total =
-                    *total + requests::in_yaml(&text).map_err(|e| format!("{}: {e}", args.dest))?;
-                *found = true;
+                if is_manifest(&text) {
+                    c.requests = c.requests
+                        + requests::in_yaml(&text).map_err(|e| format!("{}: {e}", args.dest))?;
+                    c.owns.extend(owned_by(&text));
+                    *found = true;
+                }
             }
-            Action::Template(args) if is_manifest(&render(&args.dest)?) => {
+            Action::Template(args) if is_yaml(&args.dest) => {
                 let path = resolve(render(&args.src)?);
-                let text = render(&read(&path)?)?;
-                *total = *total
-                    + requests::in_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-                *found = true;
+                // A template that needs what only the run knows (a registered result) is
+                // counted as written: its requests are plain text.
+                let raw = read(&path)?;
+                let text = render(&raw).unwrap_or(raw);
+                if is_manifest(&text) {
+                    c.requests = c.requests
+                        + requests::in_yaml(&text)
+                            .map_err(|e| format!("{}: {e}", path.display()))?;
+                    c.owns.extend(owned_by(&text));
+                    *found = true;
+                }
             }
             _ => {}
         },
@@ -172,9 +188,51 @@ fn step_requests(
     Ok(())
 }
 
-/// A file k3s applies: in its server's manifests directory.
-fn is_manifest(dest: &str) -> bool {
-    dest.contains("/server/manifests/") && (dest.ends_with(".yaml") || dest.ends_with(".yml"))
+/// The pods a manifest file's objects own: every pod of the namespaces it puts objects in,
+/// except kube-system, where a HelmChartConfig owns the pods of the k3s release it configures.
+fn owned_by(text: &str) -> Vec<Owned> {
+    let mut out: Vec<Owned> = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(text) {
+        let Ok(v) = <Value as serde::Deserialize>::deserialize(doc) else {
+            continue;
+        };
+        let ns = v.pointer("/metadata/namespace").and_then(Value::as_str);
+        let name = v.pointer("/metadata/name").and_then(Value::as_str);
+        let owned = match (v["kind"].as_str(), ns, name) {
+            (Some("HelmChartConfig"), Some(ns), Some(name)) => Owned {
+                namespace: ns.into(),
+                release: Some(name.into()),
+            },
+            (_, Some("kube-system"), _) | (_, None, _) => continue,
+            (_, Some(ns), _) => Owned {
+                namespace: ns.into(),
+                release: None,
+            },
+        };
+        if !out.contains(&owned) {
+            out.push(owned);
+        }
+    }
+    out
+}
+
+/// A YAML file by its name (a `dest` may hold Jinja: only its end is looked at).
+fn is_yaml(dest: &str) -> bool {
+    dest.ends_with(".yaml") || dest.ends_with(".yml")
+}
+
+/// Kubernetes objects: every YAML document has `apiVersion` and `kind` (what k3s applies from
+/// its manifests directory; other YAML files a playbook writes are not counted).
+fn is_manifest(text: &str) -> bool {
+    let mut any = false;
+    for doc in serde_norway::Deserializer::from_str(text) {
+        match <Value as serde::Deserialize>::deserialize(doc) {
+            Ok(Value::Null) => {}
+            Ok(v) if v.get("apiVersion").is_some() && v.get("kind").is_some() => any = true,
+            _ => return false,
+        }
+    }
+    any
 }
 
 /// Deep merge as helm merges values files: maps key by key, anything else replaced.

@@ -6,7 +6,13 @@
 //! file = { path = "/usr/local/bin/kubectl", state = "link", src = "/usr/local/bin/k3s" }
 //! ```
 //! `state = "file"` makes sure a regular file exists (created empty when missing) and sets its
-//! attributes; to give it content use `copy` or `template`.
+//! attributes; to give it content use `copy` or `template`. `state = "touch"` is the same.
+//!
+//! Compared with Ansible's `file` on generated cases (`agent/tests/ansible.rs`). Deliberate
+//! differences: `state = "file"` creates a missing file (Ansible fails and asks for `touch`);
+//! `state = "file"` on a symlink fails (Ansible follows it and changes the target);
+//! `state = "touch"` on an existing path changes nothing (Ansible updates its times and reports
+//! `changed` on every run).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -52,6 +58,9 @@ pub enum FileState {
     Absent,
     /// A symbolic link to `src`.
     Link,
+    /// A regular file, created empty when missing; an existing one keeps its times (unlike
+    /// Ansible's `touch`, which updates them and always reports a change).
+    Touch,
 }
 
 impl ActionArgs for FileArgs {

@@ -5,9 +5,22 @@
 //! line_in_file = { path = "/etc/sysctl.d/90-k3s.conf", regexp = "^vm.swappiness", line = "vm.swappiness=10", create = true }
 //! line_in_file = { path = "/etc/hosts", regexp = "\\sold-name$", state = "absent" }
 //! ```
-//! Present: the last line matching `regexp` is replaced by `line`; with no match, `line` is
-//! appended unless it is already there. Absent: every line matching `regexp` (or equal to
-//! `line`) is removed.
+//! Present: the last line matching `regexp` (the first with `firstmatch`) is replaced by
+//! `line`; with no match, `line` is added unless it is already there: after the last line
+//! matching `insert_after` (`EOF`: at the end, the default), or before the last line matching
+//! `insert_before` (`BOF`: at the start), else at the end. With `backrefs = true`, `\1` or
+//! `\g<name>` in `line` are the groups of the match, and nothing is added when `regexp` matches
+//! no line. Absent: every line matching `regexp` (or equal to `line`) is removed.
+//!
+//! ```toml
+//! line_in_file = { path = "/etc/ssh/sshd_config", regexp = "^#?PermitRootLogin", line = "PermitRootLogin no", insert_after = "^#?Port " }
+//! line_in_file = { path = "/etc/default/grub", regexp = "^(GRUB_CMDLINE_LINUX=\"[^\"]*)\"$", line = "\\1 quiet\"", backrefs = true }
+//! ```
+//!
+//! This is Ansible's `lineinfile` (the same algorithm, compared byte for byte on generated
+//! cases in `agent/tests/ansible.rs`). Deliberate differences: regular expressions are Rust
+//! `regex` syntax (no look-around or backreferences inside the pattern), searched in each line
+//! without its line ending; `search_string` and `backup` are not offered.
 
 use regex::Regex;
 use schemars::JsonSchema;
@@ -43,6 +56,20 @@ pub struct LineInFileArgs {
     /// Group, by name or numeric id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Where a new line goes: after the last line matching this regular expression, or `EOF`
+    /// (the default). Only when `regexp` (or `line` itself) matches nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insert_after: Option<String>,
+    /// Where a new line goes: before the last line matching this regular expression, or `BOF`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insert_before: Option<String>,
+    /// `line` may use the groups of `regexp`'s match (`\1`, `\g<name>`); when `regexp`
+    /// matches nothing, the file is left alone.
+    #[serde(default)]
+    pub backrefs: bool,
+    /// Use the first line matching `regexp` / `insert_after` / `insert_before`, not the last.
+    #[serde(default)]
+    pub firstmatch: bool,
 }
 
 /// Whether the line must be there.
@@ -75,6 +102,29 @@ impl ActionArgs for LineInFileArgs {
             && let Err(e) = Regex::new(r)
         {
             problems.push(format!("`regexp` is not a valid regular expression: {e}"));
+        }
+        if self.insert_after.is_some() && self.insert_before.is_some() {
+            problems.push("give `insert_after` or `insert_before`, not both".into());
+        }
+        for (key, value, keyword) in [
+            ("insert_after", &self.insert_after, "EOF"),
+            ("insert_before", &self.insert_before, "BOF"),
+        ] {
+            if let Some(r) = value
+                .as_deref()
+                .filter(|r| *r != keyword && !is_templated(r))
+                && let Err(e) = Regex::new(r)
+            {
+                problems.push(format!(
+                    "`{key}` is neither {keyword} nor a valid regular expression: {e}"
+                ));
+            }
+            if value.is_some() && self.state == LineState::Absent {
+                problems.push(format!("`{key}` means nothing with `state = \"absent\"`"));
+            }
+        }
+        if self.backrefs && self.regexp.is_none() {
+            problems.push("`backrefs = true` needs `regexp` (its groups fill `line`)".into());
         }
         problems.extend(super::mode_problem(self.mode.as_deref()));
         problems

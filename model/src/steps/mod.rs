@@ -14,6 +14,7 @@ use crate::jinja::Jinja;
 
 pub mod backup_prune;
 pub mod backup_verify;
+pub mod block_in_file;
 pub mod command;
 pub mod common;
 pub mod copy;
@@ -26,6 +27,7 @@ pub mod k3s_install;
 pub mod k3s_upgrade;
 pub mod line_in_file;
 pub mod mysql_backup;
+pub mod mysql_user;
 pub mod package;
 pub mod rds_snapshot;
 pub mod s3_sync;
@@ -207,6 +209,7 @@ actions! {
     copy => Copy(copy::CopyArgs),
     template => Template(template::TemplateArgs),
     line_in_file => LineInFile(line_in_file::LineInFileArgs),
+    block_in_file => BlockInFile(block_in_file::BlockInFileArgs),
     command => Command(command::CommandArgs),
     package => Package(package::PackageArgs),
     service => Service(service::ServiceArgs),
@@ -217,6 +220,7 @@ actions! {
     k3s_install => K3sInstall(k3s_install::K3sInstallArgs),
     k3s_upgrade => K3sUpgrade(k3s_upgrade::K3sUpgradeArgs),
     mysql_backup => MysqlBackup(mysql_backup::MysqlBackupArgs),
+    mysql_user => MysqlUser(mysql_user::MysqlUserArgs),
     backup_verify => BackupVerify(backup_verify::BackupVerifyArgs),
     backup_prune => BackupPrune(backup_prune::BackupPruneArgs),
     rds_snapshot => RdsSnapshot(rds_snapshot::RdsSnapshotArgs),
