@@ -285,8 +285,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 playbooks_sha256: &l.artifacts.playbooks.sha256,
                 log_group: &template::log_group_name(c),
                 metrics_namespace: template::METRICS_NAMESPACE,
-                bootstrap_vars: &c.first_boot_vars(),
+                bootstrap_vars: &c.first_boot_vars(
+                    template::DB_HOST_PLACEHOLDER,
+                    template::DB_SECRET_PLACEHOLDER,
+                ),
                 edge: c.edge.is_some(),
+                database: c.rds.is_some(),
                 platform: c.platform.is_some(),
             });
             if json {

@@ -123,6 +123,13 @@ pub fn tool_error(stderr: &str, cut: usize) -> String {
         kept.push(lines.next().unwrap_or_default().trim_end().to_string());
         hidden += lines.filter(|l| !l.trim().is_empty()).count();
     }
+    summarise(&kept, hidden, cut)
+}
+
+/// The lines an error message keeps of a tool's stderr, then a count of the `hidden` lines and
+/// the `cut` bytes left out, the end of that capped ([`process::quote_end`]). Shared by the
+/// MySQL and PostgreSQL tools' [`tool_error`]s.
+pub(crate) fn summarise(kept: &[String], hidden: usize, cut: usize) -> String {
     let mut text = kept.join("\n");
     let mut left_out = Vec::new();
     if hidden > 0 {
@@ -480,6 +487,11 @@ impl Exit {
     /// What an error message may say of a client's stderr ([`tool_error`]: the client
     /// repeats the statement it failed on).
     pub fn message(&self) -> String {
+        self.message_with(tool_error)
+    }
+
+    /// [`Exit::message`] with another tool's `tool_error` (`super::postgres`).
+    pub fn message_with(&self, tool_error: fn(&str, usize) -> String) -> String {
         tool_error(&self.inner.stderr, self.inner.stderr_cut)
     }
 
@@ -507,9 +519,21 @@ impl StreamingChild {
         stdin: process::Pipe,
         stdout: process::Pipe,
     ) -> anyhow::Result<StreamingChild> {
+        Self::spawn_with(argv, &conn.env(), &conn.password, stdin, stdout)
+    }
+
+    /// Starts `argv` with `env` (where its password travels); `password` is redacted from the
+    /// stderr it ends with. For other databases' tools (`super::postgres`).
+    pub(crate) fn spawn_with(
+        argv: &[String],
+        env: &std::collections::BTreeMap<String, String>,
+        password: &Secret,
+        stdin: process::Pipe,
+        stdout: process::Pipe,
+    ) -> anyhow::Result<StreamingChild> {
         Ok(StreamingChild {
-            inner: process::Streaming::spawn(argv, &conn.env(), stdin, stdout)?,
-            password: conn.password.clone(),
+            inner: process::Streaming::spawn(argv, env, stdin, stdout)?,
+            password: password.clone(),
         })
     }
 

@@ -330,11 +330,25 @@ impl StackConfig {
     pub fn origin_secret_parameter(&self) -> String {
         format!("/bosun/{}/edge/origin-secret", self.name)
     }
-    /// The variables of the first boot's playbooks: `[bootstrap_vars]`, and with `[edge]` the
+    /// The variables of the first boot's playbooks: `[bootstrap_vars]`; with `[edge]` the
     /// origin secret's parameter name (edge.toml reads the value itself) and a k3s config that
-    /// keeps the bundled Traefik (unless `[bootstrap_vars]` sets `k3s_config` itself).
-    pub fn first_boot_vars(&self) -> toml::Table {
+    /// keeps the bundled Traefik (unless `[bootstrap_vars]` sets `k3s_config` itself); with
+    /// `[rds]` what database.toml needs: `db_host` and `db_secret_arn` as given (the template
+    /// passes placeholders it replaces with the database's attributes), the user names and the
+    /// region. None of them is a secret (the user-data is readable through IMDS).
+    pub fn first_boot_vars(&self, db_host: &str, db_secret_arn: &str) -> toml::Table {
         let mut vars = self.bootstrap_vars.clone();
+        if let Some(rds) = &self.rds {
+            for (k, v) in [
+                ("db_host", db_host),
+                ("db_secret_arn", db_secret_arn),
+                ("db_master_user", &rds.master_username),
+                ("db_backup_user", &rds.backup_user),
+                ("db_region", &self.region),
+            ] {
+                vars.insert(k.into(), v.into());
+            }
+        }
         if self.edge.is_some() {
             vars.insert(
                 "origin_secret_parameter".into(),
@@ -737,7 +751,7 @@ ssh_public_key = "key.pub"
         let c = StackConfig::parse(&text, "t").unwrap();
         assert!(c.has_edge_stack());
         assert_eq!(c.edge_stack_name(), "prod-1-edge");
-        let vars = c.first_boot_vars();
+        let vars = c.first_boot_vars("h", "s");
         assert_eq!(
             vars["origin_secret_parameter"].as_str(),
             Some("/bosun/prod-1/edge/origin-secret")
@@ -750,9 +764,19 @@ ssh_public_key = "key.pub"
             "t",
         )
         .unwrap();
-        assert!(own.first_boot_vars()["k3s_config"].get("disable").is_none());
+        assert!(
+            own.first_boot_vars("h", "s")["k3s_config"]
+                .get("disable")
+                .is_none()
+        );
         let plain = StackConfig::parse(MINIMAL, "t").unwrap();
-        assert!(plain.first_boot_vars().is_empty());
+        assert!(plain.first_boot_vars("h", "s").is_empty());
+        let rds = StackConfig::parse(&format!("{MINIMAL}[rds]\n"), "t").unwrap();
+        let vars = rds.first_boot_vars("db.example", "arn:secret");
+        assert_eq!(vars["db_host"].as_str(), Some("db.example"));
+        assert_eq!(vars["db_secret_arn"].as_str(), Some("arn:secret"));
+        assert_eq!(vars["db_backup_user"].as_str(), Some("bosun_backup"));
+        assert_eq!(vars["db_region"].as_str(), Some("eu-west-1"));
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct UserDataSpec<'a> {
     pub bootstrap_vars: &'a toml::Table,
     /// `[edge]` is on: `edge.toml` runs after `bootstrap.toml`.
     pub edge: bool,
+    /// `[rds]` is on: `database.toml` runs after `bootstrap.toml` (creates the backup user).
+    pub database: bool,
     /// `[platform]` is set: `platform.toml` runs last, with the profile in the vars file.
     pub platform: bool,
 }
@@ -151,11 +153,11 @@ bosund apply /etc/bosun/playbooks/bootstrap.toml{vars}
         base = spec.artifacts_url,
         bosund = spec.bosund_sha256,
         playbooks = spec.playbooks_sha256,
-        edge = if spec.edge {
-            format!("bosund apply /etc/bosun/playbooks/edge.toml{vars}\n")
-        } else {
-            String::new()
-        },
+        edge = [("edge.toml", spec.edge), ("database.toml", spec.database)]
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(pb, _)| format!("bosund apply /etc/bosun/playbooks/{pb}{vars}\n"))
+            .collect::<String>(),
         platform = if spec.platform {
             format!("bosund apply /etc/bosun/playbooks/platform.toml{vars}\n")
         } else {
@@ -180,6 +182,7 @@ mod tests {
             metrics_namespace: "Bosun/Host",
             bootstrap_vars: Box::leak(Box::default()),
             edge: false,
+            database: false,
             platform: false,
         }
     }
@@ -230,11 +233,16 @@ mod tests {
         let edge = first_boot_script(&UserDataSpec {
             bootstrap_vars: &vars,
             edge: true,
+            database: true,
             ..spec()
         });
-        assert!(edge.contains(&format!(
-            "bootstrap.toml --vars-file {BOOTSTRAP_VARS_PATH}\nbosund apply /etc/bosun/playbooks/edge.toml --vars-file {BOOTSTRAP_VARS_PATH}\n"
-        )));
+        let at = |pb: &str| {
+            edge.find(&format!(
+                "bosund apply /etc/bosun/playbooks/{pb} --vars-file {BOOTSTRAP_VARS_PATH}\n"
+            ))
+            .unwrap_or_else(|| panic!("{pb} is run:\n{edge}"))
+        };
+        assert!(at("bootstrap.toml") < at("edge.toml") && at("edge.toml") < at("database.toml"));
     }
 
     #[test]
