@@ -292,6 +292,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 edge: c.edge.is_some(),
                 database: c.rds.is_some(),
                 platform: c.platform.is_some(),
+                registries: &c.registry_boot(),
             });
             if json {
                 print_json(&json!({"user_data": text}));

@@ -232,3 +232,98 @@ fn the_first_boot_applies_the_platform_with_its_profile_and_keeps_traefik_on() {
         "{script}"
     );
 }
+
+/// `[registries]`: the first boot runs playbooks/registry.toml per registry before bootstrap
+/// starts k3s, passing names only; the user-data and the template hold no credential (a
+/// `password` in stack.toml is refused without being echoed), and ECR is refused with the
+/// reason. The file registry.toml writes is tested in agent/tests/registries.rs.
+#[test]
+fn registries_reach_the_first_boot_as_names_and_never_as_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = stack(dir.path(), "base.toml", "t3.medium", "");
+    let base_text = std::fs::read_to_string(&base).unwrap();
+    let write = |name: &str, extra: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{base_text}{extra}")).unwrap();
+        path
+    };
+    let good = write(
+        "stack.toml",
+        "[registries.\"ghcr.io\"]\nusername = \"ci-bot\"\n[registries.\"docker.io\"]\nusername = \"hub-user\"\n",
+    );
+    let bosund = dir.path().join("bosund");
+    let (rc, out, err) = bosun(&[
+        "user-data",
+        "--config",
+        good.to_str().unwrap(),
+        "--bosund",
+        bosund.to_str().unwrap(),
+        "--bucket",
+        "b",
+    ]);
+    assert_eq!(rc, 0, "{err}");
+    let doc: serde_json::Value =
+        serde_norway::from_str(out.trim_start_matches("#cloud-config\n")).unwrap();
+    let script = doc["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "/usr/local/lib/bosun/first-boot")
+        .and_then(|f| f["content"].as_str())
+        .unwrap()
+        .to_string();
+    let hub = script
+        .find("--var 'registry_host=docker.io' --var 'registry_username=hub-user' --var 'registry_password_parameter=/bosun/demo/registries/docker.io'\n")
+        .unwrap_or_else(|| panic!("{script}"));
+    let ghcr = script
+        .find("--var 'registry_host=ghcr.io' --var 'registry_username=ci-bot' --var 'registry_password_parameter=/bosun/demo/registries/ghcr.io'\n")
+        .unwrap_or_else(|| panic!("{script}"));
+    let bootstrap = script.find("playbooks/bootstrap.toml").unwrap();
+    assert!(hub < bootstrap && ghcr < bootstrap, "{script}");
+    assert!(
+        !out.contains("registries.yaml"),
+        "the user-data writes no registry file"
+    );
+
+    let template = Command::new(BOSUN)
+        .args([
+            "template",
+            "--config",
+            good.to_str().unwrap(),
+            "--bosund",
+            bosund.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        template.status.success(),
+        "{}",
+        String::from_utf8_lossy(&template.stderr)
+    );
+    let template = String::from_utf8_lossy(&template.stdout);
+    assert!(
+        template.contains("registry.toml"),
+        "the template carries the user-data"
+    );
+
+    // A password in stack.toml is refused, not echoed; so is ECR (12-hour tokens).
+    let (rc, out, err) = budget(&write(
+        "leaky.toml",
+        "[registries.\"ghcr.io\"]\nusername = \"ci-bot\"\npassword = \"ghp_hunter2secret\"\n",
+    ));
+    assert_eq!(rc, 2, "{out}{err}");
+    assert!(err.contains("password"), "{err}");
+    assert!(!format!("{out}{err}").contains("hunter2"), "{out}{err}");
+    let (rc, out, err) = budget(&write(
+        "ecr.toml",
+        "[registries.\"123456789012.dkr.ecr.eu-west-1.amazonaws.com\"]\nusername = \"AWS\"\n[registries.\"GHCR.io;x\"]\nusername = \"a b\"\n",
+    ));
+    assert_eq!(rc, 2, "{out}{err}");
+    for want in [
+        "ECR is not supported yet",
+        "not a registry host",
+        "username: use letters",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}
