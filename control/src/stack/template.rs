@@ -528,6 +528,7 @@ fn host(t: &mut Template, c: &StackConfig, public_key: &str, boot: &BootDigests)
         edge: c.edge.is_some(),
         database: c.rds.is_some(),
         platform: c.platform.is_some(),
+        registries: &c.registry_boot(),
     });
     let artifacts_url = match &c.endpoints.artifacts {
         Some(base) => Expr::Join(
