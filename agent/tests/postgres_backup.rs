@@ -17,27 +17,6 @@ use common::{Run, Sandbox};
 const BUCKET: &str = "backups";
 const PREFIX: &str = "backups/pg/shop/";
 
-impl S3 {
-    fn keys(&self) -> Vec<String> {
-        let out = self
-            .rt
-            .block_on(self.client.list_objects_v2().bucket(BUCKET).send())
-            .unwrap();
-        out.contents()
-            .iter()
-            .filter_map(|o| o.key.clone())
-            .collect()
-    }
-
-    fn open_uploads(&self) -> Vec<String> {
-        let out = self
-            .rt
-            .block_on(self.client.list_multipart_uploads().bucket(BUCKET).send())
-            .unwrap();
-        out.uploads().iter().filter_map(|u| u.key.clone()).collect()
-    }
-}
-
 /// Database `shop` with what trips a careless dump reader or restore: unicode (combining marks,
 /// CJK, an emoji), text holding tabs, newlines, backslashes and a line `\.`, NULLs, bytea with
 /// NUL and 0xff bytes, a 6 MB text value, a quoted table name holding ` (`, an empty table,

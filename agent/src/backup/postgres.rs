@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, bail};
 
 use super::manifest::TableStats;
-use super::mysql::{Exit, StreamingChild, find_tool, summarise};
+use super::mysql::{Exit, StreamingChild, find_tool, scan_dump, summarise, tool_version};
 use super::pg_dump_scan::CopyScanner;
 use crate::host::process;
 use crate::secrets::Secret;
@@ -229,8 +229,8 @@ pub fn drop_database_sql(database: &str) -> String {
     )
 }
 
-/// What an error may quote of psql's stderr after a restore ([`tool_error`]).
-pub fn restore_message(exit: &Exit) -> String {
+/// What an error may quote of psql's or pg_dump's stderr once it exited ([`tool_error`]).
+pub fn exit_message(exit: &Exit) -> String {
     exit.message_with(tool_error)
 }
 
@@ -246,23 +246,7 @@ pub struct Dumper {
 impl Dumper {
     /// First line of `--version`.
     pub async fn version(&self) -> anyhow::Result<String> {
-        let mut argv = self.argv.clone();
-        argv.push("--version".into());
-        let out = process::run(&argv, None, &Default::default()).await?;
-        if out.rc != 0 {
-            bail!(
-                "{} --version failed: {}",
-                self.argv[0],
-                process::quote_end(&out.stderr, 0)
-            );
-        }
-        Ok(out
-            .stdout
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_string())
+        tool_version(&self.argv).await
     }
 
     /// Starts dumping `database` ([`DUMP_OPTIONS`]: no `CREATE DATABASE`, so it restores into
@@ -283,28 +267,13 @@ impl Dumper {
     /// Dumps `database` and reads each table's row count and digest off the dump
     /// ([`CopyScanner`]); nothing is stored. How a restore is compared with its manifest.
     pub async fn table_digests(&self, database: &str) -> anyhow::Result<Vec<TableStats>> {
-        let mut dump = self.spawn(database)?;
-        let stdout = dump.take_stdout()?;
-        let scan = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<TableStats>> {
-            let mut reader = super::dump_scan::Scanning::with(stdout, CopyScanner::new());
-            std::io::copy(&mut reader, &mut std::io::sink()).context("reading the dump")?;
-            reader.finish()
-        });
-        let scanned = scan.await.context("the dump reader thread failed")?;
-        if scanned.is_err() {
-            dump.kill();
-        }
-        let program = dump.program().to_string();
-        let exit = dump.wait().await?;
-        match scanned {
-            Err(e) => Err(e.context(format!("dumping {database} with {program} to compare it"))),
-            Ok(_) if !exit.success() => bail!(
-                "{program} exited with code {} while dumping {database} to compare it: {}",
-                exit.code(),
-                exit.message_with(tool_error)
-            ),
-            Ok(tables) => Ok(tables),
-        }
+        scan_dump(
+            self.spawn(database)?,
+            CopyScanner::new(),
+            database,
+            exit_message,
+        )
+        .await
     }
 }
 

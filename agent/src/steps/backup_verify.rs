@@ -271,7 +271,7 @@ async fn verify_postgres(
         key,
         &manifest.sha256,
         client.spawn_restore(&name)?,
-        postgres::restore_message,
+        postgres::exit_message,
     )
     .await?;
     let mut problems = streamed.problems;

@@ -100,23 +100,8 @@ impl StepKind for MysqlBackupArgs {
     type Change = ();
 
     async fn check(&self, _ctx: &StepContext<'_>) -> anyhow::Result<Check<()>> {
-        let now = Utc::now();
-        let keys: Vec<String> = self
-            .databases
-            .iter()
-            .map(|db| render_key(&self.key, db, now).map(|k| format!("s3://{}/{k}", self.bucket)))
-            .collect::<Result<_, _>>()
-            .map_err(anyhow::Error::msg)?;
-        Ok(Check::change(
-            (),
-            format!(
-                "would dump {} from {}:{} to {}",
-                self.databases.join(", "),
-                self.host,
-                self.port.value("port")?,
-                keys.join(", ")
-            ),
-        ))
+        let port = self.port.value("port")?;
+        would_dump(&self.databases, &self.key, &self.bucket, &self.host, port)
     }
 
     async fn apply(&self, _ctx: &StepContext<'_>, (): ()) -> anyhow::Result<Outcome> {
@@ -153,42 +138,77 @@ impl StepKind for MysqlBackupArgs {
             .await
             .context("connecting to the database server")?;
         let tool_version = dumper.version().await?;
-        let mut lines = Vec::new();
-        let mut keys = Vec::new();
+        let mut made = Vec::new();
         for db in &self.databases {
-            let m = backup_one(
-                self,
-                &aws,
-                &dumper,
-                db,
-                level,
-                plan,
-                &server_version,
-                &tool_version,
-            )
-            .await
-            .with_context(|| format!("backing up database {db}"))?;
-            lines.push(format!(
-                "{db}: {} tables, {} bytes of SQL as {} bytes to s3://{}/{} (sha256 {})",
+            made.push(
+                backup_one(
+                    self,
+                    &aws,
+                    &dumper,
+                    db,
+                    level,
+                    plan,
+                    &server_version,
+                    &tool_version,
+                )
+                .await
+                .with_context(|| format!("backing up database {db}"))?,
+            );
+        }
+        Ok(backed_up(&self.bucket, made))
+    }
+}
+
+/// `--check`'s message for a dump step: what it would dump from where to which keys.
+pub(crate) fn would_dump(
+    databases: &[String],
+    key: &str,
+    bucket: &str,
+    host: &str,
+    port: u64,
+) -> anyhow::Result<Check<()>> {
+    let now = Utc::now();
+    let keys: Vec<String> = databases
+        .iter()
+        .map(|db| render_key(key, db, now).map(|k| format!("s3://{bucket}/{k}")))
+        .collect::<Result<_, _>>()
+        .map_err(anyhow::Error::msg)?;
+    Ok(Check::change(
+        (),
+        format!(
+            "would dump {} from {host}:{port} to {}",
+            databases.join(", "),
+            keys.join(", ")
+        ),
+    ))
+}
+
+/// A dump step's outcome: a line per backup made, their keys (one a line) for `register`.
+pub(crate) fn backed_up(bucket: &str, made: Vec<Manifest>) -> Outcome {
+    let lines: Vec<String> = made
+        .iter()
+        .map(|m| {
+            format!(
+                "{}: {} tables, {} bytes of SQL as {} bytes to s3://{bucket}/{} (sha256 {})",
+                m.database,
                 m.tables.len(),
                 m.uncompressed_size,
                 m.size,
-                self.bucket,
                 m.key,
                 m.sha256
-            ));
-            keys.push(m.key);
-        }
-        Ok(Outcome {
-            changed: true,
-            diff: None,
-            message: Some(lines.join("; ")),
-            output: Some(CommandOutput {
-                stdout: keys.join("\n"),
-                stderr: String::new(),
-                rc: 0,
-            }),
+            )
         })
+        .collect();
+    let keys: Vec<String> = made.into_iter().map(|m| m.key).collect();
+    Outcome {
+        changed: true,
+        diff: None,
+        message: Some(lines.join("; ")),
+        output: Some(CommandOutput {
+            stdout: keys.join("\n"),
+            stderr: String::new(),
+            rc: 0,
+        }),
     }
 }
 

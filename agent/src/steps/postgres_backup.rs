@@ -3,15 +3,13 @@
 //! (`bosun_model::steps::postgres_backup`).
 
 use anyhow::Context;
-use bosun_model::backup::key::render_key;
 use bosun_model::backup::parse_size;
 use bosun_model::backup::parts::{MEMORY_BUDGET, plan_parts};
 use bosun_model::secret_source::SecretSource;
 use bosun_model::steps::postgres_backup::{PostgresBackupArgs, SETTINGS};
-use chrono::Utc;
 
-use super::mysql_backup::{DumpJob, dump_to_s3};
-use super::{Check, CommandOutput, Outcome, StepContext, StepKind};
+use super::mysql_backup::{DumpJob, backed_up, dump_to_s3, would_dump};
+use super::{Check, Outcome, StepContext, StepKind};
 use crate::aws::{Aws, AwsTarget};
 use crate::backup::Number;
 use crate::backup::pg_dump_scan::CopyScanner;
@@ -62,23 +60,8 @@ impl StepKind for PostgresBackupArgs {
     type Change = ();
 
     async fn check(&self, _ctx: &StepContext<'_>) -> anyhow::Result<Check<()>> {
-        let now = Utc::now();
-        let keys: Vec<String> = self
-            .databases
-            .iter()
-            .map(|db| render_key(&self.key, db, now).map(|k| format!("s3://{}/{k}", self.bucket)))
-            .collect::<Result<_, _>>()
-            .map_err(anyhow::Error::msg)?;
-        Ok(Check::change(
-            (),
-            format!(
-                "would dump {} from {}:{} to {}",
-                self.databases.join(", "),
-                self.host,
-                self.port.value("port")?,
-                keys.join(", ")
-            ),
-        ))
+        let port = self.port.value("port")?;
+        would_dump(&self.databases, &self.key, &self.bucket, &self.host, port)
     }
 
     async fn apply(&self, _ctx: &StepContext<'_>, (): ()) -> anyhow::Result<Outcome> {
@@ -109,8 +92,7 @@ impl StepKind for PostgresBackupArgs {
             conn,
         };
         let tool_version = dumper.version().await?;
-        let mut lines = Vec::new();
-        let mut keys = Vec::new();
+        let mut made = Vec::new();
         for db in &self.databases {
             let server_version = client
                 .server_version(db)
@@ -130,26 +112,8 @@ impl StepKind for PostgresBackupArgs {
             let m = dump_to_s3(&job, || dumper.spawn(db), CopyScanner::new())
                 .await
                 .with_context(|| format!("backing up database {db}"))?;
-            lines.push(format!(
-                "{db}: {} tables, {} bytes of SQL as {} bytes to s3://{}/{} (sha256 {})",
-                m.tables.len(),
-                m.uncompressed_size,
-                m.size,
-                self.bucket,
-                m.key,
-                m.sha256
-            ));
-            keys.push(m.key);
+            made.push(m);
         }
-        Ok(Outcome {
-            changed: true,
-            diff: None,
-            message: Some(lines.join("; ")),
-            output: Some(CommandOutput {
-                stdout: keys.join("\n"),
-                stderr: String::new(),
-                rc: 0,
-            }),
-        })
+        Ok(backed_up(&self.bucket, made))
     }
 }

@@ -20,14 +20,13 @@
 
 use std::collections::BTreeMap;
 
-use chrono::Utc;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::ActionArgs;
-use crate::backup::key::{DEFAULT_KEY_TEMPLATE, render_key};
-use crate::backup::parts::{MEMORY_BUDGET, plan_parts};
-use crate::backup::{Number, parse_size};
+use super::mysql_backup::dump_problems;
+use crate::backup::Number;
+use crate::backup::key::DEFAULT_KEY_TEMPLATE;
 use crate::jinja::is_templated;
 use crate::secret_source::SecretSource;
 
@@ -146,35 +145,19 @@ pub fn connection_problems(
 impl ActionArgs for PostgresBackupArgs {
     fn validate(&self) -> Vec<String> {
         let mut problems = connection_problems(&self.port, &self.password, &self.settings);
-        problems.extend(self.compression_level.problem("compression_level"));
-        if let Ok(level) = self.compression_level.value("compression_level")
-            && !(1..=19).contains(&level)
-        {
-            problems.push(format!("`compression_level` must be 1 to 19, got {level}"));
-        }
-        if self.databases.is_empty() {
-            problems.push("`databases` is empty: name at least one database to back up".into());
-        }
+        problems.extend(dump_problems(
+            &self.compression_level,
+            &self.databases,
+            &self.bucket,
+            &self.key,
+            &self.max_size,
+        ));
         problems.extend(
             self.databases
                 .iter()
                 .filter(|d| !is_templated(d))
                 .filter_map(|d| database_problem(d)),
         );
-        if self.bucket.is_empty() {
-            problems.push("`bucket` is empty".into());
-        }
-        if !is_templated(&self.key)
-            && let Err(e) = render_key(&self.key, "db", Utc::now())
-        {
-            problems.push(e);
-        }
-        if !is_templated(&self.max_size) {
-            match parse_size(&self.max_size) {
-                Ok(n) => problems.extend(plan_parts(n, MEMORY_BUDGET).err()),
-                Err(e) => problems.push(format!("`max_size`: {e}")),
-            }
-        }
         problems
     }
 }
