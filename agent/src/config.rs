@@ -15,7 +15,15 @@
 //! tls_cert = "/etc/bosun/tls/cert.pem"     # PEM chain
 //! tls_key = "/etc/bosun/tls/key.pem"       # PEM private key
 //! tokens = ["<sha256 hex of a bearer token>"]  # printf %s "$TOKEN" | sha256sum
+//!
+//! [[api.tcp.scoped_token]]                 # optional, any number: a token for a CI job
+//! sha256 = "<sha256 hex of the token>"
+//! playbooks = ["helm-release"]             # the only playbooks it may run (by name)
+//! vars = ["name", "version"]               # the only variables it may set
 //! ```
+//!
+//! A scoped token may submit runs of its playbooks with its variables and read runs (GET);
+//! anything else is 403 (see [`crate::api::scope`] for what else a scoped run must satisfy).
 //!
 //! The file is read as plain serde structs with `deny_unknown_fields`, through toml's spanned
 //! tree, so every error points at file:line:column like a playbook's. [`load`] then checks what
@@ -110,6 +118,22 @@ pub struct TcpSection {
     /// SHA-256 hex hashes of the accepted bearer tokens.
     #[serde(default)]
     pub tokens: Vec<Spanned<String>>,
+    /// `[[api.tcp.scoped_token]]`: tokens limited to some playbooks and variables.
+    #[serde(default)]
+    pub scoped_token: Vec<Spanned<ScopedTokenSection>>,
+}
+
+/// `[[api.tcp.scoped_token]]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopedTokenSection {
+    /// SHA-256 hex hash of the token.
+    pub sha256: Spanned<String>,
+    /// Names of the playbooks (in `playbooks_dir`) it may run.
+    pub playbooks: Vec<Spanned<String>>,
+    /// Names of the variables it may set.
+    #[serde(default)]
+    pub vars: Vec<Spanned<String>>,
 }
 
 /// The validated configuration, defaults filled in: what the daemon is built from.
@@ -149,6 +173,34 @@ pub struct TcpConfig {
     pub tls: Option<TlsFiles>,
     /// SHA-256 of each accepted token (never the tokens themselves).
     pub token_hashes: Vec<[u8; 32]>,
+    /// Tokens limited to some playbooks and variables.
+    pub scoped_tokens: Vec<ScopedToken>,
+}
+
+/// A bearer token that may only run some playbooks with some variables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScopedToken {
+    /// SHA-256 of the token.
+    pub hash: [u8; 32],
+    /// What it may do.
+    pub scope: std::sync::Arc<TokenScope>,
+}
+
+/// What a scoped token may do: run these playbooks, setting only these variables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenScope {
+    /// Playbook names without `.toml`.
+    pub playbooks: std::collections::BTreeSet<String>,
+    /// Variable names.
+    pub vars: std::collections::BTreeSet<String>,
+}
+
+impl TokenScope {
+    /// Whether the playbook `name` (`site` or `site.toml`) is in scope.
+    pub fn allows_playbook(&self, name: &str) -> bool {
+        self.playbooks
+            .contains(name.strip_suffix(".toml").unwrap_or(name))
+    }
 }
 
 /// PEM files for the TLS listener.
@@ -405,20 +457,64 @@ fn validate_tcp(
     };
     let mut token_hashes = Vec::new();
     for t in &tcp.tokens {
-        match hex::decode(t.get_ref()) {
-            Ok(bytes) if bytes.len() == 32 => {
-                let mut h = [0u8; 32];
-                h.copy_from_slice(&bytes);
-                token_hashes.push(h);
+        if let Some(h) = token_hash(t, diags) {
+            token_hashes.push(h);
+        }
+    }
+    let mut scoped_tokens = Vec::new();
+    for section in &tcp.scoped_token {
+        let t = section.get_ref();
+        let hash = token_hash(&t.sha256, diags);
+        if t.playbooks.is_empty() {
+            diags.push(
+                Diagnostic::new(section.span(), "a scoped token needs at least one playbook")
+                    .with_help("playbooks = [\"helm-release\"]: the names it may run; use `tokens` for a token that may do anything"),
+            );
+        }
+        let mut playbooks = std::collections::BTreeSet::new();
+        for p in &t.playbooks {
+            match playbook_path(Path::new(""), p.get_ref()) {
+                Ok(_) => {
+                    let name = p.get_ref();
+                    playbooks.insert(name.strip_suffix(".toml").unwrap_or(name).to_string());
+                }
+                Err(msg) => {
+                    diags.push(Diagnostic::new(p.span(), msg).with_help(
+                        "name a playbook directly in playbooks_dir, e.g. \"helm-release\"",
+                    ))
+                }
             }
-            // The value is not echoed: someone may have pasted the token itself.
-            _ => diags.push(
-                Diagnostic::new(
-                    t.span(),
-                    "a token must be the SHA-256 hash of the token, in hex (64 characters)",
-                )
-                .with_help("store the hash, not the token: printf %s \"$TOKEN\" | sha256sum"),
-            ),
+        }
+        let mut vars = std::collections::BTreeSet::new();
+        for v in &t.vars {
+            let name = v.get_ref();
+            let identifier = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !identifier || name == "facts" {
+                diags.push(
+                    Diagnostic::new(v.span(), format!("`{name}` cannot be a scoped variable"))
+                        .with_help("name a playbook variable (letters, digits, _); `facts` is bosund's own"),
+                );
+            } else {
+                vars.insert(name.clone());
+            }
+        }
+        if let Some(hash) = hash {
+            if token_hashes.contains(&hash)
+                || scoped_tokens.iter().any(|s: &ScopedToken| s.hash == hash)
+            {
+                diags.push(
+                    Diagnostic::new(t.sha256.span(), "this token is listed twice")
+                        .with_help("a token has one scope: remove it from `tokens` or from the other [[api.tcp.scoped_token]]"),
+                );
+            }
+            scoped_tokens.push(ScopedToken {
+                hash,
+                scope: std::sync::Arc::new(TokenScope { playbooks, vars }),
+            });
         }
     }
     let tls = match (tcp.tls_cert, tcp.tls_key) {
@@ -432,7 +528,7 @@ fn validate_tcp(
             None
         }
     };
-    if tcp.tokens.is_empty() {
+    if tcp.tokens.is_empty() && tcp.scoped_token.is_empty() {
         diags.push(
             Diagnostic::new(tcp.listen.span(), "a TCP listener needs at least one token")
                 .with_help("add tokens = [\"<sha256 hex>\"] to [api.tcp]: without one, anyone who reaches the port can run playbooks as root"),
@@ -458,7 +554,30 @@ fn validate_tcp(
         listen: listen?,
         tls,
         token_hashes,
+        scoped_tokens,
     })
+}
+
+/// The 32 bytes of a token hash written in hex; a diagnostic (without the value: someone may
+/// have pasted the token itself) otherwise.
+fn token_hash(t: &Spanned<String>, diags: &mut Vec<Diagnostic>) -> Option<[u8; 32]> {
+    match hex::decode(t.get_ref()) {
+        Ok(bytes) if bytes.len() == 32 => {
+            let mut h = [0u8; 32];
+            h.copy_from_slice(&bytes);
+            Some(h)
+        }
+        _ => {
+            diags.push(
+                Diagnostic::new(
+                    t.span(),
+                    "a token must be the SHA-256 hash of the token, in hex (64 characters)",
+                )
+                .with_help("store the hash, not the token: printf %s \"$TOKEN\" | sha256sum"),
+            );
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -526,6 +645,42 @@ mod tests {
         assert!(ok.api.tcp.unwrap().tls.is_none());
         let errs = parse_str("[api.tcp]\nlisten = \"127.0.0.1:8443\"\n").unwrap_err();
         assert!(errs[0].2.contains("token"), "{errs:?}");
+    }
+
+    #[test]
+    fn scoped_tokens_are_read_and_their_mistakes_located() {
+        let cfg = parse_str(&format!(
+            "[api.tcp]\nlisten = \"127.0.0.1:8443\"\n[[api.tcp.scoped_token]]\nsha256 = \"{HASH}\"\nplaybooks = [\"helm-release.toml\"]\nvars = [\"name\"]\n"
+        ))
+        .unwrap();
+        let tcp = cfg.api.tcp.unwrap();
+        assert!(tcp.token_hashes.is_empty());
+        let scope = &tcp.scoped_tokens[0].scope;
+        assert!(scope.allows_playbook("helm-release") && !scope.allows_playbook("backup-rds"));
+        assert_eq!(scope.vars.iter().collect::<Vec<_>>(), ["name"]);
+
+        let errs = parse_str(&format!(
+            "[api.tcp]\nlisten = \"127.0.0.1:8443\"\ntokens = [\"{HASH}\"]\n[[api.tcp.scoped_token]]\nsha256 = \"{HASH}\"\nplaybooks = [\"../etc/x\"]\nvars = [\"facts\", \"a b\"]\n[[api.tcp.scoped_token]]\nsha256 = \"the-token-itself\"\nplaybooks = []\n"
+        ))
+        .unwrap_err();
+        let found: Vec<(usize, &str)> = errs.iter().map(|e| (e.0, e.2.as_str())).collect();
+        for (line, want) in [
+            (6, "not a playbook name"),
+            (7, "`facts` cannot be a scoped variable"),
+            (7, "`a b` cannot be a scoped variable"),
+            (5, "listed twice"),
+            (9, "SHA-256 hash"),
+            (8, "at least one playbook"),
+        ] {
+            assert!(
+                found.iter().any(|(l, m)| *l == line && m.contains(want)),
+                "{want} at line {line}: {found:?}"
+            );
+        }
+        assert!(
+            errs.iter().all(|e| !e.2.contains("the-token-itself")),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -147,6 +147,11 @@ struct ApplyArgs {
     /// Run none of the steps tagged with one of these (comma-separated).
     #[arg(long, value_name = "TAG,...", value_delimiter = ',')]
     skip_tags: Vec<String>,
+    /// Stdin (`-`) is a bundle made by `bosun run` (a tar stream of the playbook, its
+    /// includes and the files its steps read): it is unpacked into a private directory under
+    /// the state dir, run from there, and removed when the run ends.
+    #[arg(long)]
+    bundle: bool,
 }
 
 #[derive(Args)]
@@ -299,7 +304,23 @@ fn load(
 
 fn apply(args: ApplyArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
     let outside = args.vars.collect()?;
-    let (source, base_dir) = read_source(&args.playbook, &args.base)?;
+    // Kept until the run ends: dropping it removes the bundle's directory.
+    let bundle = if args.bundle {
+        if args.playbook != "-" || args.base.base_dir.is_some() {
+            anyhow::bail!("--bundle reads the bundle from stdin: give `-` and no --base-dir");
+        }
+        Some(bosun_agent::host::bundle::unpack(
+            std::io::stdin().lock(),
+            &state_dir.join("bundles"),
+        )?)
+    } else {
+        None
+    };
+    let playbook_arg = match &bundle {
+        Some(b) => b.playbook.display().to_string(),
+        None => args.playbook.clone(),
+    };
+    let (source, base_dir) = read_source(&playbook_arg, &args.base)?;
     let playbook = match load(source, &outside, &base_dir) {
         Ok(p) => p,
         Err(diags) => {

@@ -424,6 +424,168 @@ async fn the_tcp_listener_wants_tls_and_a_token() {
     );
 }
 
+/// A scoped token (`[[api.tcp.scoped_token]]`), as Jenkins would hold it: it runs the shipped
+/// helm-release playbook through the API (helm = the fake-helm stand-in), and gets 403 for
+/// another playbook, a variable outside its scope, a playbook's text, a cancel, and a playbook
+/// whose shell line a value could reach. Hostile values in allowed variables arrive at helm as
+/// plain arguments: nothing runs them (no marker file) and nothing renders them.
+#[tokio::test]
+async fn a_scoped_token_runs_only_its_playbook_and_its_values_stay_data() {
+    let scoped = "jenkins-scoped-token-0123456789";
+    let full = "full-access-token-9876543210";
+    let hash = |t: &str| hex::encode(Sha256::digest(t.as_bytes()));
+    let port = bosun_harness::free_port().unwrap();
+    let tail = format!(
+        "[api.tcp]\nlisten = \"127.0.0.1:{port}\"\ntokens = [\"{}\"]\n\n[[api.tcp.scoped_token]]\nsha256 = \"{}\"\nplaybooks = [\"helm-release\", \"hook\"]\nvars = [\"name\", \"version\", \"namespace\"]\n",
+        hash(full),
+        hash(scoped)
+    );
+    let work = tempfile::tempdir().unwrap();
+    let helm_state = work.path().join("helm-state");
+    let kubeconfig = work.path().join("kubeconfig.yaml");
+    std::fs::write(&kubeconfig, "apiVersion: v1\nkind: Config\n").unwrap();
+    let marker = work.path().join("MARKER");
+    let agent = Agent::start_with_env(
+        "",
+        &tail,
+        &[("FAKE_HELM_STATE", helm_state.to_str().unwrap())],
+    );
+
+    // The shipped playbooks; helm-release's helm and kubeconfig defaults point at the stand-in.
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks");
+    let shipped = std::fs::read_to_string(repo.join("helm-release.toml")).unwrap();
+    let fake = bosun_fixtures::bin("fake-helm");
+    let release = shipped
+        .replace("helm = \"helm\"", &format!("helm = \"{}\"", fake.display()))
+        .replace(
+            "kubeconfig = \"/etc/rancher/k3s/k3s.yaml\"",
+            &format!("kubeconfig = \"{}\"", kubeconfig.display()),
+        );
+    assert_eq!(release.matches(&*fake.display().to_string()).count(), 1);
+    assert!(release.contains(&*kubeconfig.display().to_string()));
+    std::fs::write(agent.playbooks.join("helm-release.toml"), release).unwrap();
+    std::fs::copy(
+        repo.join("backup-rds.toml"),
+        agent.playbooks.join("backup-rds.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        agent.playbooks.join("hook.toml"),
+        "name = \"hook\"\n[vars]\nname = \"web\"\n[[step]]\nname = \"announce\"\ncommand = { argv = [\"/bin/echo\", \"{{ name }}\"] }\n[[step]]\nname = \"notify\"\ncommand = { run = \"echo deployed {{ name }}\" }\n",
+    )
+    .unwrap();
+
+    let call = async |method: Method, path: &str, body: Option<serde_json::Value>, token: &str| {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connecting over TCP");
+        call_over(tcp, method, path, body, Some(token)).await
+    };
+    let submit =
+        async |body: serde_json::Value| call(Method::POST, "/v1/runs", Some(body), scoped).await;
+
+    // In scope: the release is installed.
+    let (status, body) =
+        submit(json!({"playbook": "helm-release", "vars": {"name": "web", "version": "18.2.4"}}))
+            .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let (status, run) = call(Method::GET, &format!("/v1/runs/{id}"), None, scoped).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a scoped token reads its runs: {run}"
+    );
+    let run = agent.wait_status(&id, &["ok", "failed"]).await;
+    assert_eq!(run["status"], "ok", "{run}\n{}", agent.log_text());
+
+    // Out of scope: 403, nothing runs.
+    for (body, want) in [
+        (json!({"playbook": "backup-rds"}), "`backup-rds` is outside"),
+        (
+            json!({"playbook": "helm-release", "vars": {"name": "web", "helm": "/bin/sh"}}),
+            "`helm` is outside",
+        ),
+        (
+            json!({"playbook": "helm-release", "vars": {"kubeconfig": "/root/x"}}),
+            "`kubeconfig` is outside",
+        ),
+        (
+            json!({"playbook_toml": "name = \"x\"\n[[step]]\nname = \"a\"\ncommand = { run = \"true\" }\n"}),
+            "playbook_toml",
+        ),
+        (
+            json!({"playbook": "hook", "vars": {"name": format!("web; touch {}", marker.display())}}),
+            "step `notify`: its shell line",
+        ),
+    ] {
+        let (status, answer) = submit(body.clone()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body} -> {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(want),
+            "{body} -> {answer}"
+        );
+        assert!(
+            !answer.to_string().contains("/bin/sh") && !answer.to_string().contains("touch"),
+            "values are not echoed: {answer}"
+        );
+    }
+    let (status, answer) = call(Method::POST, &format!("/v1/runs/{id}/cancel"), None, scoped).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+
+    // Hostile values in allowed variables. Shell text is data: helm_release refuses it as a
+    // release name, so neither a shell nor helm ever sees it.
+    let m = marker.display();
+    let hostile_name = format!("web; touch {m}; $(touch {m}) `touch {m}`");
+    let (status, body) =
+        submit(json!({"playbook": "helm-release", "vars": {"name": hostile_name}})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let run = agent.wait_status(&id, &["ok", "failed"]).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let failed: Vec<String> = agent
+        .follow(&id)
+        .await
+        .into_iter()
+        .filter_map(|e| match e {
+            RunEvent::StepFinished(r) if r.status == StepStatus::Failed => r.message,
+            _ => None,
+        })
+        .collect();
+    assert!(
+        failed
+            .iter()
+            .any(|msg| msg.contains("is not a release name")),
+        "{failed:?}"
+    );
+    // Template text is data: it reaches helm as written, unrendered.
+    let (status, body) = submit(json!({"playbook": "helm-release", "vars": {"name": "{{ facts }}", "version": "{% if true %}9{% endif %}"}})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    agent.wait_status(&id, &["ok", "failed"]).await;
+    let calls = std::fs::read_to_string(helm_state.join("calls.jsonl")).unwrap();
+    let args: Vec<Vec<String>> = calls
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        args.iter().any(|a| a[0] == "upgrade"
+            && a[1] == "{{ facts }}"
+            && a.contains(&"{% if true %}9{% endif %}".to_string())),
+        "helm did not get the values verbatim: {calls}"
+    );
+    assert!(!calls.contains("touch"), "{calls}");
+    assert!(!marker.exists(), "a value ran as shell text");
+
+    // The full token may do what the scoped one may not (cancel of a finished run: 409).
+    let (status, answer) = call(Method::POST, &format!("/v1/runs/{id}/cancel"), None, full).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert!(!marker.exists());
+    let log = agent.log_text();
+    assert!(log.contains("refused a scoped token's run"), "{log}");
+    assert!(!log.contains(scoped) && !log.contains(full), "{log}");
+}
+
 /// schemathesis (PyPI, in the venv `scripts/test` prepares) against the OpenAPI document a
 /// live agent serves: every operation, generated valid and invalid requests; no 5xx and every
 /// response as documented. Over a loopback TCP listener (plain HTTP is allowed on loopback;

@@ -1055,3 +1055,137 @@ fn ctrl_c_cancels_a_run_over_the_api() {
     assert_eq!(runs[0]["playbook"], "sleeper", "{runs}");
     assert_eq!(runs[0]["status"], "failed", "{runs}");
 }
+
+/// `bosun run` over SSH carries the playbook's files: a playbook that includes another from
+/// a sibling directory, loops, and renders a template beside the included file gives the same
+/// step events and the same files as `bosund apply` of it locally; the bundle's private
+/// directory is gone after the run; a missing included file stops `bosun run` on the laptop
+/// before any host is contacted.
+#[test]
+fn run_over_ssh_carries_includes_and_templates_in_a_bundle() {
+    let f = Fixture::new();
+    f.trust_host();
+    std::fs::create_dir_all(f.w("proj/site")).unwrap();
+    std::fs::create_dir_all(f.w("proj/roles/templates")).unwrap();
+    std::fs::write(
+        f.w("proj/site/site.toml"),
+        r#"name = "site"
+[[step]]
+name = "root"
+file = { path = "{{ root }}", state = "directory" }
+[[step]]
+name = "base"
+include = { playbook = "../roles/base.toml", vars = { greeting = "hi" } }
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        f.w("proj/roles/base.toml"),
+        r#"name = "base"
+[[step]]
+name = "users"
+template = { src = "templates/user.j2", dest = "{{ root }}/{{ item }}.txt" }
+loop = ["ann", "bob"]
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        f.w("proj/roles/templates/user.j2"),
+        "{{ greeting }} {{ item }}\n",
+    )
+    .unwrap();
+
+    let key = f.sshd.client_key_path();
+    let remote = f.remote_bosund();
+    let state = f.w("state");
+    let run = |playbook: &str, root: &Path| {
+        let root_var = format!("root={}", root.display());
+        let host = f.host();
+        f.bosun(&[
+            "run",
+            playbook,
+            "--host",
+            &host,
+            "-i",
+            key.to_str().unwrap(),
+            "--bosund",
+            bosund().to_str().unwrap(),
+            "--remote-bosund",
+            remote.to_str().unwrap(),
+            "--remote-state-dir",
+            state.to_str().unwrap(),
+            "--var",
+            &root_var,
+            "--output",
+            "json",
+        ])
+    };
+    let out = run("proj/site/site.toml", &f.w("remote-out"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(f.w("remote-out/bob.txt")).unwrap(),
+        "hi bob\n"
+    );
+    let remote_steps: Vec<(String, String)> = json_lines(&out)
+        .iter()
+        .filter(|v| v["event"] == "step_finished")
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().into(),
+                v["status"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    // Nothing of the bundle is left on the host.
+    let bundles: Vec<_> = std::fs::read_dir(state.join("bundles")).unwrap().collect();
+    assert!(bundles.is_empty(), "{bundles:?}");
+
+    let local = Command::new(bosund())
+        .args(["apply", "proj/site/site.toml", "--output", "json", "--var"])
+        .arg(format!("root={}", f.w("local-out").display()))
+        .arg("--state-dir")
+        .arg(f.w("local-state"))
+        .current_dir(f.w(""))
+        .output()
+        .unwrap();
+    assert!(local.status.success(), "{}", stderr(&local));
+    let local_steps: Vec<(String, String)> = json_lines(&local)
+        .iter()
+        .filter(|v| v["event"] == "step_finished")
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().into(),
+                v["status"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(remote_steps, local_steps);
+    assert_eq!(
+        remote_steps
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>(),
+        ["root", "users [ann]", "users [bob]"]
+    );
+    for name in ["ann.txt", "bob.txt"] {
+        assert_eq!(
+            std::fs::read(f.w("remote-out").join(name)).unwrap(),
+            std::fs::read(f.w("local-out").join(name)).unwrap()
+        );
+    }
+
+    // A missing included file: refused on the laptop, the host never contacted.
+    std::fs::remove_file(f.w("proj/roles/base.toml")).unwrap();
+    let before = std::fs::metadata(&remote).unwrap().modified().unwrap();
+    let out = run("proj/site/site.toml", &f.w("remote-out"));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot read the included playbook `../roles/base.toml`"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::metadata(&remote).unwrap().modified().unwrap(),
+        before
+    );
+}

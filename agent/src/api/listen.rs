@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -26,7 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::{self, pki_types::pem::PemObject};
 
 use super::Failure;
-use crate::config::{AgentConfig, TlsFiles};
+use crate::config::{AgentConfig, TlsFiles, TokenScope};
 
 /// How long a client may take to send a request's headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -115,7 +115,7 @@ pub fn with_tokens(router: Router, config: Arc<RwLock<Arc<AgentConfig>>>) -> Rou
 
 async fn require_token(
     State(config): State<Arc<RwLock<Arc<AgentConfig>>>>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     let presented = req
@@ -124,22 +124,29 @@ async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let allowed = presented.is_some_and(|token| {
+    let caller = presented.and_then(|token| {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let config = config.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let hashes = config
-            .api
-            .tcp
-            .as_ref()
-            .map(|t| t.token_hashes.as_slice())
-            .unwrap_or_default();
+        let tcp = config.api.tcp.as_ref()?;
         // Compare against every hash, without an early exit.
-        hashes
+        let full: bool = tcp
+            .token_hashes
             .iter()
             .fold(subtle::Choice::from(0), |found, h| found | digest.ct_eq(h))
-            .into()
+            .into();
+        let mut scoped = None;
+        for s in &tcp.scoped_tokens {
+            if bool::from(digest.ct_eq(&s.hash)) {
+                scoped = Some(s.scope.clone());
+            }
+        }
+        match (full, scoped) {
+            (true, _) => Some(Caller::Full),
+            (false, Some(scope)) => Some(Caller::Scoped(scope)),
+            (false, None) => None,
+        }
     });
-    if !allowed {
+    let Some(caller) = caller else {
         // The token is never logged, only that one was wrong or missing.
         tracing::warn!(
             path = %req.uri().path(),
@@ -157,8 +164,35 @@ async fn require_token(
             header::HeaderValue::from_static("Bearer"),
         );
         return response;
+    };
+    if let Caller::Scoped(_) = &caller
+        && !(req.method() == Method::GET
+            || (req.method() == Method::POST && req.uri().path() == "/v1/runs"))
+    {
+        tracing::warn!(path = %req.uri().path(), method = %req.method(), "refused a scoped token outside its scope");
+        return Failure::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "a scoped token may submit runs and read them, not {} {}",
+                req.method(),
+                req.uri().path()
+            ),
+            Some("use a token from [api.tcp] tokens, or the root-only socket"),
+        )
+        .into_response();
+    }
+    if let Caller::Scoped(scope) = caller {
+        req.extensions_mut().insert(scope);
     }
     next.run(req).await
+}
+
+/// Who a request comes from, as its token says.
+enum Caller {
+    /// A token of `[api.tcp] tokens`: anything.
+    Full,
+    /// A scoped token: its playbooks and variables (handlers read it as a request extension).
+    Scoped(Arc<TokenScope>),
 }
 
 /// Serves `router` on the Unix socket until `stop` turns true, then lets open requests finish

@@ -7,6 +7,7 @@
 //! authentication are in [`listen`].
 
 pub mod listen;
+pub mod scope;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -393,6 +394,7 @@ async fn handler_timeout(req: Request, next: Next) -> Response {
         (status = 202, description = "Accepted: queued, starts when the runs before it have ended", body = RunAccepted),
         (status = 400, description = "Malformed request", body = ApiError),
         (status = 404, description = "No such playbook in the playbooks directory", body = ApiError),
+        (status = 403, description = "A scoped token outside its scope: another playbook, a variable it may not set, or a playbook in which a value could become program text; nothing runs", body = ApiError),
         (status = 413, description = "Body larger than 1 MiB"),
         (status = 422, description = "The playbook is invalid; nothing runs", body = ApiError),
         (status = 429, description = "The queue is full", body = ApiError),
@@ -400,6 +402,7 @@ async fn handler_timeout(req: Request, next: Next) -> Response {
     ))]
 async fn submit_run(
     State(state): State<ApiState>,
+    token_scope: Option<axum::Extension<Arc<crate::config::TokenScope>>>,
     body: Result<Json<SubmitRun>, JsonRejection>,
 ) -> Result<(StatusCode, Json<RunAccepted>), Failure> {
     let Json(req) = body.map_err(|e| {
@@ -413,6 +416,10 @@ async fn submit_run(
             Some("send JSON: {\"playbook\": NAME} or {\"playbook_toml\": TEXT}, optional \"vars\" and \"check\""),
         )
     })?;
+    let token_scope = token_scope.map(|axum::Extension(s)| s);
+    if let Some(scope) = &token_scope {
+        scope::check_request(scope, req.playbook.as_deref(), &req.vars).map_err(out_of_scope)?;
+    }
     let config = state.config();
     let (source, base_dir) = match (req.playbook, req.playbook_toml) {
         (Some(name), None) => {
@@ -466,6 +473,15 @@ async fn submit_run(
                 },
             )
         })?;
+    if let Some(token_scope) = &token_scope {
+        let found = scope::templated_programs(&playbook, token_scope);
+        if !found.is_empty() {
+            return Err(out_of_scope(format!(
+                "a scoped token may not run a playbook in which a value could become program text ({}); nothing ran",
+                found.join("; ")
+            )));
+        }
+    }
     let opts = RunOptions {
         run_id: uuid::Uuid::now_v7().to_string(),
         check: req.check,
@@ -495,6 +511,18 @@ async fn submit_run(
             status: view.state,
         }),
     ))
+}
+
+/// 403 for a scoped token's request outside its scope (logged without values).
+fn out_of_scope(message: String) -> Failure {
+    tracing::warn!("refused a scoped token's run: {message}");
+    Failure::new(
+        StatusCode::FORBIDDEN,
+        message,
+        Some(
+            "ask for a token whose [[api.tcp.scoped_token]] lists it, or use argv without a shell for values from outside",
+        ),
+    )
 }
 
 /// List runs.

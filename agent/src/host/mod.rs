@@ -6,6 +6,7 @@
 //! what the answers mean for a step stays in the step.
 
 pub(crate) mod archive;
+pub mod bundle;
 pub(crate) mod download;
 pub mod facts;
 pub(crate) mod fs;

@@ -19,6 +19,7 @@
 mod api;
 pub mod backups;
 mod bosund;
+mod bundle;
 mod fleet;
 mod inventory;
 mod known_hosts;

@@ -21,6 +21,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
 use super::bosund::{self, LocalBosund};
+use super::bundle;
 use super::fleet::{self, HostStatus, Policy, Size, Slot};
 use super::report::{HostRecord, Reporter};
 use super::ssh::{self, HostKeyPolicy, Ssh, shell_quote};
@@ -30,8 +31,10 @@ use crate::{exit, runtime};
 /// `bosun run`.
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// The playbook: a file, or the name of one in ./playbooks (`k3s-upgrade`). It must be
-    /// self-contained: it is sent on bosund's stdin, files beside it are not.
+    /// The playbook: a file, or the name of one in ./playbooks (`k3s-upgrade`). Over SSH it
+    /// travels as a bundle with the playbooks it includes and the files its steps read by a
+    /// relative path; with `--via api` only its text is sent (the agent reads the rest from
+    /// its playbooks directory).
     playbook: String,
     #[command(flatten)]
     target: TargetArgs,
@@ -114,6 +117,8 @@ fn find_playbook(arg: &str) -> Result<PathBuf> {
 /// What every host's job shares.
 struct Job {
     playbook: String,
+    /// What `--via ssh` sends on bosund's stdin: the playbook, its includes and its files.
+    bundle: Option<Vec<u8>>,
     check: bool,
     /// `--tags` and `--skip-tags`.
     tags: Tags,
@@ -196,21 +201,15 @@ pub fn run(args: RunArgs, json: bool) -> Result<ExitCode> {
 
     // Validate locally, for each distinct set of variable names, before connecting anywhere.
     let mut checked: Vec<Vec<String>> = Vec::new();
+    let mut first_loaded = None;
     for t in &targets {
         let names: Vec<String> = t.vars.keys().cloned().collect();
         if checked.contains(&names) {
             continue;
         }
         let loaded = crate::local::load_playbook(&path, text.clone(), &names);
-        if let Ok(p) = &loaded
-            && let Some(first) = p.included_files.first()
-        {
-            bail!(
-                "{} includes {}: `bosun run` sends the playbook alone, so a playbook with \
-                 includes cannot run remotely yet (run it with `bosund apply` on the host)",
-                path.display(),
-                first.display()
-            );
+        if let (Ok(p), None) = (&loaded, &first_loaded) {
+            first_loaded = Some(p.clone());
         }
         if let Err(d) = loaded {
             if json {
@@ -251,10 +250,28 @@ pub fn run(args: RunArgs, json: bool) -> Result<ExitCode> {
     } else {
         None
     };
+    // Over SSH the playbook travels with its includes and files (one bundle for every host).
+    let bundle = match (&first_loaded, args.via) {
+        (Some(p), Via::Ssh) => {
+            let b = bundle::build(&path, p)?;
+            if !json {
+                eprintln!(
+                    "bosun: bundle {} ({} file{}, {} bytes)",
+                    &b.sha256[..12],
+                    b.files,
+                    if b.files == 1 { "" } else { "s" },
+                    b.bytes.len()
+                );
+            }
+            Some(b.bytes)
+        }
+        _ => None,
+    };
     let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
     let (cancel_tx, cancel) = watch::channel(false);
     let job = Arc::new(Job {
         playbook: text,
+        bundle,
         check: args.check,
         tags: Tags {
             only: args.tags.clone(),
@@ -417,6 +434,7 @@ async fn apply_on(
         "\"$p\"",
         t.state_dir.as_deref(),
         job.check,
+        job.bundle.is_some(),
         &job.tags,
         &t.vars,
     );
@@ -442,7 +460,10 @@ async fn apply_on(
         let o = ssh
             .exec_lines(
                 &script,
-                Some(Box::new(job.playbook.as_bytes())),
+                Some(match &job.bundle {
+                    Some(b) => Box::new(&b[..]),
+                    None => Box::new(job.playbook.as_bytes()),
+                }),
                 &mut on_line,
                 Some(job.cancel.clone()),
             )
@@ -623,6 +644,7 @@ fn apply_command(
     bosund: &str,
     state_dir: Option<&str>,
     check: bool,
+    bundle: bool,
     tags: &Tags,
     vars: &Map<String, Value>,
 ) -> String {
@@ -633,6 +655,9 @@ fn apply_command(
     cmd.push_str(" apply - --output json");
     if check {
         cmd.push_str(" --check");
+    }
+    if bundle {
+        cmd.push_str(" --bundle");
     }
     for (flag, list) in [("--tags", &tags.only), ("--skip-tags", &tags.skip)] {
         if !list.is_empty() {
@@ -669,13 +694,14 @@ mod tests {
             "/usr/local/bin/bosund",
             Some("/tmp/s d"),
             true,
+            true,
             &tags,
             &vars,
         );
         assert!(c.contains("trap 'exit 143' TERM"), "{c}");
-        assert!(c.contains("/usr/local/bin/bosund --state-dir '/tmp/s d' apply - --output json --check --tags web,db --vars-file"), "{c}");
+        assert!(c.contains("/usr/local/bin/bosund --state-dir '/tmp/s d' apply - --output json --check --bundle --tags web,db --vars-file"), "{c}");
         assert!(c.contains(r#"'{"secret":"it'\''s s3cret"}'"#), "{c}");
-        let c = apply_command("/b", None, false, &Tags::default(), &Map::new());
+        let c = apply_command("/b", None, false, false, &Tags::default(), &Map::new());
         assert_eq!(c, "exec /b apply - --output json");
     }
 
