@@ -20,25 +20,6 @@ const BUCKET: &str = "backups";
 const PREFIX: &str = "backups/mysql/shop/";
 
 impl S3 {
-    fn keys(&self) -> Vec<String> {
-        let out = self
-            .rt
-            .block_on(self.client.list_objects_v2().bucket(BUCKET).send())
-            .unwrap();
-        out.contents()
-            .iter()
-            .filter_map(|o| o.key.clone())
-            .collect()
-    }
-
-    fn open_uploads(&self) -> Vec<String> {
-        let out = self
-            .rt
-            .block_on(self.client.list_multipart_uploads().bucket(BUCKET).send())
-            .unwrap();
-        out.uploads().iter().filter_map(|u| u.key.clone()).collect()
-    }
-
     fn json<T: serde::de::DeserializeOwned>(&self, key: &str) -> T {
         serde_json::from_slice(&self.get(key)).unwrap()
     }

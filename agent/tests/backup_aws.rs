@@ -739,6 +739,7 @@ fn shipped_backup_playbooks_validate() {
         .arg("check")
         .arg(shipped("backup-s3.toml"))
         .arg(shipped("backup-rds.toml"))
+        .arg(shipped("backup-platform.toml"))
         .output()
         .unwrap();
     let text =
@@ -746,6 +747,7 @@ fn shipped_backup_playbooks_validate() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("backup-s3.toml: ok"), "{text}");
     assert!(text.contains("backup-rds.toml: ok"), "{text}");
+    assert!(text.contains("backup-platform.toml: ok"), "{text}");
 }
 
 #[test]

@@ -286,3 +286,134 @@ async fn a_damaged_journal_is_moved_aside_and_the_daemon_serves_with_a_new_one()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
 }
+
+/// `bosund run` with its state dir on a 2 MiB tmpfs (a mount namespace of its own, entered with
+/// nsenter to fill and empty it): a run journals; the file system filled, a run is refused with
+/// "no space left on device" before any step while the daemon keeps serving; space freed, runs
+/// go on and the journal reads.
+#[tokio::test]
+async fn a_full_state_disk_fails_runs_clearly_and_the_daemon_keeps_serving() {
+    use daemon_support::{PATIENCE, call_over};
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    std::fs::create_dir_all(dir.path().join("playbooks")).unwrap();
+    std::fs::write(
+        dir.path().join("playbooks/touch.toml"),
+        "name = \"touch\"\n[[step]]\nname = \"say\"\ncommand = { run = \"true\" }\n",
+    )
+    .unwrap();
+    let socket = dir.path().join("run/api.sock");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "playbooks_dir = \"{}\"\nstate_dir = \"{}/state\"\n[api]\nsocket = \"{}\"\n",
+            dir.path().join("playbooks").display(),
+            mnt.display(),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("bosund.log");
+    /// Kills the daemon however the test ends.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let daemon = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
+        .arg("mount -t tmpfs -o size=2m tmpfs \"$MNT\" && exec \"$BOSUND\" run --config \"$CFG\"")
+        .env("MNT", &mnt)
+        .env("BOSUND", BOSUND)
+        .env("CFG", &config)
+        .env("BOSUN_IMDS_ENDPOINT", "http://127.0.0.1:1")
+        .env("BOSUN_LOG", "info")
+        .env_remove("NOTIFY_SOCKET")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("unshare (util-linux); the test needs root for its tmpfs");
+    let daemon = Killed(daemon);
+    let pid = daemon.0.id().to_string();
+    let in_ns = |script: &str| {
+        let out = Command::new("nsenter")
+            .args(["-t", &pid, "-m", "/bin/sh", "-c", script])
+            .env("MNT", &mnt)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let call = |method: Method, path: String, body: Option<serde_json::Value>| {
+        let socket = socket.clone();
+        async move {
+            let stream = tokio::net::UnixStream::connect(&socket).await?;
+            Ok::<_, std::io::Error>(call_over(stream, method, &path, body, None).await)
+        }
+    };
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while call(Method::GET, "/v1/health".into(), None).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bosund never answered: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let run = |check: &'static str| {
+        let call = &call;
+        async move {
+            let (code, body) = call(
+                Method::POST,
+                "/v1/runs".into(),
+                Some(json!({"playbook": "touch"})),
+            )
+            .await
+            .unwrap();
+            assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+            let id = body["id"].as_str().unwrap().to_string();
+            let deadline = std::time::Instant::now() + PATIENCE;
+            loop {
+                let (_, r) = call(Method::GET, format!("/v1/runs/{id}"), None)
+                    .await
+                    .unwrap();
+                if r["status"] == "ok" || r["status"] == "failed" {
+                    assert_eq!(r["status"], check, "{r}");
+                    let (_, events) = call(Method::GET, format!("/v1/runs/{id}/events"), None)
+                        .await
+                        .unwrap();
+                    return events.to_string();
+                }
+                assert!(std::time::Instant::now() < deadline, "{r}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    run("ok").await;
+    in_ns("dd if=/dev/zero of=\"$MNT/fill\" bs=64k 2>/dev/null; df -k \"$MNT\" | tail -1");
+    let events = run("failed").await;
+    assert!(
+        events.contains("no space left on device for the state dir")
+            && events.contains("Nothing was run"),
+        "{events}"
+    );
+    assert!(
+        !events.contains("step_started"),
+        "a step started on a full disk: {events}"
+    );
+    let (code, health) = call(Method::GET, "/v1/health".into(), None).await.unwrap();
+    assert_eq!(
+        (code, health["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+    in_ns("rm \"$MNT/fill\"");
+    run("ok").await;
+    let history = in_ns(&format!(
+        "{BOSUND} --state-dir \"$MNT/state\" history --output json"
+    ));
+    // The refused run could not be journaled (the disk was full); the two others are there.
+    assert_eq!(history.lines().count(), 2, "{history}");
+}

@@ -844,6 +844,126 @@ async fn ensure_origin_secret(aws: &Aws, config: &StackConfig) -> Result<bool> {
     Ok(true)
 }
 
+/// What a scoped bosund token may do (`bosun token create`), checked before any AWS call.
+#[derive(Debug, Clone)]
+pub struct TokenScope {
+    /// The token's name (the last part of its SSM parameter).
+    pub name: String,
+    /// Playbook names it may run.
+    pub playbooks: Vec<String>,
+    /// Variables it may set.
+    pub vars: Vec<String>,
+}
+
+impl TokenScope {
+    /// Checks the names (they end up in an SSM parameter name and agent.toml).
+    pub fn new(name: &str, playbooks: Vec<String>, vars: Vec<String>) -> Result<TokenScope> {
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        if !plain(name) {
+            bail!("token name {name:?}: use letters, digits, - and _ (at most 64)");
+        }
+        for p in &playbooks {
+            if !plain(p.strip_suffix(".toml").unwrap_or(p)) {
+                bail!(
+                    "--playbook {p:?}: name a playbook in the host's playbooks_dir, e.g. helm-release"
+                );
+            }
+        }
+        for v in &vars {
+            if !plain(v)
+                || v.contains('-')
+                || v.starts_with(|c: char| c.is_ascii_digit())
+                || v == "facts"
+            {
+                bail!("--var {v:?}: name a playbook variable (letters, digits, _)");
+            }
+        }
+        Ok(TokenScope {
+            name: name.to_string(),
+            playbooks,
+            vars,
+        })
+    }
+
+    /// The `[[api.tcp.scoped_token]]` table for agent.toml.
+    pub fn agent_toml(&self, sha256: &str) -> String {
+        let list = |items: &[String]| {
+            items
+                .iter()
+                .map(|i| format!("{i:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "[[api.tcp.scoped_token]]\n# {}\nsha256 = \"{sha256}\"\nplaybooks = [{}]\nvars = [{}]\n",
+            self.name,
+            list(&self.playbooks),
+            list(&self.vars)
+        )
+    }
+}
+
+/// A token `bosun token create` stored.
+#[derive(Debug)]
+pub struct CreatedToken {
+    /// Its SSM parameter.
+    pub parameter: String,
+    /// SHA-256 of the token, hex (what agent.toml holds).
+    pub sha256: String,
+}
+
+/// Creates a random token (32 bytes, hex) in SSM as a SecureString under the stack's prefix and
+/// returns its parameter and SHA-256; the token itself is never returned or printed. Refuses
+/// to replace an existing one unless `rotate`.
+pub async fn create_token(
+    aws: &Aws,
+    config: &StackConfig,
+    scope: &TokenScope,
+    rotate: bool,
+) -> Result<CreatedToken> {
+    use aws_sdk_ssm::types::ParameterType;
+    let parameter = format!("/bosun/{}/api-tokens/{}", config.name, scope.name);
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| anyhow!("the system's random generator failed"))?;
+    let token = format!("bosun_{}", hex::encode(bytes));
+    let sha256 = hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        token.as_bytes(),
+    ));
+    let put = aws
+        .ssm
+        .put_parameter()
+        .name(&parameter)
+        .description(format!(
+            "bosun {}: bosund API token {} (playbooks {}; vars {})",
+            config.name,
+            scope.name,
+            scope.playbooks.join(","),
+            scope.vars.join(",")
+        ))
+        .value(token)
+        .r#type(ParameterType::SecureString)
+        .overwrite(rotate)
+        .send()
+        .await;
+    match put {
+        Ok(_) => Ok(CreatedToken { parameter, sha256 }),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_parameter_already_exists()) =>
+        {
+            bail!("{parameter} exists already: pass --rotate to replace that token")
+        }
+        Err(e) => Err(sdk_err(e)).with_context(|| format!("creating SSM parameter {parameter}")),
+    }
+}
+
 /// `bosun up` of the edge stack: create or update it and wait; returns its JSON and outputs.
 async fn up_edge(
     aws: &Aws,

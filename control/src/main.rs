@@ -106,6 +106,9 @@ enum Command {
     /// playbooks/platform.toml and its values) against the stack's instance type.
     #[command(subcommand)]
     Platform(PlatformCommand),
+    /// bosund API tokens for CI jobs (`[[api.tcp.scoped_token]]`).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Delete the stack. The bucket (backups) is kept unless --delete-data.
     Down {
         /// Stack config (stack.toml).
@@ -136,6 +139,32 @@ enum PlatformCommand {
         /// Stack config (stack.toml) with a `[platform]` section.
         #[arg(long, default_value = "stack.toml")]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a scoped token: stored in SSM Parameter Store as a SecureString at
+    /// /bosun/<stack>/api-tokens/NAME (where a CI job reads it), never printed; prints the
+    /// `[[api.tcp.scoped_token]]` lines (its SHA-256 and scope) for the host's agent.toml.
+    Create {
+        /// Stack config (stack.toml).
+        #[arg(long, default_value = "stack.toml")]
+        config: PathBuf,
+        #[command(flatten)]
+        aws: AwsArgs,
+        /// The token's name (letters, digits, - and _), e.g. jenkins-deploy.
+        name: String,
+        /// A playbook the token may run (repeat for more).
+        #[arg(long = "playbook", required = true)]
+        playbooks: Vec<String>,
+        /// A variable the token may set (repeat for more).
+        #[arg(long = "var")]
+        vars: Vec<String>,
+        /// Replace an existing token of that name (the old one stops working once agent.toml
+        /// holds the new hash).
+        #[arg(long)]
+        rotate: bool,
     },
 }
 
@@ -285,9 +314,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 playbooks_sha256: &l.artifacts.playbooks.sha256,
                 log_group: &template::log_group_name(c),
                 metrics_namespace: template::METRICS_NAMESPACE,
-                bootstrap_vars: &c.first_boot_vars(),
+                bootstrap_vars: &c.first_boot_vars(
+                    template::DB_HOST_PLACEHOLDER,
+                    template::DB_SECRET_PLACEHOLDER,
+                ),
                 edge: c.edge.is_some(),
+                database: c.rds.is_some(),
                 platform: c.platform.is_some(),
+                registries: &c.registry_boot(),
             });
             if json {
                 print_json(&json!({"user_data": text}));
@@ -367,6 +401,38 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 exit::FAILED
             }))
+        }
+        Command::Token(TokenCommand::Create {
+            config,
+            aws,
+            name,
+            playbooks,
+            vars,
+            rotate,
+        }) => {
+            let config = config_only(&config)?;
+            let scope = cloud::TokenScope::new(&name, playbooks, vars)?;
+            let rt = runtime()?;
+            let created = rt.block_on(async {
+                let clients = cloud::Aws::connect(&config.region, endpoint(&aws, &config)).await;
+                cloud::create_token(&clients, &config, &scope, rotate).await
+            })?;
+            if json {
+                print_json(&json!({
+                    "parameter": created.parameter,
+                    "sha256": created.sha256,
+                    "playbooks": scope.playbooks,
+                    "vars": scope.vars,
+                }));
+            } else {
+                println!(
+                    "stored token {name} in SSM as a SecureString: {} (the token is not printed)\n\
+                     add to the host's /etc/bosun/agent.toml, then reload bosund (systemctl reload bosund):\n",
+                    created.parameter
+                );
+                print!("{}", scope.agent_toml(&created.sha256));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Down {
             config,

@@ -232,3 +232,215 @@ fn the_first_boot_applies_the_platform_with_its_profile_and_keeps_traefik_on() {
         "{script}"
     );
 }
+
+/// `[registries]`: the first boot runs playbooks/registry.toml per registry before bootstrap
+/// starts k3s, passing names only; the user-data and the template hold no credential (a
+/// `password` in stack.toml is refused without being echoed), and ECR is refused with the
+/// reason. The file registry.toml writes is tested in agent/tests/registries.rs.
+#[test]
+fn registries_reach_the_first_boot_as_names_and_never_as_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = stack(dir.path(), "base.toml", "t3.medium", "");
+    let base_text = std::fs::read_to_string(&base).unwrap();
+    let write = |name: &str, extra: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{base_text}{extra}")).unwrap();
+        path
+    };
+    let good = write(
+        "stack.toml",
+        "[registries.\"ghcr.io\"]\nusername = \"ci-bot\"\n[registries.\"docker.io\"]\nusername = \"hub-user\"\n",
+    );
+    let bosund = dir.path().join("bosund");
+    let (rc, out, err) = bosun(&[
+        "user-data",
+        "--config",
+        good.to_str().unwrap(),
+        "--bosund",
+        bosund.to_str().unwrap(),
+        "--bucket",
+        "b",
+    ]);
+    assert_eq!(rc, 0, "{err}");
+    let doc: serde_json::Value =
+        serde_norway::from_str(out.trim_start_matches("#cloud-config\n")).unwrap();
+    let script = doc["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "/usr/local/lib/bosun/first-boot")
+        .and_then(|f| f["content"].as_str())
+        .unwrap()
+        .to_string();
+    let hub = script
+        .find("--var 'registry_host=docker.io' --var 'registry_username=hub-user' --var 'registry_password_parameter=/bosun/demo/registries/docker.io'\n")
+        .unwrap_or_else(|| panic!("{script}"));
+    let ghcr = script
+        .find("--var 'registry_host=ghcr.io' --var 'registry_username=ci-bot' --var 'registry_password_parameter=/bosun/demo/registries/ghcr.io'\n")
+        .unwrap_or_else(|| panic!("{script}"));
+    let bootstrap = script.find("playbooks/bootstrap.toml").unwrap();
+    assert!(hub < bootstrap && ghcr < bootstrap, "{script}");
+    assert!(
+        !out.contains("registries.yaml"),
+        "the user-data writes no registry file"
+    );
+
+    let template = Command::new(BOSUN)
+        .args([
+            "template",
+            "--config",
+            good.to_str().unwrap(),
+            "--bosund",
+            bosund.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        template.status.success(),
+        "{}",
+        String::from_utf8_lossy(&template.stderr)
+    );
+    let template = String::from_utf8_lossy(&template.stdout);
+    assert!(
+        template.contains("registry.toml"),
+        "the template carries the user-data"
+    );
+
+    // A password in stack.toml is refused, not echoed; so is ECR (12-hour tokens).
+    let (rc, out, err) = budget(&write(
+        "leaky.toml",
+        "[registries.\"ghcr.io\"]\nusername = \"ci-bot\"\npassword = \"ghp_hunter2secret\"\n",
+    ));
+    assert_eq!(rc, 2, "{out}{err}");
+    assert!(err.contains("password"), "{err}");
+    assert!(!format!("{out}{err}").contains("hunter2"), "{out}{err}");
+    let (rc, out, err) = budget(&write(
+        "ecr.toml",
+        "[registries.\"123456789012.dkr.ecr.eu-west-1.amazonaws.com\"]\nusername = \"AWS\"\n[registries.\"GHCR.io;x\"]\nusername = \"a b\"\n",
+    ));
+    assert_eq!(rc, 2, "{out}{err}");
+    for want in [
+        "ECR is not supported yet",
+        "not a registry host",
+        "username: use letters",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}
+
+/// `bosun token create` against moto: the token lands in SSM as a SecureString under the
+/// stack's prefix, its SHA-256 is what bosun prints for agent.toml (which bosund's own parser
+/// accepts), the token itself is printed nowhere, and an existing token is replaced only with
+/// --rotate.
+#[test]
+fn a_scoped_token_is_made_in_ssm_and_only_its_hash_is_printed() {
+    let moto = bosun_harness::Moto::start().expect("start moto");
+    let dir = tempfile::tempdir().unwrap();
+    let config = stack(dir.path(), "stack.toml", "t3.medium", "");
+    let create = |json: bool, extra: &[&str]| {
+        let out = Command::new(BOSUN)
+            .args(if json { &["--output", "json"][..] } else { &[] })
+            .args(["token", "create", "jenkins-deploy", "--config"])
+            .arg(&config)
+            .args([
+                "--playbook",
+                "helm-release",
+                "--var",
+                "name",
+                "--var",
+                "version",
+            ])
+            .args(extra)
+            .envs(moto.env())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let read = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let config = aws_sdk_ssm::Config::builder()
+                    .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+                    .region(aws_sdk_ssm::config::Region::new("eu-west-1"))
+                    .endpoint_url(moto.endpoint())
+                    .credentials_provider(aws_sdk_ssm::config::Credentials::new(
+                        "test", "test", None, None, "test",
+                    ))
+                    .http_client(bosun_aws::https_client())
+                    .build();
+                let p = aws_sdk_ssm::Client::from_conf(config)
+                    .get_parameter()
+                    .name("/bosun/demo/api-tokens/jenkins-deploy")
+                    .with_decryption(true)
+                    .send()
+                    .await
+                    .expect("the token's parameter")
+                    .parameter
+                    .unwrap();
+                (p.r#type.unwrap(), p.value.unwrap())
+            })
+    };
+    let (rc, out, err) = create(true, &[]);
+    assert_eq!(rc, 0, "{out}{err}");
+    let printed: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let (kind, token) = read();
+    assert_eq!(kind, aws_sdk_ssm::types::ParameterType::SecureString);
+    assert!(token.len() >= 64, "a long random token");
+    let sha = printed["sha256"].as_str().unwrap();
+    assert_eq!(
+        sha,
+        hex::encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            token.as_bytes()
+        ))
+    );
+    assert_eq!(
+        printed["parameter"],
+        "/bosun/demo/api-tokens/jenkins-deploy"
+    );
+    assert!(
+        !out.contains(&token) && !err.contains(&token),
+        "the token was printed"
+    );
+
+    // Human output: the agent.toml lines, which bosund's parser accepts; no token.
+    let (rc, out, err) = create(false, &["--rotate"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    let (_, rotated) = read();
+    assert_ne!(rotated, token, "--rotate makes a new token");
+    assert!(
+        !out.contains(&rotated) && !err.contains(&rotated),
+        "the token was printed"
+    );
+    let table = &out[out
+        .find("[[api.tcp.scoped_token]]")
+        .expect("agent.toml lines")..];
+    let agent = format!("[api.tcp]\nlisten = \"127.0.0.1:8443\"\n{table}");
+    let parsed = bosun_agent::config::parse(bosun_model::playbook::Source::new(
+        "agent.toml",
+        agent.clone(),
+    ))
+    .unwrap_or_else(|e| panic!("{agent}: {e:?}"));
+    let scoped = &parsed.api.tcp.unwrap().scoped_tokens[0];
+    assert_eq!(
+        hex::encode(scoped.hash),
+        hex::encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            rotated.as_bytes()
+        ))
+    );
+    assert!(scoped.scope.allows_playbook("helm-release"));
+
+    // Without --rotate an existing token is kept.
+    let (rc, out, err) = create(false, &[]);
+    assert_eq!(rc, 2, "{out}{err}");
+    assert!(err.contains("--rotate"), "{err}");
+    assert_eq!(read().1, rotated);
+}

@@ -537,6 +537,18 @@ fn template_holds_what_moto_ignores() {
         "bosund digest checked"
     );
     assert!(text.contains("sha256sum -c"));
+    // With [rds] the first boot creates the backup user; the database's host and secret ARN
+    // come from the stack, the password itself from Secrets Manager at run time.
+    assert!(text.contains("bosund apply /etc/bosun/playbooks/database.toml --vars-file"));
+    for attr in ["Endpoint.Address", "MasterUserSecret.SecretArn"] {
+        assert!(
+            parts
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!({"Fn::GetAtt": ["Database", attr]})),
+            "{attr} in the user-data"
+        );
+    }
     assert!(
         parts
             .as_array()

@@ -473,8 +473,8 @@ async fn submit_run(
                 },
             )
         })?;
-    if token_scope.is_some() {
-        let found = scope::templated_programs(&playbook);
+    if let Some(token_scope) = &token_scope {
+        let found = scope::templated_programs(&playbook, token_scope);
         if !found.is_empty() {
             return Err(out_of_scope(format!(
                 "a scoped token may not run a playbook in which a value could become program text ({}); nothing ran",

@@ -8,7 +8,9 @@
 //! program of an `argv`, or an `argv` whose program is a shell or interpreter reading code from
 //! its arguments (`sh -c`, `python3 -c`, ...). A scoped run is refused (403, nothing runs) when
 //! any `command` of the playbook — included files, blocks, rescue/always and handlers too —
-//! has such a templated part; an `argv` with templated arguments of another program is fine:
+//! has such a templated part, or when a `helm_release`'s `helm` (the program bosund runs) is
+//! built from one of the token's variables (through `[vars]` and step `vars` too); an `argv`
+//! with templated arguments of another program is fine:
 //! each value is one argument, never split or interpreted by a shell. Quoting shell lines
 //! instead would need every path from a variable to a shell line tracked (through `[vars]`,
 //! `register`, loops and files written by earlier steps); refusing the templated line is a rule
@@ -17,8 +19,8 @@
 
 use std::collections::BTreeSet;
 
-use bosun_model::jinja::is_templated;
-use bosun_model::playbook::{Body, Playbook, Step};
+use bosun_model::jinja::{Jinja, is_templated};
+use bosun_model::playbook::{Body, Playbook, Step, Var};
 use serde_json::{Map, Value};
 
 use crate::config::TokenScope;
@@ -95,31 +97,74 @@ pub fn check_request(
     Ok(())
 }
 
-/// The `command` steps of `playbook` whose program text is templated (see the module doc), as
-/// "step `NAME`: why"; empty when a scoped token may run it.
-pub fn templated_programs(playbook: &Playbook) -> Vec<String> {
+/// The steps of `playbook` in which a value could become program text (see the module doc),
+/// as "step `NAME`: why"; empty when a token with `scope` may run it. `command`: any templated
+/// program text. `helm_release`: a `helm` (the program bosund runs) whose template reads one
+/// of the scope's variables, directly or through `[vars]`/step `vars` built from them.
+pub fn templated_programs(playbook: &Playbook, scope: &TokenScope) -> Vec<String> {
+    let jinja = Jinja::new();
+    let mut tainted: BTreeSet<String> = scope.vars.clone();
+    taint(&jinja, &playbook.vars, &mut tainted);
     let mut found = Vec::new();
     for step in playbook.steps.iter().chain(&playbook.handlers) {
-        walk(step, &mut found);
+        walk(&jinja, step, &tainted, &mut found);
     }
     found
 }
 
-fn walk(step: &Step, found: &mut Vec<String>) {
+/// Adds to `tainted` every variable of `vars` whose value reads a tainted one (in order, as
+/// the engine renders them).
+fn taint(jinja: &Jinja, vars: &[Var], tainted: &mut BTreeSet<String>) {
+    for var in vars {
+        if reads_any(jinja, &var.value, tainted) {
+            tainted.insert(var.name.clone());
+        }
+    }
+}
+
+/// Whether any string in `value` is a template reading one of `names` (a template that does
+/// not parse counts as reading them: refuse rather than guess).
+fn reads_any(jinja: &Jinja, value: &Value, names: &BTreeSet<String>) -> bool {
+    match value {
+        Value::String(s) => match jinja.template_variables(s) {
+            Ok(read) => read.iter().any(|v| names.contains(v)),
+            Err(_) => true,
+        },
+        Value::Array(items) => items.iter().any(|v| reads_any(jinja, v, names)),
+        Value::Object(map) => map.values().any(|v| reads_any(jinja, v, names)),
+        _ => false,
+    }
+}
+
+fn walk(jinja: &Jinja, step: &Step, tainted: &BTreeSet<String>, found: &mut Vec<String>) {
+    let mut tainted = tainted.clone();
+    taint(jinja, &step.vars, &mut tainted);
     match &step.body {
         Body::Block(block) => {
             for s in block.steps.iter().chain(&block.rescue).chain(&block.always) {
-                walk(s, found);
+                walk(jinja, s, &tainted, found);
             }
         }
-        Body::Action { action, raw_args } => {
-            if action.key() != "command" {
-                return;
+        Body::Action { action, raw_args } => match action.key() {
+            "command" => {
+                if let Some(why) = templated_program(raw_args) {
+                    found.push(format!("step `{}`: {why}", step.name));
+                }
             }
-            if let Some(why) = templated_program(raw_args) {
-                found.push(format!("step `{}`: {why}", step.name));
+            "helm_release" => {
+                let helm = match raw_args {
+                    Value::Object(args) => args.get("helm").cloned().unwrap_or(Value::Null),
+                    whole => whole.clone(),
+                };
+                if reads_any(jinja, &helm, &tainted) {
+                    found.push(format!(
+                        "step `{}`: its program (`helm`) is built from a variable this token sets",
+                        step.name
+                    ));
+                }
             }
-        }
+            _ => {}
+        },
     }
 }
 
@@ -159,10 +204,34 @@ mod tests {
     use bosun_model::playbook::{Source, load};
     use serde_json::json;
 
+    fn scope(vars: &[&str]) -> TokenScope {
+        TokenScope {
+            playbooks: ["t".to_string()].into(),
+            vars: vars.iter().map(|v| v.to_string()).collect(),
+        }
+    }
+
     fn programs(steps: &str) -> Vec<String> {
         let text = format!("name = \"t\"\n[vars]\nv = \"x\"\n{steps}");
         let pb = load(Source::new("t.toml", text), &["v".into()]).expect("valid playbook");
-        templated_programs(&pb)
+        templated_programs(&pb, &scope(&["v"]))
+    }
+
+    #[test]
+    fn helm_built_from_a_scoped_variable_is_found_through_vars() {
+        let text = "name = \"t\"\n[vars]\nname = \"web\"\nhelm = \"helm\"\ntool = \"/opt/{{ name }}\"\n[[step]]\nname = \"r\"\nhelm_release = { name = \"{{ name }}\", chart = \"c/c\", version = \"1\", helm = \"{{ helm }}\" }\n[[step]]\nname = \"s\"\nhelm_release = { name = \"x\", chart = \"c/c\", version = \"1\", helm = \"{{ tool }}\" }\n";
+        let pb = load(Source::new("t.toml", text.to_string()), &[]).expect("valid playbook");
+        // `name` reaches the release name (data) and, through `tool`, the program of step s.
+        let found = templated_programs(&pb, &scope(&["name"]));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("step `s`") && found[0].contains("`helm`"),
+            "{found:?}"
+        );
+        let found = templated_programs(&pb, &scope(&["helm"]));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("step `r`"), "{found:?}");
+        assert!(templated_programs(&pb, &scope(&["version"])).is_empty());
     }
 
     #[test]

@@ -316,29 +316,52 @@ impl DumpScanner {
     }
 }
 
-/// A reader that shows every byte it passes on to a [`DumpScanner`]; a dump the scanner cannot
-/// read is a read error, so the upload that reads it fails (and is aborted).
-pub struct Scanning<R> {
+/// What reads a dump as it streams for its tables' row counts and digests: [`DumpScanner`]
+/// (MySQL/MariaDB) or `super::pg_dump_scan::CopyScanner` (PostgreSQL).
+pub trait Scan {
+    /// Reads the next piece of the dump.
+    fn feed(&mut self, piece: &[u8]) -> anyhow::Result<()>;
+    /// The tables seen, sorted by name; fails when the dump ended mid-statement.
+    fn finish(self) -> anyhow::Result<Vec<TableStats>>;
+}
+
+impl Scan for DumpScanner {
+    fn feed(&mut self, piece: &[u8]) -> anyhow::Result<()> {
+        DumpScanner::feed(self, piece)
+    }
+    fn finish(self) -> anyhow::Result<Vec<TableStats>> {
+        DumpScanner::finish(self)
+    }
+}
+
+/// A reader that shows every byte it passes on to a scanner ([`DumpScanner`] unless told); a
+/// dump the scanner cannot read is a read error, so the upload that reads it fails (and is
+/// aborted).
+pub struct Scanning<R, S = DumpScanner> {
     inner: R,
-    scanner: DumpScanner,
+    scanner: S,
 }
 
 impl<R> Scanning<R> {
-    /// Reads `inner` from the start of a dump.
+    /// Wraps `inner`, a MySQL/MariaDB dump.
     pub fn new(inner: R) -> Scanning<R> {
-        Scanning {
-            inner,
-            scanner: DumpScanner::new(),
-        }
+        Scanning::with(inner, DumpScanner::new())
+    }
+}
+
+impl<R, S: Scan> Scanning<R, S> {
+    /// Wraps `inner`, read by `scanner`.
+    pub fn with(inner: R, scanner: S) -> Scanning<R, S> {
+        Scanning { inner, scanner }
     }
 
-    /// What the scanner found ([`DumpScanner::finish`]).
+    /// The scanner's result ([`Scan::finish`]).
     pub fn finish(self) -> anyhow::Result<Vec<TableStats>> {
         self.scanner.finish()
     }
 }
 
-impl<R: std::io::Read> std::io::Read for Scanning<R> {
+impl<R: std::io::Read, S: Scan> std::io::Read for Scanning<R, S> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.scanner

@@ -41,6 +41,10 @@ pub struct Manifest {
     /// them (format 2, [`crate::backup::dump_scan`]); format 1 had `COUNT(*)` and
     /// `CHECKSUM TABLE` values read from the source beside the dump.
     pub tables: Vec<TableStats>,
+    /// Which server's dump: `postgres` for `postgres_backup`; absent for MySQL/MariaDB (every
+    /// manifest written before PostgreSQL was backed up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
 }
 
 /// The manifest layout written now: tables with dump digests.

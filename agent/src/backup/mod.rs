@@ -1,4 +1,4 @@
-//! Backups: what the `mysql_backup`, `backup_verify`, `backup_prune`, `rds_snapshot` and
+//! Backups: what the `mysql_backup`, `postgres_backup`, `backup_verify`, `backup_prune`, `rds_snapshot` and
 //! `s3_sync` steps share.
 //!
 //! - [`key`]: object keys from a template with the date, and the date back from a key;
@@ -11,6 +11,8 @@
 //! - [`dump_scan`]: each table's row count and content digest, read off a dump as it streams;
 //! - [`mysql`]: the MySQL/MariaDB client and dump tools (queries, dump, restore), password in
 //!   `MYSQL_PWD` only;
+//! - [`postgres`]: the PostgreSQL tools (`psql`, `pg_dump`), the password in `PGPASSWORD` only;
+//!   [`pg_dump_scan`]: row counts and digests read off a plain-format `pg_dump`;
 //! - [`iam`]: RDS IAM authentication tokens and the client options they need;
 //! - [`rds`]: RDS manual snapshots (identifiers, bosun's tag, listing, waiting), for
 //!   `rds_snapshot` and `backup_prune`.
@@ -30,6 +32,8 @@ pub mod iam;
 pub mod key;
 pub mod manifest;
 pub mod mysql;
+pub mod pg_dump_scan;
+pub mod postgres;
 pub mod rds;
 pub mod read_ahead;
 pub mod restore;

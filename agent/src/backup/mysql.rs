@@ -123,6 +123,13 @@ pub fn tool_error(stderr: &str, cut: usize) -> String {
         kept.push(lines.next().unwrap_or_default().trim_end().to_string());
         hidden += lines.filter(|l| !l.trim().is_empty()).count();
     }
+    summarise(&kept, hidden, cut)
+}
+
+/// The lines an error message keeps of a tool's stderr, then a count of the `hidden` lines and
+/// the `cut` bytes left out, the end of that capped ([`process::quote_end`]). Shared by the
+/// MySQL and PostgreSQL tools' [`tool_error`]s.
+pub(crate) fn summarise(kept: &[String], hidden: usize, cut: usize) -> String {
     let mut text = kept.join("\n");
     let mut left_out = Vec::new();
     if hidden > 0 {
@@ -392,23 +399,7 @@ pub struct Dumper {
 impl Dumper {
     /// First line of `--version`.
     pub async fn version(&self) -> anyhow::Result<String> {
-        let mut argv = self.argv.clone();
-        argv.push("--version".into());
-        let out = process::run(&argv, None, &Default::default()).await?;
-        if out.rc != 0 {
-            bail!(
-                "{} --version failed: {}",
-                self.argv[0],
-                process::quote_end(&out.stderr, 0)
-            );
-        }
-        Ok(out
-            .stdout
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_string())
+        tool_version(&self.argv).await
     }
 
     /// Starts dumping `database` (its tables, routines, events and triggers; no `CREATE
@@ -427,29 +418,67 @@ impl Dumper {
     /// off the dump ([`super::dump_scan`]); nothing is stored. How a restore of a format 2
     /// backup is compared with its manifest.
     pub async fn table_digests(&self, database: &str) -> anyhow::Result<Vec<TableStats>> {
-        let mut dump = self.spawn(database)?;
-        let stdout = dump.take_stdout()?;
-        let scan = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<TableStats>> {
-            let mut reader = super::dump_scan::Scanning::new(stdout);
-            std::io::copy(&mut reader, &mut std::io::sink()).context("reading the dump")?;
-            reader.finish()
-        });
-        let scanned = scan.await.context("the dump reader thread failed")?;
-        if scanned.is_err() {
-            // Whatever the tool had left to say would go to a closed pipe.
-            dump.kill();
-        }
-        let program = dump.program().to_string();
-        let exit = dump.wait().await?;
-        match scanned {
-            Err(e) => Err(e.context(format!("dumping {database} with {program} to compare it"))),
-            Ok(_) if !exit.success() => bail!(
-                "{program} exited with code {} while dumping {database} to compare it: {}",
-                exit.code(),
-                exit.dump_message()
-            ),
-            Ok(tables) => Ok(tables),
-        }
+        scan_dump(
+            self.spawn(database)?,
+            super::dump_scan::DumpScanner::new(),
+            database,
+            Exit::dump_message,
+        )
+        .await
+    }
+}
+
+/// The first line of `argv --version` (a dump tool's, for the manifest).
+pub(crate) async fn tool_version(argv: &[String]) -> anyhow::Result<String> {
+    let mut argv = argv.to_vec();
+    argv.push("--version".into());
+    let out = process::run(&argv, None, &Default::default()).await?;
+    if out.rc != 0 {
+        bail!(
+            "{} --version failed: {}",
+            argv[0],
+            process::quote_end(&out.stderr, 0)
+        );
+    }
+    Ok(out
+        .stdout
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string())
+}
+
+/// Reads a started dump of `database` to its end through `scanner`, storing nothing: each
+/// table's row count and digest, as a backup's manifest has them. `message` says what an error
+/// may quote of the tool's stderr. How a restore is compared with its manifest.
+pub(crate) async fn scan_dump<S: super::dump_scan::Scan + Send + 'static>(
+    mut dump: StreamingChild,
+    scanner: S,
+    database: &str,
+    message: fn(&Exit) -> String,
+) -> anyhow::Result<Vec<TableStats>> {
+    let stdout = dump.take_stdout()?;
+    let scan = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<TableStats>> {
+        let mut reader = super::dump_scan::Scanning::with(stdout, scanner);
+        std::io::copy(&mut reader, &mut std::io::sink()).context("reading the dump")?;
+        reader.finish()
+    });
+    let scanned = scan.await.context("the dump reader thread failed")?;
+    if scanned.is_err() {
+        // Whatever the tool had left to say would go to a closed pipe.
+        dump.kill();
+    }
+    let program = dump.program().to_string();
+    let exit = dump.wait().await?;
+    match scanned {
+        Err(e) => Err(e.context(format!("dumping {database} with {program} to compare it"))),
+        Ok(_) if !exit.success() => bail!(
+            "{program} exited with code {} while dumping {database} to compare it: {}",
+            exit.code(),
+            message(&exit)
+        ),
+        Ok(tables) => Ok(tables),
     }
 }
 
@@ -480,6 +509,11 @@ impl Exit {
     /// What an error message may say of a client's stderr ([`tool_error`]: the client
     /// repeats the statement it failed on).
     pub fn message(&self) -> String {
+        self.message_with(tool_error)
+    }
+
+    /// [`Exit::message`] with another tool's `tool_error` (`super::postgres`).
+    pub fn message_with(&self, tool_error: fn(&str, usize) -> String) -> String {
         tool_error(&self.inner.stderr, self.inner.stderr_cut)
     }
 
@@ -507,9 +541,21 @@ impl StreamingChild {
         stdin: process::Pipe,
         stdout: process::Pipe,
     ) -> anyhow::Result<StreamingChild> {
+        Self::spawn_with(argv, &conn.env(), &conn.password, stdin, stdout)
+    }
+
+    /// Starts `argv` with `env` (where its password travels); `password` is redacted from the
+    /// stderr it ends with. For other databases' tools (`super::postgres`).
+    pub(crate) fn spawn_with(
+        argv: &[String],
+        env: &std::collections::BTreeMap<String, String>,
+        password: &Secret,
+        stdin: process::Pipe,
+        stdout: process::Pipe,
+    ) -> anyhow::Result<StreamingChild> {
         Ok(StreamingChild {
-            inner: process::Streaming::spawn(argv, &conn.env(), stdin, stdout)?,
-            password: conn.password.clone(),
+            inner: process::Streaming::spawn(argv, env, stdin, stdout)?,
+            password: password.clone(),
         })
     }
 

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::manifest::{Manifest, TableStats};
-use super::mysql::{Client, Dumper, dump_argv};
+use super::mysql::{Client, Dumper, Exit, StreamingChild, dump_argv};
 use crate::aws::describe_error;
 
 /// How a streamed restore went. `problems` is empty when the object's SHA-256 matched, it
@@ -70,6 +70,20 @@ pub async fn stream_into(
     client: &Client,
     database: &str,
 ) -> anyhow::Result<Streamed> {
+    let restore = client.spawn_restore(database)?;
+    stream_into_child(s3, bucket, key, expected_sha256, restore, Exit::message).await
+}
+
+/// [`stream_into`] for any client already started reading SQL on its stdin (`restore`);
+/// `message` says what an error may quote of its stderr (the tool's own `tool_error`).
+pub async fn stream_into_child(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    expected_sha256: &str,
+    mut restore: StreamingChild,
+    message: fn(&Exit) -> String,
+) -> anyhow::Result<Streamed> {
     let object = s3
         .get_object()
         .bucket(bucket)
@@ -78,7 +92,6 @@ pub async fn stream_into(
         .await
         .map_err(|e| anyhow::anyhow!("reading s3://{bucket}/{key}: {}", describe_error(&e)))?;
     let mut body = object.body;
-    let mut restore = client.spawn_restore(database)?;
     let mut stdin = restore.take_stdin()?;
     // Four chunks in flight between the download and the decompressor bound the memory.
     let (tx, rx) = mpsc::channel(4);
@@ -132,7 +145,7 @@ pub async fn stream_into(
         problems.push(format!(
             "{program} failed to restore (exit code {}): {}",
             exit.code(),
-            exit.message()
+            message(&exit)
         ));
         client_output = Some(exit.output());
     }

@@ -41,6 +41,8 @@ mod mysql_backup;
 mod mysql_user;
 mod package;
 #[cfg(feature = "aws")]
+mod postgres_backup;
+#[cfg(feature = "aws")]
 mod rds_snapshot;
 #[cfg(feature = "aws")]
 mod s3_sync;
@@ -193,6 +195,8 @@ pub async fn run(action: &Action, ctx: &StepContext<'_>) -> anyhow::Result<Outco
         #[cfg(feature = "aws")]
         Action::MysqlUser(a) => run_kind(a, ctx).await,
         #[cfg(feature = "aws")]
+        Action::PostgresBackup(a) => run_kind(a, ctx).await,
+        #[cfg(feature = "aws")]
         Action::BackupVerify(a) => run_kind(a, ctx).await,
         #[cfg(feature = "aws")]
         Action::BackupPrune(a) => run_kind(a, ctx).await,
@@ -203,6 +207,7 @@ pub async fn run(action: &Action, ctx: &StepContext<'_>) -> anyhow::Result<Outco
         #[cfg(not(feature = "aws"))]
         Action::MysqlBackup(_)
         | Action::MysqlUser(_)
+        | Action::PostgresBackup(_)
         | Action::BackupVerify(_)
         | Action::BackupPrune(_)
         | Action::RdsSnapshot(_)

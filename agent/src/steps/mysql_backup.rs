@@ -11,10 +11,10 @@ use chrono::Utc;
 
 use super::{Check, CommandOutput, Outcome, StepContext, StepKind};
 use crate::aws::{Aws, AwsTarget, describe_error};
-use crate::backup::dump_scan::Scanning;
+use crate::backup::dump_scan::{DumpScanner, Scan, Scanning};
 use crate::backup::iam;
 use crate::backup::manifest::{MANIFEST_FORMAT, MANIFEST_SUFFIX, Manifest};
-use crate::backup::mysql::{Client, Connection, Dumper, dump_argv, find_tool};
+use crate::backup::mysql::{Client, Connection, Dumper, StreamingChild, dump_argv, find_tool};
 use crate::backup::read_ahead::read_ahead;
 use crate::backup::upload::{self, MultipartUpload};
 use crate::secrets;
@@ -100,23 +100,8 @@ impl StepKind for MysqlBackupArgs {
     type Change = ();
 
     async fn check(&self, _ctx: &StepContext<'_>) -> anyhow::Result<Check<()>> {
-        let now = Utc::now();
-        let keys: Vec<String> = self
-            .databases
-            .iter()
-            .map(|db| render_key(&self.key, db, now).map(|k| format!("s3://{}/{k}", self.bucket)))
-            .collect::<Result<_, _>>()
-            .map_err(anyhow::Error::msg)?;
-        Ok(Check::change(
-            (),
-            format!(
-                "would dump {} from {}:{} to {}",
-                self.databases.join(", "),
-                self.host,
-                self.port.value("port")?,
-                keys.join(", ")
-            ),
-        ))
+        let port = self.port.value("port")?;
+        would_dump(&self.databases, &self.key, &self.bucket, &self.host, port)
     }
 
     async fn apply(&self, _ctx: &StepContext<'_>, (): ()) -> anyhow::Result<Outcome> {
@@ -153,42 +138,77 @@ impl StepKind for MysqlBackupArgs {
             .await
             .context("connecting to the database server")?;
         let tool_version = dumper.version().await?;
-        let mut lines = Vec::new();
-        let mut keys = Vec::new();
+        let mut made = Vec::new();
         for db in &self.databases {
-            let m = backup_one(
-                self,
-                &aws,
-                &dumper,
-                db,
-                level,
-                plan,
-                &server_version,
-                &tool_version,
-            )
-            .await
-            .with_context(|| format!("backing up database {db}"))?;
-            lines.push(format!(
-                "{db}: {} tables, {} bytes of SQL as {} bytes to s3://{}/{} (sha256 {})",
+            made.push(
+                backup_one(
+                    self,
+                    &aws,
+                    &dumper,
+                    db,
+                    level,
+                    plan,
+                    &server_version,
+                    &tool_version,
+                )
+                .await
+                .with_context(|| format!("backing up database {db}"))?,
+            );
+        }
+        Ok(backed_up(&self.bucket, made))
+    }
+}
+
+/// `--check`'s message for a dump step: what it would dump from where to which keys.
+pub(crate) fn would_dump(
+    databases: &[String],
+    key: &str,
+    bucket: &str,
+    host: &str,
+    port: u64,
+) -> anyhow::Result<Check<()>> {
+    let now = Utc::now();
+    let keys: Vec<String> = databases
+        .iter()
+        .map(|db| render_key(key, db, now).map(|k| format!("s3://{bucket}/{k}")))
+        .collect::<Result<_, _>>()
+        .map_err(anyhow::Error::msg)?;
+    Ok(Check::change(
+        (),
+        format!(
+            "would dump {} from {host}:{port} to {}",
+            databases.join(", "),
+            keys.join(", ")
+        ),
+    ))
+}
+
+/// A dump step's outcome: a line per backup made, their keys (one a line) for `register`.
+pub(crate) fn backed_up(bucket: &str, made: Vec<Manifest>) -> Outcome {
+    let lines: Vec<String> = made
+        .iter()
+        .map(|m| {
+            format!(
+                "{}: {} tables, {} bytes of SQL as {} bytes to s3://{bucket}/{} (sha256 {})",
+                m.database,
                 m.tables.len(),
                 m.uncompressed_size,
                 m.size,
-                self.bucket,
                 m.key,
                 m.sha256
-            ));
-            keys.push(m.key);
-        }
-        Ok(Outcome {
-            changed: true,
-            diff: None,
-            message: Some(lines.join("; ")),
-            output: Some(CommandOutput {
-                stdout: keys.join("\n"),
-                stderr: String::new(),
-                rc: 0,
-            }),
+            )
         })
+        .collect();
+    let keys: Vec<String> = made.into_iter().map(|m| m.key).collect();
+    Outcome {
+        changed: true,
+        diff: None,
+        message: Some(lines.join("; ")),
+        output: Some(CommandOutput {
+            stdout: keys.join("\n"),
+            stderr: String::new(),
+            rc: 0,
+        }),
     }
 }
 
@@ -203,32 +223,78 @@ async fn backup_one(
     server_version: &str,
     tool_version: &str,
 ) -> anyhow::Result<Manifest> {
+    let job = DumpJob {
+        aws,
+        bucket: &args.bucket,
+        key_template: &args.key,
+        db,
+        level,
+        plan,
+        server_version,
+        tool_version,
+        engine: None,
+    };
+    dump_to_s3(&job, || dumper.spawn(db), DumpScanner::new()).await
+}
+
+/// One database's dump on its way to S3: where, how compressed, and what the manifest says of
+/// the server and the tool. Shared by `mysql_backup` and `postgres_backup`.
+pub(crate) struct DumpJob<'a> {
+    pub aws: &'a Aws,
+    pub bucket: &'a str,
+    pub key_template: &'a str,
+    pub db: &'a str,
+    pub level: i32,
+    pub plan: PartPlan,
+    pub server_version: &'a str,
+    pub tool_version: &'a str,
+    /// The manifest's `engine` (`None`: MySQL/MariaDB).
+    pub engine: Option<&'static str>,
+}
+
+/// The backup pipeline: a dump tool's stdout (started by `spawn`), read ahead and scanned by
+/// `scanner` for the tables' row counts and digests, through zstd into an S3 multipart upload
+/// that is completed only when the tool exited 0 (aborted otherwise: no partial object is ever
+/// visible), then `<key>.manifest.json` beside it.
+pub(crate) async fn dump_to_s3<S: Scan + Send + 'static>(
+    job: &DumpJob<'_>,
+    spawn: impl FnOnce() -> anyhow::Result<StreamingChild>,
+    scanner: S,
+) -> anyhow::Result<Manifest> {
+    let DumpJob {
+        aws,
+        bucket,
+        db,
+        level,
+        plan,
+        server_version,
+        tool_version,
+        ..
+    } = *job;
     let started_at = Utc::now();
-    let key = render_key(&args.key, db, started_at).map_err(anyhow::Error::msg)?;
+    let key = render_key(job.key_template, db, started_at).map_err(anyhow::Error::msg)?;
     // A backup is never overwritten (two runs in the same second render the same key).
-    if let Ok(existing) = aws
-        .s3()
-        .head_object()
-        .bucket(&args.bucket)
-        .key(&key)
-        .send()
-        .await
-    {
+    if let Ok(existing) = aws.s3().head_object().bucket(bucket).key(&key).send().await {
         anyhow::bail!(
-            "s3://{}/{key} already exists ({} bytes): a backup is never overwritten; nothing was stored (another backup of {db} started in the same second? run again, or give `key` a template that differs)",
-            args.bucket,
+            "s3://{bucket}/{key} already exists ({} bytes): a backup is never overwritten; nothing was stored (another backup of {db} started in the same second? run again, or give `key` a template that differs)",
             existing.content_length().unwrap_or(0)
         );
     }
-    let mut upload = MultipartUpload::create(aws, &args.bucket, &key).await?;
-    let mut dump = dumper.spawn(db)?;
+    let mut upload = MultipartUpload::create(aws, bucket, &key).await?;
+    let mut dump = match spawn() {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = upload.abort().await;
+            return Err(e);
+        }
+    };
     // Row counts and digests are read off the dump as it streams (dump_scan), from the
     // dump's own snapshot; asking the server beside the dump cost 8.6 s of 37 for 1 GiB of
     // SQL (scripts/bench-backup) and could disagree with the dump on a live database.
     // Read (and scanned) on a thread of its own, ahead of zstd: the dump tool, the scan
     // and the compressor overlap like the processes of `mysqldump | zstd`.
     let (stdout, reader) = read_ahead(
-        Scanning::new(dump.take_stdout()?),
+        Scanning::with(dump.take_stdout()?, scanner),
         READ_AHEAD_CHUNK,
         READ_AHEAD_DEPTH,
     )?;
@@ -237,9 +303,9 @@ async fn backup_one(
         let scanned = reader
             .join()
             .map_err(|_| anyhow::anyhow!("the dump reader thread panicked"))?;
-        Ok((s, scanned.finish()?))
+        Ok((s, scanned))
     });
-    let streamed = match streamed {
+    let (streamed, scanned) = match streamed {
         Ok(s) => s,
         Err(e) => {
             dump.kill();
@@ -251,21 +317,29 @@ async fn backup_one(
             });
         }
     };
-    let (streamed, tables) = streamed;
+    // The whole output was read: the tool's exit says more than a dump that ended early.
     let program = dump.program().to_string();
     let exit = dump.wait().await?;
-    if !exit.success() {
-        let aborted = upload.abort().await;
-        let mut msg = format!(
-            "{program} exited with code {} while dumping {db}; nothing was stored (the upload was aborted): {}",
-            exit.code(),
-            exit.dump_message()
-        );
-        if let Err(a) = aborted {
-            msg.push_str(&format!("; {a:#}"));
+    let tables = match (exit.success(), scanned.finish()) {
+        (true, Ok(tables)) => tables,
+        (ok, scan) => {
+            let aborted = upload.abort().await;
+            let mut msg = match scan {
+                Err(e) if ok => format!(
+                    "reading the dump of {db}: {e:#}; nothing was stored (the upload was aborted)"
+                ),
+                _ => format!(
+                    "{program} exited with code {} while dumping {db}; nothing was stored (the upload was aborted): {}",
+                    exit.code(),
+                    exit.dump_message()
+                ),
+            };
+            if let Err(a) = aborted {
+                msg.push_str(&format!("; {a:#}"));
+            }
+            anyhow::bail!(msg);
         }
-        anyhow::bail!(msg);
-    }
+    };
     upload.complete().await?;
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
@@ -280,13 +354,14 @@ async fn backup_one(
         server_version: server_version.to_string(),
         tool_version: tool_version.to_string(),
         tables,
+        engine: job.engine.map(str::to_string),
     };
     let s3 = aws.s3();
     let body = serde_json::to_vec_pretty(&manifest)?;
     let manifest_key = format!("{key}{MANIFEST_SUFFIX}");
     if let Err(e) = s3
         .put_object()
-        .bucket(&args.bucket)
+        .bucket(bucket)
         .key(&manifest_key)
         .content_type("application/json")
         .body(body.into())
@@ -294,15 +369,9 @@ async fn backup_one(
         .await
     {
         // Without its manifest the object is not a backup; do not leave it looking like one.
-        let _ = s3
-            .delete_object()
-            .bucket(&args.bucket)
-            .key(&key)
-            .send()
-            .await;
+        let _ = s3.delete_object().bucket(bucket).key(&key).send().await;
         anyhow::bail!(
-            "writing s3://{}/{manifest_key}: {}; the backup object was removed",
-            args.bucket,
+            "writing s3://{bucket}/{manifest_key}: {}; the backup object was removed",
             describe_error(&e)
         );
     }

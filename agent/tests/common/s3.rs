@@ -14,6 +14,32 @@ pub struct S3 {
 }
 
 impl S3 {
+    /// Every key in the bucket.
+    pub fn keys(&self) -> Vec<String> {
+        let out = self
+            .rt
+            .block_on(self.client.list_objects_v2().bucket(&self.bucket).send())
+            .unwrap();
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key.clone())
+            .collect()
+    }
+
+    /// The keys of the bucket's multipart uploads neither completed nor aborted.
+    pub fn open_uploads(&self) -> Vec<String> {
+        let out = self
+            .rt
+            .block_on(
+                self.client
+                    .list_multipart_uploads()
+                    .bucket(&self.bucket)
+                    .send(),
+            )
+            .unwrap();
+        out.uploads().iter().filter_map(|u| u.key.clone()).collect()
+    }
+
     /// A client for `moto`, with `bucket` created.
     pub fn new(moto: &Moto, bucket: &str) -> S3 {
         let http = bosun_aws::https_client();

@@ -96,6 +96,12 @@ pub struct StackConfig {
     /// which `bosun platform budget`, `plan` and `up` check against `instance_type`.
     #[serde(default)]
     pub platform: Option<PlatformConfig>,
+    /// `[registries."<host>"]`: private container registries k3s pulls from with credentials
+    /// (`docker.io`, `ghcr.io`, ...). Only the username is written here; the password (token)
+    /// is a SecureString the operator puts in SSM at [`StackConfig::registry_password_parameter`],
+    /// read on the host at boot (playbooks/registry.toml), never in the template or user-data.
+    #[serde(default)]
+    pub registries: std::collections::BTreeMap<String, RegistryConfig>,
     /// Endpoint overrides, for tests against moto and the host-in-a-box.
     #[serde(default)]
     pub endpoints: EndpointsConfig,
@@ -116,6 +122,29 @@ pub struct PlatformConfig {
     /// An explicit component list instead of (or over) the profile's.
     #[serde(default)]
     pub components: Vec<String>,
+}
+
+/// `[registries."<host>"]`: who k3s logs in as (the password is in SSM, never here).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// The registry user name (Docker Hub / GHCR account or bot).
+    pub username: String,
+    /// Read only to be refused without being quoted (a parse error would show its line).
+    #[serde(default, alias = "token", alias = "auth", alias = "identitytoken")]
+    pub password: Option<serde::de::IgnoredAny>,
+}
+
+/// What the first boot passes to playbooks/registry.toml for one registry: host, username and
+/// the SSM parameter holding its password. Names only, no credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryBoot {
+    /// The registry host as k3s keys it (`docker.io`, `ghcr.io`, `registry.example.com:5000`).
+    pub host: String,
+    /// The user name.
+    pub username: String,
+    /// The SSM parameter with the password.
+    pub password_parameter: String,
 }
 
 /// The profiles of playbooks/platform.toml.
@@ -325,16 +354,48 @@ impl StackConfig {
         format!("{}-edge", self.name)
     }
 
+    /// The SSM parameter (a SecureString the operator creates) holding the password of the
+    /// registry `host`: under /bosun/<stack>/, which the host's role may read.
+    pub fn registry_password_parameter(&self, host: &str) -> String {
+        format!("/bosun/{}/registries/{host}", self.name)
+    }
+
+    /// `[registries]` as the first boot runs playbooks/registry.toml, in host order.
+    pub fn registry_boot(&self) -> Vec<RegistryBoot> {
+        self.registries
+            .iter()
+            .map(|(host, r)| RegistryBoot {
+                host: host.clone(),
+                username: r.username.clone(),
+                password_parameter: self.registry_password_parameter(host),
+            })
+            .collect()
+    }
+
     /// The SSM parameter holding the secret CloudFront sends to the origin; created by
     /// `bosun up`, never written into a template, user-data or output.
     pub fn origin_secret_parameter(&self) -> String {
         format!("/bosun/{}/edge/origin-secret", self.name)
     }
-    /// The variables of the first boot's playbooks: `[bootstrap_vars]`, and with `[edge]` the
+    /// The variables of the first boot's playbooks: `[bootstrap_vars]`; with `[edge]` the
     /// origin secret's parameter name (edge.toml reads the value itself) and a k3s config that
-    /// keeps the bundled Traefik (unless `[bootstrap_vars]` sets `k3s_config` itself).
-    pub fn first_boot_vars(&self) -> toml::Table {
+    /// keeps the bundled Traefik (unless `[bootstrap_vars]` sets `k3s_config` itself); with
+    /// `[rds]` what database.toml needs: `db_host` and `db_secret_arn` as given (the template
+    /// passes placeholders it replaces with the database's attributes), the user names and the
+    /// region. None of them is a secret (the user-data is readable through IMDS).
+    pub fn first_boot_vars(&self, db_host: &str, db_secret_arn: &str) -> toml::Table {
         let mut vars = self.bootstrap_vars.clone();
+        if let Some(rds) = &self.rds {
+            for (k, v) in [
+                ("db_host", db_host),
+                ("db_secret_arn", db_secret_arn),
+                ("db_master_user", &rds.master_username),
+                ("db_backup_user", &rds.backup_user),
+                ("db_region", &self.region),
+            ] {
+                vars.insert(k.into(), v.into());
+            }
+        }
         if self.edge.is_some() {
             vars.insert(
                 "origin_secret_parameter".into(),
@@ -571,6 +632,16 @@ impl StackConfig {
                 p.push("[platform] names neither a profile nor components".into());
             }
         }
+        for (host, r) in &self.registries {
+            p.extend(registry_problems(host, &r.username));
+            if r.password.is_some() {
+                p.push(format!(
+                    "registries.{host:?}: a password or token never goes in stack.toml (the \
+                     template and user-data are readable); put it in SSM as a SecureString at {}",
+                    self.registry_password_parameter(host)
+                ));
+            }
+        }
         if let Some(ami) = &self.ami
             && !ami.starts_with("ami-")
         {
@@ -701,6 +772,45 @@ fn is_cidr(s: &str) -> bool {
     addr.parse::<std::net::Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 32)
 }
 
+/// What is wrong with `[registries."<host>"] username = ...` (both end up in a shell line and
+/// an SSM parameter name, so each is limited to the characters a host or an account name has).
+fn registry_problems(host: &str, username: &str) -> Vec<String> {
+    let mut p = Vec::new();
+    let (name, port) = host.split_once(':').unwrap_or((host, "1"));
+    let host_ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
+        && port.parse::<u16>().is_ok_and(|n| n > 0);
+    if !host_ok {
+        p.push(format!(
+            "registries.{host:?}: not a registry host (lower-case name, optional :port), e.g. \"ghcr.io\" or \"docker.io\""
+        ));
+    } else if name.contains(".dkr.ecr.") && name.ends_with(".amazonaws.com") {
+        p.push(format!(
+            "registries.{host:?}: ECR is not supported yet: its password is a 12-hour token \
+             (GetAuthorizationToken), which a stored SSM parameter cannot hold; see KNOWN_GAPS.md"
+        ));
+    }
+    let user_ok = !username.is_empty()
+        && username.len() <= 256
+        && username
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._@+-".contains(c));
+    if !user_ok {
+        p.push(format!(
+            "registries.{host:?}.username: use letters, digits and . _ @ + - (the password goes \
+             in SSM as a SecureString at /bosun/<stack>/registries/{host}, not here)"
+        ));
+    }
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -737,7 +847,7 @@ ssh_public_key = "key.pub"
         let c = StackConfig::parse(&text, "t").unwrap();
         assert!(c.has_edge_stack());
         assert_eq!(c.edge_stack_name(), "prod-1-edge");
-        let vars = c.first_boot_vars();
+        let vars = c.first_boot_vars("h", "s");
         assert_eq!(
             vars["origin_secret_parameter"].as_str(),
             Some("/bosun/prod-1/edge/origin-secret")
@@ -750,9 +860,19 @@ ssh_public_key = "key.pub"
             "t",
         )
         .unwrap();
-        assert!(own.first_boot_vars()["k3s_config"].get("disable").is_none());
+        assert!(
+            own.first_boot_vars("h", "s")["k3s_config"]
+                .get("disable")
+                .is_none()
+        );
         let plain = StackConfig::parse(MINIMAL, "t").unwrap();
-        assert!(plain.first_boot_vars().is_empty());
+        assert!(plain.first_boot_vars("h", "s").is_empty());
+        let rds = StackConfig::parse(&format!("{MINIMAL}[rds]\n"), "t").unwrap();
+        let vars = rds.first_boot_vars("db.example", "arn:secret");
+        assert_eq!(vars["db_host"].as_str(), Some("db.example"));
+        assert_eq!(vars["db_secret_arn"].as_str(), Some("arn:secret"));
+        assert_eq!(vars["db_backup_user"].as_str(), Some("bosun_backup"));
+        assert_eq!(vars["db_region"].as_str(), Some("eu-west-1"));
     }
 
     #[test]

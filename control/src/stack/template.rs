@@ -23,6 +23,10 @@ pub const METRICS_NAMESPACE: &str = "Bosun/Host";
 /// Placeholders in the rendered user-data, replaced by stack values through `Fn::Join`.
 const BUCKET_PLACEHOLDER: &str = "@@BOSUN_BUCKET@@";
 const ARTIFACTS_PLACEHOLDER: &str = "@@BOSUN_ARTIFACTS_URL@@";
+/// The database's host name and its master secret, for the first boot's database.toml.
+pub const DB_HOST_PLACEHOLDER: &str = "@@BOSUN_DB_HOST@@";
+/// See [`DB_HOST_PLACEHOLDER`].
+pub const DB_SECRET_PLACEHOLDER: &str = "@@BOSUN_DB_SECRET_ARN@@";
 
 /// The digests the instance's first boot fetches and verifies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -520,9 +524,11 @@ fn host(t: &mut Template, c: &StackConfig, public_key: &str, boot: &BootDigests)
         playbooks_sha256: &boot.playbooks_sha256,
         log_group: &log_group,
         metrics_namespace: METRICS_NAMESPACE,
-        bootstrap_vars: &c.first_boot_vars(),
+        bootstrap_vars: &c.first_boot_vars(DB_HOST_PLACEHOLDER, DB_SECRET_PLACEHOLDER),
         edge: c.edge.is_some(),
+        database: c.rds.is_some(),
         platform: c.platform.is_some(),
+        registries: &c.registry_boot(),
     });
     let artifacts_url = match &c.endpoints.artifacts {
         Some(base) => Expr::Join(
@@ -546,6 +552,14 @@ fn host(t: &mut Template, c: &StackConfig, public_key: &str, boot: &BootDigests)
         &user_data,
         &[
             (BUCKET_PLACEHOLDER, Expr::r#ref("Bucket")),
+            (
+                DB_HOST_PLACEHOLDER,
+                Expr::get_att("Database", "Endpoint.Address"),
+            ),
+            (
+                DB_SECRET_PLACEHOLDER,
+                Expr::get_att("Database", "MasterUserSecret.SecretArn"),
+            ),
             (ARTIFACTS_PLACEHOLDER, artifacts_url),
         ],
     );

@@ -39,8 +39,13 @@ pub struct UserDataSpec<'a> {
     pub bootstrap_vars: &'a toml::Table,
     /// `[edge]` is on: `edge.toml` runs after `bootstrap.toml`.
     pub edge: bool,
+    /// `[rds]` is on: `database.toml` runs after `bootstrap.toml` (creates the backup user).
+    pub database: bool,
     /// `[platform]` is set: `platform.toml` runs last, with the profile in the vars file.
     pub platform: bool,
+    /// `[registries]`: `registry.toml` runs once per registry before `bootstrap.toml` starts
+    /// k3s (names only: the password is read from SSM on the host).
+    pub registries: &'a [super::config::RegistryBoot],
 }
 
 /// Where the first boot writes `[bootstrap_vars]` for `bosund apply --vars-file`.
@@ -146,22 +151,41 @@ mkdir -p /etc/bosun/playbooks
 tar -xzf "$work/playbooks.tar.gz" -C /etc/bosun/playbooks
 systemctl daemon-reload
 systemctl enable --now bosund
-bosund apply /etc/bosun/playbooks/bootstrap.toml{vars}
+{registries}bosund apply /etc/bosun/playbooks/bootstrap.toml{vars}
 {edge}{platform}"#,
         base = spec.artifacts_url,
+        registries = spec
+            .registries
+            .iter()
+            .map(|r| format!(
+                "bosund apply /etc/bosun/playbooks/registry.toml --var {} --var {} --var {}\n",
+                sh_quote(&format!("registry_host={}", r.host)),
+                sh_quote(&format!("registry_username={}", r.username)),
+                sh_quote(&format!(
+                    "registry_password_parameter={}",
+                    r.password_parameter
+                )),
+            ))
+            .collect::<String>(),
         bosund = spec.bosund_sha256,
         playbooks = spec.playbooks_sha256,
-        edge = if spec.edge {
-            format!("bosund apply /etc/bosun/playbooks/edge.toml{vars}\n")
-        } else {
-            String::new()
-        },
+        edge = [("edge.toml", spec.edge), ("database.toml", spec.database)]
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(pb, _)| format!("bosund apply /etc/bosun/playbooks/{pb}{vars}\n"))
+            .collect::<String>(),
         platform = if spec.platform {
             format!("bosund apply /etc/bosun/playbooks/platform.toml{vars}\n")
         } else {
             String::new()
         },
     )
+}
+
+/// `s` as one single-quoted shell word (config validation already limits these values to
+/// host and account characters; quoting keeps that from being the only guard).
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 #[cfg(test)]
@@ -180,8 +204,28 @@ mod tests {
             metrics_namespace: "Bosun/Host",
             bootstrap_vars: Box::leak(Box::default()),
             edge: false,
+            database: false,
             platform: false,
+            registries: &[],
         }
+    }
+
+    #[test]
+    fn registries_run_before_bootstrap_with_names_only() {
+        let regs = [super::super::config::RegistryBoot {
+            host: "ghcr.io".into(),
+            username: "ci-bot".into(),
+            password_parameter: "/bosun/prod-1/registries/ghcr.io".into(),
+        }];
+        let script = first_boot_script(&UserDataSpec {
+            registries: &regs,
+            ..spec()
+        });
+        assert!(
+            script.contains("bosund apply /etc/bosun/playbooks/registry.toml --var 'registry_host=ghcr.io' --var 'registry_username=ci-bot' --var 'registry_password_parameter=/bosun/prod-1/registries/ghcr.io'\nbosund apply /etc/bosun/playbooks/bootstrap.toml\n"),
+            "{script}"
+        );
+        assert_eq!(sh_quote("a'b"), "'a'\\''b'");
     }
 
     #[test]
@@ -230,11 +274,16 @@ mod tests {
         let edge = first_boot_script(&UserDataSpec {
             bootstrap_vars: &vars,
             edge: true,
+            database: true,
             ..spec()
         });
-        assert!(edge.contains(&format!(
-            "bootstrap.toml --vars-file {BOOTSTRAP_VARS_PATH}\nbosund apply /etc/bosun/playbooks/edge.toml --vars-file {BOOTSTRAP_VARS_PATH}\n"
-        )));
+        let at = |pb: &str| {
+            edge.find(&format!(
+                "bosund apply /etc/bosun/playbooks/{pb} --vars-file {BOOTSTRAP_VARS_PATH}\n"
+            ))
+            .unwrap_or_else(|| panic!("{pb} is run:\n{edge}"))
+        };
+        assert!(at("bootstrap.toml") < at("edge.toml") && at("edge.toml") < at("database.toml"));
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod line_in_file;
 pub mod mysql_backup;
 pub mod mysql_user;
 pub mod package;
+pub mod postgres_backup;
 pub mod rds_snapshot;
 pub mod s3_sync;
 pub mod service;
@@ -221,6 +222,7 @@ actions! {
     k3s_upgrade => K3sUpgrade(k3s_upgrade::K3sUpgradeArgs),
     mysql_backup => MysqlBackup(mysql_backup::MysqlBackupArgs),
     mysql_user => MysqlUser(mysql_user::MysqlUserArgs),
+    postgres_backup => PostgresBackup(postgres_backup::PostgresBackupArgs),
     backup_verify => BackupVerify(backup_verify::BackupVerifyArgs),
     backup_prune => BackupPrune(backup_prune::BackupPruneArgs),
     rds_snapshot => RdsSnapshot(rds_snapshot::RdsSnapshotArgs),

@@ -166,6 +166,41 @@ pub fn connection_problems(
     problems
 }
 
+/// What `mysql_backup` and `postgres_backup` check alike: the zstd level, that there are
+/// databases and a bucket, the key template, and `max_size` against the part plan.
+pub fn dump_problems(
+    level: &Number,
+    databases: &[String],
+    bucket: &str,
+    key: &str,
+    max_size: &str,
+) -> Vec<String> {
+    let mut problems: Vec<String> = level.problem("compression_level").into_iter().collect();
+    if let Ok(level) = level.value("compression_level")
+        && !(1..=19).contains(&level)
+    {
+        problems.push(format!("`compression_level` must be 1 to 19, got {level}"));
+    }
+    if databases.is_empty() {
+        problems.push("`databases` is empty: name at least one database to back up".into());
+    }
+    if bucket.is_empty() {
+        problems.push("`bucket` is empty".into());
+    }
+    if !is_templated(key)
+        && let Err(e) = render_key(key, "db", Utc::now())
+    {
+        problems.push(e);
+    }
+    if !is_templated(max_size) {
+        match parse_size(max_size) {
+            Ok(n) => problems.extend(plan_parts(n, MEMORY_BUDGET).err()),
+            Err(e) => problems.push(format!("`max_size`: {e}")),
+        }
+    }
+    problems
+}
+
 impl ActionArgs for MysqlBackupArgs {
     fn validate(&self) -> Vec<String> {
         let mut problems = connection_problems(
@@ -174,29 +209,13 @@ impl ActionArgs for MysqlBackupArgs {
             self.auth,
             self.ssl_ca.as_deref(),
         );
-        problems.extend(self.compression_level.problem("compression_level"));
-        if let Ok(level) = self.compression_level.value("compression_level")
-            && !(1..=19).contains(&level)
-        {
-            problems.push(format!("`compression_level` must be 1 to 19, got {level}"));
-        }
-        if self.databases.is_empty() {
-            problems.push("`databases` is empty: name at least one database to back up".into());
-        }
-        if self.bucket.is_empty() {
-            problems.push("`bucket` is empty".into());
-        }
-        if !is_templated(&self.key)
-            && let Err(e) = render_key(&self.key, "db", Utc::now())
-        {
-            problems.push(e);
-        }
-        if !is_templated(&self.max_size) {
-            match parse_size(&self.max_size) {
-                Ok(n) => problems.extend(plan_parts(n, MEMORY_BUDGET).err()),
-                Err(e) => problems.push(format!("`max_size`: {e}")),
-            }
-        }
+        problems.extend(dump_problems(
+            &self.compression_level,
+            &self.databases,
+            &self.bucket,
+            &self.key,
+            &self.max_size,
+        ));
         problems
     }
 }
