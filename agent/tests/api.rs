@@ -581,6 +581,23 @@ async fn a_scoped_token_runs_only_its_playbook_and_its_values_stay_data() {
     let (status, answer) = call(Method::POST, &format!("/v1/runs/{id}/cancel"), None, full).await;
     assert_eq!(status, StatusCode::CONFLICT, "{answer}");
     assert!(!marker.exists());
+    // What the refusal prevents: the same hostile value through the full token (which may
+    // run anything) reaches hook.toml's shell line and runs.
+    let (status, body) = call(
+        Method::POST,
+        "/v1/runs",
+        Some(json!({"playbook": "hook", "vars": {"name": format!("web; touch {m}")}})),
+        full,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    agent
+        .wait_status(body["id"].as_str().unwrap(), &["ok", "failed"])
+        .await;
+    assert!(
+        marker.exists(),
+        "the hook's shell line is a real injection path"
+    );
     let log = agent.log_text();
     assert!(log.contains("refused a scoped token's run"), "{log}");
     assert!(!log.contains(scoped) && !log.contains(full), "{log}");
