@@ -106,18 +106,20 @@ impl Fixture {
     }
 }
 
-/// `bosund history --output json` of the journal in `state`.
+/// `bosund history --output json` of the journal in `state`, as an array.
 fn recent_runs(state: &Path) -> Value {
     let history = Command::new(bosund())
         .args(["history", "--output", "json", "--state-dir"])
         .arg(state)
         .output()
         .unwrap();
-    // JSON Lines: a run per line.
-    String::from_utf8_lossy(&history.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .collect()
+    // JSON Lines: one run per line, newest first.
+    Value::Array(
+        String::from_utf8_lossy(&history.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+    )
 }
 
 fn json_lines(out: &Output) -> Vec<Value> {
