@@ -581,8 +581,8 @@ fn not_found(id: &str) -> Failure {
 
 /// Follow a run's events (Server-Sent Events). Each `data` is one `RunEvent` as JSON, the same
 /// as a line of `bosund apply --output json`; `id` is the event's index (send `Last-Event-ID`
-/// to resume). The stream replays the run from its start, then follows it live, and ends after
-/// the `summary` event.
+/// to resume). The stream replays the run from its start, then follows it live, and ends when
+/// the run has ended (its last event is the `summary`); the run's outcome is then recorded.
 #[utoipa::path(get, path = "/v1/runs/{id}/events", params(("id" = String, Path, description = "Run id")),
     responses(
         (status = 200, description = "text/event-stream of RunEvent JSON objects", content_type = "text/event-stream", body = String),
@@ -611,17 +611,15 @@ async fn run_events(
         id,
         next: from,
         pending: VecDeque::new(),
-        done: false,
     };
+    // The stream ends when the run has ended, not at its summary event: the summary is sent
+    // before the run's outcome is recorded, and a client that reads the run right after the
+    // stream closed must find it finished.
     let events = stream::unfold(follow, |mut f| async move {
         loop {
-            if f.done {
-                return None;
-            }
             if let Some(event) = f.pending.pop_front() {
                 let index = f.next;
                 f.next += 1;
-                f.done = matches!(event, RunEvent::Summary(_));
                 let sse = Event::default()
                     .id(index.to_string())
                     .json_data(&event)
@@ -655,8 +653,6 @@ struct Follow {
     next: usize,
     /// Fetched, not yet sent.
     pending: VecDeque<RunEvent>,
-    /// The summary was sent.
-    done: bool,
 }
 
 /// Cancel a run: a queued one never starts; the running one's step is stopped (its processes
