@@ -174,8 +174,13 @@ impl Journal {
         let path = state_dir.join("journal.db");
         let conn = Connection::open(&path)
             .with_context(|| format!("opening journal {}", path.display()))?;
+        // The busy timeout first: switching to WAL takes a lock, and another connection
+        // opening the journal at the same moment (the runner and the scheduler at start) must
+        // make this one wait, not fail with "database is locked".
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .context("configuring the journal")?;
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
         )
         .context("configuring the journal")?;
         migrate(&conn).with_context(|| format!("migrating journal {}", path.display()))?;
