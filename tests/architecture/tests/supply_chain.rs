@@ -1,7 +1,8 @@
 //! The dependency tree under cargo-deny (`deny.toml`): licences on the allow list, a second
 //! version of a crate only with its reason, crates.io as the only source, and every crate
-//! checked against the RustSec advisory database: the offline snapshot in
-//! `../shared/advisory-db` (`BOSUN_ADVISORY_DB` to point elsewhere), never fetched.
+//! checked against the RustSec advisory database: the offline snapshot kept in the repository
+//! as `tests/architecture/advisory-db.tar.zst` (a copy of `../shared/advisory-db`, so a fresh
+//! clone on its own has it; `BOSUN_ADVISORY_DB` names a newer unpacked one), never fetched.
 //!
 //! cargo-deny is installed by `scripts/test` (a prebuilt binary from a Python wheel, in its own
 //! venv; `BOSUN_TEST_CARGO_DENY` names another binary). docs/SUPPLY-CHAIN.md says why each
@@ -52,17 +53,35 @@ fn copy_tree(from: &Path, to: &Path) {
 
 /// The snapshot as the git repository cargo-deny opens, in a fresh directory.
 fn advisory_dbs(scratch: &Path) -> PathBuf {
-    let snapshot = std::env::var_os("BOSUN_ADVISORY_DB")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("../shared/advisory-db"));
-    assert!(
-        snapshot.join("crates").is_dir(),
-        "no RustSec snapshot at {} (its crates/ directory): set BOSUN_ADVISORY_DB",
-        snapshot.display()
-    );
     let dbs = scratch.join("advisory-dbs");
     let repo = dbs.join(DB_DIR);
-    copy_tree(&snapshot, &repo);
+    match std::env::var_os("BOSUN_ADVISORY_DB").map(PathBuf::from) {
+        Some(snapshot) => {
+            assert!(
+                snapshot.join("crates").is_dir(),
+                "no RustSec snapshot at {} (its crates/ directory) named by BOSUN_ADVISORY_DB",
+                snapshot.display()
+            );
+            copy_tree(&snapshot, &repo);
+        }
+        None => {
+            let archive = workspace().join("tests/architecture/advisory-db.tar.zst");
+            std::fs::create_dir_all(&repo).unwrap();
+            let out = Command::new("tar")
+                .arg("--zstd")
+                .arg("-xf")
+                .arg(&archive)
+                .arg("-C")
+                .arg(&repo)
+                .output()
+                .expect("running tar (scripts/test installs zstd for --zstd)");
+            assert!(
+                out.status.success() && repo.join("crates").is_dir(),
+                "unpacking {}: {out:?}",
+                archive.display()
+            );
+        }
+    }
     let git = |args: &[&str]| {
         let out = Command::new("git")
             .arg("-C")
