@@ -172,11 +172,15 @@ impl Journal {
     pub fn open(state_dir: &Path) -> anyhow::Result<Self> {
         create_private_dir(state_dir)?;
         let path = state_dir.join("journal.db");
+        // bosund opens the journal from several tasks at start (the runner, the scheduler).
+        // Switching a new file to WAL upgrades a shared lock to an exclusive one, and SQLite
+        // answers two connections doing that at once with "database is locked" at once, without
+        // its busy handler (waiting could deadlock). Opening one at a time within the process
+        // avoids that; the busy timeout covers other processes (`bosund apply`, `history`).
+        static OPENING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = OPENING.lock().unwrap_or_else(|e| e.into_inner());
         let conn = Connection::open(&path)
             .with_context(|| format!("opening journal {}", path.display()))?;
-        // The busy timeout first: switching to WAL takes a lock, and another connection
-        // opening the journal at the same moment (the runner and the scheduler at start) must
-        // make this one wait, not fail with "database is locked".
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .context("configuring the journal")?;
         conn.execute_batch(
