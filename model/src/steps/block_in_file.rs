@@ -18,11 +18,11 @@
 //! searched across the whole file); `backup`, `validate`, `append_newline` and
 //! `prepend_newline` are not offered.
 
-use regex::Regex;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::ActionArgs;
+use super::line_in_file::insert_position_problems;
 use crate::jinja::is_templated;
 
 /// The default `marker`.
@@ -85,23 +85,10 @@ fn default_end() -> String {
 impl ActionArgs for BlockInFileArgs {
     fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if self.insert_after.is_some() && self.insert_before.is_some() {
-            problems.push("give `insert_after` or `insert_before`, not both".into());
-        }
-        for (key, value, keyword) in [
-            ("insert_after", &self.insert_after, "EOF"),
-            ("insert_before", &self.insert_before, "BOF"),
-        ] {
-            if let Some(r) = value
-                .as_deref()
-                .filter(|r| *r != keyword && !is_templated(r))
-                && let Err(e) = Regex::new(r)
-            {
-                problems.push(format!(
-                    "`{key}` is neither {keyword} nor a valid regular expression: {e}"
-                ));
-            }
-        }
+        problems.extend(insert_position_problems(
+            &self.insert_after,
+            &self.insert_before,
+        ));
         if !is_templated(&self.marker) && !self.marker.contains("{mark}") {
             problems.push(
                 "`marker` must contain `{mark}`: the begin and end markers must differ".into(),

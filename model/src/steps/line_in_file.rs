@@ -83,6 +83,34 @@ pub enum LineState {
     Absent,
 }
 
+/// What is wrong with an `insert_after` / `insert_before` pair (Ansible's meaning: a regular
+/// expression, or `EOF` / `BOF`): both given, or one that is neither its keyword nor a valid
+/// regular expression. Shared with `block_in_file`.
+pub(crate) fn insert_position_problems(
+    insert_after: &Option<String>,
+    insert_before: &Option<String>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if insert_after.is_some() && insert_before.is_some() {
+        problems.push("give `insert_after` or `insert_before`, not both".into());
+    }
+    for (key, value, keyword) in [
+        ("insert_after", insert_after, "EOF"),
+        ("insert_before", insert_before, "BOF"),
+    ] {
+        if let Some(r) = value
+            .as_deref()
+            .filter(|r| *r != keyword && !is_templated(r))
+            && let Err(e) = Regex::new(r)
+        {
+            problems.push(format!(
+                "`{key}` is neither {keyword} nor a valid regular expression: {e}"
+            ));
+        }
+    }
+    problems
+}
+
 impl ActionArgs for LineInFileArgs {
     fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -103,22 +131,14 @@ impl ActionArgs for LineInFileArgs {
         {
             problems.push(format!("`regexp` is not a valid regular expression: {e}"));
         }
-        if self.insert_after.is_some() && self.insert_before.is_some() {
-            problems.push("give `insert_after` or `insert_before`, not both".into());
-        }
-        for (key, value, keyword) in [
-            ("insert_after", &self.insert_after, "EOF"),
-            ("insert_before", &self.insert_before, "BOF"),
+        problems.extend(insert_position_problems(
+            &self.insert_after,
+            &self.insert_before,
+        ));
+        for (key, value) in [
+            ("insert_after", &self.insert_after),
+            ("insert_before", &self.insert_before),
         ] {
-            if let Some(r) = value
-                .as_deref()
-                .filter(|r| *r != keyword && !is_templated(r))
-                && let Err(e) = Regex::new(r)
-            {
-                problems.push(format!(
-                    "`{key}` is neither {keyword} nor a valid regular expression: {e}"
-                ));
-            }
             if value.is_some() && self.state == LineState::Absent {
                 problems.push(format!("`{key}` means nothing with `state = \"absent\"`"));
             }
