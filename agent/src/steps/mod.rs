@@ -28,6 +28,7 @@ mod content;
 mod copy;
 mod docker_install;
 mod file;
+mod get_url;
 mod helm_install;
 mod helm_release;
 mod k3s;
@@ -49,6 +50,7 @@ mod s3_sync;
 mod service;
 mod swap;
 mod template;
+mod unarchive;
 
 /// What a step kind may look at while it runs.
 pub struct StepContext<'a> {
@@ -181,6 +183,8 @@ pub async fn run(action: &Action, ctx: &StepContext<'_>) -> anyhow::Result<Outco
         Action::Template(a) => run_kind(a, ctx).await,
         Action::LineInFile(a) => run_kind(a, ctx).await,
         Action::BlockInFile(a) => run_kind(a, ctx).await,
+        Action::GetUrl(a) => run_kind(a, ctx).await,
+        Action::Unarchive(a) => run_kind(a, ctx).await,
         Action::Command(a) => run_kind(a, ctx).await,
         Action::Package(a) => run_kind(a, ctx).await,
         Action::Service(a) => run_kind(a, ctx).await,

@@ -20,6 +20,7 @@ pub mod common;
 pub mod copy;
 pub mod docker_install;
 pub mod file;
+pub mod get_url;
 pub mod helm_install;
 pub mod helm_release;
 pub mod k3s;
@@ -35,6 +36,7 @@ pub mod s3_sync;
 pub mod service;
 pub mod swap;
 pub mod template;
+pub mod unarchive;
 
 /// What every arguments struct provides besides its serde and schema derives.
 pub trait ActionArgs: Serialize + DeserializeOwned + JsonSchema {
@@ -59,6 +61,8 @@ pub enum LocalFileRole {
     CopySource,
     /// An entry of `helm_release.values_files`: YAML values.
     ValuesFile,
+    /// `unarchive.src` when it is a file: an archive unpacked on the host.
+    ArchiveSource,
 }
 
 impl LocalFileRole {
@@ -68,6 +72,7 @@ impl LocalFileRole {
             LocalFileRole::TemplateSource => "`template` src",
             LocalFileRole::CopySource => "`copy` src",
             LocalFileRole::ValuesFile => "`helm_release` values file",
+            LocalFileRole::ArchiveSource => "`unarchive` src",
         }
     }
 }
@@ -211,6 +216,8 @@ actions! {
     template => Template(template::TemplateArgs),
     line_in_file => LineInFile(line_in_file::LineInFileArgs),
     block_in_file => BlockInFile(block_in_file::BlockInFileArgs),
+    get_url => GetUrl(get_url::GetUrlArgs),
+    unarchive => Unarchive(unarchive::UnarchiveArgs),
     command => Command(command::CommandArgs),
     package => Package(package::PackageArgs),
     service => Service(service::ServiceArgs),
