@@ -68,10 +68,10 @@ pub struct GetUrlArgs {
 impl GetUrlArgs {
     /// The `timeout`, or the default.
     pub fn timeout(&self) -> std::time::Duration {
-        self.timeout.map_or(
-            std::time::Duration::from_secs(DEFAULT_TIMEOUT_SECS),
-            |d| d.0,
-        )
+        self.timeout
+            .map_or(std::time::Duration::from_secs(DEFAULT_TIMEOUT_SECS), |d| {
+                d.0
+            })
     }
 }
 
@@ -151,9 +151,7 @@ pub fn url_problem(key: &str, url: &str) -> Option<String> {
     match rest {
         Some(r) if !r.is_empty() && !r.starts_with('/') => None,
         Some(_) => Some(format!("`{key}` {url:?} has no host")),
-        None => Some(format!(
-            "`{key}` {url:?} is not an http:// or https:// URL"
-        )),
+        None => Some(format!("`{key}` {url:?} is not an http:// or https:// URL")),
     }
 }
 
@@ -163,7 +161,9 @@ fn header_problems(headers: &BTreeMap<String, String>) -> Vec<String> {
         .iter()
         .filter_map(|(name, value)| {
             if name.is_empty() || !name.chars().all(token) {
-                Some(format!("`headers` name {name:?} is not a valid HTTP header name"))
+                Some(format!(
+                    "`headers` name {name:?} is not a valid HTTP header name"
+                ))
             } else if value.contains(['\r', '\n']) {
                 Some(format!("`headers` value of {name} holds a line break"))
             } else {
@@ -197,7 +197,11 @@ mod tests {
     fn urls_need_http_and_a_host() {
         assert_eq!(url_problem("url", "https://h/x"), None);
         assert_eq!(url_problem("url", "{{ u }}"), None);
-        assert!(url_problem("url", "ftp://h/x").unwrap().contains("not an http"));
+        assert!(
+            url_problem("url", "ftp://h/x")
+                .unwrap()
+                .contains("not an http")
+        );
         assert!(url_problem("url", "http:///x").unwrap().contains("no host"));
     }
 }

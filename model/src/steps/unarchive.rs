@@ -79,7 +79,11 @@ pub enum ArchiveFormat {
 impl ArchiveFormat {
     /// The format a file name (or a URL's path) says, if any.
     pub fn from_name(name: &str) -> Option<ArchiveFormat> {
-        let name = name.split(['?', '#']).next().unwrap_or(name).to_ascii_lowercase();
+        let name = name
+            .split(['?', '#'])
+            .next()
+            .unwrap_or(name)
+            .to_ascii_lowercase();
         [
             (".tar.gz", ArchiveFormat::TarGz),
             (".tgz", ArchiveFormat::TarGz),
@@ -143,7 +147,10 @@ mod tests {
 
     #[test]
     fn formats_come_from_the_name() {
-        assert_eq!(ArchiveFormat::from_name("a.TGZ"), Some(ArchiveFormat::TarGz));
+        assert_eq!(
+            ArchiveFormat::from_name("a.TGZ"),
+            Some(ArchiveFormat::TarGz)
+        );
         assert_eq!(
             ArchiveFormat::from_name("https://h/a.tar.zst?x=1"),
             Some(ArchiveFormat::TarZst)
