@@ -29,11 +29,8 @@ mod content;
 mod copy;
 mod docker_install;
 mod file;
-<<<<<<< HEAD
 mod get_url;
-=======
 mod group;
->>>>>>> main
 mod helm_install;
 mod helm_release;
 mod hostname;
@@ -58,12 +55,9 @@ mod service;
 mod swap;
 mod sysctl;
 mod template;
-<<<<<<< HEAD
-mod unarchive;
-=======
 mod timezone;
+mod unarchive;
 mod user;
->>>>>>> main
 
 /// What a step kind may look at while it runs.
 pub struct StepContext<'a> {
