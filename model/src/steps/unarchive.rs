@@ -25,7 +25,10 @@
 //! the ids recorded in the archive (GNU tar as root restores those: a tarball from elsewhere
 //! would give its files to whichever local user has that id); `src` relative is the playbook's
 //! file and absolute is the host's (no `remote_src`); `checksum` for a URL; no `exclude`,
-//! `include`, `list_files`, `extra_opts`, `keep_newer`; modification times are not compared.
+//! `include`, `list_files`, `extra_opts`, `keep_newer`; modification times are not compared
+//! (Ansible's `tar --diff` unpacks again when only they differ); a zip's directory modes are
+//! applied to existing directories too (unzip leaves them, and Ansible then reports a change on
+//! every run); set-id bits in a zip are dropped, as unzip does.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
