@@ -152,6 +152,11 @@ struct ApplyArgs {
     /// the state dir, run from there, and removed when the run ends.
     #[arg(long)]
     bundle: bool,
+    /// With --bundle: the bundle's SHA-256. A bundle cached under the state dir with this
+    /// digest is used and stdin is not read; on a miss stdin is stored in the cache, and when
+    /// stdin is empty bosund exits 87 having run nothing (send the bundle).
+    #[arg(long, value_name = "SHA256", requires = "bundle")]
+    bundle_digest: Option<String>,
 }
 
 #[derive(Args)]
@@ -309,10 +314,26 @@ fn apply(args: ApplyArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
         if args.playbook != "-" || args.base.base_dir.is_some() {
             anyhow::bail!("--bundle reads the bundle from stdin: give `-` and no --base-dir");
         }
-        Some(bosun_agent::host::bundle::unpack(
-            std::io::stdin().lock(),
-            &state_dir.join("bundles"),
-        )?)
+        let bundles = state_dir.join("bundles");
+        match &args.bundle_digest {
+            None => Some(bosun_agent::host::bundle::unpack(
+                std::io::stdin().lock(),
+                &bundles,
+            )?),
+            Some(digest) => {
+                use bosun_agent::host::bundle;
+                let file = match bundle::cached(&bundles, digest)? {
+                    Some(file) => file,
+                    None => match bundle::store(std::io::stdin().lock(), &bundles, digest)? {
+                        Some(file) => file,
+                        None => return Ok(ExitCode::from(bundle::NEED_BUNDLE)),
+                    },
+                };
+                let reader = std::fs::File::open(&file)
+                    .with_context(|| format!("opening {}", file.display()))?;
+                Some(bundle::unpack(std::io::BufReader::new(reader), &bundles)?)
+            }
+        }
     } else {
         None
     };

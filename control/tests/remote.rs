@@ -1138,9 +1138,34 @@ loop = ["ann", "bob"]
             )
         })
         .collect();
-    // Nothing of the bundle is left on the host.
-    let bundles: Vec<_> = std::fs::read_dir(state.join("bundles")).unwrap().collect();
-    assert!(bundles.is_empty(), "{bundles:?}");
+    // Nothing of the bundle's private directory is left on the host; the bundle itself is
+    // cached there by digest, so an unchanged bundle is not sent again.
+    let sent = |out: &std::process::Output| {
+        json_lines(out)
+            .iter()
+            .any(|v| v["event"] == "host_note" && v["message"].as_str().is_some_and(|m| m.contains("bundle not cached")))
+    };
+    let cached = || {
+        let mut names: Vec<String> = std::fs::read_dir(state.join("bundles"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["cache"], "a bundle directory was left behind");
+        std::fs::read_dir(state.join("bundles/cache")).unwrap().count()
+    };
+    assert!(sent(&out), "the first run sends the bundle");
+    assert_eq!(cached(), 1);
+    let again = run("proj/site/site.toml", &f.w("remote-out"));
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert!(!sent(&again), "an unchanged bundle is sent again");
+    assert!(
+        json_lines(&again)
+            .iter()
+            .any(|v| v["event"] == "step_finished" && v["name"] == "users [bob]"),
+        "the cached bundle ran"
+    );
+    assert_eq!(cached(), 1);
 
     let local = Command::new(bosund())
         .args(["apply", "proj/site/site.toml", "--output", "json", "--var"])
@@ -1175,6 +1200,21 @@ loop = ["ann", "bob"]
             std::fs::read(f.w("local-out").join(name)).unwrap()
         );
     }
+
+    // A changed file makes another bundle, sent once.
+    std::fs::write(
+        f.w("proj/roles/templates/user.j2"),
+        "{{ greeting }}, {{ item }}\n",
+    )
+    .unwrap();
+    let changed = run("proj/site/site.toml", &f.w("remote-out"));
+    assert_eq!(changed.status.code(), Some(0), "{}", stderr(&changed));
+    assert!(sent(&changed));
+    assert_eq!(cached(), 2);
+    assert_eq!(
+        std::fs::read_to_string(f.w("remote-out/bob.txt")).unwrap(),
+        "hi, bob\n"
+    );
 
     // A missing included file: refused on the laptop, the host never contacted.
     std::fs::remove_file(f.w("proj/roles/base.toml")).unwrap();

@@ -4,6 +4,12 @@
 //!
 //! The stream is untrusted input: only regular files and directories are taken, every path
 //! must be relative without `..`, and the whole is capped ([`MAX_BYTES`], [`MAX_ENTRIES`]).
+//!
+//! Bundles are cached on the host by content ([`cached`], [`store`]): `<state>/bundles/cache/
+//! <sha256>.tar` (0700 directory), verified against its name on every use (a file that does not
+//! match is removed), the [`CACHE_KEEP`] most recently used kept. `bosun run` first asks for the
+//! bundle by digest with nothing on stdin; bosund exits [`NEED_BUNDLE`] on a miss and is run
+//! again with the bytes, so an unchanged bundle is sent once per host.
 
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
@@ -17,6 +23,106 @@ pub const MANIFEST: &str = "bosun-bundle.json";
 pub const MAX_BYTES: u64 = 64 << 20;
 /// Most entries accepted.
 pub const MAX_ENTRIES: usize = 10_000;
+
+/// Exit code of `bosund apply --bundle --bundle-digest D` when the cache has no bundle `D`
+/// and none came on stdin: nothing ran; send it.
+pub const NEED_BUNDLE: u8 = 87;
+/// How many cached bundles are kept.
+pub const CACHE_KEEP: usize = 16;
+
+/// The cache directory under the bundles directory.
+fn cache_dir(parent: &Path) -> PathBuf {
+    parent.join("cache")
+}
+
+fn check_digest(digest: &str) -> anyhow::Result<()> {
+    if digest.len() != 64 || !digest.chars().all(|c| c.is_ascii_hexdigit()) {
+        bail!("--bundle-digest {digest:?} is not a SHA-256 (64 hex digits)");
+    }
+    Ok(())
+}
+
+/// The cached bundle named `digest` under `parent` when it is there and its bytes still
+/// have that digest (its time is touched, for pruning); a file that does not match is removed.
+pub fn cached(parent: &Path, digest: &str) -> anyhow::Result<Option<PathBuf>> {
+    check_digest(digest)?;
+    let path = cache_dir(parent).join(format!("{digest}.tar"));
+    match super::download::sha256_file(&path)? {
+        None => Ok(None),
+        Some(d) if d.eq_ignore_ascii_case(digest) => {
+            // Last use, for pruning; a failure only makes it older.
+            let _ = std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            Ok(Some(path))
+        }
+        Some(_) => {
+            super::fs::remove(&path, false)
+                .with_context(|| format!("removing the damaged {}", path.display()))?;
+            Ok(None)
+        }
+    }
+}
+
+/// Stores the bundle read from `from` (which must have the SHA-256 `digest`) in the cache and
+/// returns its path; `None` when `from` is empty (the caller sent nothing: exit
+/// [`NEED_BUNDLE`]). Prunes the cache to [`CACHE_KEEP`] bundles.
+pub fn store(mut from: impl Read, parent: &Path, digest: &str) -> anyhow::Result<Option<PathBuf>> {
+    use sha2::Digest;
+    use std::io::Write;
+    check_digest(digest)?;
+    let dir = cache_dir(parent);
+    super::fs::create_dir_all(&dir)
+        .and_then(|()| super::fs::set_mode(parent, 0o700))
+        .and_then(|()| super::fs::set_mode(&dir, 0o700))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".incoming-")
+        .tempfile_in(&dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut total = 0u64;
+    loop {
+        let n = from.read(&mut buf).context("reading the bundle")?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > MAX_BYTES + (1 << 20) {
+            bail!("the bundle is larger than {} MiB", MAX_BYTES >> 20);
+        }
+        hasher.update(&buf[..n]);
+        tmp.write_all(&buf[..n]).context("writing the bundle")?;
+    }
+    if total == 0 {
+        return Ok(None);
+    }
+    let got = hex::encode(hasher.finalize());
+    if !got.eq_ignore_ascii_case(digest) {
+        bail!("the bundle received has sha256 {got}, not {digest}: it was not stored");
+    }
+    let path = dir.join(format!("{}.tar", digest.to_ascii_lowercase()));
+    super::fs::install_temp(tmp, &path, 0o600, &super::fs::Attrs::default())?;
+    prune(&dir, CACHE_KEEP)?;
+    Ok(Some(path))
+}
+
+/// Removes all but the `keep` most recently used bundles of the cache `dir`.
+fn prune(dir: &Path, keep: usize) -> anyhow::Result<()> {
+    let mut entries: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tar"))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    entries.sort_by(|a, b| b.0.cmp(&a.0));
+    for (_, path) in entries.into_iter().skip(keep) {
+        super::fs::remove(&path, false).with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(())
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

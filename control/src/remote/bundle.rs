@@ -18,6 +18,10 @@ use sha2::{Digest, Sha256};
 /// The manifest's name inside the bundle (as bosund reads it).
 const MANIFEST: &str = "bosun-bundle.json";
 
+/// Exit code of `bosund apply --bundle --bundle-digest D` when the host has no cached bundle
+/// `D` and none came on stdin (bosund's `host::bundle::NEED_BUNDLE`): nothing ran; send it.
+pub const NEED_BUNDLE: u32 = 87;
+
 /// A built bundle.
 pub struct Bundle {
     /// The tar stream.

@@ -117,8 +117,9 @@ fn find_playbook(arg: &str) -> Result<PathBuf> {
 /// What every host's job shares.
 struct Job {
     playbook: String,
-    /// What `--via ssh` sends on bosund's stdin: the playbook, its includes and its files.
-    bundle: Option<Vec<u8>>,
+    /// What `--via ssh` sends on bosund's stdin: the playbook, its includes and its files
+    /// (only to a host that does not have it cached, see `agent::host::bundle`).
+    bundle: Option<bundle::Bundle>,
     check: bool,
     /// `--tags` and `--skip-tags`.
     tags: Tags,
@@ -263,7 +264,7 @@ pub fn run(args: RunArgs, json: bool) -> Result<ExitCode> {
                     b.bytes.len()
                 );
             }
-            Some(b.bytes)
+            Some(b)
         }
         _ => None,
     };
@@ -434,14 +435,18 @@ async fn apply_on(
         "\"$p\"",
         t.state_dir.as_deref(),
         job.check,
-        job.bundle.is_some(),
+        job.bundle.as_ref().map(|b| b.sha256.as_str()),
         &job.tags,
         &t.vars,
     );
     let script = bosund::run_script(t.bosund_path.as_deref(), local, &command);
     let mut summary: Option<Summary> = None;
     let mut out = None;
-    for attempt in 0..2 {
+    // First ask for the bundle by digest with nothing on stdin; a host without it in its
+    // cache answers NEED_BUNDLE and gets the bytes on the next attempt.
+    let mut send_bundle = false;
+    let mut installs = 0;
+    for _ in 0..4 {
         if *job.cancel.borrow() {
             bail!("cancelled (interrupted) before bosund started");
         }
@@ -461,18 +466,28 @@ async fn apply_on(
             .exec_lines(
                 &script,
                 Some(match &job.bundle {
-                    Some(b) => Box::new(&b[..]),
+                    Some(b) if send_bundle => Box::new(&b.bytes[..]),
+                    Some(_) => Box::new(&[][..]),
                     None => Box::new(job.playbook.as_bytes()),
                 }),
                 &mut on_line,
                 Some(job.cancel.clone()),
             )
             .await?;
-        if o.code != Some(bosund::NEED_INSTALL) || o.cancelled || !o.stdout.is_empty() {
+        let untouched = !o.cancelled && o.stdout.is_empty();
+        if untouched && o.code == Some(bundle::NEED_BUNDLE) && job.bundle.is_some() && !send_bundle
+        {
+            send_bundle = true;
+            job.reporter
+                .note(&t.name, "bundle not cached on the host: sending it");
+            continue;
+        }
+        if o.code != Some(bosund::NEED_INSTALL) || !untouched {
             out = Some(o);
             break;
         }
-        if attempt == 1 {
+        installs += 1;
+        if installs == 2 {
             bail!(
                 "bosund {} was installed but the host still does not run it: {}",
                 &local.sha256[..12],
@@ -644,7 +659,7 @@ fn apply_command(
     bosund: &str,
     state_dir: Option<&str>,
     check: bool,
-    bundle: bool,
+    bundle_digest: Option<&str>,
     tags: &Tags,
     vars: &Map<String, Value>,
 ) -> String {
@@ -656,8 +671,8 @@ fn apply_command(
     if check {
         cmd.push_str(" --check");
     }
-    if bundle {
-        cmd.push_str(" --bundle");
+    if let Some(digest) = bundle_digest {
+        cmd.push_str(&format!(" --bundle --bundle-digest {digest}"));
     }
     for (flag, list) in [("--tags", &tags.only), ("--skip-tags", &tags.skip)] {
         if !list.is_empty() {
@@ -694,14 +709,14 @@ mod tests {
             "/usr/local/bin/bosund",
             Some("/tmp/s d"),
             true,
-            true,
+            Some("d1g"),
             &tags,
             &vars,
         );
         assert!(c.contains("trap 'exit 143' TERM"), "{c}");
-        assert!(c.contains("/usr/local/bin/bosund --state-dir '/tmp/s d' apply - --output json --check --bundle --tags web,db --vars-file"), "{c}");
+        assert!(c.contains("/usr/local/bin/bosund --state-dir '/tmp/s d' apply - --output json --check --bundle --bundle-digest d1g --tags web,db --vars-file"), "{c}");
         assert!(c.contains(r#"'{"secret":"it'\''s s3cret"}'"#), "{c}");
-        let c = apply_command("/b", None, false, false, &Tags::default(), &Map::new());
+        let c = apply_command("/b", None, false, None, &Tags::default(), &Map::new());
         assert_eq!(c, "exec /b apply - --output json");
     }
 
