@@ -212,7 +212,7 @@ impl K3sNode {
             .unwrap_or_default();
         K3sNode {
             role,
-            name: super::k3s_install::node_name(None, flag.as_deref(), &config, &env),
+            name: k3s_unit::node_name(None, flag.as_deref(), &config, &env, hostname),
         }
     }
 }

@@ -376,11 +376,12 @@ impl StepKind for K3sInstallArgs {
         }
         let node = K3sNode {
             role,
-            name: node_name(
+            name: k3s_unit::node_name(
                 self.node_name.as_deref(),
                 wanted.node_flag.as_deref(),
                 &config_table,
                 &wanted.env_entries,
+                k3s::hostname,
             ),
         };
 
@@ -504,31 +505,6 @@ impl StepKind for K3sInstallArgs {
             ..Outcome::default()
         })
     }
-}
-
-/// The name k3s gives the node: `node_name`, else (as k3s resolves its settings) a
-/// `--node-name` flag on the command line, `node-name` in config.yaml, `K3S_NODE_NAME` in the
-/// environment, and last the host name, lowercased.
-pub(crate) fn node_name(
-    explicit: Option<&str>,
-    flag: Option<&str>,
-    config: &BTreeMap<String, Value>,
-    env: &BTreeMap<String, String>,
-) -> String {
-    explicit
-        .filter(|n| !n.trim().is_empty())
-        .map(str::to_string)
-        .or_else(|| flag.map(str::to_string))
-        .or_else(|| {
-            config
-                .get("node-name")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .or_else(|| env.get("K3S_NODE_NAME").cloned())
-        .unwrap_or_else(k3s::hostname)
-        .trim()
-        .to_string()
 }
 
 #[cfg(test)]
