@@ -73,22 +73,22 @@ pub fn parse_show(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// What `service` logged since `since` (`journalctl -u <service> -o cat`), message text only.
-pub async fn journal_since(service: &str, since: std::time::SystemTime) -> anyhow::Result<String> {
-    let secs = since
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+/// What the current run of `service` logged (`journalctl _SYSTEMD_INVOCATION_ID=<its
+/// InvocationID> -o cat`): message text only, nothing of an earlier start. Empty when the
+/// unit has not been started.
+pub async fn journal_of_current_run(service: &str) -> anyhow::Result<String> {
+    let unit = format!("{service}.service");
+    let shown = show(&unit, &["InvocationID"]).await?;
+    let Some(id) = shown.get("InvocationID").filter(|id| !id.is_empty()) else {
+        return Ok(String::new());
+    };
     let argv = [
         "journalctl".to_string(),
         "--no-pager".into(),
         "-q".into(),
         "-o".into(),
         "cat".into(),
-        "-u".into(),
-        format!("{service}.service"),
-        "--since".into(),
-        format!("@{secs}"),
+        format!("_SYSTEMD_INVOCATION_ID={id}"),
     ];
     let out = super::process::run(&argv, None, &Default::default()).await?;
     Ok(out.stdout)

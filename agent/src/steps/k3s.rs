@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bosun_model::steps::k3s::{K3sPaths, K3sRelease, arch_files, release_url};
@@ -236,10 +236,10 @@ const REFUSALS: &[&str] = &[
     "invalid token CA hash length",
 ];
 
-/// The last journal line of `service` since `since` saying the server refused the join,
+/// The last journal line of the current run of `service` saying the server refused the join,
 /// with `secret` masked should it appear.
-async fn join_refusal(service: &str, since: SystemTime, secret: &str) -> Option<String> {
-    let text = systemd::journal_since(service, since).await.ok()?;
+async fn join_refusal(service: &str, secret: &str) -> Option<String> {
+    let text = systemd::journal_of_current_run(service).await.ok()?;
     let line = text
         .lines()
         .rev()
@@ -257,16 +257,14 @@ async fn join_refusal(service: &str, since: SystemTime, secret: &str) -> Option<
     Some(msg.chars().take(1024).collect())
 }
 
-/// Waits until `node` is Ready at `want` (a server: also its unit active), or an agent's
-/// journal says the server refused it, or `timeout` passes. `started` is when the unit was
-/// (re)started: older journal lines do not count. `secret` (the join token) is masked in
-/// anything quoted.
+/// Waits until `node` is Ready at `want` (a server: also its unit active), or the current
+/// run of an agent's unit logged that the server refused it, or `timeout` passes. `secret`
+/// (the join token) is masked in anything quoted.
 pub(crate) async fn wait_joined(
     paths: &K3sPaths,
     want: &K3sRelease,
     node: &K3sNode,
     timeout: Duration,
-    started: SystemTime,
     secret: &str,
 ) -> Result<Duration, NotReady> {
     let begun = Instant::now();
@@ -275,7 +273,7 @@ pub(crate) async fn wait_joined(
             Ok(()) => return Ok(begun.elapsed()),
             Err(reason) => {
                 if node.role == K3sRole::Agent
-                    && let Some(refused) = join_refusal(node.role.service(), started, secret).await
+                    && let Some(refused) = join_refusal(node.role.service(), secret).await
                 {
                     return Err(NotReady::Refused(refused));
                 }
