@@ -73,15 +73,18 @@ pub fn parse_show(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// What the current run of `service` logged (`journalctl _SYSTEMD_INVOCATION_ID=<its
-/// InvocationID> -o cat`): message text only, nothing of an earlier start. Empty when the
-/// unit has not been started.
-pub async fn journal_of_current_run(service: &str) -> anyhow::Result<String> {
-    let unit = format!("{service}.service");
-    let shown = show(&unit, &["InvocationID"]).await?;
-    let Some(id) = shown.get("InvocationID").filter(|id| !id.is_empty()) else {
-        return Ok(String::new());
-    };
+/// The InvocationID of `service`'s current (or last) run; `None` when it has not run.
+pub async fn invocation_id(service: &str) -> anyhow::Result<Option<String>> {
+    let shown = show(&format!("{service}.service"), &["InvocationID"]).await?;
+    Ok(shown
+        .get("InvocationID")
+        .filter(|id| !id.is_empty())
+        .cloned())
+}
+
+/// What one run of a unit logged (`journalctl _SYSTEMD_INVOCATION_ID=<id> -o cat`): message
+/// text only, nothing of another run.
+pub async fn journal_of_invocation(id: &str) -> anyhow::Result<String> {
     let argv = [
         "journalctl".to_string(),
         "--no-pager".into(),

@@ -237,9 +237,15 @@ const REFUSALS: &[&str] = &[
 ];
 
 /// The last journal line of the current run of `service` saying the server refused the join,
-/// with `secret` masked should it appear.
-async fn join_refusal(service: &str, secret: &str) -> Option<String> {
-    let text = systemd::journal_of_current_run(service).await.ok()?;
+/// with `secret` masked should it appear. A run whose InvocationID is `previous` (the one
+/// before this step restarted the unit: a restart with `--no-block` has not happened yet) is
+/// not looked at.
+async fn join_refusal(service: &str, previous: Option<&str>, secret: &str) -> Option<String> {
+    let id = systemd::invocation_id(service).await.ok().flatten()?;
+    if Some(id.as_str()) == previous {
+        return None;
+    }
+    let text = systemd::journal_of_invocation(&id).await.ok()?;
     let line = text
         .lines()
         .rev()
@@ -257,14 +263,16 @@ async fn join_refusal(service: &str, secret: &str) -> Option<String> {
     Some(msg.chars().take(1024).collect())
 }
 
-/// Waits until `node` is Ready at `want` (a server: also its unit active), or the current
-/// run of an agent's unit logged that the server refused it, or `timeout` passes. `secret`
-/// (the join token) is masked in anything quoted.
+/// Waits until `node` is Ready at `want` (a server: also its unit active), or the run of an
+/// agent's unit started after `previous` (its InvocationID before the start) logged that the
+/// server refused it, or `timeout` passes. `secret` (the join token) is masked in anything
+/// quoted.
 pub(crate) async fn wait_joined(
     paths: &K3sPaths,
     want: &K3sRelease,
     node: &K3sNode,
     timeout: Duration,
+    previous: Option<&str>,
     secret: &str,
 ) -> Result<Duration, NotReady> {
     let begun = Instant::now();
@@ -273,7 +281,7 @@ pub(crate) async fn wait_joined(
             Ok(()) => return Ok(begun.elapsed()),
             Err(reason) => {
                 if node.role == K3sRole::Agent
-                    && let Some(refused) = join_refusal(node.role.service(), secret).await
+                    && let Some(refused) = join_refusal(node.role.service(), previous, secret).await
                 {
                     return Err(NotReady::Refused(refused));
                 }

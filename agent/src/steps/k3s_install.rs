@@ -468,6 +468,8 @@ impl StepKind for K3sInstallArgs {
             systemd::systemctl_ok(&["enable", &unit]).await?;
             done.push("enabled".into());
         }
+        // The run before this (re)start: its journal must not count as this run's refusal.
+        let previous = systemd::invocation_id(service).await.ok().flatten();
         // --no-block: a k3s that never reports READY (TimeoutStartSec=0, as upstream) must not
         // hang the step; readiness is waited for below, with a deadline.
         if plan.restart {
@@ -481,7 +483,16 @@ impl StepKind for K3sInstallArgs {
             let timeout =
                 parse_timeout("ready_timeout", &self.ready_timeout).map_err(anyhow::Error::msg)?;
             let secret = self.token.as_deref().unwrap_or_default();
-            match k3s::wait_joined(&paths, &plan.version, &plan.node, timeout, secret).await {
+            match k3s::wait_joined(
+                &paths,
+                &plan.version,
+                &plan.node,
+                timeout,
+                previous.as_deref(),
+                secret,
+            )
+            .await
+            {
                 Ok(took) => done.push(format!(
                     "node Ready after {:.1}s ({})",
                     took.as_secs_f64(),

@@ -221,12 +221,16 @@ impl HostBox {
         let boot_log = dir.path().join("boot.log");
         let log = File::create(&boot_log)
             .with_context(|| format!("cannot create {}", boot_log.display()))?;
-        // In a private net, nspawn runs inside its namespace (`ip netns exec` execs it, so the
-        // child's pid is nspawn's) and plugs the box into the bridge.
+        // In a private net, nspawn runs inside its network namespace and plugs the box into
+        // the bridge. `nsenter --net` (it execs, so the child's pid is nspawn's) changes only
+        // the network namespace: `ip netns exec` would also mount a new /sys without the
+        // cgroup hierarchy nspawn needs.
         let mut command = match &spec.network {
             Some(net) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", &net.netns]).arg(&nspawn_bin);
+                let mut c = Command::new(&nsenter);
+                c.arg(format!("--net=/run/netns/{}", net.netns))
+                    .arg("--")
+                    .arg(&nspawn_bin);
                 c.arg(format!("--network-bridge={}", crate::netns::BRIDGE));
                 c
             }

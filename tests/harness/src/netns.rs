@@ -7,7 +7,7 @@
 //!   bridge `br0` with the gateway address `10.77.0.1/24`. Every namespace is its own world,
 //!   so the fixed subnet never collides with another test's.
 //! - A box booted with [`crate::BoxSpec::network`] runs `systemd-nspawn` inside the namespace
-//!   (`ip netns exec`) with `--network-bridge=br0`: nspawn makes a veth pair, one end (`host0`)
+//!   (`nsenter --net`) with `--network-bridge=br0`: nspawn makes a veth pair, one end (`host0`)
 //!   in the box, the other on the bridge. The harness gives `host0` its address and a default
 //!   route through the gateway once the box has booted.
 //! - Nothing on the host's network reaches the boxes, and they reach nothing of the host's
