@@ -322,6 +322,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 database: c.rds.is_some(),
                 platform: c.platform.is_some(),
                 registries: &c.registry_boot(),
+                ecr_registries: &c.ecr_registries(),
             });
             if json {
                 print_json(&json!({"user_data": text}));
