@@ -80,10 +80,8 @@ fn the_provider_is_installed_verified_and_configured_for_the_named_registries_on
     let binary = b"#!/bin/sh\n# stand-in ecr-credential-provider\n".to_vec();
     let path = publish(mirror.path(), VERSION, &binary, None);
     let sb = Sandbox::new();
-    let registries = format!(
-        "ecr_registries={}",
-        serde_json::to_string(REGISTRIES).unwrap()
-    );
+    // A `--var` value is a string: the hosts go comma-separated, as the first boot passes them.
+    let registries = format!("ecr_registries={}", REGISTRIES.join(","));
     let vars = [
         registries.clone(),
         format!("ecr_credential_provider_version={VERSION}"),

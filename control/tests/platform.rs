@@ -394,7 +394,7 @@ fn ecr_registries_are_pulled_from_with_the_instance_role_and_nothing_else() {
         .unwrap()
         .to_string();
     let ecr = script
-        .find("bosund apply /etc/bosun/playbooks/ecr-credential-provider.toml --var 'ecr_registries=[\"123456789012.dkr.ecr.eu-west-1.amazonaws.com\",\"210987654321.dkr.ecr.us-east-1.amazonaws.com\"]'\n")
+        .find("bosund apply /etc/bosun/playbooks/ecr-credential-provider.toml --var 'ecr_registries=123456789012.dkr.ecr.eu-west-1.amazonaws.com,210987654321.dkr.ecr.us-east-1.amazonaws.com'\n")
         .unwrap_or_else(|| panic!("{script}"));
     assert!(
         ecr < script.find("playbooks/bootstrap.toml").unwrap(),

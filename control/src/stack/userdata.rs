@@ -180,10 +180,8 @@ systemctl enable --now bosund
                 .collect();
             format!(
                 "bosund apply /etc/bosun/playbooks/ecr-credential-provider.toml{vars} --var {}\n",
-                sh_quote(&format!(
-                    "ecr_registries={}",
-                    serde_json::to_string(&hosts).expect("host names serialise")
-                ))
+                // A `--var` value is a string: the hosts go comma-separated.
+                sh_quote(&format!("ecr_registries={}", hosts.join(",")))
             )
         },
         bosund = spec.bosund_sha256,
@@ -248,7 +246,7 @@ mod tests {
             ..spec()
         });
         assert!(
-            script.contains("bosund apply /etc/bosun/playbooks/registry.toml --var 'registry_host=ghcr.io' --var 'registry_username=ci-bot' --var 'registry_password_parameter=/bosun/prod-1/registries/ghcr.io'\nbosund apply /etc/bosun/playbooks/ecr-credential-provider.toml --var 'ecr_registries=[\"123456789012.dkr.ecr.eu-west-1.amazonaws.com\"]'\nbosund apply /etc/bosun/playbooks/bootstrap.toml\n"),
+            script.contains("bosund apply /etc/bosun/playbooks/registry.toml --var 'registry_host=ghcr.io' --var 'registry_username=ci-bot' --var 'registry_password_parameter=/bosun/prod-1/registries/ghcr.io'\nbosund apply /etc/bosun/playbooks/ecr-credential-provider.toml --var 'ecr_registries=123456789012.dkr.ecr.eu-west-1.amazonaws.com'\nbosund apply /etc/bosun/playbooks/bootstrap.toml\n"),
             "{script}"
         );
         assert_eq!(sh_quote("a'b"), "'a'\\''b'");
