@@ -18,6 +18,7 @@ use bosun_model::steps::Action;
 
 pub use bosun_model::event::CommandOutput;
 
+mod authorized_key;
 #[cfg(feature = "aws")]
 mod backup_prune;
 #[cfg(feature = "aws")]
@@ -28,13 +29,16 @@ mod content;
 mod copy;
 mod docker_install;
 mod file;
+mod group;
 mod helm_install;
 mod helm_release;
+mod hostname;
 mod k3s;
 mod k3s_install;
 mod k3s_interrupted;
 mod k3s_upgrade;
 mod line_in_file;
+mod mount;
 #[cfg(feature = "aws")]
 mod mysql_backup;
 #[cfg(feature = "aws")]
@@ -48,7 +52,10 @@ mod rds_snapshot;
 mod s3_sync;
 mod service;
 mod swap;
+mod sysctl;
 mod template;
+mod timezone;
+mod user;
 
 /// What a step kind may look at while it runs.
 pub struct StepContext<'a> {
@@ -185,6 +192,13 @@ pub async fn run(action: &Action, ctx: &StepContext<'_>) -> anyhow::Result<Outco
         Action::Package(a) => run_kind(a, ctx).await,
         Action::Service(a) => run_kind(a, ctx).await,
         Action::Swap(a) => run_kind(a, ctx).await,
+        Action::User(a) => run_kind(a, ctx).await,
+        Action::Group(a) => run_kind(a, ctx).await,
+        Action::AuthorizedKey(a) => run_kind(a, ctx).await,
+        Action::Sysctl(a) => run_kind(a, ctx).await,
+        Action::Hostname(a) => run_kind(a, ctx).await,
+        Action::Timezone(a) => run_kind(a, ctx).await,
+        Action::Mount(a) => run_kind(a, ctx).await,
         Action::DockerInstall(a) => run_kind(a, ctx).await,
         Action::HelmInstall(a) => run_kind(a, ctx).await,
         Action::HelmRelease(a) => run_kind(a, ctx).await,
