@@ -9,7 +9,9 @@
 //! Read from `/etc/group` (through the C library); changed with `groupadd` (`-g`, `-r`),
 //! `groupmod -g` and `groupdel`, called with an argument vector, as Ansible's `group` does.
 //! An existing group with another `gid` gets the new one; `system` only matters when the group
-//! is created. Deliberate differences: `gid`/`system` with
+//! is created. Compared with Ansible's `group` on 36 generated cases in a booted Debian box
+//! (`agent/tests/ansible_system.rs`: the same account files and changed/ok/failed, two runs).
+//! Deliberate differences: `gid`/`system` with
 //! `state = "absent"` are refused at validation; `non_unique`, `local` and `force` are not
 //! offered.
 

@@ -16,7 +16,9 @@
 //! Ansible's other boolean words (`yes`, `on`, ...) are written `1`/`0`. `state = "absent"`
 //! removes the line and leaves the running value alone.
 //!
-//! Deliberate differences: a key the kernel does not have fails the step (Ansible reports `changed` and
+//! Compared with `ansible.posix.sysctl` on 36 generated cases in a booted Debian box, in a
+//! network namespace per tool (`agent/tests/ansible_system.rs`: the same file bytes and modes,
+//! running values and changed/ok/failed, two runs). Deliberate differences: a key the kernel does not have fails the step (Ansible reports `changed` and
 //! then fails to reload); `sysctl_set` and `ignoreerrors` are not offered.
 
 use schemars::JsonSchema;

@@ -15,8 +15,12 @@
 //! default). `state = "absent"` runs `userdel`, with `-r` (home and mail spool) when
 //! `remove = true`.
 //!
-//! The command lines are Ansible's (`create_user_useradd`, `modify_user_usermod`). Deliberate
-//! differences: keys that mean nothing for the state (`uid` with `absent`, `append` without
+//! The command lines are Ansible's (`create_user_useradd`, `modify_user_usermod`); compared
+//! with Ansible's `user` on 36 generated cases in a booted Debian box
+//! (`agent/tests/ansible_system.rs`): the same `/etc/passwd`, `/etc/group`, `/etc/shadow`,
+//! `/etc/gshadow`, `/etc/subuid`, `/etc/subgid` and homes, the same changed/ok/failed, on the
+//! first and the second run. Under `--check` a group an earlier step would create is not an
+//! error. Deliberate differences: keys that mean nothing for the state (`uid` with `absent`, `append` without
 //! `groups`, `remove` with `present`) are refused at validation (Ansible ignores them);
 //! passwords, expiry, SSH key generation, `non_unique`, `local` and `move_home` are not
 //! offered.
