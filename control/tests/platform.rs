@@ -393,13 +393,21 @@ fn ecr_registries_are_pulled_from_with_the_instance_role_and_nothing_else() {
         .and_then(|f| f["content"].as_str())
         .unwrap()
         .to_string();
-    let ecr = script
-        .find("bosund apply /etc/bosun/playbooks/ecr-credential-provider.toml --var 'ecr_registries=123456789012.dkr.ecr.eu-west-1.amazonaws.com,210987654321.dkr.ecr.us-east-1.amazonaws.com'\n")
-        .unwrap_or_else(|| panic!("{script}"));
+    // Before bootstrap, with the hosts comma-separated (after the vars file, when there is one).
+    let line_of = |needle: &str| {
+        script
+            .lines()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle}: {script}"))
+    };
+    let ecr = line_of("playbooks/ecr-credential-provider.toml");
     assert!(
-        ecr < script.find("playbooks/bootstrap.toml").unwrap(),
+        script.lines().nth(ecr).unwrap().ends_with(
+            " --var 'ecr_registries=123456789012.dkr.ecr.eu-west-1.amazonaws.com,210987654321.dkr.ecr.us-east-1.amazonaws.com'"
+        ),
         "{script}"
     );
+    assert!(ecr < line_of("playbooks/bootstrap.toml"), "{script}");
     // registry.toml runs for GHCR only: ECR has no password parameter.
     assert_eq!(
         script.matches("playbooks/registry.toml").count(),
