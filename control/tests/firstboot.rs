@@ -321,6 +321,8 @@ username = "ci-bot"
 [registries."{ECR_HOST}"]
 
 [bootstrap_vars]
+# The box has no AWS credentials or region: the host publishes no k3s join token to SSM.
+k3s_token_parameter = ""
 k3s_mirror = "{mirror}/k3s"
 helm_mirror = "{mirror}/helm"
 k3s_version = "{K3S_VERSION}"

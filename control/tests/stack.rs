@@ -1070,7 +1070,10 @@ print(json.dumps({"host": res["Host"], "agents": ids, "instances": instances,
         .cloned()
         .collect();
     let e = hosts(&f, &no_keys, &["--inventory", "aws:prod-1"]).unwrap_err();
-    assert!(e.contains("credentials"), "{e}");
+    assert!(
+        e.contains("no AWS credentials") && e.contains("set AWS_PROFILE"),
+        "{e}"
+    );
 
     // A new count: the change set modifies the group and nothing else.
     std::fs::write(

@@ -14,6 +14,7 @@
 //! every page).
 
 use anyhow::{Context, Result, anyhow, bail};
+use aws_sdk_ec2::config::ProvideCredentials;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::Filter;
 use bosun_aws::{AwsConfig, AwsTarget, describe_error_at};
@@ -203,6 +204,17 @@ pub async fn describe(stack: &StackRef) -> Result<Vec<StackInstance>> {
     };
     let endpoint = config.endpoint_label();
     let name = &stack.stack;
+    // Before any request: the SDK's own words for a missing chain say nothing of what to set.
+    let credentials = match config.sdk.credentials_provider() {
+        Some(p) => p.provide_credentials().await.map_err(|e| e.to_string()),
+        None => Err("no credentials provider".to_string()),
+    };
+    if let Err(e) = credentials {
+        bail!(
+            "--inventory aws:{name}: no AWS credentials ({e}): set AWS_PROFILE, or \
+             AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where an instance role applies"
+        );
+    }
     let cfn = aws_sdk_cloudformation::Client::new(&config.sdk);
     match cfn.describe_stacks().stack_name(name).send().await {
         Ok(_) => {}

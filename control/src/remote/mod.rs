@@ -114,26 +114,7 @@ fn targets(args: &TargetArgs) -> Result<Vec<Target>> {
     if let Some(file) = &args.inventory {
         let inv = load_inventory(file)?;
         for h in inv.select(args.limit.as_deref())? {
-            let arg = HostArg {
-                user: h.user.clone(),
-                host: h.address.clone(),
-                port: h.port,
-            };
-            let mut endpoint = resolver.endpoint(&arg)?;
-            if let Some(j) = &h.jump
-                && endpoint.jumps.is_empty()
-            {
-                let hop = resolver.endpoint(&HostArg {
-                    user: j.user.clone(),
-                    host: j.address.clone(),
-                    port: None,
-                })?;
-                endpoint.jumps.extend(hop.jumps.iter().cloned());
-                endpoint.jumps.push(Endpoint {
-                    jumps: vec![],
-                    ..hop
-                });
-            }
+            let endpoint = resolver.inventory_endpoint(&h)?;
             out.push(Target {
                 address: endpoint.display(),
                 endpoint: Some(endpoint),

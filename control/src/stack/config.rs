@@ -496,13 +496,13 @@ impl StackConfig {
     /// The host's (the k3s server's) first-boot variables: [`Self::first_boot_vars`] and what
     /// bootstrap's `k3s_install` and `ssm_parameter` steps need to run the server and publish
     /// its join token (always: a stack that gains `[nodes]` later must not need a new host).
+    /// `[bootstrap_vars] k3s_token_parameter = ""` turns publishing off, for a host that
+    /// cannot reach SSM (the host-in-a-box of control/tests/firstboot.rs).
     pub fn server_boot_vars(&self, db_host: &str, db_secret_arn: &str) -> toml::Table {
         let mut vars = self.first_boot_vars(db_host, db_secret_arn);
         vars.insert("k3s_role".into(), "server".into());
-        vars.insert(
-            "k3s_token_parameter".into(),
-            self.k3s_token_parameter().into(),
-        );
+        vars.entry("k3s_token_parameter")
+            .or_insert_with(|| self.k3s_token_parameter().into());
         vars
     }
 
@@ -1148,6 +1148,20 @@ ssh_public_key = "key.pub"
         assert_eq!(
             c.server_boot_vars("h", "s")["k3s_token_parameter"].as_str(),
             Some("/bosun/prod-1/k3s-token")
+        );
+        let off = StackConfig::parse(
+            &format!("{MINIMAL}[bootstrap_vars]\nk3s_token_parameter = \"\"\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            off.server_boot_vars("h", "s")["k3s_token_parameter"].as_str(),
+            Some(""),
+            "an operator can turn publishing off"
+        );
+        assert_eq!(
+            off.server_boot_vars("h", "s")["k3s_role"].as_str(),
+            Some("server")
         );
         // MINIMAL is 5 lines (a leading newline): [nodes] starts at line 6.
         let text =
