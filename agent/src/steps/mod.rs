@@ -18,6 +18,7 @@ use bosun_model::steps::Action;
 
 pub use bosun_model::event::CommandOutput;
 
+mod apt_repository;
 mod authorized_key;
 #[cfg(feature = "aws")]
 mod backup_prune;
@@ -216,6 +217,7 @@ pub async fn run(action: &Action, ctx: &StepContext<'_>) -> anyhow::Result<Outco
         Action::BlockInFile(a) => run_kind(a, ctx).await,
         Action::GetUrl(a) => run_kind(a, ctx).await,
         Action::Unarchive(a) => run_kind(a, ctx).await,
+        Action::AptRepository(a) => run_kind(a, ctx).await,
         Action::Command(a) => run_kind(a, ctx).await,
         Action::Package(a) => run_kind(a, ctx).await,
         Action::Service(a) => run_kind(a, ctx).await,

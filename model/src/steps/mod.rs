@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::jinja::Jinja;
 
+pub mod apt_repository;
 pub mod authorized_key;
 pub mod backup_prune;
 pub mod backup_verify;
@@ -226,6 +227,7 @@ actions! {
     block_in_file => BlockInFile(block_in_file::BlockInFileArgs),
     get_url => GetUrl(get_url::GetUrlArgs),
     unarchive => Unarchive(unarchive::UnarchiveArgs),
+    apt_repository => AptRepository(apt_repository::AptRepositoryArgs),
     command => Command(command::CommandArgs),
     package => Package(package::PackageArgs),
     service => Service(service::ServiceArgs),
