@@ -73,6 +73,30 @@ pub fn parse_show(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The InvocationID of `service`'s current (or last) run; `None` when it has not run.
+pub async fn invocation_id(service: &str) -> anyhow::Result<Option<String>> {
+    let shown = show(&format!("{service}.service"), &["InvocationID"]).await?;
+    Ok(shown
+        .get("InvocationID")
+        .filter(|id| !id.is_empty())
+        .cloned())
+}
+
+/// What one run of a unit logged (`journalctl _SYSTEMD_INVOCATION_ID=<id> -o cat`): message
+/// text only, nothing of another run.
+pub async fn journal_of_invocation(id: &str) -> anyhow::Result<String> {
+    let argv = [
+        "journalctl".to_string(),
+        "--no-pager".into(),
+        "-q".into(),
+        "-o".into(),
+        "cat".into(),
+        format!("_SYSTEMD_INVOCATION_ID={id}"),
+    ];
+    let out = super::process::run(&argv, None, &Default::default()).await?;
+    Ok(out.stdout)
+}
+
 /// The last lines of `systemctl status UNIT` (state, main process, recent log lines), for
 /// error messages when a verb on the unit failed.
 pub async fn status_tail(unit: &str) -> String {

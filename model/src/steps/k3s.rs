@@ -28,8 +28,10 @@ pub const DEFAULT_CONFIG_DIR: &str = "/etc/rancher/k3s";
 pub const DEFAULT_UNIT_DIR: &str = "/etc/systemd/system";
 /// k3s's default data directory (datastore under `server/db`, token at `server/token`).
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/rancher/k3s";
-/// The systemd unit's name (without `.service`), as the official installer names it.
+/// The server's systemd unit name (without `.service`), as the official installer names it.
 pub const SERVICE: &str = "k3s";
+/// An agent's systemd unit name (without `.service`), as the official installer names it.
+pub const AGENT_SERVICE: &str = "k3s-agent";
 
 /// Default of `mirror`.
 pub fn default_mirror() -> String {
@@ -229,11 +231,28 @@ impl K3sPaths {
     }
     /// `k3s.service`.
     pub fn unit_file(&self) -> PathBuf {
-        self.unit_dir.join(format!("{SERVICE}.service"))
+        self.unit_file_of(SERVICE)
     }
     /// `k3s.service.env` (mode 0600: it may hold the cluster token).
     pub fn env_file(&self) -> PathBuf {
-        self.unit_dir.join(format!("{SERVICE}.service.env"))
+        self.env_file_of(SERVICE)
+    }
+    /// `<unit_dir>/<service>.service`.
+    pub fn unit_file_of(&self, service: &str) -> PathBuf {
+        self.unit_dir.join(format!("{service}.service"))
+    }
+    /// `<unit_dir>/<service>.service.env`, the installer's env file name.
+    pub fn env_file_of(&self, service: &str) -> PathBuf {
+        self.unit_dir.join(format!("{service}.service.env"))
+    }
+    /// The server's join token, as the official docs name it (`node-token`, a link to
+    /// `token`): what an agent's `K3S_TOKEN` holds.
+    pub fn node_token(&self) -> PathBuf {
+        self.data_dir.join("server/node-token")
+    }
+    /// The kubelet's kubeconfig on an agent: its own credentials, enough to read its node.
+    pub fn kubelet_kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("agent/kubelet.kubeconfig")
     }
     /// The datastore directory (SQLite by default; embedded etcd also lives here).
     pub fn db_dir(&self) -> PathBuf {
