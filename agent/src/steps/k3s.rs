@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bosun_model::steps::k3s::{K3sPaths, K3sRelease, SERVICE, arch_files, release_url};
+use bosun_model::steps::k3s::{
+    AGENT_SERVICE, K3sPaths, K3sRelease, K3sRole, SERVICE, arch_files, release_url,
+};
 use serde_json::Value;
 
 use crate::host::k3s::{installed_version, kubectl, kubectl_error};
@@ -168,19 +170,42 @@ pub(crate) enum Health {
     NodeReady,
     /// Also `/readyz` and every kube-system pod Ready: what an upgrade must show.
     Full,
+    /// The agent's unit (`k3s-agent`) active: all an agent can see of itself (it holds no
+    /// admin kubeconfig; its node's readiness is judged from the server, `kube_node`).
+    AgentUnit,
+}
+
+impl Health {
+    /// What an upgrade of a `role` installation must show.
+    pub(crate) fn upgrade(role: K3sRole) -> Health {
+        match role {
+            K3sRole::Server => Health::Full,
+            K3sRole::Agent => Health::AgentUnit,
+        }
+    }
 }
 
 /// One look at the installation: `Ok` when healthy at `want`, else what is not yet right.
+/// `node` names this host's node (default: the host name).
 pub(crate) async fn probe(
     paths: &K3sPaths,
     want: &K3sRelease,
     level: Health,
+    node: Option<&str>,
 ) -> Result<(), String> {
-    let active = systemd::active_state(SERVICE)
+    let service = if level == Health::AgentUnit {
+        AGENT_SERVICE
+    } else {
+        SERVICE
+    };
+    let active = systemd::active_state(service)
         .await
         .map_err(|e| format!("{e:#}"))?;
     if active != "active" {
-        return Err(format!("unit {SERVICE}.service is {active}"));
+        return Err(format!("unit {service}.service is {active}"));
+    }
+    if level == Health::AgentUnit {
+        return Ok(());
     }
     if level == Health::Full {
         let out = kubectl(paths, &["get", "--raw", "/readyz"])
@@ -196,7 +221,8 @@ pub(crate) async fn probe(
     if out.rc != 0 {
         return Err(format!("get nodes: {}", kubectl_error(&out)));
     }
-    node_ready(&out.stdout, &hostname(), want)?;
+    let host = node.map_or_else(hostname, str::to_string);
+    node_ready(&out.stdout, &host, want)?;
     if level == Health::Full {
         let out = kubectl(paths, &["get", "pods", "-n", "kube-system", "-o", "json"])
             .await
@@ -214,11 +240,12 @@ pub(crate) async fn wait_healthy(
     paths: &K3sPaths,
     want: &K3sRelease,
     level: Health,
+    node: Option<&str>,
     timeout: Duration,
 ) -> Result<Duration, String> {
     let started = Instant::now();
     loop {
-        match probe(paths, want, level).await {
+        match probe(paths, want, level, node).await {
             Ok(()) => return Ok(started.elapsed()),
             Err(reason) if started.elapsed() >= timeout => return Err(reason),
             Err(_) => tokio::time::sleep(POLL).await,

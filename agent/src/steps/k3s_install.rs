@@ -351,7 +351,7 @@ impl StepKind for K3sInstallArgs {
         if plan.restart || plan.start {
             let timeout =
                 parse_timeout("ready_timeout", &self.ready_timeout).map_err(anyhow::Error::msg)?;
-            match k3s::wait_healthy(&paths, &plan.version, Health::NodeReady, timeout).await {
+            match k3s::wait_healthy(&paths, &plan.version, Health::NodeReady, None, timeout).await {
                 Ok(took) => done.push(format!("node Ready after {:.1}s", took.as_secs_f64())),
                 Err(reason) => bail!(
                     "{}; but k3s {} is not ready after {}: {reason}. Look at `journalctl -u \

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use bosun_model::steps::k3s::{K3sPaths, K3sRelease, SERVICE};
+use bosun_model::steps::k3s::{K3sPaths, K3sRelease, K3sRole};
 use serde::{Deserialize, Serialize};
 
 use super::k3s::{self, Health};
@@ -67,6 +67,13 @@ pub(crate) struct Interrupted {
     pub data_dir: PathBuf,
     /// How long a version may take to become healthy.
     pub health_timeout_secs: u64,
+    /// `agent` for a `k3s-agent` installation (no datastore, the unit's health only); absent
+    /// in records written before agents were upgraded, which were all servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The node's name when it is not the host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
 }
 
 impl Interrupted {
@@ -76,6 +83,8 @@ impl Interrupted {
         to: &K3sRelease,
         staged: &Path,
         timeout: Duration,
+        role: K3sRole,
+        node_name: Option<&str>,
     ) -> Interrupted {
         Interrupted {
             from: from.to_string(),
@@ -88,7 +97,25 @@ impl Interrupted {
             unit_dir: paths.unit_dir.clone(),
             data_dir: paths.data_dir.clone(),
             health_timeout_secs: timeout.as_secs().max(1),
+            role: (role == K3sRole::Agent).then(|| role.as_str().to_string()),
+            node_name: node_name.map(str::to_string),
         }
+    }
+
+    /// The installation's role (a record without one is a server's).
+    pub(crate) fn role(&self) -> K3sRole {
+        match self.role.as_deref() {
+            Some("agent") => K3sRole::Agent,
+            _ => K3sRole::Server,
+        }
+    }
+
+    fn unit(&self) -> String {
+        format!("{}.service", self.role().service())
+    }
+
+    fn health(&self) -> Health {
+        Health::upgrade(self.role())
     }
 
     fn paths(&self) -> K3sPaths {
@@ -185,7 +212,8 @@ async fn resume_record(state_dir: &Path, record: &Interrupted) -> anyhow::Result
     {
         let _ = host_fs::remove(staged, false);
     }
-    let unit = format!("{SERVICE}.service");
+    let unit = record.unit();
+    let (level, node) = (record.health(), record.node_name.as_deref());
     if record.phase == Phase::RollingBack {
         let backup = record
             .backup
@@ -202,7 +230,7 @@ async fn resume_record(state_dir: &Path, record: &Interrupted) -> anyhow::Result
         // The swap happened: the new version gets its health check, as if never interrupted.
         let _ = systemd::systemctl(&["reset-failed", &unit]).await;
         systemd::systemctl_ok(&["start", "--no-block", &unit]).await?;
-        return match k3s::wait_healthy(&paths, &to, Health::Full, timeout).await {
+        return match k3s::wait_healthy(&paths, &to, level, node, timeout).await {
             Ok(after) => Ok(format!(
                 "was finished: {to} is healthy (after {:.1}s)",
                 after.as_secs_f64()
@@ -227,7 +255,7 @@ async fn resume_record(state_dir: &Path, record: &Interrupted) -> anyhow::Result
     // (after a reset: stops and starts in quick succession may have hit the start limit).
     let _ = systemd::systemctl(&["reset-failed", &unit]).await;
     systemd::systemctl_ok(&["start", "--no-block", &unit]).await?;
-    k3s::wait_healthy(&paths, &from, Health::Full, timeout)
+    k3s::wait_healthy(&paths, &from, level, node, timeout)
         .await
         .map_err(|reason| anyhow!("{from} is not healthy after starting it again: {reason}"))?;
     Ok(format!(
@@ -235,8 +263,8 @@ async fn resume_record(state_dir: &Path, record: &Interrupted) -> anyhow::Result
     ))
 }
 
-/// Puts the binary, datastore and token of `backup` back and checks that `from` is healthy,
-/// recording the phase first.
+/// Puts the binary, datastore and token of `backup` back (an agent's backup holds the binary
+/// only) and checks that `from` is healthy, recording the phase first.
 pub(crate) async fn roll_back(
     state_dir: &Path,
     record: &Interrupted,
@@ -248,25 +276,33 @@ pub(crate) async fn roll_back(
     let mut record = record.clone();
     record.backup = Some(backup.to_path_buf());
     enter(state_dir, &mut record, Phase::RollingBack)?;
-    let unit = format!("{SERVICE}.service");
+    let unit = record.unit();
     systemd::systemctl_ok(&["stop", &unit]).await?;
     copy_file_atomic(&backup.join("k3s"), &paths.binary())?;
-    replace_tree(&backup.join("db"), &paths.db_dir())?;
+    if record.role() == K3sRole::Server {
+        replace_tree(&backup.join("db"), &paths.db_dir())?;
+    }
     if backup.join("token").exists() {
         copy_file_atomic(&backup.join("token"), &paths.token())?;
     }
     // A crash-looping new version may have hit the start rate limit.
     let _ = systemd::systemctl(&["reset-failed", &unit]).await;
     systemd::systemctl_ok(&["start", "--no-block", &unit]).await?;
-    k3s::wait_healthy(paths, from, Health::Full, timeout)
-        .await
-        .map(|_| ())
-        .map_err(|reason| {
-            anyhow!(
-                "{from} is not healthy {} after the restore: {reason}",
-                humantime::format_duration(timeout)
-            )
-        })
+    k3s::wait_healthy(
+        paths,
+        from,
+        record.health(),
+        record.node_name.as_deref(),
+        timeout,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|reason| {
+        anyhow!(
+            "{from} is not healthy {} after the restore: {reason}",
+            humantime::format_duration(timeout)
+        )
+    })
 }
 
 #[cfg(test)]
@@ -291,6 +327,8 @@ mod tests {
             &to,
             Path::new("/usr/local/bin/.k3s.new"),
             Duration::from_secs(30),
+            K3sRole::Server,
+            None,
         );
         enter(dir.path(), &mut r, Phase::Started).unwrap();
         let back = load(dir.path()).unwrap().unwrap();

@@ -13,6 +13,8 @@
 //!   api         `--via api`: the agent's HTTP API through the SSH tunnel or over TLS
 //!   inventory   inventory TOML → hosts with merged vars (pure)
 //!   fleet       forks / serial / max-fail scheduling (pure policy, generic scheduler)
+//!   rolling     rolling k3s upgrades: roles, the version skew check, servers then agents
+//!               (cordon, drain, upgrade, Ready, uncordon), generic over a Runner
 //!   report      human (agent renderer + indicatif) and JSON Lines output, summary table
 //! ```
 
@@ -24,6 +26,7 @@ mod fleet;
 mod inventory;
 mod known_hosts;
 mod report;
+mod rolling;
 pub mod run;
 mod ssh;
 mod ssh_config;

@@ -249,6 +249,53 @@ impl K3sPaths {
     }
 }
 
+/// The unit of a k3s agent, as the official installer names it (`k3s-agent.service`).
+pub const AGENT_SERVICE: &str = "k3s-agent";
+
+/// What a k3s installation runs: `k3s server` (the control plane, with the datastore) or
+/// `k3s agent` (a worker that joined a server; no datastore, no admin kubeconfig).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum K3sRole {
+    /// `k3s server`: unit `k3s`.
+    Server,
+    /// `k3s agent`: unit `k3s-agent`.
+    Agent,
+}
+
+impl K3sRole {
+    /// Parses `server` or `agent` (an argument as rendered).
+    pub fn parse(name: &str, text: &str) -> Result<K3sRole, String> {
+        match text.trim() {
+            "server" => Ok(K3sRole::Server),
+            "agent" => Ok(K3sRole::Agent),
+            other => Err(format!(
+                "`{name}` must be \"server\" or \"agent\", got {other:?}"
+            )),
+        }
+    }
+
+    /// The systemd unit's name (without `.service`), as the official installer names it.
+    pub fn service(self) -> &'static str {
+        match self {
+            K3sRole::Server => SERVICE,
+            K3sRole::Agent => AGENT_SERVICE,
+        }
+    }
+
+    /// `server` / `agent`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            K3sRole::Server => "server",
+            K3sRole::Agent => "agent",
+        }
+    }
+}
+
+/// Default of `role`.
+pub fn default_role() -> String {
+    "server".into()
+}
+
 /// Parses a timeout argument written as a duration (`"90s"`, `"5m"`); strings because a
 /// template (`"{{ timeout }}"`) must survive parsing the playbook.
 pub fn parse_timeout(name: &str, text: &str) -> Result<Duration, String> {
@@ -353,5 +400,19 @@ mod tests {
         assert!(Toggle::Text("yes".into()).value("x").is_err());
         assert_eq!(Toggle::Text("{{ s }}".into()).problem("x"), None);
         assert!(Toggle::Text("maybe".into()).problem("x").is_some());
+    }
+
+    #[test]
+    fn roles_name_their_units() {
+        assert_eq!(
+            K3sRole::parse("role", " agent").unwrap().service(),
+            "k3s-agent"
+        );
+        assert_eq!(K3sRole::parse("role", "server").unwrap().service(), "k3s");
+        let e = K3sRole::parse("role", "worker").unwrap_err();
+        assert!(
+            e.contains("\"server\" or \"agent\"") && e.contains("worker"),
+            "{e}"
+        );
     }
 }
