@@ -2,7 +2,7 @@
 //! [`HostBox`], driven by the built `bosund` copied into it.
 //!
 //! Real k3s cannot be fetched on the machines these tests run on, so `fake-k3s`
-//! (tests/fixtures/src/bin/fake-k3s.rs) stands in for it: it honours k3s's command-line
+//! (tests/fixtures/src/bin/fake-k3s/main.rs) stands in for it: it honours k3s's command-line
 //! contract (`--version`, `server` with sd_notify READY, `kubectl get nodes|pods -o json`,
 //! `kubectl get --raw /readyz`), keeps a file standing for the datastore, and fails on request.
 //! Each release is the fake with its version baked in, served by an [`ArtifactServer`] on the

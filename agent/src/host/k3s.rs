@@ -44,6 +44,17 @@ pub(crate) async fn kubectl(paths: &K3sPaths, args: &[&str]) -> anyhow::Result<C
     process::run(&kubectl_argv(paths, args), None, &Default::default()).await
 }
 
+/// [`kubectl`] with another kubeconfig (an agent's `kubelet.kubeconfig`).
+pub(crate) async fn kubectl_as(
+    paths: &K3sPaths,
+    kubeconfig: &Path,
+    args: &[&str],
+) -> anyhow::Result<CommandOutput> {
+    let mut argv = kubectl_argv(paths, args);
+    argv[3] = kubeconfig.display().to_string();
+    process::run(&argv, None, &Default::default()).await
+}
+
 fn kubectl_argv(paths: &K3sPaths, args: &[&str]) -> Vec<String> {
     let mut argv = vec![
         paths.binary().display().to_string(),

@@ -73,6 +73,27 @@ pub fn parse_show(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// What `service` logged since `since` (`journalctl -u <service> -o cat`), message text only.
+pub async fn journal_since(service: &str, since: std::time::SystemTime) -> anyhow::Result<String> {
+    let secs = since
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let argv = [
+        "journalctl".to_string(),
+        "--no-pager".into(),
+        "-q".into(),
+        "-o".into(),
+        "cat".into(),
+        "-u".into(),
+        format!("{service}.service"),
+        "--since".into(),
+        format!("@{secs}"),
+    ];
+    let out = super::process::run(&argv, None, &Default::default()).await?;
+    Ok(out.stdout)
+}
+
 /// The last lines of `systemctl status UNIT` (state, main process, recent log lines), for
 /// error messages when a verb on the unit failed.
 pub async fn status_tail(unit: &str) -> String {

@@ -10,16 +10,17 @@
 //! ...]}`. The same document gives the latest patch of every minor, which is what stepping
 //! through minors needs, so one request serves both and a mirror of it is one static file.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
-use bosun_model::steps::k3s::{
-    AGENT_SERVICE, K3sPaths, K3sRelease, K3sRole, SERVICE, arch_files, release_url,
-};
+use bosun_model::steps::k3s::{K3sPaths, K3sRelease, arch_files, release_url};
+use bosun_model::steps::k3s_install::K3sRole;
 use serde_json::Value;
 
-use crate::host::k3s::{installed_version, kubectl, kubectl_error};
+use super::k3s_unit;
+use crate::host::k3s::{installed_version, kubectl, kubectl_as, kubectl_error};
 use crate::host::{download, fs as host_fs, systemd};
 
 /// Pause between two health probes while waiting.
@@ -170,42 +171,159 @@ pub(crate) enum Health {
     NodeReady,
     /// Also `/readyz` and every kube-system pod Ready: what an upgrade must show.
     Full,
-    /// The agent's unit (`k3s-agent`) active: all an agent can see of itself (it holds no
-    /// admin kubeconfig; its node's readiness is judged from the server, `kube_node`).
-    AgentUnit,
 }
 
-impl Health {
-    /// What an upgrade of a `role` installation must show.
-    pub(crate) fn upgrade(role: K3sRole) -> Health {
-        match role {
-            K3sRole::Server => Health::Full,
-            K3sRole::Agent => Health::AgentUnit,
+/// The node a health check looks at: this host's, in its role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct K3sNode {
+    /// Server or agent: which unit runs k3s and which credentials can see the node.
+    pub role: K3sRole,
+    /// The node's name in the cluster.
+    pub name: String,
+}
+
+impl K3sNode {
+    /// This host's node as an installation says: the role from the unit present
+    /// (`k3s-agent.service` makes an agent), the name as k3s resolves it (a `--node-name`
+    /// flag, config.yaml's `node-name`, `K3S_NODE_NAME` in the env file, the host name).
+    pub(crate) fn installed(paths: &K3sPaths) -> Self {
+        let read = |p: &Path| {
+            host_fs::read_if_exists(p)
+                .ok()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        };
+        let role = if paths.unit_file_of(K3sRole::Agent.service()).exists()
+            && !paths.unit_file().exists()
+        {
+            K3sRole::Agent
+        } else {
+            K3sRole::Server
+        };
+        let flag = read(&paths.unit_file_of(role.service()))
+            .as_deref()
+            .and_then(k3s_unit::parse_unit)
+            .and_then(|c| c.flag("--node-name"));
+        let config: BTreeMap<String, Value> = read(&paths.config_file())
+            .and_then(|t| serde_norway::from_str(&t).ok())
+            .unwrap_or_default();
+        let env = read(&paths.env_file_of(role.service()))
+            .map(|t| k3s_unit::parse_env(&t))
+            .unwrap_or_default();
+        K3sNode {
+            role,
+            name: super::k3s_install::node_name(None, flag.as_deref(), &config, &env),
+        }
+    }
+}
+
+/// Why a node did not come up.
+#[derive(Debug)]
+pub(crate) enum NotReady {
+    /// The server refused the agent (a wrong token): waiting longer cannot help.
+    Refused(String),
+    /// Not ready by the deadline: the last reason seen.
+    Timeout(String),
+}
+
+/// What k3s logs when a server refuses an agent's join token (k3s pkg/clientaccess/token.go
+/// and pkg/agent/config: the CA hash part does not match, or the password is refused with
+/// 401 Unauthorized). A line with one of these means the token is wrong.
+const REFUSALS: &[&str] = &[
+    "token CA hash does not match",
+    "401 Unauthorized",
+    "invalid token format",
+    "invalid token CA hash length",
+];
+
+/// The last journal line of `service` since `since` saying the server refused the join,
+/// with `secret` masked should it appear.
+async fn join_refusal(service: &str, since: SystemTime, secret: &str) -> Option<String> {
+    let text = systemd::journal_since(service, since).await.ok()?;
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| REFUSALS.iter().any(|r| l.contains(r)))?;
+    // k3s logs through logrus: `time=... level=error msg="..."`; the message is what counts.
+    let msg = line
+        .split_once("msg=")
+        .map(|(_, m)| m.trim().trim_matches('"').replace("\\\"", "\""))
+        .unwrap_or_else(|| line.trim().to_string());
+    let msg = if secret.is_empty() {
+        msg
+    } else {
+        msg.replace(secret, "********")
+    };
+    Some(msg.chars().take(1024).collect())
+}
+
+/// Waits until `node` is Ready at `want` (a server: also its unit active), or an agent's
+/// journal says the server refused it, or `timeout` passes. `started` is when the unit was
+/// (re)started: older journal lines do not count. `secret` (the join token) is masked in
+/// anything quoted.
+pub(crate) async fn wait_joined(
+    paths: &K3sPaths,
+    want: &K3sRelease,
+    node: &K3sNode,
+    timeout: Duration,
+    started: SystemTime,
+    secret: &str,
+) -> Result<Duration, NotReady> {
+    let begun = Instant::now();
+    loop {
+        match probe(paths, want, Health::NodeReady, node).await {
+            Ok(()) => return Ok(begun.elapsed()),
+            Err(reason) => {
+                if node.role == K3sRole::Agent
+                    && let Some(refused) = join_refusal(node.role.service(), started, secret).await
+                {
+                    return Err(NotReady::Refused(refused));
+                }
+                if begun.elapsed() >= timeout {
+                    return Err(NotReady::Timeout(reason));
+                }
+                tokio::time::sleep(POLL).await;
+            }
         }
     }
 }
 
 /// One look at the installation: `Ok` when healthy at `want`, else what is not yet right.
-/// `node` names this host's node (default: the host name).
+/// An agent's node is read with the kubelet's own credentials (agents have no admin
+/// kubeconfig), and `Health::Full` asks of an agent no more than its node: the API server's
+/// health and the kube-system pods are the servers' to show.
 pub(crate) async fn probe(
     paths: &K3sPaths,
     want: &K3sRelease,
     level: Health,
-    node: Option<&str>,
+    node: &K3sNode,
 ) -> Result<(), String> {
-    let service = if level == Health::AgentUnit {
-        AGENT_SERVICE
-    } else {
-        SERVICE
-    };
+    let service = node.role.service();
     let active = systemd::active_state(service)
         .await
         .map_err(|e| format!("{e:#}"))?;
     if active != "active" {
         return Err(format!("unit {service}.service is {active}"));
     }
-    if level == Health::AgentUnit {
-        return Ok(());
+    if node.role == K3sRole::Agent {
+        let kubeconfig = paths.kubelet_kubeconfig();
+        if !kubeconfig.exists() {
+            return Err(format!(
+                "the agent has not joined yet ({} does not exist)",
+                kubeconfig.display()
+            ));
+        }
+        let out = kubectl_as(
+            paths,
+            &kubeconfig,
+            &["get", "node", &node.name, "-o", "json"],
+        )
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+        if out.rc != 0 {
+            return Err(format!("get node {}: {}", node.name, kubectl_error(&out)));
+        }
+        return node_ready(&out.stdout, &node.name, want);
     }
     if level == Health::Full {
         let out = kubectl(paths, &["get", "--raw", "/readyz"])
@@ -221,8 +339,7 @@ pub(crate) async fn probe(
     if out.rc != 0 {
         return Err(format!("get nodes: {}", kubectl_error(&out)));
     }
-    let host = node.map_or_else(hostname, str::to_string);
-    node_ready(&out.stdout, &host, want)?;
+    node_ready(&out.stdout, &node.name, want)?;
     if level == Health::Full {
         let out = kubectl(paths, &["get", "pods", "-n", "kube-system", "-o", "json"])
             .await
@@ -240,12 +357,12 @@ pub(crate) async fn wait_healthy(
     paths: &K3sPaths,
     want: &K3sRelease,
     level: Health,
-    node: Option<&str>,
     timeout: Duration,
 ) -> Result<Duration, String> {
     let started = Instant::now();
+    let node = K3sNode::installed(paths);
     loop {
-        match probe(paths, want, level, node).await {
+        match probe(paths, want, level, &node).await {
             Ok(()) => return Ok(started.elapsed()),
             Err(reason) if started.elapsed() >= timeout => return Err(reason),
             Err(_) => tokio::time::sleep(POLL).await,
@@ -253,26 +370,40 @@ pub(crate) async fn wait_healthy(
     }
 }
 
-fn hostname() -> String {
+/// This host's name as k3s names a node after it: lowercased.
+pub(crate) fn hostname() -> String {
     nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().to_lowercase())
         .unwrap_or_default()
 }
 
-/// Judges `kubectl get nodes -o json`: this host's node (the one named `host`, or the only
-/// node) must be Ready and run kubelet `want`.
-pub(crate) fn node_ready(nodes_json: &str, host: &str, want: &K3sRelease) -> Result<(), String> {
+/// Judges `kubectl get nodes -o json` (a List) or `get node NAME -o json` (one Node): the
+/// node named `name` must be Ready and run kubelet `want`.
+pub(crate) fn node_ready(nodes_json: &str, name: &str, want: &K3sRelease) -> Result<(), String> {
     let doc: Value =
         serde_json::from_str(nodes_json).map_err(|e| format!("get nodes: not JSON: {e}"))?;
-    let items = doc["items"].as_array().cloned().unwrap_or_default();
+    let items = if doc["kind"] == "Node" {
+        vec![doc.clone()]
+    } else {
+        doc["items"].as_array().cloned().unwrap_or_default()
+    };
     let node = match items.as_slice() {
         [] => return Err("no node has registered yet".into()),
-        [only] => only.clone(),
         many => many
             .iter()
-            .find(|n| n["metadata"]["name"] == host)
+            .find(|n| n["metadata"]["name"] == name)
             .cloned()
-            .ok_or_else(|| format!("no node named {host:?} among {} nodes", many.len()))?,
+            .ok_or_else(|| {
+                let names: Vec<&str> = many
+                    .iter()
+                    .filter_map(|n| n["metadata"]["name"].as_str())
+                    .collect();
+                format!(
+                    "no node named {name:?} (the cluster has {}); set `node_name` if k3s names \
+                     this host's node otherwise",
+                    names.join(", ")
+                )
+            })?,
     };
     let name = node["metadata"]["name"].as_str().unwrap_or("?");
     let ready = node["status"]["conditions"]
@@ -413,9 +544,22 @@ mod tests {
     fn node_readiness_needs_ready_and_the_wanted_kubelet() {
         let want = v("v1.31.4+k3s1");
         assert_eq!(
-            node_ready(&nodes("True", "v1.31.4+k3s1"), "other", &want),
+            node_ready(&nodes("True", "v1.31.4+k3s1"), "box", &want),
             Ok(())
         );
+        // The node is found by its name, never by being the only one.
+        let e = node_ready(&nodes("True", "v1.31.4+k3s1"), "other", &want).unwrap_err();
+        assert!(
+            e.contains("no node named \"other\" (the cluster has box)"),
+            "{e}"
+        );
+        // `get node NAME -o json` answers one Node, not a List.
+        let one = serde_json::from_str::<Value>(&nodes("True", "v1.31.4+k3s1")).unwrap()["items"]
+            [0]
+        .clone();
+        let mut one = one;
+        one["kind"] = "Node".into();
+        assert_eq!(node_ready(&one.to_string(), "box", &want), Ok(()));
         let e = node_ready(&nodes("False", "v1.31.4+k3s1"), "box", &want).unwrap_err();
         assert!(
             e.contains("not Ready (KubeletNotReady: cni not ready)"),

@@ -2,16 +2,17 @@
 //! (`bosun_model::steps::k3s_install`).
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use bosun_model::steps::k3s::{DEFAULT_DATA_DIR, K3sPaths, K3sRelease, SERVICE, parse_timeout};
-use bosun_model::steps::k3s_install::{K3sInstallArgs, small_host_defaults};
+use bosun_model::steps::k3s::{DEFAULT_DATA_DIR, K3sPaths, K3sRelease, parse_timeout};
+use bosun_model::steps::k3s_install::{K3sInstallArgs, K3sRole, small_host_defaults};
 use serde_json::Value;
 
 use super::content::unified_diff;
-use super::k3s::{self, Channels, Health};
+use super::k3s::{self, Channels, K3sNode};
+use super::k3s_unit;
 use super::{Check, Outcome, StepContext, StepKind};
 use crate::host::fs::{self as host_fs, Attrs, lstat, read_if_exists, write_atomic};
 use crate::host::{download, k3s as host_k3s, systemd};
@@ -93,67 +94,6 @@ pub(crate) fn render_config(
     ))
 }
 
-/// The content of `k3s.service.env`.
-pub(crate) fn render_env(env: &BTreeMap<String, String>) -> String {
-    let mut out = String::from(
-        "# Written by bosun (k3s_install): the environment of k3s.service. Mode 0600: it may \
-         hold the cluster token.\n",
-    );
-    for (key, value) in env {
-        let quoted = value.replace('\\', "\\\\").replace('"', "\\\"");
-        out.push_str(&format!("{key}=\"{quoted}\"\n"));
-    }
-    out
-}
-
-/// The content of `k3s.service`, as the official installer writes it for a server: Type=notify
-/// (k3s tells systemd when it is up), KillMode=process (stopping k3s leaves the containers'
-/// shims running, so a restart does not restart every pod), no resource limits on the
-/// container tree.
-pub(crate) fn render_unit(paths: &K3sPaths) -> String {
-    let env_file = paths.env_file();
-    let mut exec = format!("{} \\\n    server", paths.binary().display());
-    if !paths.default_config_dir() {
-        exec.push_str(&format!(
-            " \\\n    --config {}",
-            paths.config_file().display()
-        ));
-    }
-    format!(
-        "# Written by bosun (k3s_install); edits here are replaced on its next run.
-[Unit]
-Description=Lightweight Kubernetes
-Documentation=https://k3s.io
-Wants=network-online.target
-After=network-online.target
-
-[Install]
-WantedBy=multi-user.target
-
-[Service]
-Type=notify
-EnvironmentFile=-/etc/default/%N
-EnvironmentFile=-/etc/sysconfig/%N
-EnvironmentFile=-{env_file}
-KillMode=process
-Delegate=yes
-User=root
-# Limits cost accounting overhead in the kernel; containers are accounted by cgroups.
-LimitNOFILE=1048576
-LimitNPROC=infinity
-LimitCORE=infinity
-TasksMax=infinity
-TimeoutStartSec=0
-Restart=always
-RestartSec=5s
-ExecStartPre=-/sbin/modprobe br_netfilter
-ExecStartPre=-/sbin/modprobe overlay
-ExecStart={exec}
-",
-        env_file = env_file.display(),
-    )
-}
-
 // ---------------------------------------------------------------------------------------------
 // check and apply
 // ---------------------------------------------------------------------------------------------
@@ -166,6 +106,13 @@ pub(crate) struct PlannedFile {
     mode: u32,
 }
 
+/// A link to make beside the binary; `replace` when something has the name already (forced).
+#[derive(Debug)]
+pub(crate) struct PlannedLink {
+    path: PathBuf,
+    replace: bool,
+}
+
 /// What `apply` has to do.
 #[derive(Debug)]
 pub struct InstallPlan {
@@ -176,7 +123,7 @@ pub struct InstallPlan {
     /// Files to write.
     files: Vec<PlannedFile>,
     /// Links to create beside the binary.
-    links: Vec<PathBuf>,
+    links: Vec<PlannedLink>,
     /// The unit file changes: daemon-reload.
     unit_changed: bool,
     /// The unit is not enabled.
@@ -185,6 +132,8 @@ pub struct InstallPlan {
     restart: bool,
     /// k3s does not run.
     start: bool,
+    /// The node to wait for.
+    node: K3sNode,
 }
 
 /// Compares `path` with the wanted content and mode; `None` when it matches.
@@ -198,11 +147,140 @@ fn plan_file(path: PathBuf, content: Vec<u8>, mode: u32) -> anyhow::Result<Optio
     }))
 }
 
+/// The mode of `path` is `mode` (false when it does not exist).
+fn has_mode(path: &Path, mode: u32) -> anyhow::Result<bool> {
+    Ok(lstat(path)?.is_some_and(|m| m.mode() & 0o7777 == mode))
+}
+
+/// Where `name` is found on bosund's `PATH`, outside `bin_dir` (the installer's `command -v`).
+fn on_path(name: &str, bin_dir: &Path) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .filter(|dir| dir != bin_dir)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Plans the `kubectl`/`crictl`/`ctr` links as install.sh's `create_symlinks` does: a name
+/// already in `bin_dir` is left alone, and so is a command already on `PATH`, unless forced.
+/// Returns the links and notes on the names skipped.
+fn plan_links(bin_dir: &Path, force: bool) -> anyhow::Result<(Vec<PlannedLink>, Vec<String>)> {
+    let mut links = Vec::new();
+    let mut skipped = Vec::new();
+    for name in LINKS {
+        let link = bin_dir.join(name);
+        let ours = std::fs::read_link(&link).is_ok_and(|t| t == Path::new("k3s"));
+        if ours {
+            continue;
+        }
+        let exists = lstat(&link)?.is_some();
+        if exists && !force {
+            continue;
+        }
+        if !force && let Some(other) = on_path(name, bin_dir) {
+            skipped.push(format!("{name} not linked: {} is on PATH", other.display()));
+            continue;
+        }
+        links.push(PlannedLink {
+            path: link,
+            replace: exists,
+        });
+    }
+    Ok((links, skipped))
+}
+
+/// The unit and env file the step wants, adopting what is there.
+struct Wanted {
+    /// The unit's content and its diff.
+    unit: Option<(Vec<u8>, String)>,
+    env: Option<Vec<u8>>,
+    node_flag: Option<String>,
+    env_entries: BTreeMap<String, String>,
+}
+
+/// Plans the unit and its env file for `role`: the existing unit's flags and the existing env
+/// file's entries are kept, the step's arguments laid over them. `unit`/`env` are `None` when
+/// the file is as wanted (an installer's unit running the same command is).
+fn plan_unit_files(
+    args: &K3sInstallArgs,
+    paths: &K3sPaths,
+    role: K3sRole,
+) -> anyhow::Result<Wanted> {
+    let service = role.service();
+    let unit_path = paths.unit_file_of(service);
+    let env_path = paths.env_file_of(service);
+    let old_unit = read_if_exists(&unit_path)?.map(|b| String::from_utf8_lossy(&b).into_owned());
+    let existing = old_unit.as_deref().and_then(k3s_unit::parse_unit);
+    let flags = existing
+        .as_ref()
+        .map(k3s_unit::UnitCommand::kept_flags)
+        .unwrap_or_default();
+    let rendered = k3s_unit::render_unit(paths, role, &flags);
+    let unit = match (&old_unit, &existing) {
+        (Some(text), _) if text == &rendered => None,
+        (Some(text), Some(cmd)) if !k3s_unit::written_by_bosun(text) => {
+            let wanted = k3s_unit::parse_unit(&rendered).unwrap_or_default();
+            if k3s_unit::runs_the_same(cmd, &wanted, &env_path) {
+                None
+            } else {
+                Some(rendered)
+            }
+        }
+        _ => Some(rendered),
+    };
+    let unit = unit.map(|u| {
+        let diff: String = unified_diff(
+            &unit_path,
+            old_unit.as_deref().map(str::as_bytes),
+            u.as_bytes(),
+        );
+        (u.into_bytes(), diff)
+    });
+
+    let old_env = read_if_exists(&env_path)?
+        .map(|b| k3s_unit::parse_env(&String::from_utf8_lossy(&b)))
+        .unwrap_or_default();
+    let mut entries = old_env.clone();
+    entries.extend(args.env.clone());
+    if role == K3sRole::Agent {
+        if let Some(url) = &args.server_url {
+            entries.insert("K3S_URL".into(), url.trim().to_string());
+        }
+        if let Some(token) = &args.token {
+            entries.insert("K3S_TOKEN".into(), token.trim().to_string());
+        }
+    }
+    let env_same = entries == old_env && has_mode(&env_path, 0o600)? && env_path.exists();
+    let env = (!env_same).then(|| k3s_unit::render_env(service, &entries).into_bytes());
+    Ok(Wanted {
+        unit,
+        env,
+        node_flag: existing.and_then(|c| c.flag("--node-name")),
+        env_entries: entries,
+    })
+}
+
 impl StepKind for K3sInstallArgs {
     type Change = InstallPlan;
 
     async fn check(&self, _ctx: &StepContext<'_>) -> anyhow::Result<Check<InstallPlan>> {
         let paths = self.paths();
+        let role = self.role()?;
+        let service = role.service();
+        // One host, one k3s: an agent beside a server (or the reverse) would fight over the
+        // data dir, the ports and the containers.
+        let other = role.other().service();
+        if paths.unit_file_of(other).exists() || systemd::active_state(other).await? == "active" {
+            bail!(
+                "this host already has {other}.service (a k3s {}); this step asks for a k3s {}. \
+                 A host is a server or an agent, not both: remove the other first (the \
+                 installer's {other}-uninstall.sh), or change `role`",
+                role.other().as_str(),
+                role.as_str()
+            );
+        }
         let mut todo: Vec<String> = Vec::new();
         let mut notes: Vec<String> = Vec::new();
         let installed = host_k3s::installed_version(&paths.binary()).await?;
@@ -224,8 +302,11 @@ impl StepKind for K3sInstallArgs {
             }
         };
 
-        let config = render_config(&self.config, self.small_host_defaults, &paths)?;
-        let unit = render_unit(&paths);
+        let mut config_table = self.config.clone();
+        if let Some(name) = self.node_name.as_deref().filter(|n| !n.trim().is_empty()) {
+            config_table.insert("node-name".into(), Value::String(name.trim().to_string()));
+        }
+        let config = render_config(&config_table, self.small_host_defaults, &paths)?;
         let mut files = Vec::new();
         let mut diff = String::new();
         let old_config = read_if_exists(&paths.config_file())?;
@@ -234,17 +315,25 @@ impl StepKind for K3sInstallArgs {
             diff.push_str(&unified_diff(&f.path, old_config.as_deref(), &f.content));
             files.push(f);
         }
-        if let Some(f) = plan_file(paths.env_file(), render_env(&self.env).into_bytes(), 0o600)? {
+        let wanted = plan_unit_files(self, &paths, role)?;
+        if let Some(content) = wanted.env {
             // Its values may be secrets: say that it changes, never show them.
-            todo.push(format!("write {SERVICE}.service.env"));
-            files.push(f);
+            todo.push(format!("write {service}.service.env"));
+            files.push(PlannedFile {
+                path: paths.env_file_of(service),
+                content,
+                mode: 0o600,
+            });
         }
-        let old_unit = read_if_exists(&paths.unit_file())?;
-        let unit_changed = match plan_file(paths.unit_file(), unit.into_bytes(), 0o644)? {
-            Some(f) => {
-                todo.push(format!("write {SERVICE}.service"));
-                diff.push_str(&unified_diff(&f.path, old_unit.as_deref(), &f.content));
-                files.push(f);
+        let unit_changed = match wanted.unit {
+            Some((content, unit_diff)) => {
+                todo.push(format!("write {service}.service"));
+                diff.push_str(&unit_diff);
+                files.push(PlannedFile {
+                    path: paths.unit_file_of(service),
+                    content,
+                    mode: 0o644,
+                });
                 true
             }
             None => false,
@@ -252,34 +341,55 @@ impl StepKind for K3sInstallArgs {
 
         let mut links = Vec::new();
         if self.symlinks {
-            for name in LINKS {
-                let link = paths.bin_dir.join(name);
-                // Something else already called kubectl (a distribution's package) is left
-                // alone, as the official installer does.
-                if lstat(&link)?.is_none() {
-                    links.push(link);
-                }
+            let (planned, skipped) = plan_links(&paths.bin_dir, self.force_symlinks)?;
+            if !planned.is_empty() {
+                let names: Vec<String> = planned
+                    .iter()
+                    .map(|l| {
+                        l.path
+                            .file_name()
+                            .unwrap_or_default()
+                            .to_string_lossy()
+                            .into_owned()
+                    })
+                    .collect();
+                todo.push(format!("link {}", names.join(", ")));
             }
-            if !links.is_empty() {
-                todo.push(format!("link {}", LINKS.join(", ")));
+            links = planned;
+            // Only worth saying when something else changes too (it is true on every run).
+            if !todo.is_empty() {
+                notes.extend(skipped);
             }
         }
 
-        let enabled = systemd::enabled_state(SERVICE).await? == "enabled";
-        let active = systemd::active_state(SERVICE).await? == "active";
+        let enabled = systemd::enabled_state(service).await? == "enabled";
+        let active = systemd::active_state(service).await? == "active";
         let touched = install.is_some() || !files.is_empty();
         let restart = active && touched;
         if !enabled {
-            todo.push(format!("enable {SERVICE}.service"));
+            todo.push(format!("enable {service}.service"));
         }
         if restart {
-            todo.push(format!("restart {SERVICE}.service"));
+            todo.push(format!("restart {service}.service"));
         } else if !active {
-            todo.push(format!("start {SERVICE}.service"));
+            todo.push(format!("start {service}.service"));
         }
+        let node = K3sNode {
+            role,
+            name: node_name(
+                self.node_name.as_deref(),
+                wanted.node_flag.as_deref(),
+                &config_table,
+                &wanted.env_entries,
+            ),
+        };
 
         if todo.is_empty() {
-            let mut msg = format!("k3s {version} running; config, unit and env file as wanted");
+            let mut msg = format!(
+                "k3s {version} {} running as {service}.service; config, unit and env file as \
+                 wanted",
+                role.as_str()
+            );
             for n in notes {
                 msg = format!("{msg}; {n}");
             }
@@ -298,12 +408,14 @@ impl StepKind for K3sInstallArgs {
             enable: !enabled,
             restart,
             start: !active,
+            node,
         };
         Ok(Check::change(plan, msg).with_diff((!diff.is_empty()).then_some(diff)))
     }
 
     async fn apply(&self, _ctx: &StepContext<'_>, plan: InstallPlan) -> anyhow::Result<Outcome> {
         let paths = self.paths();
+        let service = plan.node.role.service();
         let mut done = Vec::new();
         // The download comes first: a checksum mismatch must leave every file as it was.
         if let Some(release) = &plan.install {
@@ -328,17 +440,22 @@ impl StepKind for K3sInstallArgs {
             ));
         }
         for link in &plan.links {
-            host_fs::create_symlink(link, Path::new("k3s"))
-                .with_context(|| format!("linking {} to k3s", link.display()))?;
+            if link.replace {
+                host_fs::remove(&link.path, false)
+                    .with_context(|| format!("replacing {}", link.path.display()))?;
+            }
+            host_fs::create_symlink(&link.path, Path::new("k3s"))
+                .with_context(|| format!("linking {} to k3s", link.path.display()))?;
         }
         if plan.unit_changed {
             systemd::daemon_reload().await?;
         }
-        let unit = format!("{SERVICE}.service");
+        let unit = format!("{service}.service");
         if plan.enable {
             systemd::systemctl_ok(&["enable", &unit]).await?;
             done.push("enabled".into());
         }
+        let started_at = std::time::SystemTime::now();
         // --no-block: a k3s that never reports READY (TimeoutStartSec=0, as upstream) must not
         // hang the step; readiness is waited for below, with a deadline.
         if plan.restart {
@@ -351,11 +468,30 @@ impl StepKind for K3sInstallArgs {
         if plan.restart || plan.start {
             let timeout =
                 parse_timeout("ready_timeout", &self.ready_timeout).map_err(anyhow::Error::msg)?;
-            match k3s::wait_healthy(&paths, &plan.version, Health::NodeReady, None, timeout).await {
-                Ok(took) => done.push(format!("node Ready after {:.1}s", took.as_secs_f64())),
-                Err(reason) => bail!(
+            let secret = self.token.as_deref().unwrap_or_default();
+            match k3s::wait_joined(
+                &paths,
+                &plan.version,
+                &plan.node,
+                timeout,
+                started_at,
+                secret,
+            )
+            .await
+            {
+                Ok(took) => done.push(format!(
+                    "node {} Ready after {:.1}s",
+                    plan.node.name,
+                    took.as_secs_f64()
+                )),
+                Err(k3s::NotReady::Refused(reason)) => bail!(
+                    "{}; but the server refused this agent: {reason}. Check the join token \
+                     (the server's <data_dir>/server/node-token) and `server_url`",
+                    done.join(", ")
+                ),
+                Err(k3s::NotReady::Timeout(reason)) => bail!(
                     "{}; but k3s {} is not ready after {}: {reason}. Look at `journalctl -u \
-                     {SERVICE}` on the host; raise `ready_timeout` if it is only slow",
+                     {service}` on the host; raise `ready_timeout` if it is only slow",
                     done.join(", "),
                     plan.version,
                     humantime::format_duration(timeout)
@@ -368,6 +504,31 @@ impl StepKind for K3sInstallArgs {
             ..Outcome::default()
         })
     }
+}
+
+/// The name k3s gives the node: `node_name`, else (as k3s resolves its settings) a
+/// `--node-name` flag on the command line, `node-name` in config.yaml, `K3S_NODE_NAME` in the
+/// environment, and last the host name, lowercased.
+pub(crate) fn node_name(
+    explicit: Option<&str>,
+    flag: Option<&str>,
+    config: &BTreeMap<String, Value>,
+    env: &BTreeMap<String, String>,
+) -> String {
+    explicit
+        .filter(|n| !n.trim().is_empty())
+        .map(str::to_string)
+        .or_else(|| flag.map(str::to_string))
+        .or_else(|| {
+            config
+                .get("node-name")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .or_else(|| env.get("K3S_NODE_NAME").cloned())
+        .unwrap_or_else(k3s::hostname)
+        .trim()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -456,20 +617,20 @@ mod tests {
     fn env_file_quotes_values_for_systemd() {
         let mut env = BTreeMap::new();
         env.insert("K3S_TOKEN".to_string(), r#"se"cr\et"#.to_string());
-        let text = render_env(&env);
+        let text = k3s_unit::render_env("k3s", &env);
         assert!(text.ends_with("K3S_TOKEN=\"se\\\"cr\\\\et\"\n"), "{text}");
     }
 
     #[test]
     fn unit_runs_the_server_with_the_config_it_was_given() {
-        let unit = render_unit(&default_paths());
+        let unit = k3s_unit::render_unit(&default_paths(), K3sRole::Server, &[]);
         assert!(unit.contains("Type=notify\n"));
         assert!(unit.contains("EnvironmentFile=-/etc/systemd/system/k3s.service.env\n"));
         assert!(
             unit.contains("ExecStart=/usr/local/bin/k3s \\\n    server\n"),
             "{unit}"
         );
-        let moved = render_unit(&paths("/srv"));
+        let moved = k3s_unit::render_unit(&paths("/srv"), K3sRole::Server, &[]);
         assert!(
             moved.contains(
                 "ExecStart=/srv/bin/k3s \\\n    server \\\n    --config /srv/etc/config.yaml\n"
@@ -496,10 +657,27 @@ mod tests {
         std::fs::create_dir_all(&paths.unit_dir).unwrap();
         std::fs::write(paths.binary(), bosun_fixtures::k3s_release("v1.31.4+k3s1")).unwrap();
         std::fs::set_permissions(paths.binary(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::write(paths.unit_file(), render_unit(&paths)).unwrap();
+        std::fs::write(
+            paths.unit_file(),
+            k3s_unit::render_unit(&paths, K3sRole::Server, &[]),
+        )
+        .unwrap();
+        // The agent's unit, with flags kept from an installer's unit, in the same run.
+        let agent_unit = paths.unit_file_of(K3sRole::Agent.service());
+        let flags = [
+            "--node-label=tier=web".to_string(),
+            "--node-name".into(),
+            "w 1".into(),
+        ];
+        std::fs::write(
+            &agent_unit,
+            k3s_unit::render_unit(&paths, K3sRole::Agent, &flags),
+        )
+        .unwrap();
         let out = std::process::Command::new("systemd-analyze")
             .arg("verify")
             .arg(paths.unit_file())
+            .arg(&agent_unit)
             .env("SYSTEMD_LOG_LEVEL", "warning")
             .output()
             .expect("systemd-analyze (Debian package systemd; scripts/test installs it)");
@@ -510,13 +688,14 @@ mod tests {
         );
         let own: Vec<&str> = stderr
             .lines()
-            .filter(|l| l.contains("k3s.service"))
+            .filter(|l| l.contains("k3s.service") || l.contains("k3s-agent.service"))
             .collect();
         assert!(own.is_empty(), "warnings about the unit:\n{stderr}");
         // Not a tautology: a broken unit does fail the same check.
         std::fs::write(
             paths.unit_file(),
-            render_unit(&paths).replace(&paths.binary().display().to_string(), "/nonexistent/k3s"),
+            k3s_unit::render_unit(&paths, K3sRole::Server, &[])
+                .replace(&paths.binary().display().to_string(), "/nonexistent/k3s"),
         )
         .unwrap();
         let broken = std::process::Command::new("systemd-analyze")

@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use bosun_model::steps::k3s::{K3sPaths, K3sRelease, K3sRole};
+use bosun_model::steps::k3s::{K3sPaths, K3sRelease};
 use serde::{Deserialize, Serialize};
 
-use super::k3s::{self, Health};
+use super::k3s::{self, Health, K3sNode};
 use crate::host::fs::{
     self as host_fs, copy_file_atomic, read_if_exists, replace_tree, write_atomic,
 };
@@ -67,13 +67,6 @@ pub(crate) struct Interrupted {
     pub data_dir: PathBuf,
     /// How long a version may take to become healthy.
     pub health_timeout_secs: u64,
-    /// `agent` for a `k3s-agent` installation (no datastore, the unit's health only); absent
-    /// in records written before agents were upgraded, which were all servers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
-    /// The node's name when it is not the host name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_name: Option<String>,
 }
 
 impl Interrupted {
@@ -83,8 +76,6 @@ impl Interrupted {
         to: &K3sRelease,
         staged: &Path,
         timeout: Duration,
-        role: K3sRole,
-        node_name: Option<&str>,
     ) -> Interrupted {
         Interrupted {
             from: from.to_string(),
@@ -97,25 +88,15 @@ impl Interrupted {
             unit_dir: paths.unit_dir.clone(),
             data_dir: paths.data_dir.clone(),
             health_timeout_secs: timeout.as_secs().max(1),
-            role: (role == K3sRole::Agent).then(|| role.as_str().to_string()),
-            node_name: node_name.map(str::to_string),
         }
     }
 
-    /// The installation's role (a record without one is a server's).
-    pub(crate) fn role(&self) -> K3sRole {
-        match self.role.as_deref() {
-            Some("agent") => K3sRole::Agent,
-            _ => K3sRole::Server,
-        }
-    }
-
+    /// The unit of the installation (`k3s-agent.service` on an agent).
     fn unit(&self) -> String {
-        format!("{}.service", self.role().service())
-    }
-
-    fn health(&self) -> Health {
-        Health::upgrade(self.role())
+        format!(
+            "{}.service",
+            K3sNode::installed(&self.paths()).role.service()
+        )
     }
 
     fn paths(&self) -> K3sPaths {
@@ -213,7 +194,6 @@ async fn resume_record(state_dir: &Path, record: &Interrupted) -> anyhow::Result
         let _ = host_fs::remove(staged, false);
     }
     let unit = record.unit();
-    let (level, node) = (record.health(), record.node_name.as_deref());
     if record.phase == Phase::RollingBack {
         let backup = record
             .backup
@@ -230,7 +210,7 @@ async fn resume_record(state_dir: &Path, record: &Interrupted) -> anyhow::Result
         // The swap happened: the new version gets its health check, as if never interrupted.
         let _ = systemd::systemctl(&["reset-failed", &unit]).await;
         systemd::systemctl_ok(&["start", "--no-block", &unit]).await?;
-        return match k3s::wait_healthy(&paths, &to, level, node, timeout).await {
+        return match k3s::wait_healthy(&paths, &to, Health::Full, timeout).await {
             Ok(after) => Ok(format!(
                 "was finished: {to} is healthy (after {:.1}s)",
                 after.as_secs_f64()
@@ -255,7 +235,7 @@ async fn resume_record(state_dir: &Path, record: &Interrupted) -> anyhow::Result
     // (after a reset: stops and starts in quick succession may have hit the start limit).
     let _ = systemd::systemctl(&["reset-failed", &unit]).await;
     systemd::systemctl_ok(&["start", "--no-block", &unit]).await?;
-    k3s::wait_healthy(&paths, &from, level, node, timeout)
+    k3s::wait_healthy(&paths, &from, Health::Full, timeout)
         .await
         .map_err(|reason| anyhow!("{from} is not healthy after starting it again: {reason}"))?;
     Ok(format!(
@@ -279,7 +259,8 @@ pub(crate) async fn roll_back(
     let unit = record.unit();
     systemd::systemctl_ok(&["stop", &unit]).await?;
     copy_file_atomic(&backup.join("k3s"), &paths.binary())?;
-    if record.role() == K3sRole::Server {
+    // An agent's backup has no datastore (it has none).
+    if backup.join("db").is_dir() {
         replace_tree(&backup.join("db"), &paths.db_dir())?;
     }
     if backup.join("token").exists() {
@@ -288,21 +269,15 @@ pub(crate) async fn roll_back(
     // A crash-looping new version may have hit the start rate limit.
     let _ = systemd::systemctl(&["reset-failed", &unit]).await;
     systemd::systemctl_ok(&["start", "--no-block", &unit]).await?;
-    k3s::wait_healthy(
-        paths,
-        from,
-        record.health(),
-        record.node_name.as_deref(),
-        timeout,
-    )
-    .await
-    .map(|_| ())
-    .map_err(|reason| {
-        anyhow!(
-            "{from} is not healthy {} after the restore: {reason}",
-            humantime::format_duration(timeout)
-        )
-    })
+    k3s::wait_healthy(paths, from, Health::Full, timeout)
+        .await
+        .map(|_| ())
+        .map_err(|reason| {
+            anyhow!(
+                "{from} is not healthy {} after the restore: {reason}",
+                humantime::format_duration(timeout)
+            )
+        })
 }
 
 #[cfg(test)]
@@ -327,8 +302,6 @@ mod tests {
             &to,
             Path::new("/usr/local/bin/.k3s.new"),
             Duration::from_secs(30),
-            K3sRole::Server,
-            None,
         );
         enter(dir.path(), &mut r, Phase::Started).unwrap();
         let back = load(dir.path()).unwrap().unwrap();

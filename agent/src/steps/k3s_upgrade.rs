@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use bosun_model::steps::k3s::{K3sPaths, K3sRelease, K3sRole, parse_timeout};
+use bosun_model::steps::k3s::{K3sPaths, K3sRelease, parse_timeout};
+use bosun_model::steps::k3s_install::K3sRole;
 use bosun_model::steps::k3s_upgrade::K3sUpgradeArgs;
 
-use super::k3s::{self, Channels, Health};
+use super::k3s::{self, Channels, Health, K3sNode};
 use super::k3s_interrupted::{self as interrupted, Phase};
 use super::{Check, Outcome, StepContext, StepKind};
 use crate::host::fs::{self as host_fs, copy_file_atomic, copy_tree, lstat, write_atomic};
@@ -62,7 +63,6 @@ async fn upgrade_once(
     let timeout_text = humantime::format_duration(timeout);
     let service = role.service();
     let unit = format!("{service}.service");
-    let node = (!args.node_name.trim().is_empty()).then(|| args.node_name.trim());
     let staged = k3s::stage_release(
         client,
         &args.mirror,
@@ -72,7 +72,7 @@ async fn upgrade_once(
     )
     .await
     .map_err(|e| anyhow!("{e:#}; k3s {from} was left running, untouched"))?;
-    let mut record = interrupted::Interrupted::new(paths, from, to, &staged, timeout, role, node);
+    let mut record = interrupted::Interrupted::new(paths, from, to, &staged, timeout);
     let staged = Staged(Some(staged));
 
     interrupted::enter(state_dir, &mut record, Phase::Stopping)?;
@@ -105,7 +105,7 @@ async fn upgrade_once(
         interrupted::enter(state_dir, &mut record, Phase::Started)?;
         systemd::systemctl_ok(&["start", "--no-block", &unit]).await?;
         interrupted::reached("started");
-        k3s::wait_healthy(paths, to, Health::upgrade(role), node, timeout)
+        k3s::wait_healthy(paths, to, Health::Full, timeout)
             .await
             .map_err(|reason| {
                 anyhow!("k3s {to} failed its health check within {timeout_text}: {reason}")
@@ -308,7 +308,7 @@ async fn plan_hops(args: &K3sUpgradeArgs) -> anyhow::Result<Option<(Hops, String
     if from == to {
         return Ok(None);
     }
-    let role = args.role()?;
+    let role = K3sNode::installed(&paths).role;
     if role == K3sRole::Server && !paths.db_dir().is_dir() {
         bail!(
             "no datastore at {}: k3s_upgrade backs up the embedded datastore before it \
@@ -335,7 +335,7 @@ async fn plan_hops(args: &K3sUpgradeArgs) -> anyhow::Result<Option<(Hops, String
     }
     msg.push_str(match role {
         K3sRole::Server => " (datastore backup, health check, rollback on failure)",
-        K3sRole::Agent => " (binary backup, unit health check, rollback on failure)",
+        K3sRole::Agent => " (binary backup, health check, rollback on failure)",
     });
     Ok(Some((
         Hops {

@@ -33,6 +33,7 @@ mod helm_release;
 mod k3s;
 mod k3s_install;
 mod k3s_interrupted;
+mod k3s_unit;
 mod k3s_upgrade;
 mod kube_node;
 mod line_in_file;

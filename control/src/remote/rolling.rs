@@ -32,7 +32,8 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use anyhow::{Result, bail};
-use bosun_model::steps::k3s::{K3sRelease, K3sRole};
+use bosun_model::steps::k3s::K3sRelease;
+use bosun_model::steps::k3s_install::K3sRole;
 use bosun_model::steps::kube_node::valid_node_name;
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
@@ -42,7 +43,7 @@ use super::fleet::{HostStatus, Size, batches};
 /// The variable naming a host's role in the cluster (`server` or `agent`).
 pub const ROLE_VAR: &str = "k3s_role";
 /// The variable naming a host's Kubernetes node when it is not the host's name.
-pub const NODE_VAR: &str = "node_name";
+pub const NODE_VAR: &str = "k3s_node_name";
 /// Kubelets may be up to this many minors older than the API server (Kubernetes ≥ 1.28).
 pub const KUBELET_SKEW: u32 = 3;
 
@@ -67,7 +68,7 @@ pub fn members(hosts: &[(String, &Map<String, Value>)]) -> Result<Vec<Member>> {
     for (index, (host, vars)) in hosts.iter().enumerate() {
         let role = match vars.get(ROLE_VAR) {
             Some(Value::String(r)) => {
-                K3sRole::parse(ROLE_VAR, r).map_err(|e| format!("host {host}: {e}"))
+                K3sRole::parse(r).map_err(|e| format!("host {host}: `{ROLE_VAR}`: {e}"))
             }
             Some(other) => Err(format!(
                 "host {host}: `{ROLE_VAR}` must be \"server\" or \"agent\", got {other}"
@@ -561,7 +562,7 @@ mod tests {
     #[test]
     fn members_need_a_role_and_a_server() {
         let server = json!({"k3s_role": "server"});
-        let agent = json!({"k3s_role": "agent", "node_name": "ip-10-0-1-5"});
+        let agent = json!({"k3s_role": "agent", "k3s_node_name": "ip-10-0-1-5"});
         let none = json!({});
         let m = |v: &Value| v.as_object().unwrap().clone();
         let (s, a, n) = (m(&server), m(&agent), m(&none));

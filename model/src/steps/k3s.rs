@@ -28,8 +28,10 @@ pub const DEFAULT_CONFIG_DIR: &str = "/etc/rancher/k3s";
 pub const DEFAULT_UNIT_DIR: &str = "/etc/systemd/system";
 /// k3s's default data directory (datastore under `server/db`, token at `server/token`).
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/rancher/k3s";
-/// The systemd unit's name (without `.service`), as the official installer names it.
+/// The server's systemd unit name (without `.service`), as the official installer names it.
 pub const SERVICE: &str = "k3s";
+/// An agent's systemd unit name (without `.service`), as the official installer names it.
+pub const AGENT_SERVICE: &str = "k3s-agent";
 
 /// Default of `mirror`.
 pub fn default_mirror() -> String {
@@ -229,11 +231,28 @@ impl K3sPaths {
     }
     /// `k3s.service`.
     pub fn unit_file(&self) -> PathBuf {
-        self.unit_dir.join(format!("{SERVICE}.service"))
+        self.unit_file_of(SERVICE)
     }
     /// `k3s.service.env` (mode 0600: it may hold the cluster token).
     pub fn env_file(&self) -> PathBuf {
-        self.unit_dir.join(format!("{SERVICE}.service.env"))
+        self.env_file_of(SERVICE)
+    }
+    /// `<unit_dir>/<service>.service`.
+    pub fn unit_file_of(&self, service: &str) -> PathBuf {
+        self.unit_dir.join(format!("{service}.service"))
+    }
+    /// `<unit_dir>/<service>.service.env`, the installer's env file name.
+    pub fn env_file_of(&self, service: &str) -> PathBuf {
+        self.unit_dir.join(format!("{service}.service.env"))
+    }
+    /// The server's join token, as the official docs name it (`node-token`, a link to
+    /// `token`): what an agent's `K3S_TOKEN` holds.
+    pub fn node_token(&self) -> PathBuf {
+        self.data_dir.join("server/node-token")
+    }
+    /// The kubelet's kubeconfig on an agent: its own credentials, enough to read its node.
+    pub fn kubelet_kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("agent/kubelet.kubeconfig")
     }
     /// The datastore directory (SQLite by default; embedded etcd also lives here).
     pub fn db_dir(&self) -> PathBuf {
@@ -247,53 +266,6 @@ impl K3sPaths {
     pub fn default_config_dir(&self) -> bool {
         self.config_dir == Path::new(DEFAULT_CONFIG_DIR)
     }
-}
-
-/// The unit of a k3s agent, as the official installer names it (`k3s-agent.service`).
-pub const AGENT_SERVICE: &str = "k3s-agent";
-
-/// What a k3s installation runs: `k3s server` (the control plane, with the datastore) or
-/// `k3s agent` (a worker that joined a server; no datastore, no admin kubeconfig).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum K3sRole {
-    /// `k3s server`: unit `k3s`.
-    Server,
-    /// `k3s agent`: unit `k3s-agent`.
-    Agent,
-}
-
-impl K3sRole {
-    /// Parses `server` or `agent` (an argument as rendered).
-    pub fn parse(name: &str, text: &str) -> Result<K3sRole, String> {
-        match text.trim() {
-            "server" => Ok(K3sRole::Server),
-            "agent" => Ok(K3sRole::Agent),
-            other => Err(format!(
-                "`{name}` must be \"server\" or \"agent\", got {other:?}"
-            )),
-        }
-    }
-
-    /// The systemd unit's name (without `.service`), as the official installer names it.
-    pub fn service(self) -> &'static str {
-        match self {
-            K3sRole::Server => SERVICE,
-            K3sRole::Agent => AGENT_SERVICE,
-        }
-    }
-
-    /// `server` / `agent`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            K3sRole::Server => "server",
-            K3sRole::Agent => "agent",
-        }
-    }
-}
-
-/// Default of `role`.
-pub fn default_role() -> String {
-    "server".into()
 }
 
 /// Parses a timeout argument written as a duration (`"90s"`, `"5m"`); strings because a
@@ -400,19 +372,5 @@ mod tests {
         assert!(Toggle::Text("yes".into()).value("x").is_err());
         assert_eq!(Toggle::Text("{{ s }}".into()).problem("x"), None);
         assert!(Toggle::Text("maybe".into()).problem("x").is_some());
-    }
-
-    #[test]
-    fn roles_name_their_units() {
-        assert_eq!(
-            K3sRole::parse("role", " agent").unwrap().service(),
-            "k3s-agent"
-        );
-        assert_eq!(K3sRole::parse("role", "server").unwrap().service(), "k3s");
-        let e = K3sRole::parse("role", "worker").unwrap_err();
-        assert!(
-            e.contains("\"server\" or \"agent\"") && e.contains("worker"),
-            "{e}"
-        );
     }
 }

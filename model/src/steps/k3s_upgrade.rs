@@ -30,10 +30,11 @@
 //! The newest `keep_backups` backups are kept (default 3); older ones are removed after a
 //! successful upgrade. The step is `ok` when k3s already runs `version`.
 //!
-//! On an agent (`role = "agent"`, the unit `k3s-agent`) there is no datastore: the backup holds
-//! the binary only, and the health check is the unit's (an agent has no admin kubeconfig; that
-//! its node is Ready at `B` is judged from the server, by `kube_node` `state = "ready"`, which
-//! is what `bosun run k3s-upgrade` on an inventory does after each agent).
+//! An agent (the installation has `k3s-agent.service`, not `k3s.service`) has no datastore: its
+//! backup holds the binary only, and its health check is its unit active and its own node Ready
+//! at `B`, read with the kubelet's credentials (`<data_dir>/agent/kubelet.kubeconfig`; an agent
+//! holds no admin kubeconfig). `bosun run k3s-upgrade` on an inventory also waits for the node
+//! from the server (`kube_node` `state = "ready"`) before it uncordons it.
 //!
 //! Do not give this step a `timeout` shorter than two health checks: cancelling it between
 //! the swap and the health check leaves the new binary in place with its backup beside it.
@@ -46,8 +47,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ActionArgs;
 use super::k3s::{
-    self, K3sPaths, K3sRelease, K3sRole, Toggle, default_bin_dir, default_channel_url,
-    default_config_dir, default_data_dir, default_mirror, default_role, default_unit_dir,
+    self, K3sPaths, K3sRelease, Toggle, default_bin_dir, default_channel_url, default_config_dir,
+    default_data_dir, default_mirror, default_unit_dir,
 };
 use crate::jinja::is_templated;
 
@@ -67,14 +68,6 @@ fn default_keep_backups() -> u32 {
 pub struct K3sUpgradeArgs {
     /// The release to run, e.g. "v1.31.4+k3s1".
     pub version: String,
-    /// What this host runs: "server" (unit `k3s`, datastore backed up) or "agent" (unit
-    /// `k3s-agent`, binary only) (default "server").
-    #[serde(default = "default_role")]
-    pub role: String,
-    /// The Kubernetes node this host registers as, for the server's health check (default:
-    /// the host name, lower-cased, as k3s names its node).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub node_name: String,
     /// When `version` is more than one minor ahead, go through the latest patch of each minor
     /// in between instead of refusing (default false).
     #[serde(default)]
@@ -113,9 +106,6 @@ impl ActionArgs for K3sUpgradeArgs {
             problems.extend(K3sRelease::parse(&self.version).err());
         }
         problems.extend(self.step_through_minors.problem("step_through_minors"));
-        if !is_templated(&self.role) {
-            problems.extend(K3sRole::parse("role", &self.role).err());
-        }
         if !is_templated(&self.health_timeout) {
             problems.extend(k3s::parse_timeout("health_timeout", &self.health_timeout).err());
         }
@@ -136,11 +126,6 @@ impl ActionArgs for K3sUpgradeArgs {
 }
 
 impl K3sUpgradeArgs {
-    /// `role`, once rendered.
-    pub fn role(&self) -> anyhow::Result<K3sRole> {
-        K3sRole::parse("role", &self.role).map_err(anyhow::Error::msg)
-    }
-
     /// Where the installation lives (its unit in the default unit directory).
     pub fn paths(&self) -> K3sPaths {
         K3sPaths {
