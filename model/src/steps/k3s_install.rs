@@ -360,16 +360,14 @@ fn role_problems(args: &K3sInstallArgs) -> Vec<String> {
                 );
             }
         }
-        Some(K3sRole::Server) => {
-            if given(&args.server_url) || given(&args.token) {
-                problems.push(
-                    "`server_url` and `token` are for `role = \"agent\"`: a server makes its \
-                     own token (to join a server to another one, use config `server`/`token`)"
-                        .into(),
-                );
-            }
+        Some(K3sRole::Server) if given(&args.server_url) || given(&args.token) => {
+            problems.push(
+                "`server_url` and `token` are for `role = \"agent\"`: a server makes its own \
+                 token (to join a server to another one, use config `server`/`token`)"
+                    .into(),
+            );
         }
-        None => {}
+        Some(K3sRole::Server) | None => {}
     }
     if let Some(url) = args.server_url.as_deref().filter(|u| !is_templated(u)) {
         // k3s and its installer accept only https:// (install.sh verify_k3s_url).
