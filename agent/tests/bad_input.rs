@@ -692,3 +692,67 @@ fn every_shipped_playbook_is_valid() {
     }
     assert!(checked >= 15, "{checked}");
 }
+
+#[test]
+fn system_kinds_refuse_bad_arguments_at_their_line() {
+    let text = r#"name = "t"
+[[step]]
+name = "u"
+user = { name = "-bad", shell = "bash", remove = true }
+[[step]]
+name = "u2"
+user = { name = "gone", state = "absent", uid = 5 }
+[[step]]
+name = "g"
+group = { name = "123", state = "absent", gid = 7 }
+[[step]]
+name = "k"
+authorized_key = { user = "deploy", key = "not a key", exclusive = true, state = "absent" }
+[[step]]
+name = "s"
+sysctl = { name = "net..x", file = "/etc/sysctl.d/x" }
+[[step]]
+name = "h"
+hostname = { name = "-web_1" }
+[[step]]
+name = "t"
+timezone = { name = "../etc/passwd" }
+[[step]]
+name = "m"
+mount = { path = "data", state = "mounted", opts = "a b" }
+"#;
+    let found = errors(text);
+    let at = |line: usize| -> String {
+        found
+            .iter()
+            .filter(|d| d.line == line)
+            .map(|d| format!("{} {}", d.message, d.help.as_deref().unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    for (line, wanted) in [
+        (4, "\"-bad\" is not a valid account name"),
+        (4, "`shell` \"bash\" must be an absolute path"),
+        (4, "`remove` is only for `state = \"absent\"`"),
+        (7, "`uid` means nothing with `state = \"absent\"`"),
+        (10, "\"123\" is not a valid account name"),
+        (10, "`gid` means nothing"),
+        (13, "`key` line 1 is not a public key line"),
+        (13, "`exclusive` means nothing"),
+        (16, "is not a sysctl key"),
+        (16, "`state = \"present\"` needs `value`"),
+        (16, "must be an absolute path ending in .conf"),
+        (19, "is not a host name"),
+        (22, "is not a time zone name"),
+        (25, "`path` \"data\" must be an absolute path"),
+        (25, "`state = \"mounted\"` needs `src`"),
+        (25, "`opts` \"a b\" must be one non-empty word"),
+    ] {
+        assert!(
+            at(line).contains(wanted),
+            "line {line}: {:?} lacks {wanted:?}\n{found:#?}",
+            at(line)
+        );
+    }
+    assert!(found.iter().all(|d| d.file == "t.toml"), "{found:#?}");
+}

@@ -37,10 +37,11 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::stack::artifacts::{Artifact, BootArtifacts};
+use crate::stack::boot::BootDigests;
 use crate::stack::cfn::Template;
 use crate::stack::config::{EDGE_REGION, StackConfig};
 use crate::stack::edge;
-use crate::stack::template::{self, BootDigests};
+use crate::stack::template;
 
 /// How often stack and change-set status is polled.
 const POLL: Duration = Duration::from_secs(2);
@@ -1140,7 +1141,7 @@ async fn delete_stack(
 }
 
 /// `bosun down`: delete the stack, then its edge stack (the distribution uses the
-/// certificate), then the origin secret; the bucket is kept unless `delete_data`.
+/// certificate), then the origin secret and the k3s join token; the bucket is kept unless `delete_data`.
 pub async fn down(aws: &Aws, ui: Ui, config: &StackConfig, delete_data: bool) -> Result<Value> {
     let stack = &config.name;
     let main = delete_stack(&aws.cfn, ui, stack, true).await?;
@@ -1154,24 +1155,13 @@ pub async fn down(aws: &Aws, ui: Ui, config: &StackConfig, delete_data: bool) ->
     } else {
         false
     };
-    let secret = config.origin_secret_parameter();
-    let secret_deleted = match aws.ssm.delete_parameter().name(&secret).send().await {
-        Ok(_) => true,
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_parameter_not_found()) =>
-        {
-            false
-        }
-        Err(e) => {
-            return Err(sdk_err(e)).with_context(|| format!("deleting SSM parameter {secret}"));
-        }
-    };
+    let secret_deleted = delete_parameter(aws, &config.origin_secret_parameter()).await?;
+    let token_deleted = delete_parameter(aws, &config.k3s_token_parameter()).await?;
     let Some((bucket, events)) = main else {
         return Ok(json!({
             "stack": stack, "deleted": false, "bucket": null,
             "edge_stack": edge_name, "edge_deleted": edge_deleted,
-            "origin_secret_deleted": secret_deleted,
+            "origin_secret_deleted": secret_deleted, "k3s_token_deleted": token_deleted,
         }));
     };
     let mut bucket_deleted = false;
@@ -1192,8 +1182,23 @@ pub async fn down(aws: &Aws, ui: Ui, config: &StackConfig, delete_data: bool) ->
     Ok(json!({
         "stack": stack, "deleted": true, "bucket": bucket, "bucket_deleted": bucket_deleted,
         "events": events, "edge_stack": edge_name, "edge_deleted": edge_deleted,
-        "origin_secret_deleted": secret_deleted,
+        "origin_secret_deleted": secret_deleted, "k3s_token_deleted": token_deleted,
     }))
+}
+
+/// Deletes a parameter `bosun up` or the host's first boot made under /bosun/<stack>/ (the
+/// origin secret, the k3s join token); false when there was none.
+async fn delete_parameter(aws: &Aws, name: &str) -> Result<bool> {
+    match aws.ssm.delete_parameter().name(name).send().await {
+        Ok(_) => Ok(true),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_parameter_not_found()) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(sdk_err(e)).with_context(|| format!("deleting SSM parameter {name}")),
+    }
 }
 
 async fn empty_and_delete(aws: &Aws, bucket: &str) -> Result<()> {

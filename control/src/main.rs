@@ -21,9 +21,9 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use stack::artifacts::BootArtifacts;
+use stack::boot::{self, BootDigests};
 use stack::config::StackConfig;
-use stack::template::{self, BootDigests};
-use stack::userdata::{self, UserDataSpec};
+use stack::template;
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +58,9 @@ enum Command {
     Run(remote::run::RunArgs),
     /// Show bosund's version, the host's uptime and its last runs, over SSH.
     Status(remote::status::StatusArgs),
+    /// List the hosts `--host`/`--inventory`/`--limit` select and how `run` reaches each
+    /// (address, jump hosts, groups, variables), without connecting.
+    Hosts(remote::hosts::HostsArgs),
     /// List the backups in S3 or restore one, through bosund on a host, over SSH.
     #[command(subcommand)]
     Backups(remote::backups::BackupsCommand),
@@ -77,6 +80,10 @@ enum Command {
         /// The stack's bucket name (`BucketName` output).
         #[arg(long)]
         bucket: String,
+        /// A `[nodes]` agent's user-data instead of the host's, joining the k3s server at this
+        /// (private) address.
+        #[arg(long, value_name = "SERVER_ADDRESS")]
+        agent_of: Option<String>,
     },
     /// Show what `up` would change (a CloudFormation change set, deleted afterwards).
     Plan {
@@ -273,6 +280,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Man { dir } => write_man_pages(&dir),
         Command::Run(args) => remote::run::run(args, json),
         Command::Status(args) => remote::status::run(args, json),
+        Command::Hosts(args) => remote::hosts::run(args, json),
         Command::Backups(cmd) => remote::backups::run(cmd, json),
         Command::Template { stack, edge } => {
             let l = load(&stack)?;
@@ -298,31 +306,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::UserData { stack, bucket } => {
+        Command::UserData {
+            stack,
+            bucket,
+            agent_of,
+        } => {
             let l = load(&stack)?;
             let c = &l.config;
             let artifacts_url = match &c.endpoints.artifacts {
                 Some(base) => format!("{}/{bucket}/artifacts", base.trim_end_matches('/')),
                 None => format!("https://{bucket}.s3.{}.amazonaws.com/artifacts", c.region),
             };
-            let text = userdata::render(&UserDataSpec {
-                stack: &c.name,
-                region: &c.region,
-                bucket: &bucket,
-                artifacts_url: &artifacts_url,
-                bosund_sha256: &l.artifacts.bosund.sha256,
-                playbooks_sha256: &l.artifacts.playbooks.sha256,
-                log_group: &template::log_group_name(c),
-                metrics_namespace: template::METRICS_NAMESPACE,
-                bootstrap_vars: &c.first_boot_vars(
-                    template::DB_HOST_PLACEHOLDER,
-                    template::DB_SECRET_PLACEHOLDER,
-                ),
-                edge: c.edge.is_some(),
-                database: c.rds.is_some(),
-                platform: c.platform.is_some(),
-                registries: &c.registry_boot(),
-            });
+            let boot = BootDigests {
+                bosund_sha256: l.artifacts.bosund.sha256.clone(),
+                playbooks_sha256: l.artifacts.playbooks.sha256.clone(),
+            };
+            let role = match &agent_of {
+                Some(server_address) => boot::BootRole::Agent { server_address },
+                None => boot::BootRole::Server,
+            };
+            let text = boot::render_user_data(c, role, &bucket, &artifacts_url, &boot);
             if json {
                 print_json(&json!({"user_data": text}));
             } else {

@@ -119,7 +119,16 @@ os = "al2023"
 hosted_zone_id = "Z0123456789ABCDEFGHIJ"
 record_name = "prod-1.example.com"
 certificate = true
+[nodes]
+count = 2
+max = 3
+instance_type = "t3.small"
+public_address = false
 "#;
+
+/// The k3s ports (docs.k3s.io, "Inbound Rules for K3s Nodes"): none may be opened to an
+/// address range.
+const K3S_PORTS: &[u16] = &[6443, 8472, 10250];
 
 fn cfn_lint(file: &Path) -> Output {
     Command::new(venv_program("cfn-lint"))
@@ -158,9 +167,11 @@ fn edge_fixture(trade_offs: bool) -> Fixture {
     let mut extra = String::from("os = \"al2023\"\n");
     if trade_offs {
         extra.push_str(TRADE_OFFS_ON);
+        extra.push_str("[nodes]\ncount = 2\npublic_address = false\n");
         extra.push_str(RDS_TRADE_OFFS_ON);
         extra.push_str(&EDGE.replace("[edge]\n", "[edge]\nwaf = true\naccess_logging = true\n"));
     } else {
+        extra.push_str("[nodes]\ncount = 2\n");
         extra.push_str("[rds]\n");
         extra.push_str(EDGE);
     }
@@ -450,9 +461,23 @@ fn template_holds_what_moto_ignores() {
         "only SSH by default: {ingress}"
     );
     assert!(
-        !t.to_string().contains("6443"),
-        "the Kubernetes API is never opened"
+        !default.to_string().contains("6443"),
+        "the Kubernetes API is never opened without [nodes]"
     );
+    // With [nodes], to the agents' security group only (the whole rule set is checked in
+    // nodes_open_the_k3s_ports_between_the_groups_only).
+    for (group, rule) in all_ingress(&t) {
+        if rule["FromPort"] == 6443 {
+            assert_eq!(
+                (group.as_str(), &rule["SourceSecurityGroupId"]),
+                (
+                    "HostSecurityGroup",
+                    &serde_json::json!({"Fn::GetAtt": ["NodeSecurityGroup", "GroupId"]})
+                ),
+                "{rule}"
+            );
+        }
+    }
     assert_eq!(
         res["S3Endpoint"]["Properties"]["VpcEndpointType"],
         "Gateway"
@@ -589,6 +614,67 @@ fn user_data_passes_cloud_init_schema() {
 }
 
 #[test]
+fn agent_user_data_passes_cloud_init_schema_and_joins_the_server() {
+    let f = Fixture::new("[nodes]\ncount = 1\n");
+    let text = f.bosun_ok(
+        &[
+            "user-data",
+            "--bucket",
+            "prod-1-bucket-abc",
+            "--agent-of",
+            "10.42.0.10",
+        ],
+        &[],
+    );
+    let parsed: Value = serde_norway::from_str(&text).unwrap();
+    let files = parsed["write_files"].as_array().unwrap();
+    let vars = files
+        .iter()
+        .find(|f| f["path"] == "/etc/bosun/bootstrap-vars.toml")
+        .unwrap_or_else(|| panic!("no vars file:\n{text}"));
+    let vars: toml::Table = toml::from_str(vars["content"].as_str().unwrap()).unwrap();
+    assert_eq!(vars["k3s_role"].as_str(), Some("agent"));
+    assert_eq!(
+        vars["k3s_server_url"].as_str(),
+        Some("https://10.42.0.10:6443")
+    );
+    assert_eq!(
+        vars["k3s_token_parameter"].as_str(),
+        Some("/bosun/prod-1/k3s-token")
+    );
+    let script = files
+        .iter()
+        .find(|f| f["path"] == "/usr/local/lib/bosun/first-boot")
+        .unwrap()["content"]
+        .as_str()
+        .unwrap();
+    let applies: Vec<&str> = script
+        .lines()
+        .filter(|l| l.starts_with("bosund apply"))
+        .collect();
+    assert_eq!(
+        applies,
+        [
+            "bosund apply /etc/bosun/playbooks/bootstrap.toml --vars-file /etc/bosun/bootstrap-vars.toml"
+        ],
+        "an agent runs bootstrap only"
+    );
+    let file = f.path("agent-user-data.yaml");
+    std::fs::write(&file, &text).unwrap();
+    let out = Command::new("cloud-init")
+        .args(["schema", "--config-file"])
+        .arg(&file)
+        .output()
+        .expect("cloud-init is missing: run scripts/test (it installs Debian's cloud-init)");
+    assert!(
+        out.status.success(),
+        "cloud-init schema rejected the agent's user-data:\n{}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn invalid_config_is_rejected_with_every_problem() {
     let f = Fixture::new("instance_typ = \"t3.small\"\n");
     let out = f.bosun(&["template"], &[]);
@@ -607,6 +693,19 @@ fn invalid_config_is_rejected_with_every_problem() {
     let out = f.bosun(&["template"], &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/0") && err.contains("31"), "{err}");
+
+    // [nodes] problems name the file and the line. The fixture's stack.toml has 5 lines
+    // before `extra`.
+    let f = Fixture::new("[nodes]\ncount = 3\nmax = 2\n");
+    let out = f.bosun(&["template"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "stack.toml:8: nodes.max = 2 is less than nodes.count = 3 (expected min <= count <= max)"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -830,6 +929,194 @@ fn down_with_delete_data_removes_the_bucket() {
     );
 }
 
+/// `bosun hosts --inventory ARG --output json` (no connection), with an empty home (no
+/// ~/.ssh/config); the records, or the failed output.
+fn hosts(f: &Fixture, env: &[(String, String)], args: &[&str]) -> Result<Vec<Value>, String> {
+    let mut env = env.to_vec();
+    env.push(("HOME".into(), f.path("home").display().to_string()));
+    std::fs::create_dir_all(f.path("home")).unwrap();
+    let mut all = vec!["--output", "json", "hosts"];
+    all.extend_from_slice(args);
+    let out = f.bosun(&all, &env);
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect())
+}
+
+/// `[nodes]` against moto: the group, its launch template and instances exist as the template
+/// says; `--inventory aws:prod-1` lists the instances moto runs, in their groups, and plans
+/// the agents' connections through the server; a new count changes only the group; `down`
+/// removes the join token the host's first boot would have published.
+///
+/// moto creates the group's instances from the launch template's image and type but applies
+/// neither its network interfaces nor its metadata options (asserted on the template in
+/// `nodes_open_the_k3s_ports_between_the_groups_only`), and moto's CloudFormation replaces a
+/// group on any update (AWS updates it in place); the change set is what says "modify".
+#[test]
+fn nodes_scale_alone_and_the_aws_inventory_lists_them() {
+    let moto = Moto::start().expect("start moto");
+    let env = moto.env();
+    let f = Fixture::new("os = \"al2023\"\n[nodes]\ncount = 2\nmax = 4\npublic_address = false\n");
+    let up = f.bosun_json(&["up"], &env);
+    assert_eq!(up["status"], "UPDATE_COMPLETE", "{up}");
+    let aws = |moto: &Moto| {
+        boto3(
+            moto,
+            r#"
+cf = boto3.client("cloudformation")
+res = {r.get("LogicalResourceId"): r.get("PhysicalResourceId")
+       for r in cf.describe_stack_resources(StackName="prod-1")["StackResources"]}
+asg = boto3.client("autoscaling").describe_auto_scaling_groups(
+    AutoScalingGroupNames=[res["NodeGroup"]])["AutoScalingGroups"][0]
+ec2 = boto3.client("ec2")
+lt = ec2.describe_launch_template_versions(LaunchTemplateId=res["NodeLaunchTemplate"])
+lt = lt["LaunchTemplateVersions"][-1]["LaunchTemplateData"]
+ids = [i["InstanceId"] for i in asg["Instances"]]
+instances = {}
+for r in ec2.describe_instances(InstanceIds=ids + [res["Host"]])["Reservations"]:
+    for i in r["Instances"]:
+        instances[i["InstanceId"]] = {"private": i.get("PrivateIpAddress"), "public": i.get("PublicIpAddress"),
+            "type": i["InstanceType"], "tags": {t["Key"]: t["Value"] for t in i.get("Tags", [])}}
+print(json.dumps({"host": res["Host"], "agents": ids, "instances": instances,
+    "asg": {"min": asg["MinSize"], "max": asg["MaxSize"], "desired": asg["DesiredCapacity"],
+            "lt": asg["LaunchTemplate"]["LaunchTemplateId"] == res["NodeLaunchTemplate"]},
+    "lt_type": lt.get("InstanceType"), "lt_user_data": "UserData" in lt}))
+"#,
+        )
+    };
+    let found = aws(&moto);
+    assert_eq!(
+        found["asg"],
+        serde_json::json!({"min": 2, "max": 4, "desired": 2, "lt": true}),
+        "{found}"
+    );
+    assert_eq!(found["lt_type"], "t2.micro");
+    assert_eq!(found["lt_user_data"], true);
+    let agents: Vec<String> = found["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(agents.len(), 2, "{found}");
+    let host = found["host"].as_str().unwrap();
+    let inst = &found["instances"];
+    for a in &agents {
+        assert_eq!(inst[a]["tags"]["bosun:role"], "agent", "{found}");
+        assert_eq!(inst[a]["tags"]["bosun:stack"], "prod-1", "{found}");
+    }
+    assert_eq!(inst[host]["tags"]["bosun:role"], "server", "{found}");
+
+    // The inventory: the server by its public address, the agents by their private ones
+    // through the server.
+    let listed = hosts(&f, &env, &["--inventory", "aws:prod-1"]).unwrap();
+    let server_public = inst[host]["public"].as_str().unwrap();
+    let names: Vec<&str> = listed.iter().map(|h| h["name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 3, "{listed:?}");
+    assert_eq!(names[0], host, "the server first: {listed:?}");
+    assert_eq!(listed[0]["groups"], serde_json::json!(["server"]));
+    assert_eq!(
+        listed[0]["address"],
+        format!("ec2-user@{server_public}:22").as_str()
+    );
+    assert_eq!(listed[0]["jumps"], serde_json::json!([]));
+    for h in &listed[1..] {
+        let id = h["name"].as_str().unwrap();
+        assert!(agents.iter().any(|a| a == id), "{h}");
+        assert_eq!(h["groups"], serde_json::json!(["agent"]));
+        let private = inst[id]["private"].as_str().unwrap();
+        assert_eq!(
+            h["address"],
+            format!("ec2-user@{private}:22").as_str(),
+            "{h}"
+        );
+        assert_eq!(
+            h["jumps"],
+            serde_json::json!([format!("ec2-user@{server_public}:22")]),
+            "{h}"
+        );
+        assert_eq!(h["vars"]["bosun_role"], "agent");
+        assert_eq!(h["vars"]["ec2_instance_id"], id);
+    }
+    let limited = hosts(
+        &f,
+        &env,
+        &["--inventory", "aws:us-east-1/prod-1", "--limit", "agent"],
+    )
+    .unwrap();
+    assert_eq!(limited.len(), 2, "{limited:?}");
+
+    // Clear errors: no such stack, no region, no credentials.
+    let e = hosts(&f, &env, &["--inventory", "aws:prod-2"]).unwrap_err();
+    assert!(
+        e.contains("stack prod-2 does not exist in us-east-1"),
+        "{e}"
+    );
+    let no_region: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| !k.contains("REGION"))
+        .cloned()
+        .collect();
+    let e = hosts(&f, &no_region, &["--inventory", "aws:prod-1"]).unwrap_err();
+    assert!(e.contains("no AWS region: set AWS_REGION"), "{e}");
+    let no_keys: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| !k.starts_with("AWS_ACCESS") && !k.starts_with("AWS_SECRET"))
+        .cloned()
+        .collect();
+    let e = hosts(&f, &no_keys, &["--inventory", "aws:prod-1"]).unwrap_err();
+    assert!(
+        e.contains("no AWS credentials") && e.contains("set AWS_PROFILE"),
+        "{e}"
+    );
+
+    // A new count: the change set modifies the group and nothing else.
+    std::fs::write(
+        f.path("stack.toml"),
+        std::fs::read_to_string(f.path("stack.toml"))
+            .unwrap()
+            .replace("count = 2", "count = 3"),
+    )
+    .unwrap();
+    let plan = f.bosun_json(&["plan"], &env);
+    assert_eq!(
+        plan["changes"],
+        serde_json::json!([{"action": "Modify", "logical_id": "NodeGroup",
+            "resource_type": "AWS::AutoScaling::AutoScalingGroup", "replacement": plan["changes"][0]["replacement"]}]),
+        "{plan}"
+    );
+    let up = f.bosun_json(&["up"], &env);
+    assert_eq!(up["status"], "UPDATE_COMPLETE", "{up}");
+    let found = aws(&moto);
+    assert_eq!(found["asg"]["desired"], 3, "{found}");
+    assert_eq!(found["instances"][host]["tags"]["bosun:role"], "server");
+    let agents = hosts(&f, &env, &["--inventory", "aws:prod-1", "--limit", "agent"]).unwrap();
+    assert_eq!(agents.len(), 3, "{agents:?}");
+
+    // The host's first boot publishes the join token; `down` removes it with the stack.
+    boto3(
+        &moto,
+        r#"
+boto3.client("ssm").put_parameter(Name="/bosun/prod-1/k3s-token", Value="K10abc::server:def", Type="SecureString")
+print("{}")
+"#,
+    );
+    remove_what_moto_cannot_delete(&moto);
+    let down = f.bosun_json(&["down"], &env);
+    assert_eq!(down["deleted"], true, "{down}");
+    assert_eq!(down["k3s_token_deleted"], true, "{down}");
+    let left = boto3(
+        &moto,
+        r#"print(json.dumps([p["Name"] for p in boto3.client("ssm").describe_parameters()["Parameters"] if p["Name"].startswith("/bosun/")]))"#,
+    );
+    assert_eq!(left, serde_json::json!([]), "{left}");
+}
+
 #[test]
 fn unreachable_endpoint_fails_with_what_failed() {
     let f = Fixture::new("os = \"al2023\"\n");
@@ -939,6 +1226,7 @@ const TRADE_OFF_CHECKS: &[&str] = &[
     "CKV_AWS_118", // RDS enhanced monitoring: [rds] monitoring_interval
     "CKV_AWS_68",  // WAF on CloudFront: [edge] waf
     "CKV_AWS_86",  // CloudFront access logs: [edge] access_logging
+    "CKV_AWS_88",  // public addresses of the agents' launch template: [nodes] public_address
 ];
 
 /// Runs checkov once over `files`; returns the failed checks' ids with their resources.
@@ -1006,6 +1294,208 @@ fn checkov_fails_only_the_listed_trade_offs_and_none_when_they_are_on() {
     }
     let failed_on = checkov_failures(&files[2..]);
     assert_eq!(failed_on, [], "every trade-off turned on");
+}
+
+/// Every ingress rule of a template, inline or on its own, with the group it opens.
+fn all_ingress(t: &Value) -> Vec<(String, Value)> {
+    let mut rules = Vec::new();
+    for (id, r) in t["Resources"].as_object().unwrap() {
+        match r["Type"].as_str().unwrap() {
+            "AWS::EC2::SecurityGroup" => {
+                for rule in r["Properties"]["SecurityGroupIngress"].as_array().unwrap() {
+                    rules.push((id.clone(), rule.clone()));
+                }
+            }
+            "AWS::EC2::SecurityGroupIngress" => rules.push((
+                r["Properties"]["GroupId"]["Fn::GetAtt"][0]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                r["Properties"].clone(),
+            )),
+            _ => {}
+        }
+    }
+    rules
+}
+
+#[test]
+fn nodes_open_the_k3s_ports_between_the_groups_only() {
+    let t = Fixture::new(MAXIMAL).template();
+    let res = &t["Resources"];
+    let mut k3s = Vec::new();
+    for (group, rule) in all_ingress(&t) {
+        let from = rule["FromPort"].as_u64().unwrap() as u16;
+        let to = rule["ToPort"].as_u64().unwrap() as u16;
+        let proto = rule["IpProtocol"].as_str().unwrap();
+        assert!(proto != "-1", "{group}: every protocol open: {rule}");
+        let opens_k3s = K3S_PORTS.iter().any(|p| (from..=to).contains(p));
+        if !opens_k3s && from != 22 {
+            continue;
+        }
+        if opens_k3s {
+            assert!(
+                rule.get("CidrIp").is_none()
+                    && rule.get("CidrIpv6").is_none()
+                    && rule.get("SourcePrefixListId").is_none(),
+                "{group}: a k3s port open to an address range: {rule}"
+            );
+        }
+        if let Some(source) = rule["SourceSecurityGroupId"]["Fn::GetAtt"][0].as_str() {
+            k3s.push(format!("{group} <- {source} {proto}/{from}"));
+            assert_eq!(from, to, "{rule}");
+        } else {
+            // Only the operator's SSH to the host comes from an address.
+            assert_eq!(
+                (group.as_str(), from, rule["CidrIp"].as_str()),
+                ("HostSecurityGroup", 22, Some(OPERATOR_CIDR)),
+                "{rule}"
+            );
+        }
+    }
+    k3s.sort();
+    assert_eq!(
+        k3s,
+        [
+            "HostSecurityGroup <- NodeSecurityGroup tcp/10250",
+            "HostSecurityGroup <- NodeSecurityGroup tcp/6443",
+            "HostSecurityGroup <- NodeSecurityGroup udp/8472",
+            "NodeSecurityGroup <- HostSecurityGroup tcp/10250",
+            "NodeSecurityGroup <- HostSecurityGroup tcp/22",
+            "NodeSecurityGroup <- HostSecurityGroup udp/8472",
+            "NodeSecurityGroup <- NodeSecurityGroup tcp/10250",
+            "NodeSecurityGroup <- NodeSecurityGroup udp/8472",
+        ],
+        "k3s's inbound rules, SSH through the server, and nothing else"
+    );
+
+    // The agents' role reads the token parameter and nothing else.
+    let role = &res["NodeRole"]["Properties"];
+    let policies = role["Policies"].as_array().unwrap();
+    assert_eq!(policies.len(), 1, "{role}");
+    assert!(role.get("ManagedPolicyArns").is_none(), "{role}");
+    let statements = policies[0]["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap();
+    assert_eq!(statements.len(), 1, "{role}");
+    assert_eq!(statements[0]["Effect"], "Allow");
+    assert_eq!(
+        statements[0]["Action"],
+        serde_json::json!(["ssm:GetParameter"])
+    );
+    assert_eq!(
+        statements[0]["Resource"],
+        serde_json::json!([{"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/bosun/prod-1/k3s-token"}])
+    );
+    assert!(statements[0].get("Condition").is_none());
+    // The host may put that one parameter, and no other.
+    let host_docs = policy_documents(&t);
+    let puts: Vec<&Value> = host_docs
+        .iter()
+        .flat_map(|(_, d)| d["Statement"].as_array().unwrap())
+        .filter(|s| {
+            strings(&s["Action"]).iter().any(|a| {
+                a.as_str().unwrap().contains("Put") && a.as_str().unwrap().starts_with("ssm:")
+            })
+        })
+        .collect();
+    assert_eq!(puts.len(), 1, "{puts:?}");
+    assert_eq!(puts[0]["Action"], serde_json::json!(["ssm:PutParameter"]));
+    assert_eq!(puts[0]["Resource"], statements[0]["Resource"]);
+
+    // The group, its launch template and the tags the inventory reads.
+    let group = &res["NodeGroup"]["Properties"];
+    assert_eq!(
+        (
+            &group["MinSize"],
+            &group["DesiredCapacity"],
+            &group["MaxSize"]
+        ),
+        (&"2".into(), &"2".into(), &"3".into())
+    );
+    assert_eq!(
+        group["VPCZoneIdentifier"],
+        serde_json::json!([{"Ref": "PublicSubnet"}])
+    );
+    let tags: Vec<(String, String, bool)> = group["Tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["Key"].as_str().unwrap().to_string(),
+                t["Value"].as_str().unwrap().to_string(),
+                t["PropagateAtLaunch"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    for want in [
+        ("bosun:stack", "prod-1"),
+        ("bosun:role", "agent"),
+        ("bosun:address", "private"),
+        ("bosun:login-user", "ec2-user"),
+    ] {
+        assert!(
+            tags.contains(&(want.0.into(), want.1.into(), true)),
+            "{want:?} in {tags:?}"
+        );
+    }
+    let host_tags = res["Host"]["Properties"]["Tags"].to_string();
+    assert!(
+        host_tags.contains(r#"{"Key":"bosun:role","Value":"server"}"#)
+            && host_tags.contains(r#"{"Key":"bosun:address","Value":"public"}"#),
+        "{host_tags}"
+    );
+    let lt = &res["NodeLaunchTemplate"]["Properties"]["LaunchTemplateData"];
+    assert_eq!(lt["InstanceType"], "t3.small");
+    assert_eq!(lt["MetadataOptions"]["HttpTokens"], "required");
+    assert_eq!(
+        lt["NetworkInterfaces"][0]["AssociatePublicIpAddress"],
+        false
+    );
+    assert_eq!(
+        lt["NetworkInterfaces"][0]["Groups"],
+        serde_json::json!([{"Fn::GetAtt": ["NodeSecurityGroup", "GroupId"]}])
+    );
+    assert_eq!(
+        lt["IamInstanceProfile"]["Arn"],
+        serde_json::json!({"Fn::GetAtt": ["NodeInstanceProfile", "Arn"]})
+    );
+    let parts = lt["UserData"]["Fn::Base64"]["Fn::Join"][1]
+        .as_array()
+        .unwrap();
+    assert!(
+        parts.contains(&serde_json::json!({"Fn::GetAtt": ["Host", "PrivateIp"]})),
+        "the agents join the host at its private address: {parts:?}"
+    );
+    let text: String = parts.iter().filter_map(|p| p.as_str()).collect();
+    assert!(text.contains("k3s_role = \"agent\""), "{text}");
+    assert!(!text.contains("database.toml") && !text.contains("k3s-token\"\nk3s_token ="));
+    // The host publishes the token from its first boot on, with or without [nodes].
+    let plain = Fixture::new("").template();
+    let host_ud =
+        plain["Resources"]["HostLaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]
+            .to_string();
+    assert!(
+        host_ud.contains(r#"k3s_role = \"server\""#)
+            && host_ud.contains(r#"k3s_token_parameter = \"/bosun/prod-1/k3s-token\""#),
+        "{host_ud}"
+    );
+    assert!(plain["Resources"].get("NodeGroup").is_none());
+
+    // public_address (the default): SSH from the operator's address too, and that only.
+    let t = Fixture::new("[nodes]\ncount = 1\n").template();
+    let inline = t["Resources"]["NodeSecurityGroup"]["Properties"]["SecurityGroupIngress"].clone();
+    assert_eq!(
+        inline,
+        serde_json::json!([{"Description": "SSH from the operator", "IpProtocol": "tcp",
+            "FromPort": 22, "ToPort": 22, "CidrIp": OPERATOR_CIDR}])
+    );
+    assert_eq!(
+        t["Resources"]["NodeLaunchTemplate"]["Properties"]["LaunchTemplateData"]["NetworkInterfaces"]
+            [0]["AssociatePublicIpAddress"],
+        true
+    );
 }
 
 /// Every security-group ingress rule of a template.

@@ -5,6 +5,7 @@
 //! managers) live here too: they own the command line and the parsing of the program's output;
 //! what the answers mean for a step stays in the step.
 
+pub(crate) mod accounts;
 pub(crate) mod archive;
 pub mod bundle;
 pub(crate) mod download;
@@ -12,6 +13,7 @@ pub mod facts;
 pub(crate) mod fs;
 pub(crate) mod helm;
 pub(crate) mod k3s;
+pub(crate) mod mounts;
 pub(crate) mod packages;
 pub mod process;
 pub(crate) mod swap;

@@ -157,6 +157,27 @@ pub async fn run(
     })
 }
 
+/// Runs `argv` (no shell, stdin closed) and fails unless it exits 0, quoting the end of its
+/// stderr (or stdout when stderr is empty): for the system tools a step drives (`useradd`,
+/// `sysctl`, `mount`), whose output is only interesting when they fail.
+pub async fn run_ok(argv: &[String]) -> anyhow::Result<CommandOutput> {
+    let out = run(argv, None, &BTreeMap::new()).await?;
+    if out.rc != 0 {
+        let said = if out.stderr.trim().is_empty() {
+            &out.stdout
+        } else {
+            &out.stderr
+        };
+        anyhow::bail!(
+            "`{}` failed (exit code {}): {}",
+            argv.join(" "),
+            out.rc,
+            quote_end(said, 0)
+        );
+    }
+    Ok(out)
+}
+
 /// Like [`run`], blocking the thread, for cleanup from a destructor where no runtime may be
 /// running. The child is not put in a group of its own: it is waited for here.
 pub fn run_blocking(

@@ -6,7 +6,6 @@
 //! a container sharing the kernel, a host's `/swapfile` shows up as `/swapfile` too: the
 //! caller asks about its own path only, and `swapoff` resolves the path in its own view.
 
-use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -84,32 +83,9 @@ pub fn parse_proc_swaps(text: &str) -> Vec<String> {
         .filter_map(|line| {
             let mut f = line.split_whitespace();
             let (path, kind) = (f.next()?, f.next()?);
-            (kind == "file").then(|| unescape_octal(path))
+            (kind == "file").then(|| super::mounts::unescape_octal(path))
         })
         .collect()
-}
-
-/// The kernel writes spaces, tabs, newlines and backslashes in paths as `\ooo`.
-fn unescape_octal(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether the kernel uses `path` as swap now.
@@ -212,17 +188,9 @@ pub fn set_swappiness(value: u32) -> anyhow::Result<()> {
 
 async fn run_ok(argv: &[&str]) -> anyhow::Result<()> {
     let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-    let out = process::run(&argv, None, &BTreeMap::new())
+    process::run_ok(&argv)
         .await
         .with_context(|| format!("running {} (util-linux)", argv[0]))?;
-    if out.rc != 0 {
-        bail!(
-            "`{}` failed (exit code {}): {}",
-            argv.join(" "),
-            out.rc,
-            process::quote_end(&out.stderr, 0)
-        );
-    }
     Ok(())
 }
 

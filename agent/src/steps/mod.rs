@@ -18,6 +18,7 @@ use bosun_model::steps::Action;
 
 pub use bosun_model::event::CommandOutput;
 
+mod authorized_key;
 #[cfg(feature = "aws")]
 mod backup_prune;
 #[cfg(feature = "aws")]
@@ -28,8 +29,10 @@ mod content;
 mod copy;
 mod docker_install;
 mod file;
+mod group;
 mod helm_install;
 mod helm_release;
+mod hostname;
 mod k3s;
 mod k3s_install;
 mod k3s_interrupted;
@@ -37,6 +40,7 @@ mod k3s_unit;
 mod k3s_upgrade;
 mod kube_node;
 mod line_in_file;
+mod mount;
 #[cfg(feature = "aws")]
 mod mysql_backup;
 #[cfg(feature = "aws")]
@@ -50,7 +54,10 @@ mod rds_snapshot;
 mod s3_sync;
 mod service;
 mod swap;
+mod sysctl;
 mod template;
+mod timezone;
+mod user;
 
 /// What a step kind may look at while it runs.
 pub struct StepContext<'a> {
@@ -187,6 +194,13 @@ pub async fn run(action: &Action, ctx: &StepContext<'_>) -> anyhow::Result<Outco
         Action::Package(a) => run_kind(a, ctx).await,
         Action::Service(a) => run_kind(a, ctx).await,
         Action::Swap(a) => run_kind(a, ctx).await,
+        Action::User(a) => run_kind(a, ctx).await,
+        Action::Group(a) => run_kind(a, ctx).await,
+        Action::AuthorizedKey(a) => run_kind(a, ctx).await,
+        Action::Sysctl(a) => run_kind(a, ctx).await,
+        Action::Hostname(a) => run_kind(a, ctx).await,
+        Action::Timezone(a) => run_kind(a, ctx).await,
+        Action::Mount(a) => run_kind(a, ctx).await,
         Action::DockerInstall(a) => run_kind(a, ctx).await,
         Action::HelmInstall(a) => run_kind(a, ctx).await,
         Action::HelmRelease(a) => run_kind(a, ctx).await,

@@ -46,6 +46,17 @@ pub struct InventoryHost {
     /// Its agent's TLS listener (`https://host:port`), used by `run --via api` instead of the
     /// API socket through SSH.
     pub api_url: Option<String>,
+    /// A host to go through first (ProxyJump), unless `~/.ssh/config` names one for `address`.
+    pub jump: Option<Jump>,
+}
+
+/// A jump host: `[user@]address`, port 22 unless `~/.ssh/config` says otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jump {
+    /// Remote user on the jump host.
+    pub user: Option<String>,
+    /// Its address.
+    pub address: String,
 }
 
 #[derive(Deserialize)]
@@ -128,6 +139,7 @@ impl Inventory {
                 bosund_path: h.bosund_path,
                 state_dir: h.state_dir,
                 api_url: h.api_url,
+                jump: None,
             });
         }
         for (g, members) in &groups {
@@ -138,6 +150,26 @@ impl Inventory {
             }
         }
         Ok(Inventory { hosts, groups })
+    }
+
+    /// An inventory made elsewhere (EC2's, see `super::aws_inventory`): every host a group
+    /// lists is one of `hosts`.
+    pub fn from_parts(hosts: Vec<InventoryHost>, groups: Vec<(String, Vec<String>)>) -> Inventory {
+        debug_assert!(
+            groups
+                .iter()
+                .all(|(_, m)| m.iter().all(|n| hosts.iter().any(|h| &h.name == n)))
+        );
+        Inventory { hosts, groups }
+    }
+
+    /// The groups `host` is in, in file order.
+    pub fn groups_of(&self, host: &str) -> Vec<String> {
+        self.groups
+            .iter()
+            .filter(|(_, members)| members.iter().any(|m| m == host))
+            .map(|(g, _)| g.clone())
+            .collect()
     }
 
     /// The hosts to run on: all (file order) without a limit; else the comma-separated group

@@ -5,6 +5,7 @@
 //!   run         `bosun run`: arguments, playbook lookup and validation, per-host job, fleet
 //!   status      `bosun status`: bosund's version, uptime, last runs
 //!   backups     `bosun backups list|restore`: `bosund backups ... --output json` on the host
+//!   hosts       `bosun hosts`: the selected hosts, how each is reached (no connection)
 //!   target      --host / inventory entry + ~/.ssh/config → ssh::Endpoint
 //!   ssh_config  the ssh_config(5) subset honoured (pure)
 //!   known_hosts host key verdicts, recording new keys
@@ -12,6 +13,7 @@
 //!   bosund      bosund on the host: probe (SHA-256), atomic upload
 //!   api         `--via api`: the agent's HTTP API through the SSH tunnel or over TLS
 //!   inventory   inventory TOML → hosts with merged vars (pure)
+//!   aws_inventory  `--inventory aws:<stack>`: the stack's instances by tag → an inventory
 //!   fleet       forks / serial / max-fail scheduling (pure policy, generic scheduler)
 //!   rolling     rolling k3s upgrades: roles, the version skew check, servers then agents
 //!               (cordon, drain, upgrade, Ready, uncordon), generic over a Runner
@@ -19,10 +21,12 @@
 //! ```
 
 mod api;
+mod aws_inventory;
 pub mod backups;
 mod bosund;
 mod bundle;
 mod fleet;
+pub mod hosts;
 mod inventory;
 mod known_hosts;
 mod report;
@@ -56,8 +60,10 @@ pub struct TargetArgs {
         conflicts_with = "inventory"
     )]
     hosts: Vec<String>,
-    /// An inventory file (TOML: [hosts.NAME] and [groups.NAME]).
-    #[arg(long, value_name = "FILE")]
+    /// An inventory file (TOML: [hosts.NAME] and [groups.NAME]), or `aws:<stack>`
+    /// (`aws:<region>/<stack>`): the stack's running instances, in the groups `server` and
+    /// `agent`, found by their tags with the AWS credentials and region of the environment.
+    #[arg(long, value_name = "FILE|aws:STACK")]
     inventory: Option<PathBuf>,
     /// Only these groups or hosts of the inventory (comma-separated).
     #[arg(long, value_name = "GROUP", requires = "inventory")]
@@ -96,6 +102,8 @@ struct Target {
     state_dir: Option<String>,
     /// The inventory's `api_url`: where `--via api` reaches it instead of through SSH.
     api_url: Option<String>,
+    /// The inventory groups it is in (none for `--host`).
+    groups: Vec<String>,
 }
 
 /// The selected hosts in order (`--host` as given, or the inventory's after `--limit`), each
@@ -107,19 +115,13 @@ fn targets(args: &TargetArgs) -> Result<Vec<Target>> {
     )?;
     let mut out = Vec::new();
     if let Some(file) = &args.inventory {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read the inventory {}", file.display()))?;
-        let inv = Inventory::parse(&text, &file.display().to_string())?;
+        let inv = load_inventory(file)?;
         for h in inv.select(args.limit.as_deref())? {
-            let arg = HostArg {
-                user: h.user.clone(),
-                host: h.address.clone(),
-                port: h.port,
-            };
-            let endpoint = resolver.endpoint(&arg)?;
+            let endpoint = resolver.inventory_endpoint(&h)?;
             out.push(Target {
                 address: endpoint.display(),
                 endpoint: Some(endpoint),
+                groups: inv.groups_of(&h.name),
                 name: h.name,
                 vars: h.vars,
                 bosund_path: h.bosund_path.or(args.remote_bosund.clone()),
@@ -149,6 +151,7 @@ fn targets(args: &TargetArgs) -> Result<Vec<Target>> {
                 bosund_path: args.remote_bosund.clone(),
                 state_dir: args.remote_state_dir.clone(),
                 api_url: None,
+                groups: Vec::new(),
             });
         }
     }
@@ -156,6 +159,18 @@ fn targets(args: &TargetArgs) -> Result<Vec<Target>> {
         bail!("no host selected: pass --host HOST or --inventory FILE");
     }
     Ok(out)
+}
+
+/// `--inventory`: a TOML file, or the running instances of an `aws:` stack.
+fn load_inventory(arg: &std::path::Path) -> Result<Inventory> {
+    if let Some(stack) = arg.to_str().and_then(aws_inventory::StackRef::parse) {
+        let stack = stack?;
+        let instances = crate::runtime()?.block_on(aws_inventory::describe(&stack))?;
+        return aws_inventory::plan(&stack.stack, &instances);
+    }
+    let text = std::fs::read_to_string(arg)
+        .with_context(|| format!("cannot read the inventory {}", arg.display()))?;
+    Inventory::parse(&text, &arg.display().to_string())
 }
 
 /// What `--accept-new-host-key` asks of the host key check.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use super::inventory::InventoryHost;
 use super::ssh::Endpoint;
 use super::ssh_config::{self, HostConfig};
 use crate::local::{Finished, run_program};
@@ -102,6 +103,32 @@ impl Resolver {
         self.endpoint_at_depth(arg, 0)
     }
 
+    /// The endpoint of an inventory host: its address, user and port over `~/.ssh/config`,
+    /// then its jump host (`InventoryHost::jump`) unless `~/.ssh/config` names a ProxyJump for
+    /// that address (the operator's own route wins).
+    pub fn inventory_endpoint(&self, h: &InventoryHost) -> Result<Endpoint> {
+        let mut endpoint = self.endpoint(&HostArg {
+            user: h.user.clone(),
+            host: h.address.clone(),
+            port: h.port,
+        })?;
+        if let Some(j) = &h.jump
+            && endpoint.jumps.is_empty()
+        {
+            let hop = self.endpoint(&HostArg {
+                user: j.user.clone(),
+                host: j.address.clone(),
+                port: None,
+            })?;
+            endpoint.jumps.extend(hop.jumps.iter().cloned());
+            endpoint.jumps.push(Endpoint {
+                jumps: vec![],
+                ..hop
+            });
+        }
+        Ok(endpoint)
+    }
+
     fn endpoint_at_depth(&self, arg: &HostArg, depth: usize) -> Result<Endpoint> {
         let c = self.host_config(&arg.host);
         let mut identity_files = self.identities.clone();
@@ -189,6 +216,49 @@ mod tests {
         assert!(HostArg::parse("h:x").is_err());
         assert!(HostArg::parse("@h").is_err());
         assert!(HostArg::parse("u@").is_err());
+    }
+
+    #[test]
+    fn an_inventory_jump_host_applies_unless_ssh_config_routes_the_address() {
+        let r = Resolver {
+            home: PathBuf::from("/home/op"),
+            local_user: "op".into(),
+            config: Some(
+                "Host 10.42.0.7\n ProxyJump me@vpn:2022\nHost 203.0.113.5\n Port 2222\n".into(),
+            ),
+            identities: vec![],
+            connect_timeout: Duration::from_secs(3),
+        };
+        let host = |address: &str| InventoryHost {
+            name: "i-1".into(),
+            address: address.into(),
+            user: Some("admin".into()),
+            port: None,
+            vars: Default::default(),
+            bosund_path: None,
+            state_dir: None,
+            api_url: None,
+            jump: Some(super::super::inventory::Jump {
+                user: Some("admin".into()),
+                address: "203.0.113.5".into(),
+            }),
+        };
+        let e = r.inventory_endpoint(&host("10.42.0.9")).unwrap();
+        assert_eq!(e.display(), "admin@10.42.0.9:22");
+        let hops: Vec<String> = e.jumps.iter().map(Endpoint::display).collect();
+        assert_eq!(
+            hops,
+            ["admin@203.0.113.5:2222"],
+            "the jump host's ssh config applies"
+        );
+        let e = r.inventory_endpoint(&host("10.42.0.7")).unwrap();
+        let hops: Vec<String> = e.jumps.iter().map(Endpoint::display).collect();
+        assert_eq!(hops, ["me@vpn:2022"], "the operator's ProxyJump wins");
+        let direct = InventoryHost {
+            jump: None,
+            ..host("10.42.0.9")
+        };
+        assert!(r.inventory_endpoint(&direct).unwrap().jumps.is_empty());
     }
 
     #[test]

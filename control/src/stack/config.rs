@@ -24,6 +24,11 @@
 //! email = ["ops@example.com"]
 //! [bootstrap_vars] # optional: over bootstrap.toml's [vars] at first boot
 //! k3s_version = "v1.31.4+k3s1"
+//! [nodes]          # optional: k3s agents in an Auto Scaling group (see template::nodes)
+//! count = 2        # min = max = count unless given
+//! max = 4
+//! instance_type = "t3.small"
+//! public_address = false   # reached through the server (ProxyJump)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -102,6 +107,9 @@ pub struct StackConfig {
     /// read on the host at boot (playbooks/registry.toml), never in the template or user-data.
     #[serde(default)]
     pub registries: std::collections::BTreeMap<String, RegistryConfig>,
+    /// `[nodes]`: k3s agents in an Auto Scaling group beside the host (the server).
+    #[serde(default)]
+    pub nodes: Option<toml::Spanned<NodesConfig>>,
     /// Endpoint overrides, for tests against moto and the host-in-a-box.
     #[serde(default)]
     pub endpoints: EndpointsConfig,
@@ -145,6 +153,66 @@ pub struct RegistryBoot {
     pub username: String,
     /// The SSM parameter with the password.
     pub password_parameter: String,
+}
+
+/// `[nodes]`: k3s agents in an Auto Scaling group, joined to the host (the k3s server) with
+/// the token it publishes at [`StackConfig::k3s_token_parameter`]. Values keep their place in
+/// the file, so a bad one is reported at its line.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodesConfig {
+    /// How many agents run (the group's desired capacity). Changing it changes only the group.
+    pub count: toml::Spanned<u32>,
+    /// The fewest agents the group keeps (default: `count`).
+    #[serde(default)]
+    pub min: Option<toml::Spanned<u32>>,
+    /// The most agents the group may run (default: `count`).
+    #[serde(default)]
+    pub max: Option<toml::Spanned<u32>>,
+    /// The agents' EC2 instance type (default: the host's `instance_type`).
+    #[serde(default)]
+    pub instance_type: Option<toml::Spanned<String>>,
+    /// Agents get a public IPv4 address (SSH from `operator_cidr` only). With `false` they have
+    /// private addresses only: `bosun run --inventory aws:<stack>` reaches them through the
+    /// host (ProxyJump), and they reach the internet only through the VPC's S3 endpoint (no NAT
+    /// gateway: the k3s release must come from a mirror they can reach, see KNOWN_GAPS.md).
+    #[serde(default = "default_true")]
+    pub public_address: bool,
+}
+
+impl NodesConfig {
+    /// The group's desired capacity.
+    pub fn count(&self) -> u32 {
+        *self.count.get_ref()
+    }
+    /// The group's minimum size.
+    pub fn min(&self) -> u32 {
+        self.min.as_ref().map_or(self.count(), |m| *m.get_ref())
+    }
+    /// The group's maximum size.
+    pub fn max(&self) -> u32 {
+        self.max.as_ref().map_or(self.count(), |m| *m.get_ref())
+    }
+    /// The agents' instance type, `host_type` when not given.
+    pub fn instance_type<'a>(&'a self, host_type: &'a str) -> &'a str {
+        self.instance_type
+            .as_ref()
+            .map_or(host_type, |t| t.get_ref())
+    }
+}
+
+/// Tag keys on the stack's instances (and the agents' Auto Scaling group), read back by
+/// `bosun run --inventory aws:<stack>`.
+pub mod tags {
+    /// The stack's name.
+    pub const STACK: &str = "bosun:stack";
+    /// `server` (the host) or `agent` (the `[nodes]` group).
+    pub const ROLE: &str = "bosun:role";
+    /// How the operator reaches the instance: `public` (its public address) or `private`
+    /// (its private address, through a server with a public one).
+    pub const ADDRESS: &str = "bosun:address";
+    /// The AMI's login user (`admin`, `ec2-user`).
+    pub const LOGIN_USER: &str = "bosun:login-user";
 }
 
 /// The profiles of playbooks/platform.toml.
@@ -372,6 +440,44 @@ impl StackConfig {
             .collect()
     }
 
+    /// The SSM parameter (SecureString, AWS-managed key `alias/aws/ssm`) where the host's first
+    /// boot publishes the k3s join token and agents read it: never in a template, user-data or
+    /// output. The host's role may put it; the agents' role may only get it, and nothing else.
+    pub fn k3s_token_parameter(&self) -> String {
+        format!("/bosun/{}/k3s-token", self.name)
+    }
+
+    /// The host's (the k3s server's) first-boot variables: [`Self::first_boot_vars`] and what
+    /// bootstrap's `k3s_install` and `ssm_parameter` steps need to run the server and publish
+    /// its join token (always: a stack that gains `[nodes]` later must not need a new host).
+    pub fn server_boot_vars(&self, db_host: &str, db_secret_arn: &str) -> toml::Table {
+        let mut vars = self.first_boot_vars(db_host, db_secret_arn);
+        vars.insert("k3s_role".into(), "server".into());
+        vars.insert(
+            "k3s_token_parameter".into(),
+            self.k3s_token_parameter().into(),
+        );
+        vars
+    }
+
+    /// An agent's first-boot variables: `[bootstrap_vars]` (versions and mirrors, as on the
+    /// server), then the agent role, the server's URL at `server_address` (its private address)
+    /// and the token parameter, over any of the operator's. No secret: the token is read from
+    /// SSM on the agent.
+    pub fn agent_boot_vars(&self, server_address: &str) -> toml::Table {
+        let mut vars = self.bootstrap_vars.clone();
+        vars.insert("k3s_role".into(), "agent".into());
+        vars.insert(
+            "k3s_server_url".into(),
+            format!("https://{server_address}:6443").into(),
+        );
+        vars.insert(
+            "k3s_token_parameter".into(),
+            self.k3s_token_parameter().into(),
+        );
+        vars
+    }
+
     /// The SSM parameter holding the secret CloudFront sends to the origin; created by
     /// `bosun up`, never written into a template, user-data or output.
     pub fn origin_secret_parameter(&self) -> String {
@@ -457,6 +563,9 @@ pub struct EndpointsConfig {
     pub artifacts: Option<String>,
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_instance_type() -> String {
     "t2.micro".into()
 }
@@ -528,7 +637,10 @@ impl StackConfig {
     pub fn parse(text: &str, origin: &str) -> Result<StackConfig> {
         let config: StackConfig =
             toml::from_str(text).with_context(|| format!("{origin}: invalid stack config"))?;
-        let problems = config.problems();
+        let mut problems = config.problems();
+        if let Some(nodes) = &config.nodes {
+            problems.extend(nodes_problems(nodes.get_ref(), text, origin));
+        }
         if !problems.is_empty() {
             bail!(
                 "{origin}: invalid stack config:\n  - {}",
@@ -685,6 +797,87 @@ impl StackConfig {
             playbooks_dir,
         })
     }
+}
+
+/// `origin:line` of a byte offset in `text`.
+fn at(origin: &str, text: &str, offset: usize) -> String {
+    let line = text
+        .get(..offset)
+        .map_or(0, |before| before.matches('\n').count())
+        + 1;
+    format!("{origin}:{line}")
+}
+
+/// What is wrong with `[nodes]`, each problem at its line in `text`.
+fn nodes_problems(n: &NodesConfig, text: &str, origin: &str) -> Vec<String> {
+    let mut p = Vec::new();
+    let count_at = at(origin, text, n.count.span().start);
+    if let Some(min) = &n.min
+        && n.min() > n.count()
+    {
+        p.push(format!(
+            "{}: nodes.min = {} is more than nodes.count = {} (expected min <= count <= max)",
+            at(origin, text, min.span().start),
+            n.min(),
+            n.count()
+        ));
+    }
+    if let Some(max) = &n.max
+        && n.max() < n.count()
+    {
+        p.push(format!(
+            "{}: nodes.max = {} is less than nodes.count = {} (expected min <= count <= max)",
+            at(origin, text, max.span().start),
+            n.max(),
+            n.count()
+        ));
+    }
+    if n.max() == 0 {
+        p.push(format!(
+            "{count_at}: [nodes] allows no agent (max 0): remove [nodes], or set count to 1 or more"
+        ));
+    } else if n.max() > MAX_NODES {
+        p.push(format!(
+            "{}: [nodes] allows {} agents; bosun's one server takes at most {MAX_NODES} (expected \
+             max <= {MAX_NODES})",
+            at(
+                origin,
+                text,
+                n.max.as_ref().map_or(n.count.span(), |m| m.span()).start
+            ),
+            n.max()
+        ));
+    }
+    if let Some(t) = &n.instance_type
+        && !is_instance_type(t.get_ref())
+    {
+        p.push(format!(
+            "{}: nodes.instance_type {:?} is not an EC2 instance type (expected family.size, \
+             e.g. \"t3.small\")",
+            at(origin, text, t.span().start),
+            t.get_ref()
+        ));
+    }
+    p
+}
+
+/// The most agents one stack's server is sized for here (k3s's guide: 0–350 agents need a
+/// 2 vCPU / 4 GiB server; bosun's defaults are far smaller).
+pub const MAX_NODES: u32 = 100;
+
+/// `family.size`, lower case (`t3.small`, `m7g.xlarge`, `c6in.2xlarge`).
+fn is_instance_type(s: &str) -> bool {
+    let Some((family, size)) = s.split_once('.') else {
+        return false;
+    };
+    family.starts_with(|c: char| c.is_ascii_lowercase())
+        && family
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !size.is_empty()
+        && size
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
 }
 
 fn edge_problems(edge: &EdgeConfig) -> Vec<String> {
@@ -873,6 +1066,57 @@ ssh_public_key = "key.pub"
         assert_eq!(vars["db_secret_arn"].as_str(), Some("arn:secret"));
         assert_eq!(vars["db_backup_user"].as_str(), Some("bosun_backup"));
         assert_eq!(vars["db_region"].as_str(), Some("eu-west-1"));
+    }
+
+    #[test]
+    fn nodes_default_to_a_fixed_size_and_bad_sizes_name_their_line() {
+        let c = StackConfig::parse(&format!("{MINIMAL}[nodes]\ncount = 2\n"), "t").unwrap();
+        let n = c.nodes.as_ref().unwrap().get_ref();
+        assert_eq!((n.min(), n.count(), n.max()), (2, 2, 2));
+        assert_eq!(n.instance_type("t2.micro"), "t2.micro");
+        assert!(n.public_address);
+        assert_eq!(
+            c.agent_boot_vars("10.42.0.9")["k3s_server_url"].as_str(),
+            Some("https://10.42.0.9:6443")
+        );
+        assert_eq!(
+            c.server_boot_vars("h", "s")["k3s_token_parameter"].as_str(),
+            Some("/bosun/prod-1/k3s-token")
+        );
+        // MINIMAL is 5 lines (a leading newline): [nodes] starts at line 6.
+        let text =
+            format!("{MINIMAL}[nodes]\ncount = 3\nmin = 4\nmax = 2\ninstance_type = \"big\"\n");
+        let e = format!("{:#}", StackConfig::parse(&text, "stack.toml").unwrap_err());
+        assert!(
+            e.contains("stack.toml:8: nodes.min = 4 is more than nodes.count = 3"),
+            "{e}"
+        );
+        assert!(
+            e.contains("stack.toml:9: nodes.max = 2 is less than nodes.count = 3"),
+            "{e}"
+        );
+        assert!(
+            e.contains("stack.toml:10: nodes.instance_type \"big\" is not an EC2 instance type"),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            StackConfig::parse(&format!("{MINIMAL}[nodes]\ncount = 0\n"), "s").unwrap_err()
+        );
+        assert!(e.contains("s:7: [nodes] allows no agent"), "{e}");
+        let e = format!(
+            "{:#}",
+            StackConfig::parse(&format!("{MINIMAL}[nodes]\ncount = 1\nmax = 500\n"), "s")
+                .unwrap_err()
+        );
+        assert!(e.contains("s:8: [nodes] allows 500 agents"), "{e}");
+        let e = format!(
+            "{:#}",
+            StackConfig::parse(&format!("{MINIMAL}[nodes]\ncount = 1\nsize = 2\n"), "s")
+                .unwrap_err()
+        );
+        assert!(e.contains("line 8") && e.contains("size"), "{e}");
+        assert!(StackConfig::parse(&format!("{MINIMAL}[nodes]\nmax = 2\n"), "s").is_err());
     }
 
     #[test]

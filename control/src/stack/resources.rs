@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::cfn::{Expr, Properties};
-use super::config::StackConfig;
+use super::config::{StackConfig, tags};
 
 /// A `Key`/`Value` tag.
 #[derive(Debug, Clone, Serialize)]
@@ -19,6 +19,32 @@ pub fn name_tag(config: &StackConfig, what: &str) -> Vec<Tag> {
         key: "Name".into(),
         value: Expr::str(format!("{}-{what}", config.name)),
     }]
+}
+
+/// `arn:<partition>:<service>:<region>:<account>:<resource>` of the stack's own account and
+/// region.
+pub fn arn(service: &str, resource: &str) -> Expr {
+    Expr::sub(format!(
+        "arn:${{AWS::Partition}}:{service}:${{AWS::Region}}:${{AWS::AccountId}}:{resource}"
+    ))
+}
+
+/// An instance's tags: its name, and what `--inventory aws:<stack>` reads (see
+/// [`tags`]).
+pub fn instance_tags(c: &StackConfig, what: &str, role: &str, address: &str) -> Vec<Tag> {
+    let mut tags = name_tag(c, what);
+    for (key, value) in [
+        (tags::STACK, c.name.as_str()),
+        (tags::ROLE, role),
+        (tags::ADDRESS, address),
+        (tags::LOGIN_USER, c.os.login_user()),
+    ] {
+        tags.push(Tag {
+            key: key.into(),
+            value: Expr::str(value),
+        });
+    }
+    tags
 }
 
 macro_rules! properties {
@@ -79,6 +105,20 @@ pub struct Ingress {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_prefix_list_id: Option<String>,
 }
+
+properties!(
+    /// `AWS::EC2::SecurityGroupIngress`: one rule on its own, from another security group (two
+    /// groups that name each other inline would depend on each other; a group cannot name
+    /// itself inline).
+    SecurityGroupIngress = "AWS::EC2::SecurityGroupIngress" {
+        group_id: Expr,
+        description: String,
+        ip_protocol: String,
+        from_port: u16,
+        to_port: u16,
+        source_security_group_id: Expr,
+    }
+);
 
 properties!(
     /// `AWS::EC2::VPCEndpoint` (gateway).
@@ -211,6 +251,48 @@ pub struct LaunchTemplateData {
     pub metadata_options: serde_json::Value,
     pub block_device_mappings: Vec<serde_json::Value>,
     pub user_data: Expr,
+}
+
+/// The agents' launch template data: everything an Auto Scaling group's instance is made of.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeLaunchTemplateData {
+    pub image_id: Expr,
+    pub instance_type: String,
+    pub key_name: Expr,
+    pub iam_instance_profile: serde_json::Value,
+    pub network_interfaces: Vec<serde_json::Value>,
+    pub metadata_options: serde_json::Value,
+    pub block_device_mappings: Vec<serde_json::Value>,
+    pub user_data: Expr,
+}
+
+properties!(
+    /// `AWS::EC2::LaunchTemplate` of the `[nodes]` group.
+    NodeLaunchTemplate = "AWS::EC2::LaunchTemplate" { launch_template_data: NodeLaunchTemplateData }
+);
+
+properties!(
+    /// `AWS::AutoScaling::AutoScalingGroup` (sizes are strings in CloudFormation's schema).
+    AutoScalingGroup = "AWS::AutoScaling::AutoScalingGroup" {
+        min_size: String,
+        max_size: String,
+        desired_capacity: String,
+        launch_template: serde_json::Value,
+        #[serde(rename = "VPCZoneIdentifier")]
+        vpc_zone_identifier: Vec<Expr>,
+        health_check_type: String,
+        tags: Vec<GroupTag>,
+    }
+);
+
+/// A tag of an Auto Scaling group, copied to its instances when `propagate_at_launch`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GroupTag {
+    pub key: String,
+    pub value: String,
+    pub propagate_at_launch: bool,
 }
 
 properties!(

@@ -10,30 +10,16 @@
 
 use serde_json::json;
 
+use super::boot::{
+    ARTIFACTS_PLACEHOLDER, BUCKET_PLACEHOLDER, BootDigests, BootRole, METRICS_NAMESPACE,
+    log_group_name, render_user_data, user_data_expr,
+};
 use super::cfn::{Expr, Parameter, Policy, Resource, Template};
 use super::config::StackConfig;
 use super::edge::{self, EdgeRefs};
+use super::nodes;
 use super::notify;
 use super::resources::*;
-use super::userdata::{self, UserDataSpec};
-
-/// The namespace of the agent's own metrics (memory, disk); the role may publish only there.
-pub const METRICS_NAMESPACE: &str = "Bosun/Host";
-
-/// Placeholders in the rendered user-data, replaced by stack values through `Fn::Join`.
-const BUCKET_PLACEHOLDER: &str = "@@BOSUN_BUCKET@@";
-const ARTIFACTS_PLACEHOLDER: &str = "@@BOSUN_ARTIFACTS_URL@@";
-/// The database's host name and its master secret, for the first boot's database.toml.
-pub const DB_HOST_PLACEHOLDER: &str = "@@BOSUN_DB_HOST@@";
-/// See [`DB_HOST_PLACEHOLDER`].
-pub const DB_SECRET_PLACEHOLDER: &str = "@@BOSUN_DB_SECRET_ARN@@";
-
-/// The digests the instance's first boot fetches and verifies.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BootDigests {
-    pub bosund_sha256: String,
-    pub playbooks_sha256: String,
-}
 
 /// The foundation: what must exist before `bosun up` can upload the artefacts.
 pub fn foundation(config: &StackConfig) -> Template {
@@ -79,6 +65,9 @@ pub fn full(config: &StackConfig, public_key: &str, boot: &BootDigests) -> Templ
     }
     host_role(&mut t, config);
     host(&mut t, config, public_key, boot);
+    if let Some(n) = &config.nodes {
+        nodes::agents(&mut t, config, n.get_ref(), boot);
+    }
     let key = config.kms_key.then(|| Expr::get_att(notify::KEY, "Arn"));
     let topic = notify::alarm_topic(&mut t, config, key.as_ref());
     alarms(&mut t, config, &topic);
@@ -99,12 +88,6 @@ pub fn full(config: &StackConfig, public_key: &str, boot: &BootDigests) -> Templ
 }
 
 // --- Groups of resources ------------------------------------------------------------------------
-
-fn arn(service: &str, resource: &str) -> Expr {
-    Expr::sub(format!(
-        "arn:${{AWS::Partition}}:{service}:${{AWS::Region}}:${{AWS::AccountId}}:{resource}"
-    ))
-}
 
 fn subnet_cidr(config: &StackConfig, third_octet: u8) -> String {
     let mut octets = config.vpc_cidr.split('.');
@@ -372,11 +355,6 @@ fn access_log_bucket(t: &mut Template, c: &StackConfig) {
     );
 }
 
-/// The stack's log group name.
-pub fn log_group_name(c: &StackConfig) -> String {
-    format!("/bosun/{}", c.name)
-}
-
 fn host_role(t: &mut Template, c: &StackConfig) {
     let bucket = |suffix: &str| Expr::sub(format!("${{Bucket.Arn}}{suffix}"));
     let mut policies = vec![
@@ -429,18 +407,27 @@ fn host_role(t: &mut Template, c: &StackConfig) {
         },
         InlinePolicy {
             policy_name: "parameters".into(),
-            policy_document: PolicyDocument::new(vec![Statement::allow(
-                "ReadStackParameters",
-                &[
-                    "ssm:GetParameter",
-                    "ssm:GetParameters",
-                    "ssm:GetParametersByPath",
-                ],
-                vec![
-                    arn("ssm", &format!("parameter/bosun/{}", c.name)),
-                    arn("ssm", &format!("parameter/bosun/{}/*", c.name)),
-                ],
-            )]),
+            policy_document: PolicyDocument::new(vec![
+                Statement::allow(
+                    "ReadStackParameters",
+                    &[
+                        "ssm:GetParameter",
+                        "ssm:GetParameters",
+                        "ssm:GetParametersByPath",
+                    ],
+                    vec![
+                        arn("ssm", &format!("parameter/bosun/{}", c.name)),
+                        arn("ssm", &format!("parameter/bosun/{}/*", c.name)),
+                    ],
+                ),
+                // The first boot publishes the k3s join token for `[nodes]` agents; that one
+                // parameter is the only one the host may write.
+                Statement::allow(
+                    "PublishTheK3sJoinToken",
+                    &["ssm:PutParameter"],
+                    vec![arn("ssm", &format!("parameter{}", c.k3s_token_parameter()))],
+                ),
+            ]),
         },
     ];
     if let Some(rds) = &c.rds {
@@ -514,54 +501,15 @@ fn host(t: &mut Template, c: &StackConfig, public_key: &str, boot: &BootDigests)
             tags: name_tag(c, "operator"),
         }),
     );
-    let log_group = log_group_name(c);
-    let user_data = userdata::render(&UserDataSpec {
-        stack: &c.name,
-        region: &c.region,
-        bucket: BUCKET_PLACEHOLDER,
-        artifacts_url: ARTIFACTS_PLACEHOLDER,
-        bosund_sha256: &boot.bosund_sha256,
-        playbooks_sha256: &boot.playbooks_sha256,
-        log_group: &log_group,
-        metrics_namespace: METRICS_NAMESPACE,
-        bootstrap_vars: &c.first_boot_vars(DB_HOST_PLACEHOLDER, DB_SECRET_PLACEHOLDER),
-        edge: c.edge.is_some(),
-        database: c.rds.is_some(),
-        platform: c.platform.is_some(),
-        registries: &c.registry_boot(),
-    });
-    let artifacts_url = match &c.endpoints.artifacts {
-        Some(base) => Expr::Join(
-            String::new(),
-            vec![
-                Expr::str(format!("{}/", base.trim_end_matches('/'))),
-                Expr::r#ref("Bucket"),
-                Expr::str("/artifacts"),
-            ],
+    let user_data = user_data_expr(
+        c,
+        &render_user_data(
+            c,
+            BootRole::Server,
+            BUCKET_PLACEHOLDER,
+            ARTIFACTS_PLACEHOLDER,
+            boot,
         ),
-        None => Expr::Join(
-            String::new(),
-            vec![
-                Expr::str("https://"),
-                Expr::get_att("Bucket", "RegionalDomainName"),
-                Expr::str("/artifacts"),
-            ],
-        ),
-    };
-    let user_data = Expr::join_with_placeholders(
-        &user_data,
-        &[
-            (BUCKET_PLACEHOLDER, Expr::r#ref("Bucket")),
-            (
-                DB_HOST_PLACEHOLDER,
-                Expr::get_att("Database", "Endpoint.Address"),
-            ),
-            (
-                DB_SECRET_PLACEHOLDER,
-                Expr::get_att("Database", "MasterUserSecret.SecretArn"),
-            ),
-            (ARTIFACTS_PLACEHOLDER, artifacts_url),
-        ],
     );
     t.add(
         "HostLaunchTemplate",
@@ -576,7 +524,7 @@ fn host(t: &mut Template, c: &StackConfig, public_key: &str, boot: &BootDigests)
                     "DeviceName": "/dev/xvda",
                     "Ebs": {"VolumeType": "gp3", "VolumeSize": c.root_volume_gb, "Encrypted": true, "DeleteOnTermination": true}
                 })],
-                user_data: Expr::Base64(Box::new(user_data)),
+                user_data,
             },
         }),
     );
@@ -596,7 +544,7 @@ fn host(t: &mut Template, c: &StackConfig, public_key: &str, boot: &BootDigests)
             security_group_ids: vec![Expr::r#ref("HostSecurityGroup")],
             iam_instance_profile: Expr::r#ref("HostInstanceProfile"),
             monitoring: false,
-            tags: name_tag(c, "host"),
+            tags: instance_tags(c, "host", "server", "public"),
         })
         .depends_on("BucketPolicy")
         .depends_on("PublicSubnetRoutes")

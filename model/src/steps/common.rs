@@ -208,3 +208,14 @@ pub struct IncludeSchema {
     /// Variables for the included steps; they win over the included playbook's `[vars]`.
     vars: Option<serde_json::Map<String, serde_json::Value>>,
 }
+
+/// `state` of the kinds that keep a thing or remove it (`user`, `group`, `sysctl`, ...).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Presence {
+    /// The thing exists as described.
+    #[default]
+    Present,
+    /// The thing does not exist.
+    Absent,
+}

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::jinja::Jinja;
 
+pub mod authorized_key;
 pub mod backup_prune;
 pub mod backup_verify;
 pub mod block_in_file;
@@ -20,13 +21,16 @@ pub mod common;
 pub mod copy;
 pub mod docker_install;
 pub mod file;
+pub mod group;
 pub mod helm_install;
 pub mod helm_release;
+pub mod hostname;
 pub mod k3s;
 pub mod k3s_install;
 pub mod k3s_upgrade;
 pub mod kube_node;
 pub mod line_in_file;
+pub mod mount;
 pub mod mysql_backup;
 pub mod mysql_user;
 pub mod package;
@@ -35,7 +39,10 @@ pub mod rds_snapshot;
 pub mod s3_sync;
 pub mod service;
 pub mod swap;
+pub mod sysctl;
 pub mod template;
+pub mod timezone;
+pub mod user;
 
 /// What every arguments struct provides besides its serde and schema derives.
 pub trait ActionArgs: Serialize + DeserializeOwned + JsonSchema {
@@ -216,6 +223,13 @@ actions! {
     package => Package(package::PackageArgs),
     service => Service(service::ServiceArgs),
     swap => Swap(swap::SwapArgs),
+    user => User(user::UserArgs),
+    group => Group(group::GroupArgs),
+    authorized_key => AuthorizedKey(authorized_key::AuthorizedKeyArgs),
+    sysctl => Sysctl(sysctl::SysctlArgs),
+    hostname => Hostname(hostname::HostnameArgs),
+    timezone => Timezone(timezone::TimezoneArgs),
+    mount => Mount(mount::MountArgs),
     docker_install => DockerInstall(docker_install::DockerInstallArgs),
     helm_install => HelmInstall(helm_install::HelmInstallArgs),
     helm_release => HelmRelease(helm_release::HelmReleaseArgs),

@@ -3,8 +3,9 @@
 //!
 //! The model is the part of bosun that reads playbooks and describes runs; it must build
 //! without an async runtime, an AWS SDK or SQLite (the fuzz target and `bosun` build it).
-//! `bosun` is the operator's CLI: it needs SSH, CloudFormation and S3, never the agent's
-//! runtime (its SQLite journal, its HTTP server, CloudWatch, RDS, zstd, systemd notify).
+//! `bosun` is the operator's CLI: it needs SSH, CloudFormation, S3, SSM and EC2 (`--inventory
+//! aws:<stack>`), never the agent's runtime (its SQLite journal, its HTTP server, CloudWatch,
+//! RDS, zstd, systemd notify).
 
 use std::process::Command;
 
