@@ -42,6 +42,12 @@ use super::fleet::{HostStatus, Size, batches};
 
 /// The variable naming a host's role in the cluster (`server` or `agent`).
 pub const ROLE_VAR: &str = "k3s_role";
+/// What `--inventory aws:<stack>` names it (the instance's `bosun:role` tag), used when
+/// `k3s_role` is not set.
+pub const AWS_ROLE_VAR: &str = "bosun_role";
+/// An EC2 instance's private DNS name (`aws:` inventories): its first label is the host name
+/// k3s names the node after on EC2 (`ip-10-0-1-5`).
+const EC2_DNS_VAR: &str = "ec2_private_dns_name";
 /// The variable naming a host's Kubernetes node when it is not the host's name.
 pub const NODE_VAR: &str = "k3s_node_name";
 /// Kubelets may be up to this many minors older than the API server (Kubernetes ≥ 1.28).
@@ -60,13 +66,15 @@ pub struct Member {
     pub node: String,
 }
 
-/// The rollout's hosts from their variables: `k3s_role` on every host (a rollout must know
-/// which are servers), `node_name` defaulting to the host's name. At least one server.
+/// The rollout's hosts from their variables: `k3s_role` (or an `aws:` inventory's
+/// `bosun_role`) on every host (a rollout must know which are servers), `k3s_node_name`
+/// defaulting to the first label of `ec2_private_dns_name` (an `aws:` inventory's), else the
+/// host's name. At least one server.
 pub fn members(hosts: &[(String, &Map<String, Value>)]) -> Result<Vec<Member>> {
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for (index, (host, vars)) in hosts.iter().enumerate() {
-        let role = match vars.get(ROLE_VAR) {
+        let role = match vars.get(ROLE_VAR).or_else(|| vars.get(AWS_ROLE_VAR)) {
             Some(Value::String(r)) => {
                 K3sRole::parse(r).map_err(|e| format!("host {host}: `{ROLE_VAR}`: {e}"))
             }
@@ -79,8 +87,11 @@ pub fn members(hosts: &[(String, &Map<String, Value>)]) -> Result<Vec<Member>> {
                  e.g. as group vars)"
             )),
         };
-        let node = match vars.get(NODE_VAR) {
-            Some(Value::String(n)) if !n.is_empty() => n.clone(),
+        let node = match (vars.get(NODE_VAR), vars.get(EC2_DNS_VAR)) {
+            (Some(Value::String(n)), _) if !n.is_empty() => n.clone(),
+            (_, Some(Value::String(dns))) if !dns.is_empty() => {
+                dns.split('.').next().unwrap_or_default().to_lowercase()
+            }
             _ => host.to_lowercase(),
         };
         if !valid_node_name(&node) {
@@ -574,6 +585,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("host w2 has no `k3s_role`"), "{e}");
+        let aws =
+            json!({"bosun_role": "agent", "ec2_private_dns_name": "ip-10-0-1-7.ec2.internal"});
+        let aws = m(&aws);
+        let got = members(&[("i-0abc".into(), &s), ("i-0def".into(), &aws)]).unwrap();
+        assert_eq!(
+            (got[1].role, got[1].node.as_str()),
+            (K3sRole::Agent, "ip-10-0-1-7")
+        );
         let e = members(&[("w1".into(), &a)]).unwrap_err().to_string();
         assert!(e.contains("no host has k3s_role = \"server\""), "{e}");
         let e = members(&[("s".into(), &s), ("w1".into(), &a), ("w2".into(), &a)])

@@ -367,8 +367,9 @@ pub fn run(args: RunArgs, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
-/// A playbook with a `k3s_upgrade` step on hosts that say their `k3s_role` is a rolling
-/// upgrade ([`rolling`]); anything else runs as any playbook does.
+/// A playbook with a `k3s_upgrade` step on hosts that say their `k3s_role` (or, from an
+/// `aws:` inventory, `bosun_role`) is a rolling upgrade ([`rolling`]); anything else runs as
+/// any playbook does.
 fn rolling_k3s_upgrade(
     playbook: Option<&bosun_model::playbook::Playbook>,
     targets: &[Arc<Target>],
@@ -382,9 +383,9 @@ fn rolling_k3s_upgrade(
         })
     }
     playbook.is_some_and(|p| has_upgrade(&p.steps))
-        && targets
-            .iter()
-            .any(|t| t.vars.contains_key(rolling::ROLE_VAR))
+        && targets.iter().any(|t| {
+            t.vars.contains_key(rolling::ROLE_VAR) || t.vars.contains_key(rolling::AWS_ROLE_VAR)
+        })
 }
 
 /// The fleet as the rollout sees it: runs over SSH with the job's bosund and reporter.
