@@ -150,28 +150,37 @@ impl Secret {
 
 /// Masks the values of a run's secrets in any text: every occurrence becomes `********`.
 /// Longer values are replaced first, so a secret containing another is masked whole.
-#[derive(Debug, Clone, Default)]
+/// Values are added while a run goes on (a secret a step read for later steps), hence the
+/// lock: everything holding the run's redactor sees every value added so far.
+#[derive(Debug, Default)]
 pub struct Redactor {
-    values: Vec<Secret>,
+    values: std::sync::RwLock<Vec<Secret>>,
 }
 
 impl Redactor {
     /// Adds a value to mask (empty values are ignored).
-    pub fn add(&mut self, secret: Secret) {
-        if !secret.0.is_empty() && !self.values.contains(&secret) {
-            self.values.push(secret);
-            self.values.sort_by_key(|v| std::cmp::Reverse(v.0.len()));
+    pub fn add(&self, secret: Secret) {
+        let Ok(mut values) = self.values.write() else {
+            return;
+        };
+        if !secret.0.is_empty() && !values.contains(&secret) {
+            values.push(secret);
+            values.sort_by_key(|v| std::cmp::Reverse(v.0.len()));
         }
+    }
+
+    fn values(&self) -> Vec<Secret> {
+        self.values.read().map(|v| v.clone()).unwrap_or_default()
     }
 
     /// True when there is nothing to mask.
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.values.read().map(|v| v.is_empty()).unwrap_or(true)
     }
 
     /// `text` with every secret masked.
     pub fn redact(&self, text: &str) -> String {
-        self.values
+        self.values()
             .iter()
             .fold(text.to_string(), |acc, secret| secret.redact(&acc))
     }
@@ -182,7 +191,9 @@ impl Redactor {
             return;
         }
         match value {
-            serde_json::Value::String(s) if self.values.iter().any(|v| s.contains(v.expose())) => {
+            serde_json::Value::String(s)
+                if self.values().iter().any(|v| s.contains(v.expose())) =>
+            {
                 *s = self.redact(s);
             }
             serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.redact_json(v)),
@@ -237,7 +248,7 @@ mod tests {
 
     #[test]
     fn redactor_masks_every_value_longest_first_inside_nested_json() {
-        let mut r = Redactor::default();
+        let r = Redactor::default();
         r.add(Secret::new("abc".into()));
         r.add(Secret::new("abcdef".into()));
         r.add(Secret::new(String::new()));

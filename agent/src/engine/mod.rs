@@ -75,10 +75,10 @@ pub async fn run(playbook: &Playbook, opts: &RunOptions, sink: &mut dyn EventSin
         schedule: opts.schedule.clone(),
     });
 
-    let mut redactor = Redactor::default();
+    let redactor = Redactor::default();
     let prepared = match state_dir_room(&opts.state_dir) {
         Err(message) => Err(("[state]", message)),
-        Ok(()) => match read_secrets(playbook, opts, &jinja, &mut redactor).await {
+        Ok(()) => match read_secrets(playbook, opts, &jinja, &redactor).await {
             Ok(secrets) => initial_vars(playbook, opts, secrets, &jinja).map_err(|m| ("[vars]", m)),
             Err(message) => Err(("[secrets]", message)),
         },
@@ -613,7 +613,7 @@ async fn read_secrets(
     playbook: &Playbook,
     opts: &RunOptions,
     jinja: &Jinja,
-    redactor: &mut Redactor,
+    redactor: &Redactor,
 ) -> Result<Map<String, Value>, String> {
     let mut outside = opts.extra_vars.clone();
     outside.insert(FACTS_VAR.into(), opts.facts.clone());
@@ -745,6 +745,7 @@ async fn run_step(
         .or(inherited.check_mode)
         .map_or(opts.check, |m| m);
     let base_dir = step_dir(step, &opts.base_dir);
+    let read_secret = crate::steps::ReadSecret::default();
 
     let verdict = match step.when.as_deref().map(|w| jinja.eval_bool(w, &ctx_value)) {
         Some(Ok(false)) => Attempt {
@@ -766,6 +767,7 @@ async fn run_step(
                     jinja,
                     vars: &ctx_value,
                     state_dir: &opts.state_dir,
+                    read_secret: &read_secret,
                 };
                 let attempt = || async {
                     attempts.set(attempts.get() + 1);
@@ -830,8 +832,17 @@ async fn run_step(
         },
     };
 
+    // A secret the step read (ssm_parameter get): masked from now on, `value` of register.
+    let secret = read_secret.take();
+    if let Some(s) = &secret {
+        redactor.add(s.clone());
+    }
     if let Some(name) = &step.register {
-        vars.insert(name.clone(), result_value(&verdict, no_log));
+        let mut value = result_value(&verdict, no_log);
+        if let Some(s) = &secret {
+            value["value"] = Value::String(s.expose().to_string());
+        }
+        vars.insert(name.clone(), value);
     }
     let Attempt {
         status,

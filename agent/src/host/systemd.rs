@@ -73,22 +73,25 @@ pub fn parse_show(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// What `service` logged since `since` (`journalctl -u <service> -o cat`), message text only.
-pub async fn journal_since(service: &str, since: std::time::SystemTime) -> anyhow::Result<String> {
-    let secs = since
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+/// The InvocationID of `service`'s current (or last) run; `None` when it has not run.
+pub async fn invocation_id(service: &str) -> anyhow::Result<Option<String>> {
+    let shown = show(&format!("{service}.service"), &["InvocationID"]).await?;
+    Ok(shown
+        .get("InvocationID")
+        .filter(|id| !id.is_empty())
+        .cloned())
+}
+
+/// What one run of a unit logged (`journalctl _SYSTEMD_INVOCATION_ID=<id> -o cat`): message
+/// text only, nothing of another run.
+pub async fn journal_of_invocation(id: &str) -> anyhow::Result<String> {
     let argv = [
         "journalctl".to_string(),
         "--no-pager".into(),
         "-q".into(),
         "-o".into(),
         "cat".into(),
-        "-u".into(),
-        format!("{service}.service"),
-        "--since".into(),
-        format!("@{secs}"),
+        format!("_SYSTEMD_INVOCATION_ID={id}"),
     ];
     let out = super::process::run(&argv, None, &Default::default()).await?;
     Ok(out.stdout)

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bosun_model::steps::k3s::{K3sPaths, K3sRelease, arch_files, release_url};
@@ -212,7 +212,7 @@ impl K3sNode {
             .unwrap_or_default();
         K3sNode {
             role,
-            name: super::k3s_install::node_name(None, flag.as_deref(), &config, &env),
+            name: k3s_unit::node_name(None, flag.as_deref(), &config, &env, hostname),
         }
     }
 }
@@ -236,10 +236,16 @@ const REFUSALS: &[&str] = &[
     "invalid token CA hash length",
 ];
 
-/// The last journal line of `service` since `since` saying the server refused the join,
-/// with `secret` masked should it appear.
-async fn join_refusal(service: &str, since: SystemTime, secret: &str) -> Option<String> {
-    let text = systemd::journal_since(service, since).await.ok()?;
+/// The last journal line of the current run of `service` saying the server refused the join,
+/// with `secret` masked should it appear. A run whose InvocationID is `previous` (the one
+/// before this step restarted the unit: a restart with `--no-block` has not happened yet) is
+/// not looked at.
+async fn join_refusal(service: &str, previous: Option<&str>, secret: &str) -> Option<String> {
+    let id = systemd::invocation_id(service).await.ok().flatten()?;
+    if Some(id.as_str()) == previous {
+        return None;
+    }
+    let text = systemd::journal_of_invocation(&id).await.ok()?;
     let line = text
         .lines()
         .rev()
@@ -257,16 +263,16 @@ async fn join_refusal(service: &str, since: SystemTime, secret: &str) -> Option<
     Some(msg.chars().take(1024).collect())
 }
 
-/// Waits until `node` is Ready at `want` (a server: also its unit active), or an agent's
-/// journal says the server refused it, or `timeout` passes. `started` is when the unit was
-/// (re)started: older journal lines do not count. `secret` (the join token) is masked in
-/// anything quoted.
+/// Waits until `node` is Ready at `want` (a server: also its unit active), or the run of an
+/// agent's unit started after `previous` (its InvocationID before the start) logged that the
+/// server refused it, or `timeout` passes. `secret` (the join token) is masked in anything
+/// quoted.
 pub(crate) async fn wait_joined(
     paths: &K3sPaths,
     want: &K3sRelease,
     node: &K3sNode,
     timeout: Duration,
-    started: SystemTime,
+    previous: Option<&str>,
     secret: &str,
 ) -> Result<Duration, NotReady> {
     let begun = Instant::now();
@@ -275,7 +281,7 @@ pub(crate) async fn wait_joined(
             Ok(()) => return Ok(begun.elapsed()),
             Err(reason) => {
                 if node.role == K3sRole::Agent
-                    && let Some(refused) = join_refusal(node.role.service(), started, secret).await
+                    && let Some(refused) = join_refusal(node.role.service(), previous, secret).await
                 {
                     return Err(NotReady::Refused(refused));
                 }

@@ -55,18 +55,26 @@ fn merge_flags(defaults: &[Value], ours: &[Value]) -> Vec<Value> {
     merged
 }
 
-/// The content of `config.yaml`: the defaults (unless off), the step's table over them, and
-/// the paths that differ from k3s's own defaults.
+/// Keys of the small-host defaults that only `k3s server` takes (an agent runs no add-ons and
+/// writes no admin kubeconfig).
+const SERVER_ONLY_DEFAULTS: &[&str] = &["disable", "write-kubeconfig-mode"];
+
+/// The content of `config.yaml`: the defaults (unless off; an agent gets only the kubelet's),
+/// the step's table over them, and the paths that differ from k3s's own defaults.
 pub(crate) fn render_config(
     config: &BTreeMap<String, Value>,
     small_host: bool,
     paths: &K3sPaths,
+    role: K3sRole,
 ) -> anyhow::Result<String> {
     let mut merged = if small_host {
         small_host_defaults()
     } else {
         BTreeMap::new()
     };
+    if role == K3sRole::Agent {
+        merged.retain(|k, _| !SERVER_ONLY_DEFAULTS.contains(&k.as_str()));
+    }
     for (key, value) in config {
         let combined = match (merged.get(key), value) {
             (Some(Value::Array(d)), Value::Array(o)) if key.ends_with("-arg") => {
@@ -82,7 +90,7 @@ pub(crate) fn render_config(
             Value::String(paths.data_dir.display().to_string()),
         );
     }
-    if !paths.default_config_dir() {
+    if !paths.default_config_dir() && role == K3sRole::Server {
         merged.insert(
             "write-kubeconfig".into(),
             Value::String(paths.kubeconfig().display().to_string()),
@@ -306,7 +314,7 @@ impl StepKind for K3sInstallArgs {
         if let Some(name) = self.node_name.as_deref().filter(|n| !n.trim().is_empty()) {
             config_table.insert("node-name".into(), Value::String(name.trim().to_string()));
         }
-        let config = render_config(&config_table, self.small_host_defaults, &paths)?;
+        let config = render_config(&config_table, self.small_host_defaults, &paths, role)?;
         let mut files = Vec::new();
         let mut diff = String::new();
         let old_config = read_if_exists(&paths.config_file())?;
@@ -363,9 +371,13 @@ impl StepKind for K3sInstallArgs {
         }
 
         let enabled = systemd::enabled_state(service).await? == "enabled";
-        let active = systemd::active_state(service).await? == "active";
+        let state = systemd::active_state(service).await?;
+        let active = state == "active";
+        // An agent still trying to join (Type=notify: `activating` until READY) runs with
+        // what it read at start: a new token or URL needs a restart, not a start.
+        let running = active || state == "activating" || state == "reloading";
         let touched = install.is_some() || !files.is_empty();
-        let restart = active && touched;
+        let restart = running && touched;
         if !enabled {
             todo.push(format!("enable {service}.service"));
         }
@@ -376,11 +388,12 @@ impl StepKind for K3sInstallArgs {
         }
         let node = K3sNode {
             role,
-            name: node_name(
+            name: k3s_unit::node_name(
                 self.node_name.as_deref(),
                 wanted.node_flag.as_deref(),
                 &config_table,
                 &wanted.env_entries,
+                k3s::hostname,
             ),
         };
 
@@ -455,7 +468,8 @@ impl StepKind for K3sInstallArgs {
             systemd::systemctl_ok(&["enable", &unit]).await?;
             done.push("enabled".into());
         }
-        let started_at = std::time::SystemTime::now();
+        // The run before this (re)start: its journal must not count as this run's refusal.
+        let previous = systemd::invocation_id(service).await.ok().flatten();
         // --no-block: a k3s that never reports READY (TimeoutStartSec=0, as upstream) must not
         // hang the step; readiness is waited for below, with a deadline.
         if plan.restart {
@@ -474,15 +488,15 @@ impl StepKind for K3sInstallArgs {
                 &plan.version,
                 &plan.node,
                 timeout,
-                started_at,
+                previous.as_deref(),
                 secret,
             )
             .await
             {
                 Ok(took) => done.push(format!(
-                    "node {} Ready after {:.1}s",
-                    plan.node.name,
-                    took.as_secs_f64()
+                    "node Ready after {:.1}s ({})",
+                    took.as_secs_f64(),
+                    plan.node.name
                 )),
                 Err(k3s::NotReady::Refused(reason)) => bail!(
                     "{}; but the server refused this agent: {reason}. Check the join token \
@@ -504,31 +518,6 @@ impl StepKind for K3sInstallArgs {
             ..Outcome::default()
         })
     }
-}
-
-/// The name k3s gives the node: `node_name`, else (as k3s resolves its settings) a
-/// `--node-name` flag on the command line, `node-name` in config.yaml, `K3S_NODE_NAME` in the
-/// environment, and last the host name, lowercased.
-pub(crate) fn node_name(
-    explicit: Option<&str>,
-    flag: Option<&str>,
-    config: &BTreeMap<String, Value>,
-    env: &BTreeMap<String, String>,
-) -> String {
-    explicit
-        .filter(|n| !n.trim().is_empty())
-        .map(str::to_string)
-        .or_else(|| flag.map(str::to_string))
-        .or_else(|| {
-            config
-                .get("node-name")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .or_else(|| env.get("K3S_NODE_NAME").cloned())
-        .unwrap_or_else(k3s::hostname)
-        .trim()
-        .to_string()
 }
 
 #[cfg(test)]
@@ -567,7 +556,7 @@ mod tests {
             serde_json::json!(["max-pods=50", "eviction-hard=memory.available<200Mi"]),
         );
         config.insert("node-label".into(), serde_json::json!(["role=platform"]));
-        let text = render_config(&config, true, &default_paths()).unwrap();
+        let text = render_config(&config, true, &default_paths(), K3sRole::Server).unwrap();
         assert!(text.starts_with("# Written by bosun"), "{text}");
         let got = yaml(&text);
         assert_eq!(got["disable"], serde_json::json!(["traefik"]));
@@ -599,10 +588,20 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_gets_only_the_kubelet_defaults() {
+        let got =
+            yaml(&render_config(&BTreeMap::new(), true, &paths("/srv"), K3sRole::Agent).unwrap());
+        assert!(got.get("disable").is_none() && got.get("write-kubeconfig-mode").is_none());
+        assert!(got.get("write-kubeconfig").is_none(), "{got}");
+        assert_eq!(got["data-dir"], "/srv/data");
+        assert!(got["kubelet-arg"].as_array().is_some_and(|a| !a.is_empty()));
+    }
+
+    #[test]
     fn config_without_defaults_holds_only_the_table_and_moved_paths() {
         let mut config = BTreeMap::new();
         config.insert("tls-san".into(), serde_json::json!("k3s.example"));
-        let got = yaml(&render_config(&config, false, &paths("/srv")).unwrap());
+        let got = yaml(&render_config(&config, false, &paths("/srv"), K3sRole::Server).unwrap());
         assert_eq!(
             got,
             serde_json::json!({

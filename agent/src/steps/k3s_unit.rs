@@ -235,6 +235,32 @@ pub(crate) fn render_env(service: &str, env: &BTreeMap<String, String>) -> Strin
     out
 }
 
+/// The name k3s gives the node: `explicit` (the step's `node_name`), else, as k3s resolves
+/// its settings, a `--node-name` flag on the command line, `node-name` in config.yaml,
+/// `K3S_NODE_NAME` in the environment, and last the host name (`hostname`, lowercased).
+pub(crate) fn node_name(
+    explicit: Option<&str>,
+    flag: Option<&str>,
+    config: &BTreeMap<String, serde_json::Value>,
+    env: &BTreeMap<String, String>,
+    hostname: impl FnOnce() -> String,
+) -> String {
+    explicit
+        .filter(|n| !n.trim().is_empty())
+        .map(str::to_string)
+        .or_else(|| flag.map(str::to_string))
+        .or_else(|| {
+            config
+                .get("node-name")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+        })
+        .or_else(|| env.get("K3S_NODE_NAME").cloned())
+        .unwrap_or_else(hostname)
+        .trim()
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,6 +365,26 @@ ExecStart=/usr/local/bin/k3s \\
             "{unit}"
         );
         assert_eq!(parse_unit(&unit).unwrap().flags, kept);
+    }
+
+    #[test]
+    fn the_node_name_is_resolved_as_k3s_does() {
+        let host = || "box-1".to_string();
+        let mut config = BTreeMap::new();
+        let mut env = BTreeMap::new();
+        assert_eq!(node_name(None, None, &config, &env, host), "box-1");
+        env.insert("K3S_NODE_NAME".to_string(), "from-env".to_string());
+        assert_eq!(node_name(None, None, &config, &env, host), "from-env");
+        config.insert("node-name".to_string(), serde_json::json!("from-config"));
+        assert_eq!(node_name(None, None, &config, &env, host), "from-config");
+        assert_eq!(
+            node_name(None, Some("from-flag"), &config, &env, host),
+            "from-flag"
+        );
+        assert_eq!(
+            node_name(Some("mine"), Some("from-flag"), &config, &env, host),
+            "mine"
+        );
     }
 
     #[test]

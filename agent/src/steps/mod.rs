@@ -53,6 +53,8 @@ mod rds_snapshot;
 #[cfg(feature = "aws")]
 mod s3_sync;
 mod service;
+#[cfg(feature = "aws")]
+mod ssm_parameter;
 mod swap;
 mod sysctl;
 mod template;
@@ -72,6 +74,27 @@ pub struct StepContext<'a> {
     /// bosund's state directory (the journal's): where steps keep what must outlive a run,
     /// such as `k3s_upgrade`'s datastore backups.
     pub state_dir: &'a Path,
+    /// Where a step leaves a secret it read for later steps (`ssm_parameter` get): the
+    /// engine puts it in `register` as `value` and masks it in every event from then on.
+    pub read_secret: &'a ReadSecret,
+}
+
+/// A secret one step read for the steps after it. See [`StepContext::read_secret`].
+#[derive(Debug, Default)]
+pub struct ReadSecret(std::sync::Mutex<Option<crate::secrets::Secret>>);
+
+impl ReadSecret {
+    /// Leaves `secret` for the engine.
+    pub fn set(&self, secret: crate::secrets::Secret) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(secret);
+        }
+    }
+
+    /// What the step left, once.
+    pub fn take(&self) -> Option<crate::secrets::Secret> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
+    }
 }
 
 impl StepContext<'_> {
@@ -221,6 +244,8 @@ pub async fn run(action: &Action, ctx: &StepContext<'_>) -> anyhow::Result<Outco
         Action::RdsSnapshot(a) => run_kind(a, ctx).await,
         #[cfg(feature = "aws")]
         Action::S3Sync(a) => run_kind(a, ctx).await,
+        #[cfg(feature = "aws")]
+        Action::SsmParameter(a) => run_kind(a, ctx).await,
         #[cfg(not(feature = "aws"))]
         Action::MysqlBackup(_)
         | Action::MysqlUser(_)
@@ -228,7 +253,8 @@ pub async fn run(action: &Action, ctx: &StepContext<'_>) -> anyhow::Result<Outco
         | Action::BackupVerify(_)
         | Action::BackupPrune(_)
         | Action::RdsSnapshot(_)
-        | Action::S3Sync(_) => {
+        | Action::S3Sync(_)
+        | Action::SsmParameter(_) => {
             anyhow::bail!(
                 "`{}` is not in this build: {}",
                 action.key(),

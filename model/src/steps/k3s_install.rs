@@ -343,6 +343,7 @@ fn role_problems(args: &K3sInstallArgs) -> Vec<String> {
             }
         }
     };
+    // An empty string (a variable left at its default "") is not given.
     let given = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
     match role {
         Some(K3sRole::Agent) => {
@@ -371,7 +372,7 @@ fn role_problems(args: &K3sInstallArgs) -> Vec<String> {
     }
     if let Some(url) = args.server_url.as_deref().filter(|u| !is_templated(u)) {
         // k3s and its installer accept only https:// (install.sh verify_k3s_url).
-        if !url.trim().is_empty() && !url.starts_with("https://") {
+        if !url.trim().is_empty() && !url.trim().starts_with("https://") {
             problems.push(format!(
                 "`server_url` must be an https:// URL such as https://10.0.1.10:6443, got {url:?}"
             ));
@@ -383,7 +384,11 @@ fn role_problems(args: &K3sInstallArgs) -> Vec<String> {
             problems.push("`token` must be one line".into());
         }
     }
-    if let Some(name) = args.node_name.as_deref().filter(|n| !is_templated(n)) {
+    if let Some(name) = args
+        .node_name
+        .as_deref()
+        .filter(|n| !is_templated(n) && !n.trim().is_empty())
+    {
         problems.extend(node_name_problem(name));
     }
     if args.config.contains_key("node-name") && given(&args.node_name) {
@@ -436,6 +441,43 @@ fn env_problems(env: &BTreeMap<String, String>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn args(text: &str) -> K3sInstallArgs {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn roles_take_their_own_arguments() {
+        assert!(args("").validate().is_empty());
+        assert!(
+            args("role = \"agent\"\nserver_url = \"https://10.0.0.1:6443\"\ntoken = \"{{ t }}\"")
+                .validate()
+                .is_empty()
+        );
+        // Left at "" by a bootstrap variable: not given.
+        assert!(
+            args("server_url = \"\"\ntoken = \"\"\nnode_name = \"\"")
+                .validate()
+                .is_empty()
+        );
+        let p = args("role = \"agent\"").validate();
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].contains("server_url") && p[1].contains("token"),
+            "{p:?}"
+        );
+        let p = args("role = \"worker\"").validate();
+        assert!(p[0].contains("\"server\" or \"agent\""), "{p:?}");
+        let p = args("server_url = \"https://x:6443\"").validate();
+        assert!(p[0].contains("are for `role = \"agent\"`"), "{p:?}");
+        let p = args(
+            "role = \"agent\"\nserver_url = \"http://x:6443\"\ntoken = \"K10::server:secret-pw\"\nnode_name = \"Bad_Name\"\nenv = { K3S_TOKEN = \"x\" }",
+        )
+        .validate();
+        assert_eq!(p.len(), 3, "{p:?}");
+        // No problem ever quotes the token.
+        assert!(p.iter().all(|m| !m.contains("secret-pw")), "{p:?}");
+    }
 
     #[test]
     fn reserved_and_malformed_keys_are_refused() {

@@ -38,6 +38,7 @@ pub mod postgres_backup;
 pub mod rds_snapshot;
 pub mod s3_sync;
 pub mod service;
+pub mod ssm_parameter;
 pub mod swap;
 pub mod sysctl;
 pub mod template;
@@ -243,4 +244,5 @@ actions! {
     backup_prune => BackupPrune(backup_prune::BackupPruneArgs),
     rds_snapshot => RdsSnapshot(rds_snapshot::RdsSnapshotArgs),
     s3_sync => S3Sync(s3_sync::S3SyncArgs),
+    ssm_parameter => SsmParameter(ssm_parameter::SsmParameterArgs),
 }

@@ -77,6 +77,16 @@ pub struct BoxSpec {
     packages: Vec<String>,
     files: Vec<(String, Vec<u8>, u32)>,
     boot_timeout: Option<Duration>,
+    network: Option<BoxNetwork>,
+}
+
+/// Where a box with its own network sits: a [`crate::PrivateNet`]'s namespace and bridge, an
+/// address on it and the gateway.
+#[derive(Debug, Clone)]
+struct BoxNetwork {
+    netns: String,
+    address: String,
+    gateway: String,
 }
 
 impl BoxSpec {
@@ -96,6 +106,21 @@ impl BoxSpec {
     /// resolve on the host).
     pub fn file(mut self, path: &str, content: impl Into<Vec<u8>>, mode: u32) -> BoxSpec {
         self.files.push((path.to_string(), content.into(), mode));
+        self
+    }
+
+    /// Boots the box on `net`'s bridge with `address` (one of [`crate::PrivateNet::address`])
+    /// instead of in the host's network namespace: `systemd-nspawn` runs inside the namespace
+    /// with `--network-bridge`, and `host0` gets the address and a default route through the
+    /// gateway once the box is up. The box then reaches its neighbours on the bridge and what
+    /// the net forwards, nothing else (no package mirror: bake packages in with
+    /// [`packages`](Self::packages)).
+    pub fn network(mut self, net: &crate::PrivateNet, address: &str) -> BoxSpec {
+        self.network = Some(BoxNetwork {
+            netns: net.name().to_string(),
+            address: address.to_string(),
+            gateway: net.gateway(),
+        });
         self
     }
 
@@ -196,7 +221,22 @@ impl HostBox {
         let boot_log = dir.path().join("boot.log");
         let log = File::create(&boot_log)
             .with_context(|| format!("cannot create {}", boot_log.display()))?;
-        let child = Command::new(&nspawn_bin)
+        // In a private net, nspawn runs inside its network namespace and plugs the box into
+        // the bridge. `nsenter --net` (it execs, so the child's pid is nspawn's) changes only
+        // the network namespace: `ip netns exec` would also mount a new /sys without the
+        // cgroup hierarchy nspawn needs.
+        let mut command = match &spec.network {
+            Some(net) => {
+                let mut c = Command::new(&nsenter);
+                c.arg(format!("--net=/run/netns/{}", net.netns))
+                    .arg("--")
+                    .arg(&nspawn_bin);
+                c.arg(format!("--network-bridge={}", crate::netns::BRIDGE));
+                c
+            }
+            None => Command::new(&nspawn_bin),
+        };
+        let child = command
             .args(["-q", "-D"])
             .arg(&rootfs)
             .arg(format!("--machine={machine}"))
@@ -224,6 +264,14 @@ impl HostBox {
             _dir: dir,
         };
         hostbox.wait_booted(started, spec.boot_timeout.unwrap_or(BOOT_TIMEOUT))?;
+        if let Some(net) = &spec.network {
+            hostbox
+                .sh(&format!(
+                    "ip addr add {}/24 dev host0 && ip link set host0 up && ip route add default via {}",
+                    net.address, net.gateway
+                ))
+                .context("giving the box its address on the private net")?;
+        }
         hostbox.booted_in = started.elapsed();
         Ok(hostbox)
     }

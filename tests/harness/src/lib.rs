@@ -10,6 +10,7 @@
 //! | [`MariaDb`] | `mariadbd` with a fresh datadir and a random root password |
 //! | [`ArtifactServer`] | a static HTTP file server over a directory (release downloads) |
 //! | [`Imds`] | an IMDSv2 stub (token flow, instance identity, role credentials) |
+//! | [`PrivateNet`] | a network namespace with a bridge for [`HostBox`]es (`BoxSpec::network`) |
 //!
 //! Common contract:
 //! - `start()` returns only once the peer really answers (polled, never a fixed sleep); if it
@@ -30,6 +31,7 @@ pub mod http;
 mod imds;
 mod mariadb;
 mod moto;
+mod netns;
 mod postgres;
 mod process;
 mod sshd;
@@ -40,6 +42,7 @@ pub use hostbox::{BoxSpec, HostBox};
 pub use imds::{Imds, ImdsConfig};
 pub use mariadb::MariaDb;
 pub use moto::Moto;
+pub use netns::PrivateNet;
 pub use postgres::Postgres;
 pub use process::{current_user, free_port, port_is_open};
 pub use sshd::Sshd;
