@@ -147,6 +147,10 @@ struct ApplyArgs {
     /// Run none of the steps tagged with one of these (comma-separated).
     #[arg(long, value_name = "TAG,...", value_delimiter = ',')]
     skip_tags: Vec<String>,
+    /// Install releases even when the cluster's room cannot be read (kubectl fails): the
+    /// capacity check is skipped with a warning instead of refusing the run.
+    #[arg(long)]
+    skip_capacity: bool,
     /// Stdin (`-`) is a bundle made by `bosun run` (a tar stream of the playbook, its
     /// includes and the files its steps read): it is unpacked into a private directory under
     /// the state dir, run from there, and removed when the run ends.
@@ -386,6 +390,7 @@ fn apply(args: ApplyArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
                     schedule: None,
                     tags: args.tags,
                     skip_tags: args.skip_tags,
+                    skip_capacity: args.skip_capacity,
                 };
                 engine::run(&playbook, &opts, &mut sink).await
             };

@@ -7,7 +7,17 @@
 //! `rescue` lets the run go on, each Ansible task with `ignore_errors`), so a module costs two
 //! `ansible-playbook` runs, not two per case.
 //!
+//! Modules: line_in_file, block_in_file, file, copy, template, get_url (against a loopback
+//! HTTP server), unarchive (tar.gz, tar.zst, tar, zip; local and by URL); directories are
+//! compared as whole trees.
+//!
 //! Not generated, because they are deliberate differences (stated in each module's doc):
+//! templates outside the subset Jinja2 and minijinja render alike (a block tag right before a
+//! line end: Ansible's `trim_blocks`); `get_url` on an existing file without `checksum` or
+//! `force` (Ansible makes a conditional request, bosun downloads nothing); `unarchive` over
+//! files with the archive's bytes and mode but another mtime (Ansible's `tar --diff` calls that
+//! a change), zip directories whose mode differs from an existing directory (unzip leaves it,
+//! so Ansible never converges);
 //! `file` with `state = "file"` on a missing path (bosun creates it, Ansible fails) or on a
 //! symlink (Ansible follows it, bosun refuses), and `state = "touch"` on an existing path
 //! (Ansible updates its times and reports a change);
@@ -56,14 +66,29 @@ enum Start {
     Link(String),
 }
 
-/// One case: the starting state and the arguments, with `@P@` standing for the path.
+/// One case: the starting state and the arguments, with `@P@` standing for the path, `@D@`
+/// for the case's directory and `@U@` for the URL of the test's HTTP server.
 #[derive(Debug)]
 struct Case {
     start: Start,
+    /// Further files written before the first run, relative to the case's directory
+    /// (`target/x` inside a starting directory): (path, bytes, mode).
+    files: Vec<Extra>,
+    /// Variables of the step (bosun's step `vars`, Ansible's task `vars`).
+    vars: Map<String, Value>,
     /// bosun's arguments (the action's table).
     bosun: Map<String, Value>,
     /// Ansible's module arguments.
     ansible: Map<String, Value>,
+}
+
+/// A file written before the first run: (path, bytes, mode); shown without its bytes.
+struct Extra(String, Vec<u8>, u32);
+
+impl std::fmt::Debug for Extra {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({} bytes, {:04o})", self.0, self.1.len(), self.2)
+    }
 }
 
 /// The observable result at a path: kind, bytes, permission bits, link target.
@@ -71,7 +96,8 @@ struct Case {
 enum Seen {
     Missing,
     File(String, u32),
-    Dir(u32),
+    /// A directory's bits and what it holds, by name.
+    Dir(u32, Vec<(String, Seen)>),
     Link(String),
 }
 
@@ -81,7 +107,20 @@ fn seen(path: &Path) -> Seen {
         Ok(m) if m.file_type().is_symlink() => {
             Seen::Link(fs::read_link(path).unwrap().display().to_string())
         }
-        Ok(m) if m.is_dir() => Seen::Dir(m.permissions().mode() & 0o7777),
+        Ok(m) if m.is_dir() => {
+            let mut inside: Vec<(String, Seen)> = fs::read_dir(path)
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        seen(&e.path()),
+                    )
+                })
+                .collect();
+            inside.sort_by(|a, b| a.0.cmp(&b.0));
+            Seen::Dir(m.permissions().mode() & 0o7777, inside)
+        }
         Ok(m) => Seen::File(
             String::from_utf8_lossy(&fs::read(path).unwrap()).into_owned(),
             m.permissions().mode() & 0o7777,
@@ -107,14 +146,25 @@ fn prepare(root: &Path, cases: &[Case]) {
             Start::Dir => fs::create_dir(&path).unwrap(),
             Start::Link(to) => symlink(to, &path).unwrap(),
         }
+        for Extra(rel, bytes, mode) in &case.files {
+            let at = dir.join(rel);
+            fs::create_dir_all(at.parent().unwrap()).unwrap();
+            fs::write(&at, bytes).unwrap();
+            fs::set_permissions(&at, fs::Permissions::from_mode(*mode)).unwrap();
+        }
     }
 }
 
-fn with_path(args: &Map<String, Value>, path: &Path) -> Map<String, Value> {
+fn with_path(args: &Map<String, Value>, path: &Path, url: &str) -> Map<String, Value> {
+    let dir = path.parent().unwrap().display().to_string();
     args.iter()
         .map(|(k, v)| {
             let v = match v {
-                Value::String(s) => Value::String(s.replace("@P@", &path.display().to_string())),
+                Value::String(s) => Value::String(
+                    s.replace("@P@", &path.display().to_string())
+                        .replace("@D@", &dir)
+                        .replace("@U@", url),
+                ),
                 other => other.clone(),
             };
             (k.clone(), v)
@@ -132,15 +182,20 @@ fn status_word(s: StepStatus) -> &'static str {
 }
 
 /// Runs every case through `bosund apply` (one playbook); each case's status.
-fn run_bosun(sb: &Sandbox, root: &Path, module: &str, cases: &[Case]) -> Vec<String> {
+fn run_bosun(sb: &Sandbox, root: &Path, module: &str, cases: &[Case], url: &str) -> Vec<String> {
     let steps: Vec<Value> = cases
         .iter()
         .enumerate()
         .map(|(i, c)| {
             let path = root.join(format!("case-{i}/target"));
+            let mut step =
+                json!({ "name": format!("case-{i}"), module: with_path(&c.bosun, &path, url) });
+            if !c.vars.is_empty() {
+                step["vars"] = Value::Object(c.vars.clone());
+            }
             json!({
                 "name": format!("case {i}"),
-                "block": [{ "name": format!("case-{i}"), module: with_path(&c.bosun, &path) }],
+                "block": [step],
                 "rescue": [{ "name": format!("rescued {i}"), "command": { "run": "true" } }],
             })
         })
@@ -156,18 +211,22 @@ fn run_bosun(sb: &Sandbox, root: &Path, module: &str, cases: &[Case]) -> Vec<Str
 }
 
 /// Runs every case through one `ansible-playbook`; each case's status.
-fn run_ansible(sb: &Sandbox, root: &Path, module: &str, cases: &[Case]) -> Vec<String> {
+fn run_ansible(sb: &Sandbox, root: &Path, module: &str, cases: &[Case], url: &str) -> Vec<String> {
     let mut tasks: Vec<Value> = cases
         .iter()
         .enumerate()
         .map(|(i, c)| {
             let path = root.join(format!("case-{i}/target"));
-            json!({
+            let mut task = json!({
                 "name": format!("case-{i}"),
-                format!("ansible.builtin.{module}"): with_path(&c.ansible, &path),
+                format!("ansible.builtin.{module}"): with_path(&c.ansible, &path, url),
                 "register": format!("r{i}"),
                 "ignore_errors": true,
-            })
+            });
+            if !c.vars.is_empty() {
+                task["vars"] = Value::Object(c.vars.clone());
+            }
+            task
         })
         .collect();
     let out = sb.path(&format!("ansible-{module}.json"));
@@ -226,14 +285,19 @@ fn run_ansible(sb: &Sandbox, root: &Path, module: &str, cases: &[Case]) -> Vec<S
 
 /// Both tools, two runs each, from the same start: every difference, described.
 fn compare(module: &str, bosun_module: &str, cases: Vec<Case>) {
+    compare_at(module, bosun_module, cases, "")
+}
+
+/// [`compare`], with `@U@` in arguments standing for `url`.
+fn compare_at(module: &str, bosun_module: &str, cases: Vec<Case>, url: &str) {
     let sb = Sandbox::new();
     let (b_root, a_root) = (sb.path("bosun"), sb.path("ansible"));
     prepare(&b_root, &cases);
     prepare(&a_root, &cases);
     let mut differences = Vec::new();
     for run in ["first", "second"] {
-        let b = run_bosun(&sb, &b_root, bosun_module, &cases);
-        let a = run_ansible(&sb, &a_root, module, &cases);
+        let b = run_bosun(&sb, &b_root, bosun_module, &cases, url);
+        let a = run_ansible(&sb, &a_root, module, &cases, url);
         for (i, case) in cases.iter().enumerate() {
             let bs = seen(&b_root.join(format!("case-{i}/target")));
             let a_s = seen(&a_root.join(format!("case-{i}/target")));
@@ -351,6 +415,8 @@ fn line_in_file_matches_ansible_lineinfile() {
             }
             Case {
                 start,
+                files: Vec::new(),
+                vars: Map::new(),
                 bosun,
                 ansible,
             }
@@ -428,6 +494,8 @@ fn block_in_file_matches_ansible_blockinfile() {
             }
             Case {
                 start,
+                files: Vec::new(),
+                vars: Map::new(),
                 bosun,
                 ansible,
             }
@@ -475,6 +543,8 @@ fn file_matches_ansible_file() {
             ]);
             Case {
                 start,
+                files: Vec::new(),
+                vars: Map::new(),
                 bosun: args.clone(),
                 ansible: args,
             }
@@ -493,4 +563,354 @@ fn the_generator_is_seeded_and_varied() {
     assert_eq!(xs, ys);
     let distinct: BTreeMap<usize, ()> = xs.iter().map(|x| (*x, ())).collect();
     assert!(distinct.len() > 40, "{xs:?}");
+}
+
+/// Lines for generated file contents (no Jinja markup: `copy` content is rendered by both).
+const TEXT: &[&str] = &[
+    "alpha",
+    "beta=2",
+    "",
+    "# comment",
+    "γ unicode",
+    "key: value",
+];
+
+fn text(rng: &mut Rng) -> String {
+    let n = rng.below(5);
+    let mut t: String = (0..n).map(|_| format!("{}\n", rng.pick(TEXT))).collect();
+    if !t.is_empty() && rng.chance(20) {
+        t.pop();
+    }
+    t
+}
+
+/// A starting file for `copy`/`template`/`get_url`: missing, the wanted bytes, or others.
+fn start_for(rng: &mut Rng, wanted: &str) -> Start {
+    let mode = *rng.pick(&[0o644, 0o600, 0o755]);
+    match rng.below(4) {
+        0 => Start::Missing,
+        1 => Start::File {
+            text: wanted.to_string(),
+            mode,
+        },
+        _ => Start::File {
+            text: text(rng),
+            mode,
+        },
+    }
+}
+
+fn some_mode(rng: &mut Rng) -> Value {
+    if rng.chance(40) {
+        json!(rng.pick(&["0600", "0640", "0755", "0644"]))
+    } else {
+        Value::Null
+    }
+}
+
+#[test]
+fn copy_matches_ansible_copy() {
+    let mut rng = Rng(0xc0b1);
+    let cases = (0..CASES)
+        .map(|_| {
+            let wanted = text(&mut rng);
+            let start = start_for(&mut rng, &wanted);
+            let from_src = rng.chance(50);
+            let mut files = Vec::new();
+            let (content, src) = if from_src {
+                files.push(Extra("src".to_string(), wanted.clone().into_bytes(), 0o644));
+                (Value::Null, json!("@D@/src"))
+            } else {
+                (json!(wanted), Value::Null)
+            };
+            let args = map(&[
+                ("dest", json!("@P@")),
+                ("content", content),
+                ("src", src),
+                ("mode", some_mode(&mut rng)),
+            ]);
+            Case {
+                start,
+                files,
+                vars: Map::new(),
+                bosun: args.clone(),
+                ansible: args,
+            }
+        })
+        .collect();
+    compare("copy", "copy", cases);
+}
+
+/// Templates in the subset Jinja2 (Ansible) and minijinja (bosun) render alike: no block tag
+/// right before a line end (Ansible's `trim_blocks` would eat it), common filters only.
+const TEMPLATES: &[&str] = &[
+    "name={{ name }}\n",
+    "{{ name | upper }} has {{ items | length }} items\n",
+    "items: {% for i in items %}{{ i }};{% endfor %}.\n",
+    "{% if flag %}on{% else %}off{% endif %}.\nport={{ port }}\n",
+    "joined={{ items | join(',') }}\n{{ missing | default('fallback') }}\n",
+    "{{ name | replace('a', 'o') }} {{ port + 1 }}",
+    "{% for i in items %}- {{ loop.index }} {{ i | lower }}\n{% endfor %}end\n",
+    "static text only\n",
+    "{{ undefined_variable }}\n",
+];
+
+#[test]
+fn template_matches_ansible_template() {
+    let mut rng = Rng(0x7e3b1a7e);
+    let cases = (0..CASES)
+        .map(|_| {
+            let template = *rng.pick(TEMPLATES);
+            let items: Vec<&str> = (0..rng.below(4))
+                .map(|_| *rng.pick(&["Web", "db", "Cache"]))
+                .collect();
+            let vars = map(&[
+                ("name", json!(rng.pick(&["alpha", "banana", "x"]))),
+                ("items", json!(items)),
+                ("flag", json!(rng.chance(50))),
+                ("port", json!(rng.pick(&[80, 8080, 443]))),
+            ]);
+            // The wanted bytes are only known once rendered: start from a plain file or none.
+            let start = start_for(&mut rng, "static text only\n");
+            let args = map(&[
+                ("src", json!("@D@/t.j2")),
+                ("dest", json!("@P@")),
+                ("mode", some_mode(&mut rng)),
+            ]);
+            Case {
+                start,
+                files: vec![Extra("t.j2".into(), template.as_bytes().to_vec(), 0o644)],
+                vars,
+                bosun: args.clone(),
+                ansible: args,
+            }
+        })
+        .collect();
+    compare("template", "template", cases);
+}
+
+#[test]
+fn get_url_matches_ansible_get_url() {
+    let site = tempfile::tempdir().unwrap();
+    let bodies = ["one\n", "two\ntwo\n", "", "binary\u{0}\u{1}bytes"];
+    let mut sums = String::new();
+    for (i, b) in bodies.iter().enumerate() {
+        fs::write(site.path().join(format!("f{i}")), b).unwrap();
+        sums.push_str(&format!("{}  f{i}\n", sha256_hex(b.as_bytes())));
+    }
+    fs::write(site.path().join("SUMS"), sums).unwrap();
+    let server = bosun_harness::ArtifactServer::serve(site.path()).unwrap();
+    let mut rng = Rng(0x6e7);
+    let cases = (0..CASES)
+        .map(|_| {
+            let missing_url = rng.chance(10);
+            let i = rng.below(bodies.len());
+            let body = bodies[i];
+            let url = if missing_url {
+                "@U@/nothing-here".to_string()
+            } else {
+                format!("@U@/f{i}")
+            };
+            let mut start = start_for(&mut rng, body);
+            let checksum = match rng.below(4) {
+                0 => Value::Null,
+                1 => json!(format!("sha256:{}", sha256_hex(body.as_bytes()))),
+                2 => json!(format!("sha256:{}", "0".repeat(64))),
+                _ => json!("sha256:@U@/SUMS"),
+            };
+            let checksum = if missing_url && checksum == json!("sha256:@U@/SUMS") {
+                Value::Null
+            } else {
+                checksum
+            };
+            let force = checksum.is_null() && rng.chance(50);
+            // Deliberate difference (module doc): without checksum and force, Ansible makes a
+            // conditional request for an existing file; bosun leaves it alone. Only a file
+            // that already matches is generated for that combination.
+            if checksum.is_null()
+                && !force
+                && matches!(&start, Start::File { text, .. } if missing_url || text != body)
+            {
+                start = Start::Missing;
+            }
+            let args = map(&[
+                ("url", json!(url)),
+                ("dest", json!("@P@")),
+                ("checksum", checksum),
+                ("force", if force { json!(true) } else { Value::Null }),
+                ("mode", some_mode(&mut rng)),
+            ]);
+            Case {
+                start,
+                files: Vec::new(),
+                vars: Map::new(),
+                bosun: args.clone(),
+                ansible: args,
+            }
+        })
+        .collect();
+    compare_at("get_url", "get_url", cases, &server.url());
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// An archive's entries: (path, mode, content); a path ending in `/` is a directory, a
+/// content starting with `->` a symlink.
+type Tree = Vec<(String, u32, String)>;
+
+fn archive_bytes(format: &str, tree: &Tree) -> Vec<u8> {
+    if format == "zip" {
+        use std::io::Write;
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for (path, m, content) in tree {
+            let opts = zip::write::SimpleFileOptions::default()
+                .unix_permissions(*m)
+                .last_modified_time(
+                    zip::DateTime::from_date_and_time(2024, 1, 2, 3, 4, 6).unwrap(),
+                );
+            if let Some(dir) = path.strip_suffix('/') {
+                w.add_directory(dir, opts).unwrap();
+            } else {
+                w.start_file(path.as_str(), opts).unwrap();
+                w.write_all(content.as_bytes()).unwrap();
+            }
+        }
+        return w.finish().unwrap().into_inner();
+    }
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, m, content) in tree {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(*m);
+        h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_username("root").unwrap();
+        h.set_groupname("root").unwrap();
+        if let Some(target) = content.strip_prefix("->") {
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            b.append_link(&mut h, path, target).unwrap();
+        } else if path.ends_with('/') {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+            b.append_data(&mut h, path, &[][..]).unwrap();
+        } else {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(content.len() as u64);
+            b.append_data(&mut h, path, content.as_bytes()).unwrap();
+        }
+    }
+    let tar = b.into_inner().unwrap();
+    match format {
+        "tar.gz" => {
+            use std::io::Write;
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            gz.write_all(&tar).unwrap();
+            gz.finish().unwrap()
+        }
+        "tar.zst" => zstd::encode_all(&tar[..], 3).unwrap(),
+        _ => tar,
+    }
+}
+
+#[test]
+fn unarchive_matches_ansible_unarchive() {
+    let site = tempfile::tempdir().unwrap();
+    let server = bosun_harness::ArtifactServer::serve(site.path()).unwrap();
+    let mut rng = Rng(0xa2c41e);
+    let cases = (0..CASES)
+        .enumerate()
+        .map(|(n, _)| {
+            let format = *rng.pick(&["tar.gz", "tar.zst", "zip", "tar"]);
+            // unzip leaves the mode of a directory that exists already as it is, and Ansible
+            // then reports `changed` on every run: zip archives keep their directories 0755.
+            let top = if format == "zip" {
+                0o755
+            } else {
+                *rng.pick(&[0o755, 0o750])
+            };
+            let mut tree: Tree = vec![("app/".into(), top, String::new())];
+            if rng.chance(60) {
+                tree.push(("app/sub/".into(), 0o755, String::new()));
+            }
+            let subdir = tree.len() > 1;
+            for f in 0..1 + rng.below(4) {
+                let dir = if subdir && rng.chance(50) {
+                    "app/sub"
+                } else {
+                    "app"
+                };
+                tree.push((
+                    format!("{dir}/f{f}"),
+                    *rng.pick(&[0o644, 0o600, 0o755]),
+                    text(&mut rng),
+                ));
+            }
+            if format != "zip" && rng.chance(30) {
+                tree.push(("app/link".into(), 0o777, "->f0".into()));
+            }
+            let bytes = archive_bytes(format, &tree);
+            let by_url = rng.chance(20);
+            let (src, checksum) = if by_url {
+                let name = format!("a{n}.{format}");
+                fs::write(site.path().join(&name), &bytes).unwrap();
+                (
+                    json!(format!("@U@/{name}")),
+                    json!(format!("sha256:{}", sha256_hex(&bytes))),
+                )
+            } else {
+                (json!(format!("@D@/archive.{format}")), Value::Null)
+            };
+            let mut files = vec![Extra(format!("archive.{format}"), bytes, 0o644)];
+            // The start: no directory (both fail), an empty one, or an earlier unpacking with
+            // a difference (content or mode: equal bytes and mode but another mtime would be a
+            // change for Ansible's `tar --diff` and not for bosun, see the module doc).
+            let start = if rng.chance(8) {
+                Start::Missing
+            } else {
+                Start::Dir
+            };
+            if matches!(start, Start::Dir) && rng.chance(50) {
+                let (path, mode, content) = tree
+                    .iter()
+                    .rfind(|(p, _, c)| !p.ends_with('/') && !c.starts_with("->"))
+                    .unwrap()
+                    .clone();
+                let (content, mode) = if rng.chance(50) {
+                    (format!("{content}changed\n"), mode)
+                } else {
+                    (content, if mode == 0o600 { 0o644 } else { 0o600 })
+                };
+                files.push(Extra(format!("target/{path}"), content.into_bytes(), mode));
+                if rng.chance(50) {
+                    files.push(Extra("target/app/extra".into(), b"mine\n".to_vec(), 0o644));
+                }
+            }
+            let creates = if rng.chance(15) {
+                json!(rng.pick(&["@P@/app", "@P@/app/none"]))
+            } else {
+                Value::Null
+            };
+            let common = [("dest", json!("@P@")), ("creates", creates)];
+            let mut bosun = map(&common);
+            bosun.insert("src".into(), src.clone());
+            if !checksum.is_null() {
+                bosun.insert("checksum".into(), checksum);
+            }
+            let mut ansible = map(&common);
+            ansible.insert("src".into(), src);
+            ansible.insert("remote_src".into(), json!(true));
+            Case {
+                start,
+                files,
+                vars: Map::new(),
+                bosun,
+                ansible,
+            }
+        })
+        .collect();
+    compare_at("unarchive", "unarchive", cases, &server.url());
 }

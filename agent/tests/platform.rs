@@ -80,6 +80,11 @@ impl Cluster {
 
     /// `bosund apply playbooks/platform.toml` with the stand-ins and `vars`.
     fn apply(&self, vars: &[&str]) -> Run {
+        self.apply_with(&[], vars)
+    }
+
+    /// [`Cluster::apply`] with more flags for `bosund apply`.
+    fn apply_with(&self, flags: &[&str], vars: &[&str]) -> Run {
         let mut cmd = self.sb.bosund();
         let path = format!(
             "{}:{}",
@@ -90,7 +95,8 @@ impl Cluster {
             .env("FAKE_HELM_STATE", self.sb.path("helm"))
             .arg("apply")
             .arg(Self::playbook())
-            .args(["--output", "json"]);
+            .args(["--output", "json"])
+            .args(flags);
         let fixed = [
             format!("kubeconfig={}", self.sb.path("k3s/k3s.yaml").display()),
             format!("helm={}", bosun_fixtures::bin("fake-helm").display()),
@@ -180,5 +186,39 @@ fn small_installs_on_an_8_gib_node() {
             "prometheus",
             "prometheus-blackbox-exporter"
         ]
+    );
+}
+
+/// A cluster whose kubeconfig is there but which cannot be read (its server is down): the run
+/// is refused before anything is installed, saying why and how to go on; `--skip-capacity`
+/// goes on without the check.
+#[test]
+fn a_cluster_that_cannot_be_read_is_refused_unless_the_check_is_skipped() {
+    let mut c = Cluster::start("8Gi");
+    c.server.kill().unwrap();
+    c.server.wait().unwrap();
+    let refused = c.apply(&["profile=learner"]);
+    assert_eq!(refused.summary(), summary(0, 0, 1, 0));
+    let report = refused.step("[capacity]");
+    assert_eq!(report.status, StepStatus::Failed);
+    let message = report.message.clone().unwrap_or_default();
+    for part in [
+        "refused before anything was installed",
+        "the cluster's room cannot be read",
+        "kubectl get nodes -o json exited",
+        "--skip-capacity",
+    ] {
+        assert!(message.contains(part), "{part:?} missing in:\n{message}");
+    }
+    assert!(!c.sb.path("helm/calls.jsonl").exists(), "helm was called");
+    assert!(!c.sb.path("manifests").exists(), "a manifest was written");
+
+    let skipped = c.apply_with(&["--skip-capacity"], &["profile=learner"]);
+    assert!(!skipped.ran("[capacity]"), "{:?}", skipped.statuses());
+    // The steps ran: the ingress manifest is written, then helm is called.
+    assert!(c.sb.path("manifests/bosun-traefik.yaml").is_file());
+    assert!(
+        c.sb.path("helm/calls.jsonl").exists(),
+        "helm was not called"
     );
 }

@@ -387,6 +387,7 @@ async fn a_slot_the_full_queue_cannot_take_waits_and_is_submitted_once() {
                 schedule: None,
                 tags: Vec::new(),
                 skip_tags: Vec::new(),
+                skip_capacity: false,
             },
         )
         .unwrap();

@@ -483,6 +483,35 @@ timezone = { name = "Europe/Paris" }
     assert_eq!(read(hb, "/etc/timezone"), "Europe/Paris\n");
     assert_eq!(sh(hb, "date +%Z"), sh(hb, "TZ=Europe/Paris date +%Z"));
 
+    // Without systemd (hidden here by a tmpfs over /run/systemd, in a UTS namespace of its
+    // own): /etc/hostname written, the kernel told with sethostname(2).
+    let other = "name = \"h2\"\n[[step]]\nname = \"hostname\"\nhostname = { name = \"db-2\" }\n";
+    hb.write_file("/root/h2.toml", other.as_bytes(), 0o644)
+        .unwrap();
+    let script =
+        "mount -t tmpfs tmpfs /run/systemd && exec bosund apply /root/h2.toml --output json";
+    let run = Run::from_command(
+        hb.command(&["unshare", "--uts", "--mount", "sh", "-c", script], ENV),
+        None,
+    );
+    assert_eq!(
+        run.step("hostname").status,
+        StepStatus::Changed,
+        "{}",
+        run.stderr
+    );
+    let message = run.step("hostname").message.clone().unwrap_or_default();
+    assert!(
+        message.contains("/etc/hostname and sethostname"),
+        "{message}"
+    );
+    assert_eq!(read(hb, "/etc/hostname"), "db-2\n");
+    assert_eq!(
+        sh(hb, "hostname"),
+        "web-1",
+        "the box's own UTS namespace is untouched"
+    );
+
     let unknown =
         "name = \"tz\"\n[[step]]\nname = \"tz\"\ntimezone = { name = \"Mars/Olympus\" }\n";
     let run = apply(hb, "tz", unknown, &[]);

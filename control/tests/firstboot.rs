@@ -3,7 +3,13 @@
 //! host in a box (`HostBox`, systemd under systemd-nspawn) with Debian's cloud-init boots with
 //! that user-data as its NoCloud seed. Booting runs cloud-init, whose user-data fetches
 //! `bosund` from the bucket in moto (anonymous, path-style, over the shared loopback), checks
-//! its SHA-256, installs and starts `bosund.service` and runs `playbooks/bootstrap.toml`.
+//! its SHA-256, installs and starts `bosund.service` and runs, in the order the user-data says:
+//! `playbooks/registry.toml` (`[registries."ghcr.io"]`: its password from SSM in moto into
+//! k3s's registries.yaml), `playbooks/ecr-credential-provider.toml` (an ECR registry: the
+//! kubelet credential provider, a stand-in binary from the loopback mirror),
+//! `playbooks/bootstrap.toml`, then `playbooks/platform.toml` with the `learner` profile of
+//! `[platform]` (its releases through the helm stand-in, its capacity checked through the k3s
+//! stand-in's `kubectl`). The registry password is in no user-data, template, run event or log.
 //!
 //! What is the box's and not bosun's, kept in this test: cloud-init is told to leave the
 //! network, the disk and the root file system alone (the box shares the test machine's
@@ -12,6 +18,10 @@
 //! through `stack.toml`'s `[bootstrap_vars]`, as an operator would point the first boot at an
 //! internal mirror. On AWS the fetch goes through the VPC's S3 endpoint under the bucket
 //! policy; moto does not apply that policy, so here the same anonymous `curl` simply works.
+//! The instance role is the box's too: cloud-init's final stage (which runs the user-data)
+//! gets moto's endpoint and test credentials in its environment (a systemd drop-in), where
+//! an instance gets its role's credentials from IMDS; `FAKE_HELM_STATE` tells the helm
+//! stand-in where to keep its releases.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,6 +42,11 @@ const BOX_PACKAGES: &[&str] = &["cloud-init", "curl"];
 /// From `systemd-nspawn` to systemd `running`: cloud-init's final stage (the whole bootstrap,
 /// Docker from the Debian mirror included) is part of the boot.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
+/// A registry token with characters YAML and shells care about; in SSM (moto) only.
+const REGISTRY_TOKEN: &str = "ghp_f1rst\"b00t: #'tok&en";
+const ECR_HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+/// Where the helm stand-in keeps its state in the box.
+const HELM_STATE: &str = "/var/lib/fake-helm";
 
 /// cloud-init settings of the box: NoCloud only (no probing of other clouds), and no
 /// network, partition or file-system changes, which would reach the test machine.
@@ -129,6 +144,44 @@ fn venv_program(name: &str) -> PathBuf {
         p.display()
     );
     p
+}
+
+/// The registry password as the operator puts it: an SSM SecureString under the stack's prefix.
+fn put_registry_password(moto: &Moto) {
+    let out = Command::new(venv_program("python"))
+        .arg("-c")
+        .arg("import boto3, sys\nboto3.client('ssm').put_parameter(Name=sys.argv[1], Value=sys.argv[2], Type='SecureString')")
+        .arg("/bosun/firstboot/registries/ghcr.io")
+        .arg(REGISTRY_TOKEN)
+        .envs(moto.env())
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "put_parameter failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A stand-in `ecr-credential-provider` in artifacts.k8s.io's layout under `dir/ecr`, with its
+/// `.sha256` beside it.
+fn publish_ecr_provider(dir: &Path) -> Vec<u8> {
+    let arch = if std::env::consts::ARCH == "aarch64" {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    let version_dir = dir.join(format!("ecr/v1.31.7/linux/{arch}"));
+    std::fs::create_dir_all(&version_dir).unwrap();
+    let binary = b"#!/bin/sh\n# stand-in ecr-credential-provider\n".to_vec();
+    let file = version_dir.join(format!("ecr-credential-provider-linux-{arch}"));
+    std::fs::write(&file, &binary).unwrap();
+    std::fs::write(
+        format!("{}.sha256", file.display()),
+        hex::encode(Sha256::digest(&binary)),
+    )
+    .unwrap();
+    binary
 }
 
 /// The user-data of the (one) launch template in moto, decoded.
@@ -238,8 +291,10 @@ fn first_boot_fetches_verifies_and_starts_bosund_then_bootstraps() {
     // Loopback stand-ins: AWS (moto, holding the bucket) and the k3s/helm release mirrors.
     let releases = tempfile::tempdir().unwrap();
     publish_releases(releases.path());
+    let ecr_provider = publish_ecr_provider(releases.path());
     let mirror = ArtifactServer::serve(releases.path()).unwrap();
     let moto = Moto::start().expect("start moto");
+    put_registry_password(&moto);
 
     // The operator's side: stack.toml with the repository's playbooks and `bosun up`.
     let dir = tempfile::tempdir().unwrap();
@@ -257,11 +312,22 @@ playbooks = "{playbooks}"
 [endpoints]
 artifacts = "{moto}"
 
+[platform]
+profile = "learner"
+
+[registries."ghcr.io"]
+username = "ci-bot"
+
+[registries."{ECR_HOST}"]
+
 [bootstrap_vars]
+# The box has no AWS credentials or region: the host publishes no k3s join token to SSM.
+k3s_token_parameter = ""
 k3s_mirror = "{mirror}/k3s"
 helm_mirror = "{mirror}/helm"
 k3s_version = "{K3S_VERSION}"
 helm_version = "{HELM_VERSION}"
+ecr_credential_provider_mirror = "{mirror}/ecr"
 
 [bootstrap_vars.docker_daemon]
 iptables = false
@@ -310,8 +376,32 @@ bridge = "none"
         "the user-data fetches from the bucket in moto:\n{user_data}"
     );
 
+    // No credential in what anyone can read: the user-data (IMDS) and the template.
+    assert!(!user_data.contains(REGISTRY_TOKEN), "{user_data}");
+    let template = Command::new(BOSUN)
+        .args(["template", "--bosund", bosund_arg])
+        .current_dir(dir.path())
+        .output()
+        .expect("run bosun template");
+    assert!(template.status.success());
+    assert!(!String::from_utf8_lossy(&template.stdout).contains(REGISTRY_TOKEN));
+
+    // The box's stand-in for the instance role: moto's endpoint and test credentials for
+    // cloud-init's final stage, which runs the user-data.
+    let role_env: String = moto
+        .env()
+        .iter()
+        .map(|(k, v)| format!("Environment={k}={v}\n"))
+        .collect();
+    let drop_in = format!("[Service]\n{role_env}Environment=FAKE_HELM_STATE={HELM_STATE}\n");
+
     // The instance's side: a Debian host with cloud-init, seeded with that user-data.
     let spec = BoxSpec::new()
+        .file(
+            "/etc/systemd/system/cloud-final.service.d/bosun-hostbox.conf",
+            drop_in.as_bytes(),
+            0o644,
+        )
         .packages(BOX_PACKAGES)
         .file(
             "/etc/cloud/cloud.cfg.d/99-bosun-hostbox.cfg",
@@ -418,6 +508,95 @@ bridge = "none"
     assert_eq!(hb.sh("systemctl is-active k3s").unwrap().trim(), "active");
     let helm = hb.sh("/usr/local/bin/helm version --short").unwrap();
     assert!(helm.starts_with(&format!("v{HELM_VERSION}")), "{helm}");
+
+    // [registries]: registry.toml ran before bootstrap and wrote the password from SSM into
+    // k3s's registries.yaml, root-only.
+    let run_of = |playbook: &str| {
+        runs.iter()
+            .position(|r| r["playbook"] == playbook)
+            .unwrap_or_else(|| panic!("no {playbook} run: {history:#}\n{}", diagnose(&hb)))
+    };
+    for playbook in ["registry", "ecr-credential-provider", "platform"] {
+        let run = &runs[run_of(playbook)];
+        assert_eq!(
+            (&run["status"], &run["failed"]),
+            (&Value::from("ok"), &Value::from(0)),
+            "{run:#}\n{}",
+            diagnose(&hb)
+        );
+    }
+    // History lists the newest run first: registry and ECR before bootstrap, platform after.
+    assert!(run_of("registry") > run_of("bootstrap"), "{history:#}");
+    assert!(
+        run_of("ecr-credential-provider") > run_of("bootstrap"),
+        "{history:#}"
+    );
+    assert!(run_of("platform") < run_of("bootstrap"), "{history:#}");
+    let registries = hb.path("/etc/rancher/k3s/registries.yaml");
+    let yaml: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(&registries).unwrap()).unwrap();
+    assert_eq!(yaml["configs"]["ghcr.io"]["auth"]["username"], "ci-bot");
+    assert_eq!(
+        yaml["configs"]["ghcr.io"]["auth"]["password"],
+        REGISTRY_TOKEN
+    );
+    assert_eq!(
+        hb.sh("stat -c %a /etc/rancher/k3s/registries.yaml")
+            .unwrap()
+            .trim(),
+        "600"
+    );
+    // ECR: the credential provider k3s finds at its default paths, for that registry only.
+    assert_eq!(
+        std::fs::read(hb.path("/var/lib/rancher/credentialprovider/bin/ecr-credential-provider"))
+            .unwrap(),
+        ecr_provider
+    );
+    let provider: serde_norway::Value = serde_norway::from_str(
+        &std::fs::read_to_string(hb.path("/var/lib/rancher/credentialprovider/config.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(provider["providers"][0]["matchImages"][0], ECR_HOST);
+    // [platform] learner: its releases are installed and Traefik's HelmChartConfig is written.
+    let releases: Value = serde_json::from_str(
+        &hb.sh(&format!(
+            "FAKE_HELM_STATE={HELM_STATE} /usr/local/bin/helm list -A -o json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut names: Vec<&str> = releases
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["prometheus", "prometheus-blackbox-exporter"]);
+    assert!(
+        hb.path("/var/lib/rancher/k3s/server/manifests/bosun-traefik.yaml")
+            .is_file()
+    );
+    // The password is nowhere else: not in bosund's journal (run events), its logs or
+    // cloud-init's output.
+    let leaks = hb
+        .exec(&[
+            "grep",
+            "-rlF",
+            "--",
+            REGISTRY_TOKEN,
+            "/var/lib/bosun",
+            "/var/log",
+            "/etc/bosun",
+            "/run/log",
+        ])
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&leaks.stdout),
+        "",
+        "the registry password leaked into these files"
+    );
 
     eprintln!(
         "firstboot: cargo build bosund {:.1} s; bosun up against moto {:.1} s; \

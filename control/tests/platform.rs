@@ -114,6 +114,9 @@ fn profiles_fit_the_nodes_they_are_sized_for() {
         // An explicit list replaces the profile's.
         ("t2.micro", "components = [\"ingress\", \"blackbox\"]", 0),
         ("t3.medium", "components = [\"sonarqube\", \"logs\"]", 1),
+        // Logs through ECK: operator 150Mi + Elasticsearch 2Gi + Kibana 1Gi.
+        ("t3.medium", "components = [\"logs-eck\"]", 0),
+        ("t3.small", "components = [\"logs-eck\"]", 1),
     ] {
         let config = stack(dir.path(), "s.toml", instance, selection);
         let (rc, out, err) = budget(&config);
@@ -133,6 +136,20 @@ fn profiles_fit_the_nodes_they_are_sized_for() {
         .map(|l| l.split_whitespace().next().unwrap())
         .collect();
     assert_eq!(names, ["ingress", "blackbox"], "{out}");
+
+    // The ECK option is summed from its own values: 450m CPU, 150Mi + 2Gi + 1Gi.
+    let config = stack(
+        dir.path(),
+        "s.toml",
+        "t3.small",
+        "components = [\"logs-eck\"]",
+    );
+    let (_, out, _) = budget(&config);
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("logs-eck"))
+        .unwrap_or_else(|| panic!("no logs-eck row:\n{out}"));
+    assert!(row.contains("450m") && row.contains("3222Mi"), "{row}");
 }
 
 #[test]
@@ -155,6 +172,11 @@ fn invalid_input_exits_2_saying_what_is_wrong() {
             "platform.components: \"nagios\" is not one of",
         ),
         ("t3.small", "", "has no [platform] section"),
+        (
+            "t3.large",
+            "components = [\"logs\", \"logs-eck\"]",
+            "\"logs\" (OpenSearch) and \"logs-eck\" (Elasticsearch through ECK) are alternatives",
+        ),
     ] {
         let config = stack(dir.path(), "bad.toml", instance, platform);
         let (rc, out, err) = budget(&config);
@@ -316,16 +338,133 @@ fn registries_reach_the_first_boot_as_names_and_never_as_credentials() {
     assert!(!format!("{out}{err}").contains("hunter2"), "{out}{err}");
     let (rc, out, err) = budget(&write(
         "ecr.toml",
-        "[registries.\"123456789012.dkr.ecr.eu-west-1.amazonaws.com\"]\nusername = \"AWS\"\n[registries.\"GHCR.io;x\"]\nusername = \"a b\"\n",
+        "[registries.\"123456789012.dkr.ecr.eu-west-1.amazonaws.com\"]\nusername = \"AWS\"\n\
+         [registries.\"12345.dkr.ecr.eu-west-1.amazonaws.com\"]\n\
+         [registries.\"GHCR.io;x\"]\nusername = \"ci\"\n\
+         [registries.\"quay.io\"]\nusername = \"a b\"\n",
     ));
     assert_eq!(rc, 2, "{out}{err}");
     for want in [
-        "ECR is not supported yet",
+        "ECR takes no username: the kubelet's credential provider logs in with the instance role",
+        "an ECR registry is <12-digit account>.dkr.ecr.<region>.amazonaws.com",
         "not a registry host",
-        "username: use letters",
+        "registries.\"quay.io\".username: use letters",
     ] {
         assert!(err.contains(want), "{want}: {err}");
     }
+}
+
+/// `[registries]` naming ECR hosts: no credential anywhere; the first boot installs the
+/// kubelet's credential provider for exactly those hosts before bootstrap starts k3s (the
+/// playbook is tested in agent/tests/ecr.rs), and the host role may get pull tokens and pull
+/// from those registries' repositories only.
+#[test]
+fn ecr_registries_are_pulled_from_with_the_instance_role_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(stack(dir.path(), "base.toml", "t3.medium", "")).unwrap();
+    let config = dir.path().join("stack.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{base}[registries.\"123456789012.dkr.ecr.eu-west-1.amazonaws.com\"]\n\
+             [registries.\"210987654321.dkr.ecr.us-east-1.amazonaws.com\"]\n\
+             [registries.\"ghcr.io\"]\nusername = \"ci-bot\"\n"
+        ),
+    )
+    .unwrap();
+    let bosund = dir.path().join("bosund");
+    let (rc, out, err) = bosun(&[
+        "user-data",
+        "--config",
+        config.to_str().unwrap(),
+        "--bosund",
+        bosund.to_str().unwrap(),
+        "--bucket",
+        "b",
+    ]);
+    assert_eq!(rc, 0, "{err}");
+    let doc: serde_json::Value =
+        serde_norway::from_str(out.trim_start_matches("#cloud-config\n")).unwrap();
+    let script = doc["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "/usr/local/lib/bosun/first-boot")
+        .and_then(|f| f["content"].as_str())
+        .unwrap()
+        .to_string();
+    // Before bootstrap, with the hosts comma-separated (after the vars file, when there is one).
+    let line_of = |needle: &str| {
+        script
+            .lines()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle}: {script}"))
+    };
+    let ecr = line_of("playbooks/ecr-credential-provider.toml");
+    assert!(
+        script.lines().nth(ecr).unwrap().ends_with(
+            " --var 'ecr_registries=123456789012.dkr.ecr.eu-west-1.amazonaws.com,210987654321.dkr.ecr.us-east-1.amazonaws.com'"
+        ),
+        "{script}"
+    );
+    assert!(ecr < line_of("playbooks/bootstrap.toml"), "{script}");
+    // registry.toml runs for GHCR only: ECR has no password parameter.
+    assert_eq!(
+        script.matches("playbooks/registry.toml").count(),
+        1,
+        "{script}"
+    );
+    assert!(!script.contains("registries/123456789012"), "{script}");
+
+    let template = Command::new(BOSUN)
+        .args(["template", "--config", config.to_str().unwrap(), "--bosund"])
+        .arg(&bosund)
+        .output()
+        .unwrap();
+    assert!(
+        template.status.success(),
+        "{}",
+        String::from_utf8_lossy(&template.stderr)
+    );
+    let template: serde_json::Value = serde_json::from_slice(&template.stdout).unwrap();
+    let policies = template["Resources"]["HostRole"]["Properties"]["Policies"]
+        .as_array()
+        .unwrap();
+    let images = policies
+        .iter()
+        .find(|p| p["PolicyName"] == "images")
+        .unwrap_or_else(|| panic!("no images policy: {policies:#?}"));
+    let statements = images["PolicyDocument"]["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 2, "{statements:#?}");
+    assert_eq!(
+        statements[0]["Action"],
+        serde_json::json!(["ecr:GetAuthorizationToken"])
+    );
+    assert_eq!(statements[0]["Resource"], serde_json::json!(["*"]));
+    assert_eq!(
+        statements[1]["Action"],
+        serde_json::json!([
+            "ecr:BatchGetImage",
+            "ecr:GetDownloadUrlForLayer",
+            "ecr:BatchCheckLayerAvailability"
+        ])
+    );
+    assert_eq!(
+        statements[1]["Resource"],
+        serde_json::json!([
+            {"Fn::Sub": "arn:${AWS::Partition}:ecr:eu-west-1:123456789012:repository/*"},
+            {"Fn::Sub": "arn:${AWS::Partition}:ecr:us-east-1:210987654321:repository/*"}
+        ])
+    );
+    // No ECR permission is added for a stack without ECR registries.
+    let plain = Command::new(BOSUN)
+        .args(["template", "--config"])
+        .arg(dir.path().join("base.toml"))
+        .arg("--bosund")
+        .arg(&bosund)
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&plain.stdout).contains("ecr:"));
 }
 
 /// `bosun token create` against moto: the token lands in SSM as a SecureString under the

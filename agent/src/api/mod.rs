@@ -492,6 +492,7 @@ async fn submit_run(
         schedule: None,
         tags: req.tags,
         skip_tags: req.skip_tags,
+        skip_capacity: false,
     };
     let view = state.queue.submit(playbook, opts).map_err(|e| match e {
         SubmitError::QueueFull(_) => {

@@ -389,6 +389,7 @@ impl ScheduleDriver {
             schedule: Some(name.clone()),
             tags: Vec::new(),
             skip_tags: Vec::new(),
+            skip_capacity: false,
         };
         match self.queue.submit(playbook, opts) {
             Ok(_) => {

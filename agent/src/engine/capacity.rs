@@ -10,8 +10,10 @@
 //! counted as already requested: their requests are the component's, so a second run of the
 //! same profile fits exactly where the first did. A run whose releases request nothing is not
 //! checked. A cluster that is not there yet (no kubeconfig: k3s is installed later in the same
-//! run) or cannot be read (no `kubectl`, unreachable) is not checked either, with a warning:
-//! the releases' own steps then fail on it, saying why.
+//! run) is not checked either, with a warning. A cluster whose kubeconfig exists but that
+//! cannot be read (no `kubectl`, unreachable, an error) refuses the run like one over budget:
+//! the first release would fail on it too, but only after the steps before it had changed
+//! things. `bosund apply --skip-capacity` runs it anyway, with a warning.
 
 use std::path::Path;
 
@@ -60,8 +62,19 @@ pub(super) async fn check(playbook: &Playbook, opts: &RunOptions) -> Verdict {
     }
     let room = match room(&kubeconfig, &components).await {
         Ok(r) => r,
-        // The releases' own steps fail on an unreachable cluster, saying why.
-        Err(e) => return Verdict::Unchecked(format!("capacity not checked: {e}")),
+        // A cluster that is there but cannot be read: the first release would fail on it too,
+        // but only after the steps before it (secrets made, manifests written) had run — a
+        // half-installed platform. Refuse unless told to go on without the check.
+        Err(e) if opts.skip_capacity => {
+            return Verdict::Unchecked(format!("capacity not checked (--skip-capacity): {e}"));
+        }
+        Err(e) => {
+            return Verdict::Refused(format!(
+                "refused before anything was installed: the cluster's room cannot be read to \
+                 check the platform's requests against it ({e}); fix the cluster or kubectl, \
+                 or pass --skip-capacity to install without the check"
+            ));
+        }
     };
     let budget = Budget { components, room };
     if budget.fits() {

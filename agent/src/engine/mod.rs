@@ -58,6 +58,9 @@ pub struct RunOptions {
     pub tags: Vec<String>,
     /// `--skip-tags`: never run steps with one of these tags.
     pub skip_tags: Vec<String>,
+    /// `--skip-capacity`: run releases on a cluster whose room cannot be read (warned about)
+    /// instead of refusing the run.
+    pub skip_capacity: bool,
 }
 
 /// Runs `playbook`, sending every event to `sink`; returns the summary (also the last event).

@@ -2,6 +2,7 @@
 //! destination while their SHA-256 is computed, and renamed into place only when the digest
 //! matches. A mismatch, a short read or an HTTP error leaves the destination untouched.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
@@ -33,6 +34,138 @@ pub async fn fetch_text(client: &reqwest::Client, url: &str) -> anyhow::Result<S
         .error_for_status()
         .with_context(|| format!("GET {url}"))?;
     resp.text().await.with_context(|| format!("reading {url}"))
+}
+
+/// An HTTP client for a step's download (`get_url`, `unarchive`): rustls, `timeout` on
+/// connecting and on each read, none on the whole transfer.
+pub fn client_with_timeout(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(timeout)
+        .read_timeout(timeout)
+        .user_agent(concat!("bosund/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("building the HTTP client")
+}
+
+/// `url` as it may be shown: without a `user:password@` part.
+pub fn shown_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..end].rfind('@') {
+                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+/// `GET url` with `headers`, answered with a success status. Errors name the URL without its
+/// credentials and never the headers.
+pub async fn get(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &BTreeMap<String, String>,
+) -> anyhow::Result<reqwest::Response> {
+    let mut request = client.get(url);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let shown = shown_url(url);
+    let resp = request
+        .send()
+        .await
+        .map_err(reqwest::Error::without_url)
+        .with_context(|| format!("GET {shown}"))?;
+    let status = resp.status();
+    if !status.is_success() {
+        bail!("GET {shown}: the server answered {status}");
+    }
+    Ok(resp)
+}
+
+/// A download held in a temporary file, removed when dropped unless installed.
+pub struct Downloaded {
+    /// The temporary file, fully written and flushed.
+    pub file: tempfile::NamedTempFile,
+    /// Its SHA-256, lower-case hex.
+    pub sha256: String,
+    /// Its size.
+    pub bytes: u64,
+}
+
+/// Streams `GET url` into a new temporary file in `dir`, computing its SHA-256 on the way.
+/// Memory use is one network chunk whatever the size; a failed transfer leaves nothing.
+pub async fn to_temp(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &BTreeMap<String, String>,
+    dir: &Path,
+) -> anyhow::Result<Downloaded> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".bosun-download-")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let mut resp = get(client, url, headers).await?;
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(reqwest::Error::without_url)
+        .with_context(|| format!("reading {}", shown_url(url)))?
+    {
+        hasher.update(&chunk);
+        tmp.write_all(&chunk)
+            .with_context(|| format!("writing {}", tmp.path().display()))?;
+        bytes += chunk.len() as u64;
+    }
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("flushing {}", tmp.path().display()))?;
+    Ok(Downloaded {
+        file: tmp,
+        sha256: hex::encode(hasher.finalize()),
+        bytes,
+    })
+}
+
+/// The SHA-256 a step's `checksum` expects for `url`: the digest written, or the one a
+/// checksum list at a URL gives for `url`'s file name (or the list's only digest).
+pub async fn expected_digest(
+    client: &reqwest::Client,
+    checksum: &bosun_model::steps::get_url::Checksum,
+    url: &str,
+    headers: &BTreeMap<String, String>,
+) -> anyhow::Result<String> {
+    use bosun_model::steps::get_url::Checksum;
+    let list_url = match checksum {
+        Checksum::Sha256(hex) => return Ok(hex.clone()),
+        Checksum::Sha256List(list_url) => list_url,
+    };
+    let resp = get(client, list_url, headers).await?;
+    let list = resp
+        .text()
+        .await
+        .map_err(reqwest::Error::without_url)
+        .with_context(|| format!("reading {}", shown_url(list_url)))?;
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let name = path.rsplit('/').next().unwrap_or(path);
+    if let Some(d) = digest_in_list(&list, name) {
+        return Ok(d);
+    }
+    let only: Vec<&str> = list.split_whitespace().collect();
+    if let [d] = only.as_slice()
+        && d.len() == 64
+        && d.chars().all(|c| c.is_ascii_hexdigit())
+    {
+        return Ok(d.to_ascii_lowercase());
+    }
+    bail!(
+        "the checksum list {} has no sha256 for {name}",
+        shown_url(list_url)
+    )
 }
 
 /// Hex SHA-256 of a file; `None` when it does not exist.
@@ -133,5 +266,11 @@ mod tests {
         );
         assert_eq!(digest_in_list(&list, "k3s-armhf"), None);
         assert_eq!(digest_in_list("zz  k3s\n", "k3s"), None);
+    }
+
+    #[test]
+    fn shown_urls_drop_credentials() {
+        assert_eq!(shown_url("https://u:p@h/x@y"), "https://h/x@y");
+        assert_eq!(shown_url("http://h:8080/a"), "http://h:8080/a");
     }
 }

@@ -19,6 +19,7 @@ pub mod process;
 pub(crate) mod swap;
 pub(crate) mod sysctl;
 pub(crate) mod systemd;
+pub(crate) mod unpack;
 
 /// Test support: writes an executable script (mode 0755) without this process ever holding it
 /// open for writing. A script a test writes itself can fail to start with ETXTBSY ("Text file

@@ -269,6 +269,40 @@ pub async fn apt_update() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `apt-get update` of one deb822 `.sources` file only (the other sources are neither read
+/// nor their lists removed): what `apt_repository` runs after writing one.
+pub async fn apt_update_source(sources: &Path) -> anyhow::Result<()> {
+    let argv = to_argv(&[
+        "apt-get",
+        "update",
+        "-q",
+        &format!("-oDPkg::Lock::Timeout={LOCK_TIMEOUT_SECS}"),
+        // apt reads a main list ending in `.sources` as deb822; no parts directory.
+        &format!("-oDir::Etc::sourcelist={}", sources.display()),
+        "-oDir::Etc::sourceparts=-",
+        "-oAPT::Get::List-Cleanup=0",
+    ]);
+    let out = run(&argv, &apt_env()).await?;
+    // A signature that no longer verifies is only a warning when older lists exist ("the
+    // previous index files will be used"), and so is a failed fetch: both fail this step.
+    let refused = |l: &str| {
+        l.starts_with("E:")
+            || (l.starts_with("W:")
+                && ["GPG error", "signature", "Failed to fetch", "not signed"]
+                    .iter()
+                    .any(|w| l.contains(w)))
+    };
+    if out.rc != 0 || out.stderr.lines().any(refused) {
+        bail!(
+            "apt-get update of {} failed (exit code {}): {}",
+            sources.display(),
+            out.rc,
+            last_lines(&out)
+        );
+    }
+    Ok(())
+}
+
 /// `VERSION_CODENAME` from /etc/os-release (`bookworm`, `noble`): the suite of a third-party
 /// apt repository.
 pub fn os_codename() -> anyhow::Result<String> {

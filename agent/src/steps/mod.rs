@@ -18,6 +18,7 @@ use bosun_model::steps::Action;
 
 pub use bosun_model::event::CommandOutput;
 
+mod apt_repository;
 mod authorized_key;
 #[cfg(feature = "aws")]
 mod backup_prune;
@@ -29,6 +30,7 @@ mod content;
 mod copy;
 mod docker_install;
 mod file;
+mod get_url;
 mod group;
 mod helm_install;
 mod helm_release;
@@ -59,6 +61,7 @@ mod swap;
 mod sysctl;
 mod template;
 mod timezone;
+mod unarchive;
 mod user;
 
 /// What a step kind may look at while it runs.
@@ -213,6 +216,9 @@ pub async fn run(action: &Action, ctx: &StepContext<'_>) -> anyhow::Result<Outco
         Action::Template(a) => run_kind(a, ctx).await,
         Action::LineInFile(a) => run_kind(a, ctx).await,
         Action::BlockInFile(a) => run_kind(a, ctx).await,
+        Action::GetUrl(a) => run_kind(a, ctx).await,
+        Action::Unarchive(a) => run_kind(a, ctx).await,
+        Action::AptRepository(a) => run_kind(a, ctx).await,
         Action::Command(a) => run_kind(a, ctx).await,
         Action::Package(a) => run_kind(a, ctx).await,
         Action::Service(a) => run_kind(a, ctx).await,

@@ -44,10 +44,10 @@ pub fn render_user_data(
         BootRole::Server => c.server_boot_vars(DB_HOST_PLACEHOLDER, DB_SECRET_PLACEHOLDER),
         BootRole::Agent { server_address } => c.agent_boot_vars(server_address),
     };
-    let registries = if server {
-        c.registry_boot()
+    let (registries, ecr_registries) = if server {
+        (c.registry_boot(), c.ecr_registries())
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     userdata::render(&UserDataSpec {
         stack: &c.name,
@@ -63,6 +63,7 @@ pub fn render_user_data(
         database: server && c.rds.is_some(),
         platform: server && c.platform.is_some(),
         registries: &registries,
+        ecr_registries: &ecr_registries,
     })
 }
 

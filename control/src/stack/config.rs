@@ -105,6 +105,9 @@ pub struct StackConfig {
     /// (`docker.io`, `ghcr.io`, ...). Only the username is written here; the password (token)
     /// is a SecureString the operator puts in SSM at [`StackConfig::registry_password_parameter`],
     /// read on the host at boot (playbooks/registry.toml), never in the template or user-data.
+    /// An ECR host (`<account>.dkr.ecr.<region>.amazonaws.com`) takes no username: the kubelet's
+    /// credential provider gets its tokens with the instance role
+    /// (playbooks/ecr-credential-provider.toml), which may pull from the named registries only.
     #[serde(default)]
     pub registries: std::collections::BTreeMap<String, RegistryConfig>,
     /// `[nodes]`: k3s agents in an Auto Scaling group beside the host (the server).
@@ -136,11 +139,41 @@ pub struct PlatformConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
-    /// The registry user name (Docker Hub / GHCR account or bot).
-    pub username: String,
+    /// The registry user name (Docker Hub / GHCR account or bot); none for ECR.
+    #[serde(default)]
+    pub username: Option<String>,
     /// Read only to be refused without being quoted (a parse error would show its line).
     #[serde(default, alias = "token", alias = "auth", alias = "identitytoken")]
     pub password: Option<serde::de::IgnoredAny>,
+}
+
+/// An ECR registry: `<account>.dkr.ecr.<region>.amazonaws.com`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EcrRegistry {
+    /// The host, as images name it.
+    pub host: String,
+    /// The 12-digit account id.
+    pub account: String,
+    /// The region.
+    pub region: String,
+}
+
+/// `host` as an ECR registry, when it is one (a private registry in a commercial region:
+/// `<12 digits>.dkr.ecr.<region>.amazonaws.com`).
+pub fn ecr_registry(host: &str) -> Option<EcrRegistry> {
+    let rest = host.strip_suffix(".amazonaws.com")?;
+    let (account, rest) = rest.split_once(".dkr.ecr.")?;
+    let region_ok = !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    (account.len() == 12 && account.chars().all(|c| c.is_ascii_digit()) && region_ok).then(|| {
+        EcrRegistry {
+            host: host.to_string(),
+            account: account.to_string(),
+            region: rest.to_string(),
+        }
+    })
 }
 
 /// What the first boot passes to playbooks/registry.toml for one registry: host, username and
@@ -226,6 +259,8 @@ pub const PLATFORM_COMPONENTS: &[&str] = &[
     "sonarqube",
     "kafka",
     "logs",
+    // Logs through ECK (Elastic License 2.0) instead of OpenSearch: playbooks/platform/logs-eck.toml.
+    "logs-eck",
 ];
 
 /// The host's operating system.
@@ -428,15 +463,26 @@ impl StackConfig {
         format!("/bosun/{}/registries/{host}", self.name)
     }
 
-    /// `[registries]` as the first boot runs playbooks/registry.toml, in host order.
+    /// `[registries]` as the first boot runs playbooks/registry.toml, in host order (ECR
+    /// registries are not among them: see [`StackConfig::ecr_registries`]).
     pub fn registry_boot(&self) -> Vec<RegistryBoot> {
         self.registries
             .iter()
+            .filter(|(host, _)| ecr_registry(host).is_none())
             .map(|(host, r)| RegistryBoot {
                 host: host.clone(),
-                username: r.username.clone(),
+                username: r.username.clone().unwrap_or_default(),
                 password_parameter: self.registry_password_parameter(host),
             })
+            .collect()
+    }
+
+    /// The ECR registries of `[registries]`, in host order: the kubelet's credential provider
+    /// pulls from them with the instance role (playbooks/ecr-credential-provider.toml).
+    pub fn ecr_registries(&self) -> Vec<EcrRegistry> {
+        self.registries
+            .keys()
+            .filter_map(|host| ecr_registry(host))
             .collect()
     }
 
@@ -450,13 +496,13 @@ impl StackConfig {
     /// The host's (the k3s server's) first-boot variables: [`Self::first_boot_vars`] and what
     /// bootstrap's `k3s_install` and `ssm_parameter` steps need to run the server and publish
     /// its join token (always: a stack that gains `[nodes]` later must not need a new host).
+    /// `[bootstrap_vars] k3s_token_parameter = ""` turns publishing off, for a host that
+    /// cannot reach SSM (the host-in-a-box of control/tests/firstboot.rs).
     pub fn server_boot_vars(&self, db_host: &str, db_secret_arn: &str) -> toml::Table {
         let mut vars = self.first_boot_vars(db_host, db_secret_arn);
         vars.insert("k3s_role".into(), "server".into());
-        vars.insert(
-            "k3s_token_parameter".into(),
-            self.k3s_token_parameter().into(),
-        );
+        vars.entry("k3s_token_parameter")
+            .or_insert_with(|| self.k3s_token_parameter().into());
         vars
     }
 
@@ -740,12 +786,21 @@ impl StackConfig {
                     ));
                 }
             }
+            if platform.components.iter().any(|c| c == "logs")
+                && platform.components.iter().any(|c| c == "logs-eck")
+            {
+                p.push(
+                    "platform.components: \"logs\" (OpenSearch) and \"logs-eck\" (Elasticsearch \
+                     through ECK) are alternatives: name one"
+                        .into(),
+                );
+            }
             if platform.profile.is_none() && platform.components.is_empty() {
                 p.push("[platform] names neither a profile nor components".into());
             }
         }
         for (host, r) in &self.registries {
-            p.extend(registry_problems(host, &r.username));
+            p.extend(registry_problems(host, r.username.as_deref()));
             if r.password.is_some() {
                 p.push(format!(
                     "registries.{host:?}: a password or token never goes in stack.toml (the \
@@ -967,7 +1022,8 @@ fn is_cidr(s: &str) -> bool {
 
 /// What is wrong with `[registries."<host>"] username = ...` (both end up in a shell line and
 /// an SSM parameter name, so each is limited to the characters a host or an account name has).
-fn registry_problems(host: &str, username: &str) -> Vec<String> {
+/// An ECR host takes no username (the instance role logs in); any other needs one.
+fn registry_problems(host: &str, username: Option<&str>) -> Vec<String> {
     let mut p = Vec::new();
     let (name, port) = host.split_once(':').unwrap_or((host, "1"));
     let host_ok = !name.is_empty()
@@ -984,17 +1040,27 @@ fn registry_problems(host: &str, username: &str) -> Vec<String> {
         p.push(format!(
             "registries.{host:?}: not a registry host (lower-case name, optional :port), e.g. \"ghcr.io\" or \"docker.io\""
         ));
-    } else if name.contains(".dkr.ecr.") && name.ends_with(".amazonaws.com") {
-        p.push(format!(
-            "registries.{host:?}: ECR is not supported yet: its password is a 12-hour token \
-             (GetAuthorizationToken), which a stored SSM parameter cannot hold; see KNOWN_GAPS.md"
-        ));
+        return p;
     }
-    let user_ok = !username.is_empty()
-        && username.len() <= 256
-        && username
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._@+-".contains(c));
+    if name.contains(".dkr.ecr.") {
+        if ecr_registry(host).is_none() {
+            p.push(format!(
+                "registries.{host:?}: an ECR registry is <12-digit account>.dkr.ecr.<region>.amazonaws.com"
+            ));
+        } else if username.is_some() {
+            p.push(format!(
+                "registries.{host:?}: ECR takes no username: the kubelet's credential provider \
+                 logs in with the instance role (remove `username`)"
+            ));
+        }
+        return p;
+    }
+    let user_ok = username.is_some_and(|u| {
+        !u.is_empty()
+            && u.len() <= 256
+            && u.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._@+-".contains(c))
+    });
     if !user_ok {
         p.push(format!(
             "registries.{host:?}.username: use letters, digits and . _ @ + - (the password goes \
@@ -1082,6 +1148,20 @@ ssh_public_key = "key.pub"
         assert_eq!(
             c.server_boot_vars("h", "s")["k3s_token_parameter"].as_str(),
             Some("/bosun/prod-1/k3s-token")
+        );
+        let off = StackConfig::parse(
+            &format!("{MINIMAL}[bootstrap_vars]\nk3s_token_parameter = \"\"\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            off.server_boot_vars("h", "s")["k3s_token_parameter"].as_str(),
+            Some(""),
+            "an operator can turn publishing off"
+        );
+        assert_eq!(
+            off.server_boot_vars("h", "s")["k3s_role"].as_str(),
+            Some("server")
         );
         // MINIMAL is 5 lines (a leading newline): [nodes] starts at line 6.
         let text =

@@ -467,6 +467,41 @@ fn host_role(t: &mut Template, c: &StackConfig) {
             ]),
         });
     }
+    let ecr = c.ecr_registries();
+    if !ecr.is_empty() {
+        // The kubelet's credential provider (playbooks/ecr-credential-provider.toml) pulls with
+        // the instance role. GetAuthorizationToken has no resource type ("*" is the only valid
+        // resource: the token is scoped by what the role may pull); the pull actions are limited
+        // to the named registries' repositories.
+        let repositories = ecr
+            .iter()
+            .map(|r| {
+                Expr::sub(format!(
+                    "arn:${{AWS::Partition}}:ecr:{}:{}:repository/*",
+                    r.region, r.account
+                ))
+            })
+            .collect();
+        policies.push(InlinePolicy {
+            policy_name: "images".into(),
+            policy_document: PolicyDocument::new(vec![
+                Statement::allow(
+                    "GetEcrPullTokens",
+                    &["ecr:GetAuthorizationToken"],
+                    vec![Expr::str("*")],
+                ),
+                Statement::allow(
+                    "PullFromTheNamedRegistries",
+                    &[
+                        "ecr:BatchGetImage",
+                        "ecr:GetDownloadUrlForLayer",
+                        "ecr:BatchCheckLayerAvailability",
+                    ],
+                    repositories,
+                ),
+            ]),
+        });
+    }
     t.add(
         "HostRole",
         Resource::new(Role {

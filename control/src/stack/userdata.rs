@@ -46,6 +46,9 @@ pub struct UserDataSpec<'a> {
     /// `[registries]`: `registry.toml` runs once per registry before `bootstrap.toml` starts
     /// k3s (names only: the password is read from SSM on the host).
     pub registries: &'a [super::config::RegistryBoot],
+    /// The ECR registries of `[registries]`: `ecr-credential-provider.toml` runs before
+    /// `bootstrap.toml` starts k3s (host names only: the instance role logs in).
+    pub ecr_registries: &'a [super::config::EcrRegistry],
 }
 
 /// Where the first boot writes `[bootstrap_vars]` for `bosund apply --vars-file`.
@@ -151,7 +154,7 @@ mkdir -p /etc/bosun/playbooks
 tar -xzf "$work/playbooks.tar.gz" -C /etc/bosun/playbooks
 systemctl daemon-reload
 systemctl enable --now bosund
-{registries}bosund apply /etc/bosun/playbooks/bootstrap.toml{vars}
+{registries}{ecr}bosund apply /etc/bosun/playbooks/bootstrap.toml{vars}
 {edge}{platform}"#,
         base = spec.artifacts_url,
         registries = spec
@@ -167,6 +170,20 @@ systemctl enable --now bosund
                 )),
             ))
             .collect::<String>(),
+        ecr = if spec.ecr_registries.is_empty() {
+            String::new()
+        } else {
+            let hosts: Vec<&str> = spec
+                .ecr_registries
+                .iter()
+                .map(|r| r.host.as_str())
+                .collect();
+            format!(
+                "bosund apply /etc/bosun/playbooks/ecr-credential-provider.toml{vars} --var {}\n",
+                // A `--var` value is a string: the hosts go comma-separated.
+                sh_quote(&format!("ecr_registries={}", hosts.join(",")))
+            )
+        },
         bosund = spec.bosund_sha256,
         playbooks = spec.playbooks_sha256,
         edge = [("edge.toml", spec.edge), ("database.toml", spec.database)]
@@ -207,6 +224,7 @@ mod tests {
             database: false,
             platform: false,
             registries: &[],
+            ecr_registries: &[],
         }
     }
 
@@ -217,12 +235,18 @@ mod tests {
             username: "ci-bot".into(),
             password_parameter: "/bosun/prod-1/registries/ghcr.io".into(),
         }];
+        let ecr =
+            [
+                super::super::config::ecr_registry("123456789012.dkr.ecr.eu-west-1.amazonaws.com")
+                    .unwrap(),
+            ];
         let script = first_boot_script(&UserDataSpec {
             registries: &regs,
+            ecr_registries: &ecr,
             ..spec()
         });
         assert!(
-            script.contains("bosund apply /etc/bosun/playbooks/registry.toml --var 'registry_host=ghcr.io' --var 'registry_username=ci-bot' --var 'registry_password_parameter=/bosun/prod-1/registries/ghcr.io'\nbosund apply /etc/bosun/playbooks/bootstrap.toml\n"),
+            script.contains("bosund apply /etc/bosun/playbooks/registry.toml --var 'registry_host=ghcr.io' --var 'registry_username=ci-bot' --var 'registry_password_parameter=/bosun/prod-1/registries/ghcr.io'\nbosund apply /etc/bosun/playbooks/ecr-credential-provider.toml --var 'ecr_registries=123456789012.dkr.ecr.eu-west-1.amazonaws.com'\nbosund apply /etc/bosun/playbooks/bootstrap.toml\n"),
             "{script}"
         );
         assert_eq!(sh_quote("a'b"), "'a'\\''b'");

@@ -10,6 +10,7 @@
 //! This module does no I/O: the caller hands in the function that looks at a path.
 //!
 //! Not listed: a path that holds Jinja (known only once rendered, checked when its step runs),
+//! a URL (`unarchive.src` may be one: downloaded by the host),
 //! an empty `values_files` entry (skipped by the step), and data a step reads rather than the
 //! playbook's own files (`s3_sync.src`, a directory the host fills; `helm_release.chart`, which
 //! names a repository chart as often as a directory).
@@ -190,6 +191,7 @@ pub(super) fn collect(key: &str, args: &Spanned<DeValue<'_>>) -> Vec<LocalFile> 
             if let DeValue::String(path) = item.get_ref()
                 && !path.is_empty()
                 && !is_templated(path)
+                && !path.contains("://")
             {
                 out.push(LocalFile {
                     path: path.to_string(),

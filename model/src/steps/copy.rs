@@ -4,6 +4,11 @@
 //! copy = { dest = "/etc/bosun/agent.toml", content = "interval = 60\n", mode = "0644" }
 //! copy = { dest = "/etc/motd", src = "files/motd" }   # relative to the playbook
 //! ```
+//!
+//! Compared with Ansible's `copy` on generated cases (`agent/tests/ansible.rs`): same bytes,
+//! modes and status. Deliberate differences: `dest` must name a file (Ansible copies into a
+//! directory); `src` is one file (no directory trees, no `remote_src`: relative is the
+//! playbook's file, absolute the host's); no `backup`, `validate`, `force = false`.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::jinja::Jinja;
 
+pub mod apt_repository;
 pub mod authorized_key;
 pub mod backup_prune;
 pub mod backup_verify;
@@ -21,6 +22,7 @@ pub mod common;
 pub mod copy;
 pub mod docker_install;
 pub mod file;
+pub mod get_url;
 pub mod group;
 pub mod helm_install;
 pub mod helm_release;
@@ -43,6 +45,7 @@ pub mod swap;
 pub mod sysctl;
 pub mod template;
 pub mod timezone;
+pub mod unarchive;
 pub mod user;
 
 /// What every arguments struct provides besides its serde and schema derives.
@@ -68,6 +71,8 @@ pub enum LocalFileRole {
     CopySource,
     /// An entry of `helm_release.values_files`: YAML values.
     ValuesFile,
+    /// `unarchive.src` when it is a file: an archive unpacked on the host.
+    ArchiveSource,
 }
 
 impl LocalFileRole {
@@ -77,6 +82,7 @@ impl LocalFileRole {
             LocalFileRole::TemplateSource => "`template` src",
             LocalFileRole::CopySource => "`copy` src",
             LocalFileRole::ValuesFile => "`helm_release` values file",
+            LocalFileRole::ArchiveSource => "`unarchive` src",
         }
     }
 }
@@ -220,6 +226,9 @@ actions! {
     template => Template(template::TemplateArgs),
     line_in_file => LineInFile(line_in_file::LineInFileArgs),
     block_in_file => BlockInFile(block_in_file::BlockInFileArgs),
+    get_url => GetUrl(get_url::GetUrlArgs),
+    unarchive => Unarchive(unarchive::UnarchiveArgs),
+    apt_repository => AptRepository(apt_repository::AptRepositoryArgs),
     command => Command(command::CommandArgs),
     package => Package(package::PackageArgs),
     service => Service(service::ServiceArgs),

@@ -11,7 +11,8 @@
 //!   created when missing); when the line changed while mounted, it is unmounted and mounted
 //!   again with the new line;
 //! - `unmounted`: not mounted at `path` (fstab untouched);
-//! - `absent`: not mounted and no line for `path` (an empty mount point directory is removed).
+//! - `absent`: not mounted and no line for `path` (the mount point directory is left; Ansible
+//!   removes it).
 //!
 //! The fstab line is `src path fstype opts dump passno`, separated by single spaces, found by
 //! its second field; a line for the same path with other fields is replaced in place, else the

@@ -22,7 +22,8 @@ pub struct ServedRequest {
 ///
 /// Contract:
 /// - `GET` and `HEAD` of `/a/b` serve the regular file `dir/a/b` with `Content-Length`
-///   (HEAD: headers only); a missing file or a directory is 404; `..` in a path is 400; other
+///   (HEAD: headers only); a missing file or a directory is 404; with
+///   [`serve_requiring`](Self::serve_requiring), a request without the header is 401; `..` in a path is 400; other
 ///   methods are 405. Percent-escapes in paths are decoded; the query string is ignored.
 /// - Files are read at request time, so a test may add or change files while it runs.
 /// - Every request is logged in arrival order ([`requests`](Self::requests),
@@ -39,6 +40,13 @@ pub struct ArtifactServer {
 impl ArtifactServer {
     /// Serves `dir` (which must exist) until dropped.
     pub fn serve(dir: &Path) -> Result<Self> {
+        Self::serve_requiring(dir, None)
+    }
+
+    /// Like [`serve`](Self::serve), but a request without the header `name: value` is
+    /// answered 401 (a download site behind a token).
+    pub fn serve_requiring(dir: &Path, header: Option<(&str, &str)>) -> Result<Self> {
+        let header = header.map(|(n, v)| (n.to_string(), v.to_string()));
         let root = dir
             .canonicalize()
             .with_context(|| format!("artifact server: cannot open {}", dir.display()))?;
@@ -50,7 +58,13 @@ impl ArtifactServer {
             let root = root.clone();
             let log = log.clone();
             Arc::new(move |req: &Request| {
-                let (path, resp) = answer(&root, req);
+                let (path, resp) = match &header {
+                    Some((name, value)) if req.header(name) != Some(value.as_str()) => (
+                        req.path().to_string(),
+                        Response::text(401, "unauthorized\n"),
+                    ),
+                    _ => answer(&root, req),
+                };
                 log.lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .push(ServedRequest {

@@ -36,7 +36,7 @@ pub(crate) use entries::{
     staging_dir, temp_file,
 };
 pub(crate) use tree::{copy_tree, replace_tree};
-pub(crate) use write::{copy_file_atomic, create_empty, write_atomic};
+pub(crate) use write::{copy_file_atomic, create_empty, install_temp, write_atomic};
 
 /// Metadata of `path` without following a final symlink; `None` when nothing is there.
 /// Bytes an unprivileged writer may still use on the file system holding `path`, or its

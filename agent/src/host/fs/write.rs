@@ -26,11 +26,23 @@ pub(crate) fn write_atomic(
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     tmp.write_all(content)
-        .and_then(|()| {
-            tmp.as_file()
-                .set_permissions(fs::Permissions::from_mode(mode))
-        })
         .with_context(|| format!("writing {}", tmp.path().display()))?;
+    install_temp(tmp, path, mode, attrs)
+}
+
+/// Renames `tmp` (a temporary file in `path`'s directory, fully written) over `path` with
+/// `mode` and the owner and group in `attrs`, set before the rename; flushes the file and the
+/// directory. The second half of [`write_atomic`], for content written elsewhere (a download
+/// streamed to its temporary file).
+pub(crate) fn install_temp(
+    tmp: tempfile::NamedTempFile,
+    path: &Path,
+    mode: u32,
+    attrs: &Attrs,
+) -> anyhow::Result<()> {
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting mode of {}", tmp.path().display()))?;
     if attrs.uid.is_some() || attrs.gid.is_some() {
         fchown(
             tmp.as_file(),
@@ -45,7 +57,7 @@ pub(crate) fn write_atomic(
     tmp.persist(path)
         .map_err(|e| e.error)
         .with_context(|| format!("renaming into {}", path.display()))?;
-    sync_dir(dir)
+    sync_dir(parent_of(path))
 }
 
 /// Copies the regular file `src` to `dest` with its permission bits, flushed to disk. `dest`
