@@ -1141,9 +1141,12 @@ loop = ["ann", "bob"]
     // Nothing of the bundle's private directory is left on the host; the bundle itself is
     // cached there by digest, so an unchanged bundle is not sent again.
     let sent = |out: &std::process::Output| {
-        json_lines(out)
-            .iter()
-            .any(|v| v["event"] == "host_note" && v["message"].as_str().is_some_and(|m| m.contains("bundle not cached")))
+        json_lines(out).iter().any(|v| {
+            v["event"] == "host_note"
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("bundle not cached"))
+        })
     };
     let cached = || {
         let mut names: Vec<String> = std::fs::read_dir(state.join("bundles"))
@@ -1152,7 +1155,9 @@ loop = ["ann", "bob"]
             .collect();
         names.sort();
         assert_eq!(names, ["cache"], "a bundle directory was left behind");
-        std::fs::read_dir(state.join("bundles/cache")).unwrap().count()
+        std::fs::read_dir(state.join("bundles/cache"))
+            .unwrap()
+            .count()
     };
     assert!(sent(&out), "the first run sends the bundle");
     assert_eq!(cached(), 1);

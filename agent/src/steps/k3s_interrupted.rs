@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use bosun_model::steps::k3s::{K3sPaths, K3sRelease, SERVICE};
+use bosun_model::steps::k3s::{K3sPaths, K3sRelease};
 use serde::{Deserialize, Serialize};
 
-use super::k3s::{self, Health};
+use super::k3s::{self, Health, K3sNode};
 use crate::host::fs::{
     self as host_fs, copy_file_atomic, read_if_exists, replace_tree, write_atomic,
 };
@@ -89,6 +89,14 @@ impl Interrupted {
             data_dir: paths.data_dir.clone(),
             health_timeout_secs: timeout.as_secs().max(1),
         }
+    }
+
+    /// The unit of the installation (`k3s-agent.service` on an agent).
+    fn unit(&self) -> String {
+        format!(
+            "{}.service",
+            K3sNode::installed(&self.paths()).role.service()
+        )
     }
 
     fn paths(&self) -> K3sPaths {
@@ -185,7 +193,7 @@ async fn resume_record(state_dir: &Path, record: &Interrupted) -> anyhow::Result
     {
         let _ = host_fs::remove(staged, false);
     }
-    let unit = format!("{SERVICE}.service");
+    let unit = record.unit();
     if record.phase == Phase::RollingBack {
         let backup = record
             .backup
@@ -235,8 +243,8 @@ async fn resume_record(state_dir: &Path, record: &Interrupted) -> anyhow::Result
     ))
 }
 
-/// Puts the binary, datastore and token of `backup` back and checks that `from` is healthy,
-/// recording the phase first.
+/// Puts the binary, datastore and token of `backup` back (an agent's backup holds the binary
+/// only) and checks that `from` is healthy, recording the phase first.
 pub(crate) async fn roll_back(
     state_dir: &Path,
     record: &Interrupted,
@@ -248,10 +256,13 @@ pub(crate) async fn roll_back(
     let mut record = record.clone();
     record.backup = Some(backup.to_path_buf());
     enter(state_dir, &mut record, Phase::RollingBack)?;
-    let unit = format!("{SERVICE}.service");
+    let unit = record.unit();
     systemd::systemctl_ok(&["stop", &unit]).await?;
     copy_file_atomic(&backup.join("k3s"), &paths.binary())?;
-    replace_tree(&backup.join("db"), &paths.db_dir())?;
+    // An agent's backup has no datastore (it has none).
+    if backup.join("db").is_dir() {
+        replace_tree(&backup.join("db"), &paths.db_dir())?;
+    }
     if backup.join("token").exists() {
         copy_file_atomic(&backup.join("token"), &paths.token())?;
     }

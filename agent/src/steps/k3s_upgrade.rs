@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use bosun_model::steps::k3s::{K3sPaths, K3sRelease, SERVICE, parse_timeout};
+use bosun_model::steps::k3s::{K3sPaths, K3sRelease, parse_timeout};
+use bosun_model::steps::k3s_install::K3sRole;
 use bosun_model::steps::k3s_upgrade::K3sUpgradeArgs;
 
-use super::k3s::{self, Channels, Health};
+use super::k3s::{self, Channels, Health, K3sNode};
 use super::k3s_interrupted::{self as interrupted, Phase};
 use super::{Check, Outcome, StepContext, StepKind};
 use crate::host::fs::{self as host_fs, copy_file_atomic, copy_tree, lstat, write_atomic};
@@ -33,6 +34,7 @@ pub struct Hops {
     from: K3sRelease,
     hops: Vec<K3sRelease>,
     timeout: Duration,
+    role: K3sRole,
 }
 
 /// A finished hop.
@@ -56,9 +58,11 @@ async fn upgrade_once(
     from: &K3sRelease,
     to: &K3sRelease,
     timeout: Duration,
+    role: K3sRole,
 ) -> anyhow::Result<Hop> {
     let timeout_text = humantime::format_duration(timeout);
-    let unit = format!("{SERVICE}.service");
+    let service = role.service();
+    let unit = format!("{service}.service");
     let staged = k3s::stage_release(
         client,
         &args.mirror,
@@ -74,7 +78,7 @@ async fn upgrade_once(
     interrupted::enter(state_dir, &mut record, Phase::Stopping)?;
     systemd::systemctl_ok(&["stop", &unit]).await?;
     interrupted::reached("stopped");
-    let backup = match back_up(paths, backup_root, from, to) {
+    let backup = match back_up(paths, backup_root, from, to, role) {
         Ok(b) => b,
         Err(e) => {
             let restart = systemd::systemctl_ok(&["start", "--no-block", &unit]).await;
@@ -122,14 +126,18 @@ async fn upgrade_once(
                 Ok(()) => {
                     interrupted::clear(state_dir)?;
                     Err(anyhow!(
-                        "{failure:#}; rolled back to {from}: binary, datastore and token restored \
-                     from {}, and {from} is healthy again",
+                        "{failure:#}; rolled back to {from}: {} restored from {}, and {from} is \
+                         healthy again",
+                        match role {
+                            K3sRole::Server => "binary, datastore and token",
+                            K3sRole::Agent => "binary",
+                        },
                         backup.display()
                     ))
                 }
                 Err(e) => Err(anyhow!(
                     "{failure:#}; rolling back to {from} from the backup {} did not bring it \
-                     back: {e:#}. The backup is kept; look at `journalctl -u {SERVICE}`",
+                     back: {e:#}. The backup is kept; look at `journalctl -u {service}`",
                     backup.display()
                 )),
             }
@@ -157,14 +165,15 @@ impl Drop for Staged {
     }
 }
 
-/// Copies the binary, the datastore and the token into a new backup directory under `root`
-/// (mode 0700: the token is a secret). The copy is made under a `.partial` name and renamed
+/// Copies the binary, and on a server the datastore and the token, into a new backup
+/// directory under `root` (mode 0700: the token is a secret). The copy is made under a `.partial` name and renamed
 /// when complete, so a directory without that prefix is always a whole backup.
 fn back_up(
     paths: &K3sPaths,
     root: &Path,
     from: &K3sRelease,
     to: &K3sRelease,
+    role: K3sRole,
 ) -> anyhow::Result<PathBuf> {
     host_fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
     host_fs::set_mode(root, 0o700)
@@ -180,13 +189,16 @@ fn back_up(
     host_fs::create_dir(&partial).with_context(|| format!("creating {}", partial.display()))?;
     let copied = (|| {
         copy_file_atomic(&paths.binary(), &partial.join("k3s"))?;
-        copy_tree(&paths.db_dir(), &partial.join("db"))?;
-        if paths.token().exists() {
+        if role == K3sRole::Server {
+            copy_tree(&paths.db_dir(), &partial.join("db"))?;
+        }
+        if role == K3sRole::Server && paths.token().exists() {
             copy_file_atomic(&paths.token(), &partial.join("token"))?;
         }
         let manifest = serde_json::json!({
             "from": from.to_string(),
             "to": to.to_string(),
+            "role": role.as_str(),
             "created_at": now.to_rfc3339(),
             "binary": paths.binary(),
             "data_dir": paths.data_dir,
@@ -296,7 +308,8 @@ async fn plan_hops(args: &K3sUpgradeArgs) -> anyhow::Result<Option<(Hops, String
     if from == to {
         return Ok(None);
     }
-    if !paths.db_dir().is_dir() {
+    let role = K3sNode::installed(&paths).role;
+    if role == K3sRole::Server && !paths.db_dir().is_dir() {
         bail!(
             "no datastore at {}: k3s_upgrade backs up the embedded datastore before it \
              upgrades; is `data_dir` right (k3s's `data-dir`)?",
@@ -316,16 +329,20 @@ async fn plan_hops(args: &K3sUpgradeArgs) -> anyhow::Result<Option<(Hops, String
         .iter()
         .map(ToString::to_string)
         .collect();
-    let mut msg = format!("upgrade k3s {from} → {to}");
+    let mut msg = format!("upgrade k3s {} {from} → {to}", role.as_str());
     if !via.is_empty() {
         msg.push_str(&format!(" via {}", via.join(", ")));
     }
-    msg.push_str(" (datastore backup, health check, rollback on failure)");
+    msg.push_str(match role {
+        K3sRole::Server => " (datastore backup, health check, rollback on failure)",
+        K3sRole::Agent => " (binary backup, health check, rollback on failure)",
+    });
     Ok(Some((
         Hops {
             from,
             hops,
             timeout,
+            role,
         },
         msg,
     )))
@@ -351,6 +368,7 @@ async fn upgrade(
             &current,
             to,
             plan.timeout,
+            plan.role,
         )
         .await
         {
@@ -369,7 +387,7 @@ async fn upgrade(
     }
     let hop = last.context("an upgrade plan has at least one hop")?;
     let mut message = format!(
-        "upgraded k3s {} → {current}; healthy after {:.1}s; backup of {}'s datastore in {}",
+        "upgraded k3s {} → {current}; healthy after {:.1}s; backup of {} in {}",
         plan.from,
         hop.healthy_after.as_secs_f64(),
         hop.from,
@@ -435,7 +453,14 @@ mod tests {
         std::fs::write(paths.token(), "K10secret").unwrap();
         let from = K3sRelease::parse("v1.30.6+k3s1").unwrap();
         let to = K3sRelease::parse("v1.31.4+k3s1").unwrap();
-        let backup = back_up(&paths, &root.join("state/k3s-backups"), &from, &to).unwrap();
+        let backup = back_up(
+            &paths,
+            &root.join("state/k3s-backups"),
+            &from,
+            &to,
+            K3sRole::Server,
+        )
+        .unwrap();
         assert!(
             backup
                 .file_name()

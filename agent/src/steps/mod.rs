@@ -40,6 +40,7 @@ mod k3s_install;
 mod k3s_interrupted;
 mod k3s_unit;
 mod k3s_upgrade;
+mod kube_node;
 mod line_in_file;
 mod mount;
 #[cfg(feature = "aws")]
@@ -234,6 +235,7 @@ pub async fn run(action: &Action, ctx: &StepContext<'_>) -> anyhow::Result<Outco
         Action::HelmRelease(a) => run_kind(a, ctx).await,
         Action::K3sInstall(a) => run_kind(a, ctx).await,
         Action::K3sUpgrade(a) => run_kind(a, ctx).await,
+        Action::KubeNode(a) => run_kind(a, ctx).await,
         #[cfg(feature = "aws")]
         Action::MysqlBackup(a) => run_kind(a, ctx).await,
         #[cfg(feature = "aws")]

@@ -15,6 +15,8 @@
 //!   inventory   inventory TOML → hosts with merged vars (pure)
 //!   aws_inventory  `--inventory aws:<stack>`: the stack's instances by tag → an inventory
 //!   fleet       forks / serial / max-fail scheduling (pure policy, generic scheduler)
+//!   rolling     rolling k3s upgrades: roles, the version skew check, servers then agents
+//!               (cordon, drain, upgrade, Ready, uncordon), generic over a Runner
 //!   report      human (agent renderer + indicatif) and JSON Lines output, summary table
 //! ```
 
@@ -28,6 +30,7 @@ pub mod hosts;
 mod inventory;
 mod known_hosts;
 mod report;
+mod rolling;
 pub mod run;
 mod ssh;
 mod ssh_config;

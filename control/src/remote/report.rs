@@ -202,6 +202,16 @@ impl Reporter {
         self.out_lines(host, &String::from_utf8_lossy(&text));
     }
 
+    /// One of several runs on a host ended (a rolling upgrade's): its spinner goes, nothing
+    /// is printed; the host's end is [`Reporter::host_finished`].
+    pub fn host_done(&self, host: &str) {
+        if let Some(view) = self.hosts.lock().expect("not poisoned").remove(host)
+            && let Some(bar) = view.bar
+        {
+            bar.finish_and_clear();
+        }
+    }
+
     /// A host ended (or never started).
     pub fn host_finished(&self, record: &HostRecord) {
         if self.json {

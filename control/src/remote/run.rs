@@ -24,6 +24,7 @@ use super::bosund::{self, LocalBosund};
 use super::bundle;
 use super::fleet::{self, HostStatus, Policy, Size, Slot};
 use super::report::{HostRecord, Reporter};
+use super::rolling::{self, Play, Ran, Runner};
 use super::ssh::{self, HostKeyPolicy, Ssh, shell_quote};
 use super::{Target, TargetArgs, api, host_key_policy, targets};
 use crate::{exit, runtime};
@@ -300,6 +301,17 @@ pub fn run(args: RunArgs, json: bool) -> Result<ExitCode> {
 
     let rt = runtime()?;
     rt.spawn(interrupted(cancel_tx));
+    if rolling_k3s_upgrade(first_loaded.as_ref(), &targets) {
+        if args.via != Via::Ssh || job.check {
+            bail!(
+                "a rolling k3s upgrade (hosts with `{}`) runs over SSH and changes the cluster: \
+                 drop --via api / --check (preview one host with --limit HOST --check)",
+                rolling::ROLE_VAR
+            );
+        }
+        let code = rt.block_on(run_rollout(&job, &targets, serial, &cli_vars))?;
+        return Ok(ExitCode::from(code));
+    }
     rt.block_on(fleet::schedule(
         targets.len(),
         policy,
@@ -356,8 +368,204 @@ pub fn run(args: RunArgs, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
+/// A playbook with a `k3s_upgrade` step on hosts that say their `k3s_role` (or, from an
+/// `aws:` inventory, `bosun_role`) is a rolling upgrade ([`rolling`]); anything else runs as
+/// any playbook does.
+fn rolling_k3s_upgrade(
+    playbook: Option<&bosun_model::playbook::Playbook>,
+    targets: &[Arc<Target>],
+) -> bool {
+    fn has_upgrade(steps: &[bosun_model::playbook::Step]) -> bool {
+        steps.iter().any(|s| match &s.body {
+            bosun_model::playbook::Body::Action { action, .. } => action.key() == "k3s_upgrade",
+            bosun_model::playbook::Body::Block(b) => {
+                has_upgrade(&b.steps) || has_upgrade(&b.rescue) || has_upgrade(&b.always)
+            }
+        })
+    }
+    playbook.is_some_and(|p| has_upgrade(&p.steps))
+        && targets.iter().any(|t| {
+            t.vars.contains_key(rolling::ROLE_VAR) || t.vars.contains_key(rolling::AWS_ROLE_VAR)
+        })
+}
+
+/// The fleet as the rollout sees it: runs over SSH with the job's bosund and reporter.
+struct FleetRunner<'a> {
+    job: &'a Job,
+    targets: &'a [Arc<Target>],
+    started: std::sync::atomic::AtomicUsize,
+    /// Each host's last upgrade run, for the summary.
+    records: std::sync::Mutex<Vec<Option<HostRecord>>>,
+}
+
+impl Runner for FleetRunner<'_> {
+    async fn play(&self, index: usize, label: &str, play: Play) -> Ran {
+        let t = &self.targets[index];
+        self.job.reporter.note(&t.name, label);
+        let slot = Slot {
+            index,
+            batch: 0,
+            started: self
+                .started
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+        };
+        let record = match &play {
+            Play::Upgrade => run_host(self.job, t, slot).await,
+            Play::Node(text) => run_host_with(self.job, t, slot, Some(text)).await,
+        };
+        self.job.reporter.host_done(&t.name);
+        let ran = Ran {
+            status: record.status,
+            error: record.error.clone(),
+        };
+        if play == Play::Upgrade {
+            self.records.lock().expect("not poisoned")[index] = Some(record);
+        } else if let Some(e) = &record.error {
+            self.job.reporter.note(&t.name, &format!("{label}: {e}"));
+        }
+        ran
+    }
+
+    async fn nodes(&self, index: usize) -> Result<String> {
+        let t = &self.targets[index];
+        let endpoint = t
+            .endpoint
+            .as_ref()
+            .context("a rolling upgrade reaches its hosts over SSH")?;
+        let ssh = Ssh::connect(endpoint, self.job.policy).await?;
+        let var = |name: &str, default: &str| {
+            t.vars
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or(default)
+                .trim_end_matches('/')
+                .to_string()
+        };
+        let command = format!(
+            "{}/k3s kubectl --kubeconfig {}/k3s.yaml --request-timeout=10s get nodes -o json",
+            shell_quote(&var(
+                "k3s_bin_dir",
+                bosun_model::steps::k3s::DEFAULT_BIN_DIR
+            )),
+            shell_quote(&var(
+                "k3s_config_dir",
+                bosun_model::steps::k3s::DEFAULT_CONFIG_DIR
+            )),
+        );
+        let out = ssh.exec(&command).await;
+        ssh.close().await;
+        let out = out?;
+        if out.code != Some(0) {
+            bail!(
+                "`k3s kubectl get nodes` on {} exited with {:?}: {}",
+                t.name,
+                out.code,
+                out.stderr_text()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn note(&self, index: usize, message: &str) {
+        self.job.reporter.note(&self.targets[index].name, message);
+    }
+}
+
+/// `bosun run k3s-upgrade` on hosts with roles: the [`rolling`] rollout, then the summary.
+async fn run_rollout(
+    job: &Job,
+    targets: &[Arc<Target>],
+    serial: Option<Size>,
+    cli_vars: &Map<String, Value>,
+) -> Result<u8> {
+    let hosts: Vec<(String, &Map<String, Value>)> =
+        targets.iter().map(|t| (t.name.clone(), &t.vars)).collect();
+    let members = rolling::members(&hosts)?;
+    let text_var = |name: &str, default: &str| -> Result<String> {
+        let mut values = targets
+            .iter()
+            .map(|t| match t.vars.get(name).or(cli_vars.get(name)) {
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => default.to_string(),
+            });
+        let first = values.next().unwrap_or_default();
+        if values.any(|v| v != first) {
+            bail!("a rolling upgrade moves every host to one `{name}`: the hosts' vars differ");
+        }
+        Ok(first)
+    };
+    let version = text_var("version", "")?;
+    if version.trim().is_empty() {
+        bail!("`version` is empty: name the release to run, e.g. --var version=v1.31.4+k3s1");
+    }
+    let target =
+        bosun_model::steps::k3s::K3sRelease::parse(&version).map_err(anyhow::Error::msg)?;
+    let settings = rolling::Settings {
+        target,
+        serial,
+        drain_timeout: text_var("drain_timeout", "5m")?,
+        ready_timeout: text_var("health_timeout", "5m")?,
+    };
+    for (name, value) in [
+        ("drain_timeout", &settings.drain_timeout),
+        ("health_timeout", &settings.ready_timeout),
+    ] {
+        bosun_model::steps::k3s::parse_timeout(name, value).map_err(anyhow::Error::msg)?;
+    }
+    let runner = FleetRunner {
+        job,
+        targets,
+        started: std::sync::atomic::AtomicUsize::new(0),
+        records: std::sync::Mutex::new(vec![None; targets.len()]),
+    };
+    let results = rolling::rollout(&runner, &members, &settings).await;
+    let mut upgrades = runner.records.into_inner().expect("not poisoned");
+    let mut records = Vec::new();
+    for (m, ran) in members.iter().zip(results) {
+        let t = &targets[m.index];
+        let mut r = upgrades[m.index].take().unwrap_or_else(|| HostRecord {
+            host: t.name.clone(),
+            address: t.address.clone(),
+            status: ran.status,
+            batch: 0,
+            started: None,
+            ok: 0,
+            changed: 0,
+            failed: 0,
+            skipped: 0,
+            uploaded: false,
+            exit_code: None,
+            duration_ms: 0.0,
+            error: None,
+        });
+        r.status = ran.status;
+        r.error = ran.error;
+        job.reporter.host_finished(&r);
+        records.push(r);
+    }
+    let code = if records.iter().any(|r| r.status == HostStatus::Unreachable) {
+        exit::UNREACHABLE
+    } else if records
+        .iter()
+        .all(|r| matches!(r.status, HostStatus::Ok | HostStatus::Changed))
+    {
+        exit::OK
+    } else {
+        exit::FAILED
+    };
+    job.reporter.summary(&records, code);
+    Ok(code)
+}
+
 /// Connect, make sure bosund is this build, run the playbook, follow its events.
 async fn run_host(job: &Job, t: &Target, slot: Slot) -> HostRecord {
+    run_host_with(job, t, slot, None).await
+}
+
+/// [`run_host`], with `playbook` (a generated, self-contained playbook) run instead of the
+/// job's, without its tags.
+async fn run_host_with(job: &Job, t: &Target, slot: Slot, playbook: Option<&str>) -> HostRecord {
     let started = Instant::now();
     let mut record = HostRecord {
         host: t.name.clone(),
@@ -397,7 +605,7 @@ async fn run_host(job: &Job, t: &Target, slot: Slot) -> HostRecord {
                 job.reporter.note(&t.name, l);
             }
             let result = match &job.local {
-                Some(local) => apply_on(job, local, t, &ssh, &mut record).await,
+                Some(local) => apply_on(job, local, t, &ssh, &mut record, playbook).await,
                 None => {
                     let agent = api::Agent::Tunnel {
                         ssh: &ssh,
@@ -430,13 +638,22 @@ async fn apply_on(
     t: &Target,
     ssh: &Ssh,
     record: &mut HostRecord,
+    playbook: Option<&str>,
 ) -> Result<()> {
+    let no_tags = Tags::default();
     let command = apply_command(
         "\"$p\"",
         t.state_dir.as_deref(),
         job.check,
-        job.bundle.as_ref().map(|b| b.sha256.as_str()),
-        &job.tags,
+        job.bundle
+            .as_ref()
+            .filter(|_| playbook.is_none())
+            .map(|b| b.sha256.as_str()),
+        if playbook.is_some() {
+            &no_tags
+        } else {
+            &job.tags
+        },
         &t.vars,
     );
     let script = bosund::run_script(t.bosund_path.as_deref(), local, &command);
@@ -465,17 +682,22 @@ async fn apply_on(
         let o = ssh
             .exec_lines(
                 &script,
-                Some(match &job.bundle {
-                    Some(b) if send_bundle => Box::new(&b.bytes[..]),
-                    Some(_) => Box::new(&[][..]),
-                    None => Box::new(job.playbook.as_bytes()),
+                Some(match (playbook, &job.bundle) {
+                    (Some(p), _) => Box::new(p.as_bytes()),
+                    (None, Some(b)) if send_bundle => Box::new(&b.bytes[..]),
+                    (None, Some(_)) => Box::new(&[][..]),
+                    (None, None) => Box::new(job.playbook.as_bytes()),
                 }),
                 &mut on_line,
                 Some(job.cancel.clone()),
             )
             .await?;
         let untouched = !o.cancelled && o.stdout.is_empty();
-        if untouched && o.code == Some(bundle::NEED_BUNDLE) && job.bundle.is_some() && !send_bundle
+        if untouched
+            && o.code == Some(bundle::NEED_BUNDLE)
+            && job.bundle.is_some()
+            && playbook.is_none()
+            && !send_bundle
         {
             send_bundle = true;
             job.reporter

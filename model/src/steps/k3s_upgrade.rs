@@ -30,6 +30,12 @@
 //! The newest `keep_backups` backups are kept (default 3); older ones are removed after a
 //! successful upgrade. The step is `ok` when k3s already runs `version`.
 //!
+//! An agent (the installation has `k3s-agent.service`, not `k3s.service`) has no datastore: its
+//! backup holds the binary only, and its health check is its unit active and its own node Ready
+//! at `B`, read with the kubelet's credentials (`<data_dir>/agent/kubelet.kubeconfig`; an agent
+//! holds no admin kubeconfig). `bosun run k3s-upgrade` on an inventory also waits for the node
+//! from the server (`kube_node` `state = "ready"`) before it uncordons it.
+//!
 //! Do not give this step a `timeout` shorter than two health checks: cancelling it between
 //! the swap and the health check leaves the new binary in place with its backup beside it.
 

@@ -30,6 +30,7 @@ pub mod hostname;
 pub mod k3s;
 pub mod k3s_install;
 pub mod k3s_upgrade;
+pub mod kube_node;
 pub mod line_in_file;
 pub mod mount;
 pub mod mysql_backup;
@@ -244,6 +245,7 @@ actions! {
     helm_release => HelmRelease(helm_release::HelmReleaseArgs),
     k3s_install => K3sInstall(k3s_install::K3sInstallArgs),
     k3s_upgrade => K3sUpgrade(k3s_upgrade::K3sUpgradeArgs),
+    kube_node => KubeNode(kube_node::KubeNodeArgs),
     mysql_backup => MysqlBackup(mysql_backup::MysqlBackupArgs),
     mysql_user => MysqlUser(mysql_user::MysqlUserArgs),
     postgres_backup => PostgresBackup(postgres_backup::PostgresBackupArgs),

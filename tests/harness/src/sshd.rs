@@ -44,6 +44,13 @@ impl Sshd {
     /// Writes keys and config, starts sshd on a free port and waits (up to 30 s) until an
     /// `ssh ... true` through it succeeds.
     pub fn start() -> Result<Sshd> {
+        Self::start_with("")
+    }
+
+    /// [`Sshd::start`] with `extra` appended to its sshd_config (sshd(8) takes the first value
+    /// of a keyword, so `extra` adds keywords, such as a `ForceCommand` that runs every session
+    /// inside a [`crate::HostBox`]).
+    pub fn start_with(extra: &str) -> Result<Sshd> {
         let sshd = find_program("sshd", SYSTEM_DIRS, SERVER_HINT)?;
         let ssh = find_program("ssh", SYSTEM_DIRS, CLIENT_HINT)?;
         let keygen = find_program("ssh-keygen", SYSTEM_DIRS, CLIENT_HINT)?;
@@ -71,7 +78,7 @@ impl Sshd {
                 format!("{}\n", known_hosts_line(port, &host_key_pub)),
             )
             .context("cannot write known_hosts")?;
-            std::fs::write(d.join("sshd_config"), sshd_config(d, port))
+            std::fs::write(d.join("sshd_config"), sshd_config(d, port) + extra)
                 .context("cannot write sshd_config")?;
 
             let mut cmd = Command::new(&sshd);
