@@ -117,7 +117,7 @@ fn prune(dir: &Path, keep: usize) -> anyhow::Result<()> {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".tar"))
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
-    entries.sort_by(|a, b| b.0.cmp(&a.0));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.0));
     for (_, path) in entries.into_iter().skip(keep) {
         super::fs::remove(&path, false).with_context(|| format!("removing {}", path.display()))?;
     }
