@@ -243,14 +243,10 @@ fn role(t: &mut Template, c: &StackConfig) {
         "NodeRole",
         Resource::new(Role {
             description: format!("k3s agents of the {} stack", c.name),
-            assume_role_policy_document: PolicyDocument::new(vec![Statement {
-                sid: "Ec2AssumesTheNodeRole".into(),
-                effect: "Allow",
-                principal: Some(json!({"Service": "ec2.amazonaws.com"})),
-                action: vec!["sts:AssumeRole"],
-                resource: vec![],
-                condition: None,
-            }]),
+            assume_role_policy_document: PolicyDocument::assumed_by(
+                "Ec2AssumesTheNodeRole",
+                "ec2.amazonaws.com",
+            ),
             policies: vec![InlinePolicy {
                 policy_name: "k3s-token".into(),
                 policy_document: PolicyDocument::new(vec![Statement::allow(

@@ -190,6 +190,18 @@ impl PolicyDocument {
             statement,
         }
     }
+
+    /// The trust policy that lets `service` (e.g. `ec2.amazonaws.com`) assume a role.
+    pub fn assumed_by(sid: &str, service: &str) -> PolicyDocument {
+        PolicyDocument::new(vec![Statement {
+            sid: sid.into(),
+            effect: "Allow",
+            principal: Some(serde_json::json!({ "Service": service })),
+            action: vec!["sts:AssumeRole"],
+            resource: vec![],
+            condition: None,
+        }])
+    }
 }
 
 /// One statement of a policy.

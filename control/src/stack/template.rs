@@ -506,14 +506,10 @@ fn host_role(t: &mut Template, c: &StackConfig) {
         "HostRole",
         Resource::new(Role {
             description: format!("bosund on the {} host", c.name),
-            assume_role_policy_document: PolicyDocument::new(vec![Statement {
-                sid: "Ec2AssumesTheHostRole".into(),
-                effect: "Allow",
-                principal: Some(json!({"Service": "ec2.amazonaws.com"})),
-                action: vec!["sts:AssumeRole"],
-                resource: vec![],
-                condition: None,
-            }]),
+            assume_role_policy_document: PolicyDocument::assumed_by(
+                "Ec2AssumesTheHostRole",
+                "ec2.amazonaws.com",
+            ),
             policies,
             managed_policy_arns: vec![],
             tags: name_tag(c, "host"),
@@ -946,14 +942,7 @@ fn database(t: &mut Template, c: &StackConfig) {
             "DbMonitoringRole",
             Resource::new(Role {
                 description: format!("RDS enhanced monitoring of the {} database", c.name),
-                assume_role_policy_document: PolicyDocument::new(vec![Statement {
-                    sid: "RdsMonitoringAssumesTheRole".into(),
-                    effect: "Allow",
-                    principal: Some(json!({"Service": "monitoring.rds.amazonaws.com"})),
-                    action: vec!["sts:AssumeRole"],
-                    resource: vec![],
-                    condition: None,
-                }]),
+                assume_role_policy_document: PolicyDocument::assumed_by("RdsMonitoringAssumesTheRole", "monitoring.rds.amazonaws.com"),
                 policies: vec![],
                 managed_policy_arns: vec![Expr::sub(
                     "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole",
