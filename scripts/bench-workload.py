@@ -4,10 +4,17 @@
 One list of steps (`steps()`) is rendered into both a bosun TOML playbook and an
 Ansible YAML playbook, so the two cannot drift apart.  Standard library only.
 
+Two workloads:
+  flat50    50 steps written one by one (20 directories, 20 files, 5 commands, 5 lines).
+  loops200  200 steps written the way a real playbook is: a main playbook that includes
+            four files of looped steps (50 directories, 50 files, 50 templates, 25 lines,
+            25 `creates` commands, each a loop over a list variable). bosun: `include` +
+            `loop`; Ansible: `import_tasks` + `loop` (the static import, its faster form).
+
 Subcommands:
-  generate --out DIR --bosun-root R1 --ansible-root R2 --python PY
+  generate --out DIR --bosun-root R1 --ansible-root R2 --python PY [--workload W]
       Seed R1 and R2 with identical starting trees, write DIR/bosun.toml,
-      DIR/site.yml and DIR/inventory.ini.
+      DIR/site.yml and DIR/inventory.ini (and the included files).
   compare R1 R2
       Fail unless both trees hold the same paths, types, modes and contents.
   snapshot ROOT FILE
@@ -139,8 +146,107 @@ def render_ansible(root):
     return "\n".join(out) + "\n"
 
 
-def seed(root):
+N_SERVICES = 50
+LOOP_STEPS = {"directory": 50, "copy": 50, "template": 50, "line_in_file": 25, "command": 25}
+
+
+def services():
+    return [f"svc{i:03}" for i in range(1, N_SERVICES + 1)]
+
+
+UNIT_TEMPLATE = "[Service]\nName={{ item }}\nWorkingDirectory={{ root }}/srv/{{ item }}\nEnvironment=SERVICE={{ item | upper }}\n"
+
+
+def loops_files(root, tool):
+    """The loops200 playbooks of `tool` ("bosun" or "ansible"): {relative path: text}."""
+    svc = services()
+    svc_list = "[" + ", ".join(q(s) for s in svc) + "]"
+
+    def half(n):  # the first or second 25 services, as a list literal
+        return "[" + ", ".join(q(s) for s in svc[n * 25:(n + 1) * 25]) + "]"
+
+    if tool == "bosun":
+        # Parts: (file, step name, action TOML, loop expression)
+        parts = [
+            ("dirs", "service directory",
+             'file = { path = "{{ root }}/srv/{{ item }}", state = "directory", mode = "0755" }',
+             "{{ services }}"),
+            ("configs", "service config",
+             'copy = { dest = "{{ root }}/srv/{{ item }}/app.conf", content = "name={{ item }}\\nmanaged=true\\n", mode = "0644" }',
+             "{{ services }}"),
+            ("units", "service unit",
+             'template = { src = "templates/unit.j2", dest = "{{ root }}/srv/{{ item }}/unit.conf", mode = "0644" }',
+             "{{ services }}"),
+            ("tuning", "tuning line",
+             'line_in_file = { path = "{{ root }}/etc/tuning.conf", regexp = "^{{ item }}=", line = "{{ item }}=on" }',
+             "{{ tuned }}"),
+            ("init", "initialise once",
+             'command = { run = "touch {{ root }}/srv/{{ item }}/.initialised", creates = "{{ root }}/srv/{{ item }}/.initialised" }',
+             "{{ fresh }}"),
+        ]
+        main = ['name = "bench-loops"', "", "[vars]", f"root = {q(root)}", f"services = {svc_list}",
+                f"tuned = {half(0)}", f"fresh = {half(1)}", ""]
+        files = {}
+        for fname, step, action, loop in parts:
+            main += ["[[step]]", f"name = {q(fname)}", f'include = {{ playbook = "roles/{fname}.toml" }}', ""]
+            files[f"roles/{fname}.toml"] = "\n".join(
+                [f"name = {q(fname)}", "", "[[step]]", f"name = {q(step)}", action, f"loop = {q(loop)}", ""]
+            )
+        files["bosun.toml"] = "\n".join(main)
+        files["roles/templates/unit.j2"] = UNIT_TEMPLATE
+        return files
+    parts = [
+        ("dirs", "service directory",
+         ["ansible.builtin.file:", '  path: "{{ root }}/srv/{{ item }}"', "  state: directory", '  mode: "0755"'],
+         "{{ services }}"),
+        ("configs", "service config",
+         ["ansible.builtin.copy:", '  dest: "{{ root }}/srv/{{ item }}/app.conf"',
+          '  content: "name={{ item }}\\nmanaged=true\\n"', '  mode: "0644"'],
+         "{{ services }}"),
+        ("units", "service unit",
+         ["ansible.builtin.template:", '  src: "{{ playbook_dir }}/roles/templates/unit.j2"',
+          '  dest: "{{ root }}/srv/{{ item }}/unit.conf"', '  mode: "0644"'],
+         "{{ services }}"),
+        ("tuning", "tuning line",
+         ["ansible.builtin.lineinfile:", '  path: "{{ root }}/etc/tuning.conf"', '  regexp: "^{{ item }}="',
+          '  line: "{{ item }}=on"'],
+         "{{ tuned }}"),
+        ("init", "initialise once",
+         ["ansible.builtin.command:", '  cmd: "touch {{ root }}/srv/{{ item }}/.initialised"',
+          '  creates: "{{ root }}/srv/{{ item }}/.initialised"'],
+         "{{ fresh }}"),
+    ]
+    main = [
+        "- name: bench-loops",
+        "  hosts: localhost",
+        "  connection: local",
+        "  gather_facts: false",
+        "  vars:",
+        f"    root: {q(root)}",
+        f"    services: {svc_list}",
+        f"    tuned: {half(0)}",
+        f"    fresh: {half(1)}",
+        "  tasks:",
+    ]
+    files = {}
+    for fname, step, action, loop in parts:
+        main += [f"    - name: {q(fname)}", f"      ansible.builtin.import_tasks: roles/{fname}.yml"]
+        body = [f"- name: {q(step)}"] + ["  " + l for l in action] + [f"  loop: {q(loop)}"]
+        files[f"roles/{fname}.yml"] = "\n".join(body) + "\n"
+    files["site.yml"] = "\n".join(main) + "\n"
+    files["roles/templates/unit.j2"] = UNIT_TEMPLATE
+    return files
+
+
+def seed(root, workload="flat50"):
     os.makedirs(root, exist_ok=True)
+    if workload == "loops200":
+        os.makedirs(os.path.join(root, "etc"), exist_ok=True)
+        p = os.path.join(root, "etc/tuning.conf")
+        with open(p, "w") as f:
+            f.write("# tuning\nsvc001=off\n")
+        os.chmod(p, 0o644)
+        return
     for rel, content in seed_files().items():
         p = os.path.join(root, rel)
         os.makedirs(os.path.dirname(p), exist_ok=True)
@@ -154,7 +260,19 @@ def cmd_generate(a):
     for r in (a.bosun_root, a.ansible_root):
         if os.path.exists(r) and os.listdir(r):
             sys.exit(f"bench-workload: {r} is not empty")
-        seed(r)
+        seed(r, a.workload)
+    if a.workload == "loops200":
+        # bosun's playbook and includes in DIR, Ansible's (site.yml, roles/*.yml) in DIR/ansible.
+        for tool, root, tdir in (("bosun", a.bosun_root, a.out), ("ansible", a.ansible_root, os.path.join(a.out, "ansible"))):
+            for rel, text in loops_files(root, tool).items():
+                p = os.path.join(tdir, rel)
+                os.makedirs(os.path.dirname(p), exist_ok=True)
+                with open(p, "w") as f:
+                    f.write(text)
+        with open(os.path.join(a.out, "inventory.ini"), "w") as f:
+            f.write(f"localhost ansible_connection=local ansible_python_interpreter={a.python}\n")
+        print(json.dumps({"steps": sum(LOOP_STEPS.values()), "counts": LOOP_STEPS}))
+        return
     with open(os.path.join(a.out, "bosun.toml"), "w") as f:
         f.write(render_bosun(a.bosun_root))
     with open(os.path.join(a.out, "site.yml"), "w") as f:
@@ -263,10 +381,20 @@ def fmt_time(s):
 
 
 def cmd_report(a):
+    if a.workload == "loops200":
+        counts = LOOP_STEPS
+        described = (
+            "200 steps as loops in 5 included files (50 directory, 50 copy, 50 template, "
+            "25 line_in_file, 25 command)"
+        )
+    else:
+        counts = {"file_directory": N_DIRS, "copy": N_FILES, "command": N_CMDS, "line_in_file": N_LINES}
+        described = f"50 steps ({N_DIRS} dir, {N_FILES} copy, {N_CMDS} command, {N_LINES} line_in_file)"
     result = {
         "workload": {
-            "steps": 50,
-            "counts": {"file_directory": N_DIRS, "copy": N_FILES, "command": N_CMDS, "line_in_file": N_LINES},
+            "name": a.workload,
+            "steps": sum(counts.values()),
+            "counts": counts,
             "run": "idempotent second run",
         },
         "timer": a.timer,
@@ -315,10 +443,7 @@ def cmd_report(a):
         f.write("\n")
 
     print()
-    print(
-        f"workload: 50 steps ({N_DIRS} dir, {N_FILES} copy, {N_CMDS} command, {N_LINES} line_in_file), "
-        "idempotent second run"
-    )
+    print(f"workload: {described}, idempotent second run")
     print(f"{'tool':<9} {'runs':>4} {'median':>10} {'min':>10} {'cpu/run':>10} {'peak RSS':>10}")
     for tool, e in rows:
         rss = f"{e['peak_rss_kib'] / 1024:.1f} MiB"
@@ -349,6 +474,7 @@ def main():
     g.add_argument("--bosun-root", required=True)
     g.add_argument("--ansible-root", required=True)
     g.add_argument("--python", required=True, help="interpreter for ansible_python_interpreter")
+    g.add_argument("--workload", choices=["flat50", "loops200"], default="flat50")
     g.set_defaults(fn=cmd_generate)
     c = sub.add_parser("compare")
     c.add_argument("first")
@@ -362,6 +488,7 @@ def main():
     r = sub.add_parser("report")
     r.add_argument("--out", required=True)
     r.add_argument("--timer", default="hyperfine")
+    r.add_argument("--workload", choices=["flat50", "loops200"], default="flat50")
     r.add_argument("--load-start", help="/proc/loadavg figures when the bench started")
     r.add_argument("--bosund-times")
     r.add_argument("--bosund-rss")

@@ -326,16 +326,18 @@ fn apply(args: ApplyArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
             )?),
             Some(digest) => {
                 use bosun_agent::host::bundle;
-                let file = match bundle::cached(&bundles, digest)? {
-                    Some(file) => file,
-                    None => match bundle::store(std::io::stdin().lock(), &bundles, digest)? {
-                        Some(file) => file,
-                        None => return Ok(ExitCode::from(bundle::NEED_BUNDLE)),
-                    },
-                };
-                let reader = std::fs::File::open(&file)
-                    .with_context(|| format!("opening {}", file.display()))?;
-                Some(bundle::unpack(std::io::BufReader::new(reader), &bundles)?)
+                match bundle::unpack_cached(&bundles, digest)? {
+                    Some(b) => Some(b),
+                    None => {
+                        if bundle::store(std::io::stdin().lock(), &bundles, digest)?.is_none() {
+                            return Ok(ExitCode::from(bundle::NEED_BUNDLE));
+                        }
+                        Some(
+                            bundle::unpack_cached(&bundles, digest)?
+                                .context("the bundle just stored is not in the cache")?,
+                        )
+                    }
+                }
             }
         }
     } else {

@@ -135,9 +135,18 @@ struct Entry {
     /// Set to the reason to cancel.
     cancel: watch::Sender<Option<String>>,
     /// The work, until the runner takes it.
-    job: Option<(Playbook, RunOptions)>,
+    job: Option<Job>,
     /// Approximate size of `events`.
     bytes: usize,
+}
+
+/// A run waiting for the runner.
+struct Job {
+    playbook: Playbook,
+    opts: RunOptions,
+    /// What the run reads while it runs and that goes away when dropped (a bundle's private
+    /// directory): kept until the run has ended, or dropped when it is cancelled while queued.
+    files: Option<Box<dyn Send>>,
 }
 
 struct Inner {
@@ -201,6 +210,17 @@ impl RunQueue {
     /// Accepts a run: it starts when the runs before it have ended. `run_id` is taken from
     /// `opts`.
     pub fn submit(&self, playbook: Playbook, opts: RunOptions) -> Result<RunView, SubmitError> {
+        self.submit_with_files(playbook, opts, None)
+    }
+
+    /// [`RunQueue::submit`] of a playbook whose files live in `files` (a bundle's private
+    /// directory, removed when it is dropped): kept until the run has ended.
+    pub fn submit_with_files(
+        &self,
+        playbook: Playbook,
+        opts: RunOptions,
+        files: Option<Box<dyn Send>>,
+    ) -> Result<RunView, SubmitError> {
         let mut inner = self.lock();
         let Some(jobs) = inner.jobs.clone() else {
             return Err(SubmitError::ShuttingDown);
@@ -232,7 +252,11 @@ impl RunQueue {
             events: Vec::new(),
             progress: watch::channel(0).0,
             cancel: watch::channel(None).0,
-            job: Some((playbook, opts)),
+            job: Some(Job {
+                playbook,
+                opts,
+                files,
+            }),
             bytes: 0,
         });
         inner.idle.send_replace(false);
@@ -320,11 +344,13 @@ impl RunQueue {
             .iter_mut()
             .find(|e| e.view.id == id)
             .ok_or_else(|| CancelError::NotFound(id.to_string()))?;
+        // Dropped after the lock: a bundle's directory is removed then.
+        let mut dropped = None;
         match e.view.state {
             RunState::Queued => {
                 e.view.state = RunState::Cancelled;
                 e.view.cancel_reason = Some(reason.to_string());
-                e.job = None;
+                dropped = e.job.take();
                 outcomes.cancelled += 1;
                 e.progress.send_modify(|_| {});
             }
@@ -336,6 +362,7 @@ impl RunQueue {
         }
         let view = e.view.clone();
         drop(inner);
+        drop(dropped);
         self.update_idle();
         Ok(view)
     }
@@ -401,12 +428,12 @@ impl RunQueue {
     }
 
     /// Takes the job of `id` and marks it running; `None` if it was cancelled meanwhile.
-    fn begin(&self, id: &str) -> Option<(Playbook, RunOptions, watch::Receiver<Option<String>>)> {
+    fn begin(&self, id: &str) -> Option<(Job, watch::Receiver<Option<String>>)> {
         let mut inner = self.lock();
         let e = inner.runs.iter_mut().find(|e| e.view.id == id)?;
-        let (playbook, opts) = e.job.take()?;
+        let job = e.job.take()?;
         e.view.state = RunState::Running;
-        Some((playbook, opts, e.cancel.subscribe()))
+        Some((job, e.cancel.subscribe()))
     }
 
     fn push_event(&self, id: &str, event: &RunEvent) {
@@ -574,9 +601,14 @@ fn runner(queue: Arc<RunQueue>, mut jobs: mpsc::UnboundedReceiver<String>, state
             Err(e) => tracing::error!("at start: {e:#}"),
         }
         while let Some(id) = jobs.recv().await {
-            let Some((playbook, mut opts, mut cancel)) = queue.begin(&id) else {
+            let Some((job, mut cancel)) = queue.begin(&id) else {
                 continue;
             };
+            let Job {
+                playbook,
+                mut opts,
+                files,
+            } = job;
             opts.facts = serde_json::to_value(Facts::gather().await).unwrap_or(Value::Null);
             tracing::info!(run = %id, playbook = %playbook.name, check = opts.check, "run started");
             let progress = RefCell::new(Progress::default());
@@ -610,6 +642,8 @@ fn runner(queue: Arc<RunQueue>, mut jobs: mpsc::UnboundedReceiver<String>, state
                 }
                 tracing::warn!(run = %id, "run cancelled: {reason}");
             }
+            // The run's files (a bundle's directory) go before the run is seen to end.
+            drop(files);
             queue.finish(&id, cancelled.is_some());
             if let Some(v) = queue.get(&id) {
                 let s = v.summary;

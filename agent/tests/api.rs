@@ -129,6 +129,185 @@ async fn a_run_over_the_socket_end_to_end() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+/// A bundle as `bosun run` makes it: `bosun-bundle.json` naming the playbook, then the files.
+fn bundle_of(playbook: &str, files: &[(&str, &str)]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let manifest = json!({ "playbook": playbook }).to_string();
+    let mut entries = vec![("bosun-bundle.json", manifest.as_str())];
+    entries.extend_from_slice(files);
+    for (path, text) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(text.len() as u64);
+        h.set_mode(0o600);
+        h.set_cksum();
+        tar.append_data(&mut h, path, text.as_bytes()).unwrap();
+    }
+    tar.into_inner().unwrap()
+}
+
+/// `--via api` of a playbook with includes and a template: the bundle is stored by its digest
+/// (`PUT`, verified: a body with another digest stores nothing), `GET` says it is held, a run
+/// names it and runs from a private directory that is gone when the run has ended; an unknown
+/// bundle is 404, an include that leaves the bundle is refused with its location.
+#[tokio::test]
+async fn a_bundle_is_stored_by_digest_and_runs_from_a_private_directory() {
+    let agent = Agent::start("", "");
+    let out = agent.dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let site = r#"name = "site"
+[[step]]
+name = "base"
+include = { playbook = "../roles/base.toml", vars = { greeting = "hi" } }
+"#;
+    let base = r#"name = "base"
+[[step]]
+name = "users"
+template = { src = "templates/user.j2", dest = "{{ out }}/{{ item }}.txt" }
+loop = ["ann", "bob"]
+"#;
+    let bytes = bundle_of(
+        "site/site.toml",
+        &[
+            ("site/site.toml", site),
+            ("roles/base.toml", base),
+            ("roles/templates/user.j2", "{{ greeting }} {{ item }}\n"),
+        ],
+    );
+    let digest = hex::encode(Sha256::digest(&bytes));
+    let path = format!("/v1/bundles/{digest}");
+    let cache = agent.state.join("bundles/cache");
+
+    let (status, body) = agent.call(Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = agent
+        .call(
+            Method::POST,
+            "/v1/runs",
+            Some(json!({ "bundle": digest, "vars": { "out": out } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "not held yet: {body}");
+    assert!(body["help"].as_str().unwrap().contains("PUT"), "{body}");
+
+    // Another body under this name: refused, nothing stored.
+    let (status, text) = agent
+        .call_text(
+            Method::PUT,
+            &path,
+            Bytes::from(bundle_of("x.toml", &[("x.toml", "name = \"x\"\n")])),
+            "application/octet-stream",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("nothing was stored"), "{text}");
+    assert!(!cache.exists() || std::fs::read_dir(&cache).unwrap().count() == 0);
+    let (status, text) = agent
+        .call_text(
+            Method::PUT,
+            "/v1/bundles/xyz",
+            Bytes::new(),
+            "application/octet-stream",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    // Bytes under their own digest that are no bundle: refused when sent, not at a run.
+    let junk = b"not a tar stream".repeat(64);
+    let (status, text) = agent
+        .call_text(
+            Method::PUT,
+            &format!("/v1/bundles/{}", hex::encode(Sha256::digest(&junk))),
+            Bytes::from(junk),
+            "application/octet-stream",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("cannot be used"), "{text}");
+    assert!(!cache.exists() || std::fs::read_dir(&cache).unwrap().count() == 0);
+
+    let (status, text) = agent
+        .call_text(
+            Method::PUT,
+            &path,
+            Bytes::from(bytes.clone()),
+            "application/octet-stream",
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    // Digests are hex: either case names the same bundle.
+    let upper = format!("/v1/bundles/{}", digest.to_ascii_uppercase());
+    let (status, body) = agent.call(Method::GET, &upper, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["bytes"], bytes.len(), "{body}");
+
+    let (status, body) = agent
+        .call(
+            Method::POST,
+            "/v1/runs",
+            Some(json!({ "bundle": digest, "vars": { "out": out } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let events = agent.follow(body["id"].as_str().unwrap()).await;
+    let finished: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::StepFinished(r) => Some((r.name.as_str(), r.status)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        finished,
+        [
+            ("users [ann]", StepStatus::Changed),
+            ("users [bob]", StepStatus::Changed)
+        ],
+        "{events:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("bob.txt")).unwrap(),
+        "hi bob\n"
+    );
+    // Only the cache is left: the run's private directory went with it.
+    let left: Vec<String> = std::fs::read_dir(agent.state.join("bundles"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["cache"]);
+
+    // An include that leaves the bundle is refused at its line, nothing runs.
+    let escape = bundle_of(
+        "pb.toml",
+        &[(
+            "pb.toml",
+            "name = \"e\"\n[[step]]\nname = \"out\"\ninclude = { playbook = \"../../../../etc/x.toml\" }\n",
+        )],
+    );
+    let d = hex::encode(Sha256::digest(&escape));
+    let (status, _) = agent
+        .call_text(
+            Method::PUT,
+            &format!("/v1/bundles/{d}"),
+            Bytes::from(escape),
+            "application/octet-stream",
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = agent
+        .call(Method::POST, "/v1/runs", Some(json!({ "bundle": d })))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["diagnostics"][0]["line"], 4, "{body}");
+    assert_eq!(body["diagnostics"][0]["file"], "pb.toml", "{body}");
+    let (status, body) = agent
+        .call(
+            Method::POST,
+            "/v1/runs",
+            Some(json!({ "bundle": d, "playbook_toml": "name = \"x\"" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
 #[tokio::test]
 async fn bad_submissions_are_refused_with_reasons() {
     let agent = Agent::start("", "");
@@ -532,6 +711,24 @@ async fn a_scoped_token_runs_only_its_playbook_and_its_values_stay_data() {
     }
     let (status, answer) = call(Method::POST, &format!("/v1/runs/{id}/cancel"), None, scoped).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    // A bundle is a playbook of the caller's: never in a scoped token's scope.
+    let digest = "ab".repeat(32);
+    let (status, answer) = submit(json!({"bundle": digest})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("bundle"),
+        "{answer}"
+    );
+    for method in [Method::GET, Method::PUT] {
+        let (status, answer) = call(
+            method.clone(),
+            &format!("/v1/bundles/{digest}"),
+            None,
+            scoped,
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} -> {answer}");
+    }
 
     // Hostile values in allowed variables. Shell text is data: helm_release refuses it as a
     // release name, so neither a shell nor helm ever sees it.
@@ -669,6 +866,8 @@ fn schemathesis_finds_no_server_errors_and_no_schema_violations() {
         "GET /v1/runs/{id}",
         "GET /v1/runs/{id}/events",
         "POST /v1/runs/{id}/cancel",
+        "GET /v1/bundles/{sha256}",
+        "PUT /v1/bundles/{sha256}",
         "GET /v1/health",
         "GET /metrics",
     ] {

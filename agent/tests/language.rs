@@ -133,6 +133,8 @@ notify = ["reload"]
         "site/site.toml",
         r#"
 name = "site"
+[vars]
+greeting = "good day"
 [[step]]
 name = "out dir"
 file = { path = "@ROOT@/out", state = "directory" }
@@ -149,8 +151,10 @@ command = { run = "echo reload-site >> @ROOT@/handlers.log" }
     );
     let run = sb.apply(&pb, &[]);
     run.assert_success();
-    assert_eq!(read(&sb.path("out/ann.txt")), "hello, ann\n");
-    assert_eq!(read(&sb.path("out/bob.txt")), "hello, bob\n");
+    // The included file's [vars] are defaults: the includer's `greeting` wins, the include's
+    // `vars` win over its `who`.
+    assert_eq!(read(&sb.path("out/ann.txt")), "good day, ann\n");
+    assert_eq!(read(&sb.path("out/bob.txt")), "good day, bob\n");
     assert_eq!(read(&sb.path("out/more-bob")), "m\n");
     assert_eq!(
         names(&run),
@@ -401,6 +405,84 @@ delay = 0
     );
 }
 
+/// `loop` on an include (and a block): the included steps run once per item with `item`
+/// bound, the include's `vars` and `when` evaluated per item; what the steps register carries
+/// out; the first item whose steps fail stops the loop; a second run changes nothing.
+#[test]
+fn a_looped_include_runs_its_steps_once_per_item() {
+    let sb = Sandbox::new();
+    sb.write(
+        "roles/user.toml",
+        r#"
+name = "user"
+[[step]]
+name = "home"
+file = { path = "@ROOT@/home/{{ who }}", state = "directory" }
+[[step]]
+name = "profile"
+copy = { dest = "@ROOT@/home/{{ who }}/.profile", content = "export NAME={{ who }} # {{ item.shell }}\n" }
+register = "last_profile"
+"#,
+    );
+    let pb = sb.write(
+        "site.toml",
+        r#"
+name = "site"
+[vars]
+users = [{ name = "ann", shell = "bash" }, { name = "bob", shell = "zsh" }, { name = "cat", shell = "sh", off = true }]
+[[step]]
+name = "users"
+include = { playbook = "roles/user.toml", vars = { who = "{{ item.name }}" } }
+loop = "{{ users }}"
+when = "not (item.off | default(false))"
+[[step]]
+name = "after"
+command = { argv = ["echo", "{{ last_profile.changed }}"] }
+changed_when = false
+[[step]]
+name = "numbers"
+loop = [1, 2]
+block = [{ name = "n", copy = { dest = "@ROOT@/n{{ item }}", content = "{{ item }}\n" } }]
+"#,
+    );
+    let run = sb.apply(&pb, &[]);
+    run.assert_success();
+    assert_eq!(
+        names(&run),
+        [
+            "home", "profile", "home", "profile", "users", "after", "n", "n"
+        ]
+    );
+    assert_eq!(
+        read(&sb.path("home/bob/.profile")),
+        "export NAME=bob # zsh\n"
+    );
+    assert!(!sb.path("home/cat").exists(), "`when` is false for cat");
+    assert_eq!(read(&sb.path("n2")), "2\n");
+    let second = sb.apply(&pb, &[]);
+    second.assert_success();
+    assert_eq!(second.summary().changed, 0, "{:?}", names(&second));
+
+    // A failing item stops the loop: the next item's steps never run.
+    let failing = sb.write(
+        "failing.toml",
+        r#"
+name = "failing"
+[[step]]
+name = "each"
+loop = ["a", "b", "c"]
+block = [{ name = "mark", command = { argv = ["sh", "-c", "touch @ROOT@/mark-$0; test $0 != b", "{{ item }}"] } }]
+"#,
+    );
+    let run = sb.apply(&failing, &[]);
+    assert_eq!(run.code, 1);
+    assert!(sb.path("mark-b").exists());
+    assert!(
+        !sb.path("mark-c").exists(),
+        "the loop went on after a failed item"
+    );
+}
+
 #[test]
 fn misplaced_structure_is_refused_with_its_location() {
     let sb = Sandbox::new();
@@ -438,7 +520,6 @@ include = { playbook = "x.toml" }
         .map(|d| (d.line, d.message.as_str()))
         .collect();
     for (line, text) in [
-        (4, "`loop` cannot be set on a `block`"),
         (5, "`register` cannot be set on a `block`"),
         (12, "`rescue` without `block`"),
         (18, "tag \"a b\" cannot be selected"),

@@ -171,3 +171,74 @@ command = {{ argv = ["/bin/sh", "-c", "printf %s \"$T\" > {out}; echo \"token is
         "{stderr}"
     );
 }
+
+/// `wait`: an agent that boots before its server polls for the token until it exists. A get
+/// started before the parameter exists (its `step_started` event read first) succeeds once
+/// the parameter is put; one whose parameter never comes fails after `wait`, saying so.
+#[test]
+fn get_with_wait_polls_until_the_parameter_exists() {
+    use std::io::{BufRead, BufReader};
+    let moto = Moto::start().expect("start moto");
+    let sb = Sandbox::new();
+    let out_file = sb.path("seen");
+    let book = sb.playbook(&format!(
+        r#"name = "join"
+[[step]]
+name = "read the token"
+ssm_parameter = {{ name = "/bosun/t2/k3s-token", state = "get", wait = "2m" }}
+register = "join"
+[[step]]
+name = "use it"
+command = {{ argv = ["/bin/sh", "-c", "printf %s \"$T\" > {out}"], env = {{ T = "{{{{ join.value }}}}" }} }}
+"#,
+        out = out_file.display()
+    ));
+    let mut cmd = sb.bosund();
+    cmd.arg("apply").arg(&book).args(["--output", "json"]);
+    for (k, v) in moto.env() {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The get has started (the parameter does not exist yet): now the server publishes it.
+    for line in lines.by_ref() {
+        if line.unwrap().contains("\"step_started\"") {
+            break;
+        }
+    }
+    assert!(parameter(&moto, "/bosun/t2/k3s-token").is_none());
+    let publish = sb.write("publish.toml", &format!(
+        "name = \"publish\"\n[[step]]\nname = \"p\"\nssm_parameter = {{ name = \"/bosun/t2/k3s-token\", value = \"{TOKEN}\" }}\n"
+    ));
+    let mut put = sb.bosund();
+    put.arg("apply").arg(&publish);
+    for (k, v) in moto.env() {
+        put.env(k, v);
+    }
+    assert!(put.output().unwrap().status.success());
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(child.wait().unwrap().success(), "{rest:?}");
+    assert_eq!(std::fs::read_to_string(&out_file).unwrap(), TOKEN);
+    assert!(!rest.concat().contains(TOKEN), "the value is in an event");
+
+    // Never published: fails after `wait`, naming the parameter and the wait.
+    let never = apply(
+        &sb,
+        &moto,
+        r#"name = "never"
+[[step]]
+name = "read"
+ssm_parameter = { name = "/bosun/t2/nothing", state = "get", wait = "3s" }
+"#,
+    );
+    assert_eq!(never.summary().failed, 1, "{:?}", never.statuses());
+    let msg = never.step("read").message.clone().unwrap();
+    assert!(
+        msg.contains("/bosun/t2/nothing does not exist after waiting 3s"),
+        "{msg}"
+    );
+}

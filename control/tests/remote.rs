@@ -1236,3 +1236,275 @@ loop = ["ann", "bob"]
         before
     );
 }
+
+/// Every entry under `root`: path, kind, mode, and content (a link's target), with `root`
+/// itself written `ROOT` so trees made under different roots compare.
+fn tree(root: &Path) -> Vec<(String, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<(String, String)>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            let mode = meta.permissions().mode() & 0o7777;
+            let root_text = root.display().to_string();
+            let what = if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&p).unwrap().display().to_string();
+                format!("link -> {}", target.replace(&root_text, "ROOT"))
+            } else if meta.is_dir() {
+                format!("dir {mode:o}")
+            } else if rel.ends_with("reloaded-at") {
+                // The demo's handler writes the time it ran.
+                format!("file {mode:o} (a time)")
+            } else {
+                let text = String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned();
+                format!("file {mode:o} {}", text.replace(&root_text, "ROOT"))
+            };
+            out.push((rel, what));
+            if meta.is_dir() {
+                walk(&p, root, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// (name, status) of every finished step of a run's JSON lines.
+fn steps_of(out: &Output) -> Vec<(String, String)> {
+    json_lines(out)
+        .iter()
+        .filter(|v| v["event"] == "step_finished")
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().into(),
+                v["status"].as_str().unwrap().into(),
+            )
+        })
+        .collect()
+}
+
+/// The proof that remote runs carry their files: the project's demo (a template beside it)
+/// and a playbook with an include, a loop, a template and a helm values file (helm = the
+/// fake-helm stand-in, one state directory per way of running) give the same step events and
+/// the same files, and the same release values, whether run by `bosund apply` on the host, by
+/// `bosun run` over sshd, or by `bosun run --via api` (the daemon's socket through the SSH
+/// connection). Over the API the bundle is sent once: a second run finds it held and changes
+/// nothing.
+#[test]
+fn the_demo_and_a_bundle_give_the_same_events_and_files_locally_over_ssh_and_over_the_api() {
+    let f = Fixture::new();
+    f.trust_host();
+    let daemon = Daemon::start(&f.w("agent"));
+    std::fs::create_dir_all(f.w("proj/site")).unwrap();
+    std::fs::create_dir_all(f.w("proj/roles/templates")).unwrap();
+    std::fs::create_dir_all(f.w("proj/roles/values")).unwrap();
+    std::fs::write(
+        f.w("proj/site/site.toml"),
+        r#"name = "site"
+[[step]]
+name = "root"
+file = { path = "{{ root }}", state = "directory", mode = "0750" }
+[[step]]
+name = "base"
+include = { playbook = "../roles/base.toml", vars = { greeting = "hi" } }
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        f.w("proj/roles/base.toml"),
+        r#"name = "base"
+[[step]]
+name = "users"
+template = { src = "templates/user.j2", dest = "{{ root }}/{{ item }}.txt", mode = "0640" }
+loop = ["ann", "bob"]
+[[step]]
+name = "web release"
+helm_release = { name = "web", chart = "example/nginx", version = "1.0.0", namespace = "web", create_namespace = true, kubeconfig = "{{ kubeconfig }}", helm = "{{ helm_bin }}", values_files = ["values/web.yaml"] }
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        f.w("proj/roles/templates/user.j2"),
+        "{{ greeting }} {{ item }} in {{ root }}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        f.w("proj/roles/values/web.yaml"),
+        "replicaCount: 2\nservice:\n  port: 8080\n",
+    )
+    .unwrap();
+    let kubeconfig = f.w("kubeconfig.yaml");
+    std::fs::write(&kubeconfig, "apiVersion: v1\nkind: Config\n").unwrap();
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks/demo.toml");
+    let fake_helm = bosun_fixtures::bin("fake-helm");
+
+    // Each way of running gets its own roots and its own helm (a wrapper naming its state).
+    let vars = |way: &str| -> Vec<String> {
+        let helm = f.w(&format!("{way}-helm.sh"));
+        let state = f.w(&format!("{way}-helm"));
+        std::fs::write(
+            &helm,
+            format!(
+                "#!/bin/sh\nFAKE_HELM_STATE='{}' exec '{}' \"$@\"\n",
+                state.display(),
+                fake_helm.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&helm, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        [
+            format!("root={}", f.w(&format!("{way}-out")).display()),
+            format!("kubeconfig={}", kubeconfig.display()),
+            format!("helm_bin={}", helm.display()),
+        ]
+        .into_iter()
+        .flat_map(|v| ["--var".to_string(), v])
+        .collect()
+    };
+    let demo_root = |way: &str| format!("root={}", f.w(&format!("{way}-demo")).display());
+    let local = |playbook: &Path, vars: &[String]| {
+        let out = Command::new(bosund())
+            .arg("apply")
+            .arg(playbook)
+            .args(["--output", "json", "--state-dir"])
+            .arg(f.w("local-state"))
+            .args(vars)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        out
+    };
+    let key = f.sshd.client_key_path();
+    let remote = |playbook: &Path, via: &str, vars: &[String]| {
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            playbook.display().to_string(),
+            "--host".into(),
+            f.host(),
+            "-i".into(),
+            key.display().to_string(),
+            "--output".into(),
+            "json".into(),
+        ];
+        if via == "api" {
+            args.extend([
+                "--via".into(),
+                "api".into(),
+                "--api-socket".into(),
+                daemon.socket.display().to_string(),
+            ]);
+        } else {
+            args.extend([
+                "--bosund".into(),
+                bosund().display().to_string(),
+                "--remote-bosund".into(),
+                f.remote_bosund().display().to_string(),
+                "--remote-state-dir".into(),
+                f.w("state").display().to_string(),
+            ]);
+        }
+        args.extend_from_slice(vars);
+        let out = f.bosun(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        out
+    };
+    let site = f.w("proj/site/site.toml");
+    let sent = |out: &Output| {
+        json_lines(out).iter().any(|v| {
+            v["event"] == "host_note"
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("bundle not held by the agent"))
+        })
+    };
+
+    let mut runs = Vec::new();
+    for way in ["local", "ssh", "api"] {
+        let (site_out, demo_out) = match way {
+            "local" => (
+                local(&site, &vars(way)),
+                local(&demo, &["--var".into(), demo_root(way)]),
+            ),
+            via => (
+                remote(&site, via, &vars(way)),
+                remote(&demo, via, &["--var".into(), demo_root(way)]),
+            ),
+        };
+        if way == "api" {
+            assert!(
+                sent(&site_out) && sent(&demo_out),
+                "the bundles went over the API"
+            );
+        }
+        runs.push((way, steps_of(&site_out), steps_of(&demo_out)));
+    }
+    let (_, site_steps, demo_steps) = &runs[0];
+    assert_eq!(
+        site_steps
+            .iter()
+            .map(|(n, s)| format!("{n}: {s}"))
+            .collect::<Vec<_>>(),
+        [
+            "root: changed",
+            "users [ann]: changed",
+            "users [bob]: changed",
+            "web release: changed"
+        ]
+    );
+    assert!(demo_steps.len() >= 9, "{demo_steps:?}");
+    for (way, s, d) in &runs[1..] {
+        assert_eq!(s, site_steps, "{way}: the site's events");
+        assert_eq!(d, demo_steps, "{way}: the demo's events");
+    }
+    let local_tree = tree(&f.w("local-out"));
+    let local_demo = tree(&f.w("local-demo"));
+    assert!(
+        local_tree.contains(&("bob.txt".into(), "file 640 hi bob in ROOT\n".into())),
+        "{local_tree:?}"
+    );
+    assert!(
+        local_demo.iter().any(|(p, _)| p == "etc/demo.env"),
+        "{local_demo:?}"
+    );
+    let values = |way: &str| {
+        let out = Command::new(&fake_helm)
+            .args(["get", "values", "web", "-n", "web", "-o", "json"])
+            .env("FAKE_HELM_STATE", f.w(&format!("{way}-helm")))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(
+        values("local"),
+        serde_json::json!({"replicaCount": 2, "service": {"port": 8080}})
+    );
+    for way in ["ssh", "api"] {
+        assert_eq!(tree(&f.w(&format!("{way}-out"))), local_tree, "{way}");
+        assert_eq!(tree(&f.w(&format!("{way}-demo"))), local_demo, "{way}");
+        assert_eq!(values(way), values("local"), "{way}");
+    }
+
+    // Again over the API: the agent holds the bundle, nothing is sent, nothing changes.
+    let again = remote(&site, "api", &vars("api"));
+    assert!(!sent(&again), "an unchanged bundle was sent again");
+    assert!(
+        steps_of(&again).iter().all(|(_, s)| s == "ok"),
+        "{:?}",
+        steps_of(&again)
+    );
+    // The daemon's private bundle directories went with their runs.
+    let mut left: Vec<String> = std::fs::read_dir(f.w("agent/state/bundles"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["cache"]);
+}

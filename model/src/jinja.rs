@@ -84,7 +84,12 @@ impl Jinja {
                 // `daemon = "{{ docker_daemon }}"`: a table or list variable passed whole keeps
                 // its shape, as in Ansible; a scalar is rendered as text like any template.
                 Some(expr) => {
-                    let v = self.env.compile_expression(expr)?.eval(ctx)?;
+                    let mut v = self.env.compile_expression(expr)?.eval(ctx)?;
+                    // A slice, `range(n)` or a filter's lazy result (`select`, `map`) is a list
+                    // to the writer, as in Ansible.
+                    if v.kind() == ValueKind::Iterable {
+                        v = Value::from(v.try_iter()?.collect::<Vec<_>>());
+                    }
                     match v.kind() {
                         ValueKind::Map | ValueKind::Seq => {
                             serde_json::to_value(&v).map_err(|e| {
@@ -182,6 +187,12 @@ mod tests {
         assert_eq!(out["y"], serde_json::json!([1, 2]));
         assert_eq!(out["z"], "5");
         assert!(out["w"].as_str().unwrap().ends_with(" and 5"));
+        // Expressions whose value is a lazy sequence are lists too.
+        let v = serde_json::json!({"s": "{{ l[1:] }}", "r": "{{ range(2) }}", "m": "{{ l | map('string') }}"});
+        let out = j.render_value(v, &ctx).unwrap();
+        assert_eq!(out["s"], serde_json::json!([2]));
+        assert_eq!(out["r"], serde_json::json!([0, 1]));
+        assert_eq!(out["m"], serde_json::json!(["1", "2"]));
     }
 
     #[test]

@@ -2,9 +2,16 @@
 //! cancel, health, Prometheus metrics, and the OpenAPI document of all this.
 //!
 //! The API validates every input at the boundary (playbook names cannot leave the playbooks
-//! directory, bodies are at most [`BODY_LIMIT`], handlers at most [`HANDLER_TIMEOUT`]) and
-//! hands runs to the [`RunQueue`]; it changes nothing on the host itself. Listeners and
-//! authentication are in [`listen`].
+//! directory, bodies are at most [`BODY_LIMIT`] (a bundle at most [`bundle::MAX_BYTES`]),
+//! handlers at most [`HANDLER_TIMEOUT`]) and hands runs to the [`RunQueue`]; the one thing it
+//! keeps on the host is `bosun run`'s bundles, through [`crate::host::bundle`]'s cache.
+//! Listeners and authentication are in [`listen`].
+//!
+//! Bundles (`--via api` of a playbook with includes or local files): `GET /v1/bundles/{sha256}`
+//! says whether the host has it, `PUT` stores it (verified against its name), and
+//! `POST /v1/runs` with `"bundle": sha256` runs it from a private directory removed when the
+//! run ends — the same bundle and cache as `bosund apply --bundle` over SSH. A scoped token
+//! may do none of this: a bundle is a playbook of the caller's, not one of its list.
 
 pub mod listen;
 pub mod scope;
@@ -29,6 +36,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::config::{AgentConfig, playbook_path};
 use crate::engine::RunOptions;
+use crate::host::bundle;
 use crate::journal::{Journal, RunRecord};
 use crate::queue::{CancelError, RunQueue, RunState, RunView, SubmitError};
 use bosun_model::event::{RunEvent, Summary};
@@ -36,6 +44,8 @@ use bosun_model::playbook::{self, LocatedDiagnostic, Source};
 
 /// Largest request body accepted (a playbook is a few KiB).
 pub const BODY_LIMIT: usize = 1024 * 1024;
+/// Largest bundle upload accepted: the bundle's files plus the tar stream's headers.
+const BUNDLE_BODY_LIMIT: usize = bundle::MAX_BYTES as usize + BODY_LIMIT;
 /// Longest a handler may take to produce its response (an SSE stream's body is not bounded).
 pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -66,12 +76,17 @@ impl ApiState {
 #[serde(deny_unknown_fields)]
 pub struct SubmitRun {
     /// The name of a playbook under the agent's playbooks directory (`site` or `site.toml`).
-    /// Exactly one of `playbook` and `playbook_toml`.
+    /// Exactly one of `playbook`, `playbook_toml` and `bundle`.
     #[serde(default)]
     pub playbook: Option<String>,
-    /// A playbook's TOML text. Exactly one of `playbook` and `playbook_toml`.
+    /// A playbook's TOML text. Exactly one of `playbook`, `playbook_toml` and `bundle`.
     #[serde(default)]
     pub playbook_toml: Option<String>,
+    /// The SHA-256 of a bundle stored with `PUT /v1/bundles/{sha256}` (made by `bosun run`:
+    /// the playbook, its includes and the files its steps read). Exactly one of `playbook`,
+    /// `playbook_toml` and `bundle`.
+    #[serde(default)]
+    pub bundle: Option<String>,
     /// Variables, winning over the playbook's `[vars]` (like `--var`).
     #[serde(default)]
     #[schema(value_type = Object)]
@@ -237,6 +252,15 @@ pub struct ApiError {
     pub diagnostics: Vec<ApiDiagnostic>,
 }
 
+/// A bundle the host holds (`GET`/`PUT /v1/bundles/{sha256}`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BundleInfo {
+    /// Its SHA-256, hex.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+}
+
 /// `GET /v1/health`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -283,8 +307,8 @@ impl IntoResponse for Failure {
         description = "bosun's host agent: submit playbook runs, follow their events, cancel them. \
             Served on a root-only Unix socket, and optionally on TCP with TLS and bearer tokens."
     ),
-    paths(submit_run, list_runs, get_run, run_events, cancel_run, health, metrics),
-    components(schemas(SubmitRun, RunAccepted, RunInfo, RunList, Counts, RunState, ApiError, ApiDiagnostic, Health)),
+    paths(submit_run, list_runs, get_run, run_events, cancel_run, get_bundle, put_bundle, health, metrics),
+    components(schemas(SubmitRun, RunAccepted, RunInfo, RunList, Counts, RunState, ApiError, ApiDiagnostic, BundleInfo, Health)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -358,6 +382,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/runs/{id}/events", get(run_events))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
+        .route(
+            "/v1/bundles/{sha256}",
+            // Route layers run inside the router's: this limit replaces BODY_LIMIT here.
+            get(get_bundle)
+                .put(put_bundle)
+                .layer(DefaultBodyLimit::max(BUNDLE_BODY_LIMIT)),
+        )
         .route("/v1/health", get(health))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
@@ -393,8 +424,8 @@ async fn handler_timeout(req: Request, next: Next) -> Response {
     responses(
         (status = 202, description = "Accepted: queued, starts when the runs before it have ended", body = RunAccepted),
         (status = 400, description = "Malformed request", body = ApiError),
-        (status = 404, description = "No such playbook in the playbooks directory", body = ApiError),
-        (status = 403, description = "A scoped token outside its scope: another playbook, a variable it may not set, or a playbook in which a value could become program text; nothing runs", body = ApiError),
+        (status = 404, description = "No such playbook in the playbooks directory, or no such bundle on this host (PUT it first)", body = ApiError),
+        (status = 403, description = "A scoped token outside its scope: another playbook, a playbook's text or a bundle, a variable it may not set, or a playbook in which a value could become program text; nothing runs", body = ApiError),
         (status = 413, description = "Body larger than 1 MiB"),
         (status = 422, description = "The playbook is invalid; nothing runs", body = ApiError),
         (status = 429, description = "The queue is full", body = ApiError),
@@ -413,7 +444,7 @@ async fn submit_run(
                 StatusCode::BAD_REQUEST
             },
             e.body_text(),
-            Some("send JSON: {\"playbook\": NAME} or {\"playbook_toml\": TEXT}, optional \"vars\" and \"check\""),
+            Some("send JSON: {\"playbook\": NAME}, {\"playbook_toml\": TEXT} or {\"bundle\": SHA256}, optional \"vars\" and \"check\""),
         )
     })?;
     let token_scope = token_scope.map(|axum::Extension(s)| s);
@@ -421,8 +452,10 @@ async fn submit_run(
         scope::check_request(scope, req.playbook.as_deref(), &req.vars).map_err(out_of_scope)?;
     }
     let config = state.config();
-    let (source, base_dir) = match (req.playbook, req.playbook_toml) {
-        (Some(name), None) => {
+    // A bundle's private directory: kept with the run, removed when it has ended.
+    let mut files: Option<bundle::Unpacked> = None;
+    let (source, base_dir) = match (req.playbook, req.playbook_toml, req.bundle) {
+        (Some(name), None, None) => {
             let path = playbook_path(&config.playbooks_dir, &name).map_err(|msg| {
                 Failure::new(StatusCode::BAD_REQUEST, msg, Some("name a file directly in the playbooks directory, e.g. \"site\" or \"site.toml\""))
             })?;
@@ -444,11 +477,31 @@ async fn submit_run(
                 .unwrap_or(name);
             (Source::new(file, text), config.playbooks_dir.clone())
         }
-        (None, Some(text)) => (Source::new("<request>", text), config.playbooks_dir.clone()),
+        (None, Some(text), None) => (Source::new("<request>", text), config.playbooks_dir.clone()),
+        (None, None, Some(digest)) => {
+            let unpacked = unpack_bundle(&state, digest).await?;
+            let text = tokio::fs::read_to_string(&unpacked.playbook)
+                .await
+                .map_err(|e| {
+                    Failure::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("reading the bundle's playbook: {e}"),
+                        None,
+                    )
+                })?;
+            let source = Source::new(unpacked.playbook.display().to_string(), text);
+            let dir = unpacked
+                .playbook
+                .parent()
+                .unwrap_or(unpacked.dir())
+                .to_path_buf();
+            files = Some(unpacked);
+            (source, dir)
+        }
         _ => {
             return Err(Failure::new(
                 StatusCode::BAD_REQUEST,
-                "give exactly one of `playbook` and `playbook_toml`",
+                "give exactly one of `playbook`, `playbook_toml` and `bundle`",
                 None,
             ));
         }
@@ -458,7 +511,13 @@ async fn submit_run(
         path: base_dir.clone(),
         origin: playbook::BaseOrigin::Configured("the agent's playbooks_dir".into()),
     };
-    let within = Some(config.playbooks_dir.as_path());
+    let bundle_root = files.as_ref().map(|f| format!("{}/", f.dir().display()));
+    // Includes are read from inside the bundle, or the playbooks directory.
+    let within = Some(
+        files
+            .as_ref()
+            .map_or(config.playbooks_dir.as_path(), bundle::Unpacked::dir),
+    );
     let playbook =
         crate::config::load_playbook_within(source, &names, &base, within).map_err(|diags| {
             Failure(
@@ -469,7 +528,20 @@ async fn submit_run(
                         diags.items.len()
                     ),
                     help: Some("fix each problem at its line and column, then submit again".into()),
-                    diagnostics: diags.located().into_iter().map(Into::into).collect(),
+                    diagnostics: diags
+                        .located()
+                        .into_iter()
+                        .map(|mut d| {
+                            // A bundle's files by their paths in the bundle, as on the laptop.
+                            if let Some(rest) = bundle_root
+                                .as_deref()
+                                .and_then(|root| d.file.strip_prefix(root))
+                            {
+                                d.file = rest.to_string();
+                            }
+                            d.into()
+                        })
+                        .collect(),
                 },
             )
         })?;
@@ -494,16 +566,20 @@ async fn submit_run(
         skip_tags: req.skip_tags,
         skip_capacity: false,
     };
-    let view = state.queue.submit(playbook, opts).map_err(|e| match e {
-        SubmitError::QueueFull(_) => {
-            Failure::new(StatusCode::TOO_MANY_REQUESTS, e.to_string(), None)
-        }
-        SubmitError::ShuttingDown => Failure::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            e.to_string(),
-            Some("retry once bosund is back"),
-        ),
-    })?;
+    let files = files.map(|f| Box::new(f) as Box<dyn Send>);
+    let view = state
+        .queue
+        .submit_with_files(playbook, opts, files)
+        .map_err(|e| match e {
+            SubmitError::QueueFull(_) => {
+                Failure::new(StatusCode::TOO_MANY_REQUESTS, e.to_string(), None)
+            }
+            SubmitError::ShuttingDown => Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.to_string(),
+                Some("retry once bosund is back"),
+            ),
+        })?;
     tracing::info!(run = %view.id, playbook = %view.playbook, check = view.check, "run accepted");
     Ok((
         StatusCode::ACCEPTED,
@@ -524,6 +600,168 @@ fn out_of_scope(message: String) -> Failure {
             "ask for a token whose [[api.tcp.scoped_token]] lists it, or use argv without a shell for values from outside",
         ),
     )
+}
+
+/// The bundles' directory (`bosund apply --bundle` uses the same one).
+fn bundles_dir(state: &ApiState) -> PathBuf {
+    state.state_dir.join("bundles")
+}
+
+/// 400 unless `digest` is a SHA-256; 403 for a scoped token (bundles are never in scope).
+fn bundle_request(
+    token_scope: Option<&axum::Extension<Arc<crate::config::TokenScope>>>,
+    digest: &str,
+) -> Result<(), Failure> {
+    if token_scope.is_some() {
+        return Err(out_of_scope(
+            "a scoped token may only run playbooks by name, not a bundle".into(),
+        ));
+    }
+    bundle::check_digest(digest)
+        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("{e:#}"), None))
+}
+
+/// Runs `f` (file work) off the async threads; its error is a 500.
+async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, Failure> {
+    let internal = |e: String| {
+        tracing::warn!("{what}: {e}");
+        Failure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{what}: {e}"),
+            None,
+        )
+    };
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(internal(format!("{e:#}"))),
+        Err(e) => Err(internal(e.to_string())),
+    }
+}
+
+/// The cached bundle `digest` unpacked into a private directory; 404 when it is not here.
+async fn unpack_bundle(state: &ApiState, digest: String) -> Result<bundle::Unpacked, Failure> {
+    bundle::check_digest(&digest)
+        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("{e:#}"), None))?;
+    let dir = bundles_dir(state);
+    let d = digest.clone();
+    blocking("unpacking the bundle", move || {
+        bundle::unpack_cached(&dir, &d)
+    })
+    .await?
+    .ok_or_else(|| {
+        Failure::new(
+            StatusCode::NOT_FOUND,
+            format!("no bundle {digest} on this host"),
+            Some("store it first: PUT /v1/bundles/{sha256} with the tar stream"),
+        )
+    })
+}
+
+/// Whether this host holds a bundle (made by `bosun run`), by its SHA-256.
+#[utoipa::path(get, path = "/v1/bundles/{sha256}", params(("sha256" = String, Path, description = "The bundle's SHA-256, hex")),
+    responses(
+        (status = 200, description = "Held here: a run may name it", body = BundleInfo),
+        (status = 400, description = "Not a SHA-256", body = ApiError),
+        (status = 403, description = "A scoped token: bundles are never in its scope", body = ApiError),
+        (status = 404, description = "Not held here: PUT it", body = ApiError)))]
+async fn get_bundle(
+    State(state): State<ApiState>,
+    token_scope: Option<axum::Extension<Arc<crate::config::TokenScope>>>,
+    UrlPath(digest): UrlPath<String>,
+) -> Result<Json<BundleInfo>, Failure> {
+    bundle_request(token_scope.as_ref(), &digest)?;
+    let digest = digest.to_ascii_lowercase();
+    let dir = bundles_dir(&state);
+    let d = digest.clone();
+    let found = blocking("reading the bundle cache", move || {
+        let Some(path) = bundle::cached(&dir, &d)? else {
+            return Ok(None);
+        };
+        Ok(Some(std::fs::metadata(path)?.len()))
+    })
+    .await?;
+    match found {
+        Some(bytes) => Ok(Json(BundleInfo {
+            sha256: digest,
+            bytes,
+        })),
+        None => Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            format!("no bundle {digest} on this host"),
+            Some("store it: PUT /v1/bundles/{sha256} with the tar stream"),
+        )),
+    }
+}
+
+/// Store a bundle (the tar stream `bosun run` makes) under its SHA-256, which the body must
+/// have. The host keeps the most recently used bundles.
+#[utoipa::path(put, path = "/v1/bundles/{sha256}", params(("sha256" = String, Path, description = "The bundle's SHA-256, hex")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The bundle: the tar stream `bosun run` makes"),
+    responses(
+        (status = 201, description = "Stored", body = BundleInfo),
+        (status = 400, description = "Not a SHA-256, an empty body, a body with another digest, or not a bundle; nothing stored", body = ApiError),
+        (status = 403, description = "A scoped token: bundles are never in its scope", body = ApiError),
+        (status = 413, description = "Body larger than 65 MiB (64 MiB of files and the tar stream's headers)")))]
+async fn put_bundle(
+    State(state): State<ApiState>,
+    token_scope: Option<axum::Extension<Arc<crate::config::TokenScope>>>,
+    UrlPath(digest): UrlPath<String>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<(StatusCode, Json<BundleInfo>), Failure> {
+    bundle_request(token_scope.as_ref(), &digest)?;
+    let digest = digest.to_ascii_lowercase();
+    let body = body.map_err(|e| Failure::new(e.status(), e.body_text(), None))?;
+    if body.is_empty() {
+        return Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            "the body is empty: send the bundle's tar stream",
+            None,
+        ));
+    }
+    let got = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&body))
+    };
+    if !got.eq_ignore_ascii_case(&digest) {
+        return Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body has sha256 {got}, not {digest}: nothing was stored"),
+            None,
+        ));
+    }
+    let dir = bundles_dir(&state);
+    let bytes = body.len() as u64;
+    let stored = tokio::task::spawn_blocking(move || bundle::store(&body[..], &dir, &digest)).await;
+    match stored {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) if e.downcast_ref::<bundle::Unusable>().is_some() => {
+            return Err(Failure::new(
+                StatusCode::BAD_REQUEST,
+                e.to_string(),
+                Some("send the tar stream `bosun run` makes"),
+            ));
+        }
+        Ok(Err(e)) => {
+            tracing::warn!("storing a bundle: {e:#}");
+            return Err(Failure::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("storing the bundle: {e:#}"),
+                None,
+            ));
+        }
+        Err(e) => {
+            return Err(Failure::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("storing the bundle: {e}"),
+                None,
+            ));
+        }
+    }
+    tracing::info!(bundle = %got, bytes, "bundle stored");
+    Ok((StatusCode::CREATED, Json(BundleInfo { sha256: got, bytes })))
 }
 
 /// List runs.

@@ -1,5 +1,5 @@
 //! What a run submitted with a scoped token (`[[api.tcp.scoped_token]]`) must satisfy: a
-//! playbook of its list by name (never `playbook_toml`), only its variables, each a string,
+//! playbook of its list by name (never `playbook_toml` or a bundle), only its variables, each a string,
 //! number or boolean, and a playbook in which no value from outside can become program text.
 //!
 //! Values are data. bosund renders a template once (a value `{{ facts }}` arrives as those
@@ -65,7 +65,9 @@ pub fn check_request(
     vars: &Map<String, Value>,
 ) -> Result<(), String> {
     let Some(name) = playbook else {
-        return Err("a scoped token may only run playbooks by name, not `playbook_toml`".into());
+        return Err(
+            "a scoped token may only run playbooks by name, not `playbook_toml` or a bundle".into(),
+        );
     };
     if !scope.allows_playbook(name) {
         return Err(format!("playbook `{name}` is outside this token's scope"));

@@ -258,7 +258,13 @@ impl Runner<'_, '_> {
                         self.run_action_step(step, false, vars, inherited).await
                             != StepStatus::Failed
                     }
-                    Body::Block(block) => self.run_block(step, block, vars, inherited).await,
+                    Body::Block(block) => match &step.loop_items {
+                        None => self.run_block(step, block, vars, inherited).await,
+                        Some(items) => {
+                            self.run_looped_block(step, block, items, vars, inherited)
+                                .await
+                        }
+                    },
                 };
                 if !ok {
                     return false;
@@ -324,6 +330,42 @@ impl Runner<'_, '_> {
         ok && always_ok
     }
 
+    /// A block or include with a `loop`: the whole block once per item, `item` bound (its
+    /// `when` and `vars` evaluated per item), in order; the first item whose block fails
+    /// stops the loop, as a failed step stops the run. No items: nothing runs and nothing is
+    /// reported, as for an action step.
+    async fn run_looped_block(
+        &mut self,
+        step: &Step,
+        block: &Block,
+        items: &LoopItems,
+        vars: &mut Map<String, Value>,
+        inherited: &Inherited,
+    ) -> bool {
+        let items = match loop_items(items, self.shared.jinja, &self.loop_scope(step, vars)) {
+            Ok(items) => items,
+            Err(message) => {
+                self.report_block(step, StepStatus::Failed, message);
+                return false;
+            }
+        };
+        for item in items {
+            let mut scope = vars.clone();
+            scope.insert(LOOP_VAR.into(), item);
+            let ok = self.run_block(step, block, &mut scope, inherited).await;
+            // What the block registered carries out; `item` does not.
+            for (name, value) in scope {
+                if name != LOOP_VAR {
+                    vars.insert(name, value);
+                }
+            }
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+
     /// One report for a block itself (skipped, or failed before its steps).
     fn report_block(&mut self, step: &Step, status: StepStatus, message: String) {
         let index = self.take_index();
@@ -353,11 +395,32 @@ impl Runner<'_, '_> {
         self.next_index - 1
     }
 
+    /// What a step's `loop` is rendered with: `vars` and the step's `vars` that render without
+    /// `item` (the others are rendered per item).
+    fn loop_scope(&self, step: &Step, vars: &Map<String, Value>) -> Map<String, Value> {
+        let mut scope = vars.clone();
+        for var in &step.vars {
+            if self.shared.opts.extra_vars.contains_key(&var.name)
+                || (var.default && scope.contains_key(&var.name))
+            {
+                continue;
+            }
+            let ctx = minijinja::Value::from_serialize(&scope);
+            if let Ok(value) = self.shared.jinja.render_value(var.value.clone(), &ctx) {
+                scope.insert(var.name.clone(), value);
+            }
+        }
+        scope
+    }
+
     /// Renders the step's `vars` into `scope` in order (a variable set from outside the
-    /// playbook keeps its value, as with `[vars]`).
+    /// playbook keeps its value, as with `[vars]`; an included playbook's defaults only fill
+    /// names that have no value yet).
     fn add_step_vars(&self, step: &Step, scope: &mut Map<String, Value>) -> Result<(), String> {
         for var in &step.vars {
-            if self.shared.opts.extra_vars.contains_key(&var.name) {
+            if self.shared.opts.extra_vars.contains_key(&var.name)
+                || (var.default && scope.contains_key(&var.name))
+            {
                 continue;
             }
             let ctx = minijinja::Value::from_serialize(&*scope);
@@ -380,18 +443,18 @@ impl Runner<'_, '_> {
         vars: &mut Map<String, Value>,
         inherited: &Inherited,
     ) -> StepStatus {
-        let mut scope_owned;
-        let scope: &mut Map<String, Value> = if step.vars.is_empty() {
-            vars
-        } else {
-            scope_owned = vars.clone();
-            if let Err(message) = self.add_step_vars(step, &mut scope_owned) {
-                let report = self.fail_report(step, handler, message);
-                return self.finish(step, report);
-            }
-            &mut scope_owned
-        };
         let Some(items) = &step.loop_items else {
+            let mut scope_owned;
+            let scope: &mut Map<String, Value> = if step.vars.is_empty() {
+                vars
+            } else {
+                scope_owned = vars.clone();
+                if let Err(message) = self.add_step_vars(step, &mut scope_owned) {
+                    let report = self.fail_report(step, handler, message);
+                    return self.finish(step, report);
+                }
+                &mut scope_owned
+            };
             let index = self.take_index();
             let report = run_step(
                 index,
@@ -411,19 +474,38 @@ impl Runner<'_, '_> {
             }
             return status;
         };
-        let items = match loop_items(items, self.shared.jinja, scope) {
+        // The step's `vars` are rendered per item, with `item` bound (as Ansible's task vars
+        // see `item`); the items see them as far as they render without it.
+        let items = match loop_items(items, self.shared.jinja, &self.loop_scope(step, vars)) {
             Ok(items) => items,
             Err(message) => {
                 let report = self.fail_report(step, handler, message);
                 return self.finish(step, report);
             }
         };
+        let mut with_vars = Map::new();
         let mut results = Vec::new();
         let mut any_changed = false;
         let mut any_failed = false;
         let mut all_skipped = true;
         for item in items {
             let label = format!("{} [{}]", step.name, item_label(&item));
+            let scope: &mut Map<String, Value> = if step.vars.is_empty() {
+                &mut *vars
+            } else {
+                with_vars.clone_from(vars);
+                with_vars.insert(LOOP_VAR.into(), item.clone());
+                if let Err(message) = self.add_step_vars(step, &mut with_vars) {
+                    // This item fails; the others still run, as with any failed item.
+                    let report = self.fail_report_named(step, &label, handler, message);
+                    any_failed = true;
+                    all_skipped = false;
+                    self.summary.count(report.status);
+                    self.sink.emit(&RunEvent::StepFinished(report));
+                    continue;
+                }
+                &mut with_vars
+            };
             let previous = scope.insert(LOOP_VAR.into(), item.clone());
             let index = self.take_index();
             let report = run_step(
@@ -480,16 +562,27 @@ impl Runner<'_, '_> {
     }
 
     fn fail_report(&mut self, step: &Step, handler: bool, message: String) -> StepReport {
+        self.fail_report_named(step, &step.name, handler, message)
+    }
+
+    /// [`Self::fail_report`] under `name` (a loop item's label).
+    fn fail_report_named(
+        &mut self,
+        step: &Step,
+        name: &str,
+        handler: bool,
+        message: String,
+    ) -> StepReport {
         let index = self.take_index();
         self.sink.emit(&RunEvent::StepStarted {
             index,
-            name: step.name.clone(),
+            name: name.to_string(),
             action: step.kind().into(),
             handler,
         });
         StepReport {
             index,
-            name: step.name.clone(),
+            name: name.to_string(),
             action: step.kind().into(),
             handler,
             status: StepStatus::Failed,

@@ -35,9 +35,10 @@ fn cache_dir(parent: &Path) -> PathBuf {
     parent.join("cache")
 }
 
-fn check_digest(digest: &str) -> anyhow::Result<()> {
+/// Refuses a digest that is not 64 hex digits (it becomes a file name).
+pub fn check_digest(digest: &str) -> anyhow::Result<()> {
     if digest.len() != 64 || !digest.chars().all(|c| c.is_ascii_hexdigit()) {
-        bail!("--bundle-digest {digest:?} is not a SHA-256 (64 hex digits)");
+        bail!("bundle digest {digest:?} is not a SHA-256 (64 hex digits)");
     }
     Ok(())
 }
@@ -46,7 +47,7 @@ fn check_digest(digest: &str) -> anyhow::Result<()> {
 /// have that digest (its time is touched, for pruning); a file that does not match is removed.
 pub fn cached(parent: &Path, digest: &str) -> anyhow::Result<Option<PathBuf>> {
     check_digest(digest)?;
-    let path = cache_dir(parent).join(format!("{digest}.tar"));
+    let path = cache_dir(parent).join(format!("{}.tar", digest.to_ascii_lowercase()));
     match super::download::sha256_file(&path)? {
         None => Ok(None),
         Some(d) if d.eq_ignore_ascii_case(digest) => {
@@ -105,9 +106,34 @@ pub fn store(mut from: impl Read, parent: &Path, digest: &str) -> anyhow::Result
     }
     let path = dir.join(format!("{}.tar", digest.to_ascii_lowercase()));
     super::fs::install_temp(tmp, &path, 0o600, &super::fs::Attrs::default())?;
+    // A bundle that cannot be unpacked is refused now, not kept to fail each run.
+    let reader =
+        std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    if let Err(e) = unpack(std::io::BufReader::new(reader), parent) {
+        super::fs::remove(&path, false)
+            .with_context(|| format!("removing the unusable {}", path.display()))?;
+        return Err(anyhow::Error::new(Unusable(format!("{e:#}"))));
+    }
     prune(&dir, CACHE_KEEP)?;
     Ok(Some(path))
 }
+
+/// A bundle received whole that cannot be unpacked (not a bundle, an escaping path, no
+/// manifest, too large): [`store`] removes it and fails with this.
+#[derive(Debug)]
+pub struct Unusable(pub String);
+
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the bundle cannot be used ({}); it was not stored",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for Unusable {}
 
 /// Removes all but the `keep` most recently used bundles of the cache `dir`.
 fn prune(dir: &Path, keep: usize) -> anyhow::Result<()> {
@@ -122,6 +148,17 @@ fn prune(dir: &Path, keep: usize) -> anyhow::Result<()> {
         super::fs::remove(&path, false).with_context(|| format!("removing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The cached bundle named `digest` unpacked into a new private directory under `parent`;
+/// `None` when the cache does not hold it.
+pub fn unpack_cached(parent: &Path, digest: &str) -> anyhow::Result<Option<Unpacked>> {
+    let Some(file) = cached(parent, digest)? else {
+        return Ok(None);
+    };
+    let reader =
+        std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+    unpack(std::io::BufReader::new(reader), parent).map(Some)
 }
 
 #[derive(Deserialize)]

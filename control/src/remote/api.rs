@@ -1,5 +1,7 @@
 //! `--via api`: the run goes to the agent's daemon (`bosund run`) instead of a one-off
-//! `bosund apply`: `POST /v1/runs` with the playbook's TOML, then `GET /v1/runs/{id}/events`
+//! `bosund apply`: `POST /v1/runs` with the playbook's TOML (or, for a playbook with includes or
+//! local files, its bundle: `GET /v1/bundles/{sha256}`, `PUT` only when the agent lacks it,
+//! then the run names it), then `GET /v1/runs/{id}/events`
 //! (Server-Sent Events) followed to the `summary`; Ctrl-C is `POST /v1/runs/{id}/cancel`.
 //! The daemon queues runs (one at a time per host): a full queue is an error that says so.
 //!
@@ -26,6 +28,33 @@ pub const DEFAULT_SOCKET: &str = "/run/bosun/api.sock";
 
 /// The environment variable holding the bearer token (when no `--api-token-file`).
 pub const TOKEN_ENV: &str = "BOSUN_API_TOKEN";
+
+/// A request's body.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    None,
+    Json(&'a Value),
+    /// A bundle's tar stream.
+    Tar(&'a [u8]),
+}
+
+impl Body<'_> {
+    fn content_type(self) -> Option<&'static str> {
+        match self {
+            Body::None => None,
+            Body::Json(_) => Some("application/json"),
+            Body::Tar(_) => Some("application/octet-stream"),
+        }
+    }
+
+    fn bytes(self) -> Vec<u8> {
+        match self {
+            Body::None => Vec::new(),
+            Body::Json(v) => serde_json::to_vec(v).expect("JSON serialises"),
+            Body::Tar(b) => b.to_vec(),
+        }
+    }
+}
 
 /// Where the agent's API is.
 #[derive(Clone, Copy)]
@@ -129,14 +158,16 @@ impl Direct {
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<&Value>,
+        body: Body<'_>,
     ) -> Result<reqwest::Response> {
         let mut req = self
             .client
             .request(method, self.url(path))
             .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(b);
+        if let Some(t) = body.content_type() {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, t)
+                .body(body.bytes());
         }
         let r = req.send().await.map_err(|e| {
             // reqwest's chain says which part failed (DNS, TCP, TLS: certificate, name).
@@ -180,7 +211,7 @@ async fn request(
     socket: &str,
     method: &str,
     path: &str,
-    body: Option<Vec<u8>>,
+    body: Body<'_>,
 ) -> Result<Tunneled> {
     let channel = ssh.open_streamlocal(socket).await.with_context(|| {
         format!(
@@ -201,11 +232,11 @@ async fn request(
         .uri(path)
         .header(hyper::header::HOST, "bosund")
         .header(hyper::header::ACCEPT, "*/*");
-    if body.is_some() {
-        req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+    if let Some(t) = body.content_type() {
+        req = req.header(hyper::header::CONTENT_TYPE, t);
     }
     let req = req
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .body(Full::new(Bytes::from(body.bytes())))
         .context("building the request")?;
     let response = sender
         .send_request(req)
@@ -221,12 +252,11 @@ async fn json_call(
     agent: Agent<'_>,
     method: &str,
     path: &str,
-    body: Option<&Value>,
+    body: Body<'_>,
 ) -> Result<(u16, Value)> {
     let (status, all) = match agent {
         Agent::Tunnel { ssh, socket } => {
-            let bytes = body.map(|b| serde_json::to_vec(b).expect("JSON serialises"));
-            let mut r = request(ssh, socket, method, path, bytes).await?;
+            let mut r = request(ssh, socket, method, path, body).await?;
             let status = r.response.status().as_u16();
             let all = r
                 .response
@@ -253,18 +283,58 @@ async fn json_call(
     Ok((status, value))
 }
 
+/// What a run submitted through the API runs.
+#[derive(Clone, Copy)]
+pub enum Playbook<'a> {
+    /// A self-contained playbook's text.
+    Toml(&'a str),
+    /// A bundle the agent holds (see [`ensure_bundle`]), by its SHA-256.
+    Bundle(&'a str),
+}
+
+/// Makes sure the agent holds the bundle `sha256` (`GET /v1/bundles/{sha256}`), sending
+/// `bytes` when it does not (`PUT`); `true` when they were sent.
+pub async fn ensure_bundle(agent: Agent<'_>, sha256: &str, bytes: &[u8]) -> Result<bool> {
+    let path = format!("/v1/bundles/{sha256}");
+    let (status, v) = json_call(agent, "GET", &path, Body::None).await?;
+    match status {
+        200 => return Ok(false),
+        // An older bosund has no such endpoint: its fallback answers 404 with this error.
+        404 if v["error"] == "no such endpoint" => bail!(
+            "the agent's bosund takes no bundles (it is older than this bosun): upgrade it, or \
+             run a playbook without includes or local files"
+        ),
+        404 => {}
+        _ => bail!(
+            "the agent did not say whether it holds the bundle: HTTP {status}: {}",
+            v.get("error").unwrap_or(&v)
+        ),
+    }
+    let (status, v) = json_call(agent, "PUT", &path, Body::Tar(bytes)).await?;
+    if status != 201 {
+        bail!(
+            "the agent did not store the bundle: HTTP {status}: {}",
+            v.get("error").unwrap_or(&v)
+        );
+    }
+    Ok(true)
+}
+
 /// Submits a run; returns its id.
 pub async fn submit(
     agent: Agent<'_>,
-    playbook_toml: &str,
+    playbook: Playbook<'_>,
     vars: &Map<String, Value>,
     check: bool,
     tags: &[String],
     skip_tags: &[String],
 ) -> Result<String> {
-    let body = json!({"playbook_toml": playbook_toml, "vars": vars, "check": check,
-        "tags": tags, "skip_tags": skip_tags});
-    let (status, v) = json_call(agent, "POST", "/v1/runs", Some(&body)).await?;
+    let mut body = json!({"vars": vars, "check": check, "tags": tags, "skip_tags": skip_tags});
+    match playbook {
+        Playbook::Toml(text) => body["playbook_toml"] = json!(text),
+        Playbook::Bundle(sha256) => body["bundle"] = json!(sha256),
+    }
+    let (status, v) = json_call(agent, "POST", "/v1/runs", Body::Json(&body)).await?;
     if status != 202 {
         let hint = match status {
             409 | 429 => " (the agent is busy: its run queue is full; try again later)",
@@ -283,7 +353,8 @@ pub async fn submit(
 
 /// Asks the agent to cancel a run (its step's processes are killed, it ends `cancelled`).
 pub async fn cancel(agent: Agent<'_>, id: &str) -> Result<()> {
-    let (status, v) = json_call(agent, "POST", &format!("/v1/runs/{id}/cancel"), None).await?;
+    let (status, v) =
+        json_call(agent, "POST", &format!("/v1/runs/{id}/cancel"), Body::None).await?;
     match status {
         202 | 409 => Ok(()), // 409: it had already ended
         _ => bail!(
@@ -303,7 +374,7 @@ pub async fn follow(
     let mut parser = SseLines::default();
     match agent {
         Agent::Tunnel { ssh, socket } => {
-            let mut r = request(ssh, socket, "GET", &path, None).await?;
+            let mut r = request(ssh, socket, "GET", &path, Body::None).await?;
             if r.response.status() != hyper::StatusCode::OK {
                 bail!("cannot follow run {id}: HTTP {}", r.response.status());
             }
@@ -319,7 +390,7 @@ pub async fn follow(
             Ok(())
         }
         Agent::Direct(d) => {
-            let mut r = d.send(reqwest::Method::GET, &path, None).await?;
+            let mut r = d.send(reqwest::Method::GET, &path, Body::None).await?;
             if !r.status().is_success() {
                 bail!("cannot follow run {id}: HTTP {}", r.status());
             }

@@ -118,8 +118,9 @@ fn find_playbook(arg: &str) -> Result<PathBuf> {
 /// What every host's job shares.
 struct Job {
     playbook: String,
-    /// What `--via ssh` sends on bosund's stdin: the playbook, its includes and its files
-    /// (only to a host that does not have it cached, see `agent::host::bundle`).
+    /// The playbook, its includes and its files: what `--via ssh` sends on bosund's stdin and
+    /// `--via api` stores with the agent (only to a host that does not have it cached, see
+    /// `agent::host::bundle`); `None` over the API for a playbook without either.
     bundle: Option<bundle::Bundle>,
     check: bool,
     /// `--tags` and `--skip-tags`.
@@ -252,22 +253,28 @@ pub fn run(args: RunArgs, json: bool) -> Result<ExitCode> {
     } else {
         None
     };
-    // Over SSH the playbook travels with its includes and files (one bundle for every host).
-    let bundle = match (&first_loaded, args.via) {
-        (Some(p), Via::Ssh) => {
+    // The playbook travels with its includes and files (one bundle for every host). Over the
+    // API a bundle of the playbook alone goes as its text, as before bundles (one request,
+    // and any bosund takes it).
+    let bundle = match &first_loaded {
+        Some(p) => {
             let b = bundle::build(&path, p)?;
-            if !json {
-                eprintln!(
-                    "bosun: bundle {} ({} file{}, {} bytes)",
-                    &b.sha256[..12],
-                    b.files,
-                    if b.files == 1 { "" } else { "s" },
-                    b.bytes.len()
-                );
+            if args.via == Via::Api && b.files == 1 {
+                None
+            } else {
+                if !json {
+                    eprintln!(
+                        "bosun: bundle {} ({} file{}, {} bytes)",
+                        &b.sha256[..12],
+                        b.files,
+                        if b.files == 1 { "" } else { "s" },
+                        b.bytes.len()
+                    );
+                }
+                Some(b)
             }
-            Some(b)
         }
-        _ => None,
+        None => None,
     };
     let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
     let (cancel_tx, cancel) = watch::channel(false);
@@ -761,9 +768,19 @@ async fn apply_via_api(
     agent: api::Agent<'_>,
     record: &mut HostRecord,
 ) -> Result<()> {
+    let playbook = match &job.bundle {
+        Some(b) => {
+            if api::ensure_bundle(agent, &b.sha256, &b.bytes).await? {
+                job.reporter
+                    .note(&t.name, "bundle not held by the agent: sent it");
+            }
+            api::Playbook::Bundle(&b.sha256)
+        }
+        None => api::Playbook::Toml(&job.playbook),
+    };
     let id = api::submit(
         agent,
-        &job.playbook,
+        playbook,
         &t.vars,
         job.check,
         &job.tags.only,
@@ -906,11 +923,13 @@ fn apply_command(
     }
     let vars_json = serde_json::to_string(vars).expect("JSON values serialise");
     // A trapped signal is handled once bosund (signalled too: same process group) has
-    // ended, so the file is removed after it, and the exit code says which signal.
+    // ended, so the file is removed after it, and the exit code says which signal. The file
+    // is written under umask 077 in a subshell: bosund keeps the session's umask, so what its
+    // steps create has the modes a local `bosund apply` gives it.
     format!(
         "d=$(mktemp -d) || exit 2; trap 'rm -rf \"$d\"' EXIT; trap 'exit 129' HUP; \
-         trap 'exit 130' INT; trap 'exit 143' TERM; umask 077; printf '%s' {} > \
-         \"$d/vars.json\" || exit 2; {cmd} --vars-file \"$d/vars.json\"",
+         trap 'exit 130' INT; trap 'exit 143' TERM; (umask 077 && printf '%s' {} > \
+         \"$d/vars.json\") || exit 2; {cmd} --vars-file \"$d/vars.json\"",
         shell_quote(&vars_json)
     )
 }

@@ -10,8 +10,9 @@
 //! the run knows (a registered result) is taken to hold: the budget may count more than the run
 //! installs, never less.
 //!
-//! Variables are scoped as the engine scopes them: the playbook's `[vars]`, an include's (and
-//! its file's) vars over them inside it, and the outside variables (`--var`) over everything.
+//! Variables are scoped as the engine scopes them: the playbook's `[vars]`, an included file's
+//! own `[vars]` as defaults under them, an include's `vars` over them inside it, `item` for
+//! each item of a `loop`, and the outside variables (`--var`) over everything.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,7 @@ use super::requests;
 use crate::jinja::Jinja;
 use crate::playbook::{Body, Playbook, Step, Var};
 use crate::steps::Action;
+use crate::steps::common::LoopItems;
 
 /// Reads a file the playbook names (values files, manifests, templates), by absolute path.
 pub type ReadFile<'a> = dyn FnMut(&Path) -> Result<String, String> + 'a;
@@ -64,6 +66,11 @@ fn overlay(
     outside: &Map<String, Value>,
 ) -> Result<(), String> {
     for v in vars {
+        // An included playbook's defaults fill only what the includer has not set (the
+        // engine's rule).
+        if v.default && scope.contains_key(&v.name) {
+            continue;
+        }
         // A variable that needs what only the run knows (a secret, a registered result) keeps
         // its text; it matters only if a release's values name it, and then rendering fails.
         let value = match &v.value {
@@ -86,8 +93,43 @@ fn ctx(scope: &Map<String, Value>) -> minijinja::Value {
     minijinja::Value::from_serialize(Value::Object(scope.clone()))
 }
 
+/// A step's requests: once, or once per item of its `loop` with `item` bound, as the engine
+/// runs it. A loop whose items only the run knows (a registered result) is counted once.
 #[allow(clippy::too_many_arguments)]
 fn step_requests(
+    jinja: &Jinja,
+    step: &Step,
+    outer: &Map<String, Value>,
+    outside: &Map<String, Value>,
+    base: &Path,
+    read: &mut ReadFile<'_>,
+    found: &mut bool,
+    c: &mut ComponentRequests,
+) -> Result<(), String> {
+    let items = step.loop_items.as_ref().and_then(|items| match items {
+        LoopItems::List(items) => Some(items.clone()),
+        LoopItems::Template(t) => {
+            let mut pre = outer.clone();
+            overlay(jinja, &mut pre, &step.vars, outside).ok()?;
+            match jinja.render_value(Value::String(t.clone()), &ctx(&pre)) {
+                Ok(Value::Array(items)) => Some(items),
+                _ => None,
+            }
+        }
+    });
+    let Some(items) = items else {
+        return step_requests_once(jinja, step, outer, outside, base, read, found, c);
+    };
+    for item in items {
+        let mut scope = outer.clone();
+        scope.insert(crate::playbook::LOOP_VAR.into(), item);
+        step_requests_once(jinja, step, &scope, outside, base, read, found, c)?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn step_requests_once(
     jinja: &Jinja,
     step: &Step,
     outer: &Map<String, Value>,

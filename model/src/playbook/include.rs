@@ -142,13 +142,14 @@ impl<'r, 'a> Expander<'r, 'a> {
             self.open.push(Open { path, site });
             self.expand(&mut included.steps, Some(&source), root, &sub_dir);
             self.open.pop();
-            // The included playbook's own [vars] first; the include's `vars` and the step's
-            // own `vars` win over them.
+            // The included playbook's own [vars] first, as defaults (whatever the includer
+            // already has wins); the include's `vars` and the step's own `vars` win over them.
             let mut vars: Vec<Var> = included
                 .vars
                 .into_iter()
                 .map(|v| Var {
                     file: Some(source.clone()),
+                    default: true,
                     ..v
                 })
                 .collect();

@@ -169,6 +169,10 @@ pub struct Var {
     pub span: Range<usize>,
     /// The file it is written in when not the playbook's own text.
     pub file: Option<Source>,
+    /// A default: an included playbook's own `[vars]` entry, set only when the name has no
+    /// value yet where the include runs (the includer's `[vars]`, `--var`, an earlier
+    /// include's or step's `vars`, a `register` win over it), like an Ansible role's defaults.
+    pub default: bool,
 }
 
 /// One entry of `[secrets]`: a variable name and where its value comes from.

@@ -214,6 +214,7 @@ fn parse_vars(value: &Spanned<DeValue<'_>>, diags: &mut Vec<Diagnostic>) -> Vec<
                 value: v,
                 span: value.span(),
                 file: None,
+                default: false,
             }),
             Err(e) => diags.push(Diagnostic::new(
                 value.span(),
@@ -335,7 +336,6 @@ struct IncludeArgs {
 
 /// Common keys that mean nothing on a block or an include (they belong on its steps).
 const NOT_ON_BLOCKS: &[&str] = &[
-    "loop",
     "until",
     "retries",
     "delay",
@@ -428,7 +428,7 @@ fn parse_step(
                 diags.push(
                     Diagnostic::new(key.span(), format!("`{k}` cannot be set on a `{what}`"))
                         .with_help(format!(
-                            "set it on the steps inside; a {what} takes name, when, tags, vars, environment, check_mode and no_log"
+                            "set it on the steps inside; a {what} takes name, when, loop, tags, vars, environment, check_mode and no_log"
                         )),
                 );
             }

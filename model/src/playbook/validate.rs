@@ -191,9 +191,29 @@ fn check_steps(
 ) {
     for step in steps {
         let text = step.file.as_ref().map_or(root_text, |f| &f.text);
-        // `vars` of the step, each seeing the ones before it.
+        // `vars` of the step see `item` and each the ones before it; `loop` sees them but not
+        // `item`; the rest of the step sees them all.
         let mut scope = defined.clone();
         let mut found = Vec::new();
+        let in_loop = |span: &std::ops::Range<usize>| {
+            step.spans
+                .loop_items
+                .as_ref()
+                .is_some_and(|l| l.start <= span.start && span.end <= l.end)
+        };
+        let mut loop_scope = defined.clone();
+        loop_scope.extend(step.vars.iter().map(|v| v.name.clone()));
+        for (template, span) in step
+            .spans
+            .outer_templates
+            .iter()
+            .filter(|(_, s)| in_loop(s))
+        {
+            check_template(jinja, template, span.clone(), &loop_scope, text, &mut found);
+        }
+        if step.loop_items.is_some() {
+            scope.insert(LOOP_VAR.to_string());
+        }
         for var in &step.vars {
             let var_text = var.file.as_ref().map_or(text, |f| &f.text);
             if let serde_json::Value::String(s) = &var.value {
@@ -203,11 +223,13 @@ fn check_steps(
             }
             scope.insert(var.name.clone());
         }
-        for (template, span) in &step.spans.outer_templates {
+        for (template, span) in step
+            .spans
+            .outer_templates
+            .iter()
+            .filter(|(_, s)| !in_loop(s))
+        {
             check_template(jinja, template, span.clone(), &scope, text, &mut found);
-        }
-        if step.loop_items.is_some() {
-            scope.insert(LOOP_VAR.to_string());
         }
         if let Some(items) = &step.loop_items
             && let (LoopItems::Template(t), Some(span)) = (items, &step.spans.loop_items)

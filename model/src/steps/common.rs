@@ -77,7 +77,8 @@ pub struct StepCommon {
     /// Run the step once per item, with the item in `item`: a list, or a whole-value template
     /// that renders to one (`"{{ users }}"`). Each item is its own event (`name [item]`);
     /// `when` is evaluated per item; `register` holds `results`, one per item; the step
-    /// changed when any item did.
+    /// changed when any item did. On a block or include: all its steps once per item (its
+    /// `when` and `vars` per item), stopping at the first item whose steps fail.
     #[serde(default, rename = "loop")]
     pub loop_items: Option<LoopItems>,
     /// Names for `--tags` / `--skip-tags`; the steps of a block or include inherit them. A
