@@ -154,7 +154,7 @@ def services():
     return [f"svc{i:03}" for i in range(1, N_SERVICES + 1)]
 
 
-UNIT_TEMPLATE = "[Service]\nName={{ item }}\nWorkingDirectory={{ root }}/srv/{{ item }}\nEnvironment=SERVICE={{ item | upper }}\n"
+UNIT_TEMPLATE = "[Service]\nName={{ item }}\nWorkingDirectory=/srv/{{ item }}\nEnvironment=SERVICE={{ item | upper }}\n"
 
 
 def loops_files(root, tool):
