@@ -1128,16 +1128,7 @@ loop = ["ann", "bob"]
         std::fs::read_to_string(f.w("remote-out/bob.txt")).unwrap(),
         "hi bob\n"
     );
-    let remote_steps: Vec<(String, String)> = json_lines(&out)
-        .iter()
-        .filter(|v| v["event"] == "step_finished")
-        .map(|v| {
-            (
-                v["name"].as_str().unwrap().into(),
-                v["status"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    let remote_steps = steps_of(&out);
     // Nothing of the bundle's private directory is left on the host; the bundle itself is
     // cached there by digest, so an unchanged bundle is not sent again.
     let sent = |out: &std::process::Output| {
@@ -1181,16 +1172,7 @@ loop = ["ann", "bob"]
         .output()
         .unwrap();
     assert!(local.status.success(), "{}", stderr(&local));
-    let local_steps: Vec<(String, String)> = json_lines(&local)
-        .iter()
-        .filter(|v| v["event"] == "step_finished")
-        .map(|v| {
-            (
-                v["name"].as_str().unwrap().into(),
-                v["status"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    let local_steps = steps_of(&local);
     assert_eq!(remote_steps, local_steps);
     assert_eq!(
         remote_steps

@@ -293,3 +293,42 @@ fn merge(into: &mut Value, from: Value) {
         (slot, v) => *slot = v,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::playbook::{Source, parse};
+
+    /// A looped release is counted once per item, with `item` bound (a release named from it
+    /// would not even render otherwise); a loop only the run can work out is counted once.
+    #[test]
+    fn a_looped_release_counts_once_per_item() {
+        let text = r#"name = "p"
+[vars]
+sites = ["a", "b", "c"]
+[[step]]
+name = "web"
+helm_release = { name = "web-{{ item }}", chart = "x/web", version = "1.0.0", namespace = "web", kubeconfig = "/k", values = { resources = { requests = { cpu = "100m", memory = "64Mi" } } } }
+loop = "{{ sites }}"
+[[step]]
+name = "later"
+command = { run = "true" }
+register = "found"
+[[step]]
+name = "api"
+helm_release = { name = "api", chart = "x/api", version = "1.0.0", namespace = "api", kubeconfig = "/k", values = { resources = { requests = { cpu = "50m" } } } }
+loop = "{{ found.stdout_lines }}"
+"#;
+        let playbook = parse(Source::new("p.toml", text)).unwrap();
+        let got = components(&playbook, Path::new("/"), &Map::new(), &mut |p: &Path| {
+            Err(format!("no file {}", p.display()))
+        })
+        .unwrap();
+        let cpu: Vec<(&str, u64)> = got
+            .iter()
+            .map(|c| (c.name.as_str(), c.requests.cpu_millis))
+            .collect();
+        assert_eq!(cpu, [("web", 300), ("api", 50)]);
+        assert_eq!(got[0].requests.memory_bytes, 3 * 64 * 1024 * 1024);
+    }
+}
