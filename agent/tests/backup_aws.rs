@@ -23,21 +23,8 @@ struct Aws {
 
 impl Aws {
     fn new(moto: &Moto) -> Aws {
-        let http = bosun_aws::https_client();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let config = rt.block_on(
-            aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .http_client(http)
-                .region(aws_config::Region::new("us-east-1"))
-                .endpoint_url(moto.endpoint())
-                .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                    "test", "test", None, None, "test",
-                ))
-                .load(),
-        );
+        let rt = common::runtime();
+        let config = common::moto_sdk_config(&rt, moto);
         Aws { rt, config }
     }
 

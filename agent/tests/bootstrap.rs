@@ -50,29 +50,17 @@ const ORIGIN_SECRET: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a6978879
 
 /// The origin secret in moto's Parameter Store, as `bosun up` leaves it.
 fn put_origin_secret(moto: &Moto) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(bosun_aws::https_client())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(moto.endpoint())
-            .credentials_provider(aws_sdk_ssm::config::Credentials::new(
-                "test", "test", None, None, "test",
-            ))
-            .load()
-            .await;
-        aws_sdk_ssm::Client::new(&config)
+    let rt = common::runtime();
+    let client = aws_sdk_ssm::Client::new(&common::moto_sdk_config(&rt, moto));
+    rt.block_on(
+        client
             .put_parameter()
             .name(ORIGIN_PARAMETER)
             .value(ORIGIN_SECRET)
             .r#type(aws_sdk_ssm::types::ParameterType::String)
-            .send()
-            .await
-            .unwrap();
-    });
+            .send(),
+    )
+    .unwrap();
 }
 
 #[test]

@@ -17,30 +17,18 @@ const GHCR_TOKEN: &str = "ghp_\"q:u o#t'e<d>\\tok&en";
 const HUB_TOKEN: &str = "dckr_pat_plain-0123";
 
 fn put(moto: &Moto, name: &str, value: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(bosun_aws::https_client())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(moto.endpoint())
-            .credentials_provider(aws_sdk_ssm::config::Credentials::new(
-                "test", "test", None, None, "test",
-            ))
-            .load()
-            .await;
-        aws_sdk_ssm::Client::new(&config)
+    let rt = common::runtime();
+    let client = aws_sdk_ssm::Client::new(&common::moto_sdk_config(&rt, moto));
+    rt.block_on(
+        client
             .put_parameter()
             .name(name)
             .value(value)
             .overwrite(true)
             .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-            .send()
-            .await
-            .unwrap();
-    });
+            .send(),
+    )
+    .unwrap();
 }
 
 #[test]

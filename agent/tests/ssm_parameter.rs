@@ -13,34 +13,23 @@ const ROTATED: &str = "K10abc0123::server:rotated-password";
 
 /// (value, type, version) of parameter `name` in moto.
 fn parameter(moto: &Moto, name: &str) -> Option<(String, String, i64)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(bosun_aws::https_client())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(moto.endpoint())
-            .credentials_provider(aws_sdk_ssm::config::Credentials::new(
-                "test", "test", None, None, "test",
-            ))
-            .load()
-            .await;
-        let out = aws_sdk_ssm::Client::new(&config)
-            .get_parameter()
-            .name(name)
-            .with_decryption(true)
-            .send()
-            .await
-            .ok()?;
-        let p = out.parameter?;
-        Some((
-            p.value.unwrap_or_default(),
-            p.r#type.map(|t| t.as_str().to_string()).unwrap_or_default(),
-            p.version,
-        ))
-    })
+    let rt = common::runtime();
+    let client = aws_sdk_ssm::Client::new(&common::moto_sdk_config(&rt, moto));
+    let out = rt
+        .block_on(
+            client
+                .get_parameter()
+                .name(name)
+                .with_decryption(true)
+                .send(),
+        )
+        .ok()?;
+    let p = out.parameter?;
+    Some((
+        p.value.unwrap_or_default(),
+        p.r#type.map(|t| t.as_str().to_string()).unwrap_or_default(),
+        p.version,
+    ))
 }
 
 fn apply(sb: &Sandbox, moto: &Moto, text: &str) -> common::Run {

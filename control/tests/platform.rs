@@ -209,6 +209,34 @@ fn plan_and_up_refuse_a_platform_the_instance_cannot_hold_before_any_aws_call() 
     }
 }
 
+/// `bosun user-data` of `config`: its text, and the files its cloud-config writes by path.
+fn user_data(config: &Path, bosund: &Path) -> (String, std::collections::BTreeMap<String, String>) {
+    let (rc, out, err) = bosun(&[
+        "user-data",
+        "--config",
+        config.to_str().unwrap(),
+        "--bosund",
+        bosund.to_str().unwrap(),
+        "--bucket",
+        "b",
+    ]);
+    assert_eq!(rc, 0, "{err}");
+    let doc: serde_json::Value =
+        serde_norway::from_str(out.trim_start_matches("#cloud-config\n")).unwrap();
+    let files = doc["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| {
+            Some((
+                f["path"].as_str()?.to_string(),
+                f["content"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    (out, files)
+}
+
 #[test]
 fn the_first_boot_applies_the_platform_with_its_profile_and_keeps_traefik_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -218,26 +246,12 @@ fn the_first_boot_applies_the_platform_with_its_profile_and_keeps_traefik_on() {
         "t2.micro",
         "profile = \"learner\"",
     );
-    let (rc, out, err) = bosun(&[
-        "user-data",
-        "--config",
-        config.to_str().unwrap(),
-        "--bosund",
-        dir.path().join("bosund").to_str().unwrap(),
-        "--bucket",
-        "b",
-    ]);
-    assert_eq!(rc, 0, "{err}");
-    let doc: serde_json::Value =
-        serde_norway::from_str(out.trim_start_matches("#cloud-config\n")).unwrap();
-    let files = doc["write_files"].as_array().unwrap();
+    let (_, files) = user_data(&config, &dir.path().join("bosund"));
     let file = |path: &str| {
         files
-            .iter()
-            .find(|f| f["path"] == path)
-            .and_then(|f| f["content"].as_str())
+            .get(path)
             .unwrap_or_else(|| panic!("{path} not written"))
-            .to_string()
+            .clone()
     };
     let vars: toml::Table = toml::from_str(&file("/etc/bosun/bootstrap-vars.toml")).unwrap();
     assert_eq!(vars["profile"].as_str(), Some("learner"));
@@ -274,26 +288,8 @@ fn registries_reach_the_first_boot_as_names_and_never_as_credentials() {
         "[registries.\"ghcr.io\"]\nusername = \"ci-bot\"\n[registries.\"docker.io\"]\nusername = \"hub-user\"\n",
     );
     let bosund = dir.path().join("bosund");
-    let (rc, out, err) = bosun(&[
-        "user-data",
-        "--config",
-        good.to_str().unwrap(),
-        "--bosund",
-        bosund.to_str().unwrap(),
-        "--bucket",
-        "b",
-    ]);
-    assert_eq!(rc, 0, "{err}");
-    let doc: serde_json::Value =
-        serde_norway::from_str(out.trim_start_matches("#cloud-config\n")).unwrap();
-    let script = doc["write_files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["path"] == "/usr/local/lib/bosun/first-boot")
-        .and_then(|f| f["content"].as_str())
-        .unwrap()
-        .to_string();
+    let (out, files) = user_data(&good, &bosund);
+    let script = &files["/usr/local/lib/bosun/first-boot"];
     let hub = script
         .find("--var 'registry_host=docker.io' --var 'registry_username=hub-user' --var 'registry_password_parameter=/bosun/demo/registries/docker.io'\n")
         .unwrap_or_else(|| panic!("{script}"));
@@ -373,26 +369,8 @@ fn ecr_registries_are_pulled_from_with_the_instance_role_and_nothing_else() {
     )
     .unwrap();
     let bosund = dir.path().join("bosund");
-    let (rc, out, err) = bosun(&[
-        "user-data",
-        "--config",
-        config.to_str().unwrap(),
-        "--bosund",
-        bosund.to_str().unwrap(),
-        "--bucket",
-        "b",
-    ]);
-    assert_eq!(rc, 0, "{err}");
-    let doc: serde_json::Value =
-        serde_norway::from_str(out.trim_start_matches("#cloud-config\n")).unwrap();
-    let script = doc["write_files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["path"] == "/usr/local/lib/bosun/first-boot")
-        .and_then(|f| f["content"].as_str())
-        .unwrap()
-        .to_string();
+    let (_, files) = user_data(&config, &bosund);
+    let script = &files["/usr/local/lib/bosun/first-boot"];
     // Before bootstrap, with the hosts comma-separated (after the vars file, when there is one).
     let line_of = |needle: &str| {
         script

@@ -411,6 +411,12 @@ pub(crate) fn node_ready(nodes_json: &str, name: &str, want: &K3sRelease) -> Res
                 )
             })?,
     };
+    node_is_ready(&node, Some(want))
+}
+
+/// `Ok` when `node` (one Node object) is Ready and, with `want`, its kubelet reports that
+/// version; else what is not right yet.
+pub(crate) fn node_is_ready(node: &Value, want: Option<&K3sRelease>) -> Result<(), String> {
     let name = node["metadata"]["name"].as_str().unwrap_or("?");
     let ready = node["status"]["conditions"]
         .as_array()
@@ -426,11 +432,13 @@ pub(crate) fn node_ready(nodes_json: &str, name: &str, want: &K3sRelease) -> Res
         }
         None => return Err(format!("node {name} reports no Ready condition yet")),
     }
-    let kubelet = node["status"]["nodeInfo"]["kubeletVersion"]
-        .as_str()
-        .unwrap_or("");
-    if K3sRelease::parse(kubelet).ok().as_ref() != Some(want) {
-        return Err(format!("node {name} runs kubelet {kubelet:?}, want {want}"));
+    if let Some(want) = want {
+        let kubelet = node["status"]["nodeInfo"]["kubeletVersion"]
+            .as_str()
+            .unwrap_or("");
+        if K3sRelease::parse(kubelet).ok().as_ref() != Some(want) {
+            return Err(format!("node {name} runs kubelet {kubelet:?}, want {want}"));
+        }
     }
     Ok(())
 }

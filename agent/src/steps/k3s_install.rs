@@ -523,7 +523,6 @@ impl StepKind for K3sInstallArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bosun_model::steps::k3s::{DEFAULT_BIN_DIR, DEFAULT_CONFIG_DIR, DEFAULT_UNIT_DIR};
 
     fn paths(root: &str) -> K3sPaths {
         K3sPaths {
@@ -531,15 +530,6 @@ mod tests {
             config_dir: format!("{root}/etc").into(),
             unit_dir: format!("{root}/units").into(),
             data_dir: format!("{root}/data").into(),
-        }
-    }
-
-    fn default_paths() -> K3sPaths {
-        K3sPaths {
-            bin_dir: DEFAULT_BIN_DIR.into(),
-            config_dir: DEFAULT_CONFIG_DIR.into(),
-            unit_dir: DEFAULT_UNIT_DIR.into(),
-            data_dir: DEFAULT_DATA_DIR.into(),
         }
     }
 
@@ -556,7 +546,7 @@ mod tests {
             serde_json::json!(["max-pods=50", "eviction-hard=memory.available<200Mi"]),
         );
         config.insert("node-label".into(), serde_json::json!(["role=platform"]));
-        let text = render_config(&config, true, &default_paths(), K3sRole::Server).unwrap();
+        let text = render_config(&config, true, &K3sPaths::default(), K3sRole::Server).unwrap();
         assert!(text.starts_with("# Written by bosun"), "{text}");
         let got = yaml(&text);
         assert_eq!(got["disable"], serde_json::json!(["traefik"]));
@@ -622,7 +612,7 @@ mod tests {
 
     #[test]
     fn unit_runs_the_server_with_the_config_it_was_given() {
-        let unit = k3s_unit::render_unit(&default_paths(), K3sRole::Server, &[]);
+        let unit = k3s_unit::render_unit(&K3sPaths::default(), K3sRole::Server, &[]);
         assert!(unit.contains("Type=notify\n"));
         assert!(unit.contains("EnvironmentFile=-/etc/systemd/system/k3s.service.env\n"));
         assert!(

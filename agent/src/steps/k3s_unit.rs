@@ -264,18 +264,6 @@ pub(crate) fn node_name(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bosun_model::steps::k3s::{
-        DEFAULT_BIN_DIR, DEFAULT_CONFIG_DIR, DEFAULT_DATA_DIR, DEFAULT_UNIT_DIR,
-    };
-
-    fn default_paths() -> K3sPaths {
-        K3sPaths {
-            bin_dir: DEFAULT_BIN_DIR.into(),
-            config_dir: DEFAULT_CONFIG_DIR.into(),
-            unit_dir: DEFAULT_UNIT_DIR.into(),
-            data_dir: DEFAULT_DATA_DIR.into(),
-        }
-    }
 
     /// An agent unit exactly as install.sh writes it for
     /// `INSTALL_K3S_EXEC="agent --node-label=tier=web --node-name worker-7"`.
@@ -329,7 +317,7 @@ ExecStart=/usr/local/bin/k3s \\
         );
         assert!(!written_by_bosun(INSTALLER_AGENT_UNIT));
         // bosun's own rendering of the same role and flags runs the same command.
-        let ours = render_unit(&default_paths(), K3sRole::Agent, &cmd.kept_flags());
+        let ours = render_unit(&K3sPaths::default(), K3sRole::Agent, &cmd.kept_flags());
         assert!(written_by_bosun(&ours));
         let back = parse_unit(&ours).unwrap();
         assert!(runs_the_same(
@@ -338,7 +326,7 @@ ExecStart=/usr/local/bin/k3s \\
             Path::new("/etc/systemd/system/k3s-agent.service.env")
         ));
         // A server unit does not.
-        let server = parse_unit(&render_unit(&default_paths(), K3sRole::Server, &[])).unwrap();
+        let server = parse_unit(&render_unit(&K3sPaths::default(), K3sRole::Server, &[])).unwrap();
         assert!(!runs_the_same(
             &cmd,
             &server,
@@ -359,7 +347,7 @@ ExecStart=/usr/local/bin/k3s \\
         };
         let kept = cmd.kept_flags();
         assert_eq!(kept, ["--kubelet-arg=eviction-hard=memory.available<100Mi"]);
-        let unit = render_unit(&default_paths(), K3sRole::Server, &kept);
+        let unit = render_unit(&K3sPaths::default(), K3sRole::Server, &kept);
         assert!(
             unit.contains("\"--kubelet-arg=eviction-hard=memory.available<100Mi\""),
             "{unit}"

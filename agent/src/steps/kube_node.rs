@@ -10,6 +10,7 @@ use bosun_model::steps::k3s::{K3sPaths, K3sRelease};
 use bosun_model::steps::kube_node::{KubeNodeArgs, KubeNodeState};
 use serde_json::Value;
 
+use super::k3s::node_is_ready;
 use super::{Check, Outcome, StepContext, StepKind};
 use crate::host::k3s::{kubectl, kubectl_error};
 use crate::host::process::quote_end;
@@ -76,7 +77,7 @@ async fn wait_ready(
     let started = Instant::now();
     loop {
         let reason = match node(a, paths).await {
-            Ok(node) => match ready(&node, want) {
+            Ok(node) => match node_is_ready(&node, want) {
                 Ok(()) => return Ok(started.elapsed()),
                 Err(r) => r,
             },
@@ -107,7 +108,7 @@ impl StepKind for KubeNodeArgs {
                 .as_ref()
                 .map(|v| format!(" at {v}"))
                 .unwrap_or_default();
-            return Ok(match ready(&node, want.as_ref()) {
+            return Ok(match node_is_ready(&node, want.as_ref()) {
                 Ok(()) => Check::unchanged(format!("node {name} is Ready{at}")),
                 Err(reason) => Check::change(
                     NodeView {
@@ -227,35 +228,6 @@ impl StepKind for KubeNodeArgs {
     }
 }
 
-/// `Ok` when `node` (a Node object) is Ready and, with `want`, its kubelet reports that
-/// version; else what is not right yet.
-fn ready(node: &Value, want: Option<&K3sRelease>) -> Result<(), String> {
-    let name = node["metadata"]["name"].as_str().unwrap_or("?");
-    let condition = node["status"]["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"));
-    match condition {
-        Some(c) if c["status"] == "True" => {}
-        Some(c) => {
-            return Err(format!(
-                "node {name} is not Ready ({}: {})",
-                c["reason"].as_str().unwrap_or("no reason"),
-                c["message"].as_str().unwrap_or("")
-            ));
-        }
-        None => return Err(format!("node {name} reports no Ready condition yet")),
-    }
-    if let Some(want) = want {
-        let kubelet = node["status"]["nodeInfo"]["kubeletVersion"]
-            .as_str()
-            .unwrap_or("");
-        if K3sRelease::parse(kubelet).ok().as_ref() != Some(want) {
-            return Err(format!("node {name} runs kubelet {kubelet:?}, want {want}"));
-        }
-    }
-    Ok(())
-}
-
 /// The `namespace/name` of the pods in a `get pods -o json` list that `kubectl drain
 /// --ignore-daemonsets` would evict: not owned by a DaemonSet, not a mirror (static) pod, not
 /// finished (Succeeded or Failed pods are deleted, not evicted, and hold nothing up).
@@ -314,18 +286,21 @@ mod tests {
                 "nodeInfo": {"kubeletVersion": kubelet}}})
         };
         let v31 = K3sRelease::parse("v1.31.4+k3s1").unwrap();
-        assert_eq!(ready(&node("True", "v1.31.4+k3s1"), Some(&v31)), Ok(()));
-        assert_eq!(ready(&node("True", "v1.30.6+k3s1"), None), Ok(()));
-        let e = ready(&node("True", "v1.30.6+k3s1"), Some(&v31)).unwrap_err();
+        assert_eq!(
+            node_is_ready(&node("True", "v1.31.4+k3s1"), Some(&v31)),
+            Ok(())
+        );
+        assert_eq!(node_is_ready(&node("True", "v1.30.6+k3s1"), None), Ok(()));
+        let e = node_is_ready(&node("True", "v1.30.6+k3s1"), Some(&v31)).unwrap_err();
         assert!(
             e.contains("runs kubelet \"v1.30.6+k3s1\", want v1.31.4+k3s1"),
             "{e}"
         );
-        let e = ready(&node("False", "v1.31.4+k3s1"), None).unwrap_err();
+        let e = node_is_ready(&node("False", "v1.31.4+k3s1"), None).unwrap_err();
         assert!(
             e.contains("agent-1 is not Ready (KubeletNotReady: PLEG)"),
             "{e}"
         );
-        assert!(ready(&json!({"metadata": {"name": "x"}}), None).is_err());
+        assert!(node_is_ready(&json!({"metadata": {"name": "x"}}), None).is_err());
     }
 }

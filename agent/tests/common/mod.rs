@@ -429,3 +429,29 @@ pub fn json_lines(stdout: &[u8]) -> serde_json::Value {
         })
         .collect()
 }
+
+/// The AWS SDK configuration for `moto` (us-east-1, moto's test credentials), loaded on `rt`:
+/// what a test uses to look at or seed what a step left in moto.
+pub fn moto_sdk_config(
+    rt: &tokio::runtime::Runtime,
+    moto: &bosun_harness::Moto,
+) -> aws_config::SdkConfig {
+    rt.block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(bosun_aws::https_client())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(moto.endpoint())
+            .credentials_provider(aws_sdk_ssm::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .load(),
+    )
+}
+
+/// A current-thread runtime for the SDK calls of a test.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}

@@ -359,7 +359,15 @@ pub fn run(args: RunArgs, json: bool) -> Result<ExitCode> {
         .drain(..)
         .flatten()
         .collect();
-    let code = if records.iter().any(|r| r.status == HostStatus::Cancelled) {
+    let code = fleet_exit_code(&records);
+    job.reporter.summary(&records, code);
+    Ok(ExitCode::from(code))
+}
+
+/// The exit code of a run over many hosts: cancelled, else unreachable, else failed when a
+/// host failed or never started, else ok.
+fn fleet_exit_code(records: &[HostRecord]) -> u8 {
+    if records.iter().any(|r| r.status == HostStatus::Cancelled) {
         exit::CANCELLED
     } else if records.iter().any(|r| r.status == HostStatus::Unreachable) {
         exit::UNREACHABLE
@@ -370,9 +378,7 @@ pub fn run(args: RunArgs, json: bool) -> Result<ExitCode> {
         exit::FAILED
     } else {
         exit::OK
-    };
-    job.reporter.summary(&records, code);
-    Ok(ExitCode::from(code))
+    }
 }
 
 /// A playbook with a `k3s_upgrade` step on hosts that say their `k3s_role` (or, from an
@@ -551,16 +557,7 @@ async fn run_rollout(
         job.reporter.host_finished(&r);
         records.push(r);
     }
-    let code = if records.iter().any(|r| r.status == HostStatus::Unreachable) {
-        exit::UNREACHABLE
-    } else if records
-        .iter()
-        .all(|r| matches!(r.status, HostStatus::Ok | HostStatus::Changed))
-    {
-        exit::OK
-    } else {
-        exit::FAILED
-    };
+    let code = fleet_exit_code(&records);
     job.reporter.summary(&records, code);
     Ok(code)
 }

@@ -216,6 +216,18 @@ pub struct K3sPaths {
     pub data_dir: PathBuf,
 }
 
+/// install.sh's places (the steps' defaults).
+impl Default for K3sPaths {
+    fn default() -> Self {
+        K3sPaths {
+            bin_dir: DEFAULT_BIN_DIR.into(),
+            config_dir: DEFAULT_CONFIG_DIR.into(),
+            unit_dir: DEFAULT_UNIT_DIR.into(),
+            data_dir: DEFAULT_DATA_DIR.into(),
+        }
+    }
+}
+
 impl K3sPaths {
     /// The binary.
     pub fn binary(&self) -> PathBuf {
